@@ -1,0 +1,116 @@
+# imm - build, test and demo. `make help` lists the targets.
+#
+# Takes the variables LuaRocks passes (LUA_INCDIR, LIBFLAG, CFLAGS,
+# INST_LIBDIR, INST_LUADIR), finds OpenSSL and libcurl with pkg-config, and
+# never links liblua: the interpreter that loads the module provides it.
+
+LUA        ?= lua5.4
+# where the runtime's headers live, per runtime
+LUA_PC      = $(if $(filter luajit,$(LUA)),luajit,$(LUA))
+LUA_INCDIR ?= $(or $(patsubst -I%,%,$(firstword $(shell pkg-config --cflags-only-I $(LUA_PC) 2>/dev/null))),/usr/include/$(LUA))
+LUA_ABI     = $(if $(filter luajit lua5.1,$(LUA)),5.1,$(patsubst lua%,%,$(LUA)))
+
+CC         ?= cc
+CFLAGS     ?= -O2 -g
+WARN        = -Wall -Wextra -Wstrict-prototypes -Wmissing-prototypes -Wshadow -Wformat=2
+MYCFLAGS    = -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden $(WARN)
+LIBFLAG    ?= -shared
+DEP_CFLAGS  = $(shell pkg-config --cflags libcurl openssl 2>/dev/null)
+DEP_LIBS    = $(shell pkg-config --libs libcurl openssl 2>/dev/null || echo -lcurl -lssl -lcrypto) -lpthread
+
+BUILD      ?= build/$(LUA)
+SRCS        = src/imm_buf.c src/imm_sign.c src/imm_http.c src/imm_core.c
+HDRS        = src/imm_buf.h src/imm_sign.h src/imm_http.h
+OBJS        = $(patsubst src/%.c,$(BUILD)/obj/%.o,$(SRCS))
+MODULE      = $(BUILD)/imm/core.so
+
+PREFIX     ?= /usr/local
+INST_LIBDIR ?= $(PREFIX)/lib/lua/$(LUA_ABI)
+INST_LUADIR ?= $(PREFIX)/share/lua/$(LUA_ABI)
+LUA_FILES   = $(shell find lua -name '*.lua')
+
+# the specs and demo find the working tree's modules first
+TEST_ENV    = LUA_PATH="lua/?.lua;lua/?/init.lua;spec/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" \
+              no_proxy=127.0.0.1,localhost NO_PROXY=127.0.0.1,localhost
+BUSTED      = /usr/bin/busted
+SPECS      ?= spec
+RUN_PREFIX ?=
+
+.PHONY: all build deps deps-demo demo test unit test-lua5.4 test-luajit lint asan valgrind \
+        rockspec-check install clean help
+
+all: build
+
+build: $(MODULE)
+
+$(BUILD)/obj/%.o: src/%.c $(HDRS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(MYCFLAGS) $(EXTRA_CFLAGS) -I$(LUA_INCDIR) $(DEP_CFLAGS) -c $< -o $@
+
+$(MODULE): $(OBJS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LIBFLAG) $(CFLAGS) $(EXTRA_CFLAGS) -o $@ $(OBJS) $(DEP_LIBS)
+
+deps:
+	@sh tools/install-deps.sh test
+
+deps-demo:
+	@sh tools/install-deps.sh demo
+
+## demo: list bindings from the bundled local IMM server with the pager
+demo: deps-demo
+	@$(MAKE) --no-print-directory build LUA=lua5.4
+	@$(TEST_ENV) sh tools/with-server.sh lua5.4 examples/list_bindings.lua immtest
+
+## test: every check (Lua 5.4 and LuaJIT specs, lint, ASan+UBSan, valgrind, LuaRocks)
+test: deps
+	@$(MAKE) --no-print-directory lint
+	@$(MAKE) --no-print-directory unit LUA=lua5.4 EXTRA_CFLAGS=-Werror
+	@$(MAKE) --no-print-directory unit LUA=luajit EXTRA_CFLAGS=-Werror
+	@$(MAKE) --no-print-directory asan
+	@$(MAKE) --no-print-directory valgrind
+	@$(MAKE) --no-print-directory rockspec-check
+	@echo "imm: all checks passed"
+
+## unit: the busted specs on one runtime (LUA=lua5.4 or LUA=luajit)
+unit: build
+	@echo "imm: specs on $(LUA) $(SPEC_NOTE)"
+	@$(TEST_ENV) $(RUN_PREFIX) $(LUA) $(BUSTED) -o utfTerminal $(SPECS)
+
+lint:
+	@echo "imm: luacheck"
+	@luacheck -q lua spec examples tools
+	@echo "imm: cppcheck"
+	@cppcheck -q --error-exitcode=1 --enable=warning,portability,performance \
+	  --inline-suppr --std=c99 -I src $(SRCS)
+
+## asan: the specs against a module built with AddressSanitizer + UBSan
+ASAN_CFLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+asan:
+	@$(MAKE) --no-print-directory unit LUA=lua5.4 BUILD=build/asan SPEC_NOTE="under ASan+UBSan" \
+	  CFLAGS="$(ASAN_CFLAGS)" EXTRA_CFLAGS=-Werror \
+	  RUN_PREFIX='LD_PRELOAD="$(shell $(CC) -print-file-name=libasan.so) $(shell $(CC) -print-file-name=libubsan.so)" \
+	  ASAN_OPTIONS=detect_leaks=1:exitcode=23 LSAN_OPTIONS=suppressions=$(CURDIR)/tools/lsan.supp:print_suppressions=0 \
+	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1'
+
+## valgrind: one pass of the C-core and HTTP specs under memcheck
+valgrind:
+	@$(MAKE) --no-print-directory unit LUA=lua5.4 SPEC_NOTE="under valgrind" \
+	  SPECS="spec/01_signing_spec.lua spec/02_core_spec.lua spec/03_http_spec.lua" \
+	  RUN_PREFIX="valgrind -q --error-exitcode=42 --leak-check=full --errors-for-leak-kinds=definite,indirect \
+	  --show-leak-kinds=definite,indirect --suppressions=tools/valgrind.supp"
+
+## rockspec-check: `luarocks make --deps-mode=none` into a scratch tree, 5.4 and 5.1
+rockspec-check:
+	@sh tools/rockspec-check.sh
+
+install: build
+	install -d $(DESTDIR)$(INST_LIBDIR)/imm $(DESTDIR)$(INST_LUADIR)/imm/transport
+	install -m 755 $(MODULE) $(DESTDIR)$(INST_LIBDIR)/imm/core.so
+	for f in $(LUA_FILES); do install -m 644 $$f $(DESTDIR)$(INST_LUADIR)/$${f#lua/}; done
+
+clean:
+	rm -rf build
+
+help:
+	@grep -E '^## ' Makefile | sed 's/^## /  make /'

@@ -1,0 +1,117 @@
+--- imm: a client for Alibaba Cloud Intelligent Media Management (IMM,
+-- API 2020-09-30) with a C core (OpenSSL signing, libcurl HTTP).
+--
+-- @module imm
+-- @usage
+-- local imm = require "imm"
+-- local client = assert(imm.new{ region = "cn-hangzhou",
+--   access_key_id = os.getenv("ALIBABA_CLOUD_ACCESS_KEY_ID"),
+--   access_key_secret = os.getenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET") })
+-- for b, err in client:bindings{ ProjectName = "immtest" } do
+--   if not b then error(tostring(err)) end
+--   print(b.DatasetName, b.URI, b.State)
+-- end
+
+local pairs, getenv = pairs, os.getenv
+local Client = require "imm.client"
+local errors = require "imm.errors"
+
+local _M = {
+  _VERSION = Client._VERSION,
+  errors = errors,
+  credentials = require "imm.credentials",
+}
+
+--- Creates a client.
+-- @tparam table opts see the README ("Client options")
+-- @return client, or nil, err
+function _M.new(opts)
+  return Client.new(opts)
+end
+
+-- The default client, built from the environment on first use.
+local default_opts, default_client
+
+local function env_options()
+  local o = {}
+  local ep = getenv("IMM_ENDPOINT")
+  if ep and ep ~= "" then
+    o.endpoint = ep
+    -- an explicit http:// endpoint is the opt-in to plain http
+  end
+  local region = getenv("ALIBABA_CLOUD_REGION_ID")
+  if region and region ~= "" then o.region = region end
+  return o
+end
+
+local function default()
+  if default_client then return default_client end
+  local c, err = Client.new(default_opts or env_options())
+  if not c then return nil, err end
+  default_client = c
+  return c
+end
+
+--- Replaces the default client's options (the module-level functions use
+-- it). Credentials still come from the default chain unless given.
+-- @tparam table opts as for `imm.new`
+-- @return true, or nil, err (the previous configuration stays in force)
+function _M.configure(opts)
+  local c, err = Client.new(opts)
+  if not c then return nil, err end
+  if default_client then default_client:close() end
+  local copy = {}
+  for k, v in pairs(opts) do copy[k] = v end
+  default_opts, default_client = copy, c
+  return true
+end
+
+--- Module-level calls on the default client (region and endpoint from
+-- `ALIBABA_CLOUD_REGION_ID` / `IMM_ENDPOINT`, keys from the environment).
+-- @section module
+
+--- @return res, or nil, err
+function _M.list_bindings(params)
+  local c, err = default()
+  if not c then return nil, err end
+  return c:list_bindings(params)
+end
+
+--- @return res, or nil, err
+function _M.call(action, params)
+  local c, err = default()
+  if not c then return nil, err end
+  return c:call(action, params)
+end
+
+--- @return table, or nil, err
+function _M.all_bindings(params, opts)
+  local c, err = default()
+  if not c then return nil, err end
+  return c:all_bindings(params, opts)
+end
+
+local function failing(err)
+  local done = false
+  return function()
+    if done then return nil end
+    done = true
+    return false, err
+  end
+end
+
+--- @return iterator over bindings
+function _M.bindings(params, opts)
+  local c, err = default()
+  if not c then return failing(err) end
+  return c:bindings(params, opts)
+end
+
+--- @return iterator over pages
+function _M.pages(action, params, opts)
+  local c, err = default()
+  if not c then return failing(err) end
+  return c:pages(action, params, opts)
+end
+
+return _M

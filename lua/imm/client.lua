@@ -1,0 +1,308 @@
+--- The IMM client: options, signing, sending, decoding and retries for one
+-- endpoint and one set of credentials.
+--
+-- Misuse that is a programming error (calling a method on something that is
+-- not a client) raises; everything that can fail at run time returns
+-- `nil, err` (see `imm.errors`).
+-- @classmod imm.client
+
+local type, pairs, tostring, setmetatable, format = type, pairs, tostring, setmetatable, string.format
+local floor, min, find, next, getmetatable = math.floor, math.min, string.find, next, getmetatable
+local io_open, os_time = io.open, os.time
+
+local core = require "imm.core"
+local errors = require "imm.errors"
+local operations = require "imm.operations"
+local endpoint = require "imm.endpoint"
+local signer = require "imm.signer"
+local decode = require "imm.decode"
+local credentials = require "imm.credentials"
+local transport = require "imm.transport"
+local pager = require "imm.pager"
+
+local VERSION = "0.1.0"
+
+local Client = {}
+Client.__index = Client
+
+local BACKOFF_BASE, BACKOFF_CAP = 0.2, 20
+
+--- Client options and their types. Anything else is refused.
+local OPTIONS = {
+  region = "string", endpoint = "string", protocol = "string",
+  access_key_id = "string", access_key_secret = "string", security_token = "string",
+  credentials = "table",
+  signature_algorithm = "string",
+  connect_timeout = "number", timeout = "number",
+  max_retries = "number",
+  ca_file = "string", insecure = "boolean",
+  user_agent = "string",
+  max_response_bytes = "number",
+  transport = { string = true, table = true },
+  decoder = { string = true, ["function"] = true },
+  -- for deterministic tests: functions returning epoch seconds and a nonce
+  clock = "function", nonce = "function",
+}
+
+local function check_options(opts)
+  for k, v in pairs(opts) do
+    local want = OPTIONS[k]
+    if want == nil then
+      local hint = type(k) == "string" and operations.suggest(k, OPTIONS)
+      return nil, errors.invalid(format("unknown client option %q%s", tostring(k),
+        hint and format(" (did you mean %q?)", hint) or ""))
+    end
+    local ok = (type(want) == "table") and want[type(v)] or type(v) == want
+    if not ok then
+      return nil, errors.invalid(format("client option %s must be a %s, got %s", k,
+        type(want) == "table" and "string or table/function" or want, type(v)))
+    end
+  end
+  return true
+end
+
+local function positive(opts, k, default)
+  local v = opts[k]
+  if v == nil then return default end
+  if v <= 0 or v ~= v or v == math.huge then
+    return nil, errors.invalid(format("client option %s must be a positive number of seconds, got %s",
+      k, tostring(v)))
+  end
+  return v
+end
+
+local function has_crlf(s) return find(s, "[\r\n]") ~= nil end
+
+--- Creates a client. See the README for every option.
+-- @tparam table opts
+-- @return client, or nil, err
+-- @usage local client = assert(imm.new{ region = "cn-hangzhou",
+--   access_key_id = id, access_key_secret = secret })
+function Client.new(opts)
+  if opts == nil then opts = {} end
+  if type(opts) ~= "table" then
+    return nil, errors.invalid("imm.new takes a table of options")
+  end
+  local ok, err = check_options(opts)
+  if not ok then return nil, err end
+
+  local self = setmetatable({}, Client)
+  self.endpoint, err = endpoint.resolve(opts)
+  if not self.endpoint then return nil, err end
+  if self.endpoint.scheme == "http" and opts.protocol ~= "http" and
+     not find(opts.endpoint or "", "^[hH][tT][tT][pP]://") then
+    return nil, errors.invalid("plain http needs protocol = \"http\" or an http:// endpoint")
+  end
+
+  local alg = opts.signature_algorithm or "ACS3-HMAC-SHA256"
+  if not signer.ALGORITHMS[alg] then
+    return nil, errors.invalid(format("signature_algorithm must be \"ACS3-HMAC-SHA256\", "
+      .. "\"ACS3-HMAC-SM3\" or \"v2\", got %q", alg))
+  end
+  self.algorithm = alg
+
+  -- Credentials: explicit keys, a provider, or the default chain.
+  if opts.credentials then
+    if opts.access_key_id or opts.access_key_secret then
+      return nil, errors.invalid("give either credentials or access_key_id/access_key_secret, not both")
+    end
+    if not credentials.is_provider(opts.credentials) then
+      return nil, errors.invalid("credentials must be a provider (a table with a get method)")
+    end
+    self.credentials = opts.credentials
+  elseif opts.access_key_id or opts.access_key_secret or opts.security_token then
+    self.credentials, err = credentials.static(opts)
+    if not self.credentials then return nil, err end
+  else
+    self.credentials = credentials.default()
+  end
+
+  local connect_timeout, timeout
+  connect_timeout, err = positive(opts, "connect_timeout", 5)
+  if not connect_timeout then return nil, err end
+  timeout, err = positive(opts, "timeout", 10)
+  if not timeout then return nil, err end
+
+  local retries = opts.max_retries or 3
+  if retries ~= floor(retries) or retries < 0 or retries > 20 then
+    return nil, errors.invalid(format("max_retries must be an integer from 0 to 20, got %s", tostring(retries)))
+  end
+  self.max_retries = retries
+
+  local max_bytes = opts.max_response_bytes or 64 * 1024 * 1024
+  if max_bytes ~= floor(max_bytes) or max_bytes < 1024 then
+    return nil, errors.invalid("max_response_bytes must be an integer of at least 1024")
+  end
+
+  if opts.ca_file then
+    local f = io_open(opts.ca_file, "rb")
+    if not f then
+      return nil, errors.invalid(format("ca_file %q cannot be read", opts.ca_file))
+    end
+    f:close()
+  end
+
+  local ua = format("imm-lua/%s (%s)", VERSION, _VERSION)
+  if opts.user_agent then
+    if has_crlf(opts.user_agent) then
+      return nil, errors.invalid("user_agent must not contain CR or LF")
+    end
+    ua = ua .. " " .. opts.user_agent
+  end
+  self.user_agent = ua
+
+  self.decode = decode.get(opts.decoder)
+  if not self.decode then
+    return nil, errors.invalid(format("unknown decoder %q (expected \"cjson\" or a function)",
+      tostring(opts.decoder)))
+  end
+  self.clock = opts.clock or os_time
+  self.nonce = opts.nonce or core.nonce
+
+  self.transport, err = transport.open(opts.transport, {
+    connect_timeout = connect_timeout, timeout = timeout,
+    ca_file = opts.ca_file, insecure = opts.insecure,
+    user_agent = ua, max_response_bytes = max_bytes,
+  })
+  if not self.transport then return nil, err end
+  return self
+end
+
+function Client:__tostring()
+  return format("imm.client (%s, %s)", self.endpoint.base, self.algorithm)
+end
+
+-- Full jitter: a random delay in [0, min(cap, base * 2^(attempt-1))], or
+-- what the service asked for, if it said.
+local function backoff(attempt, err)
+  local hint = err.retry_after
+  if hint then return min(hint, BACKOFF_CAP) end
+  return core.random() * min(BACKOFF_CAP, BACKOFF_BASE * 2 ^ (attempt - 1))
+end
+
+local function is_array(t)
+  return t[1] ~= nil
+end
+
+-- One signed exchange: sign afresh (new date and nonce), send, classify.
+function Client:_attempt(action, query, creds, def)
+  local ep = self.endpoint
+  local signed, code, msg = signer.sign {
+    algorithm = self.algorithm, method = "POST", path = "/", authority = ep.authority,
+    action = action, version = operations.API_VERSION, query = query, body = "",
+    date = self.clock(), nonce = self.nonce(),
+    access_key_id = creds.access_key_id, access_key_secret = creds.access_key_secret,
+    security_token = creds.security_token,
+  }
+  if not signed then
+    return nil, errors.new(code, msg, { retryable = false })
+  end
+  local url = ep.base .. "/"
+  if signed.query ~= "" then url = url .. "?" .. signed.query end
+
+  local res, err = self.transport:request { method = "POST", url = url, headers = signed.headers, body = "" }
+  if not res then return nil, err end
+
+  local status, body = res.status, res.body
+  if status < 200 or status > 299 then
+    local decoded = self.decode(body)
+    err = errors.from_service(status, res.headers, decoded, body)
+    err.retry_after = errors.retry_after(res.headers)
+    return nil, err
+  end
+
+  local v, derr = self.decode(body)
+  local request_id = res.headers["x-acs-request-id"]
+  if v == nil then
+    return nil, errors.new("InvalidResponse", "response is not valid JSON: " .. tostring(derr),
+      { status = status, request_id = request_id, retryable = false })
+  end
+  if type(v) ~= "table" or is_array(v) then
+    return nil, errors.new("InvalidResponse", "response is not a JSON object",
+      { status = status, request_id = request_id, retryable = false })
+  end
+  if def and def.items then
+    local items = v[def.items]
+    if items == nil then
+      v[def.items] = {}
+    elseif type(items) ~= "table" or (next(items) ~= nil and not is_array(items)) then
+      return nil, errors.new("InvalidResponse", format("%s in the response is not an array", def.items),
+        { status = status, request_id = v.RequestId or request_id, retryable = false })
+    end
+    if v.NextToken == "" then v.NextToken = nil end
+  end
+  return v
+end
+
+--- Calls any IMM RPC action (API version 2020-09-30).
+-- Parameters of known actions are validated against their schema; others
+-- must be strings, numbers or booleans.
+-- @tparam string action e.g. "ListBindings"
+-- @tparam table params
+-- @return the decoded response table, or nil, err
+-- @usage local res, err = client:call("ListBindings", { ProjectName = "immtest" })
+function Client:call(action, params)
+  if getmetatable(self) ~= Client then
+    error("imm: call must be called as client:call(...)", 2)
+  end
+  local query, err = operations.validate(action, params)
+  if not query then return nil, err end
+  local def = operations.actions[action]
+
+  local creds
+  creds, err = self.credentials:get()
+  if not creds then return nil, err end
+
+  local attempt = 0
+  while true do
+    attempt = attempt + 1
+    local res
+    res, err = self:_attempt(action, query, creds, def)
+    if res then return res end
+    err.attempts = attempt
+    if not err.retryable or attempt > self.max_retries then
+      return nil, err
+    end
+    self.transport:sleep(backoff(attempt, err))
+  end
+end
+
+--- Lists one page of bindings.
+-- @tparam table params `ProjectName` (required), `DatasetName`, `MaxResults`
+--   (0..200), `NextToken`, `Name`
+-- @return `{ RequestId, NextToken, Bindings = { ... } }`, or nil, err
+-- @usage local res, err = client:list_bindings{ ProjectName = "immtest", MaxResults = 50 }
+function Client:list_bindings(params)
+  return self:call("ListBindings", params)
+end
+
+--- Iterates over pages of any NextToken action.
+-- @tparam string action
+-- @tparam table params
+-- @tparam[opt] table opts `max_items`, `page_size`, `start_token`, `items`
+-- @return iterator yielding page tables; on failure it yields `false, err` once
+-- @usage for page, err in client:pages("ListBindings", { ProjectName = "p" }) do ... end
+function Client:pages(action, params, opts)
+  return pager.pages(self, action, params, opts)
+end
+
+--- Iterates over bindings one by one, following NextToken.
+-- @return iterator yielding bindings; on failure it yields `false, err` once
+-- @usage for b, err in client:bindings{ ProjectName = "p" } do if not b then error(err) end end
+function Client:bindings(params, opts)
+  return pager.items(self, "ListBindings", params, opts)
+end
+
+--- Every binding of every page, merged: `{ Bindings = { ... } }`.
+-- @return table, or nil, err (err.next_token says where to resume)
+function Client:all_bindings(params, opts)
+  return pager.all(self, "ListBindings", params, opts)
+end
+
+--- Releases the connection. The client must not be used afterwards.
+function Client:close()
+  if self.transport and self.transport.close then self.transport:close() end
+end
+
+Client._VERSION = VERSION
+return Client

@@ -1,0 +1,59 @@
+--- The decoder seam: response bytes to Lua tables.
+--
+-- The default decoder is lua-cjson, through a private `cjson.safe` instance
+-- so our settings never change the application's own cjson. JSON `null`
+-- becomes an absent key in objects, so `binding.Reason == nil` works as a
+-- Lua programmer expects. A faster decoder can replace this one through the
+-- client's `decoder` option, as long as it returns the same tables.
+-- @module imm.decode
+
+local type, next = type, next
+local cjson_safe = require "cjson.safe"
+
+local _M = {}
+
+local cjson = cjson_safe.new()
+cjson.decode_invalid_numbers(false)  -- NaN and Infinity are not JSON
+local null = cjson.null
+
+-- Removes object keys whose value is null, recursively. Array slots keep
+-- cjson.null, since removing them would leave holes that `#` cannot see.
+local function strip_nulls(t)
+  local k, v = next(t)
+  while k ~= nil do
+    local nk, nv = next(t, k)
+    if v == null then
+      if type(k) == "string" then t[k] = nil end
+    elseif type(v) == "table" then
+      strip_nulls(v)
+    end
+    k, v = nk, nv
+  end
+  return t
+end
+
+--- Decodes a JSON document.
+-- @tparam string body
+-- @return the decoded value (a table for objects and arrays)
+-- @return nil, message when `body` is not valid JSON
+function _M.cjson(body)
+  local v, err = cjson.decode(body)
+  if v == nil and err then return nil, err end
+  if type(v) == "table" then strip_nulls(v) end
+  return v
+end
+
+--- The decoder used when the client names none.
+_M.default = _M.cjson
+
+--- Looks a decoder up by name, or accepts a function.
+function _M.get(d)
+  if d == nil then return _M.default end
+  if type(d) == "function" then return d end
+  if d == "cjson" then return _M.cjson end
+  return nil
+end
+
+_M.null = null
+
+return _M

@@ -1,0 +1,114 @@
+--- Error values returned by every imm function that can fail at run time.
+--
+-- Every failure is `nil, err`, where `err` is a table with `code`,
+-- `message`, `status`, `request_id`, `host_id`, `recommend` and
+-- `retryable`, and a `__tostring` that renders it on one line.
+-- Secrets never reach an error: messages are built from codes, parameter
+-- names and what the service said, never from credentials.
+-- @module imm.errors
+
+local setmetatable, tostring, type, tonumber = setmetatable, tostring, type, tonumber
+local format, find = string.format, string.find
+
+local _M = {}
+
+local Error = {}
+Error.__index = Error
+
+--- One line: code, status, message and request id.
+-- @usage print(tostring(err))  -- imm: Throttling.User (HTTP 429): Request was denied... [RequestId 4B1F...]
+function Error.__tostring(e)
+  local s = "imm: " .. tostring(e.code)
+  if e.status then s = s .. " (HTTP " .. tostring(e.status) .. ")" end
+  s = s .. ": " .. tostring(e.message)
+  if e.request_id then s = s .. " [RequestId " .. tostring(e.request_id) .. "]" end
+  return s
+end
+
+_M.Error = Error
+
+--- Codes of our own (the service's codes pass through unchanged).
+_M.codes = {
+  InvalidParameter = "InvalidParameter",   -- a wrong type, a value out of range, an unknown name
+  MissingParameter = "MissingParameter",   -- a required parameter is absent or empty
+  ConnectionFailed = "ConnectionFailed",   -- DNS, connect, reset, nothing received
+  Timeout = "Timeout",                     -- connect_timeout or timeout elapsed
+  TLSError = "TLSError",                   -- handshake or certificate verification
+  InvalidResponse = "InvalidResponse",     -- not what the service promises (bad JSON, HTML, truncated)
+  NoCredentials = "NoCredentials",         -- no provider yielded credentials
+}
+
+-- Transport failures that are safe to repeat for a read-only call.
+local retryable_codes = {
+  ConnectionFailed = true, Timeout = true,
+  ServiceUnavailable = true, InternalError = true,
+}
+
+--- Is a failure with this code and HTTP status worth another attempt?
+-- Connection failures, timeouts, 5xx, `Throttling*`, `ServiceUnavailable`
+-- and `InternalError`; never 4xx validation or authentication errors.
+function _M.is_retryable(code, status)
+  if retryable_codes[code] then return true end
+  if type(code) == "string" and find(code, "^Throttling") then return true end
+  if status and status >= 500 then return true end
+  return false
+end
+
+--- Builds an error value.
+-- @tparam string code
+-- @tparam string message
+-- @tparam[opt] table fields extra fields (`status`, `request_id`, ...)
+-- @treturn table err
+function _M.new(code, message, fields)
+  local e = { code = code, message = message }
+  if fields then
+    for k, v in pairs(fields) do e[k] = v end
+  end
+  if e.retryable == nil then
+    e.retryable = _M.is_retryable(code, e.status)
+  end
+  return setmetatable(e, Error)
+end
+
+--- Is `v` an imm error value?
+function _M.is_error(v)
+  return type(v) == "table" and getmetatable(v) == Error
+end
+
+--- Bad input found before sending: never retryable.
+function _M.invalid(message, code)
+  return _M.new(code or "InvalidParameter", message, { retryable = false })
+end
+
+--- The error for a non-2xx reply. `body` is what the decoder made of the
+-- reply (a table when it was a JSON object, else nil).
+function _M.from_service(status, headers, body, raw)
+  local request_id = headers and headers["x-acs-request-id"]
+  if type(body) == "table" and type(body.Code) == "string" then
+    return _M.new(body.Code, tostring(body.Message or body.Code), {
+      status = status,
+      request_id = body.RequestId or request_id,
+      host_id = body.HostId,
+      recommend = body.Recommend,
+    })
+  end
+  -- Not the service's error shape: a proxy page, an empty body, ...
+  local ctype = headers and headers["content-type"] or "no content type"
+  return _M.new("InvalidResponse",
+    format("HTTP %d with a body that is not an IMM error (%s, %d bytes)",
+      status, ctype, raw and #raw or 0),
+    { status = status, request_id = request_id })
+end
+
+--- Retry-After hint, in seconds, from `x-acs-retry-after` (ms) or
+-- `Retry-After` (seconds), or nil.
+function _M.retry_after(headers)
+  if not headers then return nil end
+  local ms = tonumber(headers["x-acs-retry-after"])
+  if ms and ms >= 0 then return ms / 1000 end
+  local s = tonumber(headers["retry-after"])
+  if s and s >= 0 then return s end
+  return nil
+end
+
+return _M

@@ -1,0 +1,159 @@
+--- Pagers that follow NextToken, built on coroutines.
+--
+-- The paging loop runs inside a coroutine and yields pages or items to the
+-- caller's `for` loop, so a listing of any length streams with constant
+-- memory. All I/O happens in plain Lua calls inside the coroutine, so it
+-- also works where the transport itself yields (ngx_lua cosockets).
+--
+-- On failure an iterator yields `false, err` once, then ends. `err.next_token`
+-- holds the token of the page that failed, to resume with `start_token`.
+-- @module imm.pager
+
+local type, pairs, format, tostring = type, pairs, string.format, tostring
+local floor, min = math.floor, math.min
+local co_create, co_resume, co_yield, co_status = coroutine.create, coroutine.resume,
+  coroutine.yield, coroutine.status
+local errors = require "imm.errors"
+local operations = require "imm.operations"
+
+local _M = {}
+
+local PAGER_OPTIONS = { max_items = true, page_size = true, start_token = true, items = true }
+
+-- Validates pager options; returns the normalised settings or nil, err.
+local function settings(action, params, opts)
+  if params ~= nil and type(params) ~= "table" then
+    return nil, errors.invalid(format("%s: parameters must be a table, got %s", tostring(action), type(params)))
+  end
+  if opts == nil then opts = {} end
+  if type(opts) ~= "table" then
+    return nil, errors.invalid("pager options must be a table")
+  end
+  for k in pairs(opts) do
+    if not PAGER_OPTIONS[k] then
+      local hint = type(k) == "string" and operations.suggest(k, PAGER_OPTIONS)
+      return nil, errors.invalid(format("unknown pager option %q%s", tostring(k),
+        hint and format(" (did you mean %q?)", hint) or ""))
+    end
+  end
+  local def = operations.actions[action]
+  local s = {
+    items = opts.items or (def and def.items),
+    size_param = def and def.page_size or "MaxResults",
+    max_items = opts.max_items,
+    page_size = opts.page_size,
+    token = opts.start_token,
+  }
+  if s.max_items ~= nil and (type(s.max_items) ~= "number" or s.max_items ~= floor(s.max_items)
+      or s.max_items < 1) then
+    return nil, errors.invalid("max_items must be a positive integer, got " .. tostring(s.max_items))
+  end
+  if s.page_size ~= nil and (type(s.page_size) ~= "number" or s.page_size ~= floor(s.page_size)
+      or s.page_size < 1) then
+    return nil, errors.invalid("page_size must be a positive integer, got " .. tostring(s.page_size))
+  end
+  if s.token ~= nil and (type(s.token) ~= "string" or s.token == "") then
+    return nil, errors.invalid("start_token must be a non-empty string")
+  end
+  if type(s.items) ~= "string" then
+    return nil, errors.invalid(format("%s: the pager needs opts.items, the response field that "
+      .. "holds the list", tostring(action)))
+  end
+  return s
+end
+
+-- An iterator over a coroutine running `body(yield)`. It yields what the body
+-- yields, and nil once the body has returned, however often it is called.
+local function iterator(body)
+  local co = co_create(body)
+  return function()
+    if co_status(co) == "dead" then return nil end
+    local ok, a, b = co_resume(co)
+    if not ok then error(a, 0) end  -- a bug, not a run-time failure
+    return a, b
+  end
+end
+
+local function failed(err)
+  return iterator(function() co_yield(false, err) end)
+end
+
+-- The paging loop. Calls on_page(page) for each page; stops when it
+-- returns false. Returns true, or nil, err.
+local function walk(client, action, params, s, on_page)
+  local p = {}
+  for k, v in pairs(params or {}) do p[k] = v end
+  local token, seen = s.token or p.NextToken, 0
+  while true do
+    p.NextToken = token
+    local size = s.page_size or p[s.size_param]
+    if s.max_items then
+      local left = s.max_items - seen
+      -- ask only for what is still wanted (0 means the default of 100)
+      if size == nil or size == 0 then size = 100 end
+      size = min(size, left)
+    end
+    p[s.size_param] = size
+    local page, err = client:call(action, p)
+    if not page then
+      err.next_token = token
+      return nil, err
+    end
+    local list = page[s.items]
+    if type(list) ~= "table" then
+      return nil, errors.new("InvalidResponse", format("%s is missing from the response", s.items),
+        { request_id = page.RequestId, next_token = token, retryable = false })
+    end
+    local n = #list
+    if s.max_items and seen + n > s.max_items then
+      for i = s.max_items - seen + 1, n do list[i] = nil end
+      n = s.max_items - seen
+    end
+    seen = seen + n
+    if on_page(page, list, n) == false then return true end
+    token = page.NextToken
+    if token == nil or token == "" or (s.max_items and seen >= s.max_items) then
+      return true
+    end
+  end
+end
+
+--- Page by page.
+-- @return iterator yielding each page table (`page[items]` holds the list)
+function _M.pages(client, action, params, opts)
+  local s, err = settings(action, params, opts)
+  if not s then return failed(err) end
+  return iterator(function()
+    local ok, werr = walk(client, action, params, s, function(page) co_yield(page) end)
+    if not ok then co_yield(false, werr) end
+  end)
+end
+
+--- Item by item.
+-- @return iterator yielding each item
+function _M.items(client, action, params, opts)
+  local s, err = settings(action, params, opts)
+  if not s then return failed(err) end
+  return iterator(function()
+    local ok, werr = walk(client, action, params, s, function(_, list, n)
+      for i = 1, n do co_yield(list[i]) end
+    end)
+    if not ok then co_yield(false, werr) end
+  end)
+end
+
+--- Every item of every page merged into `{ [items] = { ... } }`.
+-- @return table, or nil, err
+function _M.all(client, action, params, opts)
+  local s, err = settings(action, params, opts)
+  if not s then return nil, err end
+  local all, count = {}, 0
+  local ok, werr = walk(client, action, params, s, function(_, list, n)
+    for i = 1, n do all[count + i] = list[i] end
+    count = count + n
+  end)
+  if not ok then return nil, werr end
+  return { [s.items] = all }
+end
+
+return _M

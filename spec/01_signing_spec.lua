@@ -1,0 +1,125 @@
+-- Layer 1: signing, against vectors computed by the official Alibaba Cloud
+-- SDK's own signing code (../shared/vectors/signing.json).
+local cjson = require "cjson"
+local signer = require "imm.signer"
+local core = require "imm.core"
+local fixture = require "helpers.fixture"
+
+local VECTORS = os.getenv("IMM_VECTORS") or "../shared/vectors/signing.json"
+
+local function load_vectors()
+  local s = fixture.read(VECTORS)
+  assert(s, "signing vectors not found at " .. VECTORS .. " (set IMM_VECTORS)")
+  return cjson.decode(s)
+end
+
+describe("signing vectors from the official SDK", function()
+  local vectors = load_vectors()
+
+  it("has V3, SM3, STS and V2 cases to check", function()
+    assert.is_true(#vectors.v3 >= 7)
+    assert.is_true(#vectors.v2 >= 3)
+  end)
+
+  for _, case in ipairs(vectors.v3) do
+    it("V3 " .. case.name .. " (" .. case.algorithm .. ")", function()
+      local h = case.headers
+      local r = assert(signer.sign {
+        algorithm = case.algorithm, method = case.method, path = case.path,
+        authority = h.host, action = h["x-acs-action"], version = h["x-acs-version"],
+        query = case.query, body = "",
+        date = fixture.epoch(h["x-acs-date"]), nonce = h["x-acs-signature-nonce"],
+        access_key_id = vectors.access_key_id, access_key_secret = vectors.access_key_secret,
+        security_token = h["x-acs-security-token"], debug = true,
+      })
+      assert.equal(case.canonical_request, r.canonical_request)
+      assert.equal(case.string_to_sign, r.string_to_sign)
+      assert.equal(case.authorization, r.headers.authorization)
+      -- the headers we send are exactly the ones the SDK signed
+      for k, v in pairs(h) do assert.equal(v, r.headers[k], k) end
+      for k in pairs(r.headers) do
+        assert.is_true(k == "authorization" or h[k] ~= nil, "unexpected header " .. k)
+      end
+      -- the URL query is the canonical query
+      assert.equal(case.canonical_request:match("^[^\n]*\n[^\n]*\n([^\n]*)\n"), r.query)
+    end)
+  end
+
+  for _, case in ipairs(vectors.v2) do
+    it("V2 " .. case.name, function()
+      local p = case.params
+      local common = { Action = 1, Version = 1, Format = 1, AccessKeyId = 1, SignatureMethod = 1,
+        SignatureVersion = 1, SignatureNonce = 1, Timestamp = 1, SecurityToken = 1 }
+      local query = {}
+      for k, v in pairs(p) do if not common[k] then query[k] = v end end
+      local r = assert(signer.sign {
+        algorithm = "v2", method = case.method, authority = "imm.cn-hangzhou.aliyuncs.com",
+        action = p.Action, version = p.Version, query = query,
+        date = fixture.epoch(p.Timestamp), nonce = p.SignatureNonce,
+        access_key_id = p.AccessKeyId, access_key_secret = vectors.access_key_secret,
+        security_token = p.SecurityToken, debug = true,
+      })
+      assert.equal(case.string_to_sign, r.string_to_sign)
+      assert.equal(case.signature, r.signature)
+      assert.equal("Signature=" .. core.percent_encode(case.signature), r.query:match("Signature=[^&]*$"))
+    end)
+  end
+end)
+
+describe("percent-encoding (RFC 3986)", function()
+  local enc = core.percent_encode
+  it("keeps only unreserved characters", function()
+    assert.equal("AZaz09-_.~", enc("AZaz09-_.~"))
+    assert.equal("%20%21%2A%27%28%29%2B%2F%3D%26%3A%25", enc(" !*'()+/=&:%"))
+  end)
+  it("encodes UTF-8 bytes, NUL and invalid UTF-8 with upper-case hex", function()
+    assert.equal("%E9%A1%B9", enc("项"))
+    assert.equal("a%00b", enc("a\0b"))
+    assert.equal("%FF%FE", enc("\255\254"))
+    assert.equal("", enc(""))
+  end)
+end)
+
+describe("signer behaviour", function()
+  local base = {
+    algorithm = "ACS3-HMAC-SHA256", method = "POST", path = "/", authority = "h",
+    action = "ListBindings", version = "2020-09-30", query = { ProjectName = "p" },
+    date = 0, nonce = "n", access_key_id = "id", access_key_secret = "s",
+  }
+  local function with(t)
+    local c = {}
+    for k, v in pairs(base) do c[k] = v end
+    for k, v in pairs(t) do c[k] = v end
+    return c
+  end
+
+  it("changes the signature when the secret, nonce or date changes", function()
+    local a = signer.sign(base).headers.authorization
+    assert.not_equal(a, signer.sign(with { access_key_secret = "t" }).headers.authorization)
+    assert.not_equal(a, signer.sign(with { nonce = "m" }).headers.authorization)
+    assert.not_equal(a, signer.sign(with { date = 1 }).headers.authorization)
+  end)
+
+  it("refuses a CR or LF in a signed header value", function()
+    local r, code, msg = signer.sign(with { security_token = "STSVALUE\r\nX-Evil: 1" })
+    assert.is_nil(r)
+    assert.equal("InvalidParameter", code)
+    assert.matches("CR or LF", msg)
+    assert.is_nil(msg:find("STSVALUE", 1, true), "the token must not be echoed")
+  end)
+
+  it("never puts the secret in the signed output", function()
+    local r = signer.sign(with { access_key_secret = "SUPERSECRET", debug = true })
+    for _, v in pairs(r.headers) do assert.is_nil(v:find("SUPERSECRET", 1, true)) end
+    assert.is_nil(r.canonical_request:find("SUPERSECRET", 1, true))
+    assert.is_nil(r.string_to_sign:find("SUPERSECRET", 1, true))
+  end)
+
+  it("hashes the body with the algorithm's digest", function()
+    assert.equal("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+      signer.payload_hash("ACS3-HMAC-SHA256", ""))
+    assert.equal("1ab21d8355cfa17f8e61194831e81a8f22bec8c728fefb747ed035eb5082aa2b",
+      signer.payload_hash("ACS3-HMAC-SM3", ""))
+    assert.equal(core.hash_hex("sha256", "{}"), signer.payload_hash("ACS3-HMAC-SHA256", "{}"))
+  end)
+end)

@@ -1,0 +1,134 @@
+-- Test fixture: starts the local IMM server (tools/imm_server.py) on
+-- loopback, optionally with TLS through certificates generated for the run,
+-- and talks to its control API (/_imm/...). Nothing here reaches beyond
+-- 127.0.0.1.
+local core = require "imm.core"
+local cjson = require "cjson.safe"
+
+local M = {}
+
+M.KEY_ID, M.SECRET = "imm-local-id", "imm-local-secret"
+
+local function sh(cmd)
+  local ok = os.execute(cmd)
+  return ok == true or ok == 0
+end
+
+local function read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("*a")
+  f:close()
+  return s
+end
+M.read = read
+
+function M.tmpdir()
+  local p = io.popen("mktemp -d")
+  local d = p:read("*l")
+  p:close()
+  return d
+end
+
+--- Generates a CA, a server certificate for 127.0.0.1/localhost and a
+-- second, unrelated CA. Returns the directory.
+function M.certs()
+  if M._certs then return M._certs end
+  local dir = M.tmpdir()
+  assert(sh("sh tools/gen_certs.sh " .. dir), "gen_certs.sh failed")
+  M._certs = dir
+  return dir
+end
+
+--- Starts a server. opts: tls (bool), token, key_id, secret, args.
+-- Returns a server object with url, port, stop(), control helpers.
+function M.start(opts)
+  opts = opts or {}
+  local dir = M.tmpdir()
+  local args = { "python3 tools/imm_server.py --port 0 --quiet",
+    "--port-file " .. dir .. "/port" }
+  if opts.tls then args[#args + 1] = "--tls " .. M.certs() end
+  args[#args + 1] = "--access-key-id " .. (opts.key_id or M.KEY_ID)
+  args[#args + 1] = "--access-key-secret " .. (opts.secret or M.SECRET)
+  if opts.token then args[#args + 1] = "--security-token '" .. opts.token .. "'" end
+  if opts.args then args[#args + 1] = opts.args end
+  local cmd = table.concat(args, " ") .. " >" .. dir .. "/log 2>&1 & echo $! >" .. dir .. "/pid"
+  assert(sh(cmd), "could not start the local IMM server")
+  local port
+  for _ = 1, 150 do
+    local s = read(dir .. "/port")
+    if s and s:match("^%d+") then port = tonumber(s:match("^%d+")) break end
+    core.sleep(0.05)
+  end
+  if not port then
+    error("local IMM server did not start:\n" .. (read(dir .. "/log") or ""))
+  end
+  local scheme = opts.tls and "https" or "http"
+  local srv = {
+    dir = dir, port = port, pid = read(dir .. "/pid"):match("%d+"),
+    url = scheme .. "://127.0.0.1:" .. port,
+    -- the control API is on the same port; TLS control calls trust our CA
+    http = assert(core.http { timeout = 10, connect_timeout = 5,
+      ca_file = opts.tls and (M.certs() .. "/ca.crt") or nil }),
+  }
+  function srv.control(method, path, body)
+    local status, resp = srv.http:request(method, srv.url .. "/_imm/" .. path,
+      { "Content-Type: application/json" }, body and cjson.encode(body) or "")
+    assert(status, "control call failed: " .. tostring(resp))
+    assert(status >= 200 and status < 300, "control " .. path .. " -> " .. tostring(status) .. " " .. tostring(resp))
+    return cjson.decode(resp)
+  end
+  function srv.reset() return srv.control("POST", "reset") end
+  function srv.fault(rule) return srv.control("POST", "faults", rule) end
+  function srv.log() return srv.control("GET", "log") end
+  function srv.stats() return srv.control("GET", "stats") end
+  function srv.data(d) return srv.control("POST", "data", d) end
+  function srv.stop()
+    srv.http:close()
+    sh("kill " .. srv.pid .. " 2>/dev/null")
+    sh("rm -rf " .. dir)
+  end
+  --- A client for this server; opts override the defaults.
+  function srv.client(o)
+    local imm = require "imm"
+    local t = {
+      endpoint = srv.url, access_key_id = M.KEY_ID, access_key_secret = M.SECRET,
+      ca_file = opts.tls and (M.certs() .. "/ca.crt") or nil, timeout = 5,
+    }
+    for k, v in pairs(o or {}) do
+      if v == M.NIL then t[k] = nil else t[k] = v end
+    end
+    return assert(imm.new(t))
+  end
+  return srv
+end
+
+M.NIL = setmetatable({}, { __tostring = function() return "NIL" end })
+
+--- n synthetic bindings for project p, sorted the way the server sorts.
+function M.bindings(p, n, ds)
+  local list = {}
+  for i = 1, n do
+    list[i] = {
+      ProjectName = p, DatasetName = ds or "ds",
+      URI = string.format("oss://bucket-%04d", i),
+      State = "Ready", Phase = "IncrementalScanning",
+      CreateTime = "2024-03-18T07:21:35.123456789+08:00",
+      UpdateTime = "2024-03-18T07:21:35.123456789+08:00",
+      Reason = "",
+    }
+  end
+  return list
+end
+
+--- Epoch seconds for "YYYY-MM-DDTHH:MM:SSZ" (UTC, no os.time local-zone trap).
+function M.epoch(s)
+  local y, mo, d, h, mi, se = s:match("^(%d+)-(%d+)-(%d+)T(%d+):(%d+):(%d+)Z$")
+  y, mo, d = tonumber(y), tonumber(mo), tonumber(d)
+  if mo <= 2 then y, mo = y - 1, mo + 12 end
+  local days = 365 * y + math.floor(y / 4) - math.floor(y / 100) + math.floor(y / 400)
+    + math.floor((153 * (mo - 3) + 2) / 5) + d - 719469
+  return days * 86400 + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(se)
+end
+
+return M

@@ -1,0 +1,529 @@
+/*
+ * imm_core.c - the `imm.core` Lua module: the only C file that includes Lua.
+ *
+ * It exposes the signing layer (imm_sign.h) and one HTTP handle type
+ * (imm_http.h) to the Lua modules under lua/imm/, which own everything a user
+ * sees (parameters, validation, paging, retries, errors).
+ *
+ * Error convention: misuse by the Lua layer (wrong argument types) raises;
+ * run-time failures return nil, code, message[, status]. No Lua is called
+ * while libcurl or OpenSSL is on the C stack, and every malloc'd buffer is
+ * owned by a userdata with __gc, so a Lua error (even out of memory while
+ * pushing a result) cannot leak it.
+ */
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include <openssl/crypto.h>
+
+#include "imm_http.h"
+#include "imm_sign.h"
+
+#define IMM_CORE_VERSION "0.1.0"
+#define HTTP_MT "imm.core.http"
+#define BOX_MT "imm.core.signbox"
+
+/* --- compat: a few macros for 5.1/LuaJIT, not a library ------------------ */
+#if LUA_VERSION_NUM < 502
+#define compat_rawlen(L, i) lua_objlen(L, i)
+static void compat_setfuncs(lua_State *L, const luaL_Reg *l) {
+    for (; l->name != NULL; l++) {
+        lua_pushcfunction(L, l->func);
+        lua_setfield(L, -2, l->name);
+    }
+}
+#define lua_absindex(L, i) ((i) > 0 || (i) <= LUA_REGISTRYINDEX ? (i) : lua_gettop(L) + (i) + 1)
+#define compat_newuserdata(L, n) lua_newuserdata(L, n)
+#else
+#define compat_rawlen(L, i) lua_rawlen(L, i)
+#define compat_setfuncs(L, l) luaL_setfuncs(L, l, 0)
+#if LUA_VERSION_NUM >= 504
+#define compat_newuserdata(L, n) lua_newuserdatauv(L, n, 0)
+#else
+#define compat_newuserdata(L, n) lua_newuserdata(L, n)
+#endif
+#endif
+
+int luaopen_imm_core(lua_State *L);
+
+/* --- temporary kv arrays ------------------------------------------------- */
+
+/* Copies a Lua table of string keys and string values into an imm_kv array
+ * kept in a GC-owned userdata (so a later error cannot leak it). The
+ * pointers stay valid while the table at `idx` is alive on the stack.
+ * Leaves the userdata on the stack. */
+static imm_kv *table_to_kv(lua_State *L, int idx, const char *what, size_t *out_n) {
+    size_t n = 0, i = 0;
+    imm_kv *kv;
+    idx = lua_absindex(L, idx);
+    luaL_checktype(L, idx, LUA_TTABLE);
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        n++;
+        lua_pop(L, 1);
+    }
+    kv = compat_newuserdata(L, (n ? n : 1) * sizeof *kv);
+    lua_pushnil(L);
+    while (lua_next(L, idx) != 0) {
+        if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
+            luaL_error(L, "imm.core: %s keys and values must be strings", what);
+        kv[i].k = lua_tolstring(L, -2, &kv[i].klen);
+        kv[i].v = lua_tolstring(L, -1, &kv[i].vlen);
+        i++;
+        lua_pop(L, 1);
+    }
+    *out_n = i;
+    return kv;
+}
+
+/* --- signing -------------------------------------------------------------- */
+
+/* The outputs of one signing call, boxed so __gc frees them on any error. */
+typedef struct sign_box {
+    int kind; /* 0 empty, 1 = one buffer, 2 = v2, 3 = v3 */
+    union {
+        imm_buf one;
+        imm_v3_output v3;
+        imm_v2_output v2;
+    } u;
+} sign_box;
+
+
+/* Frees a box's buffers as soon as their contents are in Lua. */
+static void box_gc_now(sign_box *b) {
+    if (b->kind == 3)
+        imm_v3_output_free(&b->u.v3);
+    else if (b->kind == 2)
+        imm_v2_output_free(&b->u.v2);
+    else if (b->kind == 1)
+        imm_buf_free(&b->u.one);
+    b->kind = 0;
+}
+
+static int box_gc(lua_State *L) {
+    box_gc_now(luaL_checkudata(L, 1, BOX_MT));
+    return 0;
+}
+
+static sign_box *new_box(lua_State *L, int kind) {
+    sign_box *b = compat_newuserdata(L, sizeof *b);
+    b->kind = 0;
+    luaL_getmetatable(L, BOX_MT);
+    lua_setmetatable(L, -2);
+    if (kind == 3)
+        imm_v3_output_init(&b->u.v3);
+    else if (kind == 2)
+        imm_v2_output_init(&b->u.v2);
+    else
+        imm_buf_init(&b->u.one);
+    b->kind = kind;
+    return b;
+}
+
+static imm_hash check_alg(lua_State *L, int idx) {
+    static const char *const names[] = {"ACS3-HMAC-SHA256", "ACS3-HMAC-SM3", NULL};
+    return luaL_checkoption(L, idx, NULL, names) == 1 ? IMM_HASH_SM3 : IMM_HASH_SHA256;
+}
+
+static imm_hash check_hash(lua_State *L, int idx) {
+    static const char *const names[] = {"sha256", "sm3", "sha1", NULL};
+    static const imm_hash map[] = {IMM_HASH_SHA256, IMM_HASH_SM3, IMM_HASH_SHA1};
+    return map[luaL_checkoption(L, idx, NULL, names)];
+}
+
+static int push_bytes(lua_State *L, const imm_buf *b) {
+    lua_pushlstring(L, b->p ? b->p : "", b->len);
+    return 1;
+}
+
+/* sign_v3(alg, method, path, query, headers, payload_hash, key_id, secret [, debug])
+ *   -> canonical_query, authorization [, canonical_request, string_to_sign]
+ *   or nil, code, message */
+static int l_sign_v3(lua_State *L) {
+    imm_v3_input in;
+    sign_box *box;
+    char err[256];
+    int rc, debug;
+    memset(&in, 0, sizeof in);
+    in.alg = check_alg(L, 1);
+    in.method = luaL_checkstring(L, 2);
+    in.path = luaL_checkstring(L, 3);
+    in.payload_hash = luaL_checkstring(L, 6);
+    in.access_key_id = luaL_checkstring(L, 7);
+    in.secret = luaL_checklstring(L, 8, &in.secret_len);
+    debug = lua_toboolean(L, 9);
+    in.query = table_to_kv(L, 4, "query", &in.nquery);
+    in.headers = table_to_kv(L, 5, "header", &in.nheaders);
+    box = new_box(L, 3);
+    err[0] = '\0';
+    rc = imm_sign_v3(&in, &box->u.v3, err, sizeof err);
+    if (rc != IMM_OK) {
+        lua_pushnil(L);
+        lua_pushstring(L, rc == IMM_EINVAL ? "InvalidParameter" : "SigningFailed");
+        lua_pushstring(L, err);
+        return 3;
+    }
+    push_bytes(L, &box->u.v3.canonical_query);
+    push_bytes(L, &box->u.v3.authorization);
+    if (debug) {
+        push_bytes(L, &box->u.v3.canonical_request);
+        push_bytes(L, &box->u.v3.string_to_sign);
+    }
+    box_gc_now(box);
+    return debug ? 4 : 2;
+}
+
+/* sign_v2(method, params, secret [, debug])
+ *   -> query_with_signature, signature [, string_to_sign] or nil, code, message */
+static int l_sign_v2(lua_State *L) {
+    const char *method = luaL_checkstring(L, 1);
+    size_t n, slen;
+    imm_kv *kv;
+    const char *secret = luaL_checklstring(L, 3, &slen);
+    int debug = lua_toboolean(L, 4), rc;
+    sign_box *box;
+    char err[256];
+    kv = table_to_kv(L, 2, "parameter", &n);
+    box = new_box(L, 2);
+    err[0] = '\0';
+    rc = imm_sign_v2(method, kv, n, secret, slen, &box->u.v2, err, sizeof err);
+    if (rc == IMM_OK) {
+        imm_buf *q = &box->u.v2.canonical_query;
+        if ((q->len > 0 && imm_buf_addc(q, '&') != 0) ||
+            imm_buf_adds(q, "Signature=") != 0 ||
+            imm_percent_encode(q, box->u.v2.signature, strlen(box->u.v2.signature)) != IMM_OK) {
+            rc = IMM_ENOMEM;
+            snprintf(err, sizeof err, "out of memory while signing");
+        }
+    }
+    if (rc != IMM_OK) {
+        lua_pushnil(L);
+        lua_pushstring(L, rc == IMM_EINVAL ? "InvalidParameter" : "SigningFailed");
+        lua_pushstring(L, err);
+        return 3;
+    }
+    push_bytes(L, &box->u.v2.canonical_query);
+    lua_pushstring(L, box->u.v2.signature);
+    if (debug)
+        push_bytes(L, &box->u.v2.string_to_sign);
+    box_gc_now(box);
+    return debug ? 3 : 2;
+}
+
+static int l_percent_encode(lua_State *L) {
+    size_t n;
+    const char *s = luaL_checklstring(L, 1, &n);
+    sign_box *box = new_box(L, 1);
+    if (imm_percent_encode(&box->u.one, s, n) != IMM_OK)
+        return luaL_error(L, "imm.core: out of memory"); /* __gc frees the box */
+    push_bytes(L, &box->u.one);
+    box_gc_now(box);
+    return 1;
+}
+
+static int l_hash_hex(lua_State *L) {
+    imm_hash alg = check_hash(L, 1);
+    size_t n;
+    const char *s = luaL_checklstring(L, 2, &n);
+    unsigned char md[IMM_MAX_DIGEST];
+    unsigned int mdlen = 0;
+    char hex[2 * IMM_MAX_DIGEST + 1];
+    if (imm_digest(alg, s, n, md, &mdlen) != IMM_OK) {
+        lua_pushnil(L);
+        lua_pushstring(L, "SigningFailed");
+        lua_pushstring(L, "digest unavailable in this OpenSSL");
+        return 3;
+    }
+    imm_hex(md, mdlen, hex);
+    lua_pushstring(L, hex);
+    return 1;
+}
+
+static int l_hmac_hex(lua_State *L) {
+    imm_hash alg = check_hash(L, 1);
+    size_t klen, n;
+    const char *key = luaL_checklstring(L, 2, &klen);
+    const char *s = luaL_checklstring(L, 3, &n);
+    unsigned char md[IMM_MAX_DIGEST];
+    unsigned int mdlen = 0;
+    char hex[2 * IMM_MAX_DIGEST + 1];
+    if (imm_hmac(alg, key, klen, s, n, md, &mdlen) != IMM_OK) {
+        lua_pushnil(L);
+        lua_pushstring(L, "SigningFailed");
+        lua_pushstring(L, "HMAC unavailable in this OpenSSL");
+        return 3;
+    }
+    imm_hex(md, mdlen, hex);
+    OPENSSL_cleanse(md, sizeof md);
+    lua_pushstring(L, hex);
+    return 1;
+}
+
+/* nonce() -> 32 lower-case hex characters from RAND_bytes (128 bits) */
+static int l_nonce(lua_State *L) {
+    unsigned char r[16];
+    char hex[33];
+    if (imm_random(r, sizeof r) != IMM_OK)
+        return luaL_error(L, "imm.core: RAND_bytes failed");
+    imm_hex(r, sizeof r, hex);
+    lua_pushstring(L, hex);
+    return 1;
+}
+
+/* random() -> a float in [0, 1) from RAND_bytes, for retry jitter; it does
+ * not touch the application's math.random state. */
+static int l_random(lua_State *L) {
+    unsigned char r[8];
+    uint64_t v = 0;
+    size_t i;
+    if (imm_random(r, sizeof r) != IMM_OK)
+        return luaL_error(L, "imm.core: RAND_bytes failed");
+    for (i = 0; i < sizeof r; i++)
+        v = (v << 8) | r[i];
+    lua_pushnumber(L, (double)(v >> 11) / 9007199254740992.0); /* 53 bits / 2^53 */
+    return 1;
+}
+
+/* sleep(seconds): a blocking sleep for the libcurl path, restarted on EINTR. */
+static int l_sleep(lua_State *L) {
+    double s = luaL_checknumber(L, 1);
+    struct timespec ts, rem;
+    if (s <= 0)
+        return 0;
+    if (s > 86400)
+        s = 86400;
+    ts.tv_sec = (time_t)s;
+    ts.tv_nsec = (long)((s - (double)ts.tv_sec) * 1e9);
+    while (nanosleep(&ts, &rem) == -1 && errno == EINTR)
+        ts = rem;
+    return 0;
+}
+
+/* monotonic() -> seconds as a float, for deadlines */
+static int l_monotonic(lua_State *L) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    lua_pushnumber(L, (double)ts.tv_sec + (double)ts.tv_nsec / 1e9);
+    return 1;
+}
+
+/* --- HTTP handle ------------------------------------------------------- */
+
+typedef struct http_ud {
+    imm_http *h; /* NULL once closed */
+} http_ud;
+
+static const char *http_code(imm_http_status st) {
+    switch (st) {
+    case IMM_HTTP_ECONNECT: return "ConnectionFailed";
+    case IMM_HTTP_ETIMEOUT: return "Timeout";
+    case IMM_HTTP_ETLS: return "TLSError";
+    case IMM_HTTP_ERESPONSE: return "InvalidResponse";
+    case IMM_HTTP_EINVAL: return "InvalidParameter";
+    case IMM_HTTP_ENOMEM: return "OutOfMemory";
+    default: return "HTTPError";
+    }
+}
+
+static lua_Number opt_number_field(lua_State *L, int t, const char *k, lua_Number def) {
+    lua_Number v;
+    lua_getfield(L, t, k);
+    v = lua_isnil(L, -1) ? def : luaL_checknumber(L, -1);
+    lua_pop(L, 1);
+    return v;
+}
+
+static const char *opt_string_field(lua_State *L, int t, const char *k) {
+    const char *v;
+    lua_getfield(L, t, k);
+    v = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
+    lua_pop(L, 1); /* the string stays referenced by the table */
+    return v;
+}
+
+/* http{connect_timeout=s, timeout=s, ca_file=, insecure=, user_agent=,
+ *      max_response_bytes=} -> handle, or nil, code, message */
+static int l_http(lua_State *L) {
+    imm_http_options o;
+    http_ud *u;
+    char err[256];
+    luaL_checktype(L, 1, LUA_TTABLE);
+    memset(&o, 0, sizeof o);
+    o.connect_timeout_ms = (long)(opt_number_field(L, 1, "connect_timeout", 0) * 1000);
+    o.timeout_ms = (long)(opt_number_field(L, 1, "timeout", 0) * 1000);
+    o.max_response_bytes = (size_t)opt_number_field(L, 1, "max_response_bytes", 0);
+    o.ca_file = opt_string_field(L, 1, "ca_file");
+    o.user_agent = opt_string_field(L, 1, "user_agent");
+    lua_getfield(L, 1, "insecure");
+    o.insecure = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    /* created closed, then opened, so __gc is always safe */
+    u = compat_newuserdata(L, sizeof *u);
+    u->h = NULL;
+    luaL_getmetatable(L, HTTP_MT);
+    lua_setmetatable(L, -2);
+    err[0] = '\0';
+    u->h = imm_http_new(&o, err, sizeof err);
+    if (u->h == NULL) {
+        lua_pushnil(L);
+        lua_pushstring(L, "HTTPError");
+        lua_pushstring(L, err);
+        return 3;
+    }
+    return 1;
+}
+
+static int http_close(lua_State *L) {
+    http_ud *u = luaL_checkudata(L, 1, HTTP_MT);
+    imm_http_free(u->h);
+    u->h = NULL; /* a second close (or __gc after close) is a no-op */
+    return 0;
+}
+
+static int http_tostring(lua_State *L) {
+    http_ud *u = luaL_checkudata(L, 1, HTTP_MT);
+    if (u->h == NULL)
+        lua_pushstring(L, "imm.core.http (closed)");
+    else
+        lua_pushfstring(L, "imm.core.http (%p)", (void *)u->h);
+    return 1;
+}
+
+static void push_headers(lua_State *L, const imm_buf *block) {
+    const char *cur = block->p, *end = block->p ? block->p + block->len : NULL;
+    const char *name, *value;
+    size_t nlen, vlen, i;
+    char lname[128];
+    lua_newtable(L);
+    if (cur == NULL)
+        return;
+    while (imm_http_next_header(&cur, end, &name, &nlen, &value, &vlen)) {
+        if (nlen >= sizeof lname)
+            continue; /* no header we read is that long */
+        for (i = 0; i < nlen; i++) {
+            char c = name[i];
+            lname[i] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+        }
+        lua_pushlstring(L, lname, nlen);
+        lua_pushvalue(L, -1);
+        lua_rawget(L, -3);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 1);
+            lua_pushlstring(L, value, vlen);
+        } else {
+            /* repeated field: join as RFC 9110 allows */
+            lua_pushliteral(L, ", ");
+            lua_pushlstring(L, value, vlen);
+            lua_concat(L, 3);
+        }
+        lua_rawset(L, -3);
+    }
+}
+
+/* h:request(method, url, headers_array, body)
+ *   -> status, body, headers  |  nil, code, message, status_or_nil */
+static int http_request(lua_State *L) {
+    http_ud *u = luaL_checkudata(L, 1, HTTP_MT);
+    imm_http_request req;
+    const char *stack_lines[32];
+    const char **lines = stack_lines;
+    size_t n, i;
+    long status = 0;
+    imm_http_status st;
+    char err[320]; /* CURL_ERROR_SIZE (256) plus our prefix */
+
+    memset(&req, 0, sizeof req);
+    req.method = luaL_checkstring(L, 2);
+    req.url = luaL_checkstring(L, 3);
+    luaL_checktype(L, 4, LUA_TTABLE);
+    req.body = luaL_optlstring(L, 5, "", &req.body_len);
+    if (u->h == NULL) {
+        lua_pushnil(L);
+        lua_pushstring(L, "InvalidState");
+        lua_pushstring(L, "the HTTP handle is closed");
+        return 3;
+    }
+    n = compat_rawlen(L, 4);
+    if (n > sizeof stack_lines / sizeof stack_lines[0])
+        lines = compat_newuserdata(L, n * sizeof *lines);
+    for (i = 0; i < n; i++) {
+        lua_rawgeti(L, 4, (int)i + 1);
+        lines[i] = lua_tostring(L, -1);
+        if (lines[i] == NULL)
+            return luaL_error(L, "imm.core: header lines must be strings");
+        lua_pop(L, 1); /* still referenced by the table */
+    }
+    req.headers = lines;
+    req.nheaders = n;
+    err[0] = '\0';
+    /* No Lua runs until perform returns; the buffers stay owned by u->h. */
+    st = imm_http_perform(u->h, &req, &status, err, sizeof err);
+    if (st != IMM_HTTP_OK) {
+        lua_pushnil(L);
+        lua_pushstring(L, http_code(st));
+        lua_pushstring(L, err);
+        if (status > 0)
+            lua_pushinteger(L, (lua_Integer)status);
+        else
+            lua_pushnil(L);
+        return 4;
+    }
+    lua_pushinteger(L, (lua_Integer)status);
+    push_bytes(L, imm_http_body(u->h));
+    push_headers(L, imm_http_header_block(u->h));
+    return 3;
+}
+
+static int l_backend(lua_State *L) {
+    lua_pushstring(L, imm_http_backend_version());
+    return 1;
+}
+
+static const luaL_Reg http_methods[] = {
+    {"request", http_request},
+    {"close", http_close},
+    {NULL, NULL}};
+
+static const luaL_Reg core_funcs[] = {
+    {"sign_v3", l_sign_v3},
+    {"sign_v2", l_sign_v2},
+    {"percent_encode", l_percent_encode},
+    {"hash_hex", l_hash_hex},
+    {"hmac_hex", l_hmac_hex},
+    {"nonce", l_nonce},
+    {"random", l_random},
+    {"sleep", l_sleep},
+    {"monotonic", l_monotonic},
+    {"http", l_http},
+    {"backend", l_backend},
+    {NULL, NULL}};
+
+__attribute__((visibility("default"))) int luaopen_imm_core(lua_State *L) {
+    if (luaL_newmetatable(L, HTTP_MT)) {
+        lua_newtable(L);
+        compat_setfuncs(L, http_methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, http_close);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, http_close);
+        lua_setfield(L, -2, "__close");
+        lua_pushcfunction(L, http_tostring);
+        lua_setfield(L, -2, "__tostring");
+    }
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, BOX_MT)) {
+        lua_pushcfunction(L, box_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+    lua_newtable(L);
+    compat_setfuncs(L, core_funcs);
+    lua_pushliteral(L, IMM_CORE_VERSION);
+    lua_setfield(L, -2, "_VERSION");
+    return 1;
+}

@@ -1,0 +1,430 @@
+/* imm_sign.c - Alibaba Cloud V3 and V2 request signing; see imm_sign.h. */
+#include "imm_sign.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/err.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
+#define SET_ERR(...)                                    \
+    do {                                                \
+        if (err != NULL && errlen > 0)                  \
+            snprintf(err, errlen, __VA_ARGS__);         \
+    } while (0)
+
+/* Explicitly fetched digests avoid OpenSSL 3's implicit fetch on every use.
+ * They are written once under pthread_once and only read afterwards. */
+static pthread_once_t md_once = PTHREAD_ONCE_INIT;
+static EVP_MD *md_table[3];
+
+static void md_fetch_all(void) {
+    md_table[IMM_HASH_SHA256] = EVP_MD_fetch(NULL, "SHA256", NULL);
+    md_table[IMM_HASH_SM3] = EVP_MD_fetch(NULL, "SM3", NULL);
+    md_table[IMM_HASH_SHA1] = EVP_MD_fetch(NULL, "SHA1", NULL);
+    ERR_clear_error();
+}
+
+static const EVP_MD *md_get(imm_hash alg) {
+    if ((unsigned)alg > IMM_HASH_SHA1)
+        return NULL;
+    pthread_once(&md_once, md_fetch_all);
+    return md_table[alg];
+}
+
+/* ---------------------------------------------------------------------- */
+
+static const char HEXU[] = "0123456789ABCDEF";
+static const char HEXL[] = "0123456789abcdef";
+
+static int is_unreserved(unsigned char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+           (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.' || c == '~';
+}
+
+int imm_percent_encode(imm_buf *out, const char *s, size_t n) {
+    size_t i, extra = 0;
+    char *w;
+    for (i = 0; i < n; i++)
+        if (!is_unreserved((unsigned char)s[i]))
+            extra += 2;
+    if (extra > (size_t)-1 - n || imm_buf_reserve(out, n + extra) != 0)
+        return IMM_ENOMEM;
+    w = out->p + out->len;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (is_unreserved(c)) {
+            *w++ = (char)c;
+        } else {
+            *w++ = '%';
+            *w++ = HEXU[c >> 4];
+            *w++ = HEXU[c & 15];
+        }
+    }
+    out->len += n + extra;
+    out->p[out->len] = '\0';
+    return IMM_OK;
+}
+
+void imm_hex(const unsigned char *data, size_t n, char *out) {
+    size_t i;
+    for (i = 0; i < n; i++) {
+        out[2 * i] = HEXL[data[i] >> 4];
+        out[2 * i + 1] = HEXL[data[i] & 15];
+    }
+    out[2 * n] = '\0';
+}
+
+int imm_digest(imm_hash alg, const void *data, size_t n,
+               unsigned char *out, unsigned int *outlen) {
+    const EVP_MD *md = md_get(alg);
+    if (md == NULL || !EVP_Digest(data, n, out, outlen, md, NULL)) {
+        ERR_clear_error();
+        return IMM_ECRYPTO;
+    }
+    return IMM_OK;
+}
+
+int imm_hmac(imm_hash alg, const void *key, size_t keylen,
+             const void *data, size_t n, unsigned char *out, unsigned int *outlen) {
+    const EVP_MD *md = md_get(alg);
+    if (md == NULL || keylen > 0x7fffffff ||
+        HMAC(md, key, (int)keylen, data, n, out, outlen) == NULL) {
+        ERR_clear_error();
+        return IMM_ECRYPTO;
+    }
+    return IMM_OK;
+}
+
+int imm_random(unsigned char *out, size_t n) {
+    if (n > 0x7fffffff || RAND_bytes(out, (int)n) != 1) {
+        ERR_clear_error();
+        return IMM_ECRYPTO;
+    }
+    return IMM_OK;
+}
+
+/* ---------------------------------------------------------------------- */
+
+/* An encoded pair lives in one shared buffer; offsets survive reallocation. */
+typedef struct enc_pair {
+    size_t koff, klen, voff, vlen;
+    const char *base;
+} enc_pair;
+
+static int cmp_bytes(const char *a, size_t alen, const char *b, size_t blen) {
+    size_t m = alen < blen ? alen : blen;
+    int c = memcmp(a, b, m);
+    if (c != 0)
+        return c;
+    return alen < blen ? -1 : (alen > blen);
+}
+
+static int cmp_enc_pair(const void *x, const void *y) {
+    const enc_pair *a = x, *b = y;
+    int c = cmp_bytes(a->base + a->koff, a->klen, b->base + b->koff, b->klen);
+    if (c != 0)
+        return c;
+    return cmp_bytes(a->base + a->voff, a->vlen, b->base + b->voff, b->vlen);
+}
+
+int imm_canonical_query(imm_buf *out, const imm_kv *pairs, size_t n,
+                        char *err, size_t errlen) {
+    imm_buf tmp = IMM_BUF_INIT;
+    enc_pair *ep;
+    size_t i;
+    int rc = IMM_OK;
+    if (n == 0)
+        return imm_buf_add(out, "", 0) == 0 ? IMM_OK : IMM_ENOMEM;
+    if (n > ((size_t)-1) / sizeof *ep) {
+        SET_ERR("too many query parameters");
+        return IMM_EINVAL;
+    }
+    ep = malloc(n * sizeof *ep);
+    if (ep == NULL)
+        goto nomem;
+    for (i = 0; i < n; i++) {
+        ep[i].koff = tmp.len;
+        if (imm_percent_encode(&tmp, pairs[i].k, pairs[i].klen) != IMM_OK)
+            goto nomem;
+        ep[i].klen = tmp.len - ep[i].koff;
+        ep[i].voff = tmp.len;
+        if (imm_percent_encode(&tmp, pairs[i].v, pairs[i].vlen) != IMM_OK)
+            goto nomem;
+        ep[i].vlen = tmp.len - ep[i].voff;
+    }
+    for (i = 0; i < n; i++)
+        ep[i].base = tmp.p;
+    qsort(ep, n, sizeof *ep, cmp_enc_pair);
+    for (i = 0; i < n; i++) {
+        if ((i > 0 && imm_buf_addc(out, '&') != 0) ||
+            imm_buf_add(out, tmp.p + ep[i].koff, ep[i].klen) != 0 ||
+            imm_buf_addc(out, '=') != 0 ||
+            imm_buf_add(out, tmp.p + ep[i].voff, ep[i].vlen) != 0)
+            goto nomem;
+    }
+    goto done;
+nomem:
+    SET_ERR("out of memory building the canonical query");
+    rc = IMM_ENOMEM;
+done:
+    free(ep);
+    imm_buf_free(&tmp);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------- */
+
+const char *imm_v3_algorithm_name(imm_hash alg) {
+    return alg == IMM_HASH_SM3 ? "ACS3-HMAC-SM3" : "ACS3-HMAC-SHA256";
+}
+
+void imm_v3_output_init(imm_v3_output *o) {
+    imm_buf_init(&o->canonical_query);
+    imm_buf_init(&o->canonical_request);
+    imm_buf_init(&o->string_to_sign);
+    imm_buf_init(&o->authorization);
+}
+
+void imm_v3_output_free(imm_v3_output *o) {
+    imm_buf_free(&o->canonical_query);
+    imm_buf_free(&o->canonical_request);
+    imm_buf_free(&o->string_to_sign);
+    imm_buf_free(&o->authorization);
+}
+
+/* A signed header: lower-cased name (in a shared buffer) and trimmed value. */
+typedef struct hdr {
+    size_t noff, nlen;
+    const char *v;
+    size_t vlen;
+    const char *base;
+} hdr;
+
+static int cmp_hdr(const void *x, const void *y) {
+    const hdr *a = x, *b = y;
+    return cmp_bytes(a->base + a->noff, a->nlen, b->base + b->noff, b->nlen);
+}
+
+static int is_signed_header(const char *lname, size_t n) {
+    return (n == 4 && memcmp(lname, "host", 4) == 0) ||
+           (n == 12 && memcmp(lname, "content-type", 12) == 0) ||
+           (n >= 6 && memcmp(lname, "x-acs-", 6) == 0);
+}
+
+static int has_crlf(const char *s, size_t n) {
+    return memchr(s, '\r', n) != NULL || memchr(s, '\n', n) != NULL;
+}
+
+/* Canonical URI: each path segment percent-encoded, '/' kept. */
+static int canonical_path(imm_buf *out, const char *path) {
+    const char *seg = path;
+    if (path == NULL || *path == '\0')
+        return imm_buf_addc(out, '/') == 0 ? IMM_OK : IMM_ENOMEM;
+    while (*seg) {
+        const char *slash = strchr(seg, '/');
+        size_t n = slash ? (size_t)(slash - seg) : strlen(seg);
+        if (imm_percent_encode(out, seg, n) != IMM_OK)
+            return IMM_ENOMEM;
+        if (slash == NULL)
+            break;
+        if (imm_buf_addc(out, '/') != 0)
+            return IMM_ENOMEM;
+        seg = slash + 1;
+    }
+    return IMM_OK;
+}
+
+int imm_sign_v3(const imm_v3_input *in, imm_v3_output *out, char *err, size_t errlen) {
+    imm_buf names = IMM_BUF_INIT, signed_names = IMM_BUF_INIT;
+    hdr *hs = NULL;
+    size_t i, j, nh = 0;
+    unsigned char md[IMM_MAX_DIGEST];
+    unsigned int mdlen = 0;
+    char hex[2 * IMM_MAX_DIGEST + 1];
+    const char *algname;
+    int rc = IMM_OK;
+
+    if (in->alg != IMM_HASH_SHA256 && in->alg != IMM_HASH_SM3) {
+        SET_ERR("unsupported V3 hash");
+        return IMM_EINVAL;
+    }
+    if (in->method == NULL || in->payload_hash == NULL || in->access_key_id == NULL) {
+        SET_ERR("method, payload hash and access key id are required");
+        return IMM_EINVAL;
+    }
+    algname = imm_v3_algorithm_name(in->alg);
+
+    /* Collect, lower-case, trim and sort the headers that take part. */
+    if (in->nheaders > 0) {
+        hs = calloc(in->nheaders, sizeof *hs);
+        if (hs == NULL)
+            goto nomem;
+    }
+    for (i = 0; i < in->nheaders; i++) {
+        const imm_kv *h = &in->headers[i];
+        size_t off = names.len;
+        const char *v = h->v;
+        size_t vlen = h->vlen;
+        if (imm_buf_reserve(&names, h->klen) != 0)
+            goto nomem;
+        for (j = 0; j < h->klen; j++) {
+            char c = h->k[j];
+            names.p[off + j] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+        }
+        if (!is_signed_header(names.p + off, h->klen))
+            continue;
+        if (has_crlf(h->k, h->klen) || has_crlf(h->v, h->vlen)) {
+            SET_ERR("header %.*s contains CR or LF", (int)(h->klen > 64 ? 64 : h->klen), h->k);
+            rc = IMM_EINVAL;
+            goto done;
+        }
+        while (vlen > 0 && (*v == ' ' || *v == '\t')) {
+            v++;
+            vlen--;
+        }
+        while (vlen > 0 && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
+            vlen--;
+        names.len += h->klen;
+        names.p[names.len] = '\0';
+        hs[nh].noff = off;
+        hs[nh].nlen = h->klen;
+        hs[nh].v = v;
+        hs[nh].vlen = vlen;
+        nh++;
+    }
+    for (i = 0; i < nh; i++)
+        hs[i].base = names.p;
+    if (nh > 1)
+        qsort(hs, nh, sizeof *hs, cmp_hdr);
+    for (i = 1; i < nh; i++) {
+        if (cmp_hdr(&hs[i - 1], &hs[i]) == 0) {
+            SET_ERR("duplicate signed header %.*s", (int)(hs[i].nlen > 64 ? 64 : hs[i].nlen),
+                    names.p + hs[i].noff);
+            rc = IMM_EINVAL;
+            goto done;
+        }
+    }
+
+    /* canonical request */
+    rc = imm_canonical_query(&out->canonical_query, in->query, in->nquery, err, errlen);
+    if (rc != IMM_OK)
+        goto done;
+    {
+        imm_buf *cr = &out->canonical_request;
+        if (imm_buf_adds(cr, in->method) != 0 || imm_buf_addc(cr, '\n') != 0 ||
+            canonical_path(cr, in->path) != IMM_OK || imm_buf_addc(cr, '\n') != 0 ||
+            imm_buf_add(cr, out->canonical_query.p, out->canonical_query.len) != 0 ||
+            imm_buf_addc(cr, '\n') != 0)
+            goto nomem;
+        for (i = 0; i < nh; i++) {
+            if (imm_buf_add(cr, names.p + hs[i].noff, hs[i].nlen) != 0 ||
+                imm_buf_addc(cr, ':') != 0 || imm_buf_add(cr, hs[i].v, hs[i].vlen) != 0 ||
+                imm_buf_addc(cr, '\n') != 0)
+                goto nomem;
+            if ((i > 0 && imm_buf_addc(&signed_names, ';') != 0) ||
+                imm_buf_add(&signed_names, names.p + hs[i].noff, hs[i].nlen) != 0)
+                goto nomem;
+        }
+        if (imm_buf_addc(cr, '\n') != 0 ||
+            imm_buf_add(cr, signed_names.p ? signed_names.p : "", signed_names.len) != 0 ||
+            imm_buf_addc(cr, '\n') != 0 || imm_buf_adds(cr, in->payload_hash) != 0)
+            goto nomem;
+    }
+
+    /* string to sign */
+    rc = imm_digest(in->alg, out->canonical_request.p, out->canonical_request.len, md, &mdlen);
+    if (rc != IMM_OK) {
+        SET_ERR("%s digest unavailable in this OpenSSL", algname);
+        goto done;
+    }
+    imm_hex(md, mdlen, hex);
+    if (imm_buf_adds(&out->string_to_sign, algname) != 0 ||
+        imm_buf_addc(&out->string_to_sign, '\n') != 0 ||
+        imm_buf_adds(&out->string_to_sign, hex) != 0)
+        goto nomem;
+
+    /* signature and Authorization */
+    rc = imm_hmac(in->alg, in->secret, in->secret_len, out->string_to_sign.p,
+                  out->string_to_sign.len, md, &mdlen);
+    if (rc != IMM_OK) {
+        SET_ERR("HMAC with %s failed", algname);
+        goto done;
+    }
+    imm_hex(md, mdlen, hex);
+    if (imm_buf_adds(&out->authorization, algname) != 0 ||
+        imm_buf_adds(&out->authorization, " Credential=") != 0 ||
+        imm_buf_adds(&out->authorization, in->access_key_id) != 0 ||
+        imm_buf_adds(&out->authorization, ",SignedHeaders=") != 0 ||
+        imm_buf_add(&out->authorization, signed_names.p ? signed_names.p : "", signed_names.len) != 0 ||
+        imm_buf_adds(&out->authorization, ",Signature=") != 0 ||
+        imm_buf_adds(&out->authorization, hex) != 0)
+        goto nomem;
+    rc = IMM_OK;
+    goto done;
+nomem:
+    SET_ERR("out of memory while signing");
+    rc = IMM_ENOMEM;
+done:
+    OPENSSL_cleanse(md, sizeof md);
+    free(hs);
+    imm_buf_free(&names);
+    imm_buf_free(&signed_names);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------- */
+
+void imm_v2_output_init(imm_v2_output *o) {
+    imm_buf_init(&o->canonical_query);
+    imm_buf_init(&o->string_to_sign);
+    o->signature[0] = '\0';
+}
+
+void imm_v2_output_free(imm_v2_output *o) {
+    imm_buf_free(&o->canonical_query);
+    imm_buf_free(&o->string_to_sign);
+}
+
+int imm_sign_v2(const char *method, const imm_kv *params, size_t n,
+                const char *secret, size_t secret_len,
+                imm_v2_output *out, char *err, size_t errlen) {
+    imm_buf key = IMM_BUF_INIT;
+    unsigned char md[IMM_MAX_DIGEST];
+    unsigned int mdlen = 0;
+    int rc;
+
+    key.sensitive = 1;
+    rc = imm_canonical_query(&out->canonical_query, params, n, err, errlen);
+    if (rc != IMM_OK)
+        goto done;
+    if (imm_buf_adds(&out->string_to_sign, method) != 0 ||
+        imm_buf_adds(&out->string_to_sign, "&%2F&") != 0 ||
+        imm_percent_encode(&out->string_to_sign, out->canonical_query.p,
+                           out->canonical_query.len) != IMM_OK)
+        goto nomem;
+    /* V2 keys the HMAC with secret + "&"; that copy is wiped on free. */
+    if (imm_buf_add(&key, secret, secret_len) != 0 || imm_buf_addc(&key, '&') != 0)
+        goto nomem;
+    rc = imm_hmac(IMM_HASH_SHA1, key.p, key.len, out->string_to_sign.p,
+                  out->string_to_sign.len, md, &mdlen);
+    if (rc != IMM_OK) {
+        SET_ERR("HMAC-SHA1 failed");
+        goto done;
+    }
+    EVP_EncodeBlock((unsigned char *)out->signature, md, (int)mdlen);
+    rc = IMM_OK;
+    goto done;
+nomem:
+    SET_ERR("out of memory while signing");
+    rc = IMM_ENOMEM;
+done:
+    OPENSSL_cleanse(md, sizeof md);
+    imm_buf_free(&key);
+    return rc;
+}

@@ -1,0 +1,124 @@
+/*
+ * imm_sign.h - Alibaba Cloud request signing: RFC 3986 percent-encoding, the
+ * V3 signature (ACS3-HMAC-SHA256 and ACS3-HMAC-SM3) and the legacy V2 RPC
+ * signature (HMAC-SHA1). Pure C over OpenSSL 3; no Lua, no I/O.
+ *
+ * Conventions:
+ *  - Functions return IMM_OK (0) or a negative IMM_E* status and, on failure,
+ *    write a one-line reason into the caller's `err` buffer (when non-NULL).
+ *  - Output buffers (imm_buf) belong to the caller, who frees them with
+ *    imm_buf_free() whatever the result. Inputs are only read.
+ *  - Secrets are never copied into output buffers or error messages; buffers
+ *    derived from a secret are wiped with OPENSSL_cleanse before release.
+ *  - Thread safety: no mutable global state. Digests are fetched once
+ *    (pthread_once) and then shared read-only, which OpenSSL 3 permits.
+ */
+#ifndef IMM_SIGN_H
+#define IMM_SIGN_H
+
+#include <stddef.h>
+
+#include "imm_buf.h"
+
+#define IMM_OK 0
+#define IMM_ENOMEM (-1)    /* out of memory */
+#define IMM_EINVAL (-2)    /* bad input, e.g. CR/LF in a header value */
+#define IMM_ECRYPTO (-3)   /* OpenSSL failed (algorithm unavailable, ...) */
+
+/* A key/value pair of (not necessarily NUL-terminated) byte strings. */
+typedef struct imm_kv {
+    const char *k;
+    size_t klen;
+    const char *v;
+    size_t vlen;
+} imm_kv;
+
+typedef enum imm_hash {
+    IMM_HASH_SHA256 = 0,
+    IMM_HASH_SM3 = 1,
+    IMM_HASH_SHA1 = 2
+} imm_hash;
+
+/* Longest digest we produce (SHA-256 and SM3: 32 bytes). */
+#define IMM_MAX_DIGEST 32
+
+/* Appends the RFC 3986 encoding of s[0..n) to out: only A-Z a-z 0-9 - _ . ~
+ * stay as they are; every other byte (NUL and invalid UTF-8 included)
+ * becomes %XX with upper-case hex. */
+int imm_percent_encode(imm_buf *out, const char *s, size_t n);
+
+/* Appends `k=v&k=v...`: each key and value percent-encoded, pairs sorted by
+ * encoded key, then by encoded value (so the order is total). This is both
+ * the V3 canonical query and the V2 canonicalized query. */
+int imm_canonical_query(imm_buf *out, const imm_kv *pairs, size_t n,
+                        char *err, size_t errlen);
+
+/* digest of data[0..n) into out (IMM_MAX_DIGEST bytes at least); *outlen
+ * receives its size. */
+int imm_digest(imm_hash alg, const void *data, size_t n,
+               unsigned char *out, unsigned int *outlen);
+
+/* Lower-case hex of data[0..n) into out (2n+1 bytes, NUL-terminated). */
+void imm_hex(const unsigned char *data, size_t n, char *out);
+
+/* HMAC(key, data) with the given hash; out must hold IMM_MAX_DIGEST bytes. */
+int imm_hmac(imm_hash alg, const void *key, size_t keylen,
+             const void *data, size_t n, unsigned char *out, unsigned int *outlen);
+
+/* Fills out[0..n) from OpenSSL's CSPRNG (RAND_bytes). */
+int imm_random(unsigned char *out, size_t n);
+
+/* --- V3: ACS3-HMAC-SHA256 / ACS3-HMAC-SM3 ------------------------------ */
+
+typedef struct imm_v3_input {
+    imm_hash alg;                 /* IMM_HASH_SHA256 or IMM_HASH_SM3 */
+    const char *method;           /* "POST" */
+    const char *path;             /* "/" ; encoded per segment */
+    const imm_kv *query;          /* request parameters (raw, unencoded) */
+    size_t nquery;
+    const imm_kv *headers;        /* every request header; the signed ones
+                                     are host, content-type and x-acs-* */
+    size_t nheaders;
+    const char *payload_hash;     /* hex hash of the body (x-acs-content-sha256) */
+    const char *access_key_id;
+    const char *secret;           /* access key secret; read, never copied out */
+    size_t secret_len;
+} imm_v3_input;
+
+typedef struct imm_v3_output {
+    imm_buf canonical_query;      /* also what goes after '?' in the URL */
+    imm_buf canonical_request;
+    imm_buf string_to_sign;
+    imm_buf authorization;        /* the Authorization header value */
+} imm_v3_output;
+
+void imm_v3_output_init(imm_v3_output *o);
+void imm_v3_output_free(imm_v3_output *o);
+
+/* Signs a V3 request. Header names are compared case-insensitively and must
+ * be unique among the signed ones; a CR or LF in a signed header value is
+ * refused (IMM_EINVAL) since it would smuggle a header. */
+int imm_sign_v3(const imm_v3_input *in, imm_v3_output *out, char *err, size_t errlen);
+
+/* Name of the algorithm for the Authorization header and string to sign. */
+const char *imm_v3_algorithm_name(imm_hash alg);
+
+/* --- V2: legacy RPC HMAC-SHA1 ------------------------------------------- */
+
+typedef struct imm_v2_output {
+    imm_buf canonical_query;      /* sorted, encoded k=v&...; without Signature */
+    imm_buf string_to_sign;       /* METHOD&%2F&enc(canonical_query) */
+    char signature[64];           /* base64(HMAC-SHA1(secret + "&", sts)) */
+} imm_v2_output;
+
+void imm_v2_output_init(imm_v2_output *o);
+void imm_v2_output_free(imm_v2_output *o);
+
+/* Signs V2 parameters. `params` must already hold the common parameters
+ * (Action, Version, AccessKeyId, SignatureNonce, Timestamp, ...) and must not
+ * hold Signature. */
+int imm_sign_v2(const char *method, const imm_kv *params, size_t n,
+                const char *secret, size_t secret_len,
+                imm_v2_output *out, char *err, size_t errlen);
+
+#endif

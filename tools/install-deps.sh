@@ -1,0 +1,37 @@
+#!/bin/sh
+# Installs the Debian packages imm needs, only those missing, and says so.
+# Usage: sh tools/install-deps.sh demo|test
+set -eu
+
+demo_pkgs="pkg-config openssl ca-certificates libssl-dev libcurl4-openssl-dev
+  lua5.4 liblua5.4-dev lua-cjson"
+test_pkgs="$demo_pkgs lua5.1 liblua5.1-dev luajit2 libluajit2-5.1-dev
+  lua-busted lua-check luarocks valgrind cppcheck"
+
+case "${1:-test}" in
+  demo) want=$demo_pkgs ;;
+  test) want=$test_pkgs ;;
+  *) echo "usage: $0 demo|test" >&2; exit 2 ;;
+esac
+
+missing=""
+for p in $want; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+    missing="$missing $p"
+  fi
+done
+
+if [ -z "$missing" ]; then
+  exit 0
+fi
+
+echo "imm: installing missing Debian packages:$missing"
+if [ "$(id -u)" -ne 0 ]; then
+  echo "imm: not root; run this first:  sudo apt-get install -y$missing" >&2
+  exit 1
+fi
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+# shellcheck disable=SC2086
+apt-get install -y -qq --no-install-recommends $missing >/dev/null
+echo "imm: packages installed"
