@@ -33,10 +33,11 @@ LUA_FILES   = $(shell find lua -name '*.lua')
 TEST_ENV    = LUA_PATH="lua/?.lua;lua/?/init.lua;spec/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" \
               no_proxy=127.0.0.1,localhost NO_PROXY=127.0.0.1,localhost
 BUSTED      = /usr/bin/busted
+VECTORS    ?= ../shared/vectors/signing.json
 SPECS      ?= spec
 RUN_PREFIX ?=
 
-.PHONY: all build deps deps-demo demo test unit test-lua5.4 test-luajit lint asan valgrind \
+.PHONY: all build deps deps-demo demo test server-check unit test-lua5.4 test-luajit lint asan valgrind \
         rockspec-check install clean help
 
 all: build
@@ -65,6 +66,7 @@ demo: deps-demo
 ## test: every check (Lua 5.4 and LuaJIT specs, lint, ASan+UBSan, valgrind, LuaRocks)
 test: deps
 	@$(MAKE) --no-print-directory lint
+	@$(MAKE) --no-print-directory server-check
 	@$(MAKE) --no-print-directory unit LUA=lua5.4 EXTRA_CFLAGS=-Werror
 	@$(MAKE) --no-print-directory unit LUA=luajit EXTRA_CFLAGS=-Werror
 	@$(MAKE) --no-print-directory asan
@@ -72,14 +74,21 @@ test: deps
 	@$(MAKE) --no-print-directory rockspec-check
 	@echo "imm: all checks passed"
 
+## server-check: the local IMM server agrees with the official SDK's vectors
+server-check:
+	@echo "imm: local IMM server against the signing vectors"
+	@python3 tools/imm_server.py --check-vectors $(VECTORS)
+	@python3 tools/selftest_imm_server.py
+
 ## unit: the busted specs on one runtime (LUA=lua5.4 or LUA=luajit)
 unit: build
 	@echo "imm: specs on $(LUA) $(SPEC_NOTE)"
-	@$(TEST_ENV) $(RUN_PREFIX) $(LUA) $(BUSTED) -o utfTerminal $(SPECS)
+	@$(TEST_ENV) sh tools/run-specs.sh "$(LUA)$(if $(SPEC_NOTE),-$(word 2,$(SPEC_NOTE)))" \
+	  $(RUN_PREFIX) $(LUA) $(BUSTED) -o utfTerminal $(SPECS)
 
 lint:
 	@echo "imm: luacheck"
-	@luacheck -q lua spec examples tools
+	@luacheck -q lua spec examples
 	@echo "imm: cppcheck"
 	@cppcheck -q --error-exitcode=1 --enable=warning,portability,performance \
 	  --inline-suppr --std=c99 -I src $(SRCS)
@@ -89,16 +98,15 @@ ASAN_CFLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-s
 asan:
 	@$(MAKE) --no-print-directory unit LUA=lua5.4 BUILD=build/asan SPEC_NOTE="under ASan+UBSan" \
 	  CFLAGS="$(ASAN_CFLAGS)" EXTRA_CFLAGS=-Werror \
-	  RUN_PREFIX='LD_PRELOAD="$(shell $(CC) -print-file-name=libasan.so) $(shell $(CC) -print-file-name=libubsan.so)" \
-	  ASAN_OPTIONS=detect_leaks=1:exitcode=23 LSAN_OPTIONS=suppressions=$(CURDIR)/tools/lsan.supp:print_suppressions=0 \
+	  RUN_PREFIX='env LD_PRELOAD="$(shell $(CC) -print-file-name=libasan.so) $(shell $(CC) -print-file-name=libubsan.so)" \
+	  ASAN_OPTIONS=detect_leaks=1:exitcode=23 \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1'
 
-## valgrind: one pass of the C-core and HTTP specs under memcheck
+## valgrind: one pass of every spec under memcheck; a leak or error fails it
 valgrind:
 	@$(MAKE) --no-print-directory unit LUA=lua5.4 SPEC_NOTE="under valgrind" \
-	  SPECS="spec/01_signing_spec.lua spec/02_core_spec.lua spec/03_http_spec.lua" \
 	  RUN_PREFIX="valgrind -q --error-exitcode=42 --leak-check=full --errors-for-leak-kinds=definite,indirect \
-	  --show-leak-kinds=definite,indirect --suppressions=tools/valgrind.supp"
+	  --show-leak-kinds=definite,indirect"
 
 ## rockspec-check: `luarocks make --deps-mode=none` into a scratch tree, 5.4 and 5.1
 rockspec-check:

@@ -30,6 +30,17 @@ static void md_fetch_all(void) {
     ERR_clear_error();
 }
 
+/* Lua unloads C modules in lua_close(); release the digests with the
+ * library so nothing is left unreachable. No thread may be inside the module
+ * while it is being unloaded, so this cannot race with md_get(). */
+__attribute__((destructor)) static void md_free_all(void) {
+    size_t i;
+    for (i = 0; i < sizeof md_table / sizeof md_table[0]; i++) {
+        EVP_MD_free(md_table[i]);
+        md_table[i] = NULL;
+    }
+}
+
 static const EVP_MD *md_get(imm_hash alg) {
     if ((unsigned)alg > IMM_HASH_SHA1)
         return NULL;

@@ -27,7 +27,7 @@ function _M.resolve(opts)
     return nil, errors.invalid(format("protocol must be \"https\" or \"http\", got %q", tostring(protocol)))
   end
   local ep = opts.endpoint
-  local scheme, rest = protocol, nil
+  local scheme, rest = protocol
   if ep ~= nil then
     if type(ep) ~= "string" or ep == "" then
       return nil, errors.invalid("endpoint must be a non-empty string")

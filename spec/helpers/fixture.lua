@@ -9,8 +9,10 @@ local M = {}
 
 M.KEY_ID, M.SECRET = "imm-local-id", "imm-local-secret"
 
+-- Helper processes (openssl, python3) are not under test: keep a
+-- sanitizer's LD_PRELOAD away from them.
 local function sh(cmd)
-  local ok = os.execute(cmd)
+  local ok = os.execute("env -u LD_PRELOAD " .. cmd)
   return ok == true or ok == 0
 end
 
@@ -48,11 +50,13 @@ function M.start(opts)
   local args = { "python3 tools/imm_server.py --port 0 --quiet",
     "--port-file " .. dir .. "/port" }
   if opts.tls then args[#args + 1] = "--tls " .. M.certs() end
+  if opts.host then args[#args + 1] = "--host " .. opts.host end
   args[#args + 1] = "--access-key-id " .. (opts.key_id or M.KEY_ID)
   args[#args + 1] = "--access-key-secret " .. (opts.secret or M.SECRET)
   if opts.token then args[#args + 1] = "--security-token '" .. opts.token .. "'" end
   if opts.args then args[#args + 1] = opts.args end
-  local cmd = table.concat(args, " ") .. " >" .. dir .. "/log 2>&1 & echo $! >" .. dir .. "/pid"
+  local cmd = "sh -c 'exec " .. table.concat(args, " "):gsub("'", "'\\''") .. "' >" .. dir
+    .. "/log 2>&1 & echo $! >" .. dir .. "/pid"
   assert(sh(cmd), "could not start the local IMM server")
   local port
   for _ = 1, 150 do
@@ -66,14 +70,15 @@ function M.start(opts)
   local scheme = opts.tls and "https" or "http"
   local srv = {
     dir = dir, port = port, pid = read(dir .. "/pid"):match("%d+"),
-    url = scheme .. "://127.0.0.1:" .. port,
+    url = scheme .. "://" .. (opts.host or "127.0.0.1") .. ":" .. port,
     -- the control API is on the same port; TLS control calls trust our CA
     http = assert(core.http { timeout = 10, connect_timeout = 5,
       ca_file = opts.tls and (M.certs() .. "/ca.crt") or nil }),
   }
   function srv.control(method, path, body)
     local status, resp = srv.http:request(method, srv.url .. "/_imm/" .. path,
-      { "Content-Type: application/json" }, body and cjson.encode(body) or "")
+      { "Content-Type: application/json" },
+      type(body) == "string" and body or body and cjson.encode(body) or "")
     assert(status, "control call failed: " .. tostring(resp))
     assert(status >= 200 and status < 300, "control " .. path .. " -> " .. tostring(status) .. " " .. tostring(resp))
     return cjson.decode(resp)
@@ -82,7 +87,12 @@ function M.start(opts)
   function srv.fault(rule) return srv.control("POST", "faults", rule) end
   function srv.log() return srv.control("GET", "log") end
   function srv.stats() return srv.control("GET", "stats") end
-  function srv.data(d) return srv.control("POST", "data", d) end
+  -- cjson writes an empty Lua table as {}, so an empty list is spelled out
+  function srv.data(d)
+    local b = #d.Bindings > 0 and cjson.encode(d.Bindings) or "[]"
+    return srv.control("POST", "data",
+      string.format('{"Projects":%s,"Bindings":%s}', cjson.encode(d.Projects or {}), b))
+  end
   function srv.stop()
     srv.http:close()
     sh("kill " .. srv.pid .. " 2>/dev/null")

@@ -1,0 +1,112 @@
+-- Layer 2: the C core (imm.core) on its own: digests, nonces, the HTTP
+-- handle's life cycle, and the single version string.
+local core = require "imm.core"
+
+describe("imm.core", function()
+  it("shares one version string with imm", function()
+    assert.equal(require("imm")._VERSION, core._VERSION)
+    assert.matches("^%d+%.%d+%.%d+$", core._VERSION)
+  end)
+
+  it("computes SHA-256, SM3 and SHA-1 digests", function()
+    assert.equal("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad", core.hash_hex("sha256", "abc"))
+    -- GB/T 32905-2016 example 1
+    assert.equal("66c7f0f462eeedd9d1f2d46bdc10e4e24167c4875cf2f7a2297da02b8f4ba8e0", core.hash_hex("sm3", "abc"))
+    assert.equal("a9993e364706816aba3e25717850c26c9cd0d89d", core.hash_hex("sha1", "abc"))
+  end)
+
+  it("computes HMACs (RFC 4231 case 2)", function()
+    assert.equal("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+      core.hmac_hex("sha256", "Jefe", "what do ya want for nothing?"))
+  end)
+
+  it("issues 100k distinct 128-bit nonces", function()
+    local seen, n = {}, 100000
+    for _ = 1, n do
+      local x = core.nonce()
+      assert(#x == 32 and x:match("^%x+$"), x)
+      assert(not seen[x], "nonce repeated")
+      seen[x] = true
+    end
+  end)
+
+  it("draws jitter in [0, 1)", function()
+    local lo, hi = 1, 0
+    for _ = 1, 1000 do
+      local r = core.random()
+      assert(r >= 0 and r < 1)
+      if r < lo then lo = r end
+      if r > hi then hi = r end
+    end
+    assert.is_true(lo < 0.1 and hi > 0.9)
+  end)
+
+  it("has a monotonic clock and a sleep", function()
+    local t0 = core.monotonic()
+    core.sleep(0.02)
+    assert.is_true(core.monotonic() - t0 >= 0.015)
+  end)
+
+  describe("HTTP handle", function()
+    it("closes safely twice and reports itself closed", function()
+      local h = assert(core.http { timeout = 1 })
+      assert.matches("^imm.core.http %(", tostring(h))
+      h:close()
+      h:close()
+      assert.equal("imm.core.http (closed)", tostring(h))
+      local ok, code = h:request("POST", "http://127.0.0.1:9/", {}, "")
+      assert.is_nil(ok)
+      assert.equal("InvalidState", code)
+    end)
+
+    it("is collected without being closed", function()
+      for _ = 1, 50 do core.http { timeout = 1 } end
+      collectgarbage()
+      collectgarbage()
+    end)
+
+    it("reports a refused connection as ConnectionFailed", function()
+      -- port 9 (discard) is closed on loopback here; nothing is sent anywhere else
+      local h = assert(core.http { timeout = 2, connect_timeout = 1 })
+      local ok, code, msg, status = h:request("POST", "http://127.0.0.1:9/", {}, "")
+      assert.is_nil(ok)
+      assert.equal("ConnectionFailed", code)
+      assert.is_string(msg)
+      assert.is_nil(status)
+      h:close()
+    end)
+
+    it("refuses header lines carrying CR or LF", function()
+      local h = assert(core.http { timeout = 1 })
+      local ok, code = h:request("POST", "http://127.0.0.1:9/", { "X-A: b\r\nX-Evil: 1" }, "")
+      assert.is_nil(ok)
+      assert.equal("InvalidParameter", code)
+      h:close()
+    end)
+
+    it("refuses other URL schemes", function()
+      local h = assert(core.http { timeout = 1 })
+      local ok, code = h:request("GET", "file:///etc/passwd", {}, "")
+      assert.is_nil(ok)
+      assert.equal("InvalidParameter", code)
+      h:close()
+    end)
+
+    if _VERSION == "Lua 5.4" then
+      it("closes with a to-be-closed variable", function()
+        local h = assert(load([[
+          local core = ...
+          local h <close> = core.http { timeout = 1 }
+          return h
+        ]]))(core)
+        assert.equal("imm.core.http (closed)", tostring(h))
+      end)
+    end
+  end)
+
+  it("raises on misuse rather than failing quietly", function()
+    assert.has_error(function() core.sign_v3("NOPE", "POST", "/", {}, {}, "x", "id", "s") end)
+    assert.has_error(function() core.sign_v3("ACS3-HMAC-SHA256", "POST", "/", { a = {} }, {}, "x", "id", "s") end)
+    assert.has_error(function() core.http("nope") end)
+  end)
+end)
