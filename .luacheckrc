@@ -2,3 +2,7 @@
 std = "max"
 max_line_length = 120
 files["spec/"] = { std = "+busted" }
+-- code that runs inside nginx sees ngx_lua's globals
+files["lua/imm/transport/ngx.lua"] = { std = "max+ngx_lua" }
+files["spec/openresty/"] = { std = "max+ngx_lua" }
+files["examples/openresty/"] = { std = "max+ngx_lua" }

@@ -15,8 +15,8 @@ CFLAGS     ?= -O2 -g
 WARN        = -Wall -Wextra -Wstrict-prototypes -Wmissing-prototypes -Wshadow -Wformat=2
 MYCFLAGS    = -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden $(WARN)
 LIBFLAG    ?= -shared
-DEP_CFLAGS  = $(shell pkg-config --cflags libcurl openssl 2>/dev/null)
-DEP_LIBS    = $(shell pkg-config --libs libcurl openssl 2>/dev/null || echo -lcurl -lssl -lcrypto) -lpthread
+DEP_CFLAGS  = $(shell pkg-config --cflags libcurl openssl zlib 2>/dev/null)
+DEP_LIBS    = $(shell pkg-config --libs libcurl openssl zlib 2>/dev/null || echo -lcurl -lssl -lcrypto -lz) -lpthread
 
 BUILD      ?= build/$(LUA)
 SRCS        = src/imm_buf.c src/imm_sign.c src/imm_http.c src/imm_core.c
@@ -63,7 +63,7 @@ demo: deps-demo
 	@$(MAKE) --no-print-directory build LUA=lua5.4
 	@$(TEST_ENV) sh tools/with-server.sh lua5.4 examples/list_bindings.lua immtest
 
-## test: every check (Lua 5.4 and LuaJIT specs, lint, ASan+UBSan, valgrind, LuaRocks)
+## test: every check (Lua 5.4 and LuaJIT specs, nginx, lint, ASan+UBSan, valgrind, LuaRocks)
 test: deps
 	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory server-check
@@ -79,9 +79,12 @@ server-check:
 	@echo "imm: local IMM server against the signing vectors"
 	@python3 tools/imm_server.py --check-vectors $(VECTORS)
 	@python3 tools/selftest_imm_server.py
+	@echo "imm: the official Node SDK (@alicloud/openapi-client) against the local IMM server"
+	@sh tools/sdk-check/run.sh
 
 ## unit: the busted specs on one runtime (LUA=lua5.4 or LUA=luajit)
 unit: build
+	@$(MAKE) --no-print-directory build LUA=luajit BUILD=build/luajit EXTRA_CFLAGS= CFLAGS="-O2 -g"  # the nginx specs load it
 	@echo "imm: specs on $(LUA) $(SPEC_NOTE)"
 	@$(TEST_ENV) sh tools/run-specs.sh "$(LUA)$(if $(SPEC_NOTE),-$(word 2,$(SPEC_NOTE)))" \
 	  $(RUN_PREFIX) $(LUA) $(BUSTED) -o utfTerminal $(SPECS)

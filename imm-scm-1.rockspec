@@ -25,6 +25,7 @@ external_dependencies = {
   -- checked by library: Debian keeps curl.h under a multiarch include dir
   OPENSSL = { library = "crypto" },
   CURL = { library = "curl" },
+  ZLIB = { library = "z" },
 }
 build = {
   type = "builtin",
@@ -40,12 +41,13 @@ build = {
     ["imm.signer"] = "lua/imm/signer.lua",
     ["imm.transport"] = "lua/imm/transport.lua",
     ["imm.transport.curl"] = "lua/imm/transport/curl.lua",
+    ["imm.transport.ngx"] = "lua/imm/transport/ngx.lua",
     ["imm.core"] = {
       sources = { "src/imm_buf.c", "src/imm_sign.c", "src/imm_http.c", "src/imm_core.c" },
       defines = { "_POSIX_C_SOURCE=200809L" },
-      libraries = { "curl", "ssl", "crypto", "pthread" },
-      incdirs = { "$(OPENSSL_INCDIR)", "$(CURL_INCDIR)" },
-      libdirs = { "$(OPENSSL_LIBDIR)", "$(CURL_LIBDIR)" },
+      libraries = { "curl", "ssl", "crypto", "z", "pthread" },
+      incdirs = { "$(OPENSSL_INCDIR)", "$(CURL_INCDIR)", "$(ZLIB_INCDIR)" },
+      libdirs = { "$(OPENSSL_LIBDIR)", "$(CURL_LIBDIR)", "$(ZLIB_LIBDIR)" },
     },
   },
 }

@@ -479,6 +479,28 @@ static int http_request(lua_State *L) {
     return 3;
 }
 
+/* gunzip(data [, max_bytes]) -> decoded | nil, code, message */
+static int l_gunzip(lua_State *L) {
+    size_t n;
+    const char *in = luaL_checklstring(L, 1, &n);
+    lua_Number max = luaL_optnumber(L, 2, 0);
+    sign_box *box = new_box(L, 1);
+    char err[128];
+    imm_http_status st;
+    err[0] = '\0';
+    st = imm_http_gunzip(in, n, max > 0 ? (size_t)max : 0, &box->u.one, err, sizeof err);
+    if (st != IMM_HTTP_OK) {
+        box_gc_now(box);
+        lua_pushnil(L);
+        lua_pushstring(L, http_code(st));
+        lua_pushstring(L, err);
+        return 3;
+    }
+    push_bytes(L, &box->u.one);
+    box_gc_now(box);
+    return 1;
+}
+
 static int l_backend(lua_State *L) {
     lua_pushstring(L, imm_http_backend_version());
     return 1;
@@ -500,6 +522,7 @@ static const luaL_Reg core_funcs[] = {
     {"sleep", l_sleep},
     {"monotonic", l_monotonic},
     {"http", l_http},
+    {"gunzip", l_gunzip},
     {"backend", l_backend},
     {NULL, NULL}};
 

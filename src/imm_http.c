@@ -2,11 +2,13 @@
 #include "imm_http.h"
 
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <curl/curl.h>
+#include <zlib.h>
 
 struct imm_http {
     CURL *curl;
@@ -89,8 +91,8 @@ imm_http *imm_http_new(const imm_http_options *opt, char *err, size_t errlen) {
     OPT(CURLOPT_WRITEDATA, h);
     OPT(CURLOPT_HEADERFUNCTION, on_header);
     OPT(CURLOPT_HEADERDATA, h);
-    /* "" offers every encoding libcurl can decode (gzip, deflate, ...). */
-    OPT(CURLOPT_ACCEPT_ENCODING, "");
+    /* gzip only, so the request bytes match the cosocket transport's. */
+    OPT(CURLOPT_ACCEPT_ENCODING, "gzip");
     OPT(CURLOPT_FOLLOWLOCATION, 0L);
 #if LIBCURL_VERSION_NUM >= 0x075500
     OPT(CURLOPT_PROTOCOLS_STR, "http,https");
@@ -280,6 +282,63 @@ int imm_http_next_header(const char **cursor, const char *end,
     }
     *cursor = end;
     return 0;
+}
+
+imm_http_status imm_http_gunzip(const char *in, size_t n, size_t max_out, imm_buf *out,
+                                char *err, size_t errlen) {
+    z_stream zs;
+    int zrc;
+    imm_http_status st = IMM_HTTP_OK;
+    memset(&zs, 0, sizeof zs);
+    /* 32 + MAX_WBITS: accept gzip and zlib headers alike */
+    if (inflateInit2(&zs, 32 + MAX_WBITS) != Z_OK) {
+        SET_ERR("inflateInit2 failed");
+        return IMM_HTTP_ENOMEM;
+    }
+    zs.next_in = (Bytef *)(uintptr_t)in;
+    do {
+        size_t chunk = n > 0 ? n * 4 : 1024;
+        uInt avail_in_before;
+        if (chunk < 16384)
+            chunk = 16384;
+        if (chunk > (1u << 20))
+            chunk = 1u << 20;
+        if (imm_buf_reserve(out, chunk) != 0) {
+            SET_ERR("out of memory");
+            st = IMM_HTTP_ENOMEM;
+            break;
+        }
+        /* feed input in slices that fit zlib's 32-bit counters */
+        if (zs.avail_in == 0 && (size_t)(zs.next_in - (const Bytef *)in) < n) {
+            size_t left = n - (size_t)(zs.next_in - (const Bytef *)in);
+            zs.avail_in = left > 0x40000000u ? 0x40000000u : (uInt)left;
+        }
+        avail_in_before = zs.avail_in;
+        zs.next_out = (Bytef *)out->p + out->len;
+        zs.avail_out = (uInt)chunk;
+        zrc = inflate(&zs, Z_NO_FLUSH);
+        out->len += chunk - zs.avail_out;
+        out->p[out->len] = '\0';
+        if (max_out > 0 && out->len > max_out) {
+            SET_ERR("decoded body exceeds max_response_bytes (%zu)", max_out);
+            st = IMM_HTTP_ERESPONSE;
+            break;
+        }
+        if (zrc == Z_STREAM_END)
+            break;
+        if (zrc != Z_OK && !(zrc == Z_BUF_ERROR && zs.avail_out == 0)) {
+            SET_ERR("corrupt gzip body (%s)", zs.msg ? zs.msg : "inflate failed");
+            st = IMM_HTTP_ERESPONSE;
+            break;
+        }
+        if (zs.avail_in == 0 && avail_in_before == 0 && zs.avail_out != 0) {
+            SET_ERR("truncated gzip body");
+            st = IMM_HTTP_ERESPONSE;
+            break;
+        }
+    } while (1);
+    inflateEnd(&zs);
+    return st;
 }
 
 const char *imm_http_backend_version(void) {

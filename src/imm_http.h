@@ -77,6 +77,14 @@ int imm_http_next_header(const char **cursor, const char *end,
                          const char **name, size_t *nlen,
                          const char **value, size_t *vlen);
 
+/* Decodes a gzip (or zlib) stream into out, refusing to produce more than
+ * max_out bytes (0: unlimited) so a compression bomb cannot exhaust memory.
+ * For transports that read raw bytes themselves (ngx_lua cosockets); the
+ * libcurl path decodes inside libcurl. Returns IMM_HTTP_OK, or
+ * IMM_HTTP_ERESPONSE for a corrupt stream or one over the cap. */
+imm_http_status imm_http_gunzip(const char *in, size_t n, size_t max_out, imm_buf *out,
+                                char *err, size_t errlen);
+
 /* "libcurl/7.88.1 OpenSSL/3.0.x ..." */
 const char *imm_http_backend_version(void);
 

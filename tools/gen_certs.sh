@@ -5,7 +5,8 @@
 #
 # Writes into DIR (regenerating whatever is there):
 #   ca.crt, ca.key            a test CA
-#   server.crt, server.key    signed by that CA: CN=localhost, SAN DNS:localhost and
+#   server.crt, server.key    signed by that CA: CN=localhost, SAN DNS:localhost,
+#                             DNS:127.0.0.1 (for ngx_lua, see below) and
 #                             IP:127.0.0.1, EKU serverAuth, valid 30 days
 #   other-ca.crt, other-ca.key  a second CA that did NOT sign the server cert, for
 #                             tests that expect verification to fail
@@ -49,7 +50,9 @@ subjectKeyIdentifier = hash
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
 extendedKeyUsage = serverAuth
-subjectAltName = DNS:localhost, IP:127.0.0.1
+# DNS:127.0.0.1 too: ngx_lua checks names with X509_check_host, which reads
+# DNS names only, while libcurl matches IP literals against IP names.
+subjectAltName = DNS:localhost, DNS:127.0.0.1, IP:127.0.0.1
 subjectKeyIdentifier = hash
 authorityKeyIdentifier = keyid
 EOF

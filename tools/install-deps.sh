@@ -3,10 +3,11 @@
 # Usage: sh tools/install-deps.sh demo|test
 set -eu
 
-demo_pkgs="pkg-config openssl ca-certificates libssl-dev libcurl4-openssl-dev
+demo_pkgs="pkg-config openssl ca-certificates libssl-dev libcurl4-openssl-dev zlib1g-dev
   lua5.4 liblua5.4-dev lua-cjson"
-test_pkgs="$demo_pkgs lua5.1 liblua5.1-dev luajit2 libluajit2-5.1-dev
-  lua-busted lua-check luarocks valgrind cppcheck"
+test_pkgs="$demo_pkgs lua5.1 liblua5.1-0-dev luajit2 libluajit2-5.1-dev
+  lua-busted lua-check luarocks valgrind cppcheck curl
+  nginx libnginx-mod-http-lua lua-resty-core"
 
 case "${1:-test}" in
   demo) want=$demo_pkgs ;;
@@ -20,6 +21,13 @@ for p in $want; do
     missing="$missing $p"
   fi
 done
+
+# The official SDK check needs node and npm; any install of them will do
+# (Debian's, or NodeSource's nodejs, which bundles npm).
+if [ "${1:-test}" = test ]; then
+  command -v node >/dev/null 2>&1 || missing="$missing nodejs"
+  command -v npm >/dev/null 2>&1 || missing="$missing npm"
+fi
 
 if [ -z "$missing" ]; then
   exit 0

@@ -137,7 +137,7 @@ class Server:
         if ssl_ctx is None:
             self.control_conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=30)
         else:
-            self.control_conn = http.client.HTTPSConnection("localhost", self.port, timeout=30, context=ssl_ctx)
+            self.control_conn = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=30, context=ssl_ctx)
 
     def stop(self):
         self.control_conn.close()
@@ -183,7 +183,7 @@ class Client:
         self.server, self.token = server, token
         self.host = host or f"127.0.0.1:{server.port}"
         if ssl_ctx is not None:
-            self.conn = http.client.HTTPSConnection("localhost", server.port, timeout=30, context=ssl_ctx)
+            self.conn = http.client.HTTPSConnection("127.0.0.1", server.port, timeout=30, context=ssl_ctx)
         else:
             self.conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=30)
 
@@ -636,7 +636,7 @@ def check_tls():
         with Server("--quiet", tls_dir=certs, ssl_ctx=ctx) as server:
             check(server.banner == f"imm_server listening on https://127.0.0.1:{server.port}", "TLS banner")
             check(server.control("GET", "/_imm/health") == (200, {"ok": True}), "TLS health")
-            client = Client(server, ssl_ctx=ctx, host=f"localhost:{server.port}")
+            client = Client(server, ssl_ctx=ctx, host=f"127.0.0.1:{server.port}")
             items, pages = page_all(client.v3, [("ProjectName", "media-prod"), ("MaxResults", "40")])
             check(items == sorted_file_bindings("media-prod") and pages == 3, "TLS paging")
             server.fault("reset")
@@ -647,7 +647,7 @@ def check_tls():
                 check(True, "TLS reset fault")
             other = ssl.create_default_context(cafile=os.path.join(certs, "other-ca.crt"))
             try:
-                http.client.HTTPSConnection("localhost", server.port, context=other, timeout=5).request("GET", "/_imm/health")
+                http.client.HTTPSConnection("127.0.0.1", server.port, context=other, timeout=5).request("GET", "/_imm/health")
                 check(False, "other-ca refused")
             except ssl.SSLCertVerificationError:
                 check(True, "other-ca refused")
@@ -664,11 +664,11 @@ def check_tls():
 
 
 def check_tls_with_curl(server, certs):
-    base = f"https://localhost:{server.port}"
+    base = f"https://127.0.0.1:{server.port}"
     out = subprocess.run(["curl", "-sS", "--cacert", os.path.join(certs, "ca.crt"), f"{base}/_imm/health"],
                          capture_output=True, text=True)
     check(out.returncode == 0 and json.loads(out.stdout) == {"ok": True}, f"curl --cacert health: {out.stderr}")
-    method, target, headers, _ = Client(server, host=f"localhost:{server.port}").v3_request(
+    method, target, headers, _ = Client(server, host=f"127.0.0.1:{server.port}").v3_request(
         [("ProjectName", "immtest"), ("MaxResults", "2")])
     args = ["curl", "-sS", "--compressed", "--cacert", os.path.join(certs, "ca.crt"), "-X", method]
     for name, value in headers.items():

@@ -38,7 +38,7 @@ local OPTIONS = {
   ca_file = "string", insecure = "boolean",
   user_agent = "string",
   max_response_bytes = "number",
-  transport = { string = true, table = true },
+  transport = { string = true, table = true, ["function"] = true },
   decoder = { string = true, ["function"] = true },
   -- for deterministic tests: functions returning epoch seconds and a nonce
   clock = "function", nonce = "function",
@@ -55,7 +55,7 @@ local function check_options(opts)
     local ok = (type(want) == "table") and want[type(v)] or type(v) == want
     if not ok then
       return nil, errors.invalid(format("client option %s must be a %s, got %s", k,
-        type(want) == "table" and "string or table/function" or want, type(v)))
+        type(want) == "table" and "string, table or function" or want, type(v)))
     end
   end
   return true
@@ -200,7 +200,9 @@ function Client:_attempt(action, query, creds, def)
   local url = ep.base .. "/"
   if signed.query ~= "" then url = url .. "?" .. signed.query end
 
-  local res, err = self.transport:request { method = "POST", url = url, headers = signed.headers, body = "" }
+  local headers = signed.headers
+  headers.accept = "application/json"
+  local res, err = self.transport:request { method = "POST", url = url, headers = headers, body = "" }
   if not res then return nil, err end
 
   local status, body = res.status, res.body

@@ -36,6 +36,7 @@ _M.codes = {
   TLSError = "TLSError",                   -- handshake or certificate verification
   InvalidResponse = "InvalidResponse",     -- not what the service promises (bad JSON, HTML, truncated)
   NoCredentials = "NoCredentials",         -- no provider yielded credentials
+  UnsupportedPhase = "UnsupportedPhase",   -- inside nginx, in a phase without cosockets
 }
 
 -- Transport failures that are safe to repeat for a read-only call.

@@ -9,11 +9,32 @@ local M = {}
 
 M.KEY_ID, M.SECRET = "imm-local-id", "imm-local-secret"
 
--- Helper processes (openssl, python3) are not under test: keep a
--- sanitizer's LD_PRELOAD away from them.
+-- Runs a shell command line. Helper processes (openssl, python3, curl)
+-- are not under test: a sanitizer's LD_PRELOAD is kept away from them (curl
+-- even deadlocks under a preloaded ASan).
 local function sh(cmd)
-  local ok = os.execute("env -u LD_PRELOAD " .. cmd)
+  local ok = os.execute("env -u LD_PRELOAD sh -c '" .. cmd:gsub("'", "'\\''") .. "'")
   return ok == true or ok == 0
+end
+M.sh = sh
+
+-- Is the process still running? A zombie counts as gone.
+local function alive(pid)
+  local stat = io.open("/proc/" .. pid .. "/stat")
+  if not stat then return false end
+  local s = stat:read("*a")
+  stat:close()
+  return s:match("^%d+ %b() (%a)") ~= "Z"
+end
+
+--- Signals a process and waits until it has exited; raises if it does not.
+function M.kill(pid, sig)
+  sh("kill -" .. (sig or "TERM") .. " " .. pid .. " 2>/dev/null")
+  for _ = 1, 200 do
+    if not alive(pid) then return true end
+    core.sleep(0.025)
+  end
+  error("process " .. pid .. " did not exit after SIG" .. (sig or "TERM"))
 end
 
 local function read(path)
@@ -24,6 +45,13 @@ local function read(path)
   return s
 end
 M.read = read
+
+function M.cwd()
+  local p = io.popen("pwd")
+  local d = p:read("*l")
+  p:close()
+  return d
+end
 
 function M.tmpdir()
   local p = io.popen("mktemp -d")
@@ -36,7 +64,9 @@ end
 -- second, unrelated CA. Returns the directory.
 function M.certs()
   if M._certs then return M._certs end
-  local dir = M.tmpdir()
+  -- inside the build tree, so a run leaves nothing behind in /tmp
+  local dir = M.cwd() .. "/build/test-certs"
+  assert(sh("mkdir -p " .. dir))
   assert(sh("sh tools/gen_certs.sh " .. dir), "gen_certs.sh failed")
   M._certs = dir
   return dir
@@ -55,8 +85,7 @@ function M.start(opts)
   args[#args + 1] = "--access-key-secret " .. (opts.secret or M.SECRET)
   if opts.token then args[#args + 1] = "--security-token '" .. opts.token .. "'" end
   if opts.args then args[#args + 1] = opts.args end
-  local cmd = "sh -c 'exec " .. table.concat(args, " "):gsub("'", "'\\''") .. "' >" .. dir
-    .. "/log 2>&1 & echo $! >" .. dir .. "/pid"
+  local cmd = "exec " .. table.concat(args, " ") .. " >" .. dir .. "/log 2>&1 & echo $! >" .. dir .. "/pid"
   assert(sh(cmd), "could not start the local IMM server")
   local port
   for _ = 1, 150 do
@@ -95,7 +124,7 @@ function M.start(opts)
   end
   function srv.stop()
     srv.http:close()
-    sh("kill " .. srv.pid .. " 2>/dev/null")
+    M.kill(srv.pid)
     sh("rm -rf " .. dir)
   end
   --- A client for this server; opts override the defaults.

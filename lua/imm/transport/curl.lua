@@ -48,8 +48,9 @@ function _M:request(req)
   return { status = status, body = body, headers = headers }
 end
 
+-- Blocking outside nginx; ngx.sleep if someone forces curl inside nginx.
 function _M.sleep(_, seconds)
-  core.sleep(seconds)
+  require("imm.transport").sleep(seconds)
 end
 
 function _M:close()

@@ -1,0 +1,284 @@
+--- The ngx_lua cosocket transport: non-blocking HTTP/1.1 inside nginx.
+--
+-- While a call waits on the network, the nginx worker serves other requests.
+-- It implements the same interface as `imm.transport.curl`, with the same
+-- request bytes and the same error codes, so the client above cannot tell
+-- which transport carried a call. Signing and JSON decoding stay in the C
+-- core; only bytes move here.
+--
+-- TLS trust inside nginx comes from `lua_ssl_trusted_certificate` in
+-- nginx.conf (ngx_lua has no per-socket CA file), and verification is on
+-- unless the client has `insecure = true`. Host names need a `resolver`
+-- directive, as for any cosocket.
+-- @module imm.transport.ngx
+
+local core = require "imm.core"
+local errors = require "imm.errors"
+
+local ngx = ngx
+local setmetatable, tonumber, tostring, pairs, type = setmetatable, tonumber, tostring, pairs, type
+local concat, lower, find, match, format = table.concat, string.lower, string.find, string.match, string.format
+local floor, max = math.floor, math.max
+
+local _M = { name = "ngx" }
+_M.__index = _M
+
+-- Phases in which ngx_lua allows cosockets (and ngx.sleep).
+local COSOCKET_PHASES = {
+  rewrite = true, access = true, content = true, timer = true,
+  ssl_cert = true, ssl_session_fetch = true, ssl_client_hello = true, preread = true,
+}
+
+local KEEPALIVE_MS, POOL_SIZE = 60000, 32
+
+--- Is the current nginx phase one where cosockets work? Returns the phase.
+function _M.phase_ok()
+  local phase = ngx.get_phase()
+  return COSOCKET_PHASES[phase] == true, phase
+end
+
+local function phase_error(phase)
+  return errors.new("UnsupportedPhase", format(
+    "cosockets are not available in nginx's %q phase, so imm cannot call IMM here without "
+    .. "blocking the worker; make the call from rewrite/access/content, or from "
+    .. "ngx.timer.at(0, function() ... end)", tostring(phase)),
+    { retryable = false, phase = phase })
+end
+
+--- Opens a transport (no connection is made until the first request).
+-- @tparam table opts as for `imm.transport.curl`; `ca_file` is refused
+-- @return transport, or nil, err
+function _M.new(opts)
+  if type(ngx) ~= "table" or type(ngx.socket) ~= "table" then
+    return nil, errors.invalid("transport \"ngx\" needs ngx_lua (OpenResty or nginx with lua-nginx-module)")
+  end
+  if opts.ca_file then
+    return nil, errors.invalid("ca_file is not used by the ngx transport: trust a CA with "
+      .. "lua_ssl_trusted_certificate in nginx.conf")
+  end
+  return setmetatable({
+    connect_ms = floor((opts.connect_timeout or 5) * 1000),
+    timeout = opts.timeout or 10,
+    verify = not opts.insecure,
+    user_agent = opts.user_agent,
+    max_bytes = opts.max_response_bytes,
+  }, _M)
+end
+
+local function parse_url(url)
+  local scheme, authority, path = match(url, "^(https?)://([^/]+)(/.*)$")
+  if not scheme then return nil end
+  local host, port = match(authority, "^%[(.+)%]:?(%d*)$")
+  if not host then
+    host, port = match(authority, "^([^:]+):?(%d*)$")
+  end
+  if not host then return nil end
+  port = tonumber(port) or (scheme == "https" and 443 or 80)
+  return scheme, host, port, path
+end
+
+-- Maps a cosocket error string to our codes, as the libcurl path does.
+local function io_error(err, stage, status)
+  if err == "timeout" then
+    return errors.new("Timeout", stage .. " timed out", { status = status })
+  end
+  if stage == "reading the body" and not find(err, "reset", 1, true) then
+    -- the peer closed cleanly before the promised end: a truncated reply
+    return errors.new("InvalidResponse", "response body truncated (" .. err .. ")",
+      { status = status, retryable = false })
+  end
+  return errors.new("ConnectionFailed", stage .. " failed: " .. err, { status = status })
+end
+
+-- Reads the rest of the response after the status line.
+local function read_response(self, sock, status, deadline, method)
+  local headers = {}
+  while true do
+    local line, err = sock:receive("*l")
+    if not line then return nil, io_error(err, "reading headers", status) end
+    if line == "" then break end
+    local name, value = match(line, "^([^:]+):%s*(.-)%s*$")
+    if name then
+      name = lower(name)
+      headers[name] = headers[name] and (headers[name] .. ", " .. value) or value
+    end
+  end
+
+  local body, close_after = "", lower(headers.connection or "") == "close"
+  local function remaining()
+    local left = deadline - ngx.now()
+    if left <= 0 then return nil end
+    sock:settimeout(max(1, floor(left * 1000)))
+    return true
+  end
+  local cap = self.max_bytes
+  local too_large = errors.new("InvalidResponse", format("response body exceeds max_response_bytes (%d)", cap or 0),
+    { status = status, retryable = false })
+
+  if method == "HEAD" or status == 204 or status == 304 or (status >= 100 and status < 200) then
+    body = ""
+  elseif find(lower(headers["transfer-encoding"] or ""), "chunked", 1, true) then
+    local parts, total = {}, 0
+    while true do
+      if not remaining() then return nil, io_error("timeout", "reading the body", status) end
+      local line, err = sock:receive("*l")
+      if not line then return nil, io_error(err, "reading the body", status) end
+      local size = tonumber(match(line, "^%s*(%x+)"), 16)
+      if not size then
+        return nil, errors.new("InvalidResponse", "bad chunk size line", { status = status, retryable = false })
+      end
+      if size == 0 then
+        repeat  -- trailers, up to the blank line
+          line, err = sock:receive("*l")
+          if not line then return nil, io_error(err, "reading the body", status) end
+        until line == ""
+        break
+      end
+      total = total + size
+      if cap and total > cap then return nil, too_large end
+      local data
+      data, err = sock:receive(size)
+      if not data then return nil, io_error(err, "reading the body", status) end
+      parts[#parts + 1] = data
+      data, err = sock:receive(2)
+      if data ~= "\r\n" then return nil, io_error(err or "bad chunk end", "reading the body", status) end
+    end
+    body = concat(parts)
+  elseif headers["content-length"] then
+    local n = tonumber(headers["content-length"])
+    if not n or n < 0 or n ~= floor(n) then
+      return nil, errors.new("InvalidResponse", "bad Content-Length", { status = status, retryable = false })
+    end
+    if cap and n > cap then return nil, too_large end
+    if n > 0 then
+      if not remaining() then return nil, io_error("timeout", "reading the body", status) end
+      local data, err = sock:receive(n)
+      if not data then return nil, io_error(err, "reading the body", status) end
+      body = data
+    end
+  else
+    -- delimited by the end of the connection
+    if not remaining() then return nil, io_error("timeout", "reading the body", status) end
+    local data, err = sock:receive("*a")
+    if not data then return nil, io_error(err, "reading the body", status) end
+    if cap and #data > cap then return nil, too_large end
+    body, close_after = data, true
+  end
+
+  if lower(headers["content-encoding"] or "") == "gzip" then
+    local decoded, code, msg = core.gunzip(body, cap)
+    if not decoded then
+      return nil, errors.new(code, msg, { status = status, retryable = false })
+    end
+    body = decoded
+    headers["content-encoding"] = nil
+  end
+  return { status = status, headers = headers, body = body }, nil, close_after
+end
+
+--- Sends one request. Same contract as `imm.transport.curl`.
+function _M:request(req)
+  local ok, phase = _M.phase_ok()
+  if not ok then return nil, phase_error(phase) end
+
+  local scheme, host, port, path = parse_url(req.url)
+  if not scheme then
+    return nil, errors.invalid("cannot parse URL " .. tostring(req.url))
+  end
+  local deadline = ngx.now() + self.timeout
+  local sock = ngx.socket.tcp()
+  local timeout_ms = floor(self.timeout * 1000)
+  sock:settimeouts(self.connect_ms, timeout_ms, timeout_ms)
+
+  -- Connections are pooled per scheme, host, port and verification mode, so a
+  -- verified TLS connection is never handed to an unverified client or back.
+  local pool = format("imm:%s:%s:%d:%s", scheme, host, port, self.verify and "v" or "nv")
+  local cok, err = sock:connect(host, port, { pool = pool })
+  if not cok then
+    if err == "timeout" then
+      return nil, errors.new("Timeout", "connect to " .. host .. ":" .. port .. " timed out")
+    end
+    local hint = find(err, "resolver", 1, true) and " (add a resolver directive to nginx.conf)" or ""
+    return nil, errors.new("ConnectionFailed", "connect to " .. host .. ":" .. port .. " failed: " .. err .. hint)
+  end
+  if scheme == "https" and sock:getreusedtimes() == 0 then
+    local sok, serr = sock:sslhandshake(nil, host, self.verify)
+    if not sok then
+      sock:close()
+      if serr == "timeout" then
+        return nil, errors.new("Timeout", "TLS handshake with " .. host .. " timed out")
+      end
+      return nil, errors.new("TLSError", "TLS handshake with " .. host .. " failed: " .. tostring(serr),
+        { retryable = false })
+    end
+  end
+
+  -- The same header set the libcurl transport sends.
+  local body = req.body or ""
+  local out = { req.method, " ", path, " HTTP/1.1\r\n" }
+  local has = {}
+  for k, v in pairs(req.headers) do
+    local lk = lower(k)
+    has[lk] = true
+    if find(k, "[\r\n]") or find(v, "[\r\n]") then
+      sock:close()
+      return nil, errors.invalid("header " .. lk .. " contains CR or LF")
+    end
+    out[#out + 1] = k .. ": " .. v .. "\r\n"
+  end
+  if not has.host then out[#out + 1] = "host: " .. host .. "\r\n" end
+  if self.user_agent and not has["user-agent"] then out[#out + 1] = "User-Agent: " .. self.user_agent .. "\r\n" end
+  if not has["accept-encoding"] then out[#out + 1] = "Accept-Encoding: gzip\r\n" end
+  if req.method == "POST" or #body > 0 then out[#out + 1] = "Content-Length: " .. #body .. "\r\n" end
+  out[#out + 1] = "\r\n"
+  out[#out + 1] = body
+
+  local sent, serr = sock:send(out)
+  if not sent then
+    sock:close()
+    return nil, io_error(serr, "sending the request")
+  end
+
+  local line, rerr = sock:receive("*l")
+  if not line then
+    sock:close()
+    -- A pooled connection the server had already closed: nothing was
+    -- processed, so the retry loop may try again on a fresh one.
+    return nil, io_error(rerr, "reading the status line")
+  end
+  local status = tonumber(match(line, "^HTTP/1%.[01] (%d%d%d)"))
+  if not status then
+    sock:close()
+    return nil, errors.new("InvalidResponse", "not an HTTP/1.x status line", { retryable = false })
+  end
+  while status == 100 do  -- an interim response; the real one follows
+    repeat line = sock:receive("*l") until not line or line == ""
+    line, rerr = sock:receive("*l")
+    status = line and tonumber(match(line, "^HTTP/1%.[01] (%d%d%d)"))
+    if not status then
+      sock:close()
+      return nil, io_error(rerr or "bad status line", "reading the status line")
+    end
+  end
+
+  local res, ferr, close_after = read_response(self, sock, status, deadline, req.method)
+  if not res then
+    sock:close()
+    return nil, ferr
+  end
+  if close_after then
+    sock:close()
+  else
+    sock:setkeepalive(KEEPALIVE_MS, POOL_SIZE)
+  end
+  return res
+end
+
+--- Waits without blocking the worker.
+function _M.sleep(_, seconds)
+  ngx.sleep(seconds)
+end
+
+function _M.close() end  -- connections live in the worker's pool
+
+return _M

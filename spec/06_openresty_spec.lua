@@ -1,0 +1,240 @@
+-- Layer 6: imm inside a real nginx with ngx_lua, on cosockets, against the
+-- local IMM server. Every call below runs inside nginx; the spec looks at
+-- what nginx answered and at the IMM server's own log.
+local fixture = require "helpers.fixture"
+local nginx = require "helpers.nginx"
+
+local function q(t)
+  local parts = {}
+  for k, v in pairs(t) do parts[#parts + 1] = k .. "=" .. tostring(v) end
+  table.sort(parts)
+  return table.concat(parts, "&")
+end
+
+describe("OpenResty (ngx_lua cosockets)", function()
+  local srv, tls_srv, ngx_srv
+  setup(function()
+    srv = fixture.start()
+    tls_srv = fixture.start { tls = true }
+    -- the example handler reads its configuration from the environment
+    ngx_srv = nginx.start { trusted = fixture.certs() .. "/ca.crt", env = table.concat({
+      "env IMM_ENDPOINT=" .. srv.url .. ";",
+      "env ALIBABA_CLOUD_ACCESS_KEY_ID=" .. fixture.KEY_ID .. ";",
+      "env ALIBABA_CLOUD_ACCESS_KEY_SECRET=" .. fixture.SECRET .. ";" }, "\n") }
+  end)
+  teardown(function()
+    if ngx_srv then ngx_srv.stop() end
+    if srv then srv.stop() end
+    if tls_srv then tls_srv.stop() end
+  end)
+  before_each(function()
+    srv.reset()
+    tls_srv.reset()
+  end)
+
+  local function call(path, args)
+    return ngx_srv.get(path .. "?" .. q(args))
+  end
+
+  it("lists a page on cosockets in content_by_lua", function()
+    local r = call("/call", { port = srv.port, mode = "page", max_results = 7 })
+    assert.is_nil(r.err)
+    assert.equal("ngx", r.transport)
+    assert.equal("content", r.phase)
+    assert.equal(7, r.count)
+    assert.is_string(r.next_token)
+    assert.equal("v3-sha256", srv.log()[1].signature)
+  end)
+
+  it("walks every binding with the item pager and all_bindings", function()
+    local expected = #assert(srv.client {}:all_bindings { ProjectName = "immtest" }).Bindings
+    srv.reset()
+    local r = call("/call", { port = srv.port, mode = "items", page_size = 50 })
+    assert.is_nil(r.err)
+    assert.equal(expected, r.count)
+    assert.equal(math.ceil(expected / 50), #srv.log())
+    local a = call("/call", { port = srv.port, mode = "all", page_size = 100 })
+    assert.is_nil(a.err)
+    assert.same(r.uris, a.uris)
+  end)
+
+  it("runs the pagers inside ngx.timer.at", function()
+    local r = call("/timer", { port = srv.port, mode = "items", page_size = 40, max_items = 90 })
+    assert.is_nil(r.err)
+    assert.equal("timer", r.phase)
+    assert.equal(90, r.count)
+    local p = call("/timer", { port = srv.port, mode = "pages", page_size = 100 })
+    assert.is_nil(p.err)
+    assert.equal(3, p.pages)
+  end)
+
+  it("overlaps ten slow calls in one worker", function()
+    srv.fault { mode = "slow", delay = 0.3, count = -1 }
+    local dir = fixture.tmpdir()
+    -- ten concurrent requests to nginx, each making one ListBindings call
+    local cmd = {}
+    for i = 1, 10 do
+      cmd[#cmd + 1] = string.format("curl -s --max-time 20 -o %s/%d.json '%s/call?port=%d&mode=page&max_results=1' &",
+        dir, i, ngx_srv.url, srv.port)
+    end
+    fixture.sh(table.concat(cmd, " ") .. " wait")
+    for i = 1, 10 do
+      local body = fixture.read(dir .. "/" .. i .. ".json")
+      assert.is_string(body)
+      local r = require("cjson").decode(body)
+      assert.is_nil(r.err)
+      assert.equal(1, r.count)
+    end
+    fixture.sh("rm -rf " .. dir)
+    -- The server's own timestamps: every call had started before any had
+    -- finished, so they were all in flight at once inside one worker.
+    local log = srv.log()
+    assert.equal(10, #log)
+    local last_start, first_end = -math.huge, math.huge
+    for _, rec in ipairs(log) do
+      last_start = math.max(last_start, rec.start)
+      first_end = math.min(first_end, rec["end"])
+    end
+    assert.is_true(last_start < first_end, "the calls did not overlap")
+  end)
+
+  it("reuses connections from the keep-alive pool", function()
+    local before = srv.stats().connections
+    for _ = 1, 6 do
+      assert.is_nil(call("/call", { port = srv.port, mode = "page", max_results = 1 }).err)
+    end
+    local opened = srv.stats().connections - before
+    assert.is_true(opened <= 1, "opened " .. opened .. " connections for 6 requests")
+    assert.equal(6, #srv.log())
+  end)
+
+  it("serves the examples/openresty handler", function()
+    local status, body = ngx_srv.raw("/bindings?project=immtest&dataset=dataset001")
+    assert.equal(200, status)
+    local n = 0
+    for line in body:gmatch("[^\n]+") do
+      local b = require("cjson").decode(line)
+      assert.equal("dataset001", b.DatasetName)
+      n = n + 1
+    end
+    assert.is_true(n > 0)
+    local want = #assert(srv.client {}:all_bindings { ProjectName = "immtest", DatasetName = "dataset001" }).Bindings
+    assert.equal(want, n)
+    local st, err_body = ngx_srv.raw("/bindings?project=nope")
+    assert.equal(404, st)
+    assert.equal("ResourceNotFound", require("cjson").decode(err_body).error)
+    local st2 = ngx_srv.raw("/bindings")
+    assert.equal(400, st2)
+  end)
+
+  describe("TLS", function()
+    it("verifies the server with lua_ssl_trusted_certificate and uses SNI", function()
+      local r = call("/call", { port = tls_srv.port, tls = 1, mode = "items", page_size = 100 })
+      assert.is_nil(r.err)
+      assert.equal(205, r.count)
+    end)
+
+    it("refuses a certificate from a CA nginx does not trust", function()
+      local other_certs = fixture.tmpdir()
+      assert(fixture.sh("sh tools/gen_certs.sh " .. other_certs))
+      local other = fixture.start { args = "--tls " .. other_certs }
+      local r = call("/call", { port = other.port, tls = 1, mode = "page" })
+      other.stop()
+      fixture.sh("rm -rf " .. other_certs)
+      assert.equal("TLSError", r.err.code)
+      assert.is_false(r.err.retryable)
+    end)
+
+    it("refuses a certificate that does not name the host", function()
+      local other = fixture.start { tls = true, host = "127.0.0.2" }
+      local r = call("/call", { port = other.port, tls = 1, host = "127.0.0.2", mode = "page" })
+      other.stop()
+      assert.equal("TLSError", r.err.code)
+    end)
+
+    it("connects without verification only with insecure = true", function()
+      local other_certs = fixture.tmpdir()
+      assert(fixture.sh("sh tools/gen_certs.sh " .. other_certs))
+      local other = fixture.start { args = "--tls " .. other_certs }
+      local r = call("/call", { port = other.port, tls = 1, insecure = 1, mode = "page", max_results = 2 })
+      other.stop()
+      fixture.sh("rm -rf " .. other_certs)
+      assert.is_nil(r.err)
+      assert.equal(2, r.count)
+    end)
+  end)
+
+  describe("phases without cosockets", function()
+    it("fails clearly in init_by_lua", function()
+      local r = ngx_srv.get("/init")
+      assert.is_false(r.res)
+      assert.equal("UnsupportedPhase", r.err.code)
+      assert.equal("init", r.err.phase)
+      assert.matches('"init" phase', r.err.message)
+      assert.matches("ngx.timer.at", r.err.message)
+    end)
+
+    for _, phase in ipairs { "log", "header_filter" } do
+      it("fails clearly in " .. phase .. "_by_lua", function()
+        local path = phase == "log" and "/logphase" or "/headerphase"
+        ngx_srv.http:request("GET", ngx_srv.url .. path, {}, "")
+        local r
+        for _ = 1, 50 do  -- the log phase runs after the response is sent
+          r = ngx_srv.get("/shared?key=" .. phase)
+          if r.err then break end
+          require("imm.core").sleep(0.02)
+        end
+        assert.is_false(r.res)
+        assert.equal("UnsupportedPhase", r.err.code)
+        assert.equal(phase, r.err.phase)
+      end)
+    end
+  end)
+
+  describe("behaves exactly as the libcurl path", function()
+    local scenarios = {
+      { name = "throttled twice, then success", fault = { mode = "throttle", count = 2 } },
+      { name = "throttled throughout", fault = { mode = "throttle", count = -1 }, max_retries = 1 },
+      { name = "503 then success", fault = { mode = "unavailable" } },
+      { name = "500 throughout", fault = { mode = "internal", count = -1 }, max_retries = 0 },
+      { name = "malformed JSON", fault = { mode = "malformed", count = -1 } },
+      { name = "not an object", fault = { mode = "not_object", count = -1 } },
+      { name = "Bindings not an array", fault = { mode = "bindings_not_array", count = -1 } },
+      { name = "HTML 502", fault = { mode = "html502", count = -1 }, max_retries = 0 },
+      { name = "truncated body", fault = { mode = "truncated", count = -1 }, max_retries = 0 },
+      { name = "connection reset", fault = { mode = "reset", count = -1 }, max_retries = 1 },
+      { name = "stall past the timeout", fault = { mode = "stall", delay = 3, count = -1 },
+        max_retries = 0, timeout = 0.5 },
+      { name = "unknown project", project = "nope" },
+      { name = "wrong secret", secret = "wrong" },
+      { name = "SM3", alg = "ACS3-HMAC-SM3" },
+      { name = "V2", alg = "v2" },
+    }
+    for _, s in ipairs(scenarios) do
+      it(s.name, function()
+        local function outcome(via)
+          srv.reset()
+          if s.fault then srv.fault(s.fault) end
+          local r
+          if via == "ngx" then
+            r = call("/call", { port = srv.port, mode = "page", max_results = 3, max_retries = s.max_retries,
+              timeout = s.timeout, project = s.project, secret = s.secret, alg = s.alg })
+          else
+            local c = srv.client { max_retries = s.max_retries, timeout = s.timeout or 10,
+              access_key_secret = s.secret, signature_algorithm = s.alg }
+            local res, err = c:list_bindings { ProjectName = s.project or "immtest", MaxResults = 3 }
+            r = { count = res and #res.Bindings or 0, err = err }
+          end
+          local e = r.err
+          return {
+            count = r.count, requests = #srv.log(),
+            err = e and { code = e.code, status = e.status, retryable = e.retryable, attempts = e.attempts },
+          }
+        end
+        local via_curl = outcome("curl")
+        local via_ngx = outcome("ngx")
+        assert.same(via_curl, via_ngx)
+      end)
+    end
+  end)
+end)

@@ -1,0 +1,106 @@
+-- Test fixture: a real nginx with ngx_lua (Debian's nginx +
+-- libnginx-mod-http-lua + lua-resty-core) on loopback, loading imm from the
+-- working tree (the LuaJIT build) and the handlers in spec/openresty/.
+local core = require "imm.core"
+local fixture = require "helpers.fixture"
+
+local M = {}
+
+local MODULES = "/usr/lib/nginx/modules"
+
+local sh = fixture.sh
+
+local function free_port()
+  -- ask the kernel for a free port through a throwaway python socket
+  local p = io.popen("env -u LD_PRELOAD python3 -c 'import socket; s=socket.socket(); "
+    .. "s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])'")
+  local port = tonumber(p:read("*l"))
+  p:close()
+  return port
+end
+
+--- Starts nginx. opts.trusted: CA file for lua_ssl_trusted_certificate.
+function M.start(opts)
+  opts = opts or {}
+  local repo = fixture.cwd()
+  local so = repo .. "/build/luajit/imm/core.so"
+  assert(io.open(so), "the LuaJIT build of imm.core is missing: run `make build LUA=luajit`")
+  local dir = fixture.tmpdir()
+  local port = free_port()
+  local conf = ([[
+load_module MODULES/ndk_http_module.so;
+load_module MODULES/ngx_http_lua_module.so;
+ENV
+user root root;
+daemon on;
+master_process on;
+worker_processes 1;
+pid DIR/nginx.pid;
+error_log DIR/error.log info;
+events { worker_connections 256; }
+http {
+  access_log off;
+  client_body_temp_path DIR/tmp; proxy_temp_path DIR/tmp; fastcgi_temp_path DIR/tmp;
+  uwsgi_temp_path DIR/tmp; scgi_temp_path DIR/tmp;
+  lua_package_path "REPO/lua/?.lua;REPO/lua/?/init.lua;REPO/spec/openresty/?.lua;REPO/examples/openresty/?.lua;;";
+  lua_package_cpath "REPO/build/luajit/?.so;;";
+  lua_shared_dict imm_test 1m;
+  TRUST
+  init_by_lua_block { require("handler").init() }
+  server {
+    listen 127.0.0.1:PORT;
+    location = /call { content_by_lua_block { require("handler").call() } }
+    location = /timer { content_by_lua_block { require("handler").timer() } }
+    location = /init { content_by_lua_block { require("handler").init_result() } }
+    location = /logphase {
+      content_by_lua_block { ngx.say("ok") }
+      log_by_lua_block { require("handler").log_phase() }
+    }
+    location = /headerphase {
+      content_by_lua_block { ngx.say("ok") }
+      header_filter_by_lua_block { require("handler").header_phase() }
+    }
+    location = /shared { content_by_lua_block { require("handler").shared() } }
+    location = /bindings { content_by_lua_block { require("imm_bindings").list() } }
+  }
+}
+]]):gsub("MODULES", MODULES):gsub("DIR", dir):gsub("REPO", repo):gsub("PORT", tostring(port))
+    :gsub("ENV", opts.env or "")
+    :gsub("TRUST", opts.trusted and ("lua_ssl_trusted_certificate " .. opts.trusted
+      .. "; lua_ssl_verify_depth 3;") or "")
+  sh("mkdir -p " .. dir .. "/tmp " .. dir .. "/logs")
+  local f = assert(io.open(dir .. "/nginx.conf", "w"))
+  f:write(conf)
+  f:close()
+  assert(sh("nginx -p " .. dir .. " -c " .. dir .. "/nginx.conf -e " .. dir .. "/error.log"),
+    "nginx failed to start:\n" .. (fixture.read(dir .. "/error.log") or ""))
+  local ngx_srv = { dir = dir, port = port, url = "http://127.0.0.1:" .. port,
+    http = assert(core.http { timeout = 30 }) }
+  for _ = 1, 100 do
+    local status = ngx_srv.http:request("GET", ngx_srv.url .. "/init", {}, "")
+    if status then break end
+    core.sleep(0.05)
+  end
+  --- GET a path on nginx; returns the decoded JSON body.
+  function ngx_srv.get(path)
+    local status, body = ngx_srv.http:request("GET", ngx_srv.url .. path, {}, "")
+    assert(status == 200, "nginx " .. path .. " -> " .. tostring(status) .. " " .. tostring(body)
+      .. "\n" .. (fixture.read(dir .. "/error.log") or ""):sub(-2000))
+    return require("cjson").decode(body)
+  end
+  --- GET a path; returns status and raw body.
+  function ngx_srv.raw(path)
+    local status, body = ngx_srv.http:request("GET", ngx_srv.url .. path, {}, "")
+    return status, body
+  end
+  function ngx_srv.error_log() return fixture.read(dir .. "/error.log") or "" end
+  function ngx_srv.stop()
+    ngx_srv.http:close()
+    local pid = fixture.read(dir .. "/nginx.pid")
+    if pid then fixture.kill(pid:match("%d+"), "QUIT") end
+    sh("rm -rf " .. dir)
+  end
+  return ngx_srv
+end
+
+return M

@@ -1,0 +1,68 @@
+#!/bin/sh
+# Checks tools/imm_server.py against the official Alibaba Cloud Node.js SDK core
+# (@alicloud/openapi-client, version pinned in package.json / package-lock.json).
+#
+#   sh tools/sdk-check/run.sh          (from anywhere; needs python3, node >= 18, npm)
+#
+# Installs the pinned packages from package-lock.json (npm ci) if node_modules is
+# missing, starts the local server on a free loopback port with its default data
+# and demo credentials, runs check.js against it, stops the server, and exits with
+# check.js's status.  Set NODE to use another node binary; IMM_ACCESS_KEY_ID /
+# IMM_ACCESS_KEY_SECRET to use another key pair (given to both server and check).
+# Nothing but 127.0.0.1 and the npm registry (for npm ci) is contacted.
+# node_modules/ here must not be committed.
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+node=${NODE:-node}
+key_id=${IMM_ACCESS_KEY_ID:-imm-local-id}
+key_secret=${IMM_ACCESS_KEY_SECRET:-imm-local-secret}
+
+if [ ! -d "$here/node_modules" ]; then
+  echo "sdk-check: installing the pinned SDK packages (npm ci)"
+  (cd "$here" && npm ci --no-audit --no-fund)
+fi
+
+tmp=$(mktemp -d)
+pid=
+check_pid=
+cleanup() {
+  if [ -n "$check_pid" ]; then
+    kill "$check_pid" 2>/dev/null || true
+    wait "$check_pid" 2>/dev/null || true
+  fi
+  if [ -n "$pid" ]; then
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  fi
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+cd "$root"
+python3 tools/imm_server.py --host 127.0.0.1 --port 0 --port-file "$tmp/port" --quiet \
+  --access-key-id "$key_id" --access-key-secret "$key_secret" >"$tmp/server.log" 2>&1 &
+pid=$!
+i=0
+while [ ! -s "$tmp/port" ]; do
+  i=$((i + 1))
+  if [ $i -gt 100 ] || ! kill -0 "$pid" 2>/dev/null; then
+    echo "sdk-check: the local IMM server did not start:" >&2
+    cat "$tmp/server.log" >&2
+    exit 1
+  fi
+  sleep 0.1
+done
+port=$(cat "$tmp/port")
+echo "sdk-check: local IMM server on 127.0.0.1:$port"
+
+# In the background and waited for, so a TERM/INT to this script is acted on at once.
+"$node" "$here/check.js" "127.0.0.1:$port" "$key_id" "$key_secret" &
+check_pid=$!
+rc=0
+wait "$check_pid" || rc=$?
+check_pid=
+exit $rc
