@@ -37,7 +37,7 @@ VECTORS    ?= ../shared/vectors/signing.json
 SPECS      ?= spec
 RUN_PREFIX ?=
 
-.PHONY: all build deps deps-demo demo test server-check unit test-lua5.4 test-luajit lint asan valgrind \
+.PHONY: all build deps deps-demo demo test server-check fuzz unit test-lua5.4 test-luajit lint asan valgrind \
         rockspec-check install clean help
 
 all: build
@@ -63,7 +63,7 @@ demo: deps-demo
 	@$(MAKE) --no-print-directory build LUA=lua5.4
 	@$(TEST_ENV) sh tools/with-server.sh lua5.4 examples/list_bindings.lua immtest
 
-## test: every check (Lua 5.4 and LuaJIT specs, nginx, lint, ASan+UBSan, valgrind, LuaRocks)
+## test: every check (Lua 5.4 and LuaJIT specs, nginx, lint, ASan+UBSan, valgrind, LuaRocks, a short fuzz pass)
 test: deps
 	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory server-check
@@ -72,6 +72,7 @@ test: deps
 	@$(MAKE) --no-print-directory asan
 	@$(MAKE) --no-print-directory valgrind
 	@$(MAKE) --no-print-directory rockspec-check
+	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10
 	@echo "imm: all checks passed"
 
 ## server-check: the local IMM server agrees with the official SDK's vectors
@@ -110,6 +111,31 @@ valgrind:
 	@$(MAKE) --no-print-directory unit LUA=lua5.4 SPEC_NOTE="under valgrind" \
 	  RUN_PREFIX="valgrind -q --error-exitcode=42 --leak-check=full --errors-for-leak-kinds=definite,indirect \
 	  --show-leak-kinds=definite,indirect"
+
+## fuzz: each libFuzzer target for FUZZ_SECONDS (default 60) from the seed corpus
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS = fuzz_sign fuzz_headers fuzz_response
+FUZZ_FLAGS   = -g -O1 -std=c99 -D_POSIX_C_SOURCE=200809L -fsanitize=fuzzer,address,undefined \
+               -fno-sanitize-recover=all -Isrc
+build/fuzz/fuzz_sign: fuzz/fuzz_sign.c src/imm_sign.c src/imm_buf.c $(HDRS)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_FLAGS) -o $@ $(filter %.c,$^) -lcrypto -lpthread
+build/fuzz/fuzz_headers: fuzz/fuzz_headers.c src/imm_http.c src/imm_buf.c $(HDRS)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_FLAGS) -o $@ $(filter %.c,$^) $(DEP_LIBS)
+build/fuzz/fuzz_response: fuzz/fuzz_response.c
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_FLAGS) -I/usr/include/lua5.4 -o $@ $< -llua5.4
+fuzz: $(addprefix build/fuzz/,$(FUZZ_TARGETS))
+	@for t in $(FUZZ_TARGETS); do \
+	  echo "imm: fuzzing $$t for $(FUZZ_SECONDS)s"; \
+	  mkdir -p build/fuzz/corpus-$$t build/fuzz/crashes; \
+	  seeds=fuzz/corpus/$${t#fuzz_}; dict=; [ $$t = fuzz_response ] && dict=-dict=fuzz/json.dict; \
+	  ./build/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 $$dict \
+	    -artifact_prefix=build/fuzz/crashes/ -print_final_stats=1 \
+	    build/fuzz/corpus-$$t $$seeds 2>build/fuzz/$$t.log || { tail -40 build/fuzz/$$t.log; exit 1; }; \
+	  grep -E "stat::number_of_executed_units|cov:" build/fuzz/$$t.log | tail -2; \
+	done
 
 ## rockspec-check: `luarocks make --deps-mode=none` into a scratch tree, 5.4 and 5.1
 rockspec-check:

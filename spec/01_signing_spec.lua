@@ -104,8 +104,20 @@ describe("signer behaviour", function()
     local r, code, msg = signer.sign(with { security_token = "STSVALUE\r\nX-Evil: 1" })
     assert.is_nil(r)
     assert.equal("InvalidParameter", code)
-    assert.matches("CR or LF", msg)
+    assert.matches("CR, LF or NUL", msg)
     assert.is_nil(msg:find("STSVALUE", 1, true), "the token must not be echoed")
+  end)
+
+  it("refuses NUL in a header value and a header name that is not a token", function()
+    local q, code = core.sign_v3("ACS3-HMAC-SHA256", "POST", "/", {}, { ["x-acs-a"] = "v\0w" }, "h", "id", "s")
+    assert.is_nil(q)
+    assert.equal("InvalidParameter", code)
+    for _, name in ipairs { "x-acs-a\0b", "x-acs-a b", "x-acs-a:b", "x-acs-\255" } do
+      local q2, code2, msg2 = core.sign_v3("ACS3-HMAC-SHA256", "POST", "/", {}, { [name] = "v" }, "h", "id", "s")
+      assert.is_nil(q2, name)
+      assert.equal("InvalidParameter", code2)
+      assert.matches("not an HTTP token", msg2)
+    end
   end)
 
   it("never puts the secret in the signed output", function()

@@ -263,13 +263,17 @@ int imm_http_next_header(const char **cursor, const char *end,
         const char *line = p, *le = eol ? eol : end, *colon;
         p = eol ? eol + 1 : end;
         colon = memchr(line, ':', (size_t)(le - line));
-        /* the status line and blank lines have no colon before the name */
-        if (colon == NULL || colon == line || (le - line >= 5 && memcmp(line, "HTTP/", 5) == 0))
+        /* skip the status line, blank lines, nameless fields and obsolete
+         * folded continuations (which start with white space) */
+        if (colon == NULL || colon == line || is_space(*line) ||
+            (le - line >= 5 && memcmp(line, "HTTP/", 5) == 0))
             continue;
         *name = line;
         *nlen = (size_t)(colon - line);
         while (*nlen > 0 && is_space(line[*nlen - 1]))
             (*nlen)--;
+        if (*nlen == 0)
+            continue;
         colon++;
         while (colon < le && is_space(*colon))
             colon++;

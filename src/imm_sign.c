@@ -228,8 +228,24 @@ static int is_signed_header(const char *lname, size_t n) {
            (n >= 6 && memcmp(lname, "x-acs-", 6) == 0);
 }
 
-static int has_crlf(const char *s, size_t n) {
-    return memchr(s, '\r', n) != NULL || memchr(s, '\n', n) != NULL;
+/* A header name must be an RFC 9110 token, or it would corrupt the
+ * canonical request and the Authorization header built from it. */
+static int is_token(const char *s, size_t n) {
+    size_t i;
+    if (n == 0)
+        return 0;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              strchr("!#$%&'*+-.^_`|~", c) != NULL) || c == '\0')
+            return 0;
+    }
+    return 1;
+}
+
+/* CR or LF would smuggle a header; NUL would truncate it on the wire. */
+static int bad_value(const char *s, size_t n) {
+    return memchr(s, '\r', n) != NULL || memchr(s, '\n', n) != NULL || memchr(s, '\0', n) != NULL;
 }
 
 /* Canonical URI: each path segment percent-encoded, '/' kept. */
@@ -290,8 +306,13 @@ int imm_sign_v3(const imm_v3_input *in, imm_v3_output *out, char *err, size_t er
         }
         if (!is_signed_header(names.p + off, h->klen))
             continue;
-        if (has_crlf(h->k, h->klen) || has_crlf(h->v, h->vlen)) {
-            SET_ERR("header %.*s contains CR or LF", (int)(h->klen > 64 ? 64 : h->klen), h->k);
+        if (!is_token(h->k, h->klen)) {
+            SET_ERR("a signed header name is not an HTTP token");
+            rc = IMM_EINVAL;
+            goto done;
+        }
+        if (bad_value(h->v, h->vlen)) {
+            SET_ERR("header %.*s contains CR, LF or NUL", (int)(h->klen > 64 ? 64 : h->klen), h->k);
             rc = IMM_EINVAL;
             goto done;
         }

@@ -7,7 +7,7 @@
 -- @classmod imm.client
 
 local type, pairs, tostring, setmetatable, format = type, pairs, tostring, setmetatable, string.format
-local floor, min, find, next, getmetatable = math.floor, math.min, string.find, next, getmetatable
+local floor, min, find, sub, getmetatable = math.floor, math.min, string.find, string.sub, getmetatable
 local io_open, os_time = io.open, os.time
 
 local core = require "imm.core"
@@ -19,6 +19,8 @@ local decode = require "imm.decode"
 local credentials = require "imm.credentials"
 local transport = require "imm.transport"
 local pager = require "imm.pager"
+local response = require "imm.response"
+local log = require "imm.log"
 
 local VERSION = "0.1.0"
 
@@ -34,12 +36,15 @@ local OPTIONS = {
   credentials = "table",
   signature_algorithm = "string",
   connect_timeout = "number", timeout = "number",
-  max_retries = "number",
+  max_retries = "number", deadline = "number",
   ca_file = "string", insecure = "boolean",
   user_agent = "string",
   max_response_bytes = "number",
   transport = { string = true, table = true, ["function"] = true },
   decoder = { string = true, ["function"] = true },
+  -- true (or IMM_DEBUG=1) prints each canonical request and string to sign,
+  -- secrets redacted; a function receives the lines instead
+  debug = { boolean = true, ["function"] = true },
   -- for deterministic tests: functions returning epoch seconds and a nonce
   clock = "function", nonce = "function",
 }
@@ -54,8 +59,13 @@ local function check_options(opts)
     end
     local ok = (type(want) == "table") and want[type(v)] or type(v) == want
     if not ok then
+      local names = {}
+      if type(want) == "table" then
+        for t in pairs(want) do names[#names + 1] = t end
+        table.sort(names)
+      end
       return nil, errors.invalid(format("client option %s must be a %s, got %s", k,
-        type(want) == "table" and "string, table or function" or want, type(v)))
+        type(want) == "table" and table.concat(names, " or ") or want, type(v)))
     end
   end
   return true
@@ -129,6 +139,13 @@ function Client.new(opts)
   end
   self.max_retries = retries
 
+  if opts.deadline ~= nil then
+    local d
+    d, err = positive(opts, "deadline")
+    if not d then return nil, err end
+    self.deadline = d
+  end
+
   local max_bytes = opts.max_response_bytes or 64 * 1024 * 1024
   if max_bytes ~= floor(max_bytes) or max_bytes < 1024 then
     return nil, errors.invalid("max_response_bytes must be an integer of at least 1024")
@@ -158,6 +175,11 @@ function Client.new(opts)
   end
   self.clock = opts.clock or os_time
   self.nonce = opts.nonce or core.nonce
+  -- seconds to add to our clock, learned from the service after a skew error
+  self.clock_offset = 0
+  local dbg = opts.debug
+  if dbg == nil and os.getenv("IMM_DEBUG") == "1" then dbg = true end
+  self.debug = log.debug_sink(dbg)
 
   self.transport, err = transport.open(opts.transport, {
     connect_timeout = connect_timeout, timeout = timeout,
@@ -165,6 +187,9 @@ function Client.new(opts)
     user_agent = ua, max_response_bytes = max_bytes,
   })
   if not self.transport then return nil, err end
+  if opts.insecure then
+    log.warn("TLS verification is off for " .. self.endpoint.base .. " (insecure = true)")
+  end
   return self
 end
 
@@ -180,8 +205,20 @@ local function backoff(attempt, err)
   return core.random() * min(BACKOFF_CAP, BACKOFF_BASE * 2 ^ (attempt - 1))
 end
 
-local function is_array(t)
-  return t[1] ~= nil
+-- Replaces every form of `secret` a debug line could hold with "***".
+local function redact(line, secret)
+  if not secret or secret == "" then return line end
+  local once = core.percent_encode(secret)
+  for _, form in ipairs { core.percent_encode(once), once, secret } do
+    local i = 1
+    while true do
+      local a, b = find(line, form, i, true)
+      if not a then break end
+      line = sub(line, 1, a - 1) .. "***" .. sub(line, b + 1)
+      i = a + 3
+    end
+  end
+  return line
 end
 
 -- One signed exchange: sign afresh (new date and nonce), send, classify.
@@ -190,12 +227,20 @@ function Client:_attempt(action, query, creds, def)
   local signed, code, msg = signer.sign {
     algorithm = self.algorithm, method = "POST", path = "/", authority = ep.authority,
     action = action, version = operations.API_VERSION, query = query, body = "",
-    date = self.clock(), nonce = self.nonce(),
+    date = self.clock() + self.clock_offset, nonce = self.nonce(),
     access_key_id = creds.access_key_id, access_key_secret = creds.access_key_secret,
-    security_token = creds.security_token,
+    security_token = creds.security_token, debug = self.debug ~= nil,
   }
   if not signed then
     return nil, errors.new(code, msg, { retryable = false })
+  end
+  if self.debug then
+    -- the secret never enters these strings; the token does, so it is masked
+    local token = creds.security_token
+    if signed.canonical_request then
+      self.debug("canonical request:\n" .. redact(signed.canonical_request, token))
+    end
+    self.debug("string to sign:\n" .. redact(signed.string_to_sign, token))
   end
   local url = ep.base .. "/"
   if signed.query ~= "" then url = url .. "?" .. signed.query end
@@ -204,37 +249,13 @@ function Client:_attempt(action, query, creds, def)
   headers.accept = "application/json"
   local res, err = self.transport:request { method = "POST", url = url, headers = headers, body = "" }
   if not res then return nil, err end
-
-  local status, body = res.status, res.body
-  if status < 200 or status > 299 then
-    local decoded = self.decode(body)
-    err = errors.from_service(status, res.headers, decoded, body)
-    err.retry_after = errors.retry_after(res.headers)
-    return nil, err
-  end
-
-  local v, derr = self.decode(body)
-  local request_id = res.headers["x-acs-request-id"]
-  if v == nil then
-    return nil, errors.new("InvalidResponse", "response is not valid JSON: " .. tostring(derr),
-      { status = status, request_id = request_id, retryable = false })
-  end
-  if type(v) ~= "table" or is_array(v) then
-    return nil, errors.new("InvalidResponse", "response is not a JSON object",
-      { status = status, request_id = request_id, retryable = false })
-  end
-  if def and def.items then
-    local items = v[def.items]
-    if items == nil then
-      v[def.items] = {}
-    elseif type(items) ~= "table" or (next(items) ~= nil and not is_array(items)) then
-      return nil, errors.new("InvalidResponse", format("%s in the response is not an array", def.items),
-        { status = status, request_id = v.RequestId or request_id, retryable = false })
-    end
-    if v.NextToken == "" then v.NextToken = nil end
-  end
-  return v
+  return response.parse(res, self.decode, def)
 end
+
+-- Codes by which the service says our timestamp is outside its window.
+local SKEW_CODES = {
+  ["InvalidTimeStamp.Expired"] = true, ["InvalidTimeStamp"] = true, ["RequestTimeTooSkewed"] = true,
+}
 
 --- Calls any IMM RPC action (API version 2020-09-30).
 -- Parameters of known actions are validated against their schema; others
@@ -255,17 +276,30 @@ function Client:call(action, params)
   creds, err = self.credentials:get()
   if not creds then return nil, err end
 
-  local attempt = 0
+  local started = self.deadline and core.monotonic()
+  local attempt, resigned = 0, false
   while true do
     attempt = attempt + 1
     local res
     res, err = self:_attempt(action, query, creds, def)
     if res then return res end
     err.attempts = attempt
-    if not err.retryable or attempt > self.max_retries then
-      return nil, err
+    if SKEW_CODES[err.code] and err.server_time and not resigned then
+      -- Our clock is off: learn the offset from the reply's Date header,
+      -- keep it for later calls, and sign once more at once.
+      resigned = true
+      self.clock_offset = err.server_time - self.clock()
+    else
+      if not err.retryable or attempt > self.max_retries then
+        return nil, err
+      end
+      local delay = backoff(attempt, err)
+      if started and core.monotonic() + delay - started > self.deadline then
+        err.message = err.message .. format(" (deadline of %gs reached after %d attempts)", self.deadline, attempt)
+        return nil, err
+      end
+      self.transport:sleep(delay)
     end
-    self.transport:sleep(backoff(attempt, err))
   end
 end
 

@@ -7,7 +7,8 @@
 -- @module imm.operations
 
 local type, pairs, tostring, format = type, pairs, tostring, string.format
-local floor, huge, lower, sub, byte = math.floor, math.huge, string.lower, string.sub, string.byte
+local floor, huge, lower, sub, byte, find = math.floor, math.huge, string.lower, string.sub, string.byte,
+  string.find
 local errors = require "imm.errors"
 
 local _M = {}
@@ -75,11 +76,18 @@ local function describe(v)
   return type(v) == "number" and tostring(v) or type(v)
 end
 
+-- CR and LF are refused in every value: nothing legitimate needs them, and
+-- refusing them early rules out header injection wherever a value travels.
+local function crlf_error(action, name)
+  return nil, errors.invalid(format("%s: %s must not contain CR or LF", action, name))
+end
+
 local function check_value(action, name, spec, v)
   if spec.type == "string" then
     if type(v) ~= "string" then
       return nil, errors.invalid(format("%s: %s must be a string, got %s", action, name, type(v)))
     end
+    if find(v, "[\r\n]") then return crlf_error(action, name) end
     if spec.required and v == "" then
       return nil, errors.invalid(format("%s: %s must not be empty", action, name), "MissingParameter")
     end
@@ -100,7 +108,10 @@ end
 -- Values for an action without a schema: scalars only, written as strings.
 local function generic_value(action, name, v)
   local t = type(v)
-  if t == "string" then return v end
+  if t == "string" then
+    if find(v, "[\r\n]") then return crlf_error(action, name) end
+    return v
+  end
   if t == "number" then
     if is_integer(v) then return format("%d", v) end
     if v ~= v or v == huge or v == -huge then

@@ -18,7 +18,7 @@ local errors = require "imm.errors"
 local ngx = ngx
 local setmetatable, tonumber, tostring, pairs, type = setmetatable, tonumber, tostring, pairs, type
 local concat, lower, find, match, format = table.concat, string.lower, string.find, string.match, string.format
-local floor, max = math.floor, math.max
+local floor, max, min = math.floor, math.max, math.min
 
 local _M = { name = "ngx" }
 _M.__index = _M
@@ -90,11 +90,55 @@ local function io_error(err, stage, status)
   return errors.new("ConnectionFailed", stage .. " failed: " .. err, { status = status })
 end
 
+-- A socket reader held to one deadline for the whole exchange. ngx_lua's
+-- read timeout restarts whenever a byte arrives, so a server trickling one
+-- byte at a time (slowloris) would outlast any per-read timeout: each read
+-- here is given only the time left, and bodies are read piece by piece.
+local function reader(sock, deadline)
+  local r = {}
+  local function arm()
+    local left = deadline - ngx.now()
+    if left <= 0 then return false end
+    sock:settimeout(max(1, floor(left * 1000)))
+    return true
+  end
+  function r.line()
+    if not arm() then return nil, "timeout" end
+    return sock:receive("*l")
+  end
+  function r.bytes(n)
+    local parts, got = {}, 0
+    while got < n do
+      if not arm() then return nil, "timeout" end
+      local data, err = sock:receiveany(min(n - got, 65536))
+      if not data then return nil, err end
+      parts[#parts + 1] = data
+      got = got + #data
+    end
+    return concat(parts)
+  end
+  function r.rest(cap)
+    local parts, got = {}, 0
+    while true do
+      if not arm() then return nil, "timeout" end
+      local data, err = sock:receiveany(65536)
+      if not data then
+        if err == "closed" then return concat(parts) end
+        return nil, err
+      end
+      parts[#parts + 1] = data
+      got = got + #data
+      if cap and got > cap then return nil, "too large" end
+    end
+  end
+  return r
+end
+
 -- Reads the rest of the response after the status line.
-local function read_response(self, sock, status, deadline, method)
+local function read_response(self, rd, status, method)
   local headers = {}
   while true do
-    local line, err = sock:receive("*l")
+    local line, err = rd.line()
     if not line then return nil, io_error(err, "reading headers", status) end
     if line == "" then break end
     local name, value = match(line, "^([^:]+):%s*(.-)%s*$")
@@ -105,12 +149,6 @@ local function read_response(self, sock, status, deadline, method)
   end
 
   local body, close_after = "", lower(headers.connection or "") == "close"
-  local function remaining()
-    local left = deadline - ngx.now()
-    if left <= 0 then return nil end
-    sock:settimeout(max(1, floor(left * 1000)))
-    return true
-  end
   local cap = self.max_bytes
   local too_large = errors.new("InvalidResponse", format("response body exceeds max_response_bytes (%d)", cap or 0),
     { status = status, retryable = false })
@@ -120,8 +158,7 @@ local function read_response(self, sock, status, deadline, method)
   elseif find(lower(headers["transfer-encoding"] or ""), "chunked", 1, true) then
     local parts, total = {}, 0
     while true do
-      if not remaining() then return nil, io_error("timeout", "reading the body", status) end
-      local line, err = sock:receive("*l")
+      local line, err = rd.line()
       if not line then return nil, io_error(err, "reading the body", status) end
       local size = tonumber(match(line, "^%s*(%x+)"), 16)
       if not size then
@@ -129,7 +166,7 @@ local function read_response(self, sock, status, deadline, method)
       end
       if size == 0 then
         repeat  -- trailers, up to the blank line
-          line, err = sock:receive("*l")
+          line, err = rd.line()
           if not line then return nil, io_error(err, "reading the body", status) end
         until line == ""
         break
@@ -137,11 +174,12 @@ local function read_response(self, sock, status, deadline, method)
       total = total + size
       if cap and total > cap then return nil, too_large end
       local data
-      data, err = sock:receive(size)
+      data, err = rd.bytes(size + 2)
       if not data then return nil, io_error(err, "reading the body", status) end
-      parts[#parts + 1] = data
-      data, err = sock:receive(2)
-      if data ~= "\r\n" then return nil, io_error(err or "bad chunk end", "reading the body", status) end
+      if data:sub(-2) ~= "\r\n" then
+        return nil, errors.new("InvalidResponse", "bad chunk end", { status = status, retryable = false })
+      end
+      parts[#parts + 1] = data:sub(1, -3)
     end
     body = concat(parts)
   elseif headers["content-length"] then
@@ -151,17 +189,15 @@ local function read_response(self, sock, status, deadline, method)
     end
     if cap and n > cap then return nil, too_large end
     if n > 0 then
-      if not remaining() then return nil, io_error("timeout", "reading the body", status) end
-      local data, err = sock:receive(n)
+      local data, err = rd.bytes(n)
       if not data then return nil, io_error(err, "reading the body", status) end
       body = data
     end
   else
     -- delimited by the end of the connection
-    if not remaining() then return nil, io_error("timeout", "reading the body", status) end
-    local data, err = sock:receive("*a")
+    local data, err = rd.rest(cap)
+    if err == "too large" then return nil, too_large end
     if not data then return nil, io_error(err, "reading the body", status) end
-    if cap and #data > cap then return nil, too_large end
     body, close_after = data, true
   end
 
@@ -239,7 +275,8 @@ function _M:request(req)
     return nil, io_error(serr, "sending the request")
   end
 
-  local line, rerr = sock:receive("*l")
+  local rd = reader(sock, deadline)
+  local line, rerr = rd.line()
   if not line then
     sock:close()
     -- A pooled connection the server had already closed: nothing was
@@ -252,8 +289,8 @@ function _M:request(req)
     return nil, errors.new("InvalidResponse", "not an HTTP/1.x status line", { retryable = false })
   end
   while status == 100 do  -- an interim response; the real one follows
-    repeat line = sock:receive("*l") until not line or line == ""
-    line, rerr = sock:receive("*l")
+    repeat line = rd.line() until not line or line == ""
+    line, rerr = rd.line()
     status = line and tonumber(match(line, "^HTTP/1%.[01] (%d%d%d)"))
     if not status then
       sock:close()
@@ -261,7 +298,7 @@ function _M:request(req)
     end
   end
 
-  local res, ferr, close_after = read_response(self, sock, status, deadline, req.method)
+  local res, ferr, close_after = read_response(self, rd, status, req.method)
   if not res then
     sock:close()
     return nil, ferr

@@ -1,0 +1,71 @@
+--- Classifies an HTTP reply into a result table or an error value.
+--
+-- Pure: no I/O and no state, so the fuzzer drives exactly the path the
+-- client uses (bytes -> decoder -> shape checks -> tables or `nil, err`).
+-- @module imm.response
+
+local type, tostring, tonumber, next, format = type, tostring, tonumber, next, string.format
+local match, lower = string.match, string.lower
+local errors = require "imm.errors"
+
+local _M = {}
+
+local MONTHS = { jan = 1, feb = 2, mar = 3, apr = 4, may = 5, jun = 6,
+  jul = 7, aug = 8, sep = 9, oct = 10, nov = 11, dec = 12 }
+
+--- Epoch seconds of an HTTP `Date` header (RFC 9110 IMF-fixdate), or nil.
+-- Computed by hand: os.time() would read the date as local time.
+function _M.http_date(s)
+  if type(s) ~= "string" then return nil end
+  local d, mon, y, h, mi, se = match(s, "^%a+, (%d%d?) (%a%a%a) (%d%d%d%d) (%d%d):(%d%d):(%d%d) GMT$")
+  local m = mon and MONTHS[lower(mon)]
+  if not m then return nil end
+  y, d = tonumber(y), tonumber(d)
+  if m <= 2 then y, m = y - 1, m + 12 end
+  local days = 365 * y + (y - y % 4) / 4 - (y - y % 100) / 100 + (y - y % 400) / 400
+    + (153 * (m - 3) + 2 - (153 * (m - 3) + 2) % 5) / 5 + d - 719469
+  return days * 86400 + tonumber(h) * 3600 + tonumber(mi) * 60 + tonumber(se)
+end
+
+local function is_array(t)
+  return t[1] ~= nil
+end
+
+--- Turns a transport result into the decoded response or an error.
+-- @tparam table res `{ status, headers, body }` from a transport
+-- @tparam function decode a decoder (see `imm.decode`)
+-- @tparam[opt] table def the action's definition (`items` names the list)
+-- @return the response table, or nil, err (with `retry_after` and
+--   `server_time` when the reply said so)
+function _M.parse(res, decode, def)
+  local status, body, headers = res.status, res.body, res.headers or {}
+  local request_id = headers["x-acs-request-id"]
+  if status < 200 or status > 299 then
+    local err = errors.from_service(status, headers, (decode(body)), body)
+    err.retry_after = errors.retry_after(headers)
+    err.server_time = _M.http_date(headers.date)
+    return nil, err
+  end
+  local v, derr = decode(body)
+  if v == nil then
+    return nil, errors.new("InvalidResponse", "response is not valid JSON: " .. tostring(derr),
+      { status = status, request_id = request_id, retryable = false })
+  end
+  if type(v) ~= "table" or is_array(v) then
+    return nil, errors.new("InvalidResponse", "response is not a JSON object",
+      { status = status, request_id = request_id, retryable = false })
+  end
+  if def and def.items then
+    local items = v[def.items]
+    if items == nil then
+      v[def.items] = {}
+    elseif type(items) ~= "table" or (next(items) ~= nil and not is_array(items)) then
+      return nil, errors.new("InvalidResponse", format("%s in the response is not an array", def.items),
+        { status = status, request_id = v.RequestId or request_id, retryable = false })
+    end
+    if v.NextToken == "" then v.NextToken = nil end
+  end
+  return v
+end
+
+return _M
