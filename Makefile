@@ -19,6 +19,10 @@ DEP_CFLAGS  = $(shell pkg-config --cflags libcurl openssl zlib 2>/dev/null)
 DEP_LIBS    = $(shell pkg-config --libs libcurl openssl zlib 2>/dev/null || echo -lcurl -lssl -lcrypto -lz) -lpthread
 
 BUILD      ?= build/$(LUA)
+# the one version string: lua/imm/client.lua holds it, the C module is built
+# with it, and spec/02 checks the rockspec against both
+VERSION    := $(shell sed -n 's/^local VERSION = "\(.*\)"$$/\1/p' lua/imm/client.lua)
+RUNTIMES   ?= lua5.1 lua5.2 lua5.3 lua5.4 luajit
 SRCS        = src/imm_buf.c src/imm_sign.c src/imm_http.c src/imm_core.c
 HDRS        = src/imm_buf.h src/imm_sign.h src/imm_http.h
 OBJS        = $(patsubst src/%.c,$(BUILD)/obj/%.o,$(SRCS))
@@ -37,7 +41,7 @@ VECTORS    ?= ../shared/vectors/signing.json
 SPECS      ?= spec
 RUN_PREFIX ?=
 
-.PHONY: all build deps deps-demo demo test server-check fuzz unit test-lua5.4 test-luajit lint asan valgrind \
+.PHONY: all build deps deps-demo demo test server-check fuzz soak matrix unit test-lua5.4 test-luajit lint asan valgrind \
         rockspec-check install clean help
 
 all: build
@@ -46,7 +50,7 @@ build: $(MODULE)
 
 $(BUILD)/obj/%.o: src/%.c $(HDRS)
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) $(MYCFLAGS) $(EXTRA_CFLAGS) -I$(LUA_INCDIR) $(DEP_CFLAGS) -c $< -o $@
+	$(CC) $(CFLAGS) $(MYCFLAGS) $(EXTRA_CFLAGS) -DIMM_VERSION='"$(VERSION)"' -I$(LUA_INCDIR) $(DEP_CFLAGS) -c $< -o $@
 
 $(MODULE): $(OBJS)
 	@mkdir -p $(dir $@)
@@ -63,12 +67,11 @@ demo: deps-demo
 	@$(MAKE) --no-print-directory build LUA=lua5.4
 	@$(TEST_ENV) sh tools/with-server.sh lua5.4 examples/list_bindings.lua immtest
 
-## test: every check (Lua 5.4 and LuaJIT specs, nginx, lint, ASan+UBSan, valgrind, LuaRocks, a short fuzz pass)
+## test: every check (specs on Lua 5.1-5.4 and LuaJIT, nginx, lint, ASan+UBSan, valgrind, LuaRocks, a short fuzz pass)
 test: deps
 	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory server-check
-	@$(MAKE) --no-print-directory unit LUA=lua5.4 EXTRA_CFLAGS=-Werror
-	@$(MAKE) --no-print-directory unit LUA=luajit EXTRA_CFLAGS=-Werror
+	@$(MAKE) --no-print-directory matrix
 	@$(MAKE) --no-print-directory asan
 	@$(MAKE) --no-print-directory valgrind
 	@$(MAKE) --no-print-directory rockspec-check
@@ -83,7 +86,11 @@ server-check:
 	@echo "imm: the official Node SDK (@alicloud/openapi-client) against the local IMM server"
 	@sh tools/sdk-check/run.sh
 
-## unit: the busted specs on one runtime (LUA=lua5.4 or LUA=luajit)
+## matrix: the specs on every runtime, each in its own build directory
+matrix:
+	@for l in $(RUNTIMES); do $(MAKE) --no-print-directory unit LUA=$$l EXTRA_CFLAGS=-Werror || exit 1; done
+
+## unit: the busted specs on one runtime (LUA=lua5.1 ... lua5.4, luajit)
 unit: build
 	@$(MAKE) --no-print-directory build LUA=luajit BUILD=build/luajit EXTRA_CFLAGS= CFLAGS="-O2 -g"  # the nginx specs load it
 	@echo "imm: specs on $(LUA) $(SPEC_NOTE)"
@@ -136,6 +143,12 @@ fuzz: $(addprefix build/fuzz/,$(FUZZ_TARGETS))
 	    build/fuzz/corpus-$$t $$seeds 2>build/fuzz/$$t.log || { tail -40 build/fuzz/$$t.log; exit 1; }; \
 	  grep -E "stat::number_of_executed_units|cov:" build/fuzz/$$t.log | tail -2; \
 	done
+
+## soak: 100k list calls against the local IMM server; prints RSS growth (SOAK_CALLS=N)
+SOAK_CALLS ?= 100000
+soak: deps-demo
+	@$(MAKE) --no-print-directory build LUA=$(LUA)
+	@$(TEST_ENV) sh tools/with-server.sh $(LUA) bench/soak.lua $(SOAK_CALLS)
 
 ## rockspec-check: `luarocks make --deps-mode=none` into a scratch tree, 5.4 and 5.1
 rockspec-check:

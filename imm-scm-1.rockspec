@@ -46,7 +46,8 @@ build = {
     ["imm.transport.ngx"] = "lua/imm/transport/ngx.lua",
     ["imm.core"] = {
       sources = { "src/imm_buf.c", "src/imm_sign.c", "src/imm_http.c", "src/imm_core.c" },
-      defines = { "_POSIX_C_SOURCE=200809L" },
+      -- the same version as lua/imm/client.lua; spec/02 checks they agree
+      defines = { "_POSIX_C_SOURCE=200809L", 'IMM_VERSION="0.1.0"' },
       libraries = { "curl", "ssl", "crypto", "z", "pthread" },
       incdirs = { "$(OPENSSL_INCDIR)", "$(CURL_INCDIR)", "$(ZLIB_INCDIR)" },
       libdirs = { "$(OPENSSL_LIBDIR)", "$(CURL_LIBDIR)", "$(ZLIB_LIBDIR)" },

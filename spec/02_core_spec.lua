@@ -3,9 +3,22 @@
 local core = require "imm.core"
 
 describe("imm.core", function()
-  it("shares one version string with imm", function()
+  it("shares one version string with imm and the rockspec", function()
     assert.equal(require("imm")._VERSION, core._VERSION)
     assert.matches("^%d+%.%d+%.%d+$", core._VERSION)
+    -- the rockspec is Lua: load it in an empty environment and read its defines
+    local f = assert(io.open("imm-scm-1.rockspec"))
+    local src = f:read("*a")
+    f:close()
+    local env = {}
+    local chunk = assert((loadstring or load)(src, "rockspec", "t", env))
+    if setfenv then setfenv(chunk, env) end
+    chunk()
+    local found
+    for _, d in ipairs(env.build.modules["imm.core"].defines) do
+      found = found or d:match('^IMM_VERSION="(.*)"$')
+    end
+    assert.equal(core._VERSION, found)
   end)
 
   it("computes SHA-256, SM3 and SHA-1 digests", function()

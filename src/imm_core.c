@@ -24,7 +24,10 @@
 #include "imm_http.h"
 #include "imm_sign.h"
 
-#define IMM_CORE_VERSION "0.1.0"
+/* The build passes IMM_VERSION (Makefile and rockspec alike). */
+#ifndef IMM_VERSION
+#error "build with -DIMM_VERSION='\"x.y.z\"' (see the Makefile)"
+#endif
 #define HTTP_MT "imm.core.http"
 #define BOX_MT "imm.core.signbox"
 
@@ -546,7 +549,7 @@ __attribute__((visibility("default"))) int luaopen_imm_core(lua_State *L) {
     lua_pop(L, 1);
     lua_newtable(L);
     compat_setfuncs(L, core_funcs);
-    lua_pushliteral(L, IMM_CORE_VERSION);
+    lua_pushliteral(L, IMM_VERSION);
     lua_setfield(L, -2, "_VERSION");
     return 1;
 }

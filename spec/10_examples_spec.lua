@@ -1,0 +1,108 @@
+-- The examples, run as a user would (a separate interpreter, configured from
+-- the environment) against the local IMM server. Their output is checked
+-- against what the library itself returns.
+local fixture = require "helpers.fixture"
+
+describe("examples", function()
+  local srv, all
+  setup(function()
+    srv = fixture.start()
+    all = assert(srv.client {}:all_bindings { ProjectName = "immtest" }).Bindings
+  end)
+  teardown(function() srv.stop() end)
+
+  -- Runs an example; returns stdout and the exit status.
+  local function run(script, ...)
+    local args = { ... }
+    for i, a in ipairs(args) do args[i] = "'" .. a .. "'" end
+    local out = fixture.tmpdir() .. "/out"
+    local cmd = table.concat({
+      "IMM_ENDPOINT=" .. srv.url,
+      "ALIBABA_CLOUD_ACCESS_KEY_ID=" .. fixture.KEY_ID,
+      "ALIBABA_CLOUD_ACCESS_KEY_SECRET=" .. fixture.SECRET,
+      arg[-1] or "lua", "examples/" .. script, table.concat(args, " "), ">" .. out, "2>&1;",
+      "echo $? >" .. out .. ".rc" }, " ")
+    fixture.sh(cmd)
+    local text = fixture.read(out) or ""
+    local rc = tonumber(fixture.read(out .. ".rc"))
+    fixture.sh("rm -rf " .. out:match("^(.*)/out$"))
+    return text, rc
+  end
+
+  it("list_bindings.lua lists the project with the pager", function()
+    local out, rc = run("list_bindings.lua", "immtest")
+    assert.equal(0, rc, out)
+    assert.matches("\n" .. #all .. " bindings in project immtest", out)
+    for _, b in ipairs { all[1], all[#all] } do assert.is_truthy(out:find(b.URI, 1, true)) end
+  end)
+
+  it("dataset_bindings.lua follows NextToken by hand", function()
+    local want = 0
+    for _, b in ipairs(all) do if b.DatasetName == "dataset001" then want = want + 1 end end
+    local out, rc = run("dataset_bindings.lua", "immtest", "dataset001")
+    assert.equal(0, rc, out)
+    assert.matches(want .. " bindings of dataset dataset001 in " .. math.ceil(want / 20) .. " pages", out)
+  end)
+
+  it("resume_listing.lua resumes from its saved token until done", function()
+    local state = fixture.tmpdir() .. "/token"
+    local seen, runs, out = {}, 0
+    repeat
+      runs = runs + 1
+      local rc
+      out, rc = run("resume_listing.lua", "immtest", state)
+      assert.equal(0, rc, out)
+      for uri in out:gmatch("(oss://[^\n]*)") do
+        assert.is_nil(seen[uri], "listed twice: " .. uri)
+        seen[uri] = true
+      end
+    until out:find("done:", 1, true) or runs > 10
+    fixture.sh("rm -rf " .. state:match("^(.*)/token$"))
+    local n = 0
+    for _ in pairs(seen) do n = n + 1 end
+    assert.equal(#all, n)
+    assert.equal(math.ceil(#all / 50), runs)
+  end)
+
+  it("export_csv.lua writes one RFC 4180 row per binding", function()
+    local out, rc = run("export_csv.lua", "immtest")
+    assert.equal(0, rc)
+    -- a small RFC 4180 reader: quoted fields may hold commas, quotes, breaks
+    local rows, row, field, i, quoted = {}, {}, {}, 1, false
+    while i <= #out do
+      local c = out:sub(i, i)
+      if quoted then
+        if c == '"' and out:sub(i + 1, i + 1) == '"' then field[#field + 1] = '"'; i = i + 1
+        elseif c == '"' then quoted = false
+        else field[#field + 1] = c end
+      elseif c == '"' then quoted = true
+      elseif c == "," then row[#row + 1] = table.concat(field); field = {}
+      elseif c == "\r" and out:sub(i + 1, i + 1) == "\n" then
+        row[#row + 1] = table.concat(field); rows[#rows + 1] = row; row, field = {}, {}; i = i + 1
+      else field[#field + 1] = c end
+      i = i + 1
+    end
+    assert.equal(#all + 1, #rows)
+    assert.same({ "ProjectName", "DatasetName", "URI", "State", "Phase", "CreateTime", "UpdateTime", "Reason" },
+      rows[1])
+    for k = 1, #all do
+      assert.equal(all[k].URI, rows[k + 1][3])
+      assert.equal(all[k].Reason or "", rows[k + 1][8])
+    end
+  end)
+
+  it("state_report.lua counts states and lists failures", function()
+    local failed = 0
+    for _, b in ipairs(all) do if b.State == "Failed" then failed = failed + 1 end end
+    local out, rc = run("state_report.lua", "immtest")
+    assert.equal(0, rc, out)
+    assert.matches(#all .. " bindings, " .. failed .. " failed", out)
+    assert.matches("DATASET", out)
+  end)
+
+  it("exits 1 with the error on stderr when the call fails", function()
+    local out, rc = run("list_bindings.lua", "no-such-project")
+    assert.equal(1, rc)
+    assert.matches("ResourceNotFound", out)
+  end)
+end)
