@@ -41,7 +41,7 @@ VECTORS    ?= ../shared/vectors/signing.json
 SPECS      ?= spec
 RUN_PREFIX ?=
 
-.PHONY: all build deps deps-demo demo test server-check fuzz soak matrix unit test-lua5.4 test-luajit lint asan valgrind \
+.PHONY: all build deps deps-demo demo test server-check fuzz soak matrix unit docs lint test-lua5.4 test-luajit lint asan valgrind \
         rockspec-check install clean help
 
 all: build
@@ -97,7 +97,17 @@ unit: build
 	@$(TEST_ENV) sh tools/run-specs.sh "$(LUA)$(if $(SPEC_NOTE),-$(word 2,$(SPEC_NOTE)))" \
 	  $(RUN_PREFIX) $(LUA) $(BUSTED) -o utfTerminal $(SPECS)
 
+## docs: LDoc HTML in build/docs (LuaLS ---@ annotations are stripped for LDoc)
+docs:
+	@rm -rf build/docs-src && mkdir -p build/docs-src && cp -r lua README.md config.ld build/docs-src/
+	@find build/docs-src/lua -name '*.lua' -exec sed -i '/^---@/d' {} +
+	@cd build/docs-src && ldoc -d ../docs . | grep -v "^reading\|^format\|^output" ; \
+	  echo "imm: documentation in build/docs/index.html"
+
 lint:
+	@echo "imm: docs check"
+	@lua5.4 tools/check-docs.lua lua/imm.lua lua/imm/*.lua lua/imm/*/*.lua
+	@$(MAKE) --no-print-directory docs
 	@echo "imm: luacheck"
 	@luacheck -q lua spec examples
 	@echo "imm: cppcheck"

@@ -25,6 +25,9 @@ local _M = {
 --- Creates a client.
 -- @tparam table opts see the README ("Client options")
 -- @return client, or nil, err
+---@param opts imm.ClientOptions
+---@return imm.Client|nil client
+---@return imm.Error|nil err
 function _M.new(opts)
   return Client.new(opts)
 end
@@ -71,6 +74,9 @@ end
 -- @section module
 
 --- @return res, or nil, err
+---@param params imm.ListBindingsParams
+---@return imm.ListBindingsResponse|nil res
+---@return imm.Error|nil err
 function _M.list_bindings(params)
   local c, err = default()
   if not c then return nil, err end
@@ -101,6 +107,9 @@ local function failing(err)
 end
 
 --- @return iterator over bindings
+---@param params imm.ListBindingsParams
+---@param opts imm.PagerOptions|nil
+---@return fun(): (imm.Binding|false|nil), imm.Error|nil
 function _M.bindings(params, opts)
   local c, err = default()
   if not c then return failing(err) end

@@ -97,6 +97,7 @@ describe("HTTPS", function()
   it("refuses a certificate that does not name the host", function()
     -- the certificate covers localhost and 127.0.0.1, not 127.0.0.2
     local other = fixture.start { tls = true, host = "127.0.0.2" }
+    finally(other.stop)  -- even when an assertion fails
     local c = other.client { max_retries = 0 }
     local res, err = c:list_bindings { ProjectName = "immtest" }
     other.stop()

@@ -138,6 +138,7 @@ describe("OpenResty (ngx_lua cosockets)", function()
       local other_certs = fixture.tmpdir()
       assert(fixture.sh("sh tools/gen_certs.sh " .. other_certs))
       local other = fixture.start { args = "--tls " .. other_certs }
+      finally(other.stop)  -- even when an assertion fails
       local r = call("/call", { port = other.port, tls = 1, mode = "page" })
       other.stop()
       fixture.sh("rm -rf " .. other_certs)
@@ -147,6 +148,7 @@ describe("OpenResty (ngx_lua cosockets)", function()
 
     it("refuses a certificate that does not name the host", function()
       local other = fixture.start { tls = true, host = "127.0.0.2" }
+      finally(other.stop)  -- even when an assertion fails
       local r = call("/call", { port = other.port, tls = 1, host = "127.0.0.2", mode = "page" })
       other.stop()
       assert.equal("TLSError", r.err.code)
@@ -156,6 +158,7 @@ describe("OpenResty (ngx_lua cosockets)", function()
       local other_certs = fixture.tmpdir()
       assert(fixture.sh("sh tools/gen_certs.sh " .. other_certs))
       local other = fixture.start { args = "--tls " .. other_certs }
+      finally(other.stop)  -- even when an assertion fails
       local r = call("/call", { port = other.port, tls = 1, insecure = 1, mode = "page", max_results = 2 })
       other.stop()
       fixture.sh("rm -rf " .. other_certs)

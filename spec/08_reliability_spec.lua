@@ -227,6 +227,7 @@ describe("security", function()
   describe("debug trace", function()
     it("shows the canonical request and the string to sign, with the token masked", function()
       local tok_srv = fixture.start { token = TOKEN }
+      finally(tok_srv.stop)  -- even when an assertion fails
       local lines = {}
       local c = tok_srv.client { security_token = TOKEN, access_key_secret = fixture.SECRET,
         debug = function(l) lines[#lines + 1] = l end }
@@ -262,7 +263,9 @@ describe("security", function()
 
   it("never shows the secret or the token after failures of every kind", function()
     local tls = fixture.start { tls = true }
+    finally(tls.stop)  -- even when an assertion fails
     local own = fixture.start { token = TOKEN, secret = SECRET }
+    finally(own.stop)
     local lines, errs = {}, {}
     local function try(opts, params)
       opts.access_key_secret = opts.access_key_secret or SECRET

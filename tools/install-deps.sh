@@ -7,7 +7,7 @@ demo_pkgs="pkg-config openssl ca-certificates libssl-dev libcurl4-openssl-dev zl
   lua5.4 liblua5.4-dev lua-cjson"
 test_pkgs="$demo_pkgs lua5.1 liblua5.1-0-dev lua5.2 liblua5.2-dev lua5.3 liblua5.3-dev
   luajit2 libluajit2-5.1-dev
-  lua-busted lua-check luarocks valgrind cppcheck curl clang libclang-rt-14-dev
+  lua-busted lua-check lua-ldoc luarocks valgrind cppcheck curl clang libclang-rt-14-dev
   nginx libnginx-mod-http-lua lua-resty-core"
 
 case "${1:-test}" in
@@ -41,6 +41,18 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
+# The tests run nginx themselves, on a free loopback port. Keep the nginx
+# package from starting its system service on :80 while it is installed
+# (policy-rc.d exit 101 = "not now"), unless the machine already has a policy.
+case " $missing " in
+  *" nginx "*)
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+      chmod 755 /usr/sbin/policy-rc.d
+      trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+      echo "imm: nginx is for the tests only; its system service is not started"
+    fi ;;
+esac
 # shellcheck disable=SC2086
 apt-get install -y -qq --no-install-recommends $missing >/dev/null
 echo "imm: packages installed"

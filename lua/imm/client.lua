@@ -24,6 +24,28 @@ local log = require "imm.log"
 
 local VERSION = "0.1.0"
 
+---@class imm.ClientOptions
+---@field region string|nil e.g. "cn-hangzhou"
+---@field endpoint string|nil "host", "host:port" or "http(s)://host[:port]"
+---@field protocol "https"|"http"|nil
+---@field access_key_id string|nil
+---@field access_key_secret string|nil
+---@field security_token string|nil
+---@field credentials table|nil a provider: get() -> { access_key_id, access_key_secret, security_token }
+---@field signature_algorithm "ACS3-HMAC-SHA256"|"ACS3-HMAC-SM3"|"v2"|nil
+---@field connect_timeout number|nil seconds, default 5
+---@field timeout number|nil seconds, default 10
+---@field max_retries integer|nil default 3
+---@field deadline number|nil seconds for a call with its retries
+---@field ca_file string|nil
+---@field insecure boolean|nil
+---@field user_agent string|nil
+---@field max_response_bytes integer|nil default 64 MiB
+---@field transport "curl"|"ngx"|table|function|nil
+---@field decoder "cjson"|function|nil
+---@field debug boolean|function|nil
+
+---@class imm.Client
 local Client = {}
 Client.__index = Client
 
@@ -88,6 +110,9 @@ local function has_crlf(s) return find(s, "[\r\n]") ~= nil end
 -- @return client, or nil, err
 -- @usage local client = assert(imm.new{ region = "cn-hangzhou",
 --   access_key_id = id, access_key_secret = secret })
+---@param opts imm.ClientOptions
+---@return imm.Client|nil client
+---@return imm.Error|nil err
 function Client.new(opts)
   if opts == nil then opts = {} end
   if type(opts) ~= "table" then
@@ -264,6 +289,10 @@ local SKEW_CODES = {
 -- @tparam table params
 -- @return the decoded response table, or nil, err
 -- @usage local res, err = client:call("ListBindings", { ProjectName = "immtest" })
+---@param action string
+---@param params table|nil
+---@return table|nil res
+---@return imm.Error|nil err
 function Client:call(action, params)
   if getmetatable(self) ~= Client then
     error("imm: call must be called as client:call(...)", 2)
@@ -308,6 +337,9 @@ end
 --   (0..200), `NextToken`, `Name`
 -- @return `{ RequestId, NextToken, Bindings = { ... } }`, or nil, err
 -- @usage local res, err = client:list_bindings{ ProjectName = "immtest", MaxResults = 50 }
+---@param params imm.ListBindingsParams
+---@return imm.ListBindingsResponse|nil res
+---@return imm.Error|nil err
 function Client:list_bindings(params)
   return self:call("ListBindings", params)
 end
@@ -318,6 +350,10 @@ end
 -- @tparam[opt] table opts `max_items`, `page_size`, `start_token`, `items`
 -- @return iterator yielding page tables; on failure it yields `false, err` once
 -- @usage for page, err in client:pages("ListBindings", { ProjectName = "p" }) do ... end
+---@param action string
+---@param params table|nil
+---@param opts imm.PagerOptions|nil
+---@return fun(): (table|false|nil), imm.Error|nil
 function Client:pages(action, params, opts)
   return pager.pages(self, action, params, opts)
 end
@@ -325,12 +361,19 @@ end
 --- Iterates over bindings one by one, following NextToken.
 -- @return iterator yielding bindings; on failure it yields `false, err` once
 -- @usage for b, err in client:bindings{ ProjectName = "p" } do if not b then error(err) end end
+---@param params imm.ListBindingsParams
+---@param opts imm.PagerOptions|nil
+---@return fun(): (imm.Binding|false|nil), imm.Error|nil
 function Client:bindings(params, opts)
   return pager.items(self, "ListBindings", params, opts)
 end
 
 --- Every binding of every page, merged: `{ Bindings = { ... } }`.
 -- @return table, or nil, err (err.next_token says where to resume)
+---@param params imm.ListBindingsParams
+---@param opts imm.PagerOptions|nil
+---@return { Bindings: imm.Binding[] }|nil all
+---@return imm.Error|nil err
 function Client:all_bindings(params, opts)
   return pager.all(self, "ListBindings", params, opts)
 end

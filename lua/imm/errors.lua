@@ -12,6 +12,18 @@ local format, find = string.format, string.find
 
 local _M = {}
 
+---@class imm.Error
+---@field code string the service's code, or one of imm's (InvalidParameter, Timeout, ...)
+---@field message string
+---@field status integer|nil the HTTP status, when there was a reply
+---@field request_id string|nil
+---@field host_id string|nil
+---@field recommend string|nil
+---@field retryable boolean
+---@field attempts integer|nil how many attempts were made
+---@field next_token string|nil from the pagers: where to resume
+---@field phase string|nil UnsupportedPhase: the nginx phase
+
 local Error = {}
 Error.__index = Error
 

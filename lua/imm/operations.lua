@@ -15,6 +15,35 @@ local _M = {}
 
 _M.API_VERSION = "2020-09-30"
 
+---@class imm.ListBindingsParams
+---@field ProjectName string required
+---@field DatasetName string|nil
+---@field MaxResults integer|nil 0..200; 0 or nil means 100
+---@field NextToken string|nil
+---@field Name string|nil
+
+---@class imm.Binding
+---@field ProjectName string
+---@field DatasetName string
+---@field URI string oss://bucket[/prefix/]
+---@field State string Ready, Stopped, Running, Retrying, Failed or Deleted
+---@field Phase string|nil FullScanning or IncrementalScanning
+---@field CreateTime string RFC3339Nano
+---@field UpdateTime string RFC3339Nano
+---@field Reason string|nil
+---@field [string] any fields the service adds are kept
+
+---@class imm.ListBindingsResponse
+---@field RequestId string
+---@field NextToken string|nil nil on the last page
+---@field Bindings imm.Binding[]
+
+---@class imm.PagerOptions
+---@field max_items integer|nil stop after this many items
+---@field page_size integer|nil sets MaxResults
+---@field start_token string|nil resume from a saved NextToken
+---@field items string|nil the response field holding the list (actions without a schema)
+
 --- Parameter schemas. `type` is "string" or "integer".
 _M.actions = {
   ListBindings = {

@@ -38,8 +38,11 @@ end
 -- Wraps a plain function as a transport.
 local Func = {}
 Func.__index = Func
+--- Sends a request through the wrapped function.
 function Func:request(req) return self.fn(req) end
+--- Waits between retries (ngx.sleep inside nginx).
 function Func.sleep(_, seconds) _M.sleep(seconds) end
+--- Nothing to release.
 function Func.close() end
 
 --- The name of the transport `choice` resolves to here and now.

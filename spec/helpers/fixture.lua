@@ -122,7 +122,10 @@ function M.start(opts)
     return srv.control("POST", "data",
       string.format('{"Projects":%s,"Bindings":%s}', cjson.encode(d.Projects or {}), b))
   end
+  -- Idempotent, so a spec can both `finally(srv.stop)` and stop early.
   function srv.stop()
+    if srv.stopped then return end
+    srv.stopped = true
     srv.http:close()
     M.kill(srv.pid)
     sh("rm -rf " .. dir)

@@ -35,6 +35,9 @@ function _M.new(opts)
   return setmetatable({ handle = h }, _M)
 end
 
+--- Sends one request on the reused handle.
+-- @tparam table req `{ method, url, headers = { name = value }, body }`
+-- @return `{ status, headers, body }`, or nil, err
 function _M:request(req)
   local lines, n = {}, 0
   for k, v in pairs(req.headers) do
@@ -53,6 +56,7 @@ function _M.sleep(_, seconds)
   require("imm.transport").sleep(seconds)
 end
 
+--- Closes the connection and frees the handle; safe to call twice.
 function _M:close()
   self.handle:close()
 end

@@ -316,6 +316,7 @@ function _M.sleep(_, seconds)
   ngx.sleep(seconds)
 end
 
-function _M.close() end  -- connections live in the worker's pool
+--- Nothing to release: connections live in the worker's keep-alive pool.
+function _M.close() end
 
 return _M
