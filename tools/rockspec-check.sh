@@ -29,3 +29,14 @@ for v in 5.4 5.1; do
         local c = assert(imm.new{ region = \"cn-hangzhou\", access_key_id = \"a\", access_key_secret = \"b\" })
         print(\"imm: installed \" .. imm._VERSION .. \" for \" .. _VERSION .. \": \" .. tostring(c))'")
 done
+
+# make install, as a distribution would run it: PREFIX and DESTDIR
+echo "imm: make install PREFIX=/usr DESTDIR=... for Lua 5.4"
+dest="$work/destdir"
+make -C "$top" --no-print-directory install LUA=lua5.4 PREFIX=/usr DESTDIR="$dest" >"$work/install.log" 2>&1 ||
+  { cat "$work/install.log"; exit 1; }
+(cd "$work" && env -i PATH="$PATH" \
+  LUA_PATH="$dest/usr/share/lua/5.4/?.lua;/usr/share/lua/5.4/?.lua" \
+  LUA_CPATH="$dest/usr/lib/lua/5.4/?.so;/usr/lib/x86_64-linux-gnu/lua/5.4/?.so" \
+  lua5.4 -e 'local imm = require "imm"; assert(require("imm.core")._VERSION == imm._VERSION)
+    assert(require("imm.transport.ngx")); print("imm: installed under DESTDIR: " .. imm._VERSION)')
