@@ -109,7 +109,7 @@ lint:
 	@lua5.4 tools/check-docs.lua lua/imm.lua lua/imm/*.lua lua/imm/*/*.lua
 	@$(MAKE) --no-print-directory docs
 	@echo "imm: luacheck"
-	@luacheck -q lua spec examples
+	@luacheck -q lua spec examples bin/imm
 	@echo "imm: cppcheck"
 	@cppcheck -q --error-exitcode=1 --enable=warning,portability,performance \
 	  --inline-suppr --std=c99 -I src $(SRCS)
@@ -164,8 +164,10 @@ soak: deps-demo
 rockspec-check:
 	@sh tools/rockspec-check.sh
 
+INST_BINDIR ?= $(PREFIX)/bin
 install: build
-	install -d $(DESTDIR)$(INST_LIBDIR)/imm $(DESTDIR)$(INST_LUADIR)/imm/transport
+	install -d $(DESTDIR)$(INST_LIBDIR)/imm $(DESTDIR)$(INST_LUADIR)/imm/transport $(DESTDIR)$(INST_BINDIR)
+	sed '1s|.*|#!/usr/bin/env $(LUA)|' bin/imm >$(DESTDIR)$(INST_BINDIR)/imm && chmod 755 $(DESTDIR)$(INST_BINDIR)/imm
 	install -m 755 $(MODULE) $(DESTDIR)$(INST_LIBDIR)/imm/core.so
 	for f in $(LUA_FILES); do install -m 644 $$f $(DESTDIR)$(INST_LUADIR)/$${f#lua/}; done
 

@@ -53,4 +53,7 @@ build = {
       libdirs = { "$(OPENSSL_LIBDIR)", "$(CURL_LIBDIR)", "$(ZLIB_LIBDIR)" },
     },
   },
+  install = {
+    bin = { imm = "bin/imm" },
+  },
 }

@@ -8,7 +8,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 # LuaRocks' builtin backend writes objects beside the sources: build a copy
 mkdir "$work/src"
-cp -r "$top/imm-scm-1.rockspec" "$top/lua" "$top/src" "$work/src/"
+cp -r "$top/imm-scm-1.rockspec" "$top/lua" "$top/src" "$top/bin" "$work/src/"
 for v in 5.4 5.1; do
   echo "imm: luarocks make for Lua $v"
   tree="$work/tree-$v"
