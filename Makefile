@@ -34,8 +34,10 @@ INST_LUADIR ?= $(PREFIX)/share/lua/$(LUA_ABI)
 LUA_FILES   = $(shell find lua -name '*.lua')
 
 # the specs and demo find the working tree's modules first
+# ...and never ask the ECS metadata service (100.100.100.200) for credentials
 TEST_ENV    = LUA_PATH="lua/?.lua;lua/?/init.lua;spec/?.lua;;" LUA_CPATH="$(BUILD)/?.so;;" \
-              no_proxy=127.0.0.1,localhost NO_PROXY=127.0.0.1,localhost
+              no_proxy=127.0.0.1,localhost NO_PROXY=127.0.0.1,localhost \
+              ALIBABA_CLOUD_ECS_METADATA_DISABLED=true
 BUSTED      = /usr/bin/busted
 VECTORS    ?= ../shared/vectors/signing.json
 SPECS      ?= spec
@@ -166,7 +168,8 @@ rockspec-check:
 
 INST_BINDIR ?= $(PREFIX)/bin
 install: build
-	install -d $(DESTDIR)$(INST_LIBDIR)/imm $(DESTDIR)$(INST_LUADIR)/imm/transport $(DESTDIR)$(INST_BINDIR)
+	install -d $(DESTDIR)$(INST_LIBDIR)/imm $(DESTDIR)$(INST_LUADIR)/imm/transport \
+	  $(DESTDIR)$(INST_LUADIR)/imm/credentials $(DESTDIR)$(INST_BINDIR)
 	sed '1s|.*|#!/usr/bin/env $(LUA)|' bin/imm >$(DESTDIR)$(INST_BINDIR)/imm && chmod 755 $(DESTDIR)$(INST_BINDIR)/imm
 	install -m 755 $(MODULE) $(DESTDIR)$(INST_LIBDIR)/imm/core.so
 	for f in $(LUA_FILES); do install -m 644 $$f $(DESTDIR)$(INST_LUADIR)/$${f#lua/}; done

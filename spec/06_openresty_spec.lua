@@ -78,7 +78,8 @@ describe("OpenResty (ngx_lua cosockets)", function()
       urls[#urls + 1] = string.format("'%s/call?port=%d&mode=page&max_results=1&n=%d' -o %s/%d.json",
         ngx_srv.url, srv.port, i, dir, i)
     end
-    fixture.sh("curl -s --no-progress-meter --max-time 20 --parallel --parallel-immediate --parallel-max 10 " .. table.concat(urls, " "))
+    fixture.sh("curl -s --no-progress-meter --max-time 20 --parallel --parallel-immediate --parallel-max 10 "
+      .. table.concat(urls, " "))
     for i = 1, 10 do
       local body = fixture.read(dir .. "/" .. i .. ".json")
       assert.is_string(body)

@@ -326,17 +326,25 @@ describe("imm command line", function()
       assert.equal(0, #srv.log())
     end)
 
-    it("refuses --profile until imm can read profiles", function()
-      if require("imm.credentials").profile then
-        pending("imm.credentials.profile exists: covered by the credentials specs")
-        return
-      end
-      local out, err, status = run { "list-bindings", "--project", "immtest", "--profile", "dev" }
+    it("reads keys from a named profile with --profile", function()
+      -- a shared credentials file (INI) in a HOME of its own
+      local home = srv.dir .. "/home"
+      fixture.sh("mkdir -p " .. home .. "/.alibabacloud")
+      local f = assert(io.open(home .. "/.alibabacloud/credentials", "w"))
+      f:write("[default]\ntype = access_key\naccess_key_id = nobody\naccess_key_secret = nothing\n\n",
+        "[dev]\ntype = access_key\naccess_key_id = ", fixture.KEY_ID, "\naccess_key_secret = ",
+        fixture.SECRET, "\n")
+      f:close()
+      local env = { ALIBABA_CLOUD_ACCESS_KEY_ID = false, ALIBABA_CLOUD_ACCESS_KEY_SECRET = false, HOME = home }
+      local out = ok_run({ "list-bindings", "--project", "immtest", "--max-results", "2", "--profile", "dev" }, env)
+      assert.equal(2, #require("cjson").decode(out).Bindings)
+      local out2, err, status = run({ "list-bindings", "--project", "immtest", "--profile", "nope" }, env)
       assert.equal(1, status)
-      assert.equal("", out)
-      assert.matches("--profile dev", err, 1, true)
-      assert.matches("profiles", err)
-      assert.equal(0, #srv.log())
+      assert.equal("", out2)
+      assert.matches("NoCredentials", err)
+      assert.matches("nope", err)
+      assert.is_nil(err:find(fixture.SECRET, 1, true))
+      fixture.sh("rm -rf " .. home)
     end)
   end)
 

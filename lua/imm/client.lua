@@ -17,6 +17,7 @@ local endpoint = require "imm.endpoint"
 local signer = require "imm.signer"
 local decode = require "imm.decode"
 local credentials = require "imm.credentials"
+local scrub = require("imm.credentials.base").scrub
 local transport = require "imm.transport"
 local pager = require "imm.pager"
 local response = require "imm.response"
@@ -28,6 +29,7 @@ local VERSION = "0.1.0"
 ---@field region string|nil e.g. "cn-hangzhou"
 ---@field endpoint string|nil "host", "host:port" or "http(s)://host[:port]"
 ---@field protocol "https"|"http"|nil
+---@field network "public"|"vpc"|nil "vpc": imm-vpc.<region>.aliyuncs.com
 ---@field access_key_id string|nil
 ---@field access_key_secret string|nil
 ---@field security_token string|nil
@@ -53,7 +55,7 @@ local BACKOFF_BASE, BACKOFF_CAP = 0.2, 20
 
 --- Client options and their types. Anything else is refused.
 local OPTIONS = {
-  region = "string", endpoint = "string", protocol = "string",
+  region = "string", endpoint = "string", protocol = "string", network = "string",
   access_key_id = "string", access_key_secret = "string", security_token = "string",
   credentials = "table",
   signature_algorithm = "string",
@@ -274,7 +276,15 @@ function Client:_attempt(action, query, creds, def)
   headers.accept = "application/json"
   local res, err = self.transport:request { method = "POST", url = url, headers = headers, body = "" }
   if not res then return nil, err end
-  return response.parse(res, self.decode, def)
+  local v, perr = response.parse(res, self.decode, def)
+  if not v and perr then
+    -- SignatureDoesNotMatch echoes the string to sign; with V2 it holds the token
+    perr.message = scrub(tostring(perr.message), { creds.access_key_secret, creds.security_token }, 2)
+    if type(perr.recommend) == "string" then
+      perr.recommend = scrub(perr.recommend, { creds.access_key_secret, creds.security_token }, 2)
+    end
+  end
+  return v, perr
 end
 
 -- Codes by which the service says our timestamp is outside its window.

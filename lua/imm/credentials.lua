@@ -1,101 +1,108 @@
 --- Credentials providers.
 --
 -- A provider is a table with a `get` method returning
--- `{ access_key_id, access_key_secret, security_token }` or `nil, err`.
--- The client asks its provider on every call, so rotating providers (STS,
--- ECS role, ...) plug in without the client knowing.
+-- `{ access_key_id, access_key_secret, security_token, expiration }` or
+-- `nil, err`. The client asks its provider on every call, so rotating
+-- providers (STS, ECS role, OIDC, ...) plug in without the client knowing;
+-- they cache and refresh before expiry themselves.
 --
 -- Secrets are held in closures, not in fields, so printing or iterating a
 -- provider or a client never shows them.
+--
+-- One module per provider lives under `imm.credentials.*`; this one gathers
+-- them and builds the default chain.
 -- @module imm.credentials
 
-local type, setmetatable, format, getenv = type, setmetatable, string.format, os.getenv
-local concat = table.concat
-local errors = require "imm.errors"
+local type, pairs = type, pairs
+local base = require "imm.credentials.base"
 
 local _M = {}
 
-local Provider = {}
-Provider.__index = Provider
-Provider.__tostring = function(p) return "imm.credentials." .. p.name end
-
-local function provider(name, get)
-  return setmetatable({ name = name, get = get }, Provider)
-end
-
-local function nonempty(s) return type(s) == "string" and s ~= "" end
-
---- Fixed keys.
--- @tparam table t `access_key_id`, `access_key_secret`, optional `security_token`
--- @return provider, or nil, err
+--- Fixed keys. See `imm.credentials.static`.
 -- @usage local p = imm.credentials.static{ access_key_id = id, access_key_secret = secret }
-function _M.static(t)
-  if type(t) ~= "table" then
-    return nil, errors.invalid("credentials.static takes a table")
-  end
-  local id, secret, token = t.access_key_id, t.access_key_secret, t.security_token
-  if not nonempty(id) then
-    return nil, errors.invalid("access_key_id must be a non-empty string")
-  end
-  if not nonempty(secret) then
-    return nil, errors.invalid("access_key_secret must be a non-empty string")
-  end
-  if token ~= nil and not nonempty(token) then
-    return nil, errors.invalid("security_token must be a non-empty string when given")
-  end
-  return provider("static", function()
-    return { access_key_id = id, access_key_secret = secret, security_token = token }
-  end)
-end
+_M.static = require("imm.credentials.static").new
 
---- Keys from `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET` and
--- the optional `ALIBABA_CLOUD_SECURITY_TOKEN`, read at each call.
-function _M.env()
-  return provider("env", function()
-    local id = getenv("ALIBABA_CLOUD_ACCESS_KEY_ID")
-    local secret = getenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET")
-    if not nonempty(id) or not nonempty(secret) then
-      return nil, errors.new("NoCredentials",
-        "ALIBABA_CLOUD_ACCESS_KEY_ID and ALIBABA_CLOUD_ACCESS_KEY_SECRET are not both set",
-        { retryable = false })
-    end
-    local token = getenv("ALIBABA_CLOUD_SECURITY_TOKEN")
-    if token == "" then token = nil end
-    return { access_key_id = id, access_key_secret = secret, security_token = token }
-  end)
-end
+--- Keys from `ALIBABA_CLOUD_ACCESS_KEY_ID`, `ALIBABA_CLOUD_ACCESS_KEY_SECRET`
+-- and `ALIBABA_CLOUD_SECURITY_TOKEN`, read at each call. See `imm.credentials.env`.
+-- @usage local p = imm.credentials.env()
+_M.env = require("imm.credentials.env").new
 
---- Tries providers in order and uses the first that yields credentials.
--- When none does, one `NoCredentials` error names each provider and why.
--- The chain is walked again at the next call.
-function _M.chain(list)
-  if type(list) ~= "table" or #list == 0 then
-    return nil, errors.invalid("credentials.chain takes a non-empty list of providers")
-  end
-  for i = 1, #list do
-    if type(list[i]) ~= "table" or type(list[i].get) ~= "function" then
-      return nil, errors.invalid(format("credentials.chain: entry %d is not a provider", i))
-    end
-  end
-  return provider("chain", function()
-    local why = {}
-    for i = 1, #list do
-      local c, err = list[i]:get()
-      if c then return c end
-      why[#why + 1] = format("%s: %s", list[i].name or ("#" .. i), err and err.message or "no credentials")
-    end
-    return nil, errors.new("NoCredentials", "no credentials found (" .. concat(why, "; ") .. ")",
-      { retryable = false })
-  end)
-end
+--- OIDC role ARN (RRSA): STS AssumeRoleWithOIDC. See `imm.credentials.oidc_role_arn`.
+-- @usage local p = imm.credentials.oidc_role_arn()
+_M.oidc_role_arn = require("imm.credentials.oidc_role_arn").new
 
---- The chain used when a client is given no keys. It grows with the
--- providers the official SDKs read (profile files, ECS role, OIDC, ...).
-function _M.default()
-  return _M.chain({ _M.env() })
+--- A profile of `~/.aliyun/config.json`. See `imm.credentials.cli_profile`.
+-- @usage local p = imm.credentials.cli_profile{ profile = "prod" }
+_M.cli_profile = require("imm.credentials.cli_profile").new
+
+--- A section of the shared credentials file. See `imm.credentials.profile`.
+-- @usage local p = imm.credentials.profile{ profile = "default" }
+_M.profile = require("imm.credentials.profile").new
+
+--- ECS RAM role through the metadata service. See `imm.credentials.ecs_ram_role`.
+-- @usage local p = imm.credentials.ecs_ram_role()
+_M.ecs_ram_role = require("imm.credentials.ecs_ram_role").new
+
+--- Credentials from `ALIBABA_CLOUD_CREDENTIALS_URI`. See `imm.credentials.credentials_uri`.
+-- @usage local p = imm.credentials.credentials_uri{ uri = "http://127.0.0.1:9000/creds" }
+_M.credentials_uri = require("imm.credentials.credentials_uri").new
+
+--- RAM role ARN: STS AssumeRole signed by a source credential. See `imm.credentials.ram_role_arn`.
+-- @usage local p = imm.credentials.ram_role_arn{ role_arn = arn, source = imm.credentials.env() }
+_M.ram_role_arn = require("imm.credentials.ram_role_arn").new
+
+--- Tries providers in order and keeps the first that yields credentials.
+-- When none does, one `NoCredentials` error names each provider and why, and
+-- the next call walks the chain again. See `imm.credentials.chain`.
+-- @usage local p = imm.credentials.chain{ imm.credentials.env(), imm.credentials.profile() }
+_M.chain = require("imm.credentials.chain").new
+
+-- What default() passes on to each provider.
+local DEFAULT_OPTIONS = {}
+for k, v in pairs(base.COMMON) do DEFAULT_OPTIONS[k] = v end
+for k, v in pairs(base.STS) do DEFAULT_OPTIONS[k] = v end
+DEFAULT_OPTIONS.metadata_endpoint = "string"
+
+local shared  -- the process's (in nginx: the worker's) default chain
+
+--- The default chain: environment, OIDC (RRSA), CLI profile, shared
+-- credentials file, ECS RAM role, credentials URI.
+--
+-- Without options it returns one chain shared by every client of the
+-- process (in OpenResty: of the worker), so they share cached temporary
+-- credentials and one refresh. With options it builds a new chain; the
+-- options go to every provider.
+-- @tparam[opt] table opts `env`, `clock`, `random`, `debug`, `transport`,
+--   `connect_timeout`, `timeout`, `ca_file`, `insecure`, `sts_endpoint`,
+--   `sts_region`, `enable_vpc`, `metadata_endpoint`
+-- @return provider, or nil, err (`InvalidParameter`)
+-- @usage local client = imm.new{ region = "cn-hangzhou", credentials = imm.credentials.default() }
+function _M.default(opts)
+  if opts == nil and shared then return shared end
+  local o, err = base.options("credentials.default", opts, DEFAULT_OPTIONS)
+  if not o then return nil, err end
+  local common = base.pick(o, base.COMMON)
+  local with_sts = base.pick(o, base.COMMON, base.STS)
+  local with_md = base.pick(o, base.COMMON, base.STS)
+  with_md.metadata_endpoint = o.metadata_endpoint
+  local ecs_opts = base.pick(o, base.COMMON)
+  ecs_opts.metadata_endpoint = o.metadata_endpoint
+  -- the 1 s IMDS timeouts stay unless the caller chose others
+  local list = {
+    assert(_M.env { env = o.env }),
+    assert(_M.oidc_role_arn(with_sts)),
+    assert(_M.cli_profile(with_md)),
+    assert(_M.profile(with_md)),
+    assert(_M.ecs_ram_role(ecs_opts)),
+    assert(_M.credentials_uri(common)),
+  }
+  local chain = assert(_M.chain(list, { debug = o.debug, env = o.env }))
+  if opts == nil then shared = chain end
+  return chain
 end
 
 --- Is `p` usable as a provider?
+-- @usage if imm.credentials.is_provider(p) then ... end
 function _M.is_provider(p)
   return type(p) == "table" and type(p.get) == "function"
 end

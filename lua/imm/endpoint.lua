@@ -15,16 +15,28 @@ local function valid_host(h)
   return match(h, "^[%w%.%-_]+$") ~= nil
 end
 
---- Resolves `endpoint` / `region` / `protocol` into
+local function valid_region(region)
+  return type(region) == "string" and match(region, "^[a-z0-9%-]+$") ~= nil
+end
+
+--- Resolves `endpoint` / `region` / `network` / `protocol` into
 -- `{ scheme, host, port, authority, base }`.
 -- `endpoint` is "host", "host:port" or "http(s)://host[:port][/]" and wins over
--- `region`; a scheme in it wins over `protocol`.
+-- `region`; a scheme in it wins over `protocol`. Without an endpoint the host
+-- is `imm.<region>.aliyuncs.com`, or `imm-vpc.<region>.aliyuncs.com` with
+-- `network = "vpc"`. An invalid region is refused before any DNS lookup.
+-- @tparam table opts `endpoint`, `region`, `network` ("public" or "vpc"), `protocol`
 -- @treturn table|nil
 -- @return err on bad input
+-- @usage local ep = assert(endpoint.resolve{ region = "cn-hangzhou", network = "vpc" })
 function _M.resolve(opts)
   local protocol = opts.protocol or "https"
   if protocol ~= "https" and protocol ~= "http" then
     return nil, errors.invalid(format("protocol must be \"https\" or \"http\", got %q", tostring(protocol)))
+  end
+  local network = opts.network
+  if network ~= nil and network ~= "public" and network ~= "vpc" then
+    return nil, errors.invalid(format("network must be \"public\" or \"vpc\", got %q", tostring(network)))
   end
   local ep = opts.endpoint
   local scheme, rest = protocol
@@ -51,10 +63,10 @@ function _M.resolve(opts)
     if region == nil then
       return nil, errors.invalid("either region (e.g. \"cn-hangzhou\") or endpoint is required")
     end
-    if type(region) ~= "string" or not match(region, "^[a-z0-9%-]+$") then
+    if not valid_region(region) then
       return nil, errors.invalid(format("region must match [a-z0-9-]+, got %q", tostring(region)))
     end
-    rest = "imm." .. region .. ".aliyuncs.com"
+    rest = (network == "vpc" and "imm-vpc." or "imm.") .. region .. ".aliyuncs.com"
   end
   local host, port = match(rest, "^(.-):(%d+)$")
   if not host then
@@ -76,6 +88,30 @@ function _M.resolve(opts)
     scheme = scheme, host = host, port = port, authority = authority,
     base = scheme .. "://" .. authority,
   }
+end
+
+--- Resolves the STS endpoint with the official SDKs' rule:
+-- 1. an explicit `endpoint` ("host[:port]" or "http(s)://host[:port]");
+-- 2. `sts-vpc.<region>.aliyuncs.com` when `vpc` is true and a region is set;
+-- 3. `sts.<region>.aliyuncs.com` when a region is set;
+-- 4. `sts.aliyuncs.com`.
+-- HTTPS unless the explicit endpoint says `http://`.
+-- @tparam table opts `endpoint`, `region`, `vpc` (boolean)
+-- @treturn table `{ scheme, host, port, authority, base }`
+-- @return nil, err on bad input
+-- @usage local ep = assert(endpoint.sts{ region = "cn-hangzhou", vpc = true })  -- sts-vpc.cn-hangzhou...
+function _M.sts(opts)
+  if opts.endpoint ~= nil then
+    return _M.resolve { endpoint = opts.endpoint }
+  end
+  local region = opts.region
+  if region == nil then
+    return _M.resolve { endpoint = "sts.aliyuncs.com" }
+  end
+  if not valid_region(region) then
+    return nil, errors.invalid(format("STS region must match [a-z0-9-]+, got %q", tostring(region)))
+  end
+  return _M.resolve { endpoint = (opts.vpc and "sts-vpc." or "sts.") .. region .. ".aliyuncs.com" }
 end
 
 return _M

@@ -49,6 +49,7 @@ _M.codes = {
   InvalidResponse = "InvalidResponse",     -- not what the service promises (bad JSON, HTML, truncated)
   NoCredentials = "NoCredentials",         -- no provider yielded credentials
   UnsupportedPhase = "UnsupportedPhase",   -- inside nginx, in a phase without cosockets
+  InvalidConfiguration = "InvalidConfiguration", -- a broken credentials file (err.file, err.line)
 }
 
 -- Transport failures that are safe to repeat for a read-only call.
