@@ -43,7 +43,7 @@ VECTORS    ?= ../shared/vectors/signing.json
 SPECS      ?= spec
 RUN_PREFIX ?=
 
-.PHONY: all build deps deps-demo demo test server-check fuzz soak matrix unit docs lint test-lua5.4 test-luajit lint asan valgrind \
+.PHONY: all build deps deps-demo demo test server-check fuzz soak bench matrix unit docs lint test-lua5.4 test-luajit lint asan valgrind \
         rockspec-check install clean help
 
 all: build
@@ -155,6 +155,10 @@ fuzz: $(addprefix build/fuzz/,$(FUZZ_TARGETS))
 	    build/fuzz/corpus-$$t $$seeds 2>build/fuzz/$$t.log || { tail -40 build/fuzz/$$t.log; exit 1; }; \
 	  grep -E "stat::number_of_executed_units|cov:" build/fuzz/$$t.log | tail -2; \
 	done
+
+## bench: imm against the official Node SDK and the libcurl limits, on a loopback nginx (bench/README.md)
+bench:
+	@sh bench/bench.sh $(BENCH_ARGS)
 
 ## soak: 100k list calls against the local IMM server; prints RSS growth (SOAK_CALLS=N)
 SOAK_CALLS ?= 100000
