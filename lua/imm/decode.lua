@@ -7,7 +7,7 @@
 -- client's `decoder` option, as long as it returns the same tables.
 -- @module imm.decode
 
-local type, next = type, next
+local type, next, find = type, next, string.find
 local cjson_safe = require "cjson.safe"
 
 local _M = {}
@@ -39,7 +39,9 @@ end
 function _M.cjson(body)
   local v, err = cjson.decode(body)
   if v == nil and err then return nil, err end
-  if type(v) == "table" then strip_nulls(v) end
+  -- The walk costs as much as a fifth of a call; a body without the token
+  -- `null` cannot hold one, and a plain search is far cheaper.
+  if type(v) == "table" and find(body, "null", 1, true) then strip_nulls(v) end
   return v
 end
 
