@@ -5,17 +5,7 @@ local fixture = require "helpers.fixture"
 
 local SECRET = fixture.SECRET
 
--- Looks for `needle` in every string reachable from v (fields, metatables).
-local function deep_find(v, needle, seen)
-  seen = seen or {}
-  if type(v) == "string" then return v:find(needle, 1, true) ~= nil end
-  if type(v) ~= "table" or seen[v] then return false end
-  seen[v] = true
-  for k, x in pairs(v) do
-    if deep_find(k, needle, seen) or deep_find(x, needle, seen) then return true end
-  end
-  return deep_find(getmetatable(v), needle, seen)
-end
+local deep_find = fixture.deep_find
 
 local function assert_no_secret(...)
   for i = 1, select("#", ...) do

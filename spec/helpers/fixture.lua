@@ -145,6 +145,19 @@ function M.start(opts)
   return srv
 end
 
+--- Is `needle` in any string reachable from v (keys, values, metatables)?
+-- The specs use it to prove a secret is nowhere in an error or a client.
+function M.deep_find(v, needle, seen)
+  seen = seen or {}
+  if type(v) == "string" then return v:find(needle, 1, true) ~= nil end
+  if type(v) ~= "table" or seen[v] then return false end
+  seen[v] = true
+  for k, x in pairs(v) do
+    if M.deep_find(k, needle, seen) or M.deep_find(x, needle, seen) then return true end
+  end
+  return M.deep_find(getmetatable(v), needle, seen)
+end
+
 M.NIL = setmetatable({}, { __tostring = function() return "NIL" end })
 
 --- n synthetic bindings for project p, sorted the way the server sorts.
