@@ -19,14 +19,19 @@ local function free_port()
   return port
 end
 
---- Starts nginx. opts.trusted: CA file for lua_ssl_trusted_certificate.
-function M.start(opts)
-  opts = opts or {}
+--- Starts an nginx with ngx_lua that loads imm from the working tree.
+-- opts.http: extra lines for the http block; opts.locations: the server
+-- block's body; opts.env: main-level `env` lines; opts.trusted: a CA file for
+-- lua_ssl_trusted_certificate. Returns an object with url, get(path),
+-- raw(path), error_log() and stop().
+function M.run(opts)
   local repo = fixture.cwd()
   local so = repo .. "/build/luajit/imm/core.so"
   assert(io.open(so), "the LuaJIT build of imm.core is missing: run `make build LUA=luajit`")
   local dir = fixture.tmpdir()
   local port = free_port()
+  local lua_path = table.concat({ "lua/?.lua", "lua/?/init.lua", "spec/?.lua", "spec/openresty/?.lua",
+    "examples/openresty/?.lua" }, ";" .. repo .. "/")
   local conf = ([[
 load_module MODULES/ndk_http_module.so;
 load_module MODULES/ngx_http_lua_module.so;
@@ -42,32 +47,24 @@ http {
   access_log off;
   client_body_temp_path DIR/tmp; proxy_temp_path DIR/tmp; fastcgi_temp_path DIR/tmp;
   uwsgi_temp_path DIR/tmp; scgi_temp_path DIR/tmp;
-  lua_package_path "REPO/lua/?.lua;REPO/lua/?/init.lua;REPO/spec/openresty/?.lua;REPO/examples/openresty/?.lua;;";
+  lua_package_path "LUAPATH;;";
   lua_package_cpath "REPO/build/luajit/?.so;;";
-  lua_shared_dict imm_test 1m;
   TRUST
-  init_by_lua_block { require("handler").init() }
+  HTTP
   server {
     listen 127.0.0.1:PORT;
-    location = /call { content_by_lua_block { require("handler").call() } }
-    location = /timer { content_by_lua_block { require("handler").timer() } }
-    location = /init { content_by_lua_block { require("handler").init_result() } }
-    location = /logphase {
-      content_by_lua_block { ngx.say("ok") }
-      log_by_lua_block { require("handler").log_phase() }
-    }
-    location = /headerphase {
-      content_by_lua_block { ngx.say("ok") }
-      header_filter_by_lua_block { require("handler").header_phase() }
-    }
-    location = /shared { content_by_lua_block { require("handler").shared() } }
-    location = /bindings { content_by_lua_block { require("imm_bindings").list() } }
+    LOCATIONS
   }
 }
-]]):gsub("MODULES", MODULES):gsub("DIR", dir):gsub("REPO", repo):gsub("PORT", tostring(port))
-    :gsub("ENV", opts.env or "")
-    :gsub("TRUST", opts.trusted and ("lua_ssl_trusted_certificate " .. opts.trusted
-      .. "; lua_ssl_verify_depth 3;") or "")
+]]):gsub("MODULES", MODULES)
+    :gsub("ENV", function() return opts.env or "" end)
+    :gsub("TRUST", function()
+      return opts.trusted and ("lua_ssl_trusted_certificate " .. opts.trusted .. "; lua_ssl_verify_depth 3;") or ""
+    end)
+    :gsub("HTTP", function() return opts.http or "" end)
+    :gsub("LOCATIONS", function() return opts.locations or "" end)
+    :gsub("LUAPATH", function() return repo .. "/" .. lua_path end)
+    :gsub("DIR", dir):gsub("REPO", repo):gsub("PORT", tostring(port))
   sh("mkdir -p " .. dir .. "/tmp " .. dir .. "/logs")
   local f = assert(io.open(dir .. "/nginx.conf", "w"))
   f:write(conf)
@@ -76,8 +73,8 @@ http {
     "nginx failed to start:\n" .. (fixture.read(dir .. "/error.log") or ""))
   local ngx_srv = { dir = dir, port = port, url = "http://127.0.0.1:" .. port,
     http = assert(core.http { timeout = 30 }) }
-  for _ = 1, 100 do
-    local status = ngx_srv.http:request("GET", ngx_srv.url .. "/init", {}, "")
+  for _ = 1, 100 do  -- any HTTP answer means nginx is up
+    local status = ngx_srv.http:request("GET", ngx_srv.url .. "/", {}, "")
     if status then break end
     core.sleep(0.05)
   end
@@ -101,6 +98,30 @@ http {
     sh("rm -rf " .. dir)
   end
   return ngx_srv
+end
+
+--- The nginx of spec/06: the handlers in spec/openresty/ and the example.
+-- opts.trusted and opts.env as for run.
+function M.start(opts)
+  opts = opts or {}
+  return M.run {
+    env = opts.env, trusted = opts.trusted,
+    http = [[lua_shared_dict imm_test 1m;
+  init_by_lua_block { require("handler").init() }]],
+    locations = [[location = /call { content_by_lua_block { require("handler").call() } }
+    location = /timer { content_by_lua_block { require("handler").timer() } }
+    location = /init { content_by_lua_block { require("handler").init_result() } }
+    location = /logphase {
+      content_by_lua_block { ngx.say("ok") }
+      log_by_lua_block { require("handler").log_phase() }
+    }
+    location = /headerphase {
+      content_by_lua_block { ngx.say("ok") }
+      header_filter_by_lua_block { require("handler").header_phase() }
+    }
+    location = /shared { content_by_lua_block { require("handler").shared() } }
+    location = /bindings { content_by_lua_block { require("imm_bindings").list() } }]],
+  }
 end
 
 return M
