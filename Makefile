@@ -97,7 +97,7 @@ unit: build
 	@$(MAKE) --no-print-directory build LUA=luajit BUILD=build/luajit EXTRA_CFLAGS= CFLAGS="-O2 -g"  # the nginx specs load it
 	@echo "imm: specs on $(LUA) $(SPEC_NOTE)"
 	@$(TEST_ENV) sh tools/run-specs.sh "$(LUA)$(if $(SPEC_NOTE),-$(word 2,$(SPEC_NOTE)))" \
-	  $(RUN_PREFIX) $(LUA) $(BUSTED) -o utfTerminal $(SPECS)
+	  $(RUN_PREFIX) $(LUA) $(BUSTED) -o utfTerminal $(BUSTED_ARGS) $(SPECS)
 
 ## docs: LDoc HTML in build/docs (LuaLS ---@ annotations are stripped for LDoc)
 docs:

@@ -15,12 +15,46 @@
 local pairs, getenv = pairs, os.getenv
 local Client = require "imm.client"
 local errors = require "imm.errors"
+local async = require "imm.async"
 
 local _M = {
   _VERSION = Client._VERSION,
   errors = errors,
   credentials = require "imm.credentials",
+  async = async,
 }
+
+--- Starts `fn(...)` as a task for non-blocking calls outside nginx: an
+-- `async = true` client used inside it yields instead of blocking, and
+-- `imm.poll` drives it. See `imm.async`.
+-- @tparam function fn
+-- @return the task (`task:done()`, `task:result()`, `task:cancel()`, `task:join()`)
+-- @usage local task = imm.spawn(function() return client:all_bindings{ ProjectName = "p" } end)
+---@param fn function
+---@return imm.Task
+function _M.spawn(fn, ...)
+  return async.spawn(fn, ...)
+end
+
+--- Drives every task: transfers move, tasks whose replies arrived resume.
+-- Never blocks longer than `timeout_ms` (default 0: not at all).
+-- @tparam[opt=0] number timeout_ms
+-- @return the number of tasks still running
+-- @usage while imm.poll(0) > 0 do draw_frame() end
+---@param timeout_ms number|nil
+---@return integer running
+function _M.poll(timeout_ms)
+  return async.poll(timeout_ms)
+end
+
+--- The sockets and the timeout the tasks wait on, for a host's own event
+-- loop: wait for one of them, then call `imm.poll(0)`.
+-- @return `{ {fd=, read=, write=}, ... }`, timeout in ms (-1: none)
+---@return { fd: integer, read: boolean, write: boolean }[] sockets
+---@return integer timeout_ms
+function _M.fds()
+  return async.fds()
+end
 
 --- Creates a client.
 -- @tparam table opts see the README ("Client options")

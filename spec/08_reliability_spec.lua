@@ -95,7 +95,7 @@ describe("reliability", function()
       local res, err = srv.client(opts or { max_retries = 0 }):list_bindings { ProjectName = "immtest" }
       local elapsed = core.monotonic() - t0
       assert.is_nil(res)
-      assert.equal(code, err.code)
+      assert.equal(code, err.code, tostring(err))
       return err, elapsed
     end
 

@@ -29,6 +29,7 @@
 #error "build with -DIMM_VERSION='\"x.y.z\"' (see the Makefile)"
 #endif
 #define HTTP_MT "imm.core.http"
+#define MULTI_MT "imm.core.multi"
 #define BOX_MT "imm.core.signbox"
 
 /* --- compat: a few macros for 5.1/LuaJIT, not a library ------------------ */
@@ -329,6 +330,7 @@ static const char *http_code(imm_http_status st) {
     case IMM_HTTP_ERESPONSE: return "InvalidResponse";
     case IMM_HTTP_EINVAL: return "InvalidParameter";
     case IMM_HTTP_ENOMEM: return "OutOfMemory";
+    case IMM_HTTP_ECANCELLED: return "Cancelled";
     default: return "HTTPError";
     }
 }
@@ -428,44 +430,35 @@ static void push_headers(lua_State *L, const imm_buf *block) {
     }
 }
 
-/* h:request(method, url, headers_array, body)
- *   -> status, body, headers  |  nil, code, message, status_or_nil */
-static int http_request(lua_State *L) {
-    http_ud *u = luaL_checkudata(L, 1, HTTP_MT);
-    imm_http_request req;
-    const char *stack_lines[32];
+/* Reads (method, url, header_lines, body) at stack slots base..base+3 into
+ * req. Header line pointers stay valid while the table is on the stack. */
+static void read_request(lua_State *L, int base, imm_http_request *req,
+                         const char **stack_lines, size_t nstack) {
     const char **lines = stack_lines;
     size_t n, i;
-    long status = 0;
-    imm_http_status st;
-    char err[320]; /* CURL_ERROR_SIZE (256) plus our prefix */
-
-    memset(&req, 0, sizeof req);
-    req.method = luaL_checkstring(L, 2);
-    req.url = luaL_checkstring(L, 3);
-    luaL_checktype(L, 4, LUA_TTABLE);
-    req.body = luaL_optlstring(L, 5, "", &req.body_len);
-    if (u->h == NULL) {
-        lua_pushnil(L);
-        lua_pushstring(L, "InvalidState");
-        lua_pushstring(L, "the HTTP handle is closed");
-        return 3;
-    }
-    n = compat_rawlen(L, 4);
-    if (n > sizeof stack_lines / sizeof stack_lines[0])
+    memset(req, 0, sizeof *req);
+    req->method = luaL_checkstring(L, base);
+    req->url = luaL_checkstring(L, base + 1);
+    luaL_checktype(L, base + 2, LUA_TTABLE);
+    req->body = luaL_optlstring(L, base + 3, "", &req->body_len);
+    n = compat_rawlen(L, base + 2);
+    if (n > nstack)
         lines = compat_newuserdata(L, n * sizeof *lines);
     for (i = 0; i < n; i++) {
-        lua_rawgeti(L, 4, (int)i + 1);
+        lua_rawgeti(L, base + 2, (int)i + 1);
         lines[i] = lua_tostring(L, -1);
         if (lines[i] == NULL)
-            return luaL_error(L, "imm.core: header lines must be strings");
+            luaL_error(L, "imm.core: header lines must be strings");
         lua_pop(L, 1); /* still referenced by the table */
     }
-    req.headers = lines;
-    req.nheaders = n;
-    err[0] = '\0';
-    /* No Lua runs until perform returns; the buffers stay owned by u->h. */
-    st = imm_http_perform(u->h, &req, &status, err, sizeof err);
+    req->headers = lines;
+    req->nheaders = n;
+}
+
+/* The results of an exchange:
+ *   status, body, headers  |  nil, code, message, status_or_nil, sent */
+static int push_outcome(lua_State *L, imm_http *h, imm_http_status st, long status, int sent,
+                        const char *err) {
     if (st != IMM_HTTP_OK) {
         lua_pushnil(L);
         lua_pushstring(L, http_code(st));
@@ -474,12 +467,229 @@ static int http_request(lua_State *L) {
             lua_pushinteger(L, (lua_Integer)status);
         else
             lua_pushnil(L);
-        return 4;
+        lua_pushboolean(L, sent);
+        return 5;
     }
     lua_pushinteger(L, (lua_Integer)status);
-    push_bytes(L, imm_http_body(u->h));
-    push_headers(L, imm_http_header_block(u->h));
+    push_bytes(L, imm_http_body(h));
+    push_headers(L, imm_http_header_block(h));
     return 3;
+}
+
+static int push_closed(lua_State *L, const char *what) {
+    lua_pushnil(L);
+    lua_pushstring(L, "InvalidState");
+    lua_pushfstring(L, "the %s is closed", what);
+    return 3;
+}
+
+/* h:request(method, url, headers_array, body) -> see push_outcome.
+ * Blocking: the same start/transfer/finish as the multi path, driven to
+ * completion on the handle's own multi. */
+static int http_request(lua_State *L) {
+    http_ud *u = luaL_checkudata(L, 1, HTTP_MT);
+    imm_http_request req;
+    const char *stack_lines[32];
+    long status = 0;
+    int sent = 0;
+    imm_http_status st;
+    char err[320]; /* CURL_ERROR_SIZE (256) plus our prefix */
+
+    read_request(L, 2, &req, stack_lines, sizeof stack_lines / sizeof stack_lines[0]);
+    if (u->h == NULL)
+        return push_closed(L, "HTTP handle");
+    err[0] = '\0';
+    /* No Lua runs until perform returns; the buffers stay owned by u->h. */
+    st = imm_http_perform(u->h, &req, &status, &sent, err, sizeof err);
+    return push_outcome(L, u->h, st, status, sent, err);
+}
+
+/* h:result() -> the outcome of a transfer the multi reported done (see
+ * push_outcome); nil, "InvalidState", msg when there is none. */
+static int http_result(lua_State *L) {
+    http_ud *u = luaL_checkudata(L, 1, HTTP_MT);
+    long status = 0;
+    int sent = 0;
+    imm_http_status st;
+    char err[320];
+    if (u->h == NULL)
+        return push_closed(L, "HTTP handle");
+    if (imm_http_state(u->h) != 2) {
+        lua_pushnil(L);
+        lua_pushstring(L, "InvalidState");
+        lua_pushstring(L, imm_http_state(u->h) == 1 ? "the transfer is still in flight"
+                                                    : "no transfer has finished");
+        return 3;
+    }
+    err[0] = '\0';
+    st = imm_http_finish(u->h, &status, &sent, err, sizeof err);
+    return push_outcome(L, u->h, st, status, sent, err);
+}
+
+/* --- multi: many transfers, driven by the caller's loop ---------------- */
+
+typedef struct multi_ud {
+    imm_multi *m; /* NULL once closed */
+} multi_ud;
+
+static int l_multi(lua_State *L) {
+    multi_ud *u = compat_newuserdata(L, sizeof *u);
+    char err[256];
+    u->m = NULL;
+    luaL_getmetatable(L, MULTI_MT);
+    lua_setmetatable(L, -2);
+    err[0] = '\0';
+    u->m = imm_multi_new(err, sizeof err);
+    if (u->m == NULL) {
+        lua_pushnil(L);
+        lua_pushstring(L, "HTTPError");
+        lua_pushstring(L, err);
+        return 3;
+    }
+    return 1;
+}
+
+static multi_ud *check_multi(lua_State *L) {
+    return luaL_checkudata(L, 1, MULTI_MT);
+}
+
+/* m:add(h, method, url, headers_array, body) -> id | nil, code, message.
+ * The caller keeps h referenced until the transfer is done or removed. */
+static int multi_add(lua_State *L) {
+    multi_ud *m = check_multi(L);
+    http_ud *u = luaL_checkudata(L, 2, HTTP_MT);
+    imm_http_request req;
+    const char *stack_lines[32];
+    imm_http_status st;
+    long id;
+    char err[320];
+    read_request(L, 3, &req, stack_lines, sizeof stack_lines / sizeof stack_lines[0]);
+    if (m->m == NULL)
+        return push_closed(L, "multi handle");
+    if (u->h == NULL)
+        return push_closed(L, "HTTP handle");
+    err[0] = '\0';
+    st = imm_http_start(u->h, &req, err, sizeof err);
+    if (st != IMM_HTTP_OK) {
+        lua_pushnil(L);
+        lua_pushstring(L, http_code(st));
+        lua_pushstring(L, err);
+        return 3;
+    }
+    id = imm_multi_add(m->m, u->h, err, sizeof err);
+    if (id == 0) {
+        /* give the started exchange back so the handle stays usable */
+        long status;
+        int sent;
+        char ignored[8];
+        imm_http_finish(u->h, &status, &sent, ignored, sizeof ignored);
+        lua_pushnil(L);
+        lua_pushstring(L, "HTTPError");
+        lua_pushstring(L, err);
+        return 3;
+    }
+    lua_pushinteger(L, (lua_Integer)id);
+    return 1;
+}
+
+/* m:remove(h): aborts h's transfer; h:result() then reports Cancelled. */
+static int multi_remove(lua_State *L) {
+    multi_ud *m = check_multi(L);
+    http_ud *u = luaL_checkudata(L, 2, HTTP_MT);
+    if (m->m != NULL && u->h != NULL)
+        imm_multi_remove(m->m, u->h);
+    return 0;
+}
+
+/* m:perform() -> running, {done ids} or nil | nil, code, message */
+static int multi_perform(lua_State *L) {
+    multi_ud *m = check_multi(L);
+    int running = 0, n = 0;
+    imm_http *h;
+    char err[256];
+    if (m->m == NULL)
+        return push_closed(L, "multi handle");
+    err[0] = '\0';
+    if (imm_multi_perform(m->m, &running, err, sizeof err) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, "HTTPError");
+        lua_pushstring(L, err);
+        return 3;
+    }
+    lua_pushinteger(L, running);
+    /* no table at all in the common case of nothing finished */
+    while ((h = imm_multi_next_done(m->m)) != NULL) {
+        if (n == 0)
+            lua_newtable(L);
+        lua_pushinteger(L, (lua_Integer)imm_http_id(h));
+        lua_rawseti(L, -2, ++n);
+    }
+    return n > 0 ? 2 : 1;
+}
+
+/* m:wait(ms) -> true | nil, code, message. Waits at most ms for socket
+ * activity or a libcurl timer. */
+static int multi_wait(lua_State *L) {
+    multi_ud *m = check_multi(L);
+    lua_Number ms = luaL_checknumber(L, 2);
+    char err[256];
+    if (m->m == NULL)
+        return push_closed(L, "multi handle");
+    if (ms > 86400000)
+        ms = 86400000;
+    err[0] = '\0';
+    if (imm_multi_wait(m->m, ms > 0 ? (int)ms : 0, err, sizeof err) != 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, "HTTPError");
+        lua_pushstring(L, err);
+        return 3;
+    }
+    lua_pushboolean(L, 1);
+    return 1;
+}
+
+/* m:timeout() -> ms libcurl wants to be called back within (-1: none) */
+static int multi_timeout(lua_State *L) {
+    multi_ud *m = check_multi(L);
+    lua_pushinteger(L, m->m != NULL ? (lua_Integer)imm_multi_timeout(m->m) : -1);
+    return 1;
+}
+
+static void push_socket(int fd, int rd, int wr, void *ud) {
+    lua_State *L = ud;
+    lua_createtable(L, 0, 3);
+    lua_pushinteger(L, fd);
+    lua_setfield(L, -2, "fd");
+    lua_pushboolean(L, rd);
+    lua_setfield(L, -2, "read");
+    lua_pushboolean(L, wr);
+    lua_setfield(L, -2, "write");
+    lua_rawseti(L, -2, (int)compat_rawlen(L, -2) + 1);
+}
+
+/* m:sockets() -> { {fd=, read=, write=}, ... } */
+static int multi_sockets(lua_State *L) {
+    multi_ud *m = check_multi(L);
+    lua_newtable(L);
+    if (m->m != NULL) {
+        luaL_checkstack(L, 4, "imm.core: sockets");
+        imm_multi_sockets(m->m, push_socket, L);
+    }
+    return 1;
+}
+
+/* m:count() -> transfers attached */
+static int multi_count(lua_State *L) {
+    multi_ud *m = check_multi(L);
+    lua_pushinteger(L, m->m != NULL ? imm_multi_count(m->m) : 0);
+    return 1;
+}
+
+static int multi_close(lua_State *L) {
+    multi_ud *m = check_multi(L);
+    imm_multi_free(m->m); /* detaches every handle still attached */
+    m->m = NULL;
+    return 0;
 }
 
 /* gunzip(data [, max_bytes]) -> decoded | nil, code, message */
@@ -511,7 +721,19 @@ static int l_backend(lua_State *L) {
 
 static const luaL_Reg http_methods[] = {
     {"request", http_request},
+    {"result", http_result},
     {"close", http_close},
+    {NULL, NULL}};
+
+static const luaL_Reg multi_methods[] = {
+    {"add", multi_add},
+    {"remove", multi_remove},
+    {"perform", multi_perform},
+    {"wait", multi_wait},
+    {"timeout", multi_timeout},
+    {"sockets", multi_sockets},
+    {"count", multi_count},
+    {"close", multi_close},
     {NULL, NULL}};
 
 static const luaL_Reg core_funcs[] = {
@@ -525,6 +747,7 @@ static const luaL_Reg core_funcs[] = {
     {"sleep", l_sleep},
     {"monotonic", l_monotonic},
     {"http", l_http},
+    {"multi", l_multi},
     {"gunzip", l_gunzip},
     {"backend", l_backend},
     {NULL, NULL}};
@@ -540,6 +763,16 @@ __attribute__((visibility("default"))) int luaopen_imm_core(lua_State *L) {
         lua_setfield(L, -2, "__close");
         lua_pushcfunction(L, http_tostring);
         lua_setfield(L, -2, "__tostring");
+    }
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, MULTI_MT)) {
+        lua_newtable(L);
+        compat_setfuncs(L, multi_methods);
+        lua_setfield(L, -2, "__index");
+        lua_pushcfunction(L, multi_close);
+        lua_setfield(L, -2, "__gc");
+        lua_pushcfunction(L, multi_close);
+        lua_setfield(L, -2, "__close");
     }
     lua_pop(L, 1);
     if (luaL_newmetatable(L, BOX_MT)) {

@@ -1,7 +1,9 @@
-/* imm_http.c - HTTP over a reused libcurl easy handle; see imm_http.h. */
+/* imm_http.c - HTTP over reused libcurl easy handles, always through the
+ * multi interface; see imm_http.h. */
 #include "imm_http.h"
 
 #include <pthread.h>
+#include <sys/select.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -17,13 +19,32 @@ struct imm_http {
     size_t max_body;
     int too_large;              /* set by the write callback when over cap */
     char errbuf[CURL_ERROR_SIZE];
+    struct curl_slist *req_headers; /* this exchange's header list, libcurl reads it */
+    int state;                  /* 0 idle, 1 attached, 2 done awaiting finish */
+    CURLcode rc;                /* the transfer's outcome once done */
+    long id;
+    imm_multi *multi;           /* attached to, or NULL */
+    imm_multi *own;             /* private multi for blocking calls, made on first use */
+    imm_http *prev, *next;      /* in multi->attached */
+};
+
+struct imm_multi {
+    CURLM *m;
+    imm_http *attached;         /* every handle added and not yet removed */
+    int count;
+    long next_id;
 };
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static CURLcode global_rc = CURLE_FAILED_INIT;
 
+/* curl_version() rewrites one static buffer on every call, so it is read
+ * once here, under the same once-only guard, and the copy is shared. */
+static char backend_version[256];
+
 static void global_init(void) {
     global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+    snprintf(backend_version, sizeof backend_version, "%s", curl_version());
 }
 
 #define SET_ERR(...)                                    \
@@ -86,6 +107,7 @@ imm_http *imm_http_new(const imm_http_options *opt, char *err, size_t errlen) {
     } while (0)
     /* NOSIGNAL: never let libcurl touch signals in a host program. */
     OPT(CURLOPT_NOSIGNAL, 1L);
+    OPT(CURLOPT_PRIVATE, (void *)h); /* the multi maps finished transfers back */
     OPT(CURLOPT_ERRORBUFFER, h->errbuf);
     OPT(CURLOPT_WRITEFUNCTION, on_body);
     OPT(CURLOPT_WRITEDATA, h);
@@ -114,11 +136,16 @@ imm_http *imm_http_new(const imm_http_options *opt, char *err, size_t errlen) {
     return h;
 }
 
+static void detach(imm_http *h);
+
 void imm_http_free(imm_http *h) {
     if (h == NULL)
         return;
+    detach(h);
+    imm_multi_free(h->own);
     if (h->curl != NULL)
         curl_easy_cleanup(h->curl);
+    curl_slist_free_all(h->req_headers);
     imm_buf_free(&h->body);
     imm_buf_free(&h->headers);
     free(h);
@@ -161,6 +188,8 @@ static imm_http_status classify(CURLcode rc, int too_large) {
         return IMM_HTTP_ERESPONSE;
     case CURLE_OUT_OF_MEMORY:
         return IMM_HTTP_ENOMEM;
+    case CURLE_ABORTED_BY_CALLBACK: /* imm_multi_remove mid-transfer */
+        return IMM_HTTP_ECANCELLED;
     case CURLE_URL_MALFORMAT:
     case CURLE_UNSUPPORTED_PROTOCOL:
         return IMM_HTTP_EINVAL;
@@ -169,19 +198,20 @@ static imm_http_status classify(CURLcode rc, int too_large) {
     }
 }
 
-imm_http_status imm_http_perform(imm_http *h, const imm_http_request *req,
-                                 long *status, char *err, size_t errlen) {
+imm_http_status imm_http_start(imm_http *h, const imm_http_request *req, char *err, size_t errlen) {
     struct curl_slist *list = NULL, *tmp;
-    CURLcode rc;
-    imm_http_status st;
     size_t i;
     int is_post = strcmp(req->method, "POST") == 0;
 
-    *status = 0;
+    if (h->state != 0) {
+        SET_ERR("the HTTP handle is busy with another transfer");
+        return IMM_HTTP_EINVAL;
+    }
     imm_buf_clear(&h->body);
     imm_buf_clear(&h->headers);
     h->too_large = 0;
     h->errbuf[0] = '\0';
+    h->rc = CURLE_OK;
 
     for (i = 0; i < req->nheaders; i++) {
         const char *line = req->headers[i];
@@ -208,38 +238,269 @@ imm_http_status imm_http_perform(imm_http *h, const imm_http_request *req,
         goto nomem;
     list = tmp;
 
-    curl_easy_setopt(h->curl, CURLOPT_URL, req->url);
+    /* libcurl copies the URL and (COPYPOSTFIELDS) the body, so the caller's
+     * strings may go away while a non-blocking transfer is in flight. */
+    if (curl_easy_setopt(h->curl, CURLOPT_URL, req->url) != CURLE_OK)
+        goto nomem;
     curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, list);
+    h->req_headers = list;
     if (is_post) {
         curl_easy_setopt(h->curl, CURLOPT_POST, 1L);
         curl_easy_setopt(h->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
-        curl_easy_setopt(h->curl, CURLOPT_POSTFIELDS, req->body_len ? req->body : "");
+        if (curl_easy_setopt(h->curl, CURLOPT_COPYPOSTFIELDS, req->body_len ? req->body : "") != CURLE_OK) {
+            curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, NULL);
+            h->req_headers = NULL;
+            goto nomem;
+        }
         curl_easy_setopt(h->curl, CURLOPT_CUSTOMREQUEST, NULL);
     } else {
         curl_easy_setopt(h->curl, CURLOPT_HTTPGET, 1L);
         curl_easy_setopt(h->curl, CURLOPT_CUSTOMREQUEST,
                          strcmp(req->method, "GET") == 0 ? NULL : req->method);
     }
-
-    rc = curl_easy_perform(h->curl);
-    curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, status);
-    /* Drop the references to this call's memory before returning. */
-    curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, NULL);
-    curl_easy_setopt(h->curl, CURLOPT_POSTFIELDS, NULL);
-    curl_slist_free_all(list);
-
-    st = classify(rc, h->too_large);
-    if (st != IMM_HTTP_OK) {
-        if (h->too_large)
-            SET_ERR("response body exceeds max_response_bytes (%zu)", h->max_body);
-        else
-            SET_ERR("%s", h->errbuf[0] ? h->errbuf : curl_easy_strerror(rc));
-    }
-    return st;
+    return IMM_HTTP_OK;
 nomem:
     curl_slist_free_all(list);
     SET_ERR("out of memory");
     return IMM_HTTP_ENOMEM;
+}
+
+imm_http_status imm_http_finish(imm_http *h, long *status, int *sent, char *err, size_t errlen) {
+    imm_http_status st;
+    curl_off_t req_size = 0;
+    *status = 0;
+    *sent = 0;
+    curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, status);
+    /* Any request byte written means the service may have acted on it. */
+    {
+        long n = 0;
+        curl_easy_getinfo(h->curl, CURLINFO_REQUEST_SIZE, &n);
+        req_size = n;
+    }
+    *sent = req_size > 0 || *status > 0;
+    /* Drop the references to this exchange's memory. */
+    curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, NULL);
+    curl_slist_free_all(h->req_headers);
+    h->req_headers = NULL;
+    h->state = 0;
+
+    st = classify(h->rc, h->too_large);
+    /* "unsupported protocol" once the request went out is the reply's
+     * fault (an HTTP/0.9 answer, say, on a connection a broken server left
+     * with extra bytes), not the caller's. */
+    if (st == IMM_HTTP_EINVAL && *sent)
+        st = IMM_HTTP_ERESPONSE;
+    if (st != IMM_HTTP_OK) {
+        if (h->too_large)
+            SET_ERR("response body exceeds max_response_bytes (%zu)", h->max_body);
+        else
+            SET_ERR("%s", h->errbuf[0] ? h->errbuf : curl_easy_strerror(h->rc));
+    }
+    return st;
+}
+
+imm_http_status imm_http_perform(imm_http *h, const imm_http_request *req,
+                                 long *status, int *sent, char *err, size_t errlen) {
+    imm_http_status st;
+    int running = 1;
+    *status = 0;
+    *sent = 0;
+    if (h->own == NULL && (h->own = imm_multi_new(err, errlen)) == NULL)
+        return IMM_HTTP_ENOMEM;
+    st = imm_http_start(h, req, err, errlen);
+    if (st != IMM_HTTP_OK)
+        return st;
+    if (imm_multi_add(h->own, h, err, errlen) == 0) {
+        curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, NULL);
+        curl_slist_free_all(h->req_headers);
+        h->req_headers = NULL;
+        return IMM_HTTP_EOTHER;
+    }
+    /* The blocking call is the non-blocking one driven to completion:
+     * libcurl's timeouts end it, so this loop always terminates. */
+    while (h->state == 1) {
+        if (imm_multi_perform(h->own, &running, err, errlen) != 0)
+            break;
+        if (imm_multi_next_done(h->own) == h || h->state != 1)
+            break;
+        if (imm_multi_wait(h->own, 1000, err, errlen) != 0)
+            break;
+    }
+    if (h->state == 1) { /* the multi itself failed: abort, report it */
+        char keep[CURL_ERROR_SIZE];
+        snprintf(keep, sizeof keep, "%s", err != NULL ? err : "");
+        imm_multi_remove(h->own, h);
+        imm_http_finish(h, status, sent, NULL, 0);
+        SET_ERR("%s", keep);
+        return IMM_HTTP_EOTHER;
+    }
+    return imm_http_finish(h, status, sent, err, errlen);
+}
+
+int imm_http_state(const imm_http *h) {
+    return h->state;
+}
+
+long imm_http_id(const imm_http *h) {
+    return h->id;
+}
+
+/* --- the multi -------------------------------------------------------- */
+
+imm_multi *imm_multi_new(char *err, size_t errlen) {
+    imm_multi *m;
+    pthread_once(&global_once, global_init);
+    if (global_rc != CURLE_OK) {
+        SET_ERR("curl_global_init failed: %s", curl_easy_strerror(global_rc));
+        return NULL;
+    }
+    m = calloc(1, sizeof *m);
+    if (m == NULL || (m->m = curl_multi_init()) == NULL) {
+        free(m);
+        SET_ERR("curl_multi_init failed");
+        return NULL;
+    }
+    return m;
+}
+
+/* Unlinks h from its multi without touching its state. */
+static void detach(imm_http *h) {
+    imm_multi *m = h->multi;
+    if (m == NULL)
+        return;
+    curl_multi_remove_handle(m->m, h->curl);
+    if (h->prev != NULL)
+        h->prev->next = h->next;
+    else
+        m->attached = h->next;
+    if (h->next != NULL)
+        h->next->prev = h->prev;
+    h->prev = h->next = NULL;
+    h->multi = NULL;
+    m->count--;
+}
+
+void imm_multi_free(imm_multi *m) {
+    if (m == NULL)
+        return;
+    while (m->attached != NULL) {
+        imm_http *h = m->attached;
+        detach(h);
+        if (h->state == 1) { /* aborted: finish reports it as cancelled */
+            h->rc = CURLE_ABORTED_BY_CALLBACK;
+            h->state = 2;
+        }
+    }
+    curl_multi_cleanup(m->m);
+    free(m);
+}
+
+long imm_multi_add(imm_multi *m, imm_http *h, char *err, size_t errlen) {
+    CURLMcode mc;
+    if (h->multi != NULL || h->state != 0) {
+        SET_ERR("the HTTP handle is busy with another transfer");
+        return 0;
+    }
+    mc = curl_multi_add_handle(m->m, h->curl);
+    if (mc != CURLM_OK) {
+        SET_ERR("curl_multi_add_handle: %s", curl_multi_strerror(mc));
+        return 0;
+    }
+    h->multi = m;
+    h->prev = NULL;
+    h->next = m->attached;
+    if (m->attached != NULL)
+        m->attached->prev = h;
+    m->attached = h;
+    m->count++;
+    h->state = 1;
+    /* ids only need to tell in-flight transfers apart; wrap long before
+     * they could collide */
+    if (++m->next_id <= 0 || m->next_id > 0x3fffffffL)
+        m->next_id = 1;
+    h->id = m->next_id;
+    return h->id;
+}
+
+void imm_multi_remove(imm_multi *m, imm_http *h) {
+    if (h->multi != m)
+        return;
+    detach(h);
+    if (h->state == 1) {
+        h->rc = CURLE_ABORTED_BY_CALLBACK;
+        snprintf(h->errbuf, sizeof h->errbuf, "transfer cancelled");
+        h->state = 2;
+    }
+}
+
+int imm_multi_perform(imm_multi *m, int *running, char *err, size_t errlen) {
+    CURLMcode mc = curl_multi_perform(m->m, running);
+    if (mc != CURLM_OK) {
+        SET_ERR("curl_multi_perform: %s", curl_multi_strerror(mc));
+        return -1;
+    }
+    return 0;
+}
+
+imm_http *imm_multi_next_done(imm_multi *m) {
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(m->m, &left)) != NULL) {
+        imm_http *h = NULL;
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&h);
+        if (h == NULL || h->multi != m)
+            continue;
+        h->rc = msg->data.result; /* read before detach invalidates msg */
+        detach(h);
+        h->state = 2;
+        return h;
+    }
+    return NULL;
+}
+
+int imm_multi_wait(imm_multi *m, int timeout_ms, char *err, size_t errlen) {
+    CURLMcode mc;
+    if (timeout_ms <= 0)
+        return 0;
+    mc = curl_multi_poll(m->m, NULL, 0, timeout_ms, NULL);
+    if (mc != CURLM_OK) {
+        SET_ERR("curl_multi_poll: %s", curl_multi_strerror(mc));
+        return -1;
+    }
+    return 0;
+}
+
+long imm_multi_timeout(imm_multi *m) {
+    long ms = -1;
+    if (curl_multi_timeout(m->m, &ms) != CURLM_OK)
+        return -1;
+    return ms;
+}
+
+int imm_multi_sockets(imm_multi *m, void (*fn)(int fd, int rd, int wr, void *ud), void *ud) {
+    fd_set r, w, x;
+    int maxfd = -1, fd, n = 0;
+    FD_ZERO(&r);
+    FD_ZERO(&w);
+    FD_ZERO(&x);
+    /* fd_set limits this to descriptors below FD_SETSIZE, which libcurl
+     * skips itself; hosts with more open files drive imm_multi_wait. */
+    if (curl_multi_fdset(m->m, &r, &w, &x, &maxfd) != CURLM_OK)
+        return -1;
+    for (fd = 0; fd <= maxfd; fd++) {
+        int rd = FD_ISSET(fd, &r), wr = FD_ISSET(fd, &w);
+        if (rd || wr || FD_ISSET(fd, &x)) {
+            fn(fd, rd != 0, wr != 0, ud);
+            n++;
+        }
+    }
+    return n;
+}
+
+int imm_multi_count(const imm_multi *m) {
+    return m->count;
 }
 
 const imm_buf *imm_http_body(const imm_http *h) {
@@ -346,5 +607,6 @@ imm_http_status imm_http_gunzip(const char *in, size_t n, size_t max_out, imm_bu
 }
 
 const char *imm_http_backend_version(void) {
-    return curl_version();
+    pthread_once(&global_once, global_init);
+    return backend_version;
 }

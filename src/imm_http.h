@@ -1,19 +1,28 @@
 /*
- * imm_http.h - one blocking HTTP/1.1 exchange at a time over a reused libcurl
- * easy handle. No Lua, no JSON: bytes in, status + headers + body out.
+ * imm_http.h - HTTP/1.1 exchanges over reused libcurl easy handles, all
+ * driven through libcurl's multi interface. No Lua, no JSON: bytes in,
+ * status + headers + body out.
  *
- * Why one reused handle per client: libcurl keeps the connection and the TLS
- * session in the easy handle, so keep-alive and session resumption carry over
- * between calls for free.
+ * One HTTP path: an exchange is always imm_http_start(), then transfer on an
+ * imm_multi, then imm_http_finish(). A blocking call (imm_http_perform) is
+ * that same sequence driven to completion on the handle's own private multi;
+ * the non-blocking mode attaches many handles to one shared multi that the
+ * host's frame loop drives (imm_multi_perform / imm_multi_wait).
+ *
+ * Why reused handles: libcurl keeps the TLS session in the easy handle and
+ * the connections in the multi handle, so keep-alive and session resumption
+ * carry over between calls for free.
  *
  * Ownership: imm_http_new() returns a handle that the caller releases with
- * imm_http_free() (safe on NULL). The response buffers are owned by the
- * handle, are valid until the next imm_http_perform() or imm_http_free(),
- * and are never touched by libcurl after perform returns.
+ * imm_http_free() (safe on NULL; it detaches the handle from its multi). The
+ * response buffers are owned by the handle, are valid until the next start
+ * or imm_http_free(), and are never touched by libcurl after the transfer
+ * is done. imm_multi_free() detaches every handle still attached.
  *
- * Thread safety: a handle belongs to one thread at a time. Different handles
- * may be used on different threads at once; global libcurl initialisation
- * happens once, under pthread_once.
+ * Thread safety: a handle and a multi belong to one thread at a time.
+ * Different handles and multis may be used on different threads at once;
+ * global libcurl initialisation happens once, under pthread_once. There is no
+ * other mutable global state.
  */
 #ifndef IMM_HTTP_H
 #define IMM_HTTP_H
@@ -31,6 +40,7 @@ typedef enum imm_http_status {
     IMM_HTTP_ERESPONSE,   /* truncated, bad encoding, too large: InvalidResponse */
     IMM_HTTP_EINVAL,      /* bad request input (CR/LF in a header...): InvalidParameter */
     IMM_HTTP_ENOMEM,
+    IMM_HTTP_ECANCELLED,  /* removed from its multi mid-transfer: Cancelled */
     IMM_HTTP_EOTHER
 } imm_http_status;
 
@@ -46,6 +56,7 @@ typedef struct imm_http_options {
 } imm_http_options;
 
 typedef struct imm_http imm_http;
+typedef struct imm_multi imm_multi;
 
 imm_http *imm_http_new(const imm_http_options *opt, char *err, size_t errlen);
 void imm_http_free(imm_http *h);
@@ -59,11 +70,53 @@ typedef struct imm_http_request {
     size_t body_len;
 } imm_http_request;
 
-/* Performs one exchange. Returns IMM_HTTP_OK when a complete response was
- * received, whatever its status code. On failure the message goes to err,
- * and *status still holds the HTTP status when one had been received. */
+/* Performs one exchange, blocking: start, then the handle's own multi
+ * driven to completion, then finish. Returns IMM_HTTP_OK when a complete
+ * response was received, whatever its status code. On failure the message
+ * goes to err, *status still holds the HTTP status when one had been
+ * received, and *sent says whether any request byte reached the network
+ * (0 means a retry cannot repeat a side effect). */
 imm_http_status imm_http_perform(imm_http *h, const imm_http_request *req,
-                                 long *status, char *err, size_t errlen);
+                                 long *status, int *sent, char *err, size_t errlen);
+
+/* The two halves of an exchange, for the non-blocking mode.
+ * imm_http_start() prepares the handle for req (copying everything it needs,
+ * so req may be freed at once); the handle is then added to a multi.
+ * imm_http_finish() reads the outcome once the multi reports it done (or
+ * after imm_multi_remove), with the same results as imm_http_perform. */
+imm_http_status imm_http_start(imm_http *h, const imm_http_request *req, char *err, size_t errlen);
+imm_http_status imm_http_finish(imm_http *h, long *status, int *sent, char *err, size_t errlen);
+
+/* 1 while the handle is attached to a multi, 2 when its transfer is done
+ * and awaits imm_http_finish, 0 when idle. */
+int imm_http_state(const imm_http *h);
+/* An id unique within the handle's multi, set by imm_multi_add. */
+long imm_http_id(const imm_http *h);
+
+/* --- the multi: many transfers at once, driven by the caller ----------- */
+imm_multi *imm_multi_new(char *err, size_t errlen);
+void imm_multi_free(imm_multi *m);
+/* Attaches a started handle; returns its id (> 0), or 0 with err set. */
+long imm_multi_add(imm_multi *m, imm_http *h, char *err, size_t errlen);
+/* Detaches a handle, aborting its transfer (cancellation). */
+void imm_multi_remove(imm_multi *m, imm_http *h);
+/* Moves every transfer as far as it goes without waiting; *running gets the
+ * number still in flight. Returns 0, or -1 with err set. */
+int imm_multi_perform(imm_multi *m, int *running, char *err, size_t errlen);
+/* The next handle whose transfer is done (detached, awaiting finish), or
+ * NULL when there is none. */
+imm_http *imm_multi_next_done(imm_multi *m);
+/* Waits at most timeout_ms for activity on the transfers' sockets (or
+ * libcurl's own timers); 0 returns at once. */
+int imm_multi_wait(imm_multi *m, int timeout_ms, char *err, size_t errlen);
+/* The longest a caller may wait before calling imm_multi_perform, in ms
+ * (-1: no timer set). */
+long imm_multi_timeout(imm_multi *m);
+/* The sockets libcurl waits on: calls fn(fd, want_read, want_write, ud)
+ * for each. For hosts that run their own event loop. */
+int imm_multi_sockets(imm_multi *m, void (*fn)(int fd, int rd, int wr, void *ud), void *ud);
+/* Handles attached now. */
+int imm_multi_count(const imm_multi *m);
 
 /* The last response's body and raw header block (of the final response,
  * after any 1xx). Owned by the handle. */

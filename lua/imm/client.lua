@@ -64,6 +64,8 @@ local OPTIONS = {
   ca_file = "string", insecure = "boolean",
   user_agent = "string",
   max_response_bytes = "number",
+  -- true: inside an imm task (imm.spawn), calls yield instead of blocking
+  async = "boolean",
   transport = { string = true, table = true, ["function"] = true },
   decoder = { string = true, ["function"] = true },
   -- true (or IMM_DEBUG=1) prints each canonical request and string to sign,
@@ -208,10 +210,14 @@ function Client.new(opts)
   if dbg == nil and os.getenv("IMM_DEBUG") == "1" then dbg = true end
   self.debug = log.debug_sink(dbg)
 
+  if opts.async and transport.resolve(opts.transport) ~= "curl" then
+    return nil, errors.invalid("async = true needs the curl transport (inside nginx, "
+      .. "calls never block: leave async unset there)")
+  end
   self.transport, err = transport.open(opts.transport, {
     connect_timeout = connect_timeout, timeout = timeout,
     ca_file = opts.ca_file, insecure = opts.insecure,
-    user_agent = ua, max_response_bytes = max_bytes,
+    user_agent = ua, max_response_bytes = max_bytes, async = opts.async,
   })
   if not self.transport then return nil, err end
   if opts.insecure then

@@ -50,6 +50,8 @@ _M.codes = {
   NoCredentials = "NoCredentials",         -- no provider yielded credentials
   UnsupportedPhase = "UnsupportedPhase",   -- inside nginx, in a phase without cosockets
   InvalidConfiguration = "InvalidConfiguration", -- a broken credentials file (err.file, err.line)
+  Cancelled = "Cancelled",                 -- the async task was cancelled (task:cancel())
+  TaskError = "TaskError",                 -- an async task raised an error or yielded across imm
 }
 
 -- Transport failures that are safe to repeat for a read-only call.

@@ -14,6 +14,7 @@ local floor, min = math.floor, math.min
 local co_create, co_resume, co_yield, co_status = coroutine.create, coroutine.resume,
   coroutine.yield, coroutine.status
 local errors = require "imm.errors"
+local WAIT = require("imm.async").WAIT
 local operations = require "imm.operations"
 
 local _M = {}
@@ -69,6 +70,11 @@ local function iterator(body)
   return function()
     if co_status(co) == "dead" then return nil end
     local ok, a, b = co_resume(co)
+    -- An async client inside an imm task waits by yielding WAIT: pass it up
+    -- to the task and its answer back down.
+    while ok and a == WAIT and co_status(co) == "suspended" do
+      ok, a, b = co_resume(co, co_yield(a, b))
+    end
     if not ok then error(a, 0) end  -- a bug, not a run-time failure
     return a, b
   end
