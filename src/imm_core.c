@@ -428,8 +428,10 @@ static void push_headers(lua_State *L, const imm_buf *block) {
     }
 }
 
-/* h:request(method, url, headers_array, body)
- *   -> status, body, headers  |  nil, code, message, status_or_nil */
+/* h:request(method, url, headers_array, body [, fresh])
+ *   -> status, body, headers  |  nil, code, message, status_or_nil, sent
+ * fresh: use a new connection (for requests that must not be sent twice).
+ * sent is false only when no request byte reached a connection. */
 static int http_request(lua_State *L) {
     http_ud *u = luaL_checkudata(L, 1, HTTP_MT);
     imm_http_request req;
@@ -445,6 +447,7 @@ static int http_request(lua_State *L) {
     req.url = luaL_checkstring(L, 3);
     luaL_checktype(L, 4, LUA_TTABLE);
     req.body = luaL_optlstring(L, 5, "", &req.body_len);
+    req.fresh_connect = lua_toboolean(L, 6);
     if (u->h == NULL) {
         lua_pushnil(L);
         lua_pushstring(L, "InvalidState");
@@ -474,7 +477,8 @@ static int http_request(lua_State *L) {
             lua_pushinteger(L, (lua_Integer)status);
         else
             lua_pushnil(L);
-        return 4;
+        lua_pushboolean(L, imm_http_request_sent(u->h));
+        return 5;
     }
     lua_pushinteger(L, (lua_Integer)status);
     push_bytes(L, imm_http_body(u->h));

@@ -16,6 +16,7 @@ struct imm_http {
     imm_buf headers;
     size_t max_body;
     int too_large;              /* set by the write callback when over cap */
+    int sent;                   /* the last perform wrote request bytes to a connection */
     char errbuf[CURL_ERROR_SIZE];
 };
 
@@ -178,6 +179,7 @@ imm_http_status imm_http_perform(imm_http *h, const imm_http_request *req,
     int is_post = strcmp(req->method, "POST") == 0;
 
     *status = 0;
+    h->sent = 0;
     imm_buf_clear(&h->body);
     imm_buf_clear(&h->headers);
     h->too_large = 0;
@@ -209,6 +211,7 @@ imm_http_status imm_http_perform(imm_http *h, const imm_http_request *req,
     list = tmp;
 
     curl_easy_setopt(h->curl, CURLOPT_URL, req->url);
+    curl_easy_setopt(h->curl, CURLOPT_FRESH_CONNECT, req->fresh_connect ? 1L : 0L);
     curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, list);
     if (is_post) {
         curl_easy_setopt(h->curl, CURLOPT_POST, 1L);
@@ -223,6 +226,13 @@ imm_http_status imm_http_perform(imm_http *h, const imm_http_request *req,
 
     rc = curl_easy_perform(h->curl);
     curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, status);
+    {
+        /* libcurl counts request bytes once they were written to a socket;
+         * zero means the exchange failed before (DNS, connect, TLS). */
+        long request_size = 0;
+        h->sent = curl_easy_getinfo(h->curl, CURLINFO_REQUEST_SIZE, &request_size) != CURLE_OK ||
+                  request_size > 0;
+    }
     /* Drop the references to this call's memory before returning. */
     curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, NULL);
     curl_easy_setopt(h->curl, CURLOPT_POSTFIELDS, NULL);
@@ -240,6 +250,10 @@ nomem:
     curl_slist_free_all(list);
     SET_ERR("out of memory");
     return IMM_HTTP_ENOMEM;
+}
+
+int imm_http_request_sent(const imm_http *h) {
+    return h->sent;
 }
 
 const imm_buf *imm_http_body(const imm_http *h) {

@@ -57,6 +57,10 @@ typedef struct imm_http_request {
     size_t nheaders;
     const char *body;            /* may be NULL when body_len is 0 */
     size_t body_len;
+    int fresh_connect;           /* 1: open a new connection for this request. libcurl
+                                  * sends a request again by itself when a reused
+                                  * connection dies before any reply; on a fresh one it
+                                  * never does, so a non-idempotent request goes out once */
 } imm_http_request;
 
 /* Performs one exchange. Returns IMM_HTTP_OK when a complete response was
@@ -64,6 +68,13 @@ typedef struct imm_http_request {
  * and *status still holds the HTTP status when one had been received. */
 imm_http_status imm_http_perform(imm_http *h, const imm_http_request *req,
                                  long *status, char *err, size_t errlen);
+
+/* Did the last imm_http_perform() write any of the request to a connection?
+ * 0 only when it certainly did not (it failed resolving, connecting or in the
+ * TLS handshake), so the service cannot have seen the request and repeating
+ * it is safe even for an action that changes something. 1 otherwise, also
+ * when the request may only partly have gone out. */
+int imm_http_request_sent(const imm_http *h);
 
 /* The last response's body and raw header block (of the final response,
  * after any 1xx). Owned by the handle. */

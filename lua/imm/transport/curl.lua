@@ -2,9 +2,14 @@
 -- and TLS sessions carry over between calls. Blocking; used outside nginx.
 --
 -- Transport interface (what any transport implements):
---   `t:request{ method, url, headers = { name = value }, body }`
+--   `t:request{ method, url, headers = { name = value }, body, fresh }`
+--     (`fresh`: send on a new connection, never on a reused one, so that
+--     nothing sends the request a second time by itself)
 --     -> `{ status = n, headers = { lower-name = value }, body = "..." }`
---     or `nil, err` (an imm error: ConnectionFailed, Timeout, TLSError, ...)
+--     or `nil, err` (an imm error: ConnectionFailed, Timeout, TLSError, ...);
+--     `err.sent == false` says no byte of the request reached a connection
+--     (DNS, connect or TLS failed), so the service cannot have seen it and
+--     even a mutation may be sent again. Any other value means "maybe seen".
 --   `t:sleep(seconds)` waits between retries
 --   `t:close()` releases the connection; safe to call twice
 -- @module imm.transport.curl
@@ -36,7 +41,7 @@ function _M.new(opts)
 end
 
 --- Sends one request on the reused handle.
--- @tparam table req `{ method, url, headers = { name = value }, body }`
+-- @tparam table req `{ method, url, headers = { name = value }, body, fresh }`
 -- @return `{ status, headers, body }`, or nil, err
 function _M:request(req)
   local lines, n = {}, 0
@@ -44,9 +49,9 @@ function _M:request(req)
     n = n + 1
     lines[n] = k .. ": " .. v
   end
-  local status, body, headers, st = self.handle:request(req.method, req.url, lines, req.body)
+  local status, body, headers, st, sent = self.handle:request(req.method, req.url, lines, req.body, req.fresh)
   if not status then
-    return nil, errors.new(body, headers, { status = st })
+    return nil, errors.new(body, headers, { status = st, sent = sent })
   end
   return { status = status, body = body, headers = headers }
 end
