@@ -59,6 +59,7 @@ describe("OpenResty (ngx_lua cosockets)", function()
   end)
 
   it("runs the binding lifecycle, waiting with ngx.sleep and sending mutations on fresh connections", function()
+    srv.control("POST", "settings", { binding_start_delay = 1 })
     local r = call("/call", { port = srv.port, mode = "lifecycle", dataset = "photos-2024",
       uri = "oss://ngx-lifecycle/" })
     assert.is_nil(r.err)

@@ -106,6 +106,8 @@ describe("examples", function()
 
   it("binding_lifecycle.lua walks one binding through its states", function()
     srv.reset()
+    -- long enough that a loaded machine still sees Ready right after creating
+    srv.control("POST", "settings", { binding_start_delay = 1 })
     local uri = "oss://example-lifecycle/in/"
     local out, rc = run("binding_lifecycle.lua", "immtest", "photos-2024", uri)
     assert.equal(0, rc, out)

@@ -50,10 +50,13 @@ describe("binding lifecycle", function()
   end
 
   it("runs create, wait for Running, stop, resume and delete, listing after each step", function()
+    -- a start delay long enough that a loaded machine still sees Ready first
+    srv.control("POST", "settings", { binding_start_delay = 1 })
     local c = srv.client {}
     local k = key()
     assert.is_nil(listed_state(c, k.URI))
 
+    local created = core.monotonic()
     local res = assert(c:create_binding(k))
     assert.equal("Ready", res.Binding.State)
     assert.equal(k.URI, res.Binding.URI)
@@ -62,12 +65,11 @@ describe("binding lifecycle", function()
     assert.equal("Ready", listed_state(c, k.URI))
 
     srv.control("DELETE", "log")
-    local started = core.monotonic()
     local b = assert(c:wait_binding(k, { state = "Running", timeout = 10, interval = 0.1 }))
     assert.equal("Running", b.State)
     assert.equal("FullScanning", b.Phase)
-    -- the server's start delay is 0.3 s: the first polls saw Ready
-    assert.is_true(core.monotonic() - started >= 0.2)
+    -- it returned once the binding had turned Running, not before
+    assert.is_true(core.monotonic() - created >= 0.95)
     local polls = logged("GetBinding")
     assert.is_true(#polls >= 2, "polls: " .. #polls)
     assert.equal("Running", listed_state(c, k.URI))
@@ -249,7 +251,7 @@ describe("binding lifecycle", function()
       assert.equal("WaitTimeout", err.code)
       assert.equal("Ready", err.binding.State)
       assert.equal("Ready", err.state)
-      assert.is_true(took >= 0.5 and took < 3, "took " .. took)
+      assert.is_true(took >= 0.5 and took < 5, "took " .. took)
       assert.is_true(#slept >= 2, "sleeps: " .. #slept)
       local total = 0
       for _, s in ipairs(slept) do
