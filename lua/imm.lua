@@ -118,10 +118,96 @@ function _M.list_bindings(params)
 end
 
 --- @return res, or nil, err
-function _M.call(action, params)
+---@param action string
+---@param params table|nil
+---@param opts imm.CallOptions|nil
+---@return table|nil res
+---@return imm.Error|nil err
+function _M.call(action, params, opts)
   local c, err = default()
   if not c then return nil, err end
-  return c:call(action, params)
+  return c:call(action, params, opts)
+end
+
+--- @return res, or nil, err (see `imm.client:create_binding`)
+---@param params imm.BindingParams
+---@return imm.CreateBindingResponse|nil res
+---@return imm.Error|nil err
+function _M.create_binding(params)
+  local c, err = default()
+  if not c then return nil, err end
+  return c:create_binding(params)
+end
+
+--- @return the binding, or nil, err
+---@param params imm.BindingParams
+---@return imm.Binding|nil binding
+---@return imm.Error|nil err
+function _M.get_binding(params)
+  local c, err = default()
+  if not c then return nil, err end
+  return c:get_binding(params)
+end
+
+--- @return res, or nil, err
+---@param params imm.StopBindingParams
+---@return { RequestId: string }|nil res
+---@return imm.Error|nil err
+function _M.stop_binding(params)
+  local c, err = default()
+  if not c then return nil, err end
+  return c:stop_binding(params)
+end
+
+--- @return res, or nil, err
+---@param params imm.BindingParams
+---@return { RequestId: string }|nil res
+---@return imm.Error|nil err
+function _M.resume_binding(params)
+  local c, err = default()
+  if not c then return nil, err end
+  return c:resume_binding(params)
+end
+
+--- @return res, or nil, err
+---@param params imm.BindingParams
+---@return { RequestId: string }|nil res
+---@return imm.Error|nil err
+function _M.delete_binding(params)
+  local c, err = default()
+  if not c then return nil, err end
+  return c:delete_binding(params)
+end
+
+--- @return the binding, or nil, err (see `imm.client:wait_binding`)
+---@param params imm.BindingParams
+---@param opts { state: string|nil, timeout: number|nil, interval: number|nil }|nil
+---@return imm.Binding|nil binding
+---@return imm.Error|nil err
+function _M.wait_binding(params, opts)
+  local c, err = default()
+  if not c then return nil, err end
+  return c:wait_binding(params, opts)
+end
+
+--- @return res, or nil, err
+---@param params imm.ListProjectsParams|nil
+---@return table|nil res
+---@return imm.Error|nil err
+function _M.list_projects(params)
+  local c, err = default()
+  if not c then return nil, err end
+  return c:list_projects(params)
+end
+
+--- @return res, or nil, err
+---@param params imm.ListDatasetsParams
+---@return table|nil res
+---@return imm.Error|nil err
+function _M.list_datasets(params)
+  local c, err = default()
+  if not c then return nil, err end
+  return c:list_datasets(params)
 end
 
 --- @return table, or nil, err
@@ -155,6 +241,26 @@ function _M.pages(action, params, opts)
   local c, err = default()
   if not c then return failing(err) end
   return c:pages(action, params, opts)
+end
+
+--- @return iterator over projects
+---@param params imm.ListProjectsParams|nil
+---@param opts imm.PagerOptions|nil
+---@return fun(): (imm.Project|false|nil), imm.Error|nil
+function _M.projects(params, opts)
+  local c, err = default()
+  if not c then return failing(err) end
+  return c:projects(params, opts)
+end
+
+--- @return iterator over datasets
+---@param params imm.ListDatasetsParams
+---@param opts imm.PagerOptions|nil
+---@return fun(): (imm.Dataset|false|nil), imm.Error|nil
+function _M.datasets(params, opts)
+  local c, err = default()
+  if not c then return failing(err) end
+  return c:datasets(params, opts)
 end
 
 return _M

@@ -58,6 +58,24 @@ describe("OpenResty (ngx_lua cosockets)", function()
     assert.same(r.uris, a.uris)
   end)
 
+  it("runs the binding lifecycle, waiting with ngx.sleep and sending mutations on fresh connections", function()
+    srv.control("POST", "settings", { binding_start_delay = 1 })
+    local r = call("/call", { port = srv.port, mode = "lifecycle", dataset = "photos-2024",
+      uri = "oss://ngx-lifecycle/" })
+    assert.is_nil(r.err)
+    assert.equal("Running", r.state)
+    assert.is_true(r.sleeps >= 1, "ngx.sleep calls: " .. tostring(r.sleeps))
+    local log, by = srv.log(), {}
+    for _, rec in ipairs(log) do by[rec.action] = by[rec.action] or rec end
+    assert.equal(200, by.CreateBinding.status)
+    assert.equal(200, by.DeleteBinding.status)
+    assert.are_not.equal(by.ListBindings.conn, by.CreateBinding.conn)
+    assert.are_not.equal(by.CreateBinding.conn, by.DeleteBinding.conn)
+    local _, err = srv.client {}:get_binding { ProjectName = "immtest", DatasetName = "photos-2024",
+      URI = "oss://ngx-lifecycle/" }
+    assert.equal("ResourceNotFound", err.code)
+  end)
+
   it("runs the pagers inside ngx.timer.at", function()
     local r = call("/timer", { port = srv.port, mode = "items", page_size = 40, max_items = 90 })
     assert.is_nil(r.err)

@@ -454,4 +454,165 @@ describe("imm command line", function()
       assert.equal("imm " .. imm._VERSION, out:match("^(imm %S+) %(.+%)\n$"))
     end)
   end)
+
+  describe("binding lifecycle and other commands", function()
+    local KEY = { "--project", "immtest", "--dataset", "photos-2024", "--uri", "oss://cli-lifecycle/" }
+    local function with_key(cmd, ...)
+      local args = { cmd }
+      for _, a in ipairs(KEY) do args[#args + 1] = a end
+      for i = 1, select("#", ...) do args[#args + 1] = select(i, ...) end
+      return args
+    end
+    local function state_of()
+      local b, err = srv.client {}:get_binding { ProjectName = "immtest", DatasetName = "photos-2024",
+        URI = "oss://cli-lifecycle/" }
+      return b and b.State or err.code
+    end
+
+    it("creates, waits, stops, resumes and deletes a binding", function()
+      local out, err = ok_run(with_key("create-binding"))
+      assert.equal("", err)
+      local res = cjson.decode(out)
+      assert.equal("Ready", res.Binding.State)
+      assert.equal("oss://cli-lifecycle/", res.Binding.URI)
+      assert.is_nil(out:find("\\/", 1, true), "URIs are written without escaped slashes")
+
+      local b = cjson.decode((ok_run(with_key("wait-binding", "--interval", "0.1", "--timeout", "10"))))
+      assert.equal("Running", b.State)
+      assert.equal("Running", cjson.decode((ok_run(with_key("get-binding")))).State)
+
+      assert.is_string(cjson.decode((ok_run(with_key("stop-binding", "--reason", "two words")))).RequestId)
+      b = cjson.decode((ok_run(with_key("get-binding"))))
+      assert.equal("Stopped", b.State)
+      assert.equal("two words", b.Reason)
+      assert.equal("Stopped", cjson.decode((ok_run(with_key("wait-binding", "--state", "Stopped")))).State)
+
+      ok_run(with_key("resume-binding"))
+      assert.equal("Running", state_of())
+      ok_run(with_key("delete-binding"))
+      assert.equal("ResourceNotFound", state_of())
+
+      local _, derr, status = run(with_key("delete-binding"))
+      assert.equal(1, status)
+      assert.matches("^imm: ResourceNotFound %(HTTP 404%)", derr)
+    end)
+
+    it("waits for Running with create-binding --wait, and fails on a terminal state", function()
+      local b = cjson.decode((ok_run(with_key("create-binding", "--wait", "--interval", "0.1"))))
+      assert.equal("Running", b.State)
+      srv.control("POST", "binding-state", { ProjectName = "immtest", DatasetName = "photos-2024",
+        URI = "oss://cli-lifecycle/", State = "Failed", Reason = "bucket gone" })
+      local out, err, status = run(with_key("wait-binding", "--interval", "0.1"))
+      assert.equal(1, status)
+      assert.equal("", out)
+      assert.matches("^imm: BindingFailed: .*bucket gone", err)
+    end)
+
+    it("gives up with WaitTimeout", function()
+      srv.control("POST", "settings", { binding_start_delay = 60 })
+      ok_run(with_key("create-binding"))
+      local _, err, status = run(with_key("wait-binding", "--interval", "0.1", "--timeout", "0.3"))
+      assert.equal(1, status)
+      assert.matches("^imm: WaitTimeout: .*still Ready", err)
+    end)
+
+    it("lists projects and datasets, a page or --all", function()
+      local want = {}
+      for p in srv.client {}:projects() do want[#want + 1] = p.ProjectName end
+      srv.reset()
+      local page = cjson.decode((ok_run { "list-projects", "--max-results", "2" }))
+      assert.equal(2, #page.Projects)
+      assert.equal(want[1], page.Projects[1].ProjectName)
+      assert.is_string(page.NextToken)
+      local rest = cjson.decode((ok_run { "list-projects", "--next-token", page.NextToken }))
+      assert.equal(want[3], rest.Projects[1].ProjectName)
+      local lines = split_lines((ok_run { "list-projects", "--all", "--max-results", "1" }))
+      assert.equal(#want, #lines)
+      for i, l in ipairs(lines) do assert.equal(want[i], cjson.decode(l).ProjectName) end
+      assert.equal(2 + #want, #srv.log())
+
+      local names = {}
+      for d in srv.client {}:datasets { ProjectName = "immtest" } do names[#names + 1] = d.DatasetName end
+      lines = split_lines((ok_run { "list-datasets", "--project", "immtest", "--all", "--max-results", "2" }))
+      assert.equal(#names, #lines)
+      for i, l in ipairs(lines) do assert.equal(names[i], cjson.decode(l).DatasetName) end
+      local empty = ok_run { "list-datasets", "--project", "empty-project" }
+      assert.matches('"Datasets":%[%]', empty)
+      local photos = cjson.decode((ok_run { "list-datasets", "--project", "immtest", "--prefix", "photos" }))
+      assert.equal(1, #photos.Datasets)
+      assert.equal("photos-2024", photos.Datasets[1].DatasetName)
+    end)
+
+    it("calls any action with Name=value parameters and JSON text for structured ones", function()
+      local out = ok_run { "call", "CreateProject", "ProjectName=cli-made",
+        'Tag=[{"TagKey":"env","TagValue":"cli"}]', "Description=from the command line" }
+      local res = cjson.decode(out)
+      assert.equal("cli-made", res.Project.ProjectName)
+      assert.equal("cli", res.Project.Tags[1].TagValue)
+      local found
+      for p in srv.client {}:projects { Prefix = "cli-" } do found = p end
+      assert.equal("from the command line", found.Description)
+      -- a known action's integer parameter, and GET
+      local page = cjson.decode((ok_run { "call", "--method", "GET", "ListBindings", "ProjectName=immtest",
+        "MaxResults=3" }))
+      assert.equal(3, #page.Bindings)
+      local log = srv.log()
+      assert.equal("GET", log[#log].method)
+      assert.equal("3", log[#log].params.MaxResults)
+    end)
+
+    local cases = {
+      { { "create-binding", "--project", "p", "--dataset", "d" }, "%-%-uri is required" },
+      { { "get-binding", "--dataset", "d", "--uri", "oss://b/" }, "%-%-project is required" },
+      { { "stop-binding", "--project", "p", "--dataset", "d", "--uri", "oss://b/", "--reasn", "x" },
+        "did you mean %-%-reason" },
+      { { "wait-binding", "--project", "p", "--dataset", "d", "--uri", "oss://b/", "--state", "Runing" },
+        "%-%-state must be a binding state" },
+      { { "wait-binding", "--project", "p", "--dataset", "d", "--uri", "oss://b/", "--timeout", "0" },
+        "%-%-timeout must be a positive number" },
+      { { "create-binding", "--project", "p", "--dataset", "d", "--uri", "s3://b/" }, "URI must start with oss://" },
+      { { "create-binding", "--project", "p", "--dataset", "d", "--uri", "oss://bkt/x" }, "URI must end with /" },
+      { { "list-datasets" }, "%-%-project is required" },
+      { { "list-projects", "--max-results", "500" }, "%-%-max%-results must be an integer" },
+      { { "call" }, "ACTION is required" },
+      { { "call", "listProjects" }, "ACTION must be an action name" },
+      { { "call", "ListProjects", "MaxResults" }, "expected Name=value" },
+      { { "call", "ListProjects", "--method", "PUT" }, "%-%-method must be POST or GET" },
+      { { "call", "ListProjects", "A=1", "A=2" }, "A is given more than once" },
+      { { "get-bindings" }, "did you mean get%-binding" },
+    }
+    for _, case in ipairs(cases) do
+      it("exits 2 for: imm " .. table.concat(case[1], " "), function()
+        local out, err, status = run(case[1])
+        assert.equal(2, status)
+        assert.equal("", out)
+        assert.matches("^imm: ", err)
+        assert.matches(case[2], err)
+        assert.equal(0, #srv.log(), "a usage error sends nothing")
+      end)
+    end
+
+    it("documents each command in --help", function()
+      for cmd, words in pairs {
+        ["create-binding"] = { "--project", "--dataset", "--uri", "--wait", "--timeout", "--interval",
+          "ConnectionFailed" },
+        ["get-binding"] = { "--uri" }, ["stop-binding"] = { "--reason" }, ["resume-binding"] = { "--uri" },
+        ["delete-binding"] = { "ResourceNotFound" }, ["wait-binding"] = { "--state", "WaitTimeout", "BindingFailed" },
+        ["list-projects"] = { "--prefix", "--all", "--next-token" }, ["list-datasets"] = { "--project", "--all" },
+        call = { "Name=value", "--method", "Tag=" },
+      } do
+        for _, args in ipairs { { cmd, "--help" }, { "help", cmd } } do
+          local out, err = ok_run(args)
+          assert.equal("", err)
+          assert.matches("^Usage: imm " .. cmd:gsub("%-", "%%-") .. " ", out)
+          for _, w in ipairs(words) do assert.matches(w, out, 1, true) end
+          for _, w in ipairs { "--region", "--endpoint", "--profile", "IMM_ENDPOINT", "Exit status" } do
+            assert.matches(w, out, 1, true)
+          end
+        end
+        assert.matches(cmd, (ok_run { "--help" }), 1, true)
+      end
+      assert.equal(0, #srv.log())
+    end)
+  end)
 end)

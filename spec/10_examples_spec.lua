@@ -104,6 +104,27 @@ describe("examples", function()
     assert.matches("DATASET", out)
   end)
 
+  it("binding_lifecycle.lua walks one binding through its states", function()
+    srv.reset()
+    -- long enough that a loaded machine still sees Ready right after creating
+    srv.control("POST", "settings", { binding_start_delay = 1 })
+    local uri = "oss://example-lifecycle/in/"
+    local out, rc = run("binding_lifecycle.lua", "immtest", "photos-2024", uri)
+    assert.equal(0, rc, out)
+    local states = {}
+    for step, rest in out:gmatch("(%a+) +oss://example%-lifecycle/in/: ([^\n]*)") do
+      states[#states + 1] = step .. "=" .. rest
+    end
+    assert.same({ "created=Ready", "running=Running", "stopped=Stopped (paused by the example)",
+      "resumed=Running", "deleted=gone" }, states)
+    local actions = {}
+    for _, r in ipairs(srv.log()) do
+      if r.action ~= "GetBinding" then actions[#actions + 1] = r.action end
+    end
+    assert.same({ "CreateBinding", "StopBinding", "ResumeBinding", "DeleteBinding" }, actions)
+    srv.reset()
+  end)
+
   it("exits 1 with the error on stderr when the call fails", function()
     local out, rc = run("list_bindings.lua", "no-such-project")
     assert.equal(1, rc)

@@ -430,8 +430,10 @@ static void push_headers(lua_State *L, const imm_buf *block) {
     }
 }
 
-/* Reads (method, url, header_lines, body) at stack slots base..base+3 into
- * req. Header line pointers stay valid while the table is on the stack. */
+/* Reads (method, url, header_lines, body [, fresh]) at stack slots
+ * base..base+4 into req. fresh: use a new connection (for requests that must
+ * not be sent twice). Header line pointers stay valid while the table is on
+ * the stack. */
 static void read_request(lua_State *L, int base, imm_http_request *req,
                          const char **stack_lines, size_t nstack) {
     const char **lines = stack_lines;
@@ -441,6 +443,7 @@ static void read_request(lua_State *L, int base, imm_http_request *req,
     req->url = luaL_checkstring(L, base + 1);
     luaL_checktype(L, base + 2, LUA_TTABLE);
     req->body = luaL_optlstring(L, base + 3, "", &req->body_len);
+    req->fresh_connect = lua_toboolean(L, base + 4);
     n = compat_rawlen(L, base + 2);
     if (n > nstack)
         lines = compat_newuserdata(L, n * sizeof *lines);
@@ -456,7 +459,8 @@ static void read_request(lua_State *L, int base, imm_http_request *req,
 }
 
 /* The results of an exchange:
- *   status, body, headers  |  nil, code, message, status_or_nil, sent */
+ *   status, body, headers  |  nil, code, message, status_or_nil, sent
+ * sent is false only when no request byte reached a connection. */
 static int push_outcome(lua_State *L, imm_http *h, imm_http_status st, long status, int sent,
                         const char *err) {
     if (st != IMM_HTTP_OK) {
@@ -483,7 +487,7 @@ static int push_closed(lua_State *L, const char *what) {
     return 3;
 }
 
-/* h:request(method, url, headers_array, body) -> see push_outcome.
+/* h:request(method, url, headers_array, body [, fresh]) -> see push_outcome.
  * Blocking: the same start/transfer/finish as the multi path, driven to
  * completion on the handle's own multi. */
 static int http_request(lua_State *L) {
@@ -553,7 +557,7 @@ static multi_ud *check_multi(lua_State *L) {
     return luaL_checkudata(L, 1, MULTI_MT);
 }
 
-/* m:add(h, method, url, headers_array, body) -> id | nil, code, message.
+/* m:add(h, method, url, headers_array, body [, fresh]) -> id | nil, code, message.
  * The caller keeps h referenced until the transfer is done or removed. */
 static int multi_add(lua_State *L) {
     multi_ud *m = check_multi(L);

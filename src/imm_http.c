@@ -242,6 +242,7 @@ imm_http_status imm_http_start(imm_http *h, const imm_http_request *req, char *e
      * strings may go away while a non-blocking transfer is in flight. */
     if (curl_easy_setopt(h->curl, CURLOPT_URL, req->url) != CURLE_OK)
         goto nomem;
+    curl_easy_setopt(h->curl, CURLOPT_FRESH_CONNECT, req->fresh_connect ? 1L : 0L);
     curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, list);
     h->req_headers = list;
     if (is_post) {
@@ -271,7 +272,9 @@ imm_http_status imm_http_finish(imm_http *h, long *status, int *sent, char *err,
     *status = 0;
     *sent = 0;
     curl_easy_getinfo(h->curl, CURLINFO_RESPONSE_CODE, status);
-    /* Any request byte written means the service may have acted on it. */
+    /* libcurl counts request bytes once they were written to a socket;
+     * zero means the exchange failed before (DNS, connect, TLS), so the
+     * service cannot have seen it. Any byte written: it may have acted. */
     {
         long n = 0;
         curl_easy_getinfo(h->curl, CURLINFO_REQUEST_SIZE, &n);

@@ -68,6 +68,10 @@ typedef struct imm_http_request {
     size_t nheaders;
     const char *body;            /* may be NULL when body_len is 0 */
     size_t body_len;
+    int fresh_connect;           /* 1: open a new connection for this request. libcurl
+                                  * sends a request again by itself when a reused
+                                  * connection dies before any reply; on a fresh one it
+                                  * never does, so a non-idempotent request goes out once */
 } imm_http_request;
 
 /* Performs one exchange, blocking: start, then the handle's own multi

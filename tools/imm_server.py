@@ -1,23 +1,42 @@
 #!/usr/bin/env python3
-"""A local stand-in for Alibaba Cloud IMM (API 2020-09-30) that serves ListBindings.
+"""A local stand-in for Alibaba Cloud IMM (API 2020-09-30): bindings, projects, datasets.
 
 Why it exists: the imm client must be tested against signature checking, paging
 and network failures without calling the real cloud.  This server checks request
 signatures the way the service does (V3 ACS3-HMAC-SHA256 / ACS3-HMAC-SM3 and V2
-HMAC-SHA1), serves bindings from a JSON file, and can be told to misbehave
-(throttle, reset, stall, truncate, ...) on demand.
+HMAC-SHA1), serves bindings from a JSON file, runs the binding lifecycle, and can be
+told to misbehave (throttle, reset, stall, truncate, ...) on demand.
 
 Standard library only: it must run on a fresh Debian 12 that has nothing but python3.
 
     python3 tools/imm_server.py --port N [--host 127.0.0.1] [--tls CERTDIR]
             [--bindings-file F.json] [--access-key-id ID --access-key-secret S
-            [--security-token T]] [--port-file PATH] [--fault MODE[:COUNT]]... [--quiet]
+            [--security-token T]] [--port-file PATH] [--fault MODE[:COUNT]]...
+            [--binding-start-delay SECONDS] [--quiet]
     python3 tools/imm_server.py --check-vectors PATH/TO/signing.json
 
 API: POST or GET /, signed (V3 Authorization header or V2 Signature parameter),
-parameters from the query string and an x-www-form-urlencoded body.  Only
-ListBindings (Version 2020-09-30) is implemented.  Errors are JSON shaped like the
-service's: {"RequestId", "HostId", "Code", "Message", "Recommend"}.
+parameters from the query string and an x-www-form-urlencoded body.  Version
+2020-09-30; the actions (see ACTIONS):
+    ListBindings(ProjectName, DatasetName?, MaxResults?, NextToken?, Name?)
+    CreateBinding(ProjectName, DatasetName, URI)    -> {Binding}; URI oss://bucket[/prefix/]
+    GetBinding(ProjectName, DatasetName, URI)       -> {Binding}
+    StopBinding(ProjectName, DatasetName, URI, Reason?)   ResumeBinding(...)   DeleteBinding(...)
+    CreateProject(ProjectName, Description?, Tag?)  -> {Project}; Tag a JSON array of {TagKey, TagValue}
+    ListProjects(MaxResults?, NextToken?, Prefix?)  -> {Projects, NextToken?}
+    CreateDataset(ProjectName, DatasetName, Description?) -> {Dataset}
+    ListDatasets(ProjectName, MaxResults?, NextToken?, Prefix?) -> {Datasets, NextToken?}
+Binding lifecycle: CreateBinding makes a Ready binding that turns Running (Phase
+FullScanning) --binding-start-delay seconds later, seen at the next GetBinding or
+ListBindings; StopBinding -> Stopped (with Reason); ResumeBinding -> Running;
+DeleteBinding removes it (GetBinding -> 404 ResourceNotFound).  Errors: 400
+MissingParameter / InvalidParameter.*, 404 ResourceNotFound, 409 ResourceAlreadyExist.
+Errors are JSON shaped like the service's: {"RequestId", "HostId", "Code", "Message",
+"Recommend"}.
+
+Data file: {"Projects": [name or {ProjectName, Description, Tags, ...}],
+"Datasets": [{ProjectName, DatasetName, ...}] (optional), "Bindings": [...]}; the
+datasets of the bindings exist too.
 
 Control API (unsigned, same port, never counted as API requests):
     GET    /_imm/health   {"ok": true}
@@ -35,11 +54,16 @@ Control API (unsigned, same port, never counted as API requests):
                           default, -1 for every request until cleared; rules apply FIFO
     DELETE /_imm/faults   clear the rules
     POST   /_imm/data     replace the data set (same format as the bindings file)
-    POST   /_imm/reset    startup data back; faults, log and nonces cleared
+    POST   /_imm/reset    startup data and settings back; faults, log and nonces cleared
+    GET    /_imm/settings {"binding_start_delay": seconds}
+    POST   /_imm/settings {"binding_start_delay": seconds} changes it (kept until reset)
+    POST   /_imm/binding-state {ProjectName, DatasetName, URI, State[, Reason, Phase]}
+                          forces a binding into a state (e.g. Failed), answers the binding
 
 Fault modes, with their numeric options:
     throttle [retry_after_ms]   unavailable   internal
     reset                       RST right after the request is read
+    reset_after                 the action is carried out, then RST instead of the reply
     reset_mid_body              headers, half the body, RST
     slow [delay=1.0]            stall [delay=30]: silence, then close
     trickle [interval=0.5]      body one byte per interval (headers at once)
@@ -75,7 +99,7 @@ import urllib.parse
 import uuid
 import zlib
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional
 
@@ -537,14 +561,28 @@ class BindingData:
         if not isinstance(document, dict) or not isinstance(_as_list(document.get("Bindings")), list):
             raise ValueError('data must be an object with a "Bindings" array')
         projects = _as_list(document.get("Projects", []))
-        if not isinstance(projects, list) or not all(isinstance(p, str) for p in projects):
-            raise ValueError('"Projects" must be an array of strings')
+        if not isinstance(projects, list) or not all(
+                isinstance(p, str) or (isinstance(p, dict) and isinstance(p.get("ProjectName"), str))
+                for p in projects):
+            raise ValueError('"Projects" must be an array of names or of objects with a ProjectName')
+        datasets = _as_list(document.get("Datasets", []))
+        if not isinstance(datasets, list) or not all(
+                isinstance(d, dict) and isinstance(d.get("ProjectName"), str) and isinstance(d.get("DatasetName"), str)
+                for d in datasets):
+            raise ValueError('"Datasets" must be an array of objects with a ProjectName and a DatasetName')
+        # project name -> the project's record as given (a bare name gives an empty one)
+        self.project_records = {}
+        for p in projects:
+            record = {"ProjectName": p} if isinstance(p, str) else dict(p)
+            self.project_records[record["ProjectName"]] = record
+        self.dataset_records = [dict(d) for d in datasets]
+        projects = list(self.project_records)
         by_project = collections.defaultdict(list)
         for i, binding in enumerate(_as_list(document["Bindings"])):
             if not isinstance(binding, dict) or not isinstance(binding.get("ProjectName"), str):
                 raise ValueError(f"Bindings[{i}] must be an object with a string ProjectName")
             by_project[binding["ProjectName"]].append(binding)
-        self.projects = set(projects) | set(by_project)
+        self.projects = set(projects) | set(by_project) | {d["ProjectName"] for d in self.dataset_records}
         self.by_project = {p: sorted(items, key=binding_key) for p, items in by_project.items()}
 
     @classmethod
@@ -609,10 +647,264 @@ def synthetic_bindings_result(project, size):
 
 
 # ---------------------------------------------------------------------------
+# The mutable state behind every action: projects, datasets and bindings, and
+# the binding lifecycle.  Built afresh from a BindingData on start, reset and
+# /_imm/data, so the startup data itself is never changed.
+# ---------------------------------------------------------------------------
+
+DEFAULT_BINDING_START_DELAY = 0.3   # seconds a new binding stays Ready before it is Running
+BINDING_STATES = ("Ready", "Running", "Retrying", "Stopped", "Failed", "Deleted")
+# oss://<bucket>[/<prefix>/]: a bucket name is 3-63 lowercase letters, digits and
+# hyphens, starting and ending with a letter or digit; a prefix ends with "/".
+OSS_URI_RE = re.compile(r"^oss://[a-z0-9][a-z0-9-]{1,61}[a-z0-9](/|/[^\r\n]*/)?$")
+CST = timezone(timedelta(hours=8))
+
+
+def rfc3339_nano(when=None):
+    """The service's time format, e.g. 2024-03-18T07:21:35.123456000+08:00."""
+    t = (when or datetime.now(timezone.utc)).astimezone(CST)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.%f") + "000+08:00"
+
+
+def required(params, name):
+    value = params.get(name, "")
+    if not value:
+        raise missing_parameter(name)
+    return value
+
+
+def parse_name_token(value):
+    """ListProjects / ListDatasets NextToken: the name of the last item returned."""
+    return value or None
+
+
+def name_page(items, key, params):
+    """A page of items (sorted by key) after NextToken, filtered by Prefix."""
+    limit = parse_max_results(params.get("MaxResults"))
+    after = parse_name_token(params.get("NextToken"))
+    prefix = params.get("Prefix") or ""
+    items = [i for i in items if i[key].startswith(prefix)]
+    start = bisect.bisect_right(items, after, key=lambda i: i[key]) if after else 0
+    page = items[start:start + limit]
+    token = page[-1][key] if start + len(page) < len(items) else None
+    return page, token
+
+
+def parse_tags(value):
+    """Tag: a JSON array of {"TagKey", "TagValue"} (what the SDK sends as TagShrink)."""
+    if not value:
+        return []
+    try:
+        tags = json.loads(value)
+    except ValueError:
+        raise ApiError(400, "InvalidParameter.Tag", f"The parameter Tag must be a JSON array, got {value[:60]!r}.")
+    if not isinstance(tags, list) or not all(
+            isinstance(t, dict) and isinstance(t.get("TagKey"), str) and isinstance(t.get("TagValue", ""), str)
+            for t in tags):
+        raise ApiError(400, "InvalidParameter.Tag",
+                       'The parameter Tag must be a JSON array of {"TagKey": ..., "TagValue": ...}.')
+    return [{"TagKey": t["TagKey"], "TagValue": t.get("TagValue", "")} for t in tags]
+
+
+class Store:
+    """Projects, datasets and bindings behind one lock.  A binding made by
+    CreateBinding starts Ready and turns Running once start_delay has passed; the
+    change is applied when the binding is next read (GetBinding, ListBindings)."""
+
+    def __init__(self, data, start_delay=DEFAULT_BINDING_START_DELAY):
+        self.lock = threading.RLock()
+        self.start_delay = start_delay
+        stamp = rfc3339_nano()
+        self.projects = {}
+        for name in sorted(data.projects):
+            record = {"ProjectName": name, "Description": "", "CreateTime": stamp, "UpdateTime": stamp,
+                      "Tags": []}
+            record.update(data.project_records.get(name, {}))
+            self.projects[name] = record
+        self.by_project = {p: [dict(b) for b in items] for p, items in data.by_project.items()}
+        self.datasets = {}     # (project, dataset) -> record
+        for d in data.dataset_records:
+            self.datasets[(d["ProjectName"], d["DatasetName"])] = \
+                {"Description": "", "CreateTime": stamp, "UpdateTime": stamp, **d}
+        for p, items in self.by_project.items():
+            for b in items:
+                key = (p, b.get("DatasetName") or "")
+                if key[1] and key not in self.datasets:
+                    self.datasets[key] = {"ProjectName": p, "DatasetName": key[1], "Description": "",
+                                          "CreateTime": stamp, "UpdateTime": stamp}
+        self.starting = {}     # (project, dataset, uri) -> time.monotonic() when it turns Running
+
+    # -- helpers (call with the lock held) --
+
+    def _project(self, name):
+        if name not in self.projects:
+            raise ApiError(404, "ResourceNotFound", f"The specified project {name} does not exist.")
+        return self.projects[name]
+
+    def _dataset(self, project, name):
+        self._project(project)
+        if (project, name) not in self.datasets:
+            raise ApiError(404, "ResourceNotFound", f"The specified dataset {name} does not exist.")
+        return self.datasets[(project, name)]
+
+    def _find(self, project, dataset, uri):
+        for b in self.by_project.get(project, []):
+            if b.get("DatasetName") == dataset and b.get("URI") == uri:
+                return b
+        return None
+
+    def _binding(self, params):
+        project, dataset = required(params, "ProjectName"), required(params, "DatasetName")
+        uri = required(params, "URI")
+        self._dataset(project, dataset)
+        b = self._find(project, dataset, uri)
+        if b is None:
+            raise ApiError(404, "ResourceNotFound", f"The specified binding {uri} of dataset {dataset} does not exist.")
+        self._advance(b)
+        return b
+
+    def _advance(self, b):
+        key = (b["ProjectName"], b.get("DatasetName"), b.get("URI"))
+        due = self.starting.get(key)
+        if due is not None and time.monotonic() >= due:
+            del self.starting[key]
+            if b.get("State") == "Ready":
+                b.update(State="Running", Phase="FullScanning", UpdateTime=rfc3339_nano())
+
+    # -- actions: each returns the result without RequestId, or raises ApiError --
+
+    def list_bindings(self, params):
+        with self.lock:
+            project = params.get("ProjectName", "")
+            for key in [k for k in self.starting if k[0] == project]:
+                self._advance(self._find(*key))
+            result = list_bindings(self, params)
+            result["Bindings"] = [dict(b) for b in result["Bindings"]]
+            return result
+
+    def create_binding(self, params):
+        project, dataset = required(params, "ProjectName"), required(params, "DatasetName")
+        uri = required(params, "URI")
+        if not OSS_URI_RE.match(uri):
+            raise ApiError(400, "InvalidParameter.URI",
+                           f"The parameter URI must look like oss://bucket or oss://bucket/prefix/, got {uri!r}.")
+        with self.lock:
+            self._dataset(project, dataset)
+            if self._find(project, dataset, uri) is not None:
+                raise ApiError(409, "ResourceAlreadyExist", f"The binding {uri} of dataset {dataset} already exists.")
+            stamp = rfc3339_nano()
+            b = {"ProjectName": project, "DatasetName": dataset, "URI": uri, "State": "Ready", "Phase": "",
+                 "Reason": "", "CreateTime": stamp, "UpdateTime": stamp}
+            bisect.insort(self.by_project.setdefault(project, []), b, key=binding_key)
+            self.starting[(project, dataset, uri)] = time.monotonic() + self.start_delay
+            return {"Binding": dict(b)}
+
+    def get_binding(self, params):
+        with self.lock:
+            return {"Binding": dict(self._binding(params))}
+
+    def stop_binding(self, params):
+        with self.lock:
+            b = self._binding(params)
+            self.starting.pop((b["ProjectName"], b["DatasetName"], b["URI"]), None)
+            b.update(State="Stopped", Reason=params.get("Reason", ""), UpdateTime=rfc3339_nano())
+            return {}
+
+    def resume_binding(self, params):
+        with self.lock:
+            b = self._binding(params)
+            b.update(State="Running", Phase=b.get("Phase") or "FullScanning", Reason="",
+                     UpdateTime=rfc3339_nano())
+            return {}
+
+    def delete_binding(self, params):
+        with self.lock:
+            b = self._binding(params)
+            self.by_project[b["ProjectName"]].remove(b)
+            self.starting.pop((b["ProjectName"], b["DatasetName"], b["URI"]), None)
+            return {}
+
+    def create_project(self, params):
+        name = required(params, "ProjectName")
+        tags = parse_tags(params.get("Tag"))
+        with self.lock:
+            if name in self.projects:
+                raise ApiError(409, "ResourceAlreadyExist", f"The project {name} already exists.")
+            stamp = rfc3339_nano()
+            self.projects[name] = {"ProjectName": name, "Description": params.get("Description", ""),
+                                   "CreateTime": stamp, "UpdateTime": stamp, "Tags": tags}
+            return {"Project": self._project_view(name)}
+
+    def _project_view(self, name):
+        view = dict(self.projects[name])
+        view["DatasetCount"] = sum(1 for (p, _) in self.datasets if p == name)
+        return view
+
+    def list_projects(self, params):
+        with self.lock:
+            page, token = name_page([self._project_view(n) for n in sorted(self.projects)], "ProjectName", params)
+        return {"Projects": page, **({"NextToken": token} if token else {})}
+
+    def create_dataset(self, params):
+        project, name = required(params, "ProjectName"), required(params, "DatasetName")
+        with self.lock:
+            self._project(project)
+            if (project, name) in self.datasets:
+                raise ApiError(409, "ResourceAlreadyExist", f"The dataset {name} already exists.")
+            stamp = rfc3339_nano()
+            record = {"ProjectName": project, "DatasetName": name, "Description": params.get("Description", ""),
+                      "CreateTime": stamp, "UpdateTime": stamp}
+            self.datasets[(project, name)] = record
+            return {"Dataset": dict(record)}
+
+    def list_datasets(self, params):
+        project = required(params, "ProjectName")
+        with self.lock:
+            self._project(project)
+            items = sorted((dict(d) for (p, _), d in self.datasets.items() if p == project),
+                           key=lambda d: d["DatasetName"])
+        page, token = name_page(items, "DatasetName", params)
+        return {"Datasets": page, **({"NextToken": token} if token else {})}
+
+    # -- control --
+
+    def force_state(self, payload):
+        """/_imm/binding-state: {ProjectName, DatasetName, URI, State[, Reason, Phase]}."""
+        if not isinstance(payload, dict) or payload.get("State") not in BINDING_STATES:
+            raise ValueError(f"binding-state needs ProjectName, DatasetName, URI and a State, one of: "
+                             f"{', '.join(BINDING_STATES)}")
+        with self.lock:
+            b = self._find(payload.get("ProjectName"), payload.get("DatasetName"), payload.get("URI"))
+            if b is None:
+                raise ValueError("no such binding")
+            self.starting.pop((b["ProjectName"], b["DatasetName"], b["URI"]), None)
+            b.update(State=payload["State"], UpdateTime=rfc3339_nano())
+            for k in ("Reason", "Phase"):
+                if isinstance(payload.get(k), str):
+                    b[k] = payload[k]
+            return dict(b)
+
+
+# action name -> the Store method that answers it
+ACTIONS = {
+    "ListBindings": Store.list_bindings,
+    "CreateBinding": Store.create_binding,
+    "GetBinding": Store.get_binding,
+    "StopBinding": Store.stop_binding,
+    "ResumeBinding": Store.resume_binding,
+    "DeleteBinding": Store.delete_binding,
+    "CreateProject": Store.create_project,
+    "ListProjects": Store.list_projects,
+    "CreateDataset": Store.create_dataset,
+    "ListDatasets": Store.list_datasets,
+}
+
+
+# ---------------------------------------------------------------------------
 # Faults
 # ---------------------------------------------------------------------------
 
-FAULT_MODES = ("throttle", "unavailable", "internal", "reset", "reset_mid_body", "slow", "stall",
+FAULT_MODES = ("throttle", "unavailable", "internal", "reset", "reset_after", "reset_mid_body", "slow", "stall",
                "trickle", "truncated", "overrun", "malformed", "not_object", "bindings_not_array",
                "html502", "gzip_bomb", "big")
 # Decided as soon as the request is read, before verification, because on the real
@@ -740,18 +1032,19 @@ def fault_reply(rule, req, request_id):
     return error_reply(err, request_id, req.host)
 
 
-def action_reply(req, data, request_id):
-    """The real answer: version and action routing, then ListBindings."""
+def action_reply(req, store, request_id):
+    """The real answer: version and action routing, then the action (ACTIONS)."""
     version = req.headers.get("x-acs-version") or req.params.get("Version")
     if version != API_VERSION:
         raise ApiError(400, "InvalidVersion", f"Specified parameter Version {version!r} is not valid.")
     action = req.headers.get("x-acs-action") or req.params.get("Action")
     if not action:
         raise missing_parameter("Action")
-    if action != "ListBindings":
+    answer = ACTIONS.get(action)
+    if answer is None:
         raise ApiError(404, "InvalidAction.NotFound",
                        f"Specified api {action} is not found, please check your url and method.")
-    return Reply(200, json_bytes({"RequestId": request_id, **list_bindings(data, req.params)}), request_id)
+    return Reply(200, json_bytes({"RequestId": request_id, **answer(store, req.params)}), request_id)
 
 
 # ---------------------------------------------------------------------------
@@ -972,7 +1265,7 @@ class ImmHandler(BaseHTTPRequestHandler):
                 rule = server.faults.take()
                 reply = fault_reply(rule, req, request_id) if rule else None
                 if reply is None:
-                    reply = action_reply(req, server.data, request_id)
+                    reply = action_reply(req, server.store, request_id)
             except ApiError as err:
                 reply = error_reply(err, request_id, req.host)
         server.log.update(record, fault=rule.mode if rule else None)
@@ -1007,6 +1300,11 @@ class ImmHandler(BaseHTTPRequestHandler):
         """Send reply; rule (slow, trickle, truncated, ...) may change how.  Every
         path ends the log record before the bytes that let the client finish."""
         mode = rule.mode if rule else None
+        if mode == "reset_after":
+            # The action has been carried out; the client never hears about it.
+            self.end_record(record)
+            self.abort_connection()
+            return
         body, headers, gzipped = self.encode_body(reply)
         self.server.log.update(record, status=reply.status, gzip=gzipped)
         if mode == "slow":
@@ -1064,10 +1362,13 @@ class ImmServer(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128       # concurrency tests open many connections at once
 
-    def __init__(self, address, creds, data, ssl_context=None, faults=(), quiet=False):
+    def __init__(self, address, creds, data, ssl_context=None, faults=(), quiet=False,
+                 binding_start_delay=DEFAULT_BINDING_START_DELAY):
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.creds, self.ssl_context, self.quiet = creds, ssl_context, quiet
-        self.startup_data = self.data = data
+        self.startup_data = data
+        self.startup_start_delay = binding_start_delay
+        self.store = Store(data, binding_start_delay)
         self.faults = FaultQueue(faults)
         self.log = RequestLog()
         self.nonces = NonceCache()
@@ -1083,6 +1384,9 @@ class ImmServer(ThreadingHTTPServer):
             ("POST", "/_imm/faults"): self.add_fault,
             ("DELETE", "/_imm/faults"): self.clear_faults,
             ("POST", "/_imm/data"): self.replace_data,
+            ("GET", "/_imm/settings"): lambda _: self.settings(),
+            ("POST", "/_imm/settings"): self.change_settings,
+            ("POST", "/_imm/binding-state"): lambda payload: self.store.force_state(payload),
             ("POST", "/_imm/reset"): self.reset,
         }
         super().__init__(address, ImmHandler)
@@ -1132,12 +1436,25 @@ class ImmServer(ThreadingHTTPServer):
         return {"ok": True, "faults": self.faults.snapshot()}
 
     def replace_data(self, payload):
-        self.data = BindingData(payload)
-        return {"ok": True, "bindings": sum(map(len, self.data.by_project.values())),
-                "projects": sorted(self.data.projects)}
+        data = BindingData(payload)
+        self.store = Store(data, self.store.start_delay)
+        return {"ok": True, "bindings": sum(map(len, data.by_project.values())),
+                "projects": sorted(data.projects)}
+
+    def settings(self):
+        return {"binding_start_delay": self.store.start_delay}
+
+    def change_settings(self, payload):
+        if not isinstance(payload, dict) or set(payload) - {"binding_start_delay"}:
+            raise ValueError("settings: only binding_start_delay can be set")
+        delay = payload.get("binding_start_delay", self.store.start_delay)
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0:
+            raise ValueError("binding_start_delay must be a non-negative number of seconds")
+        self.store.start_delay = float(delay)
+        return {"ok": True, **self.settings()}
 
     def reset(self, _payload):
-        self.data = self.startup_data
+        self.store = Store(self.startup_data, self.startup_start_delay)
         self.faults.clear()
         self.log.clear()
         self.nonces.clear()
@@ -1248,11 +1565,15 @@ def parse_args(argv):
     p.add_argument("--port-file", help="write the actual port here once listening")
     p.add_argument("--fault", action="append", default=[], type=parse_fault_arg, metavar="MODE[:COUNT]",
                    help=f"preload a fault rule; modes: {', '.join(FAULT_MODES)}")
+    p.add_argument("--binding-start-delay", type=float, default=DEFAULT_BINDING_START_DELAY, metavar="SECONDS",
+                   help="how long a new binding stays Ready before it is Running (default %(default)s)")
     p.add_argument("--quiet", action="store_true", help="no per-request log lines")
     p.add_argument("--check-vectors", metavar="FILE", help="check the signer against a vectors file and exit")
     args = p.parse_args(argv)
     if args.check_vectors is None and args.port is None:
         p.error("--port is required (or use --check-vectors)")
+    if args.binding_start_delay < 0:
+        p.error("--binding-start-delay must not be negative")
     return args
 
 
@@ -1284,7 +1605,7 @@ def main(argv=None):
         ssl_context = make_ssl_context(args.tls) if args.tls else None
         server = ImmServer((args.host, args.port),
                            Credentials(args.access_key_id, args.access_key_secret, args.security_token),
-                           data, ssl_context, args.fault, args.quiet)
+                           data, ssl_context, args.fault, args.quiet, args.binding_start_delay)
     except (OSError, ValueError) as err:
         print(f"imm_server: {err}", file=sys.stderr)
         return 2

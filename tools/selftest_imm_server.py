@@ -355,7 +355,7 @@ def check_filters_and_validation(client):
               f"NextToken {bad!r} refused")
     check(code(client.v3([("ProjectName", "immtest")], version="2017-09-06")) == (400, "InvalidVersion"),
           "wrong version -> InvalidVersion")
-    check(code(client.v3([("ProjectName", "immtest")], action="ListProjects")) == (404, "InvalidAction.NotFound"),
+    check(code(client.v3([("ProjectName", "immtest")], action="ListFigures")) == (404, "InvalidAction.NotFound"),
           "other action -> InvalidAction.NotFound")
     body = client.v3([("ProjectName", "nope")]).json()
     check(set(body) == {"RequestId", "HostId", "Code", "Message", "Recommend"} and body["HostId"] == client.host
@@ -608,6 +608,82 @@ def check_data_control(server):
     client.close()
 
 
+def check_lifecycle(server):
+    """The binding lifecycle, ListProjects / ListDatasets, CreateProject with Tag."""
+    client = Client(server)
+
+    def call(action, **params):
+        resp = client.v3(list(params.items()), action=action)
+        return resp.status, resp.json()
+
+    key = {"ProjectName": "immtest", "DatasetName": "photos-2024", "URI": "oss://lifecycle-bucket/in/"}
+    server.control("POST", "/_imm/settings", {"binding_start_delay": 0.4})
+    status, doc = call("CreateBinding", **key)
+    check(status == 200 and doc["Binding"]["State"] == "Ready" and doc["Binding"]["URI"] == key["URI"],
+          f"CreateBinding -> Ready: {status} {doc}")
+    check(call("CreateBinding", **key)[1].get("Code") == "ResourceAlreadyExist", "CreateBinding twice -> 409")
+    check(call("GetBinding", **key)[1]["Binding"]["State"] == "Ready", "GetBinding at once: still Ready")
+    time.sleep(0.5)
+    b = call("GetBinding", **key)[1]["Binding"]
+    check(b["State"] == "Running" and b["Phase"] == "FullScanning", f"Running after the start delay: {b}")
+    check(call("StopBinding", Reason="maintenance", **key)[0] == 200, "StopBinding")
+    b = call("GetBinding", **key)[1]["Binding"]
+    check(b["State"] == "Stopped" and b["Reason"] == "maintenance", f"Stopped with the reason: {b}")
+    check(call("ResumeBinding", **key)[0] == 200 and call("GetBinding", **key)[1]["Binding"]["State"] == "Running",
+          "ResumeBinding -> Running")
+    listed = [x["URI"] for x in call("ListBindings", ProjectName="immtest", DatasetName="photos-2024",
+                                     MaxResults="200")[1]["Bindings"]]
+    check(key["URI"] in listed, "ListBindings lists the new binding")
+    status, forced = server.control("POST", "/_imm/binding-state", dict(key, State="Failed", Reason="no access"))
+    check(status == 200 and call("GetBinding", **key)[1]["Binding"]["State"] == "Failed", "binding-state Failed")
+    check(call("DeleteBinding", **key)[0] == 200, "DeleteBinding")
+    check(call("GetBinding", **key)[1].get("Code") == "ResourceNotFound", "GetBinding after delete -> 404")
+    check(call("DeleteBinding", **key)[1].get("Code") == "ResourceNotFound", "DeleteBinding twice -> 404")
+    check(call("CreateBinding", **dict(key, URI="s3://x/"))[1].get("Code") == "InvalidParameter.URI", "bad URI")
+    check(call("CreateBinding", ProjectName="immtest", DatasetName="photos-2024")[1].get("Code")
+          == "MissingParameter", "CreateBinding without URI")
+    check(call("CreateBinding", **dict(key, DatasetName="nope"))[1].get("Code") == "ResourceNotFound",
+          "CreateBinding in a dataset that does not exist")
+
+    tag = json.dumps([{"TagKey": "env", "TagValue": "test"}])
+    status, doc = call("CreateProject", ProjectName="zz-selftest", Description="d", Tag=tag)
+    check(status == 200 and doc["Project"]["Tags"] == [{"TagKey": "env", "TagValue": "test"}], f"CreateProject {doc}")
+    check(call("CreateProject", ProjectName="x", Tag="[1")[1].get("Code") == "InvalidParameter.Tag", "bad Tag")
+    names, token, pages = [], None, 0
+    while True:
+        status, doc = call("ListProjects", MaxResults="2", **({"NextToken": token} if token else {}))
+        names += [p["ProjectName"] for p in doc["Projects"]]
+        pages += 1
+        token = doc.get("NextToken")
+        if not token:
+            break
+    check(names == ["empty-project", "immtest", "media-prod", "zz-selftest"] and pages == 2,
+          f"ListProjects pages: {names} in {pages}")
+    check([p["ProjectName"] for p in call("ListProjects", Prefix="im")[1]["Projects"]] == ["immtest"],
+          "ListProjects Prefix")
+    check(call("CreateDataset", ProjectName="empty-project", DatasetName="ds1")[0] == 200, "CreateDataset")
+    datasets = call("ListDatasets", ProjectName="empty-project")[1]["Datasets"]
+    check([d["DatasetName"] for d in datasets] == ["ds1"], f"ListDatasets {datasets}")
+    check(call("ListDatasets", ProjectName="nope")[1].get("Code") == "ResourceNotFound", "ListDatasets 404")
+    expected = sorted({b["DatasetName"] for b in sorted_file_bindings("immtest")})
+    check([d["DatasetName"] for d in call("ListDatasets", ProjectName="immtest", MaxResults="200")[1]["Datasets"]]
+          == expected, "ListDatasets: the datasets of the bindings")
+
+    # reset_after: the action happens, the reply does not
+    server.fault("reset_after")
+    try:
+        client.v3(list(dict(key, URI="oss://lifecycle-bucket/").items()), action="CreateBinding")
+        check(False, "reset_after fault resets")
+    except (ConnectionError, http.client.HTTPException):
+        client.close()
+    client = Client(server)
+    check(call("GetBinding", **dict(key, URI="oss://lifecycle-bucket/"))[0] == 200, "reset_after: the action happened")
+    server.control("POST", "/_imm/reset")
+    check(server.control("GET", "/_imm/settings")[1] == {"binding_start_delay": 0.3}, "reset: settings back")
+    check(call("ListProjects")[1]["Projects"][-1]["ProjectName"] == "media-prod", "reset: created project gone")
+    client.close()
+
+
 def check_cli_fault():
     with Server("--quiet", "--fault", "throttle:2", "--fault", "internal") as server:
         client = Client(server)
@@ -696,6 +772,7 @@ def main():
         check_faults(server)
         check_concurrency(server)
         check_data_control(server)
+        check_lifecycle(server)
     check_security_token()
     check_cli_fault()
     check_logging_and_banner()

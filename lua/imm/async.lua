@@ -179,7 +179,7 @@ end
 --- Sends a request on the shared multi handle from inside a task and waits
 -- for its reply. The results are `handle:result()`'s, or `nil, code, msg`.
 -- @param handle an `imm.core.http` handle, idle
-function _M.transfer(handle, method, url, lines, body)
+function _M.transfer(handle, method, url, lines, body, fresh)
   local task = current
   if task.cancelled then return nil, "Cancelled", "the task was cancelled" end
   if not multi then
@@ -187,7 +187,7 @@ function _M.transfer(handle, method, url, lines, body)
     if not m then return nil, code, msg end
     multi = m
   end
-  local id, code, msg = multi:add(handle, method, url, lines, body)
+  local id, code, msg = multi:add(handle, method, url, lines, body, fresh)
   if not id then return nil, code, msg end
   inflight[id] = task
   task.waiting = { id = id, handle = handle }

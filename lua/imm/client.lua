@@ -255,10 +255,13 @@ local function redact(line, secret)
 end
 
 -- One signed exchange: sign afresh (new date and nonce), send, classify.
-function Client:_attempt(action, query, creds, def)
+-- `method` is "POST" unless the call asked for "GET"; `fresh` asks the
+-- transport for a new connection (mutations: see may_retry).
+function Client:_attempt(action, query, creds, def, method, fresh)
+  method = method or "POST"
   local ep = self.endpoint
   local signed, code, msg = signer.sign {
-    algorithm = self.algorithm, method = "POST", path = "/", authority = ep.authority,
+    algorithm = self.algorithm, method = method, path = "/", authority = ep.authority,
     action = action, version = operations.API_VERSION, query = query, body = "",
     date = self.clock() + self.clock_offset, nonce = self.nonce(),
     access_key_id = creds.access_key_id, access_key_secret = creds.access_key_secret,
@@ -280,7 +283,8 @@ function Client:_attempt(action, query, creds, def)
 
   local headers = signed.headers
   headers.accept = "application/json"
-  local res, err = self.transport:request { method = "POST", url = url, headers = headers, body = "" }
+  local res, err = self.transport:request { method = method, url = url, headers = headers, body = "",
+    fresh = fresh }
   if not res then return nil, err end
   local v, perr = response.parse(res, self.decode, def)
   if not v and perr then
@@ -298,24 +302,77 @@ local SKEW_CODES = {
   ["InvalidTimeStamp.Expired"] = true, ["InvalidTimeStamp"] = true, ["RequestTimeTooSkewed"] = true,
 }
 
+local CALL_OPTIONS = { method = true, idempotent = true }
+local METHODS = { POST = true, GET = true }
+
+local function check_call_options(opts)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then
+    return nil, errors.invalid("call options must be a table, got " .. type(opts))
+  end
+  for k in pairs(opts) do
+    if not CALL_OPTIONS[k] then
+      local hint = type(k) == "string" and operations.suggest(k, CALL_OPTIONS)
+      return nil, errors.invalid(format("unknown call option %q%s", tostring(k),
+        hint and format(" (did you mean %q?)", hint) or ""))
+    end
+  end
+  if opts.method ~= nil and not METHODS[opts.method] then
+    return nil, errors.invalid(format("call option method must be \"POST\" or \"GET\", got %s",
+      tostring(opts.method)))
+  end
+  if opts.idempotent ~= nil and type(opts.idempotent) ~= "boolean" then
+    return nil, errors.invalid("call option idempotent must be a boolean")
+  end
+  return opts
+end
+
+-- May a failed attempt be made again? A read: whenever the failure is
+-- retryable. A mutation: only when the service cannot have acted on it,
+-- that is when it refused with Throttling*, or when no byte of the request
+-- left this host (the transport says err.sent == false). Mutations go out
+-- on a fresh connection, because libcurl sends a request again by itself
+-- when a reused keep-alive connection dies before the reply.
+local function may_retry(err, idempotent)
+  if not err.retryable then return false end
+  if idempotent then return true end
+  if err.sent == false then return true end
+  return type(err.code) == "string" and find(err.code, "^Throttling") ~= nil
+end
+
 --- Calls any IMM RPC action (API version 2020-09-30).
--- Parameters of known actions are validated against their schema; others
--- must be strings, numbers or booleans.
+-- Parameters of known actions are validated against their schema. For
+-- others, strings, numbers and booleans are sent as text, an array of
+-- scalars as `Name.1`, `Name.2`, ..., and any other table as one JSON
+-- string (see `imm.operations.validate` and the README).
+--
+-- Retries: a read (`List*`, `Get*`, or a schema that says so) is retried
+-- after any retryable failure; an action that changes something only after
+-- `Throttling*` or a connection failure before the request was sent.
 -- @tparam string action e.g. "ListBindings"
 -- @tparam table params
+-- @tparam[opt] table opts `method` ("POST", the default, or "GET": signed
+--   and sent with that method), `idempotent` (a boolean that overrides the
+--   action's own flag)
 -- @return the decoded response table, or nil, err
 -- @usage local res, err = client:call("ListBindings", { ProjectName = "immtest" })
+-- @usage local res, err = client:call("CreateProject", { ProjectName = "p",
+--   Tag = { { TagKey = "env", TagValue = "test" } } })
 ---@param action string
 ---@param params table|nil
+---@param opts imm.CallOptions|nil
 ---@return table|nil res
 ---@return imm.Error|nil err
-function Client:call(action, params)
+function Client:call(action, params, opts)
   if getmetatable(self) ~= Client then
     error("imm: call must be called as client:call(...)", 2)
   end
   local query, err = operations.validate(action, params)
   if not query then return nil, err end
+  opts, err = check_call_options(opts)
+  if not opts then return nil, err end
   local def = operations.actions[action]
+  local idempotent = operations.is_idempotent(action, opts.idempotent)
 
   local creds
   creds, err = self.credentials:get()
@@ -326,7 +383,7 @@ function Client:call(action, params)
   while true do
     attempt = attempt + 1
     local res
-    res, err = self:_attempt(action, query, creds, def)
+    res, err = self:_attempt(action, query, creds, def, opts.method, not idempotent)
     if res then return res end
     err.attempts = attempt
     if SKEW_CODES[err.code] and err.server_time and not resigned then
@@ -335,6 +392,12 @@ function Client:call(action, params)
       resigned = true
       self.clock_offset = err.server_time - self.clock()
     else
+      if err.retryable and not may_retry(err, idempotent) then
+        err.retryable = false
+        err.message = err.message .. format(" (not retried: %s changes state and the request may have "
+          .. "reached the service)", action)
+        return nil, err
+      end
       if not err.retryable or attempt > self.max_retries then
         return nil, err
       end
@@ -392,6 +455,209 @@ end
 ---@return imm.Error|nil err
 function Client:all_bindings(params, opts)
   return pager.all(self, "ListBindings", params, opts)
+end
+
+-- The binding lifecycle ----------------------------------------------------
+
+--- Binds an OSS location to a dataset (CreateBinding). The binding starts
+-- `Ready` and is indexed once it is `Running`; see `wait_binding`.
+--
+-- Not retried blindly: only after `Throttling*` or a connection failure
+-- before the request left, which the service cannot have acted on. When a
+-- call fails after the request may have arrived (`ConnectionFailed`,
+-- `Timeout`, 5xx), the binding may or may not exist: a second call then
+-- returns `ResourceAlreadyExist` in `err.code` if the first one succeeded,
+-- and `get_binding` says which.
+-- @tparam table params `ProjectName`, `DatasetName`, `URI` (all required;
+--   `URI` is `oss://bucket` or `oss://bucket/prefix/`)
+-- @return `{ RequestId, Binding = { ... } }`, or nil, err
+-- @usage local res, err = client:create_binding{ ProjectName = "p", DatasetName = "d",
+--   URI = "oss://bucket/photos/" }
+---@param params imm.BindingParams
+---@return imm.CreateBindingResponse|nil res
+---@return imm.Error|nil err
+function Client:create_binding(params)
+  return self:call("CreateBinding", params)
+end
+
+--- Reads one binding (GetBinding). Retried like every read.
+-- @tparam table params `ProjectName`, `DatasetName`, `URI` (all required)
+-- @return the binding (`res.Binding`: `State`, `Phase`, `Reason`, ...), or
+--   nil, err (`ResourceNotFound` when there is no such binding)
+-- @usage local b, err = client:get_binding{ ProjectName = "p", DatasetName = "d", URI = "oss://bucket/" }
+---@param params imm.BindingParams
+---@return imm.Binding|nil binding
+---@return imm.Error|nil err
+function Client:get_binding(params)
+  local res, err = self:call("GetBinding", params)
+  if not res then return nil, err end
+  if type(res.Binding) ~= "table" then
+    return nil, errors.new("InvalidResponse", "Binding is missing from the GetBinding response",
+      { request_id = res.RequestId, retryable = false })
+  end
+  return res.Binding
+end
+
+--- Stops a binding (StopBinding): its state becomes `Stopped`, with the
+-- reason given. Not retried blindly (see `create_binding`).
+-- @tparam table params `ProjectName`, `DatasetName`, `URI` (required), `Reason`
+-- @return `{ RequestId }`, or nil, err
+-- @usage assert(client:stop_binding{ ProjectName = "p", DatasetName = "d", URI = "oss://bucket/",
+--   Reason = "maintenance" })
+---@param params imm.StopBindingParams
+---@return { RequestId: string }|nil res
+---@return imm.Error|nil err
+function Client:stop_binding(params)
+  return self:call("StopBinding", params)
+end
+
+--- Resumes a stopped binding (ResumeBinding). Not retried blindly.
+-- @tparam table params `ProjectName`, `DatasetName`, `URI` (all required)
+-- @return `{ RequestId }`, or nil, err
+-- @usage assert(client:resume_binding{ ProjectName = "p", DatasetName = "d", URI = "oss://bucket/" })
+---@param params imm.BindingParams
+---@return { RequestId: string }|nil res
+---@return imm.Error|nil err
+function Client:resume_binding(params)
+  return self:call("ResumeBinding", params)
+end
+
+--- Deletes a binding (DeleteBinding). Not retried blindly: when a call
+-- fails after the request may have arrived, the binding may be gone
+-- already, and a second call then returns `ResourceNotFound` in `err.code`.
+-- @tparam table params `ProjectName`, `DatasetName`, `URI` (all required)
+-- @return `{ RequestId }`, or nil, err
+-- @usage assert(client:delete_binding{ ProjectName = "p", DatasetName = "d", URI = "oss://bucket/" })
+---@param params imm.BindingParams
+---@return { RequestId: string }|nil res
+---@return imm.Error|nil err
+function Client:delete_binding(params)
+  return self:call("DeleteBinding", params)
+end
+
+local WAIT_OPTIONS = { state = true, timeout = true, interval = true }
+local STATES = { Ready = true, Running = true, Retrying = true, Stopped = true, Failed = true, Deleted = true }
+local TERMINAL = { Failed = "BindingFailed", Deleted = "BindingDeleted" }
+
+local function wait_settings(opts)
+  if opts == nil then opts = {} end
+  if type(opts) ~= "table" then return nil, errors.invalid("wait options must be a table") end
+  for k in pairs(opts) do
+    if not WAIT_OPTIONS[k] then
+      local hint = type(k) == "string" and operations.suggest(k, WAIT_OPTIONS)
+      return nil, errors.invalid(format("unknown wait option %q%s", tostring(k),
+        hint and format(" (did you mean %q?)", hint) or ""))
+    end
+  end
+  local state = opts.state or "Running"
+  if not STATES[state] then
+    local hint = type(state) == "string" and operations.suggest(state, STATES)
+    return nil, errors.invalid(format("wait option state must be a binding state such as \"Running\", got %s%s",
+      tostring(state), hint and format(" (did you mean %q?)", hint) or ""))
+  end
+  local s = { state = state }
+  for k, default in pairs { timeout = 300, interval = 5 } do
+    local v = opts[k]
+    if v == nil then v = default end
+    if type(v) ~= "number" or v ~= v or v <= 0 or v == math.huge then
+      return nil, errors.invalid(format("wait option %s must be a positive number of seconds, got %s",
+        k, tostring(v)))
+    end
+    s[k] = v
+  end
+  return s
+end
+
+--- Polls `get_binding` until the binding is in `opts.state`. Waits between
+-- polls with the transport's sleep (`ngx.sleep` inside nginx), so a worker
+-- is never blocked.
+-- @tparam table params `ProjectName`, `DatasetName`, `URI`
+-- @tparam[opt] table opts `state` (default "Running"), `timeout` (seconds,
+--   default 300), `interval` (seconds between polls, default 5)
+-- @return the binding once in that state; or nil, err: `WaitTimeout` when
+--   the time ran out, `BindingFailed` or `BindingDeleted` when the binding
+--   reached that terminal state instead (both with `err.binding`, the
+--   binding as last seen), or the error of a failed `get_binding`
+-- @usage local b, err = client:wait_binding(key, { state = "Running", timeout = 60, interval = 2 })
+---@param params imm.BindingParams
+---@param opts { state: string|nil, timeout: number|nil, interval: number|nil }|nil
+---@return imm.Binding|nil binding
+---@return imm.Error|nil err
+function Client:wait_binding(params, opts)
+  if getmetatable(self) ~= Client then
+    error("imm: wait_binding must be called as client:wait_binding(...)", 2)
+  end
+  local s, err = wait_settings(opts)
+  if not s then return nil, err end
+  local started, polls, last = core.monotonic(), 0, nil
+  while true do
+    local b
+    b, err = self:get_binding(params)
+    polls = polls + 1
+    if not b then
+      err.binding = last
+      return nil, err
+    end
+    last = b
+    if b.State == s.state then return b end
+    local terminal = TERMINAL[b.State]
+    if terminal then
+      local reason = b.Reason and b.Reason ~= "" and (": " .. tostring(b.Reason)) or ""
+      return nil, errors.new(terminal, format("binding %s is %s%s (waited for %s)", tostring(b.URI),
+        tostring(b.State), reason, s.state), { retryable = false, binding = b, state = b.State })
+    end
+    local elapsed = core.monotonic() - started
+    if elapsed >= s.timeout then
+      return nil, errors.new("WaitTimeout", format("binding %s is still %s after %gs and %d polls (waited for %s)",
+        tostring(b.URI), tostring(b.State), s.timeout, polls, s.state),
+        { retryable = false, binding = b, state = b.State })
+    end
+    self.transport:sleep(min(s.interval, s.timeout - elapsed))
+  end
+end
+
+-- Projects and datasets ----------------------------------------------------
+
+--- Lists one page of projects (ListProjects).
+-- @tparam[opt] table params `MaxResults` (0..200), `NextToken`, `Prefix`
+-- @return `{ RequestId, NextToken, Projects = { ... } }`, or nil, err
+-- @usage local res, err = client:list_projects{ Prefix = "media-" }
+---@param params imm.ListProjectsParams|nil
+---@return { RequestId: string, NextToken: string|nil, Projects: imm.Project[] }|nil res
+---@return imm.Error|nil err
+function Client:list_projects(params)
+  return self:call("ListProjects", params)
+end
+
+--- Iterates over projects one by one, following NextToken.
+-- @return iterator yielding projects; on failure it yields `false, err` once
+-- @usage for p, err in client:projects() do if not p then error(err) end print(p.ProjectName) end
+---@param params imm.ListProjectsParams|nil
+---@param opts imm.PagerOptions|nil
+---@return fun(): (imm.Project|false|nil), imm.Error|nil
+function Client:projects(params, opts)
+  return pager.items(self, "ListProjects", params, opts)
+end
+
+--- Lists one page of a project's datasets (ListDatasets).
+-- @tparam table params `ProjectName` (required), `MaxResults` (0..200), `NextToken`, `Prefix`
+-- @return `{ RequestId, NextToken, Datasets = { ... } }`, or nil, err
+-- @usage local res, err = client:list_datasets{ ProjectName = "immtest" }
+---@param params imm.ListDatasetsParams
+---@return { RequestId: string, NextToken: string|nil, Datasets: imm.Dataset[] }|nil res
+---@return imm.Error|nil err
+function Client:list_datasets(params)
+  return self:call("ListDatasets", params)
+end
+
+--- Iterates over a project's datasets one by one, following NextToken.
+-- @return iterator yielding datasets; on failure it yields `false, err` once
+-- @usage for d, err in client:datasets{ ProjectName = "immtest" } do ... end
+---@param params imm.ListDatasetsParams
+---@param opts imm.PagerOptions|nil
+---@return fun(): (imm.Dataset|false|nil), imm.Error|nil
+function Client:datasets(params, opts)
+  return pager.items(self, "ListDatasets", params, opts)
 end
 
 --- Releases the connection. The client must not be used afterwards.

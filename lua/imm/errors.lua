@@ -23,6 +23,9 @@ local _M = {}
 ---@field attempts integer|nil how many attempts were made
 ---@field next_token string|nil from the pagers: where to resume
 ---@field phase string|nil UnsupportedPhase: the nginx phase
+---@field sent boolean|nil transport failures: false when no byte of the request left
+---@field binding imm.Binding|nil wait_binding: the binding as last seen
+---@field state string|nil BindingFailed, BindingDeleted: the state that ended the wait
 
 local Error = {}
 Error.__index = Error
@@ -52,6 +55,9 @@ _M.codes = {
   InvalidConfiguration = "InvalidConfiguration", -- a broken credentials file (err.file, err.line)
   Cancelled = "Cancelled",                 -- the async task was cancelled (task:cancel())
   TaskError = "TaskError",                 -- an async task raised an error or yielded across imm
+  WaitTimeout = "WaitTimeout",             -- wait_binding: the state was not reached in time (err.binding)
+  BindingFailed = "BindingFailed",         -- wait_binding: the binding went Failed (err.binding)
+  BindingDeleted = "BindingDeleted",       -- wait_binding: the binding went Deleted (err.binding)
 }
 
 -- Transport failures that are safe to repeat for a read-only call.

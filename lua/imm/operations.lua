@@ -3,13 +3,21 @@
 -- Bad input is caught here, before anything is signed or sent: a wrong
 -- type, a value out of range, a missing required parameter or an unknown
 -- name (with a "did you mean" hint). Actions not listed here can still be
--- called with `client:call`; their parameters are only checked for type.
+-- called with `client:call`; their parameters are only checked for type,
+-- and tables are encoded the way IMM expects (see `validate`).
+--
+-- Each schema also says whether its action is idempotent: a read
+-- (`idempotent = true`) is retried after any retryable failure, a mutation
+-- only when the service cannot have acted on it (see `is_idempotent`).
 -- @module imm.operations
 
-local type, pairs, tostring, format = type, pairs, tostring, string.format
-local floor, huge, lower, sub, byte, find = math.floor, math.huge, string.lower, string.sub, string.byte,
-  string.find
+local type, pairs, next, tostring, format = type, pairs, next, tostring, string.format
+local floor, huge, lower, sub, byte, find, gsub = math.floor, math.huge, string.lower, string.sub, string.byte,
+  string.find, string.gsub
 local errors = require "imm.errors"
+
+-- A private cjson instance, so our settings never touch the application's.
+local cjson = require("cjson.safe").new()
 
 local _M = {}
 
@@ -38,13 +46,89 @@ _M.API_VERSION = "2020-09-30"
 ---@field NextToken string|nil nil on the last page
 ---@field Bindings imm.Binding[]
 
+---@class imm.BindingParams
+---@field ProjectName string required
+---@field DatasetName string required
+---@field URI string required; oss://bucket or oss://bucket/prefix/
+
+---@class imm.StopBindingParams : imm.BindingParams
+---@field Reason string|nil
+
+---@class imm.CreateBindingResponse
+---@field RequestId string
+---@field Binding imm.Binding
+
+---@class imm.ListProjectsParams
+---@field MaxResults integer|nil 0..200; 0 or nil means 100
+---@field NextToken string|nil
+---@field Prefix string|nil
+
+---@class imm.Project
+---@field ProjectName string
+---@field Description string|nil
+---@field CreateTime string
+---@field UpdateTime string
+---@field DatasetCount integer|nil
+---@field Tags { TagKey: string, TagValue: string }[]|nil
+---@field [string] any
+
+---@class imm.ListDatasetsParams
+---@field ProjectName string required
+---@field MaxResults integer|nil 0..200; 0 or nil means 100
+---@field NextToken string|nil
+---@field Prefix string|nil
+
+---@class imm.Dataset
+---@field ProjectName string
+---@field DatasetName string
+---@field Description string|nil
+---@field [string] any
+
+---@class imm.CallOptions
+---@field method "POST"|"GET"|nil the HTTP method, signed as such; default "POST"
+---@field idempotent boolean|nil overrides the action's own flag (see `operations.is_idempotent`)
+
 ---@class imm.PagerOptions
 ---@field max_items integer|nil stop after this many items
 ---@field page_size integer|nil sets MaxResults
 ---@field start_token string|nil resume from a saved NextToken
 ---@field items string|nil the response field holding the list (actions without a schema)
 
---- Parameter schemas. `type` is "string" or "integer".
+-- oss://<bucket>[/<prefix>/]: a bucket name has 3 to 63 lowercase letters,
+-- digits and hyphens and starts and ends with a letter or a digit; a prefix
+-- ends with "/". Returns nil, or what is wrong.
+local function oss_uri_problem(v)
+  local bucket, rest = v:match("^oss://([^/]*)(.*)$")
+  if not bucket then return "must start with oss://" end
+  if #bucket < 3 or #bucket > 63 or not bucket:match("^[a-z0-9][a-z0-9%-]*[a-z0-9]$") then
+    return "must name an OSS bucket (3-63 lowercase letters, digits and hyphens)"
+  end
+  if rest ~= "" and sub(rest, -1) ~= "/" then
+    return "must end with / when it names a prefix (oss://bucket/prefix/)"
+  end
+  return nil
+end
+
+local function oss_scheme_problem(v)
+  if not find(v, "^oss://.") then return "must be an oss:// URI" end
+  return nil
+end
+
+-- The parameters that name one binding.
+local function binding_key(uri_check, extra)
+  local p = {
+    ProjectName = { type = "string", required = true },
+    DatasetName = { type = "string", required = true },
+    URI = { type = "string", required = true, check = uri_check },
+  }
+  for k, v in pairs(extra or {}) do p[k] = v end
+  return p
+end
+
+--- Parameter schemas. `type` is "string" or "integer"; `check(v)` returns
+-- what is wrong with a string, or nil. `idempotent` says whether repeating a
+-- call is harmless (see `is_idempotent`). `items` and `page_size` are for the
+-- pagers: where the list is in a response, and the page-size parameter.
 _M.actions = {
   ListBindings = {
     params = {
@@ -54,11 +138,56 @@ _M.actions = {
       NextToken = { type = "string" },
       Name = { type = "string" },
     },
-    -- for the pagers: where the items are, and the page-size parameter
     items = "Bindings",
     page_size = "MaxResults",
+    idempotent = true,
+  },
+  -- The binding lifecycle. Only CreateBinding checks the whole URI form:
+  -- the others name a binding that exists, and the service says if not.
+  CreateBinding = { params = binding_key(oss_uri_problem), idempotent = false },
+  GetBinding = { params = binding_key(oss_scheme_problem), idempotent = true },
+  StopBinding = {
+    params = binding_key(oss_scheme_problem, { Reason = { type = "string" } }),
+    idempotent = false,
+  },
+  ResumeBinding = { params = binding_key(oss_scheme_problem), idempotent = false },
+  DeleteBinding = { params = binding_key(oss_scheme_problem), idempotent = false },
+  ListProjects = {
+    params = {
+      MaxResults = { type = "integer", min = 0, max = 200 },
+      NextToken = { type = "string" },
+      Prefix = { type = "string" },
+    },
+    items = "Projects",
+    page_size = "MaxResults",
+    idempotent = true,
+  },
+  ListDatasets = {
+    params = {
+      ProjectName = { type = "string", required = true },
+      MaxResults = { type = "integer", min = 0, max = 200 },
+      NextToken = { type = "string" },
+      Prefix = { type = "string" },
+    },
+    items = "Datasets",
+    page_size = "MaxResults",
+    idempotent = true,
   },
 }
+
+--- Is repeating `action` harmless? Its schema says; for an action without
+-- one, IMM's naming decides: `List*` and `Get*` actions only read, anything
+-- else is taken to change something. `override` (a boolean, from the
+-- `idempotent` call option) wins over both.
+-- @tparam string action
+-- @tparam[opt] boolean override
+-- @treturn boolean
+function _M.is_idempotent(action, override)
+  if override ~= nil then return override end
+  local def = _M.actions[action]
+  if def then return def.idempotent == true end
+  return find(action, "^List%u") ~= nil or find(action, "^Get%u") ~= nil
+end
 
 -- Levenshtein distance, to suggest the parameter a typo meant.
 local function distance(a, b)
@@ -120,6 +249,10 @@ local function check_value(action, name, spec, v)
     if spec.required and v == "" then
       return nil, errors.invalid(format("%s: %s must not be empty", action, name), "MissingParameter")
     end
+    local problem = spec.check and spec.check(v)
+    if problem then
+      return nil, errors.invalid(format("%s: %s %s, got %s", action, name, problem, describe(v)))
+    end
     return v
   end
   -- integer
@@ -134,7 +267,7 @@ local function check_value(action, name, spec, v)
   return format("%d", v)
 end
 
--- Values for an action without a schema: scalars only, written as strings.
+-- Values for an action without a schema: scalars, written as strings.
 local function generic_value(action, name, v)
   local t = type(v)
   if t == "string" then
@@ -149,12 +282,66 @@ local function generic_value(action, name, v)
     return format("%.17g", v)
   end
   if t == "boolean" then return v and "true" or "false" end
-  return nil, errors.invalid(format("%s: %s must be a string, number or boolean, got %s",
+  return nil, errors.invalid(format("%s: %s must be a string, number, boolean or table, got %s",
     action, name, t))
+end
+
+local SCALAR = { string = true, number = true, boolean = true }
+
+-- 1..n with n >= 1, nothing else, every element a scalar?
+local function scalar_array(t)
+  local n = 0
+  for k, v in pairs(t) do
+    if type(k) ~= "number" or not SCALAR[type(v)] then return nil end
+    n = n + 1
+  end
+  if n == 0 then return nil end
+  for i = 1, n do
+    if t[i] == nil then return nil end
+  end
+  return n
+end
+
+-- A table value of an action without a schema, added to `out`: an array of
+-- scalars as Name.1, Name.2, ...; anything else as one JSON string.
+local function generic_table(action, name, v, out)
+  if next(v) == nil then
+    return nil, errors.invalid(format("%s: %s is an empty table, which could mean [] or {}: "
+      .. "leave it out, or pass the JSON text as a string", action, name))
+  end
+  local n = scalar_array(v)
+  if n then
+    for i = 1, n do
+      local key = name .. "." .. i
+      if out[key] ~= nil then
+        return nil, errors.invalid(format("%s: %s is given twice (as %s and in %s)", action, key, key, name))
+      end
+      local s, err = generic_value(action, key, v[i])
+      if not s then return nil, err end
+      out[key] = s
+    end
+    return true
+  end
+  local s, err = cjson.encode(v)
+  if not s then
+    return nil, errors.invalid(format("%s: %s cannot be encoded as JSON: %s", action, name, tostring(err)))
+  end
+  -- cjson writes "/" as "\/"; both are valid JSON, and URIs read better without.
+  -- cjson escapes CR and LF inside strings, so the text holds neither raw.
+  out[name] = (gsub(s, "\\/", "/"))
+  return true
 end
 
 --- Checks `params` for `action` and returns them as a new table of strings,
 -- ready to sign.
+--
+-- For an action with a schema, each value must have the type the schema
+-- gives. For an action without one, a string, number or boolean is sent as
+-- text; an array of scalars `{ "a", "b" }` as `Name.1=a&Name.2=b`; any other
+-- table (an object, or an array of objects) as one JSON string, which is how
+-- IMM takes structured parameters such as `Targets`, `Notification` or `Tag`.
+-- Raw CR and LF are refused in every text value; in a JSON value they are
+-- escaped (`\n`), so the encoded text holds none.
 -- @tparam string action e.g. "ListBindings"
 -- @tparam table params
 -- @treturn table query (name -> string)
@@ -184,11 +371,16 @@ function _M.validate(action, params)
           hint and format(" (did you mean %q?)", hint) or ""))
       end
       s, err = check_value(action, name, spec, v)
+    elseif type(v) == "table" then
+      s, err = generic_table(action, name, v, out)
     else
       s, err = generic_value(action, name, v)
+      if s and out[name] ~= nil then
+        return nil, errors.invalid(format("%s: %s is given twice", action, name))
+      end
     end
     if not s then return nil, err end
-    out[name] = s
+    if s ~= true then out[name] = s end
   end
   if def then
     for name, spec in pairs(def.params) do

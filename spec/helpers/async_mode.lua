@@ -42,14 +42,15 @@ local function async_client(self)
     and not async.current()
 end
 
-for _, name in ipairs { "call", "list_bindings", "all_bindings" } do
+for _, name in ipairs { "call", "list_bindings", "all_bindings", "create_binding", "get_binding",
+  "stop_binding", "resume_binding", "delete_binding", "wait_binding", "list_projects", "list_datasets" } do
   local f = Client[name]
   Client[name] = function(self, ...)
     if not async_client(self) then return f(self, ...) end
     return in_task(f, self, ...)
   end
 end
-for _, name in ipairs { "pages", "bindings" } do
+for _, name in ipairs { "pages", "bindings", "projects", "datasets" } do
   local f = Client[name]
   Client[name] = function(self, ...)
     local it = f(self, ...)

@@ -62,6 +62,21 @@ local function run(args)
     if all then
       for i, b in ipairs(all.Bindings) do out.uris[i] = b.URI end
     end
+  elseif mode == "lifecycle" then
+    -- create, wait for Running (ngx.sleep between polls, counted), delete
+    local key = { ProjectName = params.ProjectName, DatasetName = args.dataset, URI = args.uri }
+    local res, err = c:list_bindings { ProjectName = params.ProjectName, MaxResults = 1 }
+    if res then res, err = c:create_binding(key) end
+    if res then
+      local real_sleep, sleeps = ngx.sleep, 0
+      ngx.sleep = function(s) sleeps = sleeps + 1 return real_sleep(s) end -- luacheck: ignore 122
+      local ok, b, werr = pcall(c.wait_binding, c, key, { timeout = 10, interval = 0.1 })
+      ngx.sleep = real_sleep -- luacheck: ignore 122
+      if not ok then error(b) end
+      out.sleeps, out.state, err = sleeps, b and b.State, werr
+    end
+    if not err then err = select(2, c:delete_binding(key)) end
+    out.err = error_fields(err)
   end
   out.count = #out.uris
   return out

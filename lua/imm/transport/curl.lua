@@ -7,10 +7,14 @@
 -- usual. Both paths are the same C code: start, transfer, finish.
 --
 -- Transport interface (what any transport implements):
---   `t:request{ method, url, headers = { name = value }, body }`
+--   `t:request{ method, url, headers = { name = value }, body, fresh }`
+--     (`fresh`: send on a new connection, never on a reused one, so that
+--     nothing sends the request a second time by itself)
 --     -> `{ status = n, headers = { lower-name = value }, body = "..." }`
---     or `nil, err` (an imm error: ConnectionFailed, Timeout, TLSError, ...;
---     `err.sent == false` when no request byte reached the network)
+--     or `nil, err` (an imm error: ConnectionFailed, Timeout, TLSError, ...);
+--     `err.sent == false` says no byte of the request reached a connection
+--     (DNS, connect or TLS failed), so the service cannot have seen it and
+--     even a mutation may be sent again. Any other value means "maybe seen".
 --   `t:sleep(seconds)` waits between retries
 --   `t:close()` releases the connection; safe to call twice
 -- @module imm.transport.curl
@@ -61,7 +65,7 @@ function _M:_take()
 end
 
 --- Sends one request.
--- @tparam table req `{ method, url, headers = { name = value }, body }`
+-- @tparam table req `{ method, url, headers = { name = value }, body, fresh }`
 -- @return `{ status, headers, body }`, or nil, err
 function _M:request(req)
   local lines, n = {}, 0
@@ -73,10 +77,10 @@ function _M:request(req)
   if self.async and async.current() then
     local h, err = self:_take()
     if not h then return nil, err end
-    status, body, headers, st, sent = async.transfer(h, req.method, req.url, lines, req.body)
+    status, body, headers, st, sent = async.transfer(h, req.method, req.url, lines, req.body, req.fresh)
     if self.closed then h:close() else self.idle[#self.idle + 1] = h end
   else
-    status, body, headers, st, sent = self.handle:request(req.method, req.url, lines, req.body)
+    status, body, headers, st, sent = self.handle:request(req.method, req.url, lines, req.body, req.fresh)
   end
   if not status then
     return nil, errors.new(body, headers, { status = st, sent = sent })

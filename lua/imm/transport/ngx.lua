@@ -229,23 +229,29 @@ function _M:request(req)
   -- Connections are pooled per scheme, host, port and verification mode, so a
   -- verified TLS connection is never handed to an unverified client or back.
   local pool = format("imm:%s:%s:%d:%s", scheme, host, port, self.verify and "v" or "nv")
+  -- A request that must not go out twice gets a connection of its own: a pool
+  -- nothing is ever put back into, so a stale keep-alive connection cannot
+  -- fail it after it was written.
+  if req.fresh then pool = pool .. ":fresh" end
   local cok, err = sock:connect(host, port, { pool = pool })
   if not cok then
+    -- sent = false: nothing reached the service, so even a mutation may be repeated
     if err == "timeout" then
-      return nil, errors.new("Timeout", "connect to " .. host .. ":" .. port .. " timed out")
+      return nil, errors.new("Timeout", "connect to " .. host .. ":" .. port .. " timed out", { sent = false })
     end
     local hint = find(err, "resolver", 1, true) and " (add a resolver directive to nginx.conf)" or ""
-    return nil, errors.new("ConnectionFailed", "connect to " .. host .. ":" .. port .. " failed: " .. err .. hint)
+    return nil, errors.new("ConnectionFailed", "connect to " .. host .. ":" .. port .. " failed: " .. err .. hint,
+      { sent = false })
   end
   if scheme == "https" and sock:getreusedtimes() == 0 then
     local sok, serr = sock:sslhandshake(nil, host, self.verify)
     if not sok then
       sock:close()
       if serr == "timeout" then
-        return nil, errors.new("Timeout", "TLS handshake with " .. host .. " timed out")
+        return nil, errors.new("Timeout", "TLS handshake with " .. host .. " timed out", { sent = false })
       end
       return nil, errors.new("TLSError", "TLS handshake with " .. host .. " failed: " .. tostring(serr),
-        { retryable = false })
+        { retryable = false, sent = false })
     end
   end
 
@@ -303,7 +309,7 @@ function _M:request(req)
     sock:close()
     return nil, ferr
   end
-  if close_after then
+  if close_after or req.fresh then
     sock:close()
   else
     sock:setkeepalive(KEEPALIVE_MS, POOL_SIZE)
