@@ -48,7 +48,7 @@ VECTORS    ?= ../shared/vectors/signing.json
 SPECS      ?= spec
 RUN_PREFIX ?=
 
-.PHONY: all build lib deps deps-demo demo test server-check fuzz soak bench matrix unit docs lint test-lua5.4 test-luajit lint asan valgrind \
+.PHONY: all build lib host-check deps deps-demo demo test server-check fuzz soak bench matrix unit docs lint test-lua5.4 test-luajit lint asan valgrind \
         rockspec-check install clean help
 
 all: build
@@ -90,13 +90,14 @@ demo: deps-demo
 	@$(MAKE) --no-print-directory build LUA=lua5.4
 	@$(TEST_ENV) sh tools/with-server.sh lua5.4 examples/list_bindings.lua immtest
 
-## test: every check (specs on Lua 5.1-5.4 and LuaJIT, nginx, lint, ASan+UBSan, valgrind, LuaRocks, a short fuzz pass)
+## test: every check (specs on Lua 5.1-5.4 and LuaJIT, nginx, lint, ASan+UBSan, valgrind, the C host with TSan, LuaRocks, a short fuzz pass)
 test: deps
 	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory server-check
 	@$(MAKE) --no-print-directory matrix
 	@$(MAKE) --no-print-directory asan
 	@$(MAKE) --no-print-directory valgrind
+	@$(MAKE) --no-print-directory host-check
 	@$(MAKE) --no-print-directory rockspec-check
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10
 	@echo "imm: all checks passed"
@@ -135,7 +136,7 @@ lint:
 	@luacheck -q lua spec examples bin/imm
 	@echo "imm: cppcheck"
 	@cppcheck -q --error-exitcode=1 --enable=warning,portability,performance \
-	  --inline-suppr --std=c99 -I src -I include $(SRCS) $(LIB_SRCS)
+	  --inline-suppr --std=c99 -I src -I include $(SRCS) $(LIB_SRCS) examples/host/host.c
 
 ## asan: the specs against a module built with AddressSanitizer + UBSan
 ASAN_CFLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
@@ -186,6 +187,10 @@ SOAK_CALLS ?= 100000
 soak: deps-demo
 	@$(MAKE) --no-print-directory build LUA=$(LUA)
 	@$(TEST_ENV) sh tools/with-server.sh $(LUA) bench/soak.lua $(SOAK_CALLS)
+
+## host-check: the example C host (examples/host) on the local server: list, 4 threads, 4 threads under TSan and under valgrind
+host-check:
+	@sh tools/host-check.sh
 
 ## rockspec-check: `luarocks make --deps-mode=none` into a scratch tree, 5.4 and 5.1
 rockspec-check:
