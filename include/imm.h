@@ -15,8 +15,8 @@
  * Build (Lua 5.4; lua-cjson stays a shared module that `require "cjson.safe"`
  * loads, so export the Lua API from the executable with -Wl,-E):
  *
- *     cc host.c -Iinclude build/lua5.4/libimm.a \
- *        -Wl,-E -Wl,--whole-archive -llua5.4 -Wl,--no-whole-archive \
+ *     cc host.c -Iinclude $(pkg-config --cflags lua5.4) build/lua5.4/libimm.a \
+ *        -Wl,-E -Wl,--whole-archive -l:liblua5.4.a -Wl,--no-whole-archive \
  *        $(pkg-config --libs libcurl openssl zlib) -lpthread -lm -ldl
  *
  * Threads. One client belongs to one lua_State, and a lua_State is used by
@@ -26,6 +26,8 @@
  * curl_global_init() on the first HTTP handle, and the fetch of the
  * OpenSSL 3 digests (SHA-256, SM3, SHA-1), which are then only read.
  * Nothing else is shared; every handle and buffer belongs to one state.
+ * (One exception, outside the core's own state: imm.core.backend() returns
+ * libcurl's curl_version(), which rewrites a static buffer on each call.)
  *
  * Both functions below follow the rules of the Lua C API: they may raise a
  * Lua error (out of memory), so call them where an error is caught, e.g.
