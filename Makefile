@@ -65,7 +65,8 @@ $(BUILD)/obj/%.o: src/%.c $(HDRS)
 # generated from lua/ on every change, never copied by hand
 $(BUILD)/gen/imm_lua.c: tools/embed_lua.py $(LUA_FILES)
 	@mkdir -p $(dir $@)
-	python3 tools/embed_lua.py lua $@ $(LUA_FILES)
+	@echo "python3 tools/embed_lua.py lua $@ (lua/**/*.lua)"
+	@python3 tools/embed_lua.py lua $@ $(LUA_FILES)
 
 $(BUILD)/obj/imm_lua.o: $(BUILD)/gen/imm_lua.c src/imm_preload.h
 	@mkdir -p $(dir $@)

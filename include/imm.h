@@ -51,9 +51,12 @@ int luaopen_imm_core(lua_State *L);
 /* Registers the embedded Lua modules in package.preload (the package
  * library must be open). Loading happens on the first `require` of each;
  * the sources are static data of the library, so nothing is allocated
- * outside the state and there is nothing to free. Entries already in
- * package.preload with the same names are replaced. Leaves the stack as it
- * was. */
+ * outside the state and there is nothing to free. It registers
+ * luaopen_imm_core as "imm.core" as well, so `require "imm.core"` never
+ * finds another build's core.so on package.cpath; a luaL_requiref done
+ * before takes precedence, as package.loaded is searched first. Entries
+ * already in package.preload with the same names are replaced. Leaves the
+ * stack as it was. */
 void imm_preload(lua_State *L);
 
 #ifdef __cplusplus

@@ -45,6 +45,10 @@ __attribute__((visibility("default"))) void imm_preload(lua_State *L) {
     if (!lua_istable(L, -1))
         luaL_error(L, "imm_preload: package.preload is not a table");
 #endif
+    /* the C core too, so a host that skips luaL_requiref still gets this
+     * library's imm.core and never another build's core.so from cpath */
+    lua_pushcfunction(L, luaopen_imm_core);
+    lua_setfield(L, -2, "imm.core");
     for (i = 0; i < imm_lua_nmodules; i++) {
         lua_pushlightuserdata(L, (void *)(imm_lua_modules + i));
         lua_pushcclosure(L, load_embedded, 1);
