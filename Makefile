@@ -13,7 +13,7 @@ LUA_ABI     = $(if $(filter luajit lua5.1,$(LUA)),5.1,$(patsubst lua%,%,$(LUA)))
 CC         ?= cc
 CFLAGS     ?= -O2 -g
 WARN        = -Wall -Wextra -Wstrict-prototypes -Wmissing-prototypes -Wshadow -Wformat=2
-MYCFLAGS    = -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden $(WARN)
+MYCFLAGS    = -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden $(WARN) -Iinclude
 LIBFLAG    ?= -shared
 DEP_CFLAGS  = $(shell pkg-config --cflags libcurl openssl zlib 2>/dev/null)
 DEP_LIBS    = $(shell pkg-config --libs libcurl openssl zlib 2>/dev/null || echo -lcurl -lssl -lcrypto -lz) -lpthread
@@ -24,9 +24,14 @@ BUILD      ?= build/$(LUA)
 VERSION    := $(shell sed -n 's/^local VERSION = "\(.*\)"$$/\1/p' lua/imm/client.lua)
 RUNTIMES   ?= lua5.1 lua5.2 lua5.3 lua5.4 luajit
 SRCS        = src/imm_buf.c src/imm_sign.c src/imm_http.c src/imm_core.c
-HDRS        = src/imm_buf.h src/imm_sign.h src/imm_http.h
+HDRS        = src/imm_buf.h src/imm_sign.h src/imm_http.h src/imm_preload.h include/imm.h
 OBJS        = $(patsubst src/%.c,$(BUILD)/obj/%.o,$(SRCS))
 MODULE      = $(BUILD)/imm/core.so
+# libimm.a, for C hosts (include/imm.h): the module's objects, plus the Lua
+# modules embedded at build time and imm_preload() to register them
+LIB         = $(BUILD)/libimm.a
+LIB_SRCS    = src/imm_preload.c
+LIB_OBJS    = $(OBJS) $(patsubst src/%.c,$(BUILD)/obj/%.o,$(LIB_SRCS)) $(BUILD)/obj/imm_lua.o
 
 PREFIX     ?= /usr/local
 INST_LIBDIR ?= $(PREFIX)/lib/lua/$(LUA_ABI)
@@ -43,16 +48,33 @@ VECTORS    ?= ../shared/vectors/signing.json
 SPECS      ?= spec
 RUN_PREFIX ?=
 
-.PHONY: all build deps deps-demo demo test server-check fuzz soak bench matrix unit docs lint test-lua5.4 test-luajit lint asan valgrind \
+.PHONY: all build lib host-check deps deps-demo demo test server-check fuzz soak bench matrix unit docs lint test-lua5.4 test-luajit lint asan valgrind \
         rockspec-check install clean help
 
 all: build
 
-build: $(MODULE)
+build: $(MODULE) $(LIB)
+
+## lib: only libimm.a (LUA=lua5.4 by default), for embedding in a C host
+lib: $(LIB)
 
 $(BUILD)/obj/%.o: src/%.c $(HDRS)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(MYCFLAGS) $(EXTRA_CFLAGS) -DIMM_VERSION='"$(VERSION)"' -I$(LUA_INCDIR) $(DEP_CFLAGS) -c $< -o $@
+
+# generated from lua/ on every change, never copied by hand
+$(BUILD)/gen/imm_lua.c: tools/embed_lua.py $(LUA_FILES)
+	@mkdir -p $(dir $@)
+	@echo "python3 tools/embed_lua.py lua $@ (lua/**/*.lua)"
+	@python3 tools/embed_lua.py lua $@ $(LUA_FILES)
+
+$(BUILD)/obj/imm_lua.o: $(BUILD)/gen/imm_lua.c src/imm_preload.h
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(MYCFLAGS) $(EXTRA_CFLAGS) -Isrc -c $< -o $@
+
+$(LIB): $(LIB_OBJS)
+	@rm -f $@
+	$(AR) rcs $@ $(LIB_OBJS)
 
 $(MODULE): $(OBJS)
 	@mkdir -p $(dir $@)
@@ -69,13 +91,14 @@ demo: deps-demo
 	@$(MAKE) --no-print-directory build LUA=lua5.4
 	@$(TEST_ENV) sh tools/with-server.sh lua5.4 examples/list_bindings.lua immtest
 
-## test: every check (specs on Lua 5.1-5.4 and LuaJIT, nginx, lint, ASan+UBSan, valgrind, LuaRocks, a short fuzz pass)
+## test: every check (specs on Lua 5.1-5.4 and LuaJIT, nginx, lint, ASan+UBSan, valgrind, the C host with TSan, LuaRocks, a short fuzz pass)
 test: deps
 	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory server-check
 	@$(MAKE) --no-print-directory matrix
 	@$(MAKE) --no-print-directory asan
 	@$(MAKE) --no-print-directory valgrind
+	@$(MAKE) --no-print-directory host-check
 	@$(MAKE) --no-print-directory rockspec-check
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10
 	@echo "imm: all checks passed"
@@ -114,7 +137,7 @@ lint:
 	@luacheck -q lua spec examples bin/imm
 	@echo "imm: cppcheck"
 	@cppcheck -q --error-exitcode=1 --enable=warning,portability,performance \
-	  --inline-suppr --std=c99 -I src $(SRCS)
+	  --inline-suppr --std=c99 -I src -I include $(SRCS) $(LIB_SRCS) examples/host/host.c
 
 ## asan: the specs against a module built with AddressSanitizer + UBSan
 ASAN_CFLAGS = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
@@ -165,6 +188,10 @@ SOAK_CALLS ?= 100000
 soak: deps-demo
 	@$(MAKE) --no-print-directory build LUA=$(LUA)
 	@$(TEST_ENV) sh tools/with-server.sh $(LUA) bench/soak.lua $(SOAK_CALLS)
+
+## host-check: the example C host (examples/host) on the local server: list, 4 threads, 4 threads under TSan and under valgrind
+host-check:
+	@sh tools/host-check.sh
 
 ## rockspec-check: `luarocks make --deps-mode=none` into a scratch tree, 5.4 and 5.1
 rockspec-check:

@@ -23,22 +23,29 @@
 static pthread_once_t md_once = PTHREAD_ONCE_INIT;
 static EVP_MD *md_table[3];
 
-static void md_fetch_all(void) {
-    md_table[IMM_HASH_SHA256] = EVP_MD_fetch(NULL, "SHA256", NULL);
-    md_table[IMM_HASH_SM3] = EVP_MD_fetch(NULL, "SM3", NULL);
-    md_table[IMM_HASH_SHA1] = EVP_MD_fetch(NULL, "SHA1", NULL);
-    ERR_clear_error();
-}
-
-/* Lua unloads C modules in lua_close(); release the digests with the
- * library so nothing is left unreachable. No thread may be inside the module
- * while it is being unloaded, so this cannot race with md_get(). */
-__attribute__((destructor)) static void md_free_all(void) {
+/* Releases the digests. It runs from atexit() (see md_fetch_all), never
+ * while a thread can be inside the module: at exit, or when Lua unloads
+ * core.so in lua_close(). */
+static void md_free_all(void) {
     size_t i;
     for (i = 0; i < sizeof md_table / sizeof md_table[0]; i++) {
         EVP_MD_free(md_table[i]);
         md_table[i] = NULL;
     }
+}
+
+static void md_fetch_all(void) {
+    md_table[IMM_HASH_SHA256] = EVP_MD_fetch(NULL, "SHA256", NULL);
+    md_table[IMM_HASH_SM3] = EVP_MD_fetch(NULL, "SM3", NULL);
+    md_table[IMM_HASH_SHA1] = EVP_MD_fetch(NULL, "SHA1", NULL);
+    ERR_clear_error();
+    /* Not a destructor: linked into a program (libimm.a), a destructor runs
+     * after OpenSSL's own atexit cleanup and would free into a library that
+     * is gone. An atexit handler registered here, after OpenSSL has
+     * initialised, runs before that cleanup; in core.so, glibc runs it when
+     * the module is unloaded. If it cannot be registered the digests are
+     * only left to the exiting process. */
+    (void)atexit(md_free_all);
 }
 
 static const EVP_MD *md_get(imm_hash alg) {

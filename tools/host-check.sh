@@ -1,0 +1,64 @@
+#!/bin/sh
+# make host-check: the example C host (examples/host), which embeds Lua 5.4
+# and libimm.a, against the local IMM server:
+#   1. `host list`: one state prints the project's bindings;
+#   2. `host threads 4`: four threads, each with its own lua_State and
+#      client, list at the same time and must all count what the server holds;
+#   3. the same, host and libimm.a built with -fsanitize=thread: any report
+#      fails the check (halt_on_error, exit code 66);
+#   4. the same under valgrind memcheck: any error or definite/indirect leak
+#      fails it (exit code 42).
+# The host runs from an empty directory with LUA_PATH pointing nowhere, so
+# every imm module must come from the copy embedded in libimm.a.
+set -eu
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+project=immtest
+threads=4
+# what the server will hold, counted independently of imm
+expected=$(python3 -c 'import json, sys
+d = json.load(open(sys.argv[1]))
+print(sum(1 for b in d["Bindings"] if b["ProjectName"] == sys.argv[2]))' tools/sample_bindings.json $project)
+
+echo "imm: building the example host (examples/host), plain and with ThreadSanitizer"
+make --no-print-directory -C examples/host >/dev/null
+make --no-print-directory -C examples/host SAN=thread >/dev/null
+
+run=$(mktemp -d)
+trap 'rm -rf "$run"' EXIT
+export HOST="$top/build/host/host" HOST_TSAN="$top/build/host-thread/host" \
+  PROJECT=$project THREADS=$threads EXPECTED=$expected RUN="$run" \
+  LUA_PATH="/nonexistent/?.lua" LUA_PATH_5_4="/nonexistent/?.lua" \
+  no_proxy=127.0.0.1,localhost NO_PROXY=127.0.0.1,localhost \
+  ALIBABA_CLOUD_ECS_METADATA_DISABLED=true
+
+# shellcheck disable=SC2016
+sh tools/with-server.sh sh -c '
+  set -u
+  cd "$RUN"
+  fail() { echo "imm: host-check FAILED: $*" >&2; exit 1; }
+
+  "$HOST" list "$PROJECT" "$EXPECTED" >list.out 2>&1 || { cat list.out; fail "host list"; }
+  tail -1 list.out
+  grep -qx "$EXPECTED bindings in project $PROJECT" list.out || fail "host list printed the wrong count"
+
+  "$HOST" threads "$THREADS" "$PROJECT" "$EXPECTED" >threads.out 2>&1 || { cat threads.out; fail "host threads"; }
+  cat threads.out
+  grep -q "^concurrent: yes" threads.out || fail "the $THREADS listings did not run at the same time"
+
+  echo "imm: host threads $THREADS under ThreadSanitizer"
+  TSAN_OPTIONS="halt_on_error=1 exitcode=66" \
+    "$HOST_TSAN" threads "$THREADS" "$PROJECT" "$EXPECTED" >tsan.out 2>&1
+  rc=$?
+  [ $rc -eq 0 ] || { cat tsan.out; fail "under TSan (exit $rc; 66 is a TSan report)"; }
+  grep -q "ThreadSanitizer" tsan.out && { cat tsan.out; fail "TSan printed a report"; }
+  head -1 tsan.out
+
+  echo "imm: host threads $THREADS under valgrind"
+  valgrind -q --error-exitcode=42 --leak-check=full --errors-for-leak-kinds=definite,indirect \
+    --show-leak-kinds=definite,indirect "$HOST" threads "$THREADS" "$PROJECT" "$EXPECTED" >vg.out 2>&1
+  rc=$?
+  [ $rc -eq 0 ] || { cat vg.out; fail "under valgrind (exit $rc; 42 is a memcheck error or leak)"; }
+  head -1 vg.out
+'
+echo "imm: host-check passed"
