@@ -48,7 +48,7 @@ VECTORS    ?= ../shared/vectors/signing.json
 SPECS      ?= spec
 RUN_PREFIX ?=
 
-.PHONY: all build lib host-check deps deps-demo demo test server-check fuzz soak bench matrix unit docs lint test-lua5.4 test-luajit lint asan valgrind \
+.PHONY: all build lib host-check async-specs deps deps-demo demo test server-check fuzz soak bench matrix unit docs lint test-lua5.4 test-luajit lint asan valgrind \
         rockspec-check install clean help
 
 all: build
@@ -96,6 +96,7 @@ test: deps
 	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory server-check
 	@$(MAKE) --no-print-directory matrix
+	@$(MAKE) --no-print-directory async-specs
 	@$(MAKE) --no-print-directory asan
 	@$(MAKE) --no-print-directory valgrind
 	@$(MAKE) --no-print-directory host-check
@@ -121,6 +122,12 @@ unit: build
 	@echo "imm: specs on $(LUA) $(SPEC_NOTE)"
 	@$(TEST_ENV) sh tools/run-specs.sh "$(LUA)$(if $(SPEC_NOTE),-$(word 2,$(SPEC_NOTE)))" \
 	  $(RUN_PREFIX) $(LUA) $(BUSTED) -o utfTerminal $(BUSTED_ARGS) $(SPECS)
+
+## async-specs: the client, pager, reliability and lifecycle specs again, every call inside an async task (Lua 5.4, LuaJIT)
+ASYNC_SPECS = spec/04_client_spec.lua spec/05_pager_spec.lua spec/08_reliability_spec.lua spec/12_lifecycle_spec.lua
+async-specs:
+	@for l in lua5.4 luajit; do $(MAKE) --no-print-directory unit LUA=$$l SPEC_NOTE="in async mode" \
+	  BUSTED_ARGS=--helper=spec/helpers/async_mode.lua SPECS="$(ASYNC_SPECS)" || exit 1; done
 
 ## docs: LDoc HTML in build/docs (LuaLS ---@ annotations are stripped for LDoc)
 docs:
@@ -204,6 +211,9 @@ install: build
 	sed '1s|.*|#!/usr/bin/env $(LUA)|' bin/imm >$(DESTDIR)$(INST_BINDIR)/imm && chmod 755 $(DESTDIR)$(INST_BINDIR)/imm
 	install -m 755 $(MODULE) $(DESTDIR)$(INST_LIBDIR)/imm/core.so
 	for f in $(LUA_FILES); do install -m 644 $$f $(DESTDIR)$(INST_LUADIR)/$${f#lua/}; done
+	install -d $(DESTDIR)$(PREFIX)/lib/imm/$(LUA) $(DESTDIR)$(PREFIX)/include
+	install -m 644 $(LIB) $(DESTDIR)$(PREFIX)/lib/imm/$(LUA)/libimm.a
+	install -m 644 include/imm.h $(DESTDIR)$(PREFIX)/include/imm.h
 
 clean:
 	rm -rf build

@@ -125,6 +125,34 @@ describe("examples", function()
     srv.reset()
   end)
 
+  it("frame_loop.lua keeps its loop turning while the listings run as tasks", function()
+    srv.reset()
+    srv.fault { mode = "slow", delay = 0.2, count = -1 }
+    local out, rc = run("frame_loop.lua", "immtest", "3")
+    srv.reset()
+    assert.equal(0, rc, out)
+    for i = 1, 3 do
+      assert.matches("task " .. i .. ": " .. #all .. " bindings in project immtest", out)
+    end
+    -- three pages of replies at 0.2 s each: a loop that waited for them in
+    -- poll(0) would turn a handful of times, not hundreds
+    local frames = tonumber(out:match("(%d+) frames while 3 listings ran"))
+    assert.is_true(frames and frames > 100, out)
+  end)
+
+  -- Debian's lua-luv is built for the PUC Lua runtimes, not for LuaJIT.
+  local has_luv = os.execute(LUA .. " -e 'require \"luv\"' >/dev/null 2>&1")
+  has_luv = has_luv == true or has_luv == 0
+  local luv_it = has_luv and it or pending
+  luv_it("luv_loop.lua drives imm from a libuv loop without busy polling", function()
+    local out, rc = run("luv_loop.lua", "immtest")
+    assert.equal(0, rc, out)
+    assert.matches(#all .. " bindings in project immtest", out)
+    -- three pages: a few wake-ups per reply, not a spin
+    local wakeups = tonumber(out:match("the loop woke (%d+) times"))
+    assert.is_true(wakeups and wakeups < 60, out)
+  end)
+
   it("exits 1 with the error on stderr when the call fails", function()
     local out, rc = run("list_bindings.lua", "no-such-project")
     assert.equal(1, rc)

@@ -9,7 +9,7 @@ demo_pkgs="pkg-config openssl ca-certificates libssl-dev libcurl4-openssl-dev zl
 # already pulls it in; named so a minimal install says what it needs)
 test_pkgs="$demo_pkgs lua5.1 liblua5.1-0-dev lua5.2 liblua5.2-dev lua5.3 liblua5.3-dev
   luajit2 libluajit2-5.1-dev
-  lua-busted lua-check lua-ldoc luarocks valgrind cppcheck curl clang libclang-rt-14-dev libtsan2
+  lua-busted lua-check lua-luv lua-ldoc luarocks valgrind cppcheck curl clang libclang-rt-14-dev libtsan2
   nginx libnginx-mod-http-lua lua-resty-core"
 
 case "${1:-test}" in

@@ -179,6 +179,11 @@ end
 --- Sends a request on the shared multi handle from inside a task and waits
 -- for its reply. The results are `handle:result()`'s, or `nil, code, msg`.
 -- @param handle an `imm.core.http` handle, idle
+-- @tparam string method
+-- @tparam string url
+-- @tparam table lines header lines, `"Name: value"`
+-- @tparam string body
+-- @tparam boolean fresh send on a new connection
 function _M.transfer(handle, method, url, lines, body, fresh)
   local task = current
   if task.cancelled then return nil, "Cancelled", "the task was cancelled" end
