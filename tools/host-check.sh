@@ -46,6 +46,13 @@ sh tools/with-server.sh sh -c '
   cat threads.out
   grep -q "^concurrent: yes" threads.out || fail "the $THREADS listings did not run at the same time"
 
+  "$HOST" frame 10 "$PROJECT" "$EXPECTED" >frame.out 2>&1 || { cat frame.out; fail "host frame"; }
+  cat frame.out
+  # ten listings of 11 pages each: a loop that waited for replies in
+  # poll(0) would run about one frame per reply
+  frames=$(sed -n "s/^\([0-9]*\) frames.*/\1/p" frame.out)
+  [ "${frames:-0}" -gt 500 ] || fail "the frame loop turned only ${frames:-0} times"
+
   echo "imm: host threads $THREADS under ThreadSanitizer"
   TSAN_OPTIONS="halt_on_error=1 exitcode=66" \
     "$HOST_TSAN" threads "$THREADS" "$PROJECT" "$EXPECTED" >tsan.out 2>&1

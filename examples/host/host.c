@@ -6,6 +6,9 @@
  *   host list PROJECT [EXPECTED]         one state, prints every binding
  *   host threads N PROJECT [EXPECTED]    N threads, each with its own
  *                                        lua_State and client, list at once
+ *   host frame N PROJECT [EXPECTED]      one state, N async listings as imm
+ *                                        tasks, driven by a C frame loop
+ *                                        that calls imm.poll(0) each frame
  *
  * With EXPECTED, any other count is an error. In thread mode every thread
  * must also count the same, non-zero number. Exit status: 0 when all is
@@ -46,6 +49,35 @@ static const char LISTER[] =
     "  end\n"
     "  client:close()\n"
     "  return n\n"
+    "end\n";
+
+/* Frame mode: starts n listings as imm tasks on one async client and
+ * returns imm.poll and a function that collects the counts. */
+static const char FRAMER[] =
+    "local project, n = ...\n"
+    "local imm = require 'imm'\n"
+    "local client = assert(imm.new { endpoint = os.getenv 'IMM_ENDPOINT', timeout = 60, async = true })\n"
+    "local tasks = {}\n"
+    "for i = 1, n do\n"
+    "  tasks[i] = imm.spawn(function()\n"
+    "    local count = 0\n"
+    "    for b, e in client:bindings({ ProjectName = project }, { page_size = 20 }) do\n"
+    "      if not b then error(tostring(e), 0) end\n"
+    "      count = count + 1\n"
+    "    end\n"
+    "    return count\n"
+    "  end)\n"
+    "end\n"
+    "return imm.poll, function()\n"
+    "  local first\n"
+    "  for i, t in ipairs(tasks) do\n"
+    "    local ok, count = t:result()\n"
+    "    if not ok then error('task ' .. i .. ': ' .. tostring(count), 0) end\n"
+    "    if first and count ~= first then error('the tasks disagree', 0) end\n"
+    "    first = count\n"
+    "  end\n"
+    "  client:close()\n"
+    "  return first\n"
     "end\n";
 
 typedef struct job {
@@ -144,9 +176,65 @@ static int check_counts(job *jobs, int n, long expected) {
     return bad;
 }
 
+/* The frame loop a game or editor runs: each frame it calls imm.poll(0),
+ * which never waits, then would draw. Counts frames and the longest one. */
+static int run_frames(int n, const char *project, long expected) {
+    job j;
+    lua_State *L = luaL_newstate();
+    long frames = 0, count = -1;
+    double longest = 0, t0 = now();
+    int rc = 1;
+    memset(&j, 0, sizeof j);
+    if (L == NULL)
+        return 1;
+    lua_pushcfunction(L, open_imm);
+    if (pcall(L, 0, 0, &j) != LUA_OK)
+        goto out;
+    if (luaL_loadbuffer(L, FRAMER, sizeof FRAMER - 1, "=framer") != LUA_OK) {
+        snprintf(j.err, sizeof j.err, "%s", lua_tostring(L, -1));
+        goto out;
+    }
+    lua_pushstring(L, project);
+    lua_pushinteger(L, n);
+    if (pcall(L, 2, 2, &j) != LUA_OK) /* -> imm.poll, collect */
+        goto out;
+    for (;;) {
+        double f0 = now();
+        lua_Integer running;
+        lua_pushvalue(L, -2); /* imm.poll */
+        lua_pushinteger(L, 0);
+        if (pcall(L, 1, 1, &j) != LUA_OK)
+            goto out;
+        running = lua_tointeger(L, -1);
+        lua_pop(L, 1);
+        frames++;
+        if (now() - f0 > longest)
+            longest = now() - f0;
+        if (running == 0)
+            break;
+        /* a game would draw here */
+    }
+    if (pcall(L, 0, 1, &j) != LUA_OK) /* collect */
+        goto out;
+    count = (long)lua_tointeger(L, -1);
+    if (count <= 0 || (expected >= 0 && count != expected)) {
+        snprintf(j.err, sizeof j.err, "counted %ld bindings, expected %ld", count, expected);
+        goto out;
+    }
+    printf("%d async tasks in one lua_State counted %ld bindings each in project %s\n", n, count, project);
+    printf("%ld frames in %.2f s; longest frame %.1f ms\n", frames, now() - t0, longest * 1000);
+    rc = 0;
+out:
+    if (rc != 0)
+        fprintf(stderr, "host: frame mode failed: %s\n", j.err);
+    lua_close(L);
+    return rc;
+}
+
 static int usage(void) {
     fprintf(stderr, "usage: host list PROJECT [EXPECTED]\n"
                     "       host threads N PROJECT [EXPECTED]\n"
+                    "       host frame N PROJECT [EXPECTED]\n"
                     "(endpoint from IMM_ENDPOINT, keys from ALIBABA_CLOUD_ACCESS_KEY_ID/_SECRET)\n");
     return 2;
 }
@@ -173,6 +261,11 @@ int main(int argc, char **argv) {
             expected = atol(argv[4]);
         if (n < 1 || n > MAX_THREADS)
             return usage();
+    } else if (argc >= 4 && strcmp(argv[1], "frame") == 0 && argc <= 5) {
+        n = atoi(argv[2]);
+        if (n < 1 || n > 1000)
+            return usage();
+        return run_frames(n, argv[3], argc == 5 ? atol(argv[4]) : -1);
     } else {
         return usage();
     }
