@@ -110,18 +110,7 @@ describe("OpenResty (ngx_lua cosockets)", function()
     -- once. One worker blocking on each call would give 1; cosockets give 10.
     local log = srv.log()
     assert.equal(10, #log)
-    local events = {}
-    for _, rec in ipairs(log) do
-      events[#events + 1] = { rec.start, 1 }
-      events[#events + 1] = { rec["end"], -1 }
-    end
-    table.sort(events, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
-    local now, peak = 0, 0
-    for _, e in ipairs(events) do
-      now = now + e[2]
-      if now > peak then peak = now end
-    end
-    assert.equal(10, peak, "the calls did not all overlap")
+    assert.equal(10, fixture.peak_in_flight(log), "the calls did not all overlap")
   end)
 
   it("reuses connections from the keep-alive pool", function()

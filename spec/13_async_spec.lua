@@ -6,22 +6,6 @@ local fixture = require "helpers.fixture"
 local imm = require "imm"
 local core = require "imm.core"
 
--- How many requests were in flight at once, from the server's own log.
-local function peak_in_flight(log)
-  local events = {}
-  for _, rec in ipairs(log) do
-    events[#events + 1] = { rec.start, 1 }
-    events[#events + 1] = { rec["end"], -1 }
-  end
-  table.sort(events, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
-  local now, peak = 0, 0
-  for _, e in ipairs(events) do
-    now = now + e[2]
-    if now > peak then peak = now end
-  end
-  return peak
-end
-
 -- Drives imm.poll(0) until no task runs (or `limit` iterations); returns
 -- the iteration count.
 local function frame_loop(limit)
@@ -63,7 +47,7 @@ describe("async tasks", function()
     end
     assert.equal(30, #log, "ten listings of three pages each")
     -- one blocking call at a time would give 1
-    assert.equal(10, peak_in_flight(log), "the requests did not all overlap")
+    assert.equal(10, fixture.peak_in_flight(log), "the requests did not all overlap")
     -- A loop that waited for a reply in poll(0) would turn about once per
     -- reply (30); one that never waits turns many times per reply.
     assert.is_true(iterations > 30 * 20, "the loop turned only " .. iterations .. " times")

@@ -351,6 +351,14 @@ static const char *opt_string_field(lua_State *L, int t, const char *k) {
     return v;
 }
 
+/* nil, code, message: the run-time failure convention of this module */
+static int push_failure(lua_State *L, const char *code, const char *msg) {
+    lua_pushnil(L);
+    lua_pushstring(L, code);
+    lua_pushstring(L, msg);
+    return 3;
+}
+
 /* http{connect_timeout=s, timeout=s, ca_file=, insecure=, user_agent=,
  *      max_response_bytes=} -> handle, or nil, code, message */
 static int l_http(lua_State *L) {
@@ -375,10 +383,7 @@ static int l_http(lua_State *L) {
     err[0] = '\0';
     u->h = imm_http_new(&o, err, sizeof err);
     if (u->h == NULL) {
-        lua_pushnil(L);
-        lua_pushstring(L, "HTTPError");
-        lua_pushstring(L, err);
-        return 3;
+        return push_failure(L, "HTTPError", err);
     }
     return 1;
 }
@@ -481,10 +486,8 @@ static int push_outcome(lua_State *L, imm_http *h, imm_http_status st, long stat
 }
 
 static int push_closed(lua_State *L, const char *what) {
-    lua_pushnil(L);
-    lua_pushstring(L, "InvalidState");
     lua_pushfstring(L, "the %s is closed", what);
-    return 3;
+    return push_failure(L, "InvalidState", lua_tostring(L, -1));
 }
 
 /* h:request(method, url, headers_array, body [, fresh]) -> see push_outcome.
@@ -518,13 +521,9 @@ static int http_result(lua_State *L) {
     char err[320];
     if (u->h == NULL)
         return push_closed(L, "HTTP handle");
-    if (imm_http_state(u->h) != 2) {
-        lua_pushnil(L);
-        lua_pushstring(L, "InvalidState");
-        lua_pushstring(L, imm_http_state(u->h) == 1 ? "the transfer is still in flight"
-                                                    : "no transfer has finished");
-        return 3;
-    }
+    if (imm_http_state(u->h) != 2)
+        return push_failure(L, "InvalidState", imm_http_state(u->h) == 1 ? "the transfer is still in flight"
+                                                                        : "no transfer has finished");
     err[0] = '\0';
     st = imm_http_finish(u->h, &status, &sent, err, sizeof err);
     return push_outcome(L, u->h, st, status, sent, err);
@@ -545,10 +544,7 @@ static int l_multi(lua_State *L) {
     err[0] = '\0';
     u->m = imm_multi_new(err, sizeof err);
     if (u->m == NULL) {
-        lua_pushnil(L);
-        lua_pushstring(L, "HTTPError");
-        lua_pushstring(L, err);
-        return 3;
+        return push_failure(L, "HTTPError", err);
     }
     return 1;
 }
@@ -574,12 +570,8 @@ static int multi_add(lua_State *L) {
         return push_closed(L, "HTTP handle");
     err[0] = '\0';
     st = imm_http_start(u->h, &req, err, sizeof err);
-    if (st != IMM_HTTP_OK) {
-        lua_pushnil(L);
-        lua_pushstring(L, http_code(st));
-        lua_pushstring(L, err);
-        return 3;
-    }
+    if (st != IMM_HTTP_OK)
+        return push_failure(L, http_code(st), err);
     id = imm_multi_add(m->m, u->h, err, sizeof err);
     if (id == 0) {
         /* give the started exchange back so the handle stays usable */
@@ -587,10 +579,7 @@ static int multi_add(lua_State *L) {
         int sent;
         char ignored[8];
         imm_http_finish(u->h, &status, &sent, ignored, sizeof ignored);
-        lua_pushnil(L);
-        lua_pushstring(L, "HTTPError");
-        lua_pushstring(L, err);
-        return 3;
+        return push_failure(L, "HTTPError", err);
     }
     lua_pushinteger(L, (lua_Integer)id);
     return 1;
@@ -615,10 +604,7 @@ static int multi_perform(lua_State *L) {
         return push_closed(L, "multi handle");
     err[0] = '\0';
     if (imm_multi_perform(m->m, &running, err, sizeof err) != 0) {
-        lua_pushnil(L);
-        lua_pushstring(L, "HTTPError");
-        lua_pushstring(L, err);
-        return 3;
+        return push_failure(L, "HTTPError", err);
     }
     lua_pushinteger(L, running);
     /* no table at all in the common case of nothing finished */
@@ -643,10 +629,7 @@ static int multi_wait(lua_State *L) {
         ms = 86400000;
     err[0] = '\0';
     if (imm_multi_wait(m->m, ms > 0 ? (int)ms : 0, err, sizeof err) != 0) {
-        lua_pushnil(L);
-        lua_pushstring(L, "HTTPError");
-        lua_pushstring(L, err);
-        return 3;
+        return push_failure(L, "HTTPError", err);
     }
     lua_pushboolean(L, 1);
     return 1;
@@ -756,28 +739,26 @@ static const luaL_Reg core_funcs[] = {
     {"backend", l_backend},
     {NULL, NULL}};
 
+/* A handle type's metatable: methods, and close as __gc and __close, so a
+ * handle is released however its owner lets go of it. Left on the stack. */
+static void new_handle_type(lua_State *L, const char *name, const luaL_Reg *methods,
+                            lua_CFunction close) {
+    luaL_newmetatable(L, name);
+    lua_newtable(L);
+    compat_setfuncs(L, methods);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, close);
+    lua_setfield(L, -2, "__gc");
+    lua_pushcfunction(L, close);
+    lua_setfield(L, -2, "__close");
+}
+
 __attribute__((visibility("default"))) int luaopen_imm_core(lua_State *L) {
-    if (luaL_newmetatable(L, HTTP_MT)) {
-        lua_newtable(L);
-        compat_setfuncs(L, http_methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, http_close);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, http_close);
-        lua_setfield(L, -2, "__close");
-        lua_pushcfunction(L, http_tostring);
-        lua_setfield(L, -2, "__tostring");
-    }
+    new_handle_type(L, HTTP_MT, http_methods, http_close);
+    lua_pushcfunction(L, http_tostring);
+    lua_setfield(L, -2, "__tostring");
     lua_pop(L, 1);
-    if (luaL_newmetatable(L, MULTI_MT)) {
-        lua_newtable(L);
-        compat_setfuncs(L, multi_methods);
-        lua_setfield(L, -2, "__index");
-        lua_pushcfunction(L, multi_close);
-        lua_setfield(L, -2, "__gc");
-        lua_pushcfunction(L, multi_close);
-        lua_setfield(L, -2, "__close");
-    }
+    new_handle_type(L, MULTI_MT, multi_methods, multi_close);
     lua_pop(L, 1);
     if (luaL_newmetatable(L, BOX_MT)) {
         lua_pushcfunction(L, box_gc);

@@ -145,6 +145,23 @@ function M.start(opts)
   return srv
 end
 
+--- How many API requests were in flight at once, from the local server's
+-- own log (each record has `start` and `end` times).
+function M.peak_in_flight(log)
+  local events = {}
+  for _, rec in ipairs(log) do
+    events[#events + 1] = { rec.start, 1 }
+    events[#events + 1] = { rec["end"], -1 }
+  end
+  table.sort(events, function(a, b) return a[1] < b[1] or (a[1] == b[1] and a[2] < b[2]) end)
+  local now, peak = 0, 0
+  for _, e in ipairs(events) do
+    now = now + e[2]
+    if now > peak then peak = now end
+  end
+  return peak
+end
+
 --- Is `needle` in any string reachable from v (keys, values, metatables)?
 -- The specs use it to prove a secret is nowhere in an error or a client.
 function M.deep_find(v, needle, seen)
