@@ -3,6 +3,12 @@
 local core = require "imm.core"
 
 describe("imm.core", function()
+  it("names its libcurl, TLS library and zlib, the same string each time", function()
+    local v = core.backend()
+    assert.matches("^libcurl/%d+%.%d+%.%d+ OpenSSL/3[%.%d]* zlib/%d", v)
+    assert.equal(v, core.backend())
+  end)
+
   it("shares one version string with imm and the rockspec", function()
     assert.equal(require("imm")._VERSION, core._VERSION)
     assert.matches("^%d+%.%d+%.%d+$", core._VERSION)

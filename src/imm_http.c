@@ -38,13 +38,22 @@ struct imm_multi {
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
 static CURLcode global_rc = CURLE_FAILED_INIT;
 
-/* curl_version() rewrites one static buffer on every call, so it is read
- * once here, under the same once-only guard, and the copy is shared. */
-static char backend_version[256];
-
 static void global_init(void) {
     global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
-    snprintf(backend_version, sizeof backend_version, "%s", curl_version());
+}
+
+/* curl_version() rewrites one static buffer on every call (and starts
+ * libldap's SASL, which never frees its memory), so the version string is
+ * built once from curl_version_info(), under its own once-only guard, and
+ * the copy is shared. */
+static pthread_once_t backend_once = PTHREAD_ONCE_INIT;
+static char backend_version[256];
+
+static void backend_init(void) {
+    const curl_version_info_data *v = curl_version_info(CURLVERSION_NOW);
+    snprintf(backend_version, sizeof backend_version, "libcurl/%s%s%s zlib/%s", v->version,
+             v->ssl_version ? " " : "", v->ssl_version ? v->ssl_version : "",
+             v->libz_version ? v->libz_version : "none");
 }
 
 #define SET_ERR(...)                                    \
@@ -611,5 +620,6 @@ imm_http_status imm_http_gunzip(const char *in, size_t n, size_t max_out, imm_bu
 
 const char *imm_http_backend_version(void) {
     pthread_once(&global_once, global_init);
+    pthread_once(&backend_once, backend_init);
     return backend_version;
 }
