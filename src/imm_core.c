@@ -1,5 +1,6 @@
 /*
- * imm_core.c - the `imm.core` Lua module: the only C file that includes Lua.
+ * imm_core.c - the `imm.core` Lua module. With imm_json.c (which builds Lua
+ * tables from JSON), the only C that includes Lua.
  *
  * It exposes the signing layer (imm_sign.h) and one HTTP handle type
  * (imm_http.h) to the Lua modules under lua/imm/, which own everything a user
@@ -22,6 +23,7 @@
 #include <openssl/crypto.h>
 
 #include "imm_http.h"
+#include "imm_json.h"
 #include "imm_sign.h"
 
 /* The build passes IMM_VERSION (Makefile and rockspec alike). */
@@ -527,6 +529,7 @@ static const luaL_Reg core_funcs[] = {
     {"http", l_http},
     {"gunzip", l_gunzip},
     {"backend", l_backend},
+    {"json_decode", imm_json_decode},
     {NULL, NULL}};
 
 __attribute__((visibility("default"))) int luaopen_imm_core(lua_State *L) {
