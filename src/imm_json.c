@@ -42,12 +42,7 @@
 #endif
 
 #define KEY_CACHE 64  /* slots, a power of two */
-#ifndef VAL_MAX
-#define VAL_MAX 0
-#endif
-#ifndef KEY_MAX
-#define KEY_MAX 40 /* longer keys are pushed without the cache */
-#endif
+#define KEY_MAX 40    /* longer keys are pushed without the cache */
 #define HINT_DEPTH 32 /* depths that keep a size hint */
 
 enum { J_OK = 0, J_NULL = 1, J_ERR = -1 };
@@ -101,7 +96,7 @@ static const unsigned char str_stop[256] = {[0] = 1, ['"'] = 1, ['\\'] = 1};
  * at a time while they lie within the string; the lowest flagged byte is
  * exact (the zero-byte test only errs on bytes above a true match). */
 static const char *scan_string(const char *q, const char *end) {
-#if !defined(NO_SWAR) && defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     while (end - q >= 8) {
         uint64_t w, m;
         memcpy(&w, q, 8);
@@ -261,7 +256,7 @@ static int push_string(jstate *j, int is_key) {
     const char *start = j->p + 1, *q = scan_string(start, j->end);
     if (*q == '"') {
         j->p = q + 1;
-        if (is_key || (size_t)(q - start) <= VAL_MAX)
+        if (is_key)
             push_key(j, start, (size_t)(q - start));
         else
             lua_pushlstring(j->L, start, (size_t)(q - start));
