@@ -2,7 +2,9 @@
  * libFuzzer target: the C JSON decoder (src/imm_json.c) against the
  * reference, imm.decode's lua-cjson decoder. Both must accept or refuse
  * each input, and build the same tables (math.type included); a mismatch,
- * or a Lua error raised instead of nil, message, aborts.
+ * or a Lua error raised instead of nil, message, aborts. Each input is then
+ * decoded again with an allocator that fails after a few allocations: the
+ * out-of-memory error must unwind cleanly (ASan checks the rest).
  *
  * Runs from the repository root: it loads lua/imm/decode.lua and the
  * system lua-cjson through Lua 5.4; imm.core is replaced by a table that
@@ -21,6 +23,23 @@
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static lua_State *L;
+
+/* allocations left before the allocator fails; negative: no limit */
+static long alloc_budget = -1;
+
+static void *fuzz_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+    (void)ud;
+    (void)osize;
+    if (nsize == 0) {
+        free(ptr);
+        return NULL;
+    }
+    if (alloc_budget == 0 && nsize > osize)
+        return NULL;
+    if (alloc_budget > 0)
+        alloc_budget--;
+    return realloc(ptr, nsize);
+}
 
 static const char *driver =
     "package.path = 'lua/?.lua;' .. package.path\n"
@@ -57,7 +76,7 @@ static const char *driver =
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (L == NULL) {
-        L = luaL_newstate();
+        L = lua_newstate(fuzz_alloc, NULL);
         luaL_openlibs(L);
         if (luaL_loadstring(L, driver) != LUA_OK)
             goto fail;
@@ -72,6 +91,26 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         fprintf(stderr, "fuzz_json: mismatch: %s\n", lua_tostring(L, -1));
         abort();
     }
+    /* the same input with little memory: nil, message or a memory error */
+    lua_pushcfunction(L, imm_json_decode);
+    lua_pushlstring(L, (const char *)data, size);
+    lua_pushboolean(L, 0);
+    {
+        /* a budget drawn from the input, so a crash reproduces */
+        unsigned long sum = 0;
+        size_t i;
+        for (i = 0; i < size; i++)
+            sum += data[i];
+        alloc_budget = (long)(sum % 24);
+    }
+    if (lua_pcall(L, 2, 2, 0) != LUA_OK && lua_type(L, -1) != LUA_TSTRING) {
+        /* Lua's memory error message is preallocated: always a string */
+        alloc_budget = -1;
+        fprintf(stderr, "fuzz_json: odd error under memory pressure\n");
+        abort();
+    }
+    alloc_budget = -1;
+    lua_settop(L, 0);
     lua_gc(L, LUA_GCSTEP, 0);
     return 0;
 fail:
