@@ -23,8 +23,8 @@ BUILD      ?= build/$(LUA)
 # with it, and spec/02 checks the rockspec against both
 VERSION    := $(shell sed -n 's/^local VERSION = "\(.*\)"$$/\1/p' lua/imm/client.lua)
 RUNTIMES   ?= lua5.1 lua5.2 lua5.3 lua5.4 luajit
-SRCS        = src/imm_buf.c src/imm_sign.c src/imm_http.c src/imm_core.c
-HDRS        = src/imm_buf.h src/imm_sign.h src/imm_http.h src/imm_preload.h include/imm.h
+SRCS        = src/imm_buf.c src/imm_sign.c src/imm_http.c src/imm_json.c src/imm_core.c
+HDRS        = src/imm_buf.h src/imm_sign.h src/imm_http.h src/imm_json.h src/imm_preload.h include/imm.h
 OBJS        = $(patsubst src/%.c,$(BUILD)/obj/%.o,$(SRCS))
 MODULE      = $(BUILD)/imm/core.so
 # libimm.a, for C hosts (include/imm.h): the module's objects, plus the Lua
@@ -163,7 +163,7 @@ valgrind:
 
 ## fuzz: each libFuzzer target for FUZZ_SECONDS (default 60) from the seed corpus
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS = fuzz_sign fuzz_headers fuzz_response
+FUZZ_TARGETS = fuzz_sign fuzz_headers fuzz_response fuzz_json
 FUZZ_FLAGS   = -g -O1 -std=c99 -D_POSIX_C_SOURCE=200809L -fsanitize=fuzzer,address,undefined \
                -fno-sanitize-recover=all -Isrc
 build/fuzz/fuzz_sign: fuzz/fuzz_sign.c src/imm_sign.c src/imm_buf.c $(HDRS)
@@ -172,14 +172,17 @@ build/fuzz/fuzz_sign: fuzz/fuzz_sign.c src/imm_sign.c src/imm_buf.c $(HDRS)
 build/fuzz/fuzz_headers: fuzz/fuzz_headers.c src/imm_http.c src/imm_buf.c $(HDRS)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_FLAGS) -o $@ $(filter %.c,$^) $(DEP_LIBS)
-build/fuzz/fuzz_response: fuzz/fuzz_response.c
+build/fuzz/fuzz_response: fuzz/fuzz_response.c src/imm_json.c src/imm_json.h
 	@mkdir -p $(dir $@)
-	clang $(FUZZ_FLAGS) -I/usr/include/lua5.4 -o $@ $< -llua5.4
+	clang $(FUZZ_FLAGS) -I/usr/include/lua5.4 -o $@ $(filter %.c,$^) -llua5.4
+build/fuzz/fuzz_json: fuzz/fuzz_json.c src/imm_json.c src/imm_json.h
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_FLAGS) -I/usr/include/lua5.4 -o $@ $(filter %.c,$^) -llua5.4
 fuzz: $(addprefix build/fuzz/,$(FUZZ_TARGETS))
 	@for t in $(FUZZ_TARGETS); do \
 	  echo "imm: fuzzing $$t for $(FUZZ_SECONDS)s"; \
 	  mkdir -p build/fuzz/corpus-$$t build/fuzz/crashes; \
-	  seeds=fuzz/corpus/$${t#fuzz_}; dict=; [ $$t = fuzz_response ] && dict=-dict=fuzz/json.dict; \
+	  seeds=fuzz/corpus/$${t#fuzz_}; dict=; case $$t in fuzz_response|fuzz_json) dict=-dict=fuzz/json.dict;; esac; \
 	  ./build/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 $$dict \
 	    -artifact_prefix=build/fuzz/crashes/ -print_final_stats=1 \
 	    build/fuzz/corpus-$$t $$seeds 2>build/fuzz/$$t.log || { tail -40 build/fuzz/$$t.log; exit 1; }; \

@@ -12,10 +12,11 @@
 --   http       the libcurl transport's request (header lines, libcurl,
 --              the body copied into a Lua string, the header table), with
 --              a pre-signed request (nginx does not check signatures)
---   cjson      cjson.decode of the body (lua-cjson alone)
---   nulls      what imm.decode adds to it: walking the result to drop nulls
+--   decode     the client's decoder (imm.decode.default, the C decoder)
+--   cjson      cjson.decode of the body (lua-cjson alone), for reference
+--   nulls      what imm.decode's cjson decoder adds: dropping nulls
 --   whole      client:list_bindings, the real call
---   glue       whole minus the stages: client:call/_attempt, retries loop,
+--   glue       whole minus validate, sign, http and decode: client:call/_attempt, retries loop,
 --              error checks, and whatever the GC does differently
 --
 -- Each stage's own garbage is collected while that stage runs, so the GC
@@ -116,6 +117,7 @@ t.http = time(function(i)
   local res = client.transport:request(requests[i])
   if res.status ~= 200 then error("HTTP " .. res.status) end
 end)
+t.decode = time(function(i) client.decode(bodies[i]) end)
 t.cjson = time(function(i) cjson.decode(bodies[i]) end)
 t.nulls = time(function(i) decode.cjson(bodies[i]) end) - t.cjson
 t.whole = time(function(i)
@@ -123,9 +125,9 @@ t.whole = time(function(i)
   local res = client:list_bindings { ProjectName = p.ProjectName, MaxResults = p.MaxResults, NextToken = p.NextToken }
   if not res then error("list_bindings failed") end
 end)
-t.glue = t.whole - (t.validate + t.sign + t.http + t.cjson + t.nulls)
+t.glue = t.whole - (t.validate + t.sign + t.http + t.decode)
 
-local keys = { "validate", "sign", "http", "cjson", "nulls", "glue", "whole" }
+local keys = { "validate", "sign", "http", "decode", "cjson", "nulls", "glue", "whole" }
 local out = {}
 for _, k in ipairs(keys) do out[#out + 1] = format('"%s":%.2f', k, t[k]) end
 io.write(format('{"runtime":"%s","calls":%d,%s}\n', jit and jit.version or _VERSION, N, table.concat(out, ",")))

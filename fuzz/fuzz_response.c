@@ -1,10 +1,12 @@
 /*
  * libFuzzer target: the response path from bytes to tables, exactly as the
- * client runs it: lua-cjson decoding, null stripping and the shape checks
- * of imm.response. A Lua error raised instead of `nil, err` is a crash.
+ * client runs it: decoding (the default C decoder, and lua-cjson with its
+ * null stripping) and the shape checks of imm.response. A Lua error raised
+ * instead of `nil, err` is a crash.
  *
- * Runs from the repository root (it loads lua/imm/*.lua and the system
- * lua-cjson through Lua 5.4).
+ * Runs from the repository root (it loads the modules in lua/imm/ and the system
+ * lua-cjson through Lua 5.4). imm.core is replaced by a table holding only
+ * json_decode, linked in from src/imm_json.c.
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -14,18 +16,22 @@
 #include <lua.h>
 #include <lualib.h>
 
+#include "imm_json.h"
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static lua_State *L;
 
 static const char *driver =
     "package.path = 'lua/?.lua;' .. package.path\n"
+    "local json_decode = ...\n"
+    "package.preload['imm.core'] = function() return { json_decode = json_decode } end\n"
     "local response = require 'imm.response'\n"
     "local decode = require 'imm.decode'\n"
     "local def = { items = 'Bindings' }\n"
-    "return function(body, status)\n"
+    "return function(body, status, decoder)\n"
     "  local v, err = response.parse({ status = status, headers = { date = body:sub(1, 29) },\n"
-    "    body = body }, decode.cjson, def)\n"
+    "    body = body }, decoder == 0 and decode.default or decode.cjson, def)\n"
     "  if v then\n"
     "    assert(type(v) == 'table' and type(v.Bindings) == 'table')\n"
     "    assert(v.NextToken == nil or v.NextToken ~= '')\n"
@@ -40,17 +46,23 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (L == NULL) {
         L = luaL_newstate();
         luaL_openlibs(L);
-        if (luaL_loadstring(L, driver) != LUA_OK || lua_pcall(L, 0, 1, 0) != LUA_OK) {
+        int ok = luaL_loadstring(L, driver) == LUA_OK;
+        if (ok) {
+            lua_pushcfunction(L, imm_json_decode);
+            ok = lua_pcall(L, 1, 1, 0) == LUA_OK;
+        }
+        if (!ok) {
             fprintf(stderr, "fuzz_response: %s (run from the repository root)\n", lua_tostring(L, -1));
             abort();
         }
         lua_setglobal(L, "check");
     }
-    for (i = 0; i < 3; i++) {
+    for (i = 0; i < 6; i++) {
         lua_getglobal(L, "check");
         lua_pushlstring(L, (const char *)data, size);
-        lua_pushinteger(L, statuses[i]);
-        if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+        lua_pushinteger(L, statuses[i % 3]);
+        lua_pushinteger(L, i / 3);
+        if (lua_pcall(L, 3, 0, 0) != LUA_OK) {
             fprintf(stderr, "fuzz_response: raised: %s\n", lua_tostring(L, -1));
             abort();
         }

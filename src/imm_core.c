@@ -1,5 +1,6 @@
 /*
- * imm_core.c - the `imm.core` Lua module: the only C file that includes Lua.
+ * imm_core.c - the `imm.core` Lua module. With imm_json.c (which builds Lua
+ * tables from JSON), the only C that includes Lua.
  *
  * It exposes the signing layer (imm_sign.h) and one HTTP handle type
  * (imm_http.h) to the Lua modules under lua/imm/, which own everything a user
@@ -22,6 +23,7 @@
 #include <openssl/crypto.h>
 
 #include "imm_http.h"
+#include "imm_json.h"
 #include "imm_sign.h"
 
 /* The build passes IMM_VERSION (Makefile and rockspec alike). */
@@ -737,6 +739,7 @@ static const luaL_Reg core_funcs[] = {
     {"multi", l_multi},
     {"gunzip", l_gunzip},
     {"backend", l_backend},
+    {"json_decode", imm_json_decode},
     {NULL, NULL}};
 
 /* A handle type's metatable: methods, and close as __gc and __close, so a

@@ -44,7 +44,7 @@ local VERSION = "0.1.0"
 ---@field user_agent string|nil
 ---@field max_response_bytes integer|nil default 64 MiB
 ---@field transport "curl"|"ngx"|table|function|nil
----@field decoder "cjson"|function|nil
+---@field decoder "imm"|"cjson"|function|nil
 ---@field debug boolean|function|nil
 
 ---@class imm.Client
@@ -199,7 +199,7 @@ function Client.new(opts)
 
   self.decode = decode.get(opts.decoder)
   if not self.decode then
-    return nil, errors.invalid(format("unknown decoder %q (expected \"cjson\" or a function)",
+    return nil, errors.invalid(format("unknown decoder %q (expected \"imm\", \"cjson\" or a function)",
       tostring(opts.decoder)))
   end
   self.clock = opts.clock or os_time

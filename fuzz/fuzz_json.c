@@ -1,0 +1,119 @@
+/*
+ * libFuzzer target: the C JSON decoder (src/imm_json.c) against the
+ * reference, imm.decode's lua-cjson decoder. Both must accept or refuse
+ * each input, and build the same tables (math.type included); a mismatch,
+ * or a Lua error raised instead of nil, message, aborts. Each input is then
+ * decoded again with an allocator that fails after a few allocations: the
+ * out-of-memory error must unwind cleanly (ASan checks the rest).
+ *
+ * Runs from the repository root: it loads lua/imm/decode.lua and the
+ * system lua-cjson through Lua 5.4; imm.core is replaced by a table that
+ * holds only json_decode, linked in from src/imm_json.c.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+#include "imm_json.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static lua_State *L;
+
+/* allocations left before the allocator fails; negative: no limit */
+static long alloc_budget = -1;
+
+static void *fuzz_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+    (void)ud;
+    (void)osize;
+    if (nsize == 0) {
+        free(ptr);
+        return NULL;
+    }
+    if (alloc_budget == 0 && nsize > osize)
+        return NULL;
+    if (alloc_budget > 0)
+        alloc_budget--;
+    return realloc(ptr, nsize);
+}
+
+static const char *driver =
+    "package.path = 'lua/?.lua;' .. package.path\n"
+    "local json_decode = ...\n"
+    "package.preload['imm.core'] = function() return { json_decode = json_decode } end\n"
+    "local decode = require 'imm.decode'\n"
+    "local mtype = math.type\n"
+    "local function same(a, b, path)\n"
+    "  if type(a) ~= type(b) then error(path .. ': ' .. type(a) .. ' vs ' .. type(b)) end\n"
+    "  if type(a) == 'number' then\n"
+    "    if mtype(a) ~= mtype(b) or (a ~= b and (a == a or b == b))\n"
+    "      or (a == 0 and 1 / a ~= 1 / b) then\n"
+    "      error(string.format('%s: %.17g vs %.17g', path, a, b))\n"
+    "    end\n"
+    "  elseif type(a) == 'table' then\n"
+    "    for k, v in pairs(a) do same(v, b[k], path .. '.' .. tostring(k)) end\n"
+    "    for k in pairs(b) do if a[k] == nil then error(path .. '.' .. tostring(k) .. ' extra') end end\n"
+    "  elseif a ~= b then\n"
+    "    error(path .. ': ' .. tostring(a) .. ' vs ' .. tostring(b))\n"
+    "  end\n"
+    "end\n"
+    "return function(body)\n"
+    "  local a, aerr = decode.cjson(body)\n"
+    "  local b, berr = decode.imm(body)\n"
+    "  if (aerr == nil) ~= (berr == nil) then\n"
+    "    error('cjson: ' .. tostring(aerr or 'ok') .. ', imm: ' .. tostring(berr or 'ok'))\n"
+    "  end\n"
+    "  if berr then\n"
+    "    assert(b == nil and type(berr) == 'string' and berr:find('at character %d+$'), berr)\n"
+    "  else\n"
+    "    same(a, b, '$')\n"
+    "  end\n"
+    "end\n";
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    if (L == NULL) {
+        L = lua_newstate(fuzz_alloc, NULL);
+        luaL_openlibs(L);
+        if (luaL_loadstring(L, driver) != LUA_OK)
+            goto fail;
+        lua_pushcfunction(L, imm_json_decode);
+        if (lua_pcall(L, 1, 1, 0) != LUA_OK)
+            goto fail;
+        lua_setglobal(L, "check");
+    }
+    lua_getglobal(L, "check");
+    lua_pushlstring(L, (const char *)data, size);
+    if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+        fprintf(stderr, "fuzz_json: mismatch: %s\n", lua_tostring(L, -1));
+        abort();
+    }
+    /* the same input with little memory: nil, message or a memory error */
+    lua_pushcfunction(L, imm_json_decode);
+    lua_pushlstring(L, (const char *)data, size);
+    lua_pushboolean(L, 0);
+    {
+        /* a budget drawn from the input, so a crash reproduces */
+        unsigned long sum = 0;
+        size_t i;
+        for (i = 0; i < size; i++)
+            sum += data[i];
+        alloc_budget = (long)(sum % 24);
+    }
+    if (lua_pcall(L, 2, 2, 0) != LUA_OK && lua_type(L, -1) != LUA_TSTRING) {
+        /* Lua's memory error message is preallocated: always a string */
+        alloc_budget = -1;
+        fprintf(stderr, "fuzz_json: odd error under memory pressure\n");
+        abort();
+    }
+    alloc_budget = -1;
+    lua_settop(L, 0);
+    lua_gc(L, LUA_GCSTEP, 0);
+    return 0;
+fail:
+    fprintf(stderr, "fuzz_json: %s (run from the repository root)\n", lua_tostring(L, -1));
+    abort();
+}

@@ -1,0 +1,549 @@
+/*
+ * imm_json.c - single-pass JSON decoder: bytes straight to Lua tables.
+ *
+ * See imm_json.h for what it returns. How it stays fast and safe:
+ *   - no DOM: a recursive descent parser pushes each value as it reads it;
+ *   - strings without escapes are pushed straight from the input; escaped
+ *     ones are unescaped into one growing scratch userdata (GC-owned, so an
+ *     out-of-memory error raised by Lua cannot leak it);
+ *   - object keys that repeat (the same field in every array element) are
+ *     kept in a small cache of stack slots and pushed with lua_pushvalue,
+ *     which skips hashing and interning them again;
+ *   - tables are pre-sized from the size of the last table closed at the
+ *     same depth, a good guess for arrays of records, and at most one
+ *     over-allocation per table actually built;
+ *   - depth is capped (IMM_JSON_MAX_DEPTH) and lua_checkstack is called
+ *     per level, so deep nesting is an error, never a stack overflow.
+ * The input is a Lua string, so s[len] is always a NUL byte: the scanner
+ * stops on NUL instead of checking bounds, which also gives lua-cjson's
+ * "the document ends at the first NUL" behaviour.
+ */
+#include <locale.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+
+#include "imm_json.h"
+
+#if LUA_VERSION_NUM >= 504
+#define json_newuserdata(L, n) lua_newuserdatauv(L, n, 0)
+#else
+#define json_newuserdata(L, n) lua_newuserdata(L, n)
+#endif
+
+#if defined(__GNUC__)
+#define NOINLINE __attribute__((noinline))
+#else
+#define NOINLINE
+#endif
+
+#define KEY_CACHE 64  /* slots, a power of two */
+#define KEY_MAX 40    /* longer keys are pushed without the cache */
+#define HINT_DEPTH 32 /* depths that keep a size hint */
+
+enum { J_OK = 0, J_NULL = 1, J_ERR = -1 };
+
+typedef struct jstate {
+    lua_State *L;
+    const char *s;      /* the whole input */
+    const char *end;    /* s + its length: the terminating NUL */
+    const char *p;      /* the cursor */
+    int null_idx;       /* stack slot of the null sentinel */
+    int scratch_idx;    /* stack slot of the scratch userdata (or nil) */
+    int cache_idx;      /* first of KEY_CACHE stack slots of cached keys */
+    char *scratch;
+    size_t scratch_cap;
+    int depth;
+    const char *err;    /* message of the first error */
+    const char *errpos; /* where it happened */
+    int err_found;      /* append what was found at errpos */
+    struct {
+        const char *k; /* points into the input, alive for the whole call */
+        size_t len;
+    } cache[KEY_CACHE];
+    int hint_arr[HINT_DEPTH];
+    int hint_obj[HINT_DEPTH];
+} jstate;
+
+static int fail(jstate *j, const char *pos, const char *msg, int found) {
+    j->err = msg;
+    j->errpos = pos;
+    j->err_found = found;
+    return J_ERR;
+}
+
+#define IS_DIGIT(c) ((unsigned)((c) - '0') < 10u)
+
+static void skip_ws(jstate *j) {
+    const char *p = j->p;
+    while (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')
+        p++;
+    j->p = p;
+}
+
+/* Bytes that end the fast string scan: the quote, a backslash, NUL. */
+static const unsigned char str_stop[256] = {[0] = 1, ['"'] = 1, ['\\'] = 1};
+
+#define ONES UINT64_C(0x0101010101010101)
+#define HAS_ZERO(w) (((w) - ONES) & ~(w) & (ONES * 0x80))
+
+/* Finds the first quote, backslash or NUL from q on. Strings are most of
+ * a response's bytes, so on little-endian machines eight bytes are tested
+ * at a time while they lie within the string; the lowest flagged byte is
+ * exact (the zero-byte test only errs on bytes above a true match). */
+static const char *scan_string(const char *q, const char *end) {
+#if defined(__GNUC__) && defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    while (end - q >= 8) {
+        uint64_t w, m;
+        memcpy(&w, q, 8);
+        m = HAS_ZERO(w ^ (ONES * '"')) | HAS_ZERO(w ^ (ONES * '\\')) | HAS_ZERO(w);
+        if (m)
+            return q + (__builtin_ctzll(m) >> 3);
+        q += 8;
+    }
+#else
+    (void)end;
+#endif
+    while (!str_stop[(unsigned char)*q])
+        q++;
+    return q;
+}
+
+/* Pushes a key, from the cache when the same bytes were seen before. */
+static void push_key(jstate *j, const char *k, size_t len) {
+    lua_State *L = j->L;
+    unsigned h;
+    if (len == 0 || len > KEY_MAX) {
+        lua_pushlstring(L, k, len);
+        return;
+    }
+    h = ((unsigned)len * 31u + (unsigned char)k[0] * 7u + (unsigned char)k[len / 2] * 3u +
+         (unsigned char)k[len - 1]) &
+        (KEY_CACHE - 1);
+    if (j->cache[h].len == len && memcmp(j->cache[h].k, k, len) == 0) {
+        lua_pushvalue(L, j->cache_idx + (int)h);
+        return;
+    }
+    lua_pushlstring(L, k, len);
+    lua_pushvalue(L, -1);
+    lua_replace(L, j->cache_idx + (int)h);
+    j->cache[h].k = k;
+    j->cache[h].len = len;
+}
+
+/* Makes the scratch buffer hold at least `need` bytes. The old userdata
+ * is dropped from its slot and collected later. */
+static char *scratch(jstate *j, size_t need) {
+    if (j->scratch_cap < need) {
+        size_t cap = j->scratch_cap * 2;
+        if (cap < need)
+            cap = need;
+        if (cap < 256)
+            cap = 256;
+        j->scratch = json_newuserdata(j->L, cap);
+        j->scratch_cap = cap;
+        lua_replace(j->L, j->scratch_idx);
+    }
+    return j->scratch;
+}
+
+static int hex4(const char *p) {
+    int v = 0, i;
+    for (i = 0; i < 4; i++) {
+        int c = (unsigned char)p[i], d;
+        if (IS_DIGIT(c))
+            d = c - '0';
+        else if ((c | 0x20) >= 'a' && (c | 0x20) <= 'f')
+            d = (c | 0x20) - 'a' + 10;
+        else
+            return -1; /* also stops at NUL, so never reads past the end */
+        v = v * 16 + d;
+    }
+    return v;
+}
+
+static char *put_utf8(char *o, unsigned long cp) {
+    if (cp < 0x80) {
+        *o++ = (char)cp;
+    } else if (cp < 0x800) {
+        *o++ = (char)(0xC0 | (cp >> 6));
+        *o++ = (char)(0x80 | (cp & 0x3F));
+    } else if (cp < 0x10000) {
+        *o++ = (char)(0xE0 | (cp >> 12));
+        *o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+        *o++ = (char)(0x80 | (cp & 0x3F));
+    } else {
+        *o++ = (char)(0xF0 | (cp >> 18));
+        *o++ = (char)(0x80 | ((cp >> 12) & 0x3F));
+        *o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
+        *o++ = (char)(0x80 | (cp & 0x3F));
+    }
+    return o;
+}
+
+/* The slow path for a string with escapes. `start` is just after the
+ * opening quote. Kept out of line: the recursion's frames stay small. */
+static NOINLINE int push_escaped(jstate *j, const char *start) {
+    const char *q = start, *end;
+    char *o, *o0;
+    /* find the closing quote first: the output is never longer than the
+     * raw text, so one scratch size fits */
+    for (;;) {
+        if (*q == '"')
+            break;
+        if (*q == '\0')
+            return fail(j, q, "unterminated string", 0);
+        if (*q == '\\') {
+            if (q[1] == '\0')
+                return fail(j, q, "unterminated string", 0);
+            q += 2;
+        } else {
+            q++;
+        }
+    }
+    end = q;
+    o = o0 = scratch(j, (size_t)(end - start));
+    for (q = start; q < end;) {
+        const char *run = q;
+        while (q < end && *q != '\\')
+            q++;
+        memcpy(o, run, (size_t)(q - run));
+        o += q - run;
+        if (q == end)
+            break;
+        switch (q[1]) {
+        case '"': *o++ = '"'; break;
+        case '\\': *o++ = '\\'; break;
+        case '/': *o++ = '/'; break;
+        case 'b': *o++ = '\b'; break;
+        case 'f': *o++ = '\f'; break;
+        case 'n': *o++ = '\n'; break;
+        case 'r': *o++ = '\r'; break;
+        case 't': *o++ = '\t'; break;
+        case 'u': {
+            long cp = hex4(q + 2);
+            if (cp < 0)
+                return fail(j, q, "invalid \\u escape", 0);
+            if (cp >= 0xD800 && cp <= 0xDBFF) {
+                /* a high surrogate must be followed by an escaped low one */
+                long lo = (q[6] == '\\' && q[7] == 'u') ? hex4(q + 8) : -1;
+                if (lo < 0xDC00 || lo > 0xDFFF)
+                    return fail(j, q, "invalid \\u escape (lone surrogate)", 0);
+                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
+                q += 6;
+            } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
+                return fail(j, q, "invalid \\u escape (lone surrogate)", 0);
+            }
+            o = put_utf8(o, (unsigned long)cp);
+            q += 4;
+            break;
+        }
+        default:
+            return fail(j, q, "invalid escape", 0);
+        }
+        q += 2;
+    }
+    lua_pushlstring(j->L, o0, (size_t)(o - o0));
+    j->p = end + 1;
+    return J_OK;
+}
+
+static int push_string(jstate *j, int is_key) {
+    const char *start = j->p + 1, *q = scan_string(start, j->end);
+    if (*q == '"') {
+        j->p = q + 1;
+        if (is_key)
+            push_key(j, start, (size_t)(q - start));
+        else
+            lua_pushlstring(j->L, start, (size_t)(q - start));
+        return J_OK;
+    }
+    if (*q == '\0')
+        return fail(j, q, "unterminated string", 0);
+    return push_escaped(j, start);
+}
+
+/* strtod stopped early: the locale's decimal point is not '.'. Convert a
+ * copy with the locale's point instead, as Lua's own tonumber does. */
+static NOINLINE int number_in_locale(jstate *j, const char *start, size_t len, double *out) {
+    const char *dp = localeconv()->decimal_point;
+    size_t dpl = strlen(dp), i, n = 0;
+    char *b = scratch(j, len * (dpl + 1) + 1), *endp;
+    for (i = 0; i < len; i++) {
+        if (start[i] == '.') {
+            memcpy(b + n, dp, dpl);
+            n += dpl;
+        } else {
+            b[n++] = start[i];
+        }
+    }
+    b[n] = '\0';
+    *out = strtod(b, &endp);
+    return endp == b + n;
+}
+
+/* Numbers follow lua-cjson 2.1.0, which hands them to strtod after
+ * refusing a leading '+', leading zeros, hex, inf and nan: so "1.", "-.5"
+ * and "1.e5" are accepted, and every value is a float. */
+static int push_number(jstate *j) {
+    const char *start = j->p, *q = start, *ds;
+    uint64_t m = 0;
+    size_t intd, fracd = 0;
+    int neg = 0, simple;
+    double v;
+    if (*q == '-') {
+        neg = 1;
+        q++;
+    }
+    if (*q == '0' && ((q[1] | 0x20) == 'x' || IS_DIGIT(q[1])))
+        return fail(j, start, "invalid number", 0);
+    ds = q;
+    while (IS_DIGIT(*q)) {
+        m = m * 10 + (uint64_t)(*q - '0'); /* only used when <= 15 digits */
+        q++;
+    }
+    intd = (size_t)(q - ds);
+    simple = intd <= 15;
+    if (*q == '.') {
+        const char *fs = ++q;
+        while (IS_DIGIT(*q))
+            q++;
+        fracd = (size_t)(q - fs);
+        simple = 0;
+    }
+    if (intd + fracd == 0)
+        return fail(j, start, "invalid number", 0);
+    if ((*q | 0x20) == 'e') {
+        /* an exponent counts only when complete, as strtod reads it */
+        const char *e = q + 1;
+        if (*e == '+' || *e == '-')
+            e++;
+        if (IS_DIGIT(*e)) {
+            while (IS_DIGIT(*e))
+                e++;
+            q = e;
+            simple = 0;
+        }
+    }
+    j->p = q;
+    if (simple) {
+        /* up to 15 digits fit a double exactly: no strtod needed */
+        v = (double)m;
+        if (neg)
+            v = -v;
+    } else {
+        char *endp;
+        v = strtod(start, &endp);
+        if (endp != q && !number_in_locale(j, start, (size_t)(q - start), &v))
+            return fail(j, start, "invalid number", 0);
+    }
+    lua_pushnumber(j->L, (lua_Number)v);
+    return J_OK;
+}
+
+static int parse_value(jstate *j);
+
+/* Enters one level of nesting, or fails at the limit. */
+static int enter(jstate *j) {
+    if (j->depth >= IMM_JSON_MAX_DEPTH)
+        return fail(j, j->p, "too many nested arrays and objects", 0);
+    if (!lua_checkstack(j->L, 4))
+        return fail(j, j->p, "out of Lua stack", 0);
+    j->depth++;
+    return J_OK;
+}
+
+static int parse_array(jstate *j) {
+    lua_State *L = j->L;
+    int n = 0, d, r;
+    if (enter(j) != J_OK)
+        return J_ERR;
+    d = j->depth;
+    lua_createtable(L, d < HINT_DEPTH ? j->hint_arr[d] : 0, 0);
+    j->p++;
+    skip_ws(j);
+    if (*j->p == ']') {
+        j->p++;
+    } else {
+        for (;;) {
+            r = parse_value(j);
+            if (r == J_ERR)
+                return J_ERR;
+            if (r == J_NULL)
+                lua_pushvalue(L, j->null_idx);
+            lua_rawseti(L, -2, ++n);
+            skip_ws(j);
+            if (*j->p == ',') {
+                j->p++;
+                skip_ws(j);
+            } else if (*j->p == ']') {
+                j->p++;
+                break;
+            } else {
+                return fail(j, j->p, "expected ',' or ']'", 1);
+            }
+        }
+    }
+    if (d < HINT_DEPTH)
+        j->hint_arr[d] = n;
+    j->depth--;
+    return J_OK;
+}
+
+static int parse_object(jstate *j) {
+    lua_State *L = j->L;
+    int n = 0, d, r;
+    if (enter(j) != J_OK)
+        return J_ERR;
+    d = j->depth;
+    lua_createtable(L, 0, d < HINT_DEPTH ? j->hint_obj[d] : 0);
+    j->p++;
+    skip_ws(j);
+    if (*j->p == '}') {
+        j->p++;
+    } else {
+        for (;;) {
+            if (*j->p != '"')
+                return fail(j, j->p, "expected a string key", 1);
+            if (push_string(j, 1) != J_OK)
+                return J_ERR;
+            skip_ws(j);
+            if (*j->p != ':')
+                return fail(j, j->p, "expected ':'", 1);
+            j->p++;
+            skip_ws(j);
+            r = parse_value(j);
+            if (r == J_ERR)
+                return J_ERR;
+            if (r == J_NULL) {
+                /* a null member is absent, even when the key came before */
+                lua_pushvalue(L, -1);
+                lua_rawget(L, -3);
+                if (lua_isnil(L, -1)) {
+                    lua_pop(L, 2);
+                } else {
+                    lua_pop(L, 1);
+                    lua_pushnil(L);
+                    lua_rawset(L, -3);
+                }
+            } else {
+                lua_rawset(L, -3);
+            }
+            n++;
+            skip_ws(j);
+            if (*j->p == ',') {
+                j->p++;
+                skip_ws(j);
+            } else if (*j->p == '}') {
+                j->p++;
+                break;
+            } else {
+                return fail(j, j->p, "expected ',' or '}'", 1);
+            }
+        }
+    }
+    if (d < HINT_DEPTH)
+        j->hint_obj[d] = n;
+    j->depth--;
+    return J_OK;
+}
+
+static int literal(jstate *j, const char *word, size_t len) {
+    /* strncmp stops at the terminating NUL, so it never reads past it */
+    if (strncmp(j->p, word, len) != 0)
+        return fail(j, j->p, "expected a value", 1);
+    j->p += len;
+    return J_OK;
+}
+
+/* Pushes one value, or returns J_NULL (nothing pushed) for null. The
+ * cursor is on the value's first byte. */
+static int parse_value(jstate *j) {
+    switch (*j->p) {
+    case '{':
+        return parse_object(j);
+    case '[':
+        return parse_array(j);
+    case '"':
+        return push_string(j, 0);
+    case 't':
+        if (literal(j, "true", 4) != J_OK)
+            return J_ERR;
+        lua_pushboolean(j->L, 1);
+        return J_OK;
+    case 'f':
+        if (literal(j, "false", 5) != J_OK)
+            return J_ERR;
+        lua_pushboolean(j->L, 0);
+        return J_OK;
+    case 'n':
+        return literal(j, "null", 4) == J_OK ? J_NULL : J_ERR;
+    case '-': case '0': case '1': case '2': case '3': case '4':
+    case '5': case '6': case '7': case '8': case '9':
+        return push_number(j);
+    default:
+        return fail(j, j->p, "expected a value", 1);
+    }
+}
+
+/* Pushes nil and "MESSAGE [but found X] at character N". */
+static int push_error(lua_State *L, const jstate *j) {
+    char found[32] = "", msg[160];
+    unsigned char c = (unsigned char)*j->errpos;
+    if (j->err_found) {
+        if (c == '\0')
+            snprintf(found, sizeof found, " but found the end");
+        else if (c >= 0x20 && c < 0x7F)
+            snprintf(found, sizeof found, " but found '%c'", c);
+        else
+            snprintf(found, sizeof found, " but found byte 0x%02X", c);
+    }
+    snprintf(msg, sizeof msg, "%s%s at character %lu", j->err, found,
+             (unsigned long)(j->errpos - j->s + 1));
+    lua_pushnil(L);
+    lua_pushstring(L, msg);
+    return 2;
+}
+
+int imm_json_decode(lua_State *L) {
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    jstate j;
+    int r;
+    lua_settop(L, 2);
+    memset(&j, 0, sizeof j);
+    j.L = L;
+    j.s = j.p = s;
+    j.end = s + len;
+    j.null_idx = 2;
+    j.scratch_idx = 3;
+    j.cache_idx = 4;
+    if (!lua_checkstack(L, KEY_CACHE + 8)) {
+        fail(&j, s, "out of Lua stack", 0);
+        return push_error(L, &j);
+    }
+    lua_settop(L, 3 + KEY_CACHE); /* scratch and cache slots, all nil */
+    /* lua-cjson's test for UTF-16/32: a NUL in the first two bytes */
+    if (len >= 2 && (s[0] == '\0' || s[1] == '\0')) {
+        fail(&j, s, "UTF-16 and UTF-32 are not supported", 0);
+        return push_error(L, &j);
+    }
+    skip_ws(&j);
+    r = parse_value(&j);
+    if (r != J_ERR) {
+        skip_ws(&j);
+        if (*j.p != '\0')
+            r = fail(&j, j.p, "expected the end", 1);
+    }
+    if (r == J_ERR) {
+        lua_settop(L, 3 + KEY_CACHE);
+        return push_error(L, &j);
+    }
+    if (r == J_NULL)
+        lua_pushvalue(L, j.null_idx);
+    return 1;
+}

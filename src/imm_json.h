@@ -1,0 +1,40 @@
+/*
+ * imm_json.h - a single-pass JSON decoder that builds Lua tables directly.
+ *
+ * Like imm_core.c, this file's implementation includes Lua: it exists to
+ * build Lua values, so it cannot live below the binding layer. It allocates
+ * nothing with malloc; every scratch buffer is a GC-owned userdata, so a Lua
+ * error raised while it runs (out of memory) leaks nothing.
+ *
+ * It decodes exactly what imm.decode's lua-cjson decoder returns:
+ *   - objects and arrays become tables; a member whose value is null is
+ *     absent, a null array element (or a null document) is the sentinel;
+ *   - every number is a float (lua_Number), as Debian's lua-cjson 2.1.0
+ *     returns; the number syntax is cjson's (strtod-like: "1." and "-.5"
+ *     are accepted, leading zeros, hex, inf and nan are not);
+ *   - strings keep raw bytes as they are (no UTF-8 check); \uXXXX escapes
+ *     become UTF-8, a lone surrogate is an error;
+ *   - nesting deeper than 1000 arrays/objects is an error;
+ *   - the document ends at the first NUL byte, as in lua-cjson (which reads
+ *     a C string), and anything but whitespace after the value is an error;
+ *     a NUL in the first two bytes is refused as UTF-16/32, as cjson does.
+ */
+#ifndef IMM_JSON_H
+#define IMM_JSON_H
+
+#include <lua.h>
+
+/* The deepest nesting of arrays and objects accepted, as lua-cjson's. */
+#define IMM_JSON_MAX_DEPTH 1000
+
+/*
+ * Lua: imm.core.json_decode(text, null) -> value | nil, message
+ *
+ * `text` must be a string (raises otherwise: a programming error). `null`
+ * is the value stored for a null array element or a null document
+ * (imm.decode passes cjson.null). Invalid JSON returns nil and a message
+ * naming the byte position (1-based); it never raises for bad input.
+ */
+int imm_json_decode(lua_State *L);
+
+#endif
