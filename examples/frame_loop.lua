@@ -17,12 +17,15 @@ local client = assert(imm.new {
 local tasks = {}
 for i = 1, ntasks do
   tasks[i] = imm.spawn(function()
-    local n = 0
-    for b, err in client:bindings { ProjectName = project } do
+    -- The iterator is called directly, not by a for-in loop, so that this
+    -- also runs on PUC Lua 5.1, where a for-in iterator cannot yield.
+    local next_binding, n = client:bindings { ProjectName = project }, 0
+    while true do
+      local b, err = next_binding()
+      if b == nil then return n end
       if not b then return nil, err end
       n = n + 1
     end
-    return n
   end)
 end
 

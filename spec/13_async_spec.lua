@@ -6,24 +6,45 @@ local fixture = require "helpers.fixture"
 local imm = require "imm"
 local core = require "imm.core"
 
--- Drives imm.poll(0) until no task runs (or `limit` iterations); returns
--- the iteration count.
-local function frame_loop(limit)
-  local n = 0
+-- Drives imm.poll(0) until no task runs; returns the iteration count.
+local function frame_loop(seconds)
+  local n, t0 = 0, core.monotonic()
   while imm.poll(0) > 0 do
     n = n + 1
-    if n > (limit or 1e8) then break end
+    assert(core.monotonic() - t0 < (seconds or 30), "the tasks did not finish")
   end
   return n
 end
 
+-- PUC Lua 5.1 cannot yield from a for-in loop's iterator (5.2+ and LuaJIT
+-- can), so there the listings call the iterator directly.
+local FOR_IN_YIELDS = _VERSION ~= "Lua 5.1" or rawget(_G, "jit") ~= nil
+
 local function count_bindings(c, params)
   local n = 0
-  for b, err in c:bindings(params) do
+  if FOR_IN_YIELDS then
+    for b, err in c:bindings(params) do
+      if not b then return nil, err end
+      n = n + 1
+    end
+    return n
+  end
+  local it = c:bindings(params)
+  while true do
+    local b, err = it()
+    if b == nil then return n end
     if not b then return nil, err end
     n = n + 1
   end
-  return n
+end
+
+-- Turns the loop until cond() holds, for at most `seconds`.
+local function poll_until(cond, seconds)
+  local t0 = core.monotonic()
+  while not cond() do
+    assert(core.monotonic() - t0 < (seconds or 10), "timed out waiting")
+    imm.poll(10)
+  end
 end
 
 describe("async tasks", function()
@@ -110,8 +131,7 @@ describe("async tasks", function()
     local c = srv.client { async = true }
     local task = imm.spawn(function() return c:list_bindings { ProjectName = "immtest" } end)
     -- turn the loop until the server has the connection
-    local t0 = core.monotonic()
-    while srv.stats().connections == 0 and core.monotonic() - t0 < 5 do imm.poll(10) end
+    poll_until(function() return srv.stats().connections > 0 end)
     imm.poll(50)
     assert.is_false(task:done())
     local sockets = imm.fds()
@@ -138,13 +158,15 @@ describe("async tasks", function()
     local c = srv.client { async = true }
     local pages, last_err = 0, nil
     local task = imm.spawn(function()
-      for page, err in c:pages("ListBindings", { ProjectName = "immtest", MaxResults = 50 }) do
+      local it = c:pages("ListBindings", { ProjectName = "immtest", MaxResults = 50 })
+      while true do
+        local page, err = it()
         if not page then last_err = err break end
         pages = pages + 1
       end
       return "finished"
     end)
-    while pages < 1 do imm.poll(10) end
+    poll_until(function() return pages >= 1 or task:done() end)
     task:cancel()
     local ok, err = task:result()
     assert.is_false(ok)
@@ -159,8 +181,7 @@ describe("async tasks", function()
     srv.fault { mode = "throttle", retry_after_ms = 10000, count = -1 }
     local c = srv.client { async = true, max_retries = 5 }
     local task = imm.spawn(function() return c:list_bindings { ProjectName = "immtest" } end)
-    local t0 = core.monotonic()
-    while #srv.log() == 0 and core.monotonic() - t0 < 5 do imm.poll(10) end
+    poll_until(function() return #srv.log() > 0 end)
     imm.poll(20)
     local _, timeout = imm.fds()
     assert.is_true(timeout > 1000, "the loop may sleep until the retry timer: " .. timeout)
@@ -171,6 +192,20 @@ describe("async tasks", function()
     assert.equal(0, imm.poll(0))
     assert.equal(1, #srv.log(), "no retry after the cancel")
   end)
+
+  if not FOR_IN_YIELDS then
+    it("says how to page on Lua 5.1, where a for-in iterator cannot yield", function()
+      local c = srv.client { async = true }
+      local task = imm.spawn(function()
+        for b in c:bindings { ProjectName = "immtest" } do return b end
+      end)
+      frame_loop()
+      local ok, err = task:result()
+      assert.is_false(ok)
+      assert.equal("TaskError", err.code)
+      assert.matches("call the pager's iterator directly", err.message, 1, true)
+    end)
+  end
 
   it("reports a task that raises, and refuses misuse", function()
     local task = imm.spawn(function() error("boom") end)

@@ -15,6 +15,10 @@
 -- The scheduler's state lives in this module, so each `lua_State` has its
 -- own; a task and the clients it uses belong to that state.
 --
+-- Lua 5.1 (PUC, not LuaJIT) cannot yield from an iterator that a for-in
+-- loop calls, so inside a task there call a pager's iterator directly:
+-- `local it = client:bindings(p); local b, err = it()`.
+--
 -- Coroutines: imm's pagers already pass a task's waits through their own
 -- coroutines. A coroutine of your own that calls an async client inside a
 -- task must do the same: when `coroutine.resume` returns `imm.async.WAIT`,
@@ -27,6 +31,10 @@ local unpack = table.unpack or unpack  -- luacheck: ignore (5.1/LuaJIT)
 local co_create, co_resume, co_yield, co_status = coroutine.create, coroutine.resume,
   coroutine.yield, coroutine.status
 local floor, max, min, huge = math.floor, math.max, math.min, math.huge
+local find = string.find
+-- PUC Lua 5.1 cannot yield across the C call a for-in loop makes to its
+-- iterator (5.2+ and LuaJIT can): worth a precise hint when it happens.
+local PUC51 = _VERSION == "Lua 5.1" and rawget(_G, "jit") == nil
 local core = require "imm.core"
 local errors = require "imm.errors"
 
@@ -89,7 +97,12 @@ local function step(task, ...)
     if type(e) == "table" and e.code then  -- an imm error raised on purpose
       return finish(task, false, e)
     end
-    return finish(task, false, errors.new("TaskError", tostring(e), { retryable = false }))
+    local msg = tostring(e)
+    if PUC51 and find(msg, "yield across", 1, true) then
+      msg = msg .. " (Lua 5.1 cannot yield from an iterator of a for-in loop: inside a task, "
+        .. "call the pager's iterator directly, `local item, err = it()`; Lua 5.2+ and LuaJIT can)"
+    end
+    return finish(task, false, errors.new("TaskError", msg, { retryable = false }))
   end
   if co_status(task.co) == "dead" then
     if task.cancelled then return finish(task, false, cancelled_error()) end
