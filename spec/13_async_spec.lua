@@ -197,7 +197,9 @@ describe("async tasks", function()
     it("says how to page on Lua 5.1, where a for-in iterator cannot yield", function()
       local c = srv.client { async = true }
       local task = imm.spawn(function()
-        for b in c:bindings { ProjectName = "immtest" } do return b end
+        local n = 0
+        for _ in c:bindings { ProjectName = "immtest" } do n = n + 1 end
+        return n
       end)
       frame_loop()
       local ok, err = task:result()
