@@ -12,6 +12,8 @@
  * owned by a userdata with __gc, so a Lua error (even out of memory while
  * pushing a result) cannot leak it.
  */
+#define _GNU_SOURCE /* dladdr, RTLD_NODELETE */
+#include <dlfcn.h>
 #include <errno.h>
 #include <stdint.h>
 #include <string.h>
@@ -756,7 +758,21 @@ static void new_handle_type(lua_State *L, const char *name, const luaL_Reg *meth
     lua_setfield(L, -2, "__close");
 }
 
+/* Keeps this module, and so libcurl, OpenSSL and their dependencies, loaded
+ * until the process ends. Lua unloads C modules in lua_close(); libcurl's
+ * global state (curl_global_init, never undone) would then be lost, and set
+ * up afresh on each reload, by a host that opens and closes states; and
+ * LeakSanitizer reads stale thread-local blocks of unloaded libraries.
+ * OpenSSL pins itself for the same reasons. Linked into a program
+ * (libimm.a), dladdr names the program and this changes nothing. */
+static void pin_module(void) {
+    Dl_info info;
+    if (dladdr((void *)(uintptr_t)pin_module, &info) != 0 && info.dli_fname != NULL)
+        (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NOLOAD | RTLD_NODELETE);
+}
+
 __attribute__((visibility("default"))) int luaopen_imm_core(lua_State *L) {
+    pin_module();
     new_handle_type(L, HTTP_MT, http_methods, http_close);
     lua_pushcfunction(L, http_tostring);
     lua_setfield(L, -2, "__tostring");
