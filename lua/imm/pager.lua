@@ -140,12 +140,23 @@ end
 function _M.items(client, action, params, opts)
   local s, err = settings(action, params, opts)
   if not s then return failed(err) end
-  return iterator(function()
-    local ok, werr = walk(client, action, params, s, function(_, list, n)
-      for i = 1, n do co_yield(list[i]) end
-    end)
+  -- The coroutine hands over whole pages; items are then read off the
+  -- current page by plain indexing, so an item costs a function call, not
+  -- a coroutine switch.
+  local next_page = iterator(function()
+    local ok, werr = walk(client, action, params, s, function(_, list, n) co_yield(list, n) end)
     if not ok then co_yield(false, werr) end
   end)
+  local list, n, i = nil, 0, 0
+  return function()
+    while i >= n do
+      local l, m = next_page()
+      if not l then return l, m end  -- nil: the end; false, err: the failure, once
+      list, n, i = l, m, 0
+    end
+    i = i + 1
+    return list[i]
+  end
 end
 
 --- Every item of every page merged into `{ [items] = { ... } }`.
