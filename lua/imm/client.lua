@@ -76,13 +76,10 @@ local OPTIONS = {
 }
 
 local function check_options(opts)
+  local unknown = operations.unknown_key(opts, OPTIONS, "client option")
+  if unknown then return nil, unknown end
   for k, v in pairs(opts) do
     local want = OPTIONS[k]
-    if want == nil then
-      local hint = type(k) == "string" and operations.suggest(k, OPTIONS)
-      return nil, errors.invalid(format("unknown client option %q%s", tostring(k),
-        hint and format(" (did you mean %q?)", hint) or ""))
-    end
     local ok = (type(want) == "table") and want[type(v)] or type(v) == want
     if not ok then
       local names = {}
@@ -310,13 +307,8 @@ local function check_call_options(opts)
   if type(opts) ~= "table" then
     return nil, errors.invalid("call options must be a table, got " .. type(opts))
   end
-  for k in pairs(opts) do
-    if not CALL_OPTIONS[k] then
-      local hint = type(k) == "string" and operations.suggest(k, CALL_OPTIONS)
-      return nil, errors.invalid(format("unknown call option %q%s", tostring(k),
-        hint and format(" (did you mean %q?)", hint) or ""))
-    end
-  end
+  local unknown = operations.unknown_key(opts, CALL_OPTIONS, "call option")
+  if unknown then return nil, unknown end
   if opts.method ~= nil and not METHODS[opts.method] then
     return nil, errors.invalid(format("call option method must be \"POST\" or \"GET\", got %s",
       tostring(opts.method)))
@@ -542,13 +534,8 @@ local TERMINAL = { Failed = "BindingFailed", Deleted = "BindingDeleted" }
 local function wait_settings(opts)
   if opts == nil then opts = {} end
   if type(opts) ~= "table" then return nil, errors.invalid("wait options must be a table") end
-  for k in pairs(opts) do
-    if not WAIT_OPTIONS[k] then
-      local hint = type(k) == "string" and operations.suggest(k, WAIT_OPTIONS)
-      return nil, errors.invalid(format("unknown wait option %q%s", tostring(k),
-        hint and format(" (did you mean %q?)", hint) or ""))
-    end
-  end
+  local unknown = operations.unknown_key(opts, WAIT_OPTIONS, "wait option")
+  if unknown then return nil, unknown end
   local state = opts.state or "Running"
   if not STATES[state] then
     local hint = type(state) == "string" and operations.suggest(state, STATES)

@@ -222,6 +222,20 @@ function _M.suggest(name, candidates)
   return nil
 end
 
+--- The first key of `opts` that `known` (a set) lacks, as an
+-- InvalidParameter error naming `what` ("client option", ...) with a
+-- did-you-mean hint; nil when every key is known.
+-- @usage local err = operations.unknown_key(opts, { method = true }, "call option")
+function _M.unknown_key(opts, known, what)
+  for k in pairs(opts) do
+    if known[k] == nil then
+      local hint = type(k) == "string" and _M.suggest(k, known)
+      return errors.invalid(format("unknown %s %q%s", what, tostring(k),
+        hint and format(" (did you mean %q?)", hint) or ""))
+    end
+  end
+end
+
 local function is_integer(v)
   return type(v) == "number" and v == floor(v) and v > -huge and v < huge
 end

@@ -30,13 +30,8 @@ local function settings(action, params, opts)
   if type(opts) ~= "table" then
     return nil, errors.invalid("pager options must be a table")
   end
-  for k in pairs(opts) do
-    if not PAGER_OPTIONS[k] then
-      local hint = type(k) == "string" and operations.suggest(k, PAGER_OPTIONS)
-      return nil, errors.invalid(format("unknown pager option %q%s", tostring(k),
-        hint and format(" (did you mean %q?)", hint) or ""))
-    end
-  end
+  local unknown = operations.unknown_key(opts, PAGER_OPTIONS, "pager option")
+  if unknown then return nil, unknown end
   local def = operations.actions[action]
   local s = {
     items = opts.items or (def and def.items),

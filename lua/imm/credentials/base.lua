@@ -114,13 +114,13 @@ function _M.options(what, opts, ...)
   for i = 1, select("#", ...) do
     for k, v in pairs((select(i, ...))) do allowed[k] = v end
   end
+  local unknown = require("imm.operations").unknown_key(opts, allowed, "option")
+  if unknown then
+    unknown.message = what .. ": " .. unknown.message
+    return nil, unknown
+  end
   for k, v in pairs(opts) do
     local want = allowed[k]
-    if want == nil then
-      local hint = type(k) == "string" and require("imm.operations").suggest(k, allowed)
-      return nil, errors.invalid(format("%s: unknown option %q%s", what, tostring(k),
-        hint and format(" (did you mean %q?)", hint) or ""))
-    end
     local ok
     if type(want) == "table" then ok = want[type(v)] else ok = type(v) == want end
     if not ok then
