@@ -1,9 +1,11 @@
---- Pagers that follow NextToken, built on coroutines.
+--- Pagers that follow NextToken.
 --
--- The paging loop runs inside a coroutine and yields pages or items to the
--- caller's `for` loop, so a listing of any length streams with constant
--- memory. All I/O happens in plain Lua calls inside the coroutine, so it
--- also works where the transport itself yields (ngx_lua cosockets).
+-- One cursor fetches the pages. The page pager runs it inside a coroutine
+-- that yields each page to the caller's `for` loop; the item pager reads
+-- items off the current page and calls the cursor for the next one. Either
+-- way a listing of any length streams with constant memory, and all I/O
+-- happens in plain Lua calls, so it also works where the transport itself
+-- yields (ngx_lua cosockets, imm tasks).
 --
 -- On failure an iterator yields `false, err` once, then ends. `err.next_token`
 -- holds the token of the page that failed, to resume with `start_token`.
@@ -79,13 +81,16 @@ local function failed(err)
   return iterator(function() co_yield(false, err) end)
 end
 
--- The paging loop. Calls on_page(page) for each page; stops when it
--- returns false. Returns true, or nil, err.
-local function walk(client, action, params, s, on_page)
+-- A cursor over the pages: each fetch() sends one request and returns the
+-- page, its list and the list's length; nil once the listing is complete;
+-- or false, err (err.next_token says where to resume), after which the
+-- cursor is done.
+local function cursor(client, action, params, s)
   local p = {}
   for k, v in pairs(params or {}) do p[k] = v end
-  local token, seen = s.token or p.NextToken, 0
-  while true do
+  local token, seen, done = s.token or p.NextToken, 0, false
+  return function()
+    if done then return nil end
     p.NextToken = token
     local size = s.page_size or p[s.size_param]
     if s.max_items then
@@ -97,12 +102,14 @@ local function walk(client, action, params, s, on_page)
     p[s.size_param] = size
     local page, err = client:call(action, p)
     if not page then
+      done = true
       err.next_token = token
-      return nil, err
+      return false, err
     end
     local list = page[s.items]
     if type(list) ~= "table" then
-      return nil, errors.new("InvalidResponse", format("%s is missing from the response", s.items),
+      done = true
+      return false, errors.new("InvalidResponse", format("%s is missing from the response", s.items),
         { request_id = page.RequestId, next_token = token, retryable = false })
     end
     local n = #list
@@ -111,11 +118,21 @@ local function walk(client, action, params, s, on_page)
       n = s.max_items - seen
     end
     seen = seen + n
-    if on_page(page, list, n) == false then return true end
     token = page.NextToken
-    if token == nil or token == "" or (s.max_items and seen >= s.max_items) then
-      return true
-    end
+    if token == nil or token == "" or (s.max_items and seen >= s.max_items) then done = true end
+    return page, list, n
+  end
+end
+
+-- The paging loop. Calls on_page(page, list, n) for each page. Returns
+-- true, or nil, err.
+local function walk(client, action, params, s, on_page)
+  local fetch = cursor(client, action, params, s)
+  while true do
+    local page, list, n = fetch()
+    if page == nil then return true end
+    if page == false then return nil, list end
+    on_page(page, list, n)
   end
 end
 
@@ -135,18 +152,19 @@ end
 function _M.items(client, action, params, opts)
   local s, err = settings(action, params, opts)
   if not s then return failed(err) end
-  -- The coroutine hands over whole pages; items are then read off the
-  -- current page by plain indexing, so an item costs a function call, not
-  -- a coroutine switch.
-  local next_page = iterator(function()
-    local ok, werr = walk(client, action, params, s, function(_, list, n) co_yield(list, n) end)
-    if not ok then co_yield(false, werr) end
-  end)
+  -- A plain closure over the cursor: an item costs a function call and an
+  -- index, not a coroutine switch, and a page fetch is an ordinary call,
+  -- through which the waits of ngx_lua and of imm tasks pass as they do
+  -- through any call.
+  local fetch = cursor(client, action, params, s)
   local list, n, i = nil, 0, 0
   return function()
     while i >= n do
-      local l, m = next_page()
-      if not l then return l, m end  -- nil: the end; false, err: the failure, once
+      -- let the finished page go before the next one is decoded: at most
+      -- one page is alive at a time
+      list = nil
+      local page, l, m = fetch()
+      if not page then return page, l end  -- nil: the end; false, err: once
       list, n, i = l, m, 0
     end
     i = i + 1
