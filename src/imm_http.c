@@ -62,6 +62,16 @@ static void backend_init(void) {
             snprintf(err, errlen, __VA_ARGS__);         \
     } while (0)
 
+/* curl_global_init, once per process; 0, or -1 with err set. */
+static int global_ready(char *err, size_t errlen) {
+    pthread_once(&global_once, global_init);
+    if (global_rc != CURLE_OK) {
+        SET_ERR("curl_global_init failed: %s", curl_easy_strerror(global_rc));
+        return -1;
+    }
+    return 0;
+}
+
 /* libcurl callbacks only copy bytes: no Lua is ever called from here. */
 static size_t on_body(char *data, size_t size, size_t nmemb, void *ud) {
     imm_http *h = ud;
@@ -86,11 +96,8 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *ud) {
 imm_http *imm_http_new(const imm_http_options *opt, char *err, size_t errlen) {
     imm_http *h;
     CURL *c;
-    pthread_once(&global_once, global_init);
-    if (global_rc != CURLE_OK) {
-        SET_ERR("curl_global_init failed: %s", curl_easy_strerror(global_rc));
+    if (global_ready(err, errlen) != 0)
         return NULL;
-    }
     h = calloc(1, sizeof *h);
     if (h == NULL) {
         SET_ERR("out of memory");
@@ -146,6 +153,14 @@ imm_http *imm_http_new(const imm_http_options *opt, char *err, size_t errlen) {
 }
 
 static void detach(imm_http *h);
+
+/* Lets go of the started exchange's header list, which libcurl reads
+ * until the transfer ends. */
+static void drop_request(imm_http *h) {
+    curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, NULL);
+    curl_slist_free_all(h->req_headers);
+    h->req_headers = NULL;
+}
 
 void imm_http_free(imm_http *h) {
     if (h == NULL)
@@ -258,9 +273,9 @@ imm_http_status imm_http_start(imm_http *h, const imm_http_request *req, char *e
         curl_easy_setopt(h->curl, CURLOPT_POST, 1L);
         curl_easy_setopt(h->curl, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
         if (curl_easy_setopt(h->curl, CURLOPT_COPYPOSTFIELDS, req->body_len ? req->body : "") != CURLE_OK) {
-            curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, NULL);
-            h->req_headers = NULL;
-            goto nomem;
+            drop_request(h);
+            SET_ERR("out of memory");
+            return IMM_HTTP_ENOMEM;
         }
         curl_easy_setopt(h->curl, CURLOPT_CUSTOMREQUEST, NULL);
     } else {
@@ -290,10 +305,7 @@ imm_http_status imm_http_finish(imm_http *h, long *status, int *sent, char *err,
         req_size = n;
     }
     *sent = req_size > 0 || *status > 0;
-    /* Drop the references to this exchange's memory. */
-    curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, NULL);
-    curl_slist_free_all(h->req_headers);
-    h->req_headers = NULL;
+    drop_request(h);
     h->state = 0;
 
     st = classify(h->rc, h->too_large);
@@ -323,9 +335,7 @@ imm_http_status imm_http_perform(imm_http *h, const imm_http_request *req,
     if (st != IMM_HTTP_OK)
         return st;
     if (imm_multi_add(h->own, h, err, errlen) == 0) {
-        curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, NULL);
-        curl_slist_free_all(h->req_headers);
-        h->req_headers = NULL;
+        drop_request(h);
         return IMM_HTTP_EOTHER;
     }
     /* The blocking call is the non-blocking one driven to completion:
@@ -361,11 +371,8 @@ long imm_http_id(const imm_http *h) {
 
 imm_multi *imm_multi_new(char *err, size_t errlen) {
     imm_multi *m;
-    pthread_once(&global_once, global_init);
-    if (global_rc != CURLE_OK) {
-        SET_ERR("curl_global_init failed: %s", curl_easy_strerror(global_rc));
+    if (global_ready(err, errlen) != 0)
         return NULL;
-    }
     m = calloc(1, sizeof *m);
     if (m == NULL || (m->m = curl_multi_init()) == NULL) {
         free(m);
