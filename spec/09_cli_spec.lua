@@ -70,6 +70,18 @@ describe("imm command line", function()
     return out, err, tonumber(status)
   end
 
+  -- `imm <args>` is refused before anything is sent: exit 2, nothing on
+  -- stdout, "imm: <pattern>" on stderr. Returns stderr.
+  local function refused(args, pattern)
+    local out, err, status = run(args)
+    assert.equal(2, status)
+    assert.equal("", out)
+    assert.matches("^imm: ", err)
+    assert.matches(pattern, err)
+    assert.equal(0, #srv.log(), "a usage error sends nothing")
+    return err
+  end
+
   local function ok_run(args, env)
     local out, err, status = run(args, env)
     assert.equal(0, status, "stderr: " .. tostring(err))
@@ -405,13 +417,7 @@ describe("imm command line", function()
     end
     for _, case in ipairs(cases) do
       it("exits 2 for: imm " .. table.concat(case[1], " "), function()
-        local out, err, status = run(case[1])
-        assert.equal(2, status)
-        assert.equal("", out)
-        assert.matches("^imm: ", err)
-        assert.matches(case[2], err)
-        assert.matches("\nUsage: imm ", err)
-        assert.equal(0, #srv.log(), "a usage error sends nothing")
+        assert.matches("\nUsage: imm ", refused(case[1], case[2]))
       end)
     end
 
@@ -583,12 +589,7 @@ describe("imm command line", function()
     }
     for _, case in ipairs(cases) do
       it("exits 2 for: imm " .. table.concat(case[1], " "), function()
-        local out, err, status = run(case[1])
-        assert.equal(2, status)
-        assert.equal("", out)
-        assert.matches("^imm: ", err)
-        assert.matches(case[2], err)
-        assert.equal(0, #srv.log(), "a usage error sends nothing")
+        refused(case[1], case[2])
       end)
     end
 
