@@ -1,11 +1,10 @@
 --- Pagers that follow NextToken.
 --
--- One cursor fetches the pages. The page pager runs it inside a coroutine
--- that yields each page to the caller's `for` loop; the item pager reads
--- items off the current page and calls the cursor for the next one. Either
--- way a listing of any length streams with constant memory, and all I/O
--- happens in plain Lua calls, so it also works where the transport itself
--- yields (ngx_lua cosockets, imm tasks).
+-- The paging loop runs inside a coroutine that hands pages to the caller's
+-- `for` loop (the item pager then reads items off the current page), so a
+-- listing of any length streams with constant memory. All I/O happens in
+-- plain Lua calls inside the coroutine, so it also works where the
+-- transport itself yields (ngx_lua cosockets, imm tasks).
 --
 -- On failure an iterator yields `false, err` once, then ends. `err.next_token`
 -- holds the token of the page that failed, to resume with `start_token`.
@@ -152,19 +151,21 @@ end
 function _M.items(client, action, params, opts)
   local s, err = settings(action, params, opts)
   if not s then return failed(err) end
-  -- A plain closure over the cursor: an item costs a function call and an
-  -- index, not a coroutine switch, and a page fetch is an ordinary call,
-  -- through which the waits of ngx_lua and of imm tasks pass as they do
-  -- through any call.
-  local fetch = cursor(client, action, params, s)
+  -- The coroutine hands over whole pages; items are then read off the
+  -- current page by plain indexing, so an item costs a function call, not
+  -- a coroutine switch.
+  local next_page = iterator(function()
+    local ok, werr = walk(client, action, params, s, function(_, list, n) co_yield(list, n) end)
+    if not ok then co_yield(false, werr) end
+  end)
   local list, n, i = nil, 0, 0
   return function()
     while i >= n do
       -- let the finished page go before the next one is decoded: at most
       -- one page is alive at a time
       list = nil
-      local page, l, m = fetch()
-      if not page then return page, l end  -- nil: the end; false, err: once
+      local l, m = next_page()
+      if not l then return l, m end  -- nil: the end; false, err: the failure, once
       list, n, i = l, m, 0
     end
     i = i + 1
