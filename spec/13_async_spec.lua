@@ -209,6 +209,36 @@ describe("async tasks", function()
     end)
   end
 
+  -- The lua5.4 interpreter runs the generational collector; a frame loop
+  -- that spawns tasks all the time must not age each one into the old
+  -- generation (as storing it in an upvalue did), where it and its page
+  -- would wait for a major collection.
+  if _VERSION == "Lua 5.4" then
+    it("lets finished tasks die young under Lua 5.4's generational collector", function()
+      local c = srv.client { async = true }
+      local mode = collectgarbage("generational")
+      collectgarbage("stop")  -- only the young collections below run
+      finally(function()
+        collectgarbage("restart")
+        collectgarbage(mode)
+      end)
+      for _ = 1, 3 do collectgarbage("step", 0) end  -- the modules' own objects are old now
+      local gone = setmetatable({}, { __mode = "k" })
+      do
+        local task = imm.spawn(function() return c:list_bindings { ProjectName = "immtest" } end)
+        local ok, page = task:join(10)
+        assert.is_true(ok)
+        assert.is_table(page.Bindings)
+        gone[task], gone[page] = "task", "page"
+      end
+      collectgarbage("step", 0)
+      collectgarbage("step", 0)
+      local left = {}
+      for _, what in pairs(gone) do left[#left + 1] = what end
+      assert.same({}, left)
+    end)
+  end
+
   it("reports a task that raises, and refuses misuse", function()
     local task = imm.spawn(function() error("boom") end)
     local ok, err = task:result()

@@ -49,7 +49,11 @@ local multi          -- the shared libcurl multi handle, made on first use
 local inflight = {}  -- transfer id -> task
 local timers = {}    -- task -> due time (core.monotonic seconds)
 local live = 0       -- tasks not yet finished
-local current        -- the task whose coroutine is running, if any
+-- running.task: the task whose coroutine is running, if any. A table field,
+-- not an upvalue: under Lua 5.4's generational collector a young task
+-- stored in an old closure's upvalue turns old at once, and with it its
+-- coroutine and all it holds, until a major collection.
+local running = {}
 
 local function pack(...) return { n = select("#", ...), ... } end
 
@@ -88,10 +92,10 @@ end
 
 -- Resumes a task's coroutine with the given values until it waits or ends.
 local function step(task, ...)
-  local prev = current
-  current = task
+  local prev = running.task
+  running.task = task
   local r = pack(co_resume(task.co, ...))
-  current = prev
+  running.task = prev
   if not r[1] then
     local e = r[2]
     if type(e) == "table" and e.code then  -- an imm error raised on purpose
@@ -131,7 +135,7 @@ function Task:cancel()
     multi:remove(w.handle)
   end
   timers[self] = nil
-  if self == current then return true end  -- it will see the flag at its next wait
+  if self == running.task then return true end  -- it will see the flag at its next wait
   if co_status(self.co) == "suspended" then
     -- resume until it ends: each further wait fails at once
     local guard = 0
@@ -150,7 +154,7 @@ end
 -- @tparam[opt] number timeout seconds to wait at most
 -- @return what `result` returns, or `nil, err` (code `Timeout`)
 function Task:join(timeout)
-  if current then
+  if running.task then
     return nil, errors.new("InvalidState", "join cannot be called from inside a task", { retryable = false })
   end
   local limit = timeout and core.monotonic() + timeout or huge
@@ -179,7 +183,7 @@ function _M.spawn(fn, ...)
 end
 
 --- The task whose code is running now, or nil outside tasks.
-function _M.current() return current end
+function _M.current() return running.task end
 
 -- Blocks the running task until it is resumed; returns true, or false when
 -- the task was cancelled meanwhile.
@@ -198,7 +202,7 @@ end
 -- @tparam string body
 -- @tparam boolean fresh send on a new connection
 function _M.transfer(handle, method, url, lines, body, fresh)
-  local task = current
+  local task = running.task
   if task.cancelled then return nil, "Cancelled", "the task was cancelled" end
   if not multi then
     local m, code, msg = core.multi()
@@ -222,7 +226,7 @@ end
 --- Waits `seconds` inside a task without blocking the loop.
 -- @return true, or false when the task was cancelled
 function _M.sleep(seconds)
-  local task = current
+  local task = running.task
   if task.cancelled then return false end
   timers[task] = core.monotonic() + max(0, seconds)
   local ok = wait(task)
@@ -255,7 +259,7 @@ function _M.poll(timeout_ms)
   if type(timeout_ms) ~= "number" or timeout_ms ~= timeout_ms or timeout_ms < 0 then
     error("imm.poll: timeout_ms must be a number >= 0, got " .. tostring(timeout_ms), 2)
   end
-  if current then
+  if running.task then
     error("imm.poll cannot be called from inside a task", 2)
   end
   local waiting = min(timeout_ms, timer_ms() or huge)
