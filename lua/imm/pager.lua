@@ -158,18 +158,34 @@ function _M.items(client, action, params, opts)
     local ok, werr = walk(client, action, params, s, function(_, list, n) co_yield(list, n) end)
     if not ok then co_yield(false, werr) end
   end)
-  local list, n, i = nil, 0, 0
-  return function()
-    while i >= n do
+  -- The current list sits in a table slot, not in an upvalue. Under Lua
+  -- 5.4's generational collector (the lua5.4 interpreter's default), a
+  -- young table stored in an upvalue of an old closure turns old at once,
+  -- so every page would be promoted and wait for a major collection; a
+  -- table slot takes the cheaper backward barrier and the page dies young.
+  local current = {}
+  local n, i = 0, 0
+  local function refill()
+    while true do
       -- let the finished page go before the next one is decoded: at most
       -- one page is alive at a time
-      list = nil
-      local l, m = next_page()
-      if not l then return l, m end  -- nil: the end; false, err: the failure, once
-      list, n, i = l, m, 0
+      current[1] = nil
+      local list, m = next_page()
+      if not list then return list, m end  -- nil: the end; false, err: the failure, once
+      if m > 0 then
+        current[1], n, i = list, m, 1
+        return list[1]
+      end
     end
-    i = i + 1
-    return list[i]
+  end
+  -- the per-item path: a few VM instructions, since it runs for every item
+  return function()
+    local k = i + 1
+    if k <= n then
+      i = k
+      return current[1][k]
+    end
+    return refill()
   end
 end
 
