@@ -166,6 +166,41 @@ describe("pagers", function()
     end)
   end
 
+  it("runs the next listing on the coroutine of one that ended, never on one still in use", function()
+    load(12)
+    -- a fresh copy of the pager module, made while coroutine.create counts
+    local create, made = coroutine.create, 0
+    local saved = package.loaded["imm.pager"]
+    package.loaded["imm.pager"] = nil
+    coroutine.create = function(f) made = made + 1; return create(f) end
+    local ok, pager = pcall(require, "imm.pager")
+    coroutine.create = create
+    package.loaded["imm.pager"] = saved
+    assert(ok, pager)
+    local function count(it)
+      local n, errs = 0, 0
+      for b in it do
+        if b then n = n + 1 else errs = errs + 1 end
+      end
+      return n, errs
+    end
+    local params = { ProjectName = "p" }
+    for _ = 1, 3 do assert.equal(12, count(pager.items(c, "ListBindings", params, { page_size = 5 }))) end
+    assert.equal(1, made, "three listings one after another share one coroutine")
+    -- one left half-way keeps its coroutine; the next listing needs another
+    local half = pager.items(c, "ListBindings", params, { page_size = 5 })
+    assert.is_table(half())
+    assert.equal(3, count(pager.pages(c, "ListBindings", params, { page_size = 5 })))
+    assert.equal(2, made)
+    -- and the half-done one still goes on where it was
+    assert.equal(11, count(half))
+    -- a listing that fails ends too, and gives its coroutine back
+    local n, errs = count(pager.items(c, "ListBindings", { ProjectName = "nope" }))
+    assert.same({ 0, 1 }, { n, errs })
+    assert.equal(12, count(pager.items(c, "ListBindings", params)))
+    assert.equal(2, made)
+  end)
+
   it("runs inside the caller's own coroutines", function()
     load(12)
     local co = coroutine.wrap(function()
