@@ -172,9 +172,9 @@ describe("pagers", function()
     local create, made = coroutine.create, 0
     local saved = package.loaded["imm.pager"]
     package.loaded["imm.pager"] = nil
-    coroutine.create = function(f) made = made + 1; return create(f) end
+    coroutine.create = function(f) made = made + 1; return create(f) end  -- luacheck: ignore 122
     local ok, pager = pcall(require, "imm.pager")
-    coroutine.create = create
+    coroutine.create = create  -- luacheck: ignore 122
     package.loaded["imm.pager"] = saved
     assert(ok, pager)
     local function count(it)
