@@ -16,6 +16,7 @@ local pairs, getenv = pairs, os.getenv
 local Client = require "imm.client"
 local errors = require "imm.errors"
 local async = require "imm.async"
+local failed = require("imm.pager").failed  -- the iterator a pager returns for bad input
 
 local _M = {
   _VERSION = Client._VERSION,
@@ -217,14 +218,6 @@ function _M.all_bindings(params, opts)
   return c:all_bindings(params, opts)
 end
 
-local function failing(err)
-  local done = false
-  return function()
-    if done then return nil end
-    done = true
-    return false, err
-  end
-end
 
 --- @return iterator over bindings
 ---@param params imm.ListBindingsParams
@@ -232,14 +225,14 @@ end
 ---@return fun(): (imm.Binding|false|nil), imm.Error|nil
 function _M.bindings(params, opts)
   local c, err = default()
-  if not c then return failing(err) end
+  if not c then return failed(err) end
   return c:bindings(params, opts)
 end
 
 --- @return iterator over pages
 function _M.pages(action, params, opts)
   local c, err = default()
-  if not c then return failing(err) end
+  if not c then return failed(err) end
   return c:pages(action, params, opts)
 end
 
@@ -249,7 +242,7 @@ end
 ---@return fun(): (imm.Project|false|nil), imm.Error|nil
 function _M.projects(params, opts)
   local c, err = default()
-  if not c then return failing(err) end
+  if not c then return failed(err) end
   return c:projects(params, opts)
 end
 
@@ -259,7 +252,7 @@ end
 ---@return fun(): (imm.Dataset|false|nil), imm.Error|nil
 function _M.datasets(params, opts)
   local c, err = default()
-  if not c then return failing(err) end
+  if not c then return failed(err) end
   return c:datasets(params, opts)
 end
 

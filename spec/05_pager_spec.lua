@@ -201,6 +201,33 @@ describe("pagers", function()
     assert.equal(2, made)
   end)
 
+  it("raises a bug inside the listing (here, the caller's decoder) once, then ends", function()
+    load(12)
+    local decode, calls = require("imm.decode").imm, 0
+    local buggy = srv.client { decoder = function(body)
+      calls = calls + 1
+      if calls == 2 then error("decoder bug") end
+      return decode(body)
+    end }
+    for _, mode in ipairs { "items", "pages" } do
+      calls = 0
+      local it = mode == "items" and buggy:bindings({ ProjectName = "p" }, { page_size = 5 })
+        or buggy:pages("ListBindings", { ProjectName = "p", MaxResults = 5 })
+      local first = mode == "items" and 5 or 1
+      for _ = 1, first do assert.is_table(it()) end
+      assert.has_error(function() it() end, "decoder bug")
+      assert.is_nil(it())
+      assert.is_nil(it())
+    end
+    -- the dead coroutine was not parked: the next listing runs
+    local n = 0
+    for b in c:bindings({ ProjectName = "p" }, { page_size = 5 }) do
+      assert.is_table(b)
+      n = n + 1
+    end
+    assert.equal(12, n)
+  end)
+
   it("runs inside the caller's own coroutines", function()
     load(12)
     local co = coroutine.wrap(function()

@@ -174,14 +174,37 @@ local function park(co)
   if #parked < PARKED_MAX and not transport.in_nginx() then parked[#parked + 1] = co end
 end
 
--- An iterator that yields false, err once, then nil.
-local function failed(err)
+--- An iterator that yields `false, err` once, then nil: how a pager
+-- reports bad parameters or options, having sent nothing.
+-- @param err the error value
+-- @return iterator
+function _M.failed(err)
   local done = false
   return function()
     if done then return nil end
     done = true
     return false, err
   end
+end
+local failed = _M.failed
+
+-- One step of a listing: starts it on a parked or new coroutine the first
+-- time (co == nil), else resumes it. Returns the coroutine, or false once
+-- the listing has ended, and what it handed over. A coroutine that raised
+-- (a bug, not a run-time failure) is dead; its error is raised again here.
+local function step(co, client, action, params, s, emit)
+  local ok, a, b
+  if co == nil then
+    co, ok, a, b = start(client, action, params, s, emit)
+  else
+    ok, a, b = resume(co)
+  end
+  if not ok then error(a, 0) end
+  if a == FINISHED then
+    park(co)
+    return false
+  end
+  return co, a, b
 end
 
 --- Page by page.
@@ -191,23 +214,10 @@ function _M.pages(client, action, params, opts)
   if not s then return failed(err) end
   local co  -- nil: not started; false: ended
   return function()
-    if co == false then return nil end
-    local ok, a, b
-    if co == nil then
-      co, ok, a, b = start(client, action, params, s, yield_page)
-    else
-      ok, a, b = resume(co)
-    end
-    if not ok then
-      co = false
-      error(a, 0)  -- a bug, not a run-time failure
-    end
-    if a == FINISHED then
-      park(co)
-      co = false
-      return nil
-    end
-    return a, b  -- a page, or false, err
+    if co == false or (co and co_status(co) == "dead") then return nil end
+    local a, b
+    co, a, b = step(co, client, action, params, s, yield_page)
+    return a, b  -- a page; false, err; or nil at the end
   end
 end
 
@@ -230,26 +240,16 @@ function _M.items(client, action, params, opts)
       i = k
       return current[1][k]
     end
+    if co and co_status(co) == "dead" then return nil end
     -- the next page; empty pages are skipped
     while co ~= false do
       -- let the finished list go before the next page is decoded
       current[1] = nil
-      local ok, list, m
-      if co == nil then
-        co, ok, list, m = start(client, action, params, s, yield_list)
-      else
-        ok, list, m = resume(co)
-      end
-      if not ok then
-        co = false
-        error(list, 0)  -- a bug, not a run-time failure
-      end
-      if list == FINISHED then
-        park(co)
-        co = false
-      elseif list == false then
-        return false, m  -- the failure, once; the coroutine ends next
-      elseif m > 0 then
+      local list, m
+      co, list, m = step(co, client, action, params, s, yield_list)
+      if list == false then
+        return false, m  -- the failure, once; the listing ends next
+      elseif list and m > 0 then
         current[1], n, i = list, m, 1
         return list[1]
       end
