@@ -218,7 +218,6 @@ function _M.all_bindings(params, opts)
   return c:all_bindings(params, opts)
 end
 
-
 --- @return iterator over bindings
 ---@param params imm.ListBindingsParams
 ---@param opts imm.PagerOptions|nil
