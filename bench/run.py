@@ -41,13 +41,13 @@ The table goes to stdout and to build/bench/results.md (JSON: results.json).
 import argparse
 import datetime
 import json
-import statistics
 import os
 import platform
 import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
