@@ -44,7 +44,7 @@ TEST_ENV    = LUA_PATH="lua/?.lua;lua/?/init.lua;spec/?.lua;;" LUA_CPATH="$(BUIL
               no_proxy=127.0.0.1,localhost NO_PROXY=127.0.0.1,localhost \
               ALIBABA_CLOUD_ECS_METADATA_DISABLED=true
 BUSTED      = /usr/bin/busted
-VECTORS    ?= ../shared/vectors/signing.json
+VECTORS    ?= spec/fixtures/signing.json
 SPECS      ?= spec
 RUN_PREFIX ?=
 
