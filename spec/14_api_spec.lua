@@ -3,7 +3,6 @@
 -- encoding (scalar text or one JSON text), the number text and the content
 -- type; and what is refused before anything is sent.
 local imm = require "imm"
-local core = require "imm.core"
 local cjson = require("cjson.safe").new()
 local api = require "imm.api"
 local actions = require "imm.actions"
@@ -103,7 +102,7 @@ describe("the API description", function()
       assert.matches("do not edit", first)
     end
     -- the description itself is in the repository
-    local desc = cjson.decode(assert(fixture.read("api/imm-2020-09-30.json")))
+    local desc = cjson.decode((assert(fixture.read("api/imm-2020-09-30.json"))))
     assert.equal(105, #sorted_keys(desc.actions))
   end)
 
@@ -261,7 +260,8 @@ describe("every action, every parameter filled", function()
       return p
     end
     for _, case in ipairs {
-      { { Targets = { { URI = "oss://b/o.mp4", Vidoe = {} } } }, 'Targets[1] has no field "Vidoe" (did you mean "Video"?)' },
+      { { Targets = { { URI = "oss://b/o.mp4", Vidoe = {} } } },
+        'Targets[1] has no field "Vidoe" (did you mean "Video"?)' },
       { { Targets = { { Speed = "fast" } } }, "Targets[1].Speed must be a finite number" },
       { { Targets = { URI = "oss://b/o.mp4" } }, "Targets must be an array" },
       { { Targets = { [2] = { URI = "x" } } }, "without holes" },
@@ -311,8 +311,8 @@ describe("realistic calls", function()
       Tags = { id = 202405170000123 } })
     local q = last().query
     assert.equal('[{"StartTime":1.5,"URI":"oss://b/in.mp4"}]', q.Sources)
-    assert.equal('[{"Container":"mp4","URI":"oss://b/out.mp4","Video":{"TranscodeVideo":{"CRF":23,"Codec":"h264"}}}]',
-      q.Targets)
+    assert.equal('[{"Container":"mp4","URI":"oss://b/out.mp4",'
+      .. '"Video":{"TranscodeVideo":{"CRF":23,"Codec":"h264"}}}]', q.Targets)
     -- an integer inside JSON in full (lua-cjson would send 202405170000120)
     assert.equal('{"id":202405170000123}', q.Tags)
     assert.is_nil(last().headers["content-type"])
@@ -399,8 +399,9 @@ describe("retries follow the schema", function()
       local def = operations.actions[action]
       assert.equal(operations.reads(action), def.idempotent, action)
     end
-    for _, a in ipairs { "SemanticQuery", "FuzzyQuery", "SimpleQuery", "QueryFigureClusters", "SearchImageFigureCluster",
-        "BatchGetFileMeta", "BatchGetFigureCluster", "DetectImageLabels", "CompareImageFaces", "ExtractDocumentText",
+    for _, a in ipairs { "SemanticQuery", "FuzzyQuery", "SimpleQuery", "QueryFigureClusters",
+        "SearchImageFigureCluster", "BatchGetFileMeta", "BatchGetFigureCluster", "DetectImageLabels",
+        "CompareImageFaces", "ExtractDocumentText",
         "ContextualAnswer", "GetDRMLicense", "ListRegions" } do
       assert.is_true(operations.is_idempotent(a), a)
     end

@@ -324,6 +324,10 @@ local function shape_problem(v, shape, path, strict, depth)
     if fields then
       sub_shape = fields[k]
       if sub_shape == nil and strict then
+        -- name the first unknown key in byte order, so the message is stable
+        for k2 in pairs(v) do
+          if type(k2) == "string" and fields[k2] == nil and k2 < k then k = k2 end
+        end
         return format("%s has no field %q%s", path, k, hint_text(k, fields))
       end
     else
