@@ -636,6 +636,25 @@ describe("imm command line", function()
       assert.equal(0, #srv.log())
     end)
 
+    it("needs no lua-cjson", function()
+      -- cjson.lua and cjson/safe.lua that refuse to load, found before the C module
+      local dir = fixture.tmpdir()
+      assert(fixture.sh("mkdir -p " .. dir .. "/cjson"))
+      for _, f in ipairs { "/cjson.lua", "/cjson/safe.lua" } do
+        local h = assert(io.open(dir .. f, "w"))
+        h:write('error("lua-cjson was loaded")\n')
+        h:close()
+      end
+      local env = { LUA_PATH = dir .. "/?.lua;" .. os.getenv("LUA_PATH") }
+      local out = ok_run({ "call", "CreateProject", "ProjectName=no-cjson", 'Tag=[{"Key":"k","Value":"v"}]' }, env)
+      assert.equal("no-cjson", cjson.decode(out).Project.ProjectName)
+      out = ok_run({ "list-bindings", "--project", "immtest", "--max-results", "2" }, env)
+      assert.equal(2, #cjson.decode(out).Bindings)
+      out = ok_run({ "list-projects", "--prefix", "nothing-here" }, env)
+      assert.equal('{"Projects":[],', out:sub(1, 15))
+      assert(fixture.sh("rm -rf " .. dir))
+    end)
+
     it("turns number and boolean parameters of known actions into values, and checks them", function()
       -- refused before sending: a number parameter that is not a number
       refused({ "call", "ListBindings", "ProjectName=immtest", "MaxResults=ten" }, "MaxResults must be an integer")
