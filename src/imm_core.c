@@ -988,9 +988,12 @@ static int enc_object(enc_ctx *c, int t, int elem, int fields, size_t count) {
     lua_pushnil(L);
     while (lua_next(L, t) != 0) {
         lua_pop(L, 1);
-        /* census counted only string keys here; the table has not changed */
-        keys[i].s = lua_tolstring(L, -1, &keys[i].len);
-        i++;
+        /* census found `count` string keys; the bounds hold even if a __gc
+         * finalizer run by an allocation above has changed the table */
+        if (i < count && lua_type(L, -1) == LUA_TSTRING) {
+            keys[i].s = lua_tolstring(L, -1, &keys[i].len);
+            i++;
+        }
     }
     n = i;
     qsort(keys, n, sizeof *keys, cmp_keys);
