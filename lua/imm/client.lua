@@ -282,7 +282,15 @@ function Client:_attempt(action, query, creds, def, method, fresh)
   headers.accept = "application/json"
   local res, err = self.transport:request { method = method, url = url, headers = headers, body = "",
     fresh = fresh }
-  if not res then return nil, err end
+  if not res then
+    -- what to do about it, when the failure says: plain HTTP, an unknown region
+    local hint = errors.is_error(err) and endpoint.hint(ep, err)
+    if hint then
+      err.hint = hint
+      err.message = tostring(err.message) .. " (" .. hint .. ")"
+    end
+    return nil, err
+  end
   local v, perr = response.parse(res, self.decode, def)
   if not v and perr then
     -- SignatureDoesNotMatch echoes the string to sign; with V2 it holds the token
