@@ -10,7 +10,8 @@
 -- client's `decoder` option, as long as it returns the same tables.
 -- @module imm.decode
 
-local type, next, find = type, next, string.find
+local type, next, find, pairs = type, next, string.find, pairs
+local getmetatable, setmetatable = getmetatable, setmetatable
 local cjson_safe = require "cjson.safe"
 local core = require "imm.core"
 
@@ -59,6 +60,61 @@ local json_decode = core.json_decode
 -- @usage local t, err = require("imm.decode").imm('{"a":[1,null]}')
 function _M.imm(body)
   return json_decode(body, null)
+end
+
+--- The metatable `keep_arrays` gives each empty JSON array. Decoded, `[]`
+-- and `{}` are both an empty table; this tells them apart again.
+_M.empty_array = setmetatable({}, { __tostring = function() return "imm.decode.empty_array" end })
+local empty_array = _M.empty_array
+
+--- Decodes like `imm`, and marks each empty array with the metatable
+-- `decode.empty_array`, so that the value can be written back as it came
+-- (`shape`, for `imm.core.json_encode`). The `imm` command's JSON output
+-- decodes with it.
+-- @tparam string body
+-- @return the decoded value, or nil, message
+-- @usage local client = imm.new{ region = "cn-hangzhou", decoder = decode.keep_arrays }
+function _M.keep_arrays(body)
+  return json_decode(body, null, empty_array)
+end
+
+-- The shape of one value; nil where inference already gets it right.
+local function shape_of(v)
+  if type(v) ~= "table" then return nil end
+  if getmetatable(v) == empty_array then return { array = "any" } end
+  if v[1] ~= nil then
+    -- one shape for every element: the fields of all of them, merged
+    local fields
+    for i = 1, #v do
+      local s = shape_of(v[i])
+      if s and s.fields then
+        fields = fields or {}
+        for k, f in pairs(s.fields) do fields[k] = fields[k] or f end
+      elseif s then
+        return { array = s }
+      end
+    end
+    return fields and { array = { fields = fields } } or nil
+  end
+  local fields
+  for k, x in pairs(v) do
+    local s = shape_of(x)
+    if s then
+      fields = fields or {}
+      fields[k] = s
+    end
+  end
+  return fields and { fields = fields } or nil
+end
+
+--- The shape (see `imm.core.json_encode`) that writes a value decoded by
+-- `keep_arrays` back with its empty arrays as `[]`; nil when inference
+-- alone gets every table right.
+-- @param v a decoded value
+-- @treturn table|nil shape
+-- @usage local text = core.json_encode(res, decode.shape(res))
+function _M.shape(v)
+  return shape_of(v)
 end
 
 --- The decoder used when the client names none: the C decoder, which
