@@ -712,6 +712,7 @@ describe("imm command line", function()
       lines = split_lines((ok_run { "list-datasets", "--project", "immtest", "--output", "lines" }))
       assert.equal(#datasets, #lines)
       assert.same({ "immtest", datasets[1].DatasetName, "-", "-" }, { unpack(split_tabs(lines[1]), 1, 4) })
+      srv.reset()
       refused({ "list-projects", "--output", "yaml" }, "json, table or lines")
     end)
 

@@ -78,23 +78,30 @@ function _M.keep_arrays(body)
   return json_decode(body, null, empty_array)
 end
 
+-- Two shapes as one, for the elements of one array: nil and "any" say
+-- nothing; objects merge their fields, arrays their elements. An object
+-- against an array (no API reply has such a list) keeps the first.
+local function merge(a, b)
+  if a == nil or a == "any" then return b end
+  if b == nil or b == "any" then return a end
+  if a.fields and b.fields then
+    local fields = {}
+    for k, f in pairs(a.fields) do fields[k] = f end
+    for k, f in pairs(b.fields) do fields[k] = merge(fields[k], f) end
+    return { fields = fields }
+  end
+  if a.array and b.array then return { array = merge(a.array, b.array) or "any" } end
+  return a
+end
+
 -- The shape of one value; nil where inference already gets it right.
 local function shape_of(v)
   if type(v) ~= "table" then return nil end
   if getmetatable(v) == empty_array then return { array = "any" } end
   if v[1] ~= nil then
-    -- one shape for every element: the fields of all of them, merged
-    local fields
-    for i = 1, #v do
-      local s = shape_of(v[i])
-      if s and s.fields then
-        fields = fields or {}
-        for k, f in pairs(s.fields) do fields[k] = fields[k] or f end
-      elseif s then
-        return { array = s }
-      end
-    end
-    return fields and { array = { fields = fields } } or nil
+    local elements
+    for i = 1, #v do elements = merge(elements, shape_of(v[i])) end
+    return elements and { array = elements } or nil
   end
   local fields
   for k, x in pairs(v) do
