@@ -6,3 +6,5 @@ files["spec/"] = { std = "+busted" }
 files["lua/imm/transport/ngx.lua"] = { std = "max+ngx_lua" }
 files["spec/openresty/"] = { std = "max+ngx_lua" }
 files["examples/openresty/"] = { std = "max+ngx_lua" }
+-- LÖVE's callbacks are fields of its global `love` table, set by the game
+files["examples/love/"] = { std = "luajit", globals = { "love" } }

@@ -122,7 +122,7 @@ demo: deps-demo
 	@$(MAKE) --no-print-directory build LUA=lua5.4
 	@$(TEST_ENV) sh tools/with-server.sh lua5.4 examples/list_bindings.lua immtest
 
-## test: every check (specs on Lua 5.1-5.4 and LuaJIT, nginx, lint, ASan+UBSan, valgrind, the C host with TSan, LuaRocks, a short fuzz pass)
+## test: every check (specs on Lua 5.1-5.4 and LuaJIT, nginx, lint, ASan+UBSan, valgrind, the C host with TSan, LÖVE, LuaRocks, a short fuzz pass)
 test: deps
 	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory server-check
@@ -131,6 +131,7 @@ test: deps
 	@$(MAKE) --no-print-directory asan
 	@$(MAKE) --no-print-directory valgrind
 	@$(MAKE) --no-print-directory host-check
+	@$(MAKE) --no-print-directory love-check
 	@$(MAKE) --no-print-directory rockspec-check
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10
 	@echo "imm: all checks passed"
@@ -233,6 +234,11 @@ soak: deps-demo
 ## host-check: the example C host (examples/host) on the local server: list, 4 threads, 4 threads under TSan and under valgrind
 host-check:
 	@sh tools/host-check.sh
+
+## love-check: the LÖVE example (examples/love) headless under Xvfb, on LuaJIT, against the local server
+love-check:
+	@$(MAKE) --no-print-directory build LUA=luajit
+	@sh tools/love-check.sh
 
 ## rockspec-check: `luarocks make --deps-mode=none` into a scratch tree, 5.4 and 5.1
 rockspec-check:
