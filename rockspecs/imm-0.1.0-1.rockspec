@@ -18,9 +18,13 @@ coroutine pager.
   homepage = "https://github.com/imm-lua/imm",
   license = "MIT",
 }
--- nothing else at run time: imm decodes and encodes JSON itself (imm.core)
 dependencies = {
   "lua >= 5.1, < 5.5",
+}
+-- lua-cjson is the reference of the JSON specs and the optional "cjson"
+-- decoder; imm itself encodes and decodes JSON in its C core
+test_dependencies = {
+  "lua-cjson >= 2.1.0",
 }
 external_dependencies = {
   -- checked by library: Debian keeps curl.h under a multiarch include dir

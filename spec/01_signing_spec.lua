@@ -1,11 +1,11 @@
 -- Layer 1: signing, against vectors computed by the official Alibaba Cloud
--- SDK's own signing code (../shared/vectors/signing.json).
+-- SDK's own signing code (the vendored copy, spec/fixtures/signing.json).
 local cjson = require "cjson"
 local signer = require "imm.signer"
 local core = require "imm.core"
 local fixture = require "helpers.fixture"
 
-local VECTORS = os.getenv("IMM_VECTORS") or "../shared/vectors/signing.json"
+local VECTORS = os.getenv("IMM_VECTORS") or "spec/fixtures/signing.json"
 
 local function load_vectors()
   local s = fixture.read(VECTORS)

@@ -39,6 +39,8 @@ describe("imm.core", function()
     local scm = rockspec("imm-scm-1.rockspec")
     assert.same(scm.build, release.build)
     assert.same(scm.external_dependencies, release.external_dependencies)
+    assert.same(scm.dependencies, release.dependencies)
+    assert.same(scm.test_dependencies, release.test_dependencies)
     for _, d in ipairs(release.dependencies) do assert.is_nil(d:find("cjson"), d) end
     -- the Makefile builds under build/, never ./imm/core.so (issue 17)
     assert.equal("make", release.build.type)

@@ -1,25 +1,27 @@
 --- The decoder seam: response bytes to Lua tables.
 --
--- Two decoders return the same tables. `"cjson"` is lua-cjson, through a
--- private `cjson.safe` instance so our settings never change the
--- application's own cjson; it is the reference. `"imm"` is the single-pass C
--- decoder in `imm.core` (src/imm_json.c), which builds the tables straight
--- from the bytes. JSON `null` becomes an absent key in objects, so
--- `binding.Reason == nil` works as a Lua programmer expects; a null array
--- element stays `cjson.null`. Another decoder can be given through the
--- client's `decoder` option, as long as it returns the same tables.
+-- Two decoders return the same tables. `"imm"`, the default, is the
+-- single-pass C decoder in `imm.core` (src/imm_json.c), which builds the
+-- tables straight from the bytes. `"cjson"` is lua-cjson, through a private
+-- `cjson.safe` instance so our settings never change the application's own
+-- cjson; it is the reference, and optional: it is loaded on first use, so
+-- imm needs no lua-cjson at run time. JSON `null` becomes an absent key in
+-- objects, so `binding.Reason == nil` works as a Lua programmer expects; a
+-- null array element stays `decode.null` (equal to `cjson.null`). Another
+-- decoder can be given through the client's `decoder` option, as long as it
+-- returns the same tables.
 -- @module imm.decode
 
-local type, next, find, pairs = type, next, string.find, pairs
+local type, next, find, pcall, require, pairs = type, next, string.find, pcall, require, pairs
 local getmetatable, setmetatable = getmetatable, setmetatable
-local cjson_safe = require "cjson.safe"
 local core = require "imm.core"
 
 local _M = {}
 
-local cjson = cjson_safe.new()
-cjson.decode_invalid_numbers(false)  -- NaN and Infinity are not JSON
-local null = cjson.null
+-- JSON null: the C core's, the NULL light userdata, which equals
+-- lua-cjson's cjson.null (so `v == cjson.null` keeps working).
+local null = core.null
+local cjson  -- lua-cjson's private instance, made on first use
 
 -- Removes object keys whose value is null, recursively. Array slots keep
 -- cjson.null, since removing them would leave holes that `#` cannot see.
@@ -42,6 +44,12 @@ end
 -- @return the decoded value (a table for objects and arrays)
 -- @return nil, message when `body` is not valid JSON
 function _M.cjson(body)
+  if not cjson then
+    local ok, cjson_safe = pcall(require, "cjson.safe")
+    if not ok then return nil, "the cjson decoder needs lua-cjson, which is not installed" end
+    cjson = cjson_safe.new()
+    cjson.decode_invalid_numbers(false)  -- NaN and Infinity are not JSON
+  end
   local v, err = cjson.decode(body)
   if v == nil and err then return nil, err end
   -- The walk costs as much as a fifth of a call; a body without the token
