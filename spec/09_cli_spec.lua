@@ -729,7 +729,7 @@ describe("imm command line", function()
         assert.matches('"Tags":[]', l, 1, true)
       end
       -- a non-empty one is still an array of objects
-      ok_run { "call", "CreateProject", "ProjectName=tagged", 'Tag=[{"TagKey":"k","TagValue":"v"}]' }
+      ok_run { "call", "CreateProject", "ProjectName=tagged", 'Tag=[{"Key":"k","Value":"v"}]' }
       out = ok_run { "list-projects", "--prefix", "tagged" }
       assert.matches('"Tags":[{"TagKey":"k","TagValue":"v"}]', out, 1, true)
     end)
