@@ -71,8 +71,9 @@ rock: $(MODULE)
 
 ## env: `eval "$$(make env LUA=lua5.4)"` uses this checkout's build without installing it
 # The build's own output goes to stderr, so that only the exports reach eval.
-# 5.2+ read LUA_PATH_5_x before LUA_PATH: both are set, so an older value of
-# the versioned one cannot hide this checkout.
+# Lua 5.2+ read LUA_PATH_5_x and LUA_CPATH_5_x before the plain names: only
+# those are set for them, so another runtime in the same shell is never sent
+# to this runtime's core.so. Lua 5.1 and LuaJIT read only the plain names.
 ENV_PATH    = $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;
 ENV_CPATH   = $(CURDIR)/$(BUILD)/?.so;;
 ENV_SUFFIX  = $(if $(filter 5.1,$(LUA_ABI)),,_$(subst .,_,$(LUA_ABI)))
@@ -83,10 +84,8 @@ $(BUILD)/bin/%: bin/%
 	@sed '1s|^#!/usr/bin/env lua$$|#!/usr/bin/env $(LUA_NAME)|' $< >$@ && chmod 755 $@
 env:
 	@$(MAKE) --no-print-directory build $(ENV_BINS) >&2
-	@echo "export LUA_PATH='$(ENV_PATH)'"
-	@echo "export LUA_CPATH='$(ENV_CPATH)'"
-	@$(if $(ENV_SUFFIX),echo "export LUA_PATH$(ENV_SUFFIX)='$(ENV_PATH)'")
-	@$(if $(ENV_SUFFIX),echo "export LUA_CPATH$(ENV_SUFFIX)='$(ENV_CPATH)'")
+	@echo "export LUA_PATH$(ENV_SUFFIX)='$(ENV_PATH)'"
+	@echo "export LUA_CPATH$(ENV_SUFFIX)='$(ENV_CPATH)'"
 	@echo "export PATH='$(CURDIR)/$(BUILD)/bin':\"\$$PATH\""
 
 $(BUILD)/obj/%.o: src/%.c $(HDRS)

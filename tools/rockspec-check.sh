@@ -74,3 +74,15 @@ make -C "$top" --no-print-directory install LUA=lua5.4 PREFIX=/usr DESTDIR="$des
 head -1 "$dest/usr/bin/imm" | grep -qx '#!/usr/bin/env lua5.4' ||
   { echo "imm: bin/imm installed without the runtime in its first line" >&2; exit 1; }
 echo "imm: imm and imm-server installed under DESTDIR"
+
+# no install at all: eval "$(make env)" in a clean shell, from another directory
+for l in lua5.4 luajit; do
+  (cd "$work" && env -i PATH="$PATH" HOME="$work" sh -c "
+    set -e
+    eval \"\$(make -s -C '$top' env LUA=$l 2>/dev/null)\"
+    $l -e 'local imm = require \"imm\"; assert(require(\"imm.core\")._VERSION == imm._VERSION)'
+    imm --version | grep -q '^imm $version '
+    imm-server --help | grep -q '^usage: imm_server.py'
+  ") || { echo "imm: eval \"\$(make env LUA=$l)\" does not give a working imm" >&2; exit 1; }
+  echo "imm: eval \"\$(make env LUA=$l)\": the module, imm and imm-server from the checkout"
+done
