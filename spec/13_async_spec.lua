@@ -141,6 +141,27 @@ describe("async tasks", function()
     assert(c:list_bindings { ProjectName = "immtest", MaxResults = 1 })
   end)
 
+  it("still lets a credentials provider make a short blocking request inside a task", function()
+    local fetched = 0
+    local provider = { get = function()
+      local t = assert(require("imm.transport.curl").new { connect_timeout = 5, timeout = 5 })
+      local res = assert(t:request { method = "GET", url = srv.url .. "/_imm/health", headers = {}, body = "" })
+      t:close()
+      assert(res.status == 200)
+      fetched = fetched + 1
+      return { access_key_id = fixture.KEY_ID, access_key_secret = fixture.SECRET }
+    end }
+    local c = srv.client { async = true, credentials = provider,
+      access_key_id = fixture.NIL, access_key_secret = fixture.NIL }
+    local ok, res, err = imm.spawn(function()
+      return c:list_bindings { ProjectName = "immtest", MaxResults = 1 }
+    end):join(10)
+    assert.is_true(ok)
+    assert.is_nil(err)
+    assert.equal(1, #res.Bindings)
+    assert.equal(1, fetched)
+  end)
+
   it("cancels a task mid-transfer: Cancelled, the transfer removed, the client still usable", function()
     srv.fault { mode = "stall", delay = 10, count = 1 }
     local c = srv.client { async = true }

@@ -23,6 +23,7 @@ local transport = require "imm.transport"
 local pager = require "imm.pager"
 local response = require "imm.response"
 local log = require "imm.log"
+local async = require "imm.async"
 
 local VERSION = "0.1.0"
 
@@ -397,6 +398,14 @@ function Client:call(action, params, opts)
   end
   local def = operations.actions[action]
   local idempotent = operations.is_idempotent(action, opts.idempotent)
+  local t = self.transport
+  if t.name == "curl" and not t.async and async.current() then
+    -- it would block the whole loop, every other task with it, and say
+    -- nothing. (imm's own short credential fetches may still block.)
+    return nil, errors.new("InvalidConfiguration", "this client blocks, and it was called inside an imm "
+      .. "task (imm.spawn), where it would stop every other task and the loop that calls imm.poll: "
+      .. "make the client with async = true", { retryable = false, sent = false })
+  end
 
   local creds
   creds, err = self.credentials:get()

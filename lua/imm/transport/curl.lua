@@ -74,12 +74,6 @@ function _M:request(req)
     lines[n] = k .. ": " .. v
   end
   local status, body, headers, st, sent
-  if not self.async and async.current() then
-    -- it would block the whole loop, every other task with it, and say nothing
-    return nil, errors.new("InvalidConfiguration", "this client blocks, and it was called inside an imm "
-      .. "task (imm.spawn), where it would stop every other task and the loop that calls imm.poll: "
-      .. "make the client with async = true", { retryable = false, sent = false })
-  end
   if self.async and async.current() then
     local h, err = self:_take()
     if not h then return nil, err end
