@@ -5,20 +5,28 @@
 # never links liblua: the interpreter that loads the module provides it.
 
 LUA        ?= lua5.4
+# the runtime's name: LuaRocks passes LUA as the interpreter's full path
+LUA_NAME    = $(notdir $(LUA))
 # where the runtime's headers live, per runtime
-LUA_PC      = $(if $(filter luajit,$(LUA)),luajit,$(LUA))
-LUA_INCDIR ?= $(or $(patsubst -I%,%,$(firstword $(shell pkg-config --cflags-only-I $(LUA_PC) 2>/dev/null))),/usr/include/$(LUA))
-LUA_ABI     = $(if $(filter luajit lua5.1,$(LUA)),5.1,$(patsubst lua%,%,$(LUA)))
+LUA_PC      = $(if $(filter luajit,$(LUA_NAME)),luajit,$(LUA_NAME))
+LUA_INCDIR ?= $(or $(patsubst -I%,%,$(firstword $(shell pkg-config --cflags-only-I $(LUA_PC) 2>/dev/null))),/usr/include/$(LUA_NAME))
+LUA_ABI     = $(if $(filter luajit lua5.1,$(LUA_NAME)),5.1,$(patsubst lua%,%,$(LUA_NAME)))
 
 CC         ?= cc
 CFLAGS     ?= -O2 -g
 WARN        = -Wall -Wextra -Wstrict-prototypes -Wmissing-prototypes -Wshadow -Wformat=2
 MYCFLAGS    = -std=c99 -D_POSIX_C_SOURCE=200809L -fPIC -fvisibility=hidden $(WARN) -Iinclude
 LIBFLAG    ?= -shared
-DEP_CFLAGS  = $(shell pkg-config --cflags libcurl openssl zlib 2>/dev/null)
-DEP_LIBS    = $(shell pkg-config --libs libcurl openssl zlib 2>/dev/null || echo -lcurl -lssl -lcrypto -lz) -lpthread
+# LuaRocks passes the directories of its external_dependencies here
+DEP_INCDIRS ?=
+DEP_LIBDIRS ?=
+DEP_CFLAGS  = $(addprefix -I,$(DEP_INCDIRS)) $(shell pkg-config --cflags libcurl openssl zlib 2>/dev/null)
+DEP_LIBS    = $(addprefix -L,$(DEP_LIBDIRS)) \
+              $(shell pkg-config --libs libcurl openssl zlib 2>/dev/null || echo -lcurl -lssl -lcrypto -lz) -lpthread
 
-BUILD      ?= build/$(LUA)
+# Every product stays under build/, one directory per runtime: nothing lands
+# in ./imm/, where `lua` started at the checkout root would load it
+BUILD      ?= build/$(LUA_NAME)
 # the one version string: lua/imm/client.lua holds it, the C module is built
 # with it, and spec/02 checks the rockspec against both
 VERSION    := $(shell sed -n 's/^local VERSION = "\(.*\)"$$/\1/p' lua/imm/client.lua)
@@ -49,7 +57,7 @@ SPECS      ?= spec
 RUN_PREFIX ?=
 
 .PHONY: all gen build lib host-check async-specs deps deps-demo demo test server-check fuzz soak bench matrix unit docs lint test-lua5.4 test-luajit lint asan valgrind \
-        rockspec-check install clean help
+        rockspec-check install install-rock install-lua rock env love-check clean help
 
 all: build
 
@@ -57,6 +65,28 @@ build: $(MODULE) $(LIB)
 
 ## lib: only libimm.a (LUA=lua5.4 by default), for embedding in a C host
 lib: $(LIB)
+
+# rock: what `luarocks make` builds (the C module only; see the rockspec)
+rock: $(MODULE)
+
+## env: `eval "$$(make env LUA=lua5.4)"` uses this checkout's build without installing it
+# The build's own output goes to stderr, so that only the exports reach eval.
+# Lua 5.2+ read LUA_PATH_5_x and LUA_CPATH_5_x before the plain names: only
+# those are set for them, so another runtime in the same shell is never sent
+# to this runtime's core.so. Lua 5.1 and LuaJIT read only the plain names.
+ENV_PATH    = $(CURDIR)/lua/?.lua;$(CURDIR)/lua/?/init.lua;;
+ENV_CPATH   = $(CURDIR)/$(BUILD)/?.so;;
+ENV_SUFFIX  = $(if $(filter 5.1,$(LUA_ABI)),,_$(subst .,_,$(LUA_ABI)))
+# bin/ with the runtime in the first line, so `imm` runs on this build's Lua
+ENV_BINS    = $(BUILD)/bin/imm $(BUILD)/bin/imm-server
+$(BUILD)/bin/%: bin/%
+	@mkdir -p $(dir $@)
+	@sed '1s|^#!/usr/bin/env lua$$|#!/usr/bin/env $(LUA_NAME)|' $< >$@ && chmod 755 $@
+env:
+	@$(MAKE) --no-print-directory build $(ENV_BINS) >&2
+	@echo "export LUA_PATH$(ENV_SUFFIX)='$(ENV_PATH)'"
+	@echo "export LUA_CPATH$(ENV_SUFFIX)='$(ENV_CPATH)'"
+	@echo "export PATH='$(CURDIR)/$(BUILD)/bin':\"\$$PATH\""
 
 $(BUILD)/obj/%.o: src/%.c $(HDRS)
 	@mkdir -p $(dir $@)
@@ -91,7 +121,7 @@ demo: deps-demo
 	@$(MAKE) --no-print-directory build LUA=lua5.4
 	@$(TEST_ENV) sh tools/with-server.sh lua5.4 examples/list_bindings.lua immtest
 
-## test: every check (specs on Lua 5.1-5.4 and LuaJIT, nginx, lint, ASan+UBSan, valgrind, the C host with TSan, LuaRocks, a short fuzz pass)
+## test: every check (specs on Lua 5.1-5.4 and LuaJIT, nginx, lint, ASan+UBSan, valgrind, the C host with TSan, LÖVE, LuaRocks, a short fuzz pass)
 test: deps
 	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory server-check
@@ -100,6 +130,7 @@ test: deps
 	@$(MAKE) --no-print-directory asan
 	@$(MAKE) --no-print-directory valgrind
 	@$(MAKE) --no-print-directory host-check
+	@$(MAKE) --no-print-directory love-check
 	@$(MAKE) --no-print-directory rockspec-check
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10
 	@echo "imm: all checks passed"
@@ -218,19 +249,35 @@ soak: deps-demo
 host-check:
 	@sh tools/host-check.sh
 
+## love-check: the LÖVE example (examples/love) headless under Xvfb, on LuaJIT, against the local server
+love-check:
+	@$(MAKE) --no-print-directory build LUA=luajit
+	@sh tools/love-check.sh
+
 ## rockspec-check: `luarocks make --deps-mode=none` into a scratch tree, 5.4 and 5.1
 rockspec-check:
 	@sh tools/rockspec-check.sh
 
 INST_BINDIR ?= $(PREFIX)/bin
-install: build
-	install -d $(DESTDIR)$(INST_LIBDIR)/imm $(DESTDIR)$(INST_LUADIR)/imm/transport \
-	  $(DESTDIR)$(INST_LUADIR)/imm/credentials $(DESTDIR)$(INST_BINDIR)
-	sed '1s|.*|#!/usr/bin/env $(LUA)|' bin/imm >$(DESTDIR)$(INST_BINDIR)/imm && chmod 755 $(DESTDIR)$(INST_BINDIR)/imm
+# The C module, the Lua modules, and the local IMM server with its sample
+# data beside them (imm/server/), where bin/imm-server looks on package.path.
+install-lua: $(MODULE)
+	install -d $(DESTDIR)$(INST_LIBDIR)/imm $(DESTDIR)$(INST_LUADIR)/imm/server
 	install -m 755 $(MODULE) $(DESTDIR)$(INST_LIBDIR)/imm/core.so
-	for f in $(LUA_FILES); do install -m 644 $$f $(DESTDIR)$(INST_LUADIR)/$${f#lua/}; done
-	install -d $(DESTDIR)$(PREFIX)/lib/imm/$(LUA) $(DESTDIR)$(PREFIX)/include
-	install -m 644 $(LIB) $(DESTDIR)$(PREFIX)/lib/imm/$(LUA)/libimm.a
+	for f in $(LUA_FILES); do d=$(DESTDIR)$(INST_LUADIR)/$${f#lua/}; mkdir -p $${d%/*} && install -m 644 $$f $$d || exit 1; done
+	install -m 644 tools/imm_server.py tools/sample_bindings.json $(DESTDIR)$(INST_LUADIR)/imm/server/
+
+# install-rock: what `luarocks make` installs; LuaRocks itself installs bin/
+install-rock: install-lua
+
+install: build install-lua
+	install -d $(DESTDIR)$(INST_BINDIR)
+	for b in imm imm-server; do \
+	  sed '1s|^#!/usr/bin/env lua$$|#!/usr/bin/env $(LUA_NAME)|' bin/$$b >$(DESTDIR)$(INST_BINDIR)/$$b && \
+	    chmod 755 $(DESTDIR)$(INST_BINDIR)/$$b || exit 1; \
+	done
+	install -d $(DESTDIR)$(PREFIX)/lib/imm/$(LUA_NAME) $(DESTDIR)$(PREFIX)/include
+	install -m 644 $(LIB) $(DESTDIR)$(PREFIX)/lib/imm/$(LUA_NAME)/libimm.a
 	install -m 644 include/imm.h $(DESTDIR)$(PREFIX)/include/imm.h
 
 clean:

@@ -32,45 +32,23 @@ external_dependencies = {
   ZLIB = { library = "z" },
 }
 build = {
-  type = "builtin",
-  modules = {
-    ["imm"] = "lua/imm.lua",
-    ["imm.actions"] = "lua/imm/actions.lua",
-    ["imm.api"] = "lua/imm/api.lua",
-    ["imm.client"] = "lua/imm/client.lua",
-    ["imm.credentials"] = "lua/imm/credentials.lua",
-    ["imm.credentials.base"] = "lua/imm/credentials/base.lua",
-    ["imm.credentials.chain"] = "lua/imm/credentials/chain.lua",
-    ["imm.credentials.cli_profile"] = "lua/imm/credentials/cli_profile.lua",
-    ["imm.credentials.credentials_uri"] = "lua/imm/credentials/credentials_uri.lua",
-    ["imm.credentials.ecs_ram_role"] = "lua/imm/credentials/ecs_ram_role.lua",
-    ["imm.credentials.env"] = "lua/imm/credentials/env.lua",
-    ["imm.credentials.oidc_role_arn"] = "lua/imm/credentials/oidc_role_arn.lua",
-    ["imm.credentials.profile"] = "lua/imm/credentials/profile.lua",
-    ["imm.credentials.ram_role_arn"] = "lua/imm/credentials/ram_role_arn.lua",
-    ["imm.credentials.static"] = "lua/imm/credentials/static.lua",
-    ["imm.credentials.sts"] = "lua/imm/credentials/sts.lua",
-    ["imm.decode"] = "lua/imm/decode.lua",
-    ["imm.endpoint"] = "lua/imm/endpoint.lua",
-    ["imm.errors"] = "lua/imm/errors.lua",
-    ["imm.log"] = "lua/imm/log.lua",
-    ["imm.operations"] = "lua/imm/operations.lua",
-    ["imm.pager"] = "lua/imm/pager.lua",
-    ["imm.response"] = "lua/imm/response.lua",
-    ["imm.signer"] = "lua/imm/signer.lua",
-    ["imm.transport"] = "lua/imm/transport.lua",
-    ["imm.transport.curl"] = "lua/imm/transport/curl.lua",
-    ["imm.transport.ngx"] = "lua/imm/transport/ngx.lua",
-    ["imm.core"] = {
-      sources = { "src/imm_buf.c", "src/imm_sign.c", "src/imm_http.c", "src/imm_json.c", "src/imm_jsonenc.c", "src/imm_core.c" },
-      -- the same version as lua/imm/client.lua; spec/02 checks they agree
-      defines = { "_POSIX_C_SOURCE=200809L", 'IMM_VERSION="0.1.0"' },
-      libraries = { "curl", "ssl", "crypto", "z", "pthread" },
-      incdirs = { "$(OPENSSL_INCDIR)", "$(CURL_INCDIR)", "$(ZLIB_INCDIR)" },
-      libdirs = { "$(OPENSSL_LIBDIR)", "$(CURL_LIBDIR)", "$(ZLIB_LIBDIR)" },
-    },
+  -- The Makefile, not LuaRocks' builtin backend: builtin links the module as
+  -- ./imm/core.so in the checkout, where an interpreter started there finds
+  -- it before the installed one, even when it was built for another Lua
+  -- (issue 17). The Makefile keeps every product under build/<lua>/.
+  type = "make",
+  build_target = "rock",
+  build_variables = {
+    CFLAGS = "$(CFLAGS)", LIBFLAG = "$(LIBFLAG)", LUA_INCDIR = "$(LUA_INCDIR)", LUA = "$(LUA)",
+    DEP_INCDIRS = "$(OPENSSL_INCDIR) $(CURL_INCDIR) $(ZLIB_INCDIR)",
+    DEP_LIBDIRS = "$(OPENSSL_LIBDIR) $(CURL_LIBDIR) $(ZLIB_LIBDIR)",
+  },
+  install_target = "install-rock",
+  install_variables = {
+    LUA = "$(LUA)", INST_LIBDIR = "$(LIBDIR)", INST_LUADIR = "$(LUADIR)",
   },
   install = {
-    bin = { imm = "bin/imm" },
+    -- imm-server runs the local IMM server (installed with the Lua modules)
+    bin = { imm = "bin/imm", ["imm-server"] = "bin/imm-server" },
   },
 }

@@ -7,13 +7,18 @@
  *
  *     lua_State *L = luaL_newstate();
  *     luaL_openlibs(L);
- *     luaL_requiref(L, "imm.core", luaopen_imm_core, 0);
- *     lua_pop(L, 1);
  *     imm_preload(L);
  *     // from here on, Lua code may `require "imm"`
  *
- * Build (Lua 5.4; lua-cjson stays a shared module that `require "cjson.safe"`
- * loads, so export the Lua API from the executable with -Wl,-E):
+ * imm_preload() is all a host needs, on every runtime: LuaJIT's 5.1 API has
+ * no luaL_requiref, and imm.core is in package.preload too. A 5.2+ host may
+ * also open imm.core at once with
+ * luaL_requiref(L, "imm.core", luaopen_imm_core, 0), then lua_pop(L, 1).
+ *
+ * Build (Lua 5.4; for LuaJIT, build/luajit/libimm.a from `make lib
+ * LUA=luajit`, pkg-config's luajit and libluajit-5.1.a). imm needs no other
+ * file: no Lua module and no C module (JSON is imm.core's own). -Wl,-E
+ * exports the Lua API only for C modules of the host's own scripts:
  *
  *     cc host.c -Iinclude $(pkg-config --cflags lua5.4) build/lua5.4/libimm.a \
  *        -Wl,-E -Wl,--whole-archive -l:liblua5.4.a -Wl,--no-whole-archive \
@@ -44,7 +49,7 @@ extern "C" {
 
 /* Opens the C core: pushes the `imm.core` table and returns 1. It is a
  * lua_CFunction meant for luaL_requiref(L, "imm.core", luaopen_imm_core, 0)
- * (or package.preload). Metatables go in the state's registry; handles are
+ * (or package.preload, where imm_preload puts it). Metatables go in the state's registry; handles are
  * freed by Lua's garbage collector or by close(). */
 int luaopen_imm_core(lua_State *L);
 

@@ -9,22 +9,42 @@ describe("imm.core", function()
     assert.equal(v, core.backend())
   end)
 
-  it("shares one version string with imm and the rockspec", function()
-    assert.equal(require("imm")._VERSION, core._VERSION)
-    assert.matches("^%d+%.%d+%.%d+$", core._VERSION)
-    -- the rockspec is Lua: load it in an empty environment and read its defines
-    local f = assert(io.open("imm-scm-1.rockspec"))
+  -- A rockspec is Lua: load it in an empty environment.
+  local function rockspec(path)
+    local f = assert(io.open(path))
     local src = f:read("*a")
     f:close()
     local env = {}
-    local chunk = assert((loadstring or load)(src, "rockspec", "t", env))
+    local chunk = assert((loadstring or load)(src, path, "t", env))
     if setfenv then setfenv(chunk, env) end
     chunk()
-    local found
-    for _, d in ipairs(env.build.modules["imm.core"].defines) do
-      found = found or d:match('^IMM_VERSION="(.*)"$')
-    end
-    assert.equal(core._VERSION, found)
+    return env
+  end
+
+  it("shares one version string with imm and the released rockspec", function()
+    local v = core._VERSION
+    assert.equal(require("imm")._VERSION, v)
+    assert.matches("^%d+%.%d+%.%d+$", v)
+    local spec = rockspec("rockspecs/imm-" .. v .. "-1.rockspec")
+    assert.equal(v .. "-1", spec.version)
+    assert.equal("imm", spec.package)
+    -- a release is built from its tag, which the release commit carries
+    assert.matches("^git%+https://", spec.source.url)
+    assert.equal("v" .. v, spec.source.tag)
+    assert.equal("scm-1", rockspec("imm-scm-1.rockspec").version)
+  end)
+
+  it("builds the release and the checkout the same way, with no JSON library at run time", function()
+    local release = rockspec("rockspecs/imm-" .. core._VERSION .. "-1.rockspec")
+    local scm = rockspec("imm-scm-1.rockspec")
+    assert.same(scm.build, release.build)
+    assert.same(scm.external_dependencies, release.external_dependencies)
+    assert.same(scm.dependencies, release.dependencies)
+    assert.same(scm.test_dependencies, release.test_dependencies)
+    for _, d in ipairs(release.dependencies) do assert.is_nil(d:find("cjson"), d) end
+    -- the Makefile builds under build/, never ./imm/core.so (issue 17)
+    assert.equal("make", release.build.type)
+    assert.equal("bin/imm-server", release.build.install.bin["imm-server"])
   end)
 
   it("computes SHA-256, SM3 and SHA-1 digests", function()

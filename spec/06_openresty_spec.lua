@@ -153,6 +153,25 @@ describe("OpenResty (ngx_lua cosockets)", function()
     assert.equal("ResourceNotFound", require("cjson").decode(err_body).error)
     local st2 = ngx_srv.raw("/bindings")
     assert.equal(400, st2)
+    -- logged once with imm's own prefix, not "imm: imm: ..."
+    local log = ngx_srv.error_log()
+    assert.matches("imm: ResourceNotFound (HTTP 404)", log, 1, true)
+    assert.is_nil(log:find("imm: imm:", 1, true))
+  end)
+
+  it("the example answers 504 when IMM does not answer within its deadline", function()
+    srv.fault { mode = "stall", delay = 20, count = -1 }
+    local t0 = require("imm.core").monotonic()
+    local status, body = ngx_srv.raw("/bindings?project=immtest")
+    local took = require("imm.core").monotonic() - t0
+    srv.control("DELETE", "faults")
+    assert.equal(504, status, body)
+    local r = require("cjson").decode(body)
+    assert.equal("Timeout", r.error)
+    assert.matches("deadline of 2.5s", r.message, 1, true)
+    -- attempts of 1 s within a deadline of 2.5 s, not the default 10 s each
+    assert.is_true(took >= 1 and took < 5, "took " .. took .. " s")
+    assert.is_true(#srv.log() >= 2, "retried within the deadline")
   end)
 
   describe("TLS", function()

@@ -157,6 +157,65 @@ describe("reliability", function()
       assert.equal(502, fails({ mode = "html502", count = -1 }, nil, "InvalidResponse").status)
     end)
   end)
+
+  describe("errors that say what to do", function()
+    it("HTTPS to a plain HTTP server: try http://", function()
+      local authority = srv.url:match("^http://(.*)$")
+      local c = srv.client { endpoint = "https://" .. authority, max_retries = 0 }
+      local res, err = c:list_bindings { ProjectName = "immtest" }
+      assert.is_nil(res)
+      assert.equal("TLSError", err.code)
+      assert.matches("wrong version number", err.message, 1, true)
+      assert.equal('the server at ' .. authority .. ' answered in plain HTTP, not TLS: if it serves no HTTPS, '
+        .. 'use endpoint = "http://' .. authority .. '"', err.hint)
+      assert.matches('endpoint = "http://' .. authority .. '"', tostring(err), 1, true)
+    end)
+
+    it("tostring says how many attempts were made, when more than one", function()
+      srv.fault { mode = "throttle", count = 2 }
+      local _, err = srv.client { max_retries = 1 }:list_bindings { ProjectName = "immtest" }
+      assert.equal(2, err.attempts)
+      assert.matches("%(after 2 attempts%)$", tostring(err))
+      srv.reset()
+      srv.fault { mode = "throttle", count = 1 }
+      _, err = srv.client { max_retries = 0 }:list_bindings { ProjectName = "immtest" }
+      assert.equal(1, err.attempts)
+      assert.is_nil(tostring(err):find("attempt", 1, true))
+    end)
+
+    -- The specs never reach beyond loopback, so a name lookup cannot fail
+    -- for real: a transport fails the way libcurl and ngx_lua report it.
+    local function unresolved(opts, message)
+      local o = { access_key_id = "a", access_key_secret = "b", max_retries = 0,
+        transport = function() return nil, imm.errors.new("ConnectionFailed", message, { sent = false }) end }
+      for k, v in pairs(opts) do o[k] = v end
+      local _, err = assert(imm.new(o)):list_bindings { ProjectName = "immtest" }
+      assert.equal("ConnectionFailed", err.code)
+      return err
+    end
+
+    it("a region that does not resolve: the list of IMM's regions", function()
+      local err = unresolved({ region = "cn-hangzou" }, "Could not resolve host: imm.cn-hangzou.aliyuncs.com")
+      assert.matches('"cn-hangzou" is not one of IMM\'s regions: cn-qingdao, ', err.message, 1, true)
+      for _, r in ipairs { "cn-hangzhou", "ap-southeast-1", "eu-central-1", "us-west-1" } do
+        assert.truthy(err.hint:find(r, 1, true), r)
+      end
+      assert.matches("not one of IMM's regions", tostring(err), 1, true)
+      -- ngx_lua's wording, through an explicit endpoint
+      err = unresolved({ endpoint = "imm.xx-north-9.aliyuncs.com" },
+        "imm.xx-north-9.aliyuncs.com could not be resolved (3: Host not found)")
+      assert.matches('"xx-north-9" is not one of IMM\'s regions', err.hint, 1, true)
+      -- a real region: the DNS of this machine, or a VPC endpoint outside a VPC
+      err = unresolved({ region = "cn-shanghai" }, "Could not resolve host: imm.cn-shanghai.aliyuncs.com")
+      assert.matches("cn-shanghai is an IMM region, but its endpoint did not resolve here", err.hint, 1, true)
+      err = unresolved({ region = "cn-shanghai", network = "vpc" },
+        "Could not resolve host: imm-vpc.cn-shanghai.aliyuncs.com")
+      assert.matches("resolves only inside an Alibaba Cloud VPC", err.hint, 1, true)
+      -- not IMM's host, or not a name lookup: no hint
+      assert.is_nil(unresolved({ endpoint = "imm.example.com" }, "Could not resolve host: imm.example.com").hint)
+      assert.is_nil(unresolved({ region = "cn-hangzou" }, "Connection refused").hint)
+    end)
+  end)
 end)
 
 describe("security", function()

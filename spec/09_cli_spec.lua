@@ -6,6 +6,7 @@ local imm = require "imm"
 local fixture = require "helpers.fixture"
 
 local LUA = arg[-1] or "lua"
+local unpack = table.unpack or unpack  -- luacheck: ignore (5.1)
 
 local function q(s)
   return "'" .. s:gsub("'", "'\\''") .. "'"
@@ -599,7 +600,8 @@ describe("imm command line", function()
           "ConnectionFailed" },
         ["get-binding"] = { "--uri" }, ["stop-binding"] = { "--reason" }, ["resume-binding"] = { "--uri" },
         ["delete-binding"] = { "ResourceNotFound" }, ["wait-binding"] = { "--state", "WaitTimeout", "BindingFailed" },
-        ["list-projects"] = { "--prefix", "--all", "--next-token" }, ["list-datasets"] = { "--project", "--all" },
+        ["list-projects"] = { "--prefix", "--all", "--next-token", "--output" },
+        ["list-datasets"] = { "--project", "--all", "--output" },
         call = { "Name=value", "--method", "Tag=" },
       } do
         for _, args in ipairs { { cmd, "--help" }, { "help", cmd } } do
@@ -668,6 +670,148 @@ describe("imm command line", function()
       local log = srv.log()
       assert.equal('[{"Key":"env","Value":"none"}]', log[#log].params.Tag)
       assert.equal("2", log[#log].params.MaxResults)
+    end)
+  end)
+
+  describe("JSON, --output and --profile (issue 17)", function()
+    -- The keys of the first object at or after `from`, in the order written.
+    local function keys_in_order(text, from)
+      local obj = text:match("%b{}", from)
+      local keys, depth, i = {}, 0, 1
+      while i <= #obj do
+        local c = obj:sub(i, i)
+        if c == "{" or c == "[" then depth = depth + 1
+        elseif c == "}" or c == "]" then depth = depth - 1
+        elseif c == '"' then
+          local j = i + 1
+          while obj:sub(j, j) ~= '"' do j = j + (obj:sub(j, j) == "\\" and 2 or 1) end
+          if depth == 1 and obj:sub(j + 1, j + 1) == ":" then keys[#keys + 1] = obj:sub(i + 1, j - 1) end
+          i = j
+        end
+        i = i + 1
+      end
+      return keys
+    end
+
+    local function sorted_copy(t)
+      local c = {}
+      for i, v in ipairs(t) do c[i] = v end
+      table.sort(c)
+      return c
+    end
+
+    it("writes object keys sorted, the same text each time", function()
+      local out = ok_run { "list-bindings", "--project", "immtest", "--max-results", "3" }
+      local top = keys_in_order(out, 1)
+      assert.same({ "Bindings", "NextToken", "RequestId" }, top)
+      local first = keys_in_order(out, out:find("[", 1, true))
+      assert.is_true(#first >= 7, out)
+      assert.same(sorted_copy(first), first)
+      -- the same page again: the same text but for the RequestId
+      local again = ok_run { "list-bindings", "--project", "immtest", "--max-results", "3" }
+      local strip = function(s) return (s:gsub('"RequestId":"[^"]*"', "")) end
+      assert.equal(strip(out), strip(again))
+      for _, l in ipairs(split_lines((ok_run { "list-bindings", "--project", "immtest", "--all", "--max-results",
+          "100" }))) do
+        local k = keys_in_order(l, 1)
+        assert.same(sorted_copy(k), k)
+      end
+    end)
+
+    it("keeps a nested empty array an array: Projects[].Tags", function()
+      local out = ok_run { "list-projects" }
+      local page = cjson.decode(out)
+      assert.is_true(#page.Projects >= 3)
+      local empty_tags = select(2, out:gsub('"Tags":%[%]', ""))
+      assert.equal(#page.Projects, empty_tags, out)
+      assert.is_nil(out:find('"Tags":{}', 1, true))
+      for _, l in ipairs(split_lines((ok_run { "list-projects", "--all" }))) do
+        assert.matches('"Tags":[]', l, 1, true)
+      end
+      -- a non-empty one is still an array of objects
+      ok_run { "call", "CreateProject", "ProjectName=tagged", 'Tag=[{"Key":"k","Value":"v"}]' }
+      out = ok_run { "list-projects", "--prefix", "tagged" }
+      assert.matches('"Tags":[{"TagKey":"k","TagValue":"v"}]', out, 1, true)
+    end)
+
+    it("prints projects and datasets as a table or lines, a page or --all", function()
+      local projects = {}
+      for p in srv.client {}:projects() do projects[#projects + 1] = p end
+      local datasets = {}
+      for d in srv.client {}:datasets { ProjectName = "immtest" } do datasets[#datasets + 1] = d end
+      srv.reset()
+
+      local out, err = ok_run { "list-projects", "--output", "table", "--max-results", "2" }
+      local lines = split_lines(out)
+      assert.matches("^PROJECT +DATASETS +UPDATED +DESCRIPTION$", lines[1])
+      assert.equal(3, #lines)
+      assert.matches("^" .. projects[1].ProjectName:gsub("%-", "%%-") .. " +" .. projects[1].DatasetCount .. " ",
+        lines[2])
+      assert.matches("more projects follow: continue with %-%-next%-token ", err)
+
+      lines = split_lines((ok_run { "list-projects", "--output", "lines", "--all", "--max-results", "1" }))
+      assert.equal(#projects, #lines)
+      for i, l in ipairs(lines) do
+        local f = split_tabs(l)
+        assert.equal(projects[i].ProjectName, f[1])
+        assert.equal(tostring(projects[i].DatasetCount), f[2])
+      end
+
+      lines = split_lines((ok_run { "list-datasets", "--project", "immtest", "--output", "table", "--all",
+        "--max-results", "2" }))
+      assert.matches("^DATASET +FILES +BINDINGS +UPDATED +DESCRIPTION$", lines[1])
+      assert.equal(#datasets + 1, #lines)
+      for i, d in ipairs(datasets) do assert.matches("^" .. d.DatasetName:gsub("%-", "%%-") .. " ", lines[i + 1]) end
+
+      lines = split_lines((ok_run { "list-datasets", "--project", "immtest", "--output", "lines" }))
+      assert.equal(#datasets, #lines)
+      assert.same({ "immtest", datasets[1].DatasetName, "-", "-" }, { unpack(split_tabs(lines[1]), 1, 4) })
+      srv.reset()
+      refused({ "list-projects", "--output", "yaml" }, "json, table or lines")
+    end)
+
+    describe("--profile", function()
+      local home
+      before_each(function()
+        home = srv.dir .. "/home"
+        fixture.sh("mkdir -p " .. home .. "/.aliyun")
+      end)
+      after_each(function() fixture.sh("rm -rf " .. home) end)
+
+      local function profile(fields)
+        local f = assert(io.open(home .. "/.aliyun/config.json", "w"))
+        f:write(cjson.encode { current = "dev", profiles = { fields } })
+        f:close()
+      end
+
+      -- Nothing here may reach a real region: the region is either refused
+      -- before any lookup, or the profile's credentials fail before sending.
+      it("takes the region_id of the profile", function()
+        profile { name = "dev", mode = "AK", access_key_id = "id", access_key_secret = "s", region_id = "Not_A_Region" }
+        local _, err, status = run({ "list-bindings", "--project", "immtest", "--profile", "dev" },
+          { IMM_ENDPOINT = false, ALIBABA_CLOUD_REGION_ID = "cn-hangzhou", HOME = home })
+        assert.equal(1, status)
+        assert.matches('region must match [a-z0-9-]+, got "Not_A_Region"', err, 1, true)
+
+        profile { name = "dev", mode = "AK", access_key_id = "id", region_id = "cn-shanghai" }
+        _, err, status = run({ "list-projects", "--profile", "dev" },
+          { IMM_ENDPOINT = false, ALIBABA_CLOUD_REGION_ID = "cn-hangzhou", HOME = home, IMM_DEBUG = "1" })
+        assert.equal(1, status)
+        assert.matches("region cn-shanghai from profile dev in " .. home .. "/.aliyun/config.json", err, 1, true)
+        assert.matches("access_key_secret", err, 1, true)
+      end)
+
+      it("lets --region and IMM_ENDPOINT win over the profile's region", function()
+        profile { name = "dev", mode = "AK", access_key_id = fixture.KEY_ID, access_key_secret = fixture.SECRET,
+          region_id = "Not_A_Region" }
+        local out = ok_run({ "list-bindings", "--project", "immtest", "--max-results", "1", "--profile", "dev" },
+          { ALIBABA_CLOUD_ACCESS_KEY_ID = false, ALIBABA_CLOUD_ACCESS_KEY_SECRET = false, HOME = home })
+        assert.equal(1, #cjson.decode(out).Bindings)
+        local _, err, status = run({ "list-bindings", "--project", "immtest", "--profile", "dev",
+          "--region", "Also_Bad" }, { IMM_ENDPOINT = false, HOME = home })
+        assert.equal(1, status)
+        assert.matches('got "Also_Bad"', err, 1, true)
+      end)
     end)
   end)
 end)

@@ -153,6 +153,34 @@ describe("examples", function()
     assert.is_true(wakeups and wakeups < 60, out)
   end)
 
+  -- LÖVE 11 runs LuaJIT, whatever runtime runs this spec: the LuaJIT build
+  -- (make unit always builds it) on a virtual display (make love-check too).
+  local function has(cmd)
+    local r = os.execute("command -v " .. cmd .. " >/dev/null 2>&1")
+    return r == true or r == 0
+  end
+  local love_it = (has("love") and has("xvfb-run")) and it or pending
+  love_it("love/ lists from love.update with imm.poll(0), its frames never waiting", function()
+    srv.reset()
+    srv.fault { mode = "slow", delay = 0.2, count = -1 }
+    local out = fixture.tmpdir() .. "/out"
+    local top = fixture.cwd()
+    fixture.sh(table.concat({
+      "IMM_ENDPOINT=" .. srv.url, "ALIBABA_CLOUD_ACCESS_KEY_ID=" .. fixture.KEY_ID,
+      "ALIBABA_CLOUD_ACCESS_KEY_SECRET=" .. fixture.SECRET,
+      "LUA_PATH='" .. top .. "/lua/?.lua;;'", "LUA_CPATH='" .. top .. "/build/luajit/?.so;;'",
+      "timeout 120 xvfb-run -a love examples/love immtest --quit >" .. out .. " 2>&1;",
+      "echo $? >" .. out .. ".rc" }, " "))
+    srv.reset()
+    local text, rc = fixture.read(out) or "", tonumber(fixture.read(out .. ".rc"))
+    fixture.sh("rm -rf " .. out:match("^(.*)/out$"))
+    assert.equal(0, rc, text)
+    assert.matches("\n?" .. #all .. " bindings in project immtest\n", text)
+    local frames = tonumber(text:match("(%d+) frames in [%d.]+ s while listing"))
+    -- five pages at 0.2 s each: a blocking call would give a frame or so per page
+    assert.is_true(frames and frames > 15, text)
+  end)
+
   it("exits 1 with the error on stderr when the call fails", function()
     local out, rc = run("list_bindings.lua", "no-such-project")
     assert.equal(1, rc)

@@ -402,4 +402,23 @@ describe("imm.core.json_decode", function()
     assert.equal(3000, handmade)
     assert.is_true(failed > 500 and failed < 2900, "mutants that fail: " .. failed)
   end)
+
+  it("marks empty arrays when asked, so they can be written back as []", function()
+    local doc = '{"a":[],"b":{},"c":[{"d":[]},{"e":{}}],"e":[1],"f":[{"g":[]},{"g":[2]}],"h":[[],[[]]]}'
+    assert.is_nil(getmetatable(assert(core.json_decode(doc, null)).a))
+    local v = assert(decode.keep_arrays(doc))
+    local mt = decode.empty_array
+    assert.equal(mt, getmetatable(v.a))
+    assert.is_nil(getmetatable(v.b))
+    assert.equal(mt, getmetatable(v.c[1].d))
+    assert.equal(mt, getmetatable(v.h[2][1]))
+    assert.is_nil(getmetatable(v.c))
+    assert.is_nil(getmetatable(v.e))
+    assert.equal(1, v.e[1])
+    -- written back, with the encoder's sorted keys, it is the same text
+    assert.equal(doc, core.json_encode(v, decode.shape(v)))
+    assert.equal('{"a":{},"b":{}}', core.json_encode(assert(decode.keep_arrays('{"a":[],"b":{}}')), nil))
+    assert.is_nil(decode.shape(assert(decode.keep_arrays('{"a":{"b":[1]}}'))))
+    assert.has_error(function() core.json_decode("[]", null, "not a table") end)
+  end)
 end)

@@ -126,6 +126,42 @@ describe("async tasks", function()
     assert.equal(0, imm.async.running())
   end)
 
+  it("a blocking client inside a task fails at once and says to use async = true", function()
+    local c = srv.client {}
+    local task = imm.spawn(function() return c:list_bindings { ProjectName = "immtest" } end)
+    assert.is_true(task:done(), "it must not block the loop")
+    local ok, res, err = task:join(5)
+    assert.is_true(ok)
+    assert.is_nil(res)
+    assert.equal("InvalidConfiguration", err.code)
+    assert.is_false(err.retryable)
+    assert.matches("async = true", err.message, 1, true)
+    assert.same({}, srv.log(), "nothing was sent")
+    -- outside a task the same client works
+    assert(c:list_bindings { ProjectName = "immtest", MaxResults = 1 })
+  end)
+
+  it("still lets a credentials provider make a short blocking request inside a task", function()
+    local fetched = 0
+    local provider = { get = function()
+      local t = assert(require("imm.transport.curl").new { connect_timeout = 5, timeout = 5 })
+      local res = assert(t:request { method = "GET", url = srv.url .. "/_imm/health", headers = {}, body = "" })
+      t:close()
+      assert(res.status == 200)
+      fetched = fetched + 1
+      return { access_key_id = fixture.KEY_ID, access_key_secret = fixture.SECRET }
+    end }
+    local c = srv.client { async = true, credentials = provider,
+      access_key_id = fixture.NIL, access_key_secret = fixture.NIL }
+    local ok, res, err = imm.spawn(function()
+      return c:list_bindings { ProjectName = "immtest", MaxResults = 1 }
+    end):join(10)
+    assert.is_true(ok)
+    assert.is_nil(err)
+    assert.equal(1, #res.Bindings)
+    assert.equal(1, fetched)
+  end)
+
   it("cancels a task mid-transfer: Cancelled, the transfer removed, the client still usable", function()
     srv.fault { mode = "stall", delay = 10, count = 1 }
     local c = srv.client { async = true }

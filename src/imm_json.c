@@ -53,6 +53,7 @@ typedef struct jstate {
     const char *end;    /* s + its length: the terminating NUL */
     const char *p;      /* the cursor */
     int null_idx;       /* stack slot of the null sentinel */
+    int array_mt_idx;   /* stack slot of the empty arrays' metatable, or 0 */
     int scratch_idx;    /* stack slot of the scratch userdata (or nil) */
     int cache_idx;      /* first of KEY_CACHE stack slots of cached keys */
     char *scratch;
@@ -388,6 +389,11 @@ static int parse_array(jstate *j) {
             }
         }
     }
+    if (n == 0 && j->array_mt_idx != 0) {
+        /* marks [] apart from {}, which are both an empty table */
+        lua_pushvalue(L, j->array_mt_idx);
+        lua_setmetatable(L, -2);
+    }
     if (d < HINT_DEPTH)
         j->hint_arr[d] = n;
     j->depth--;
@@ -514,19 +520,22 @@ int imm_json_decode(lua_State *L) {
     const char *s = luaL_checklstring(L, 1, &len);
     jstate j;
     int r;
-    lua_settop(L, 2);
+    lua_settop(L, 3);
+    if (!lua_isnil(L, 3))
+        luaL_checktype(L, 3, LUA_TTABLE);
     memset(&j, 0, sizeof j);
     j.L = L;
     j.s = j.p = s;
     j.end = s + len;
     j.null_idx = 2;
-    j.scratch_idx = 3;
-    j.cache_idx = 4;
+    j.array_mt_idx = lua_istable(L, 3) ? 3 : 0;
+    j.scratch_idx = 4;
+    j.cache_idx = 5;
     if (!lua_checkstack(L, KEY_CACHE + 8)) {
         fail(&j, s, "out of Lua stack", 0);
         return push_error(L, &j);
     }
-    lua_settop(L, 3 + KEY_CACHE); /* scratch and cache slots, all nil */
+    lua_settop(L, 4 + KEY_CACHE); /* scratch and cache slots, all nil */
     /* lua-cjson's test for UTF-16/32: a NUL in the first two bytes */
     if (len >= 2 && (s[0] == '\0' || s[1] == '\0')) {
         fail(&j, s, "UTF-16 and UTF-32 are not supported", 0);
@@ -540,7 +549,7 @@ int imm_json_decode(lua_State *L) {
             r = fail(&j, j.p, "expected the end", 1);
     }
     if (r == J_ERR) {
-        lua_settop(L, 3 + KEY_CACHE);
+        lua_settop(L, 4 + KEY_CACHE);
         return push_error(L, &j);
     }
     if (r == J_NULL)

@@ -28,12 +28,15 @@
 #define IMM_JSON_MAX_DEPTH 1000
 
 /*
- * Lua: imm.core.json_decode(text, null) -> value | nil, message
+ * Lua: imm.core.json_decode(text, null [, array_mt]) -> value | nil, message
  *
  * `text` must be a string (raises otherwise: a programming error). `null`
  * is the value stored for a null array element or a null document
- * (imm.decode passes cjson.null). Invalid JSON returns nil and a message
- * naming the byte position (1-based); it never raises for bad input.
+ * (imm.decode passes cjson.null). `array_mt`, a table, becomes the
+ * metatable of every empty array, which is otherwise the same empty table
+ * as an empty object (imm.decode.keep_arrays; raises if it is not a table
+ * or nil). Invalid JSON returns nil and a message naming the byte position
+ * (1-based); it never raises for bad input.
  */
 int imm_json_decode(lua_State *L);
 

@@ -7,9 +7,13 @@
 #   3. the same, host and libimm.a built with -fsanitize=thread: any report
 #      fails the check (halt_on_error, exit code 66);
 #   4. the same under valgrind memcheck: any error or definite/indirect leak
-#      fails it (exit code 42).
-# The host runs from an empty directory with LUA_PATH pointing nowhere, so
-# every imm module must come from the copy embedded in libimm.a.
+#      fails it (exit code 42);
+#   5. the host built with LuaJIT (the 5.1 API, no luaL_requiref): list,
+#      threads and frame. (LuaJIT's own allocator and JIT confuse TSan and
+#      valgrind without a build of LuaJIT made for them: not run there.)
+# The host runs from an empty directory with LUA_PATH and LUA_CPATH pointing
+# nowhere, so every imm module must come from libimm.a and nothing else may
+# be needed on disk (no cjson.so).
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -20,15 +24,17 @@ expected=$(python3 -c 'import json, sys
 d = json.load(open(sys.argv[1]))
 print(sum(1 for b in d["Bindings"] if b["ProjectName"] == sys.argv[2]))' tools/sample_bindings.json $project)
 
-echo "imm: building the example host (examples/host), plain and with ThreadSanitizer"
+echo "imm: building the example host (examples/host): Lua 5.4, with ThreadSanitizer, LuaJIT"
 make --no-print-directory -C examples/host >/dev/null
 make --no-print-directory -C examples/host SAN=thread >/dev/null
+make --no-print-directory -C examples/host LUA=luajit >/dev/null
 
 run=$(mktemp -d)
 trap 'rm -rf "$run"' EXIT
-export HOST="$top/build/host/host" HOST_TSAN="$top/build/host-thread/host" \
+export HOST="$top/build/host/host" HOST_TSAN="$top/build/host-thread/host" HOST_JIT="$top/build/host-luajit/host" \
   PROJECT=$project THREADS=$threads EXPECTED=$expected RUN="$run" \
   LUA_PATH="/nonexistent/?.lua" LUA_PATH_5_4="/nonexistent/?.lua" \
+  LUA_CPATH="/nonexistent/?.so" LUA_CPATH_5_4="/nonexistent/?.so" \
   no_proxy=127.0.0.1,localhost NO_PROXY=127.0.0.1,localhost \
   ALIBABA_CLOUD_ECS_METADATA_DISABLED=true
 
@@ -67,5 +73,17 @@ sh tools/with-server.sh sh -c '
   rc=$?
   [ $rc -eq 0 ] || { cat vg.out; fail "under valgrind (exit $rc; 42 is a memcheck error or leak)"; }
   head -1 vg.out
+
+  echo "imm: the host built with LuaJIT"
+  "$HOST_JIT" list "$PROJECT" "$EXPECTED" >jit-list.out 2>&1 || { cat jit-list.out; fail "LuaJIT host list"; }
+  tail -1 jit-list.out
+  "$HOST_JIT" threads "$THREADS" "$PROJECT" "$EXPECTED" >jit-threads.out 2>&1 ||
+    { cat jit-threads.out; fail "LuaJIT host threads"; }
+  cat jit-threads.out
+  grep -q "^concurrent: yes" jit-threads.out || fail "the $THREADS LuaJIT listings did not run at the same time"
+  "$HOST_JIT" frame 10 "$PROJECT" "$EXPECTED" >jit-frame.out 2>&1 || { cat jit-frame.out; fail "LuaJIT host frame"; }
+  cat jit-frame.out
+  frames=$(sed -n "s/^\([0-9]*\) frames.*/\1/p" jit-frame.out)
+  [ "${frames:-0}" -gt 500 ] || fail "the LuaJIT frame loop turned only ${frames:-0} times"
 '
 echo "imm: host-check passed"

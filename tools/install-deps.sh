@@ -5,12 +5,15 @@ set -eu
 
 demo_pkgs="pkg-config openssl ca-certificates libssl-dev libcurl4-openssl-dev zlib1g-dev
   lua5.4 liblua5.4-dev lua-cjson"
+# love, xvfb, xauth, libgl1-mesa-dri: make love-check runs the LÖVE example on
+# a virtual display with mesa's software OpenGL
 # libtsan2: gcc's ThreadSanitizer runtime for make host-check (gcc-12 on amd64
 # already pulls it in; named so a minimal install says what it needs)
 test_pkgs="$demo_pkgs lua5.1 liblua5.1-0-dev lua5.2 liblua5.2-dev lua5.3 liblua5.3-dev
   luajit2 libluajit2-5.1-dev
   lua-busted lua-check lua-luv lua-ldoc luarocks valgrind cppcheck curl clang libclang-rt-14-dev libtsan2
-  nginx libnginx-mod-http-lua lua-resty-core"
+  nginx libnginx-mod-http-lua lua-resty-core
+  love xvfb xauth libgl1-mesa-dri"
 
 case "${1:-test}" in
   demo) want=$demo_pkgs ;;

@@ -1,5 +1,5 @@
 /*
- * host.c - a C program that embeds Lua 5.4 and imm (libimm.a), and lists
+ * host.c - a C program that embeds Lua (5.4, or LuaJIT) and imm (libimm.a), and lists
  * the bindings of a project from the endpoint in IMM_ENDPOINT, with the
  * keys from ALIBABA_CLOUD_ACCESS_KEY_ID / ALIBABA_CLOUD_ACCESS_KEY_SECRET.
  *
@@ -29,6 +29,10 @@
 #include <lualib.h>
 
 #include "imm.h"
+
+#ifndef LUA_OK /* 5.1; LuaJIT 2.1 has it */
+#define LUA_OK 0
+#endif
 
 #define MAX_THREADS 64
 
@@ -103,11 +107,16 @@ static int traceback(lua_State *L) {
     return 1;
 }
 
-/* The embedding itself, run under lua_pcall since the API may raise. */
+/* The embedding itself, run under lua_pcall since the API may raise.
+ * imm_preload registers imm.core in package.preload too, which is all a
+ * LuaJIT host (the 5.1 API, without luaL_requiref) can do; a 5.2+ host may
+ * open it at once as well. */
 static int open_imm(lua_State *L) {
     luaL_openlibs(L);
+#if LUA_VERSION_NUM >= 502
     luaL_requiref(L, "imm.core", luaopen_imm_core, 0);
     lua_pop(L, 1);
+#endif
     imm_preload(L);
     return 0;
 }

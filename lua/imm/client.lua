@@ -23,6 +23,7 @@ local transport = require "imm.transport"
 local pager = require "imm.pager"
 local response = require "imm.response"
 local log = require "imm.log"
+local async = require "imm.async"
 
 local VERSION = "0.1.0"
 
@@ -284,7 +285,15 @@ function Client:_attempt(action, query, creds, def, method, fresh, form)
   headers.accept = "application/json"
   local res, err = self.transport:request { method = method, url = url, headers = headers, body = signed.body,
     fresh = fresh }
-  if not res then return nil, err end
+  if not res then
+    -- what to do about it, when the failure says: plain HTTP, an unknown region
+    local hint = errors.is_error(err) and endpoint.hint(ep, err)
+    if hint then
+      err.hint = hint
+      err.message = tostring(err.message) .. " (" .. hint .. ")"
+    end
+    return nil, err
+  end
   local v, perr = response.parse(res, self.decode, def)
   if not v and perr then
     -- SignatureDoesNotMatch echoes the string to sign; with V2 it holds the token
@@ -389,6 +398,14 @@ function Client:call(action, params, opts)
   end
   local def = operations.actions[action]
   local idempotent = operations.is_idempotent(action, opts.idempotent)
+  local t = self.transport
+  if t.name == "curl" and not t.async and async.current() then
+    -- it would block the whole loop, every other task with it, and say
+    -- nothing. (imm's own short credential fetches may still block.)
+    return nil, errors.new("InvalidConfiguration", "this client blocks, and it was called inside an imm "
+      .. "task (imm.spawn), where it would stop every other task and the loop that calls imm.poll: "
+      .. "make the client with async = true", { retryable = false, sent = false })
+  end
 
   local creds
   creds, err = self.credentials:get()

@@ -12,7 +12,8 @@
 -- returns the same tables.
 -- @module imm.decode
 
-local type, next, find, pcall, require = type, next, string.find, pcall, require
+local type, next, find, pcall, require, pairs = type, next, string.find, pcall, require, pairs
+local getmetatable, setmetatable = getmetatable, setmetatable
 local core = require "imm.core"
 
 local _M = {}
@@ -67,6 +68,68 @@ local json_decode = core.json_decode
 -- @usage local t, err = require("imm.decode").imm('{"a":[1,null]}')
 function _M.imm(body)
   return json_decode(body, null)
+end
+
+--- The metatable `keep_arrays` gives each empty JSON array. Decoded, `[]`
+-- and `{}` are both an empty table; this tells them apart again.
+_M.empty_array = setmetatable({}, { __tostring = function() return "imm.decode.empty_array" end })
+local empty_array = _M.empty_array
+
+--- Decodes like `imm`, and marks each empty array with the metatable
+-- `decode.empty_array`, so that the value can be written back as it came
+-- (`shape`, for `imm.core.json_encode`). The `imm` command's JSON output
+-- decodes with it.
+-- @tparam string body
+-- @return the decoded value, or nil, message
+-- @usage local client = imm.new{ region = "cn-hangzhou", decoder = decode.keep_arrays }
+function _M.keep_arrays(body)
+  return json_decode(body, null, empty_array)
+end
+
+-- Two shapes as one, for the elements of one array: nil and "any" say
+-- nothing; objects merge their fields, arrays their elements. An object
+-- against an array (no API reply has such a list) keeps the first.
+local function merge(a, b)
+  if a == nil or a == "any" then return b end
+  if b == nil or b == "any" then return a end
+  if a.fields and b.fields then
+    local fields = {}
+    for k, f in pairs(a.fields) do fields[k] = f end
+    for k, f in pairs(b.fields) do fields[k] = merge(fields[k], f) end
+    return { fields = fields }
+  end
+  if a.array and b.array then return { array = merge(a.array, b.array) or "any" } end
+  return a
+end
+
+-- The shape of one value; nil where inference already gets it right.
+local function shape_of(v)
+  if type(v) ~= "table" then return nil end
+  if getmetatable(v) == empty_array then return { array = "any" } end
+  if v[1] ~= nil then
+    local elements
+    for i = 1, #v do elements = merge(elements, shape_of(v[i])) end
+    return elements and { array = elements } or nil
+  end
+  local fields
+  for k, x in pairs(v) do
+    local s = shape_of(x)
+    if s then
+      fields = fields or {}
+      fields[k] = s
+    end
+  end
+  return fields and { fields = fields } or nil
+end
+
+--- The shape (see `imm.core.json_encode`) that writes a value decoded by
+-- `keep_arrays` back with its empty arrays as `[]`; nil when inference
+-- alone gets every table right.
+-- @param v a decoded value
+-- @treturn table|nil shape
+-- @usage local text = core.json_encode(res, decode.shape(res))
+function _M.shape(v)
+  return shape_of(v)
 end
 
 --- The decoder used when the client names none: the C decoder, which

@@ -20,7 +20,8 @@ local _M = {}
 ---@field host_id string|nil
 ---@field recommend string|nil
 ---@field retryable boolean
----@field attempts integer|nil how many attempts were made
+---@field attempts integer|nil how many attempts were made (`tostring` says so when more than one)
+---@field hint string|nil what to do about it, when imm can tell (also at the end of `message`)
 ---@field next_token string|nil from the pagers: where to resume
 ---@field phase string|nil UnsupportedPhase: the nginx phase
 ---@field sent boolean|nil transport failures: false when no byte of the request left
@@ -37,6 +38,12 @@ function Error.__tostring(e)
   if e.status then s = s .. " (HTTP " .. tostring(e.status) .. ")" end
   s = s .. ": " .. tostring(e.message)
   if e.request_id then s = s .. " [RequestId " .. tostring(e.request_id) .. "]" end
+  -- after retries, say so: "after 4 attempts" (unless the message does already)
+  local n = e.attempts
+  if type(n) == "number" and n > 1 then
+    local tail = format("after %d attempts", n)
+    if not find(tostring(e.message), tail, 1, true) then s = s .. " (" .. tail .. ")" end
+  end
   return s
 end
 
@@ -52,7 +59,8 @@ _M.codes = {
   InvalidResponse = "InvalidResponse",     -- not what the service promises (bad JSON, HTML, truncated)
   NoCredentials = "NoCredentials",         -- no provider yielded credentials
   UnsupportedPhase = "UnsupportedPhase",   -- inside nginx, in a phase without cosockets
-  InvalidConfiguration = "InvalidConfiguration", -- a broken credentials file (err.file, err.line)
+  -- a broken credentials file (err.file, err.line), or a blocking client called inside an async task
+  InvalidConfiguration = "InvalidConfiguration",
   Cancelled = "Cancelled",                 -- the async task was cancelled (task:cancel())
   TaskError = "TaskError",                 -- an async task raised an error or yielded across imm
   WaitTimeout = "WaitTimeout",             -- wait_binding: the state was not reached in time (err.binding)

@@ -107,7 +107,12 @@ function M.start(opts)
   return M.run {
     env = opts.env, trusted = opts.trusted,
     http = [[lua_shared_dict imm_test 1m;
-  init_by_lua_block { require("handler").init() }]],
+  init_by_lua_block {
+    require("handler").init()
+    -- the example's gateway limits, short enough for a spec
+    local o = require("imm_bindings").options
+    o.timeout, o.deadline = 1, 2.5
+  }]],
     locations = [[location = /call { content_by_lua_block { require("handler").call() } }
     location = /timer { content_by_lua_block { require("handler").timer() } }
     location = /init { content_by_lua_block { require("handler").init_result() } }
