@@ -8,6 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* curl_multi_socket_all (below) is marked deprecated in favour of
+ * curl_multi_socket_action, which would need the caller to say which socket
+ * is ready; it stays in libcurl's API and ABI. */
+#define CURL_DISABLE_DEPRECATION 1
 #include <curl/curl.h>
 #include <zlib.h>
 
@@ -539,7 +543,10 @@ void imm_multi_remove(imm_multi *m, imm_http *h) {
 }
 
 int imm_multi_perform(imm_multi *m, int *running, char *err, size_t errlen) {
-    CURLMcode mc = curl_multi_perform(m->m, running);
+    /* curl_multi_perform, then the socket callback for every transfer:
+     * curl_multi_perform alone never calls it, so the fd list would go
+     * stale */
+    CURLMcode mc = curl_multi_socket_all(m->m, running);
     if (mc != CURLM_OK) {
         SET_ERR("curl_multi_perform: %s", curl_multi_strerror(mc));
         return -1;
