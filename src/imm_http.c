@@ -198,7 +198,7 @@ void imm_http_free(imm_http *h) {
     free(h);
 }
 
-static imm_http_status classify(CURLcode rc, int too_large, const char *errbuf) {
+static imm_http_status classify(CURLcode rc, int too_large) {
     switch (rc) {
     case CURLE_OK:
         return IMM_HTTP_OK;
@@ -215,8 +215,7 @@ static imm_http_status classify(CURLcode rc, int too_large, const char *errbuf) 
     case CURLE_PARTIAL_FILE:
         return IMM_HTTP_ECONNECT;
     case CURLE_RECV_ERROR:
-        /* libcurl's own cap on the whole header block */
-        return strstr(errbuf, "header") != NULL ? IMM_HTTP_ERESPONSE : IMM_HTTP_ECONNECT;
+        return IMM_HTTP_ECONNECT;
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_SSL_CERTPROBLEM:
@@ -239,9 +238,7 @@ static imm_http_status classify(CURLcode rc, int too_large, const char *errbuf) 
     case CURLE_HTTP2_STREAM:
         return IMM_HTTP_ERESPONSE;
     case CURLE_OUT_OF_MEMORY:
-        /* libcurl reports a header line over its own cap (100 KB) as out
-         * of memory: that is the reply's fault */
-        return strstr(errbuf, "header") != NULL ? IMM_HTTP_ERESPONSE : IMM_HTTP_ENOMEM;
+        return IMM_HTTP_ENOMEM;
     case CURLE_ABORTED_BY_CALLBACK: /* imm_multi_remove mid-transfer */
         return IMM_HTTP_ECANCELLED;
     case CURLE_URL_MALFORMAT:
@@ -336,6 +333,12 @@ nomem:
     return IMM_HTTP_ENOMEM;
 }
 
+/* Whether a header block ends with its blank line. */
+static int headers_complete(const imm_buf *b) {
+    return (b->len >= 2 && memcmp(b->p + b->len - 2, "\n\n", 2) == 0) ||
+           (b->len >= 4 && memcmp(b->p + b->len - 4, "\r\n\r\n", 4) == 0);
+}
+
 imm_http_status imm_http_finish(imm_http *h, long *status, int *sent, char *err, size_t errlen) {
     imm_http_status st;
     curl_off_t req_size = 0;
@@ -354,14 +357,24 @@ imm_http_status imm_http_finish(imm_http *h, long *status, int *sent, char *err,
     drop_request(h);
     h->state = 0;
 
-    st = classify(h->rc, h->too_large || h->headers_too_large, h->errbuf);
+    st = classify(h->rc, h->too_large || h->headers_too_large);
+    /* libcurl refuses a header line over its own cap (100 KB, before our
+     * callback sees it) with "out of memory": when that happens between
+     * the request and the end of the reply's headers, it is the reply's
+     * fault, not the machine's */
+    if (h->rc == CURLE_OUT_OF_MEMORY && *sent && h->body.len == 0 && !headers_complete(&h->headers)) {
+        h->headers_too_large = 1;
+        st = IMM_HTTP_ERESPONSE;
+    }
     /* "unsupported protocol" once the request went out is the reply's
      * fault (an HTTP/0.9 answer, say, on a connection a broken server left
      * with extra bytes), not the caller's. */
     if (st == IMM_HTTP_EINVAL && *sent)
         st = IMM_HTTP_ERESPONSE;
     if (st != IMM_HTTP_OK) {
-        if (h->headers_too_large)
+        if (h->headers_too_large && h->rc == CURLE_OUT_OF_MEMORY)
+            SET_ERR("a response header line is too long (libcurl refused it as out of memory)");
+        else if (h->headers_too_large)
             SET_ERR("response headers exceed %d bytes", IMM_HTTP_MAX_HEADER_BYTES);
         else if (h->too_large)
             SET_ERR("response body exceeds max_response_bytes (%zu)", h->max_body);

@@ -510,6 +510,8 @@ static int push_error(lua_State *L, const jstate *j) {
     if (j->err_found) {
         if (c == '\0' && j->errpos == j->end)
             snprintf(found, sizeof found, " but found the end");
+        else if (c == '\0')
+            snprintf(found, sizeof found, " but found a NUL byte");
         else if (c >= 0x20 && c < 0x7F)
             snprintf(found, sizeof found, " but found '%c'", c);
         else
