@@ -48,7 +48,7 @@ VECTORS    ?= ../shared/vectors/signing.json
 SPECS      ?= spec
 RUN_PREFIX ?=
 
-.PHONY: all build lib host-check async-specs deps deps-demo demo test server-check fuzz soak bench matrix unit docs lint test-lua5.4 test-luajit lint asan valgrind \
+.PHONY: all build lib host-check core-check async-specs deps deps-demo demo test server-check fuzz soak bench matrix unit docs lint test-lua5.4 test-luajit lint asan valgrind \
         rockspec-check install clean help
 
 all: build
@@ -198,6 +198,24 @@ SOAK_CALLS ?= 100000
 soak: deps-demo
 	@$(MAKE) --no-print-directory build LUA=$(LUA)
 	@$(TEST_ENV) sh tools/with-server.sh $(LUA) bench/soak.lua $(SOAK_CALLS)
+
+## core-check: build the C checks spec/16 runs (spec/c/core_check.c): JSON on a 64 KB thread stack (plain build) and a failing-allocator sweep (ASan+UBSan build)
+CHECK_CFLAGS = -std=c99 -D_POSIX_C_SOURCE=200809L $(WARN) -Isrc -Iinclude -I/usr/include/lua5.4 $(DEP_CFLAGS) \
+               -DIMM_VERSION='"$(VERSION)"'
+CHECK_SAN    = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+CHECK_LIBS   = -llua5.4 $(DEP_LIBS) -lm -ldl
+# every malloc, calloc and realloc of src/ goes through the sweep's switch
+CHECK_ALLOC  = -Dmalloc=check_malloc -Dcalloc=check_calloc -Drealloc=check_realloc
+core-check: build/check/core_check build/check/core_check_plain
+build/check/core_check: spec/c/core_check.c $(SRCS) $(HDRS)
+	@mkdir -p build/check/obj
+	@for f in $(SRCS); do o=build/check/obj/$$(basename $$f .c).o; \
+	  $(CC) -g -O1 $(CHECK_SAN) $(CHECK_CFLAGS) $(CHECK_ALLOC) -c $$f -o $$o || exit 1; done
+	$(CC) -g -O1 $(CHECK_SAN) $(CHECK_CFLAGS) -o $@ spec/c/core_check.c \
+	  $(patsubst src/%.c,build/check/obj/%.o,$(SRCS)) $(CHECK_LIBS) -lpthread
+build/check/core_check_plain: spec/c/core_check.c $(SRCS) $(HDRS)
+	@mkdir -p build/check
+	$(CC) -O2 -g $(CHECK_CFLAGS) -o $@ spec/c/core_check.c $(SRCS) $(CHECK_LIBS) -lpthread
 
 ## host-check: the example C host (examples/host) on the local server: list, 4 threads, 4 threads under TSan and under valgrind
 host-check:

@@ -441,3 +441,34 @@ describe("the canonical query", function()
     assert.equal("A=3&Ab=2&A%7B=1&Signature=", q:match("^(.-Signature=)"))
   end)
 end)
+
+describe("the C checks (spec/c/core_check.c, make core-check)", function()
+  setup(function()
+    assert(fixture.sh("make -s core-check >build/core-check.log 2>&1"),
+      "make core-check failed: " .. tostring(fixture.read("build/core-check.log")))
+  end)
+
+  it("decodes JSON nested 1000 deep on a 64 KB thread stack, and refuses 1001", function()
+    local out = fixture.tmpdir() .. "/out"
+    local ok = fixture.sh("./build/check/core_check_plain stack >" .. out .. " 2>&1")
+    local text = fixture.read(out) or ""
+    assert.is_true(ok, text)
+    assert.matches("on a 64 KB stack: ok", text, 1, true)
+  end)
+
+  it("survives a failing allocator over signing, JSON, HTTP and the multi: an error each time, no leak", function()
+    local srv = raw_server(JSON_HEAD .. "Content-Length: 11\r\n\r\n" .. '{"ok":true}')
+    local out = fixture.tmpdir() .. "/out"
+    -- built with ASan and UBSan: a leak, a bad access or undefined behaviour fails it
+    local ok = fixture.sh("ASAN_OPTIONS=detect_leaks=1 ./build/check/core_check alloc spec/helpers/core_check.lua "
+      .. srv.url .. " >" .. out .. " 2>&1")
+    srv.stop()
+    local text = fixture.read(out) or ""
+    assert.is_true(ok, text)
+    for _, op in ipairs { "sign", "json", "http", "multi" } do
+      local n = tonumber(text:match("alloc: " .. op .. ": each of (%d+) allocations"))
+      assert.is_true(n and n > 5, op .. ": " .. text)
+    end
+    assert.matches("core_check: passed", text, 1, true)
+  end)
+end)
