@@ -163,7 +163,7 @@ valgrind:
 
 ## fuzz: each libFuzzer target for FUZZ_SECONDS (default 60) from the seed corpus
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS = fuzz_sign fuzz_headers fuzz_response fuzz_json
+FUZZ_TARGETS = fuzz_sign fuzz_headers fuzz_response fuzz_json fuzz_core
 FUZZ_FLAGS   = -g -O1 -std=c99 -D_POSIX_C_SOURCE=200809L -fsanitize=fuzzer,address,undefined \
                -fno-sanitize-recover=all -Isrc
 build/fuzz/fuzz_sign: fuzz/fuzz_sign.c src/imm_sign.c src/imm_buf.c $(HDRS)
@@ -178,6 +178,10 @@ build/fuzz/fuzz_response: fuzz/fuzz_response.c src/imm_json.c src/imm_json.h
 build/fuzz/fuzz_json: fuzz/fuzz_json.c src/imm_json.c src/imm_json.h
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_FLAGS) -I/usr/include/lua5.4 -o $@ $(filter %.c,$^) -llua5.4
+build/fuzz/fuzz_core: fuzz/fuzz_core.c $(SRCS) $(HDRS)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_FLAGS) -Iinclude -I/usr/include/lua5.4 $(DEP_CFLAGS) -DIMM_VERSION='"$(VERSION)"' -o $@ \
+	  $(filter %.c,$^) -llua5.4 $(DEP_LIBS) -lm -ldl
 fuzz: $(addprefix build/fuzz/,$(FUZZ_TARGETS))
 	@for t in $(FUZZ_TARGETS); do \
 	  echo "imm: fuzzing $$t for $(FUZZ_SECONDS)s"; \
