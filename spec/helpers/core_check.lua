@@ -26,7 +26,8 @@ end
 function ops.sign()
   local q, auth = core.sign_v3("ACS3-HMAC-SHA256", "POST", "/",
     { ProjectName = "p", ["A b"] = "x/y", NextToken = "t+=" },
-    { host = "imm.cn-hangzhou.aliyuncs.com", ["x-acs-action"] = "ListBindings", ["x-acs-date"] = "2024-01-02T03:04:05Z" },
+    { host = "imm.cn-hangzhou.aliyuncs.com", ["x-acs-action"] = "ListBindings",
+      ["x-acs-date"] = "2024-01-02T03:04:05Z" },
     "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", "id", "secret")
   if not q then return nil, auth end
   local q2, sig = core.sign_v2("POST", { Action = "ListBindings", ProjectName = "p", ["Project{x}"] = "v" }, "secret")
