@@ -193,6 +193,14 @@ describe("the per-attempt time cap (request timeout)", function()
     assert.is_nil(res)
     assert.equal("Timeout", err.code)
     assert.is_true(core.monotonic() - t0 < 2)
+    -- a cap already spent (0, negative) ends the attempt at once, never "no cap"
+    for _, spent in ipairs { 0, -5 } do
+      t0 = core.monotonic()
+      res, err = t:request { method = "GET", url = stall.url .. "/", headers = {}, body = "", timeout = spent }
+      assert.is_nil(res)
+      assert.equal("Timeout", err.code)
+      assert.is_true(core.monotonic() - t0 < 2)
+    end
     local task = imm.spawn(function()
       return t:request { method = "GET", url = stall.url .. "/", headers = {}, body = "", timeout = 0.3 }
     end)

@@ -76,16 +76,18 @@ function _M:request(req)
     n = n + 1
     lines[n] = k .. ": " .. v
   end
+  -- the attempt's cap; one already spent still ends the attempt at once
+  -- (0 would mean "no cap" to the C core)
+  local cap = req.timeout
+  if type(cap) == "number" and (cap ~= cap or cap <= 0) then cap = 0.001 end
   local status, body, headers, st, sent
   if self.async and async.current() then
     local h, err = self:_take()
     if not h then return nil, err end
-    status, body, headers, st, sent = async.transfer(h, req.method, req.url, lines, req.body, req.fresh,
-      req.timeout)
+    status, body, headers, st, sent = async.transfer(h, req.method, req.url, lines, req.body, req.fresh, cap)
     if self.closed then h:close() else self.idle[#self.idle + 1] = h end
   else
-    status, body, headers, st, sent = self.handle:request(req.method, req.url, lines, req.body, req.fresh,
-      req.timeout)
+    status, body, headers, st, sent = self.handle:request(req.method, req.url, lines, req.body, req.fresh, cap)
   end
   if not status then
     return nil, errors.new(body, headers, { status = st, sent = sent })
