@@ -208,13 +208,12 @@ static imm_http_status classify(CURLcode rc, int too_large) {
     case CURLE_COULDNT_RESOLVE_PROXY:
     case CURLE_COULDNT_CONNECT:
     case CURLE_SEND_ERROR:
+    case CURLE_RECV_ERROR:
     case CURLE_GOT_NOTHING:
     /* A reply cut short by the server's close: with a FIN (content-length
      * or chunks left unread) just as with a reset, the reply was lost on
      * the way, not malformed, so a read may be sent again. */
     case CURLE_PARTIAL_FILE:
-        return IMM_HTTP_ECONNECT;
-    case CURLE_RECV_ERROR:
         return IMM_HTTP_ECONNECT;
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_PEER_FAILED_VERIFICATION:
@@ -454,7 +453,8 @@ static int on_socket(CURL *e, curl_socket_t fd, int what, void *ud, void *sockp)
             size_t cap = m->socks_cap ? 2 * m->socks_cap : 8;
             imm_sock *p = realloc(m->socks, cap * sizeof *p);
             if (p == NULL)
-                return -1; /* libcurl fails the multi call: reported, not lost */
+                return -1; /* libcurl 7.84+ fails the multi call with an error;
+                            * older ones ignore it, and only the list misses it */
             m->socks = p;
             m->socks_cap = cap;
         }
