@@ -281,7 +281,8 @@ end)
 describe("multi:sockets() and imm.fds()", function()
   it("report a pending transfer's socket numbered 1024 and above", function()
     local srv = raw_server("", { ["then"] = "stall", stall_limit = 8 })
-    local out = fixture.tmpdir() .. "/out"
+    local dir = fixture.tmpdir()
+    local out = dir .. "/out"
     -- a process of its own, so raising RLIMIT_NOFILE touches nothing else;
     -- LD_PRELOAD (a sanitizer's runtime) is kept, or the module cannot load
     local cmd = "ulimit -n 4096 2>/dev/null; " .. LUA .. " spec/helpers/many_fds.lua " .. srv.url .. " >" .. out
@@ -289,6 +290,7 @@ describe("multi:sockets() and imm.fds()", function()
     local ok = os.execute(cmd)
     srv.stop()
     local text = fixture.read(out) or ""
+    fixture.sh("rm -rf " .. dir)
     assert.is_true(ok == true or ok == 0, text)
     local highest = tonumber(text:match("opened (%d+)"))
     assert.is_true(highest and highest >= 1100, text)
@@ -458,21 +460,25 @@ describe("the C checks (spec/c/core_check.c, make core-check)", function()
   end)
 
   it("decodes JSON nested 1000 deep on a 64 KB thread stack, and refuses 1001", function()
-    local out = fixture.tmpdir() .. "/out"
+    local dir = fixture.tmpdir()
+    local out = dir .. "/out"
     local ok = fixture.sh("./build/check/core_check_plain stack >" .. out .. " 2>&1")
     local text = fixture.read(out) or ""
+    fixture.sh("rm -rf " .. dir)
     assert.is_true(ok, text)
     assert.matches("on a 64 KB stack: ok", text, 1, true)
   end)
 
   it("survives a failing allocator over signing, JSON, HTTP and the multi: an error each time, no leak", function()
     local srv = raw_server(JSON_HEAD .. "Content-Length: 11\r\n\r\n" .. '{"ok":true}')
-    local out = fixture.tmpdir() .. "/out"
+    local dir = fixture.tmpdir()
+    local out = dir .. "/out"
     -- built with ASan and UBSan: a leak, a bad access or undefined behaviour fails it
     local ok = fixture.sh("ASAN_OPTIONS=detect_leaks=1 ./build/check/core_check alloc spec/helpers/core_check.lua "
       .. srv.url .. " >" .. out .. " 2>&1")
     srv.stop()
     local text = fixture.read(out) or ""
+    fixture.sh("rm -rf " .. dir)
     assert.is_true(ok, text)
     for _, op in ipairs { "sign", "json", "http", "multi" } do
       local n = tonumber(text:match("alloc: " .. op .. ": each of (%d+) allocations"))
