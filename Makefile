@@ -56,7 +56,7 @@ VECTORS    ?= spec/fixtures/signing.json
 SPECS      ?= spec
 RUN_PREFIX ?=
 
-.PHONY: all gen build lib host-check async-specs deps deps-demo demo test server-check fuzz soak bench matrix unit docs lint test-lua5.4 test-luajit lint asan valgrind \
+.PHONY: all gen build lib host-check core-check async-specs deps deps-demo demo test server-check fuzz soak bench matrix unit docs lint test-lua5.4 test-luajit lint asan valgrind \
         rockspec-check install install-rock install-lua rock env love-check clean help
 
 all: build
@@ -204,7 +204,7 @@ valgrind:
 
 ## fuzz: each libFuzzer target for FUZZ_SECONDS (default 60) from the seed corpus
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS = fuzz_sign fuzz_headers fuzz_response fuzz_json fuzz_json_encode
+FUZZ_TARGETS = fuzz_sign fuzz_headers fuzz_response fuzz_json fuzz_json_encode fuzz_core
 FUZZ_FLAGS   = -g -O1 -std=c99 -D_POSIX_C_SOURCE=200809L -fsanitize=fuzzer,address,undefined \
                -fno-sanitize-recover=all -Isrc
 build/fuzz/fuzz_sign: fuzz/fuzz_sign.c src/imm_sign.c src/imm_buf.c $(HDRS)
@@ -224,6 +224,10 @@ build/fuzz/fuzz_json_encode: fuzz/fuzz_json_encode.c $(SRCS) $(HDRS)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_FLAGS) -Iinclude -I/usr/include/lua5.4 -DIMM_VERSION='"$(VERSION)"' $(DEP_CFLAGS) \
 	  -o $@ $(filter %.c,$^) -llua5.4 $(DEP_LIBS) -ldl
+build/fuzz/fuzz_core: fuzz/fuzz_core.c $(SRCS) $(HDRS)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_FLAGS) -Iinclude -I/usr/include/lua5.4 $(DEP_CFLAGS) -DIMM_VERSION='"$(VERSION)"' -o $@ \
+	  $(filter %.c,$^) -llua5.4 $(DEP_LIBS) -lm -ldl
 fuzz: $(addprefix build/fuzz/,$(FUZZ_TARGETS))
 	@for t in $(FUZZ_TARGETS); do \
 	  echo "imm: fuzzing $$t for $(FUZZ_SECONDS)s"; \
@@ -244,6 +248,24 @@ SOAK_CALLS ?= 100000
 soak: deps-demo
 	@$(MAKE) --no-print-directory build LUA=$(LUA)
 	@$(TEST_ENV) sh tools/with-server.sh $(LUA) bench/soak.lua $(SOAK_CALLS)
+
+## core-check: build the C checks spec/16 runs (spec/c/core_check.c): JSON on a 64 KB thread stack (plain build) and a failing-allocator sweep (ASan+UBSan build)
+CHECK_CFLAGS = -std=c99 -D_POSIX_C_SOURCE=200809L $(WARN) -Isrc -Iinclude -I/usr/include/lua5.4 $(DEP_CFLAGS) \
+               -DIMM_VERSION='"$(VERSION)"'
+CHECK_SAN    = -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+CHECK_LIBS   = -llua5.4 $(DEP_LIBS) -lm -ldl
+# every malloc, calloc and realloc of src/ goes through the sweep's switch
+CHECK_ALLOC  = -Dmalloc=check_malloc -Dcalloc=check_calloc -Drealloc=check_realloc
+core-check: build/check/core_check build/check/core_check_plain
+build/check/core_check: spec/c/core_check.c $(SRCS) $(HDRS)
+	@mkdir -p build/check/obj
+	@for f in $(SRCS); do o=build/check/obj/$$(basename $$f .c).o; \
+	  $(CC) -g -O1 $(CHECK_SAN) $(CHECK_CFLAGS) $(CHECK_ALLOC) -c $$f -o $$o || exit 1; done
+	$(CC) -g -O1 $(CHECK_SAN) $(CHECK_CFLAGS) -o $@ spec/c/core_check.c \
+	  $(patsubst src/%.c,build/check/obj/%.o,$(SRCS)) $(CHECK_LIBS) -lpthread
+build/check/core_check_plain: spec/c/core_check.c $(SRCS) $(HDRS)
+	@mkdir -p build/check
+	$(CC) -O2 -g $(CHECK_CFLAGS) -o $@ spec/c/core_check.c $(SRCS) $(CHECK_LIBS) -lpthread
 
 ## host-check: the example C host (examples/host) on the local server: list, 4 threads, 4 threads under TSan and under valgrind
 host-check:

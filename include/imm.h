@@ -27,12 +27,13 @@
  * Threads. One client belongs to one lua_State, and a lua_State is used by
  * one thread at a time (Lua's own rule). Separate states on separate threads
  * may use imm at the same time: the C core has no mutable global state
- * except two one-time initialisations, each under pthread_once:
+ * except one-time initialisations, each under pthread_once:
  * curl_global_init() on the first HTTP handle, and the fetch of the
  * OpenSSL 3 digests (SHA-256, SM3, SHA-1), which are then only read.
  * Nothing else is shared; every handle and buffer belongs to one state.
- * (One exception, outside the core's own state: imm.core.backend() returns
- * libcurl's curl_version(), which rewrites a static buffer on each call.)
+ * (imm.core.backend() builds its string once, under a third pthread_once,
+ * from curl_version_info(); it never calls curl_version(), which rewrites a
+ * static buffer on each call.)
  *
  * Both functions below follow the rules of the Lua C API: they may raise a
  * Lua error (out of memory), so call them where an error is caught, e.g.

@@ -289,7 +289,17 @@ describe("client against the local IMM server", function()
     it("an HTML 502 from a proxy", function()
       assert.matches("text/html", invalid("html502", 502, true).message)
     end)
-    it("a truncated body", function() invalid("truncated", 200, false) end)
+    it("a truncated body (a clean close mid-body) is a lost reply: ConnectionFailed, retried", function()
+      srv.fault { mode = "truncated", count = -1 }
+      local res, err = srv.client { max_retries = 1 }:list_bindings { ProjectName = "immtest" }
+      assert.is_nil(res)
+      assert.equal("ConnectionFailed", err.code)
+      assert.is_true(err.retryable)
+      assert.equal(2, err.attempts)
+      srv.reset()
+      srv.fault { mode = "truncated" }
+      assert(srv.client {}:list_bindings { ProjectName = "immtest" }, "a retry recovers")
+    end)
   end)
 
   describe("module-level API", function()

@@ -240,6 +240,29 @@ static int l_percent_encode(lua_State *L) {
     return 1;
 }
 
+/* redact(line, secret [, mask]) -> line with every form of secret (raw,
+ * percent-encoded once and twice) replaced by mask (default "***"). The
+ * encoded forms exist only in C buffers that are wiped, never as Lua
+ * strings, which could not be. A nil or empty secret returns line as is. */
+static int l_redact(lua_State *L) {
+    size_t n, slen = 0, mlen;
+    const char *s = luaL_checklstring(L, 1, &n);
+    const char *secret = lua_isnoneornil(L, 2) ? "" : luaL_checklstring(L, 2, &slen);
+    const char *mask = luaL_optlstring(L, 3, "***", &mlen);
+    sign_box *box;
+    if (slen == 0) {
+        lua_settop(L, 1);
+        return 1;
+    }
+    box = new_box(L, 1);
+    box->u.one.sensitive = 1;
+    if (imm_redact(&box->u.one, s, n, secret, slen, mask, mlen) != IMM_OK)
+        return luaL_error(L, "imm.core: out of memory"); /* __gc frees the box */
+    push_bytes(L, &box->u.one);
+    box_gc_now(box);
+    return 1;
+}
+
 static int l_hash_hex(lua_State *L) {
     imm_hash alg = check_hash(L, 1);
     size_t n;
@@ -307,7 +330,7 @@ static int l_random(lua_State *L) {
 static int l_sleep(lua_State *L) {
     double s = luaL_checknumber(L, 1);
     struct timespec ts, rem;
-    if (s <= 0)
+    if (!(s > 0)) /* NaN too: no cast of it below */
         return 0;
     if (s > 86400)
         s = 86400;
@@ -345,6 +368,22 @@ static const char *http_code(imm_http_status st) {
     }
 }
 
+/* Seconds to whole milliseconds for libcurl, without undefined casts:
+ * NaN and negatives raise (the Lua layer validates first), 0 stays 0 (no
+ * timeout), anything above 0 but below 1 ms becomes 1 ms (0 would turn
+ * the timeout off), and huge values are capped at 30 days. */
+static long seconds_to_ms(lua_State *L, lua_Number v, const char *what) {
+    double ms;
+    if (v != v || v < 0)
+        luaL_error(L, "imm.core: %s must be a number >= 0", what);
+    if (v == 0)
+        return 0;
+    ms = (double)v * 1000.0;
+    if (ms > 30.0 * 86400 * 1000)
+        return 30L * 86400 * 1000;
+    return ms < 1 ? 1 : (long)ms;
+}
+
 static lua_Number opt_number_field(lua_State *L, int t, const char *k, lua_Number def) {
     lua_Number v;
     lua_getfield(L, t, k);
@@ -353,10 +392,24 @@ static lua_Number opt_number_field(lua_State *L, int t, const char *k, lua_Numbe
     return v;
 }
 
+/* A byte count for size_t, capped rather than cast out of range. */
+static size_t to_size(lua_State *L, lua_Number v, const char *what) {
+    if (v != v || v < 0)
+        luaL_error(L, "imm.core: %s must be a number >= 0", what);
+    if (v >= (double)(SIZE_MAX / 2))
+        return SIZE_MAX / 2;
+    return (size_t)v;
+}
+
+/* A string option, or NULL. Only a real string: lua_tostring would turn a
+ * number into a new string that nothing references once popped. */
 static const char *opt_string_field(lua_State *L, int t, const char *k) {
-    const char *v;
+    const char *v = NULL;
     lua_getfield(L, t, k);
-    v = lua_isnil(L, -1) ? NULL : luaL_checkstring(L, -1);
+    if (lua_type(L, -1) == LUA_TSTRING)
+        v = lua_tostring(L, -1);
+    else if (!lua_isnil(L, -1))
+        luaL_error(L, "imm.core: option %s must be a string", k);
     lua_pop(L, 1); /* the string stays referenced by the table */
     return v;
 }
@@ -370,20 +423,25 @@ static int push_failure(lua_State *L, const char *code, const char *msg) {
 }
 
 /* http{connect_timeout=s, timeout=s, ca_file=, insecure=, user_agent=,
- *      max_response_bytes=} -> handle, or nil, code, message */
+ *      max_response_bytes=, no_proxy=} -> handle, or nil, code, message.
+ * no_proxy: never use a proxy (CURLOPT_NOPROXY "*"), for link-local
+ * credential services whose replies a proxy must never see. */
 static int l_http(lua_State *L) {
     imm_http_options o;
     http_ud *u;
     char err[256];
     luaL_checktype(L, 1, LUA_TTABLE);
     memset(&o, 0, sizeof o);
-    o.connect_timeout_ms = (long)(opt_number_field(L, 1, "connect_timeout", 0) * 1000);
-    o.timeout_ms = (long)(opt_number_field(L, 1, "timeout", 0) * 1000);
-    o.max_response_bytes = (size_t)opt_number_field(L, 1, "max_response_bytes", 0);
+    o.connect_timeout_ms = seconds_to_ms(L, opt_number_field(L, 1, "connect_timeout", 0), "connect_timeout");
+    o.timeout_ms = seconds_to_ms(L, opt_number_field(L, 1, "timeout", 0), "timeout");
+    o.max_response_bytes = to_size(L, opt_number_field(L, 1, "max_response_bytes", 0), "max_response_bytes");
     o.ca_file = opt_string_field(L, 1, "ca_file");
     o.user_agent = opt_string_field(L, 1, "user_agent");
     lua_getfield(L, 1, "insecure");
     o.insecure = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+    lua_getfield(L, 1, "no_proxy");
+    o.no_proxy = lua_toboolean(L, -1);
     lua_pop(L, 1);
     /* created closed, then opened, so __gc is always safe */
     u = compat_newuserdata(L, sizeof *u);
@@ -445,10 +503,11 @@ static void push_headers(lua_State *L, const imm_buf *block) {
     }
 }
 
-/* Reads (method, url, header_lines, body [, fresh]) at stack slots
- * base..base+4 into req. fresh: use a new connection (for requests that must
- * not be sent twice). Header line pointers stay valid while the table is on
- * the stack. */
+/* Reads (method, url, header_lines, body [, fresh [, timeout]]) at stack
+ * slots base..base+5 into req. fresh: use a new connection (for requests
+ * that must not be sent twice). timeout: seconds this exchange may take at
+ * most (nil: the handle's timeout). Header line pointers stay valid while
+ * the table is on the stack. */
 static void read_request(lua_State *L, int base, imm_http_request *req,
                          const char **stack_lines, size_t nstack) {
     const char **lines = stack_lines;
@@ -459,14 +518,18 @@ static void read_request(lua_State *L, int base, imm_http_request *req,
     luaL_checktype(L, base + 2, LUA_TTABLE);
     req->body = luaL_optlstring(L, base + 3, "", &req->body_len);
     req->fresh_connect = lua_toboolean(L, base + 4);
+    if (!lua_isnoneornil(L, base + 5))
+        req->timeout_ms = seconds_to_ms(L, luaL_checknumber(L, base + 5), "timeout");
     n = compat_rawlen(L, base + 2);
     if (n > nstack)
         lines = compat_newuserdata(L, n * sizeof *lines);
     for (i = 0; i < n; i++) {
         lua_rawgeti(L, base + 2, (int)i + 1);
-        lines[i] = lua_tostring(L, -1);
-        if (lines[i] == NULL)
+        /* strings only: a number's lua_tostring would be a temporary,
+         * freed once popped */
+        if (lua_type(L, -1) != LUA_TSTRING)
             luaL_error(L, "imm.core: header lines must be strings");
+        lines[i] = lua_tostring(L, -1);
         lua_pop(L, 1); /* still referenced by the table */
     }
     req->headers = lines;
@@ -500,7 +563,7 @@ static int push_closed(lua_State *L, const char *what) {
     return push_failure(L, "InvalidState", lua_tostring(L, -1));
 }
 
-/* h:request(method, url, headers_array, body [, fresh]) -> see push_outcome.
+/* h:request(method, url, headers_array, body [, fresh [, timeout]]) -> see push_outcome.
  * Blocking: the same start/transfer/finish as the multi path, driven to
  * completion on the handle's own multi. */
 static int http_request(lua_State *L) {
@@ -563,7 +626,7 @@ static multi_ud *check_multi(lua_State *L) {
     return luaL_checkudata(L, 1, MULTI_MT);
 }
 
-/* m:add(h, method, url, headers_array, body [, fresh]) -> id | nil, code, message.
+/* m:add(h, method, url, headers_array, body [, fresh [, timeout]]) -> id | nil, code, message.
  * The caller keeps h referenced until the transfer is done or removed. */
 static int multi_add(lua_State *L) {
     multi_ud *m = check_multi(L);
@@ -617,13 +680,16 @@ static int multi_perform(lua_State *L) {
         return push_failure(L, "HTTPError", err);
     }
     lua_pushinteger(L, running);
-    /* no table at all in the common case of nothing finished */
+    /* The table comes first, sized for every attached transfer, so storing
+     * an id never allocates: next_done detaches a transfer, and an error
+     * raised after that would lose its completion (and strand its task). */
+    lua_createtable(L, imm_multi_count(m->m), 0);
     while ((h = imm_multi_next_done(m->m)) != NULL) {
-        if (n == 0)
-            lua_newtable(L);
         lua_pushinteger(L, (lua_Integer)imm_http_id(h));
         lua_rawseti(L, -2, ++n);
     }
+    if (n == 0)
+        lua_pop(L, 1);
     return n > 0 ? 2 : 1;
 }
 
@@ -693,12 +759,12 @@ static int multi_close(lua_State *L) {
 static int l_gunzip(lua_State *L) {
     size_t n;
     const char *in = luaL_checklstring(L, 1, &n);
-    lua_Number max = luaL_optnumber(L, 2, 0);
+    size_t max = to_size(L, luaL_optnumber(L, 2, 0), "max_bytes");
     sign_box *box = new_box(L, 1);
     char err[128];
     imm_http_status st;
     err[0] = '\0';
-    st = imm_http_gunzip(in, n, max > 0 ? (size_t)max : 0, &box->u.one, err, sizeof err);
+    st = imm_http_gunzip(in, n, max, &box->u.one, err, sizeof err);
     if (st != IMM_HTTP_OK) {
         box_gc_now(box);
         lua_pushnil(L);
@@ -1294,6 +1360,7 @@ static const luaL_Reg core_funcs[] = {
     {"sign_v3", l_sign_v3},
     {"sign_v2", l_sign_v2},
     {"percent_encode", l_percent_encode},
+    {"redact", l_redact},
     {"hash_hex", l_hash_hex},
     {"hmac_hex", l_hmac_hex},
     {"nonce", l_nonce},

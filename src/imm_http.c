@@ -3,12 +3,15 @@
 #include "imm_http.h"
 
 #include <pthread.h>
-#include <sys/select.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+/* curl_multi_socket_all (below) is marked deprecated in favour of
+ * curl_multi_socket_action, which would need the caller to say which socket
+ * is ready; it stays in libcurl's API and ABI. */
+#define CURL_DISABLE_DEPRECATION 1
 #include <curl/curl.h>
 #include <zlib.h>
 
@@ -18,6 +21,8 @@ struct imm_http {
     imm_buf headers;
     size_t max_body;
     int too_large;              /* set by the write callback when over cap */
+    int headers_too_large;      /* set by the header callback when over its cap */
+    long timeout_ms;            /* the handle's own total timeout (0: none) */
     char errbuf[CURL_ERROR_SIZE];
     struct curl_slist *req_headers; /* this exchange's header list, libcurl reads it */
     int state;                  /* 0 idle, 1 attached, 2 done awaiting finish */
@@ -28,11 +33,19 @@ struct imm_http {
     imm_http *prev, *next;      /* in multi->attached */
 };
 
+/* A socket libcurl waits on, as its socket callback last described it. */
+typedef struct imm_sock {
+    curl_socket_t fd;
+    int what;                   /* CURL_POLL_IN, _OUT or _INOUT */
+} imm_sock;
+
 struct imm_multi {
     CURLM *m;
     imm_http *attached;         /* every handle added and not yet removed */
     int count;
     long next_id;
+    imm_sock *socks;            /* kept by on_socket: any fd number, unlike an fd_set */
+    size_t nsocks, socks_cap;
 };
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
@@ -90,6 +103,12 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *ud) {
      * proxy's CONNECT reply): keep only the last block. */
     if (n >= 5 && memcmp(data, "HTTP/", 5) == 0)
         imm_buf_clear(&h->headers);
+    /* A reply's headers are a few hundred bytes; megabytes of them are a
+     * broken or hostile server, not a reason to grow a buffer. */
+    if (h->headers.len + n > IMM_HTTP_MAX_HEADER_BYTES) {
+        h->headers_too_large = 1;
+        return 0; /* aborts the transfer with CURLE_WRITE_ERROR */
+    }
     return imm_buf_add(&h->headers, data, n) == 0 ? n : 0;
 }
 
@@ -106,6 +125,7 @@ imm_http *imm_http_new(const imm_http_options *opt, char *err, size_t errlen) {
     imm_buf_init(&h->body);
     imm_buf_init(&h->headers);
     h->max_body = opt->max_response_bytes;
+    h->timeout_ms = opt->timeout_ms > 0 ? opt->timeout_ms : 0;
     c = h->curl = curl_easy_init();
     if (c == NULL) {
         free(h);
@@ -148,6 +168,9 @@ imm_http *imm_http_new(const imm_http_options *opt, char *err, size_t errlen) {
         OPT(CURLOPT_CAINFO, opt->ca_file);
     OPT(CURLOPT_SSL_VERIFYPEER, opt->insecure ? 0L : 1L);
     OPT(CURLOPT_SSL_VERIFYHOST, opt->insecure ? 0L : 2L);
+    /* "*" matches every host: http_proxy and friends are ignored */
+    if (opt->no_proxy)
+        OPT(CURLOPT_NOPROXY, "*");
 #undef OPT
     return h;
 }
@@ -187,6 +210,10 @@ static imm_http_status classify(CURLcode rc, int too_large) {
     case CURLE_SEND_ERROR:
     case CURLE_RECV_ERROR:
     case CURLE_GOT_NOTHING:
+    /* A reply cut short by the server's close: with a FIN (content-length
+     * or chunks left unread) just as with a reset, the reply was lost on
+     * the way, not malformed, so a read may be sent again. */
+    case CURLE_PARTIAL_FILE:
         return IMM_HTTP_ECONNECT;
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_PEER_FAILED_VERIFICATION:
@@ -204,7 +231,6 @@ static imm_http_status classify(CURLcode rc, int too_large) {
         return IMM_HTTP_ETLS;
     case CURLE_WRITE_ERROR:
         return too_large ? IMM_HTTP_ERESPONSE : IMM_HTTP_ENOMEM;
-    case CURLE_PARTIAL_FILE:
     case CURLE_BAD_CONTENT_ENCODING:
     case CURLE_WEIRD_SERVER_REPLY:
     case CURLE_HTTP2:
@@ -226,14 +252,25 @@ imm_http_status imm_http_start(imm_http *h, const imm_http_request *req, char *e
     struct curl_slist *list = NULL, *tmp;
     size_t i;
     int is_post = strcmp(req->method, "POST") == 0;
+    long timeout_ms;
 
     if (h->state != 0) {
         SET_ERR("the HTTP handle is busy with another transfer");
         return IMM_HTTP_EINVAL;
     }
+    /* The method goes on the request line as is (CURLOPT_CUSTOMREQUEST):
+     * only a plain token, or CR/LF in it would smuggle a second request. */
+    for (i = 0; req->method[i] != '\0'; i++)
+        if (req->method[i] < 'A' || req->method[i] > 'Z' || i >= 16)
+            break;
+    if (i == 0 || req->method[i] != '\0') {
+        SET_ERR("the HTTP method must be 1 to 16 letters A-Z");
+        return IMM_HTTP_EINVAL;
+    }
     imm_buf_clear(&h->body);
     imm_buf_clear(&h->headers);
     h->too_large = 0;
+    h->headers_too_large = 0;
     h->errbuf[0] = '\0';
     h->rc = CURLE_OK;
 
@@ -267,6 +304,11 @@ imm_http_status imm_http_start(imm_http *h, const imm_http_request *req, char *e
     if (curl_easy_setopt(h->curl, CURLOPT_URL, req->url) != CURLE_OK)
         goto nomem;
     curl_easy_setopt(h->curl, CURLOPT_FRESH_CONNECT, req->fresh_connect ? 1L : 0L);
+    /* this exchange's cap, or the handle's own again after one had a cap */
+    timeout_ms = h->timeout_ms;
+    if (req->timeout_ms > 0 && (timeout_ms == 0 || req->timeout_ms < timeout_ms))
+        timeout_ms = req->timeout_ms;
+    curl_easy_setopt(h->curl, CURLOPT_TIMEOUT_MS, timeout_ms);
     curl_easy_setopt(h->curl, CURLOPT_HTTPHEADER, list);
     h->req_headers = list;
     if (is_post) {
@@ -290,6 +332,12 @@ nomem:
     return IMM_HTTP_ENOMEM;
 }
 
+/* Whether a header block ends with its blank line. */
+static int headers_complete(const imm_buf *b) {
+    return (b->len >= 2 && memcmp(b->p + b->len - 2, "\n\n", 2) == 0) ||
+           (b->len >= 4 && memcmp(b->p + b->len - 4, "\r\n\r\n", 4) == 0);
+}
+
 imm_http_status imm_http_finish(imm_http *h, long *status, int *sent, char *err, size_t errlen) {
     imm_http_status st;
     curl_off_t req_size = 0;
@@ -308,14 +356,26 @@ imm_http_status imm_http_finish(imm_http *h, long *status, int *sent, char *err,
     drop_request(h);
     h->state = 0;
 
-    st = classify(h->rc, h->too_large);
+    st = classify(h->rc, h->too_large || h->headers_too_large);
+    /* libcurl refuses a header line over its own cap (100 KB, before our
+     * callback sees it) with "out of memory": when that happens between
+     * the request and the end of the reply's headers, it is the reply's
+     * fault, not the machine's */
+    if (h->rc == CURLE_OUT_OF_MEMORY && *sent && h->body.len == 0 && !headers_complete(&h->headers)) {
+        h->headers_too_large = 1;
+        st = IMM_HTTP_ERESPONSE;
+    }
     /* "unsupported protocol" once the request went out is the reply's
      * fault (an HTTP/0.9 answer, say, on a connection a broken server left
      * with extra bytes), not the caller's. */
     if (st == IMM_HTTP_EINVAL && *sent)
         st = IMM_HTTP_ERESPONSE;
     if (st != IMM_HTTP_OK) {
-        if (h->too_large)
+        if (h->headers_too_large && h->rc == CURLE_OUT_OF_MEMORY)
+            SET_ERR("a response header line is too long (libcurl refused it as out of memory)");
+        else if (h->headers_too_large)
+            SET_ERR("response headers exceed %d bytes", IMM_HTTP_MAX_HEADER_BYTES);
+        else if (h->too_large)
             SET_ERR("response body exceeds max_response_bytes (%zu)", h->max_body);
         else
             SET_ERR("%s", h->errbuf[0] ? h->errbuf : curl_easy_strerror(h->rc));
@@ -338,8 +398,10 @@ imm_http_status imm_http_perform(imm_http *h, const imm_http_request *req,
         drop_request(h);
         return IMM_HTTP_EOTHER;
     }
-    /* The blocking call is the non-blocking one driven to completion:
-     * libcurl's timeouts end it, so this loop always terminates. */
+    /* The blocking call is the non-blocking one driven to completion. It
+     * ends when libcurl ends the transfer: with a timeout set (the Lua
+     * client always sets one) that is bounded; with none, a server that
+     * stays silent keeps it waiting. */
     while (h->state == 1) {
         if (imm_multi_perform(h->own, &running, err, errlen) != 0)
             break;
@@ -369,6 +431,39 @@ long imm_http_id(const imm_http *h) {
 
 /* --- the multi -------------------------------------------------------- */
 
+/* libcurl's socket callback: keeps the list of sockets and what each waits
+ * for. curl_multi_fdset would do without it, but an fd_set cannot hold a
+ * descriptor numbered FD_SETSIZE (1024) or above, and libcurl leaves those
+ * out, so a host with many files open would be told of no socket at all. */
+static int on_socket(CURL *e, curl_socket_t fd, int what, void *ud, void *sockp) {
+    imm_multi *m = ud;
+    size_t i;
+    (void)e;
+    (void)sockp;
+    for (i = 0; i < m->nsocks; i++)
+        if (m->socks[i].fd == fd)
+            break;
+    if (what == CURL_POLL_REMOVE) {
+        if (i < m->nsocks)
+            m->socks[i] = m->socks[--m->nsocks];
+        return 0;
+    }
+    if (i == m->nsocks) {
+        if (m->nsocks == m->socks_cap) {
+            size_t cap = m->socks_cap ? 2 * m->socks_cap : 8;
+            imm_sock *p = realloc(m->socks, cap * sizeof *p);
+            if (p == NULL)
+                return -1; /* libcurl 7.84+ fails the multi call with an error;
+                            * older ones ignore it, and only the list misses it */
+            m->socks = p;
+            m->socks_cap = cap;
+        }
+        m->socks[m->nsocks++].fd = fd;
+    }
+    m->socks[i].what = what;
+    return 0;
+}
+
 imm_multi *imm_multi_new(char *err, size_t errlen) {
     imm_multi *m;
     if (global_ready(err, errlen) != 0)
@@ -377,6 +472,13 @@ imm_multi *imm_multi_new(char *err, size_t errlen) {
     if (m == NULL || (m->m = curl_multi_init()) == NULL) {
         free(m);
         SET_ERR("curl_multi_init failed");
+        return NULL;
+    }
+    if (curl_multi_setopt(m->m, CURLMOPT_SOCKETFUNCTION, on_socket) != CURLM_OK ||
+        curl_multi_setopt(m->m, CURLMOPT_SOCKETDATA, m) != CURLM_OK) {
+        curl_multi_cleanup(m->m);
+        free(m);
+        SET_ERR("curl_multi_setopt(CURLMOPT_SOCKETFUNCTION) failed");
         return NULL;
     }
     return m;
@@ -410,7 +512,8 @@ void imm_multi_free(imm_multi *m) {
             h->state = 2;
         }
     }
-    curl_multi_cleanup(m->m);
+    curl_multi_cleanup(m->m); /* may still call on_socket: m stays until after */
+    free(m->socks);
     free(m);
 }
 
@@ -453,7 +556,10 @@ void imm_multi_remove(imm_multi *m, imm_http *h) {
 }
 
 int imm_multi_perform(imm_multi *m, int *running, char *err, size_t errlen) {
-    CURLMcode mc = curl_multi_perform(m->m, running);
+    /* curl_multi_perform, then the socket callback for every transfer:
+     * curl_multi_perform alone never calls it, so the fd list would go
+     * stale */
+    CURLMcode mc = curl_multi_socket_all(m->m, running);
     if (mc != CURLM_OK) {
         SET_ERR("curl_multi_perform: %s", curl_multi_strerror(mc));
         return -1;
@@ -499,23 +605,12 @@ long imm_multi_timeout(imm_multi *m) {
 }
 
 int imm_multi_sockets(imm_multi *m, void (*fn)(int fd, int rd, int wr, void *ud), void *ud) {
-    fd_set r, w, x;
-    int maxfd = -1, fd, n = 0;
-    FD_ZERO(&r);
-    FD_ZERO(&w);
-    FD_ZERO(&x);
-    /* fd_set limits this to descriptors below FD_SETSIZE, which libcurl
-     * skips itself; hosts with more open files drive imm_multi_wait. */
-    if (curl_multi_fdset(m->m, &r, &w, &x, &maxfd) != CURLM_OK)
-        return -1;
-    for (fd = 0; fd <= maxfd; fd++) {
-        int rd = FD_ISSET(fd, &r), wr = FD_ISSET(fd, &w);
-        if (rd || wr || FD_ISSET(fd, &x)) {
-            fn(fd, rd != 0, wr != 0, ud);
-            n++;
-        }
+    size_t i;
+    for (i = 0; i < m->nsocks; i++) {
+        int what = m->socks[i].what;
+        fn((int)m->socks[i].fd, (what & CURL_POLL_IN) != 0, (what & CURL_POLL_OUT) != 0, ud);
     }
-    return n;
+    return (int)m->nsocks;
 }
 
 int imm_multi_count(const imm_multi *m) {
@@ -572,6 +667,7 @@ imm_http_status imm_http_gunzip(const char *in, size_t n, size_t max_out, imm_bu
                                 char *err, size_t errlen) {
     z_stream zs;
     int zrc;
+    size_t used;
     imm_http_status st = IMM_HTTP_OK;
     memset(&zs, 0, sizeof zs);
     /* 32 + MAX_WBITS: accept gzip and zlib headers alike */
@@ -580,9 +676,8 @@ imm_http_status imm_http_gunzip(const char *in, size_t n, size_t max_out, imm_bu
         return IMM_HTTP_ENOMEM;
     }
     zs.next_in = (Bytef *)(uintptr_t)in;
-    do {
+    for (;;) {
         size_t chunk = n > 0 ? n * 4 : 1024;
-        uInt avail_in_before;
         if (chunk < 16384)
             chunk = 16384;
         if (chunk > (1u << 20))
@@ -597,7 +692,6 @@ imm_http_status imm_http_gunzip(const char *in, size_t n, size_t max_out, imm_bu
             size_t left = n - (size_t)(zs.next_in - (const Bytef *)in);
             zs.avail_in = left > 0x40000000u ? 0x40000000u : (uInt)left;
         }
-        avail_in_before = zs.avail_in;
         zs.next_out = (Bytef *)out->p + out->len;
         zs.avail_out = (uInt)chunk;
         zrc = inflate(&zs, Z_NO_FLUSH);
@@ -608,19 +702,36 @@ imm_http_status imm_http_gunzip(const char *in, size_t n, size_t max_out, imm_bu
             st = IMM_HTTP_ERESPONSE;
             break;
         }
-        if (zrc == Z_STREAM_END)
+        used = (size_t)(zs.next_in - (const Bytef *)in);
+        if (zrc == Z_STREAM_END) {
+            if (used == n)
+                break;
+            /* another gzip member follows (RFC 1952 2.2), or garbage */
+            if ((unsigned char)in[used] == 0x1f && (used + 1 == n || (unsigned char)in[used + 1] == 0x8b)) {
+                if (inflateReset(&zs) != Z_OK) {
+                    SET_ERR("corrupt gzip body (inflateReset failed)");
+                    st = IMM_HTTP_ERESPONSE;
+                    break;
+                }
+                continue;
+            }
+            SET_ERR("corrupt gzip body (%zu bytes of trailing garbage)", n - used);
+            st = IMM_HTTP_ERESPONSE;
             break;
-        if (zrc != Z_OK && !(zrc == Z_BUF_ERROR && zs.avail_out == 0)) {
+        }
+        if (zrc != Z_OK && zrc != Z_BUF_ERROR) {
             SET_ERR("corrupt gzip body (%s)", zs.msg ? zs.msg : "inflate failed");
             st = IMM_HTTP_ERESPONSE;
             break;
         }
-        if (zs.avail_in == 0 && avail_in_before == 0 && zs.avail_out != 0) {
-            SET_ERR("truncated gzip body");
+        /* every input byte read, room left for output, and no end yet:
+         * the stream stops short */
+        if (used == n && zs.avail_in == 0 && zs.avail_out != 0) {
+            SET_ERR("truncated gzip body (the stream ends before its end marker)");
             st = IMM_HTTP_ERESPONSE;
             break;
         }
-    } while (1);
+    }
     inflateEnd(&zs);
     return st;
 }

@@ -1,6 +1,7 @@
 /*
- * imm_http.h - HTTP/1.1 exchanges over reused libcurl easy handles, all
- * driven through libcurl's multi interface. No Lua, no JSON: bytes in,
+ * imm_http.h - HTTP exchanges over reused libcurl easy handles, all driven
+ * through libcurl's multi interface. HTTP/1.1 in plain text; over TLS,
+ * libcurl offers h2 by ALPN and uses it when the server agrees. No Lua, no JSON: bytes in,
  * status + headers + body out.
  *
  * One HTTP path: an exchange is always imm_http_start(), then transfer on an
@@ -53,7 +54,12 @@ typedef struct imm_http_options {
     int insecure;               /* 1 disables peer and host verification */
     const char *user_agent;
     size_t max_response_bytes;  /* decoded body cap; 0: unlimited */
+    int no_proxy;               /* 1: never use a proxy, whatever the environment says */
 } imm_http_options;
+
+/* The most response header bytes (of one response) a handle accepts; more
+ * is a hostile or broken server: IMM_HTTP_ERESPONSE. */
+#define IMM_HTTP_MAX_HEADER_BYTES (64 * 1024)
 
 typedef struct imm_http imm_http;
 typedef struct imm_multi imm_multi;
@@ -72,6 +78,8 @@ typedef struct imm_http_request {
                                   * sends a request again by itself when a reused
                                   * connection dies before any reply; on a fresh one it
                                   * never does, so a non-idempotent request goes out once */
+    long timeout_ms;             /* > 0: this exchange must end within it (the lower of
+                                  * it and the handle's timeout_ms); 0: the handle's */
 } imm_http_request;
 
 /* Performs one exchange, blocking: start, then the handle's own multi
@@ -117,7 +125,8 @@ int imm_multi_wait(imm_multi *m, int timeout_ms, char *err, size_t errlen);
  * (-1: no timer set). */
 long imm_multi_timeout(imm_multi *m);
 /* The sockets libcurl waits on: calls fn(fd, want_read, want_write, ud)
- * for each. For hosts that run their own event loop. */
+ * for each, whatever its number (kept from libcurl's socket callback, not
+ * an fd_set). For hosts that run their own event loop. Returns how many. */
 int imm_multi_sockets(imm_multi *m, void (*fn)(int fd, int rd, int wr, void *ud), void *ud);
 /* Handles attached now. */
 int imm_multi_count(const imm_multi *m);
@@ -136,9 +145,12 @@ int imm_http_next_header(const char **cursor, const char *end,
 
 /* Decodes a gzip (or zlib) stream into out, refusing to produce more than
  * max_out bytes (0: unlimited) so a compression bomb cannot exhaust memory.
+ * Every gzip member is decoded (RFC 1952 allows several, concatenated);
+ * bytes after the last one that do not start a member are refused.
  * For transports that read raw bytes themselves (ngx_lua cosockets); the
  * libcurl path decodes inside libcurl. Returns IMM_HTTP_OK, or
- * IMM_HTTP_ERESPONSE for a corrupt stream or one over the cap. */
+ * IMM_HTTP_ERESPONSE for a corrupt or truncated stream (the message says
+ * which), trailing garbage, or one over the cap. */
 imm_http_status imm_http_gunzip(const char *in, size_t n, size_t max_out, imm_buf *out,
                                 char *err, size_t errlen);
 

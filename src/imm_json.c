@@ -2,7 +2,9 @@
  * imm_json.c - single-pass JSON decoder: bytes straight to Lua tables.
  *
  * See imm_json.h for what it returns. How it stays fast and safe:
- *   - no DOM: a recursive descent parser pushes each value as it reads it;
+ *   - no DOM: the parser pushes each value as it reads it; it loops over an
+ *     explicit stack of open arrays and objects instead of recursing, so
+ *     its C stack use does not grow with the nesting;
  *   - strings without escapes are pushed straight from the input; escaped
  *     ones are unescaped into one growing scratch userdata (GC-owned, so an
  *     out-of-memory error raised by Lua cannot leak it);
@@ -15,8 +17,8 @@
  *   - depth is capped (IMM_JSON_MAX_DEPTH) and lua_checkstack is called
  *     per level, so deep nesting is an error, never a stack overflow.
  * The input is a Lua string, so s[len] is always a NUL byte: the scanner
- * stops on NUL instead of checking bounds, which also gives lua-cjson's
- * "the document ends at the first NUL" behaviour.
+ * stops on NUL instead of checking bounds. A NUL anywhere else ends the
+ * scan too, and is then an error: the bytes after it are never ignored.
  */
 #include <locale.h>
 #include <stdint.h>
@@ -68,6 +70,8 @@ typedef struct jstate {
     } cache[KEY_CACHE];
     int hint_arr[HINT_DEPTH];
     int hint_obj[HINT_DEPTH];
+    char kind[IMM_JSON_MAX_DEPTH + 1];  /* '[' or '{' per open level, 1-based */
+    int count[IMM_JSON_MAX_DEPTH + 1];  /* members or elements so far */
 } jstate;
 
 static int fail(jstate *j, const char *pos, const char *msg, int found) {
@@ -187,7 +191,7 @@ static char *put_utf8(char *o, unsigned long cp) {
 }
 
 /* The slow path for a string with escapes. `start` is just after the
- * opening quote. Kept out of line: the recursion's frames stay small. */
+ * opening quote. Kept out of line: the parser loop stays small. */
 static NOINLINE int push_escaped(jstate *j, const char *start) {
     const char *q = start, *end;
     char *o, *o0;
@@ -346,8 +350,6 @@ static int push_number(jstate *j) {
     return J_OK;
 }
 
-static int parse_value(jstate *j);
-
 /* Enters one level of nesting, or fails at the limit. */
 static int enter(jstate *j) {
     if (j->depth >= IMM_JSON_MAX_DEPTH)
@@ -355,106 +357,6 @@ static int enter(jstate *j) {
     if (!lua_checkstack(j->L, 4))
         return fail(j, j->p, "out of Lua stack", 0);
     j->depth++;
-    return J_OK;
-}
-
-static int parse_array(jstate *j) {
-    lua_State *L = j->L;
-    int n = 0, d, r;
-    if (enter(j) != J_OK)
-        return J_ERR;
-    d = j->depth;
-    lua_createtable(L, d < HINT_DEPTH ? j->hint_arr[d] : 0, 0);
-    j->p++;
-    skip_ws(j);
-    if (*j->p == ']') {
-        j->p++;
-    } else {
-        for (;;) {
-            r = parse_value(j);
-            if (r == J_ERR)
-                return J_ERR;
-            if (r == J_NULL)
-                lua_pushvalue(L, j->null_idx);
-            lua_rawseti(L, -2, ++n);
-            skip_ws(j);
-            if (*j->p == ',') {
-                j->p++;
-                skip_ws(j);
-            } else if (*j->p == ']') {
-                j->p++;
-                break;
-            } else {
-                return fail(j, j->p, "expected ',' or ']'", 1);
-            }
-        }
-    }
-    if (n == 0 && j->array_mt_idx != 0) {
-        /* marks [] apart from {}, which are both an empty table */
-        lua_pushvalue(L, j->array_mt_idx);
-        lua_setmetatable(L, -2);
-    }
-    if (d < HINT_DEPTH)
-        j->hint_arr[d] = n;
-    j->depth--;
-    return J_OK;
-}
-
-static int parse_object(jstate *j) {
-    lua_State *L = j->L;
-    int n = 0, d, r;
-    if (enter(j) != J_OK)
-        return J_ERR;
-    d = j->depth;
-    lua_createtable(L, 0, d < HINT_DEPTH ? j->hint_obj[d] : 0);
-    j->p++;
-    skip_ws(j);
-    if (*j->p == '}') {
-        j->p++;
-    } else {
-        for (;;) {
-            if (*j->p != '"')
-                return fail(j, j->p, "expected a string key", 1);
-            if (push_string(j, 1) != J_OK)
-                return J_ERR;
-            skip_ws(j);
-            if (*j->p != ':')
-                return fail(j, j->p, "expected ':'", 1);
-            j->p++;
-            skip_ws(j);
-            r = parse_value(j);
-            if (r == J_ERR)
-                return J_ERR;
-            if (r == J_NULL) {
-                /* a null member is absent, even when the key came before */
-                lua_pushvalue(L, -1);
-                lua_rawget(L, -3);
-                if (lua_isnil(L, -1)) {
-                    lua_pop(L, 2);
-                } else {
-                    lua_pop(L, 1);
-                    lua_pushnil(L);
-                    lua_rawset(L, -3);
-                }
-            } else {
-                lua_rawset(L, -3);
-            }
-            n++;
-            skip_ws(j);
-            if (*j->p == ',') {
-                j->p++;
-                skip_ws(j);
-            } else if (*j->p == '}') {
-                j->p++;
-                break;
-            } else {
-                return fail(j, j->p, "expected ',' or '}'", 1);
-            }
-        }
-    }
-    if (d < HINT_DEPTH)
-        j->hint_obj[d] = n;
-    j->depth--;
     return J_OK;
 }
 
@@ -466,33 +368,144 @@ static int literal(jstate *j, const char *word, size_t len) {
     return J_OK;
 }
 
-/* Pushes one value, or returns J_NULL (nothing pushed) for null. The
- * cursor is on the value's first byte. */
-static int parse_value(jstate *j) {
-    switch (*j->p) {
-    case '{':
-        return parse_object(j);
-    case '[':
-        return parse_array(j);
-    case '"':
-        return push_string(j, 0);
-    case 't':
-        if (literal(j, "true", 4) != J_OK)
+/* An object member's key and the ':' after it; the key is pushed. */
+static int object_key(jstate *j) {
+    if (*j->p != '"')
+        return fail(j, j->p, "expected a string key", 1);
+    if (push_string(j, 1) != J_OK)
+        return J_ERR;
+    skip_ws(j);
+    if (*j->p != ':')
+        return fail(j, j->p, "expected ':'", 1);
+    j->p++;
+    skip_ws(j);
+    return J_OK;
+}
+
+/* Stores the value just parsed (on top of the stack; nothing for J_NULL)
+ * in the open array or object below it. */
+static void store(jstate *j, int r) {
+    lua_State *L = j->L;
+    int d = j->depth;
+    if (j->kind[d] == '[') {
+        if (r == J_NULL)
+            lua_pushvalue(L, j->null_idx);
+        lua_rawseti(L, -2, ++j->count[d]);
+        return;
+    }
+    j->count[d]++;
+    if (r == J_NULL) {
+        /* a null member is absent, even when the key came before */
+        lua_pushvalue(L, -1);
+        lua_rawget(L, -3);
+        if (lua_isnil(L, -1)) {
+            lua_pop(L, 2);
+        } else {
+            lua_pop(L, 1);
+            lua_pushnil(L);
+            lua_rawset(L, -3);
+        }
+    } else {
+        lua_rawset(L, -3);
+    }
+}
+
+/* Closes the innermost array or object: its table is then a value. */
+static void leave(jstate *j) {
+    int d = j->depth;
+    if (j->kind[d] == '[' && j->count[d] == 0 && j->array_mt_idx != 0) {
+        /* marks [] apart from {}, which are both an empty table */
+        lua_pushvalue(j->L, j->array_mt_idx);
+        lua_setmetatable(j->L, -2);
+    }
+    if (d < HINT_DEPTH) {
+        if (j->kind[d] == '[')
+            j->hint_arr[d] = j->count[d];
+        else
+            j->hint_obj[d] = j->count[d];
+    }
+    j->depth--;
+}
+
+/* Parses one whole document from the cursor: pushes its value, or returns
+ * J_NULL (nothing pushed) for null. Iterative, not recursive: the open
+ * arrays and objects are kept in j->kind and j->count, so the C stack in
+ * use stays the same at any depth (embedders run Lua on threads with
+ * small stacks; 64 KB is checked by make host-check). */
+static int parse_document(jstate *j) {
+    lua_State *L = j->L;
+    int r, d;
+    for (;;) {
+        /* one value at the cursor */
+        switch (*j->p) {
+        case '{':
+        case '[':
+            if (enter(j) != J_OK)
+                return J_ERR;
+            d = j->depth;
+            j->kind[d] = *j->p;
+            j->count[d] = 0;
+            if (*j->p == '[')
+                lua_createtable(L, d < HINT_DEPTH ? j->hint_arr[d] : 0, 0);
+            else
+                lua_createtable(L, 0, d < HINT_DEPTH ? j->hint_obj[d] : 0);
+            j->p++;
+            skip_ws(j);
+            if (*j->p == (j->kind[d] == '[' ? ']' : '}')) {
+                j->p++;
+                leave(j);
+                r = J_OK;
+                break;
+            }
+            if (j->kind[d] == '{' && object_key(j) != J_OK)
+                return J_ERR;
+            continue; /* the first member's value */
+        case '"':
+            r = push_string(j, 0);
+            break;
+        case 't':
+            r = literal(j, "true", 4);
+            if (r == J_OK)
+                lua_pushboolean(L, 1);
+            break;
+        case 'f':
+            r = literal(j, "false", 5);
+            if (r == J_OK)
+                lua_pushboolean(L, 0);
+            break;
+        case 'n':
+            r = literal(j, "null", 4) == J_OK ? J_NULL : J_ERR;
+            break;
+        case '-': case '0': case '1': case '2': case '3': case '4':
+        case '5': case '6': case '7': case '8': case '9':
+            r = push_number(j);
+            break;
+        default:
+            return fail(j, j->p, "expected a value", 1);
+        }
+        if (r == J_ERR)
             return J_ERR;
-        lua_pushboolean(j->L, 1);
-        return J_OK;
-    case 'f':
-        if (literal(j, "false", 5) != J_OK)
-            return J_ERR;
-        lua_pushboolean(j->L, 0);
-        return J_OK;
-    case 'n':
-        return literal(j, "null", 4) == J_OK ? J_NULL : J_ERR;
-    case '-': case '0': case '1': case '2': case '3': case '4':
-    case '5': case '6': case '7': case '8': case '9':
-        return push_number(j);
-    default:
-        return fail(j, j->p, "expected a value", 1);
+        /* a value is complete: store it, and close every container that
+         * ends after it */
+        for (;;) {
+            if (j->depth == 0)
+                return r;
+            d = j->depth;
+            store(j, r);
+            skip_ws(j);
+            if (*j->p == ',') {
+                j->p++;
+                skip_ws(j);
+                if (j->kind[d] == '{' && object_key(j) != J_OK)
+                    return J_ERR;
+                break; /* the next member's value */
+            }
+            if (*j->p != (j->kind[d] == '[' ? ']' : '}'))
+                return fail(j, j->p, j->kind[d] == '[' ? "expected ',' or ']'" : "expected ',' or '}'", 1);
+            j->p++;
+            leave(j);
+            r = J_OK;
+        }
     }
 }
 
@@ -501,8 +514,10 @@ static int push_error(lua_State *L, const jstate *j) {
     char found[32] = "", msg[160];
     unsigned char c = (unsigned char)*j->errpos;
     if (j->err_found) {
-        if (c == '\0')
+        if (c == '\0' && j->errpos == j->end)
             snprintf(found, sizeof found, " but found the end");
+        else if (c == '\0')
+            snprintf(found, sizeof found, " but found a NUL byte");
         else if (c >= 0x20 && c < 0x7F)
             snprintf(found, sizeof found, " but found '%c'", c);
         else
@@ -542,10 +557,12 @@ int imm_json_decode(lua_State *L) {
         return push_error(L, &j);
     }
     skip_ws(&j);
-    r = parse_value(&j);
+    r = parse_document(&j);
     if (r != J_ERR) {
         skip_ws(&j);
-        if (*j.p != '\0')
+        /* a NUL before the real end is not the end: bytes after it would
+         * be ignored ({...}\0,"NextToken":...), so it is refused */
+        if (*j.p != '\0' || j.p != j.end)
             r = fail(&j, j.p, "expected the end", 1);
     }
     if (r == J_ERR) {

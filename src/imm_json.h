@@ -14,10 +14,14 @@
  *     are accepted, leading zeros, hex, inf and nan are not);
  *   - strings keep raw bytes as they are (no UTF-8 check); \uXXXX escapes
  *     become UTF-8, a lone surrogate is an error;
- *   - nesting deeper than 1000 arrays/objects is an error;
- *   - the document ends at the first NUL byte, as in lua-cjson (which reads
- *     a C string), and anything but whitespace after the value is an error;
- *     a NUL in the first two bytes is refused as UTF-16/32, as cjson does.
+ *   - nesting deeper than 1000 arrays/objects is an error; the parser is
+ *     iterative, so that depth needs no more C stack than depth 1 (it runs
+ *     on a 64 KB thread stack);
+ *   - anything but whitespace after the value is an error, a NUL byte
+ *     included: unlike lua-cjson, which reads a C string and stops at the
+ *     first NUL, no byte of the input is ignored (imm.decode's cjson
+ *     decoder refuses a NUL too); a NUL in the first two bytes is refused
+ *     as UTF-16/32, as cjson does.
  */
 #ifndef IMM_JSON_H
 #define IMM_JSON_H

@@ -119,6 +119,54 @@ int imm_hmac(imm_hash alg, const void *key, size_t keylen,
     return IMM_OK;
 }
 
+int imm_redact(imm_buf *out, const char *s, size_t n, const char *secret, size_t slen,
+               const char *mask, size_t mlen) {
+    imm_buf forms[2] = {IMM_BUF_INIT, IMM_BUF_INIT}, pass[2] = {IMM_BUF_INIT, IMM_BUF_INIT};
+    const char *cur = s;
+    size_t curlen = n;
+    int rc = IMM_ENOMEM, f, k = 0;
+    forms[0].sensitive = forms[1].sensitive = pass[0].sensitive = pass[1].sensitive = 1;
+    if (slen == 0)
+        return imm_buf_add(out, s, n) == 0 ? IMM_OK : IMM_ENOMEM;
+    /* forms[1]: encoded once; forms[0]: twice. Longest first, so a form
+     * is never cut by masking a shorter one inside it. */
+    if (imm_percent_encode(&forms[1], secret, slen) != IMM_OK ||
+        imm_percent_encode(&forms[0], forms[1].p, forms[1].len) != IMM_OK)
+        goto done;
+    for (f = 0; f < 3; f++) {
+        const char *form = f == 0 ? forms[0].p : f == 1 ? forms[1].p : secret;
+        size_t flen = f == 0 ? forms[0].len : f == 1 ? forms[1].len : slen, i = 0;
+        imm_buf *o = f == 2 ? out : &pass[k];
+        if (o != out)
+            imm_buf_clear(o);
+        while (i < curlen) {
+            if (curlen - i >= flen && memcmp(cur + i, form, flen) == 0) {
+                if (imm_buf_add(o, mask, mlen) != 0)
+                    goto done;
+                i += flen;
+            } else {
+                const char *next = memchr(cur + i + 1, form[0], curlen - i - 1);
+                size_t run = next != NULL ? (size_t)(next - (cur + i)) : curlen - i;
+                if (imm_buf_add(o, cur + i, run) != 0)
+                    goto done;
+                i += run;
+            }
+        }
+        if (imm_buf_add(o, "", 0) != 0) /* a NUL-terminated, non-NULL p */
+            goto done;
+        cur = o->p;
+        curlen = o->len;
+        k ^= 1;
+    }
+    rc = IMM_OK;
+done:
+    imm_buf_free(&forms[0]);
+    imm_buf_free(&forms[1]);
+    imm_buf_free(&pass[0]);
+    imm_buf_free(&pass[1]);
+    return rc;
+}
+
 int imm_random(unsigned char *out, size_t n) {
     if (n > 0x7fffffff || RAND_bytes(out, (int)n) != 1) {
         ERR_clear_error();
@@ -129,10 +177,12 @@ int imm_random(unsigned char *out, size_t n) {
 
 /* ---------------------------------------------------------------------- */
 
-/* An encoded pair lives in one shared buffer; offsets survive reallocation. */
+/* An encoded pair lives in one shared buffer; offsets survive reallocation.
+ * raw is the caller's pair, which decides the order. */
 typedef struct enc_pair {
     size_t koff, klen, voff, vlen;
     const char *base;
+    const imm_kv *raw;
 } enc_pair;
 
 static int cmp_bytes(const char *a, size_t alen, const char *b, size_t blen) {
@@ -143,12 +193,17 @@ static int cmp_bytes(const char *a, size_t alen, const char *b, size_t blen) {
     return alen < blen ? -1 : (alen > blen);
 }
 
+/* By raw name, as the official openapi-util does (Object.keys(q).sort(),
+ * then encode): the encoded name would order "A{" ("A%7B") before "Ab".
+ * Raw bytes compare as code points do for UTF-8 (JavaScript compares
+ * UTF-16 units, which differs only between U+E000-U+FFFF and astral
+ * characters). Equal names, possible only from C, go by raw value. */
 static int cmp_enc_pair(const void *x, const void *y) {
     const enc_pair *a = x, *b = y;
-    int c = cmp_bytes(a->base + a->koff, a->klen, b->base + b->koff, b->klen);
+    int c = cmp_bytes(a->raw->k, a->raw->klen, b->raw->k, b->raw->klen);
     if (c != 0)
         return c;
-    return cmp_bytes(a->base + a->voff, a->vlen, b->base + b->voff, b->vlen);
+    return cmp_bytes(a->raw->v, a->raw->vlen, b->raw->v, b->raw->vlen);
 }
 
 int imm_canonical_query(imm_buf *out, const imm_kv *pairs, size_t n,
@@ -176,8 +231,10 @@ int imm_canonical_query(imm_buf *out, const imm_kv *pairs, size_t n,
             goto nomem;
         ep[i].vlen = tmp.len - ep[i].voff;
     }
-    for (i = 0; i < n; i++)
+    for (i = 0; i < n; i++) {
         ep[i].base = tmp.p;
+        ep[i].raw = &pairs[i];
+    }
     qsort(ep, n, sizeof *ep, cmp_enc_pair);
     for (i = 0; i < n; i++) {
         if ((i > 0 && imm_buf_addc(out, '&') != 0) ||

@@ -48,10 +48,20 @@ typedef enum imm_hash {
 int imm_percent_encode(imm_buf *out, const char *s, size_t n);
 
 /* Appends `k=v&k=v...`: each key and value percent-encoded, pairs sorted by
- * encoded key, then by encoded value (so the order is total). This is both
- * the V3 canonical query and the V2 canonicalized query. */
+ * raw key (bytes), then by raw value (so the order is total), as the
+ * official openapi-util sorts. This is both the V3 canonical query and the
+ * V2 canonicalized query. */
 int imm_canonical_query(imm_buf *out, const imm_kv *pairs, size_t n,
                         char *err, size_t errlen);
+
+/* Appends s[0..n) to out with every occurrence of the secret, raw and
+ * percent-encoded once and twice, replaced by mask. The encoded copies of
+ * the secret live only in buffers wiped (OPENSSL_cleanse) before they are
+ * freed, as is every intermediate copy; out is the caller's (set its
+ * `sensitive` to have it wiped too). An empty secret copies s as is.
+ * Returns IMM_OK or IMM_ENOMEM (out is still valid and must be freed). */
+int imm_redact(imm_buf *out, const char *s, size_t n, const char *secret, size_t slen,
+               const char *mask, size_t mlen);
 
 /* digest of data[0..n) into out (IMM_MAX_DIGEST bytes at least); *outlen
  * receives its size. */

@@ -244,7 +244,9 @@ def parse_query(raw):
 
 
 def canonical_query(pairs):
-    encoded = sorted((percent_encode(k), percent_encode(v)) for k, v in pairs)
+    # sorted by raw name (then value), as the official openapi-util sorts
+    # (Object.keys(query).sort()), and only then encoded
+    encoded = [(percent_encode(k), percent_encode(v)) for k, v in sorted(pairs)]
     return "&".join(f"{k}={v}" for k, v in encoded)
 
 

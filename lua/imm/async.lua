@@ -201,7 +201,8 @@ end
 -- @tparam table lines header lines, `"Name: value"`
 -- @tparam string body
 -- @tparam boolean fresh send on a new connection
-function _M.transfer(handle, method, url, lines, body, fresh)
+-- @tparam[opt] number timeout seconds this transfer may take at most
+function _M.transfer(handle, method, url, lines, body, fresh, timeout)
   local task = running.task
   if task.cancelled then return nil, "Cancelled", "the task was cancelled" end
   if not multi then
@@ -209,7 +210,7 @@ function _M.transfer(handle, method, url, lines, body, fresh)
     if not m then return nil, code, msg end
     multi = m
   end
-  local id, code, msg = multi:add(handle, method, url, lines, body, fresh)
+  local id, code, msg = multi:add(handle, method, url, lines, body, fresh, timeout)
   if not id then return nil, code, msg end
   inflight[id] = task
   task.waiting = { id = id, handle = handle }

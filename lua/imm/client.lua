@@ -7,7 +7,7 @@
 -- @classmod imm.client
 
 local type, pairs, tostring, setmetatable, format = type, pairs, tostring, setmetatable, string.format
-local floor, min, find, sub, getmetatable = math.floor, math.min, string.find, string.sub, getmetatable
+local floor, min, find, getmetatable = math.floor, math.min, string.find, getmetatable
 local io_open, os_time = io.open, os.time
 
 local core = require "imm.core"
@@ -237,21 +237,10 @@ local function backoff(attempt, err)
   return core.random() * min(BACKOFF_CAP, BACKOFF_BASE * 2 ^ (attempt - 1))
 end
 
--- Replaces every form of `secret` a debug line could hold with "***".
-local function redact(line, secret)
-  if not secret or secret == "" then return line end
-  local once = core.percent_encode(secret)
-  for _, form in ipairs { core.percent_encode(once), once, secret } do
-    local i = 1
-    while true do
-      local a, b = find(line, form, i, true)
-      if not a then break end
-      line = sub(line, 1, a - 1) .. "***" .. sub(line, b + 1)
-      i = a + 3
-    end
-  end
-  return line
-end
+-- Replaces every form of `secret` a debug line could hold (raw, encoded
+-- once or twice) with "***". In C, so the encoded copies of the secret are
+-- wiped buffers, never Lua strings that linger until collected.
+local redact = core.redact
 
 -- One signed exchange: sign afresh (new date and nonce), send, classify.
 -- `method` is "POST" unless the call asked for "GET"; `fresh` asks the

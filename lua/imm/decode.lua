@@ -50,6 +50,10 @@ function _M.cjson(body)
     cjson = cjson_safe.new()
     cjson.decode_invalid_numbers(false)  -- NaN and Infinity are not JSON
   end
+  -- cjson reads a C string and would ignore whatever follows a NUL byte
+  -- ('{...}\0,"NextToken":...'); no valid JSON holds one
+  local nul = find(body, "\0", 1, true)
+  if nul then return nil, "unexpected NUL byte at character " .. nul end
   local v, err = cjson.decode(body)
   if v == nil and err then return nil, err end
   -- The walk costs as much as a fifth of a call; a body without the token

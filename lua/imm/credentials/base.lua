@@ -321,18 +321,11 @@ end
 -- @usage err.message = base.scrub(err.message, { src.access_key_secret, src.security_token }, 2)
 function _M.scrub(s, secrets, n)
   s = gsub(s, "[Ss]tring to sign is:?.*$", "string to sign is: <withheld>")
-  local pe = core.percent_encode
   for i = 1, n or #secrets do
     local secret = secrets[i]
     if type(secret) == "string" and #secret >= 4 then
-      local forms = { secret, pe(secret), pe(pe(secret)) }
-      for _, f in ipairs(forms) do
-        local a, b = find(s, f, 1, true)
-        while a do
-          s = sub(s, 1, a - 1) .. "<redacted>" .. sub(s, b + 1)
-          a, b = find(s, f, a + 10, true)
-        end
-      end
+      -- in C: the encoded forms are wiped buffers, not lingering Lua strings
+      s = core.redact(s, secret, "<redacted>")
     end
   end
   return s
@@ -363,10 +356,33 @@ end
 local HTTP = {}
 HTTP.__index = HTTP
 
+--- Whether a URL's host is on this machine or link-local (loopback
+-- 127.0.0.0/8, `localhost`, `::1`, 169.254.0.0/16, `fe80::/10`, and the
+-- ECS metadata address 100.100.100.200): a proxy has no business seeing
+-- credentials fetched from there.
+-- @tparam string url
+-- @treturn boolean
+-- @usage base.is_local_url("http://127.0.0.1:9000/creds")  -- true
+function _M.is_local_url(url)
+  local host = match(url, "^%a[%w+.-]*://[^/?#@]*@([^/?#]+)") or match(url, "^%a[%w+.-]*://([^/?#]+)")
+  if not host then return false end
+  host = lower(host)
+  local v6 = match(host, "^%[([^%]]*)%]")
+  if v6 then
+    return v6 == "::1" or match(v6, "^fe[89ab]%x:") ~= nil
+  end
+  host = gsub(host, ":%d*$", "")
+  if host == "localhost" or match(host, "%.localhost$") or host == "100.100.100.200" then return true end
+  local a, b = match(host, "^(%d+)%.(%d+)%.%d+%.%d+$")
+  return a == "127" or (a == "169" and b == "254")
+end
+
 --- An HTTP helper over `imm.transport` (cosockets inside nginx, libcurl
 -- elsewhere). The transport opens on first use and is reused.
 -- @tparam table opts `transport`, `connect_timeout`, `timeout`, `ca_file`, `insecure`
--- @tparam table defaults default `connect_timeout` and `timeout`
+-- @tparam table defaults default `connect_timeout` and `timeout`, and
+--   `no_proxy = true` for a service a proxy must never see (link-local
+--   metadata, a credentials URI on this host)
 -- @tparam function trace from `tracer`
 -- @treturn table with a `request` method
 -- @usage local http = base.http(o, { connect_timeout = 1, timeout = 1 }, trace)
@@ -378,6 +394,7 @@ function _M.http(opts, defaults, trace)
       timeout = opts.timeout or defaults.timeout,
       ca_file = opts.ca_file, insecure = opts.insecure,
       user_agent = USER_AGENT, max_response_bytes = 1024 * 1024,
+      no_proxy = defaults.no_proxy,
     },
     trace = trace,
   }, HTTP)

@@ -29,7 +29,6 @@ function _M.new(opts)
   if not o then return nil, err end
   local getenv = base.getenv(o)
   local trace, tracing = base.tracer("credentials_uri", o)
-  local http = base.http(o, { connect_timeout = 5, timeout = 10 }, tracing and trace)
 
   local function build()
     local uri = o.uri or getenv("ALIBABA_CLOUD_CREDENTIALS_URI")
@@ -41,6 +40,10 @@ function _M.new(opts)
     end
     if not match(uri, "^%a+://[^/?#]+[/?]") then uri = uri .. "/" end
     local where = "credentials URI " .. shown(uri)
+    -- a service on this host or link-local is reached directly, never
+    -- through a proxy, which would see the credentials in the reply
+    local http = base.http(o, { connect_timeout = 5, timeout = 10, no_proxy = base.is_local_url(uri) },
+      tracing and trace)
     local function fetch()
       local res, rerr = http:request { method = "GET", url = uri, shown_url = shown(uri),
         headers = { accept = "application/json" } }

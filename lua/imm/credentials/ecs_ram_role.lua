@@ -51,7 +51,8 @@ function _M.new(opts)
   end
   local getenv = base.getenv(o)
   local trace, tracing = base.tracer("ecs_ram_role", o)
-  local http = base.http(o, { connect_timeout = 1, timeout = 1 }, tracing and trace)
+  -- never through a proxy: the replies carry the instance's credentials
+  local http = base.http(o, { connect_timeout = 1, timeout = 1, no_proxy = true }, tracing and trace)
   local role  -- configured or discovered, then kept
 
   local function build()

@@ -7,9 +7,10 @@
 -- usual. Both paths are the same C code: start, transfer, finish.
 --
 -- Transport interface (what any transport implements):
---   `t:request{ method, url, headers = { name = value }, body, fresh }`
+--   `t:request{ method, url, headers = { name = value }, body, fresh, timeout }`
 --     (`fresh`: send on a new connection, never on a reused one, so that
---     nothing sends the request a second time by itself)
+--     nothing sends the request a second time by itself; `timeout`:
+--     seconds this attempt may take at most, below the transport's own)
 --     -> `{ status = n, headers = { lower-name = value }, body = "..." }`
 --     or `nil, err` (an imm error: ConnectionFailed, Timeout, TLSError, ...);
 --     `err.sent == false` says no byte of the request reached a connection
@@ -35,7 +36,8 @@ end
 
 --- Opens a transport.
 -- @tparam table opts `connect_timeout`, `timeout` (seconds), `ca_file`,
---   `insecure`, `user_agent`, `max_response_bytes`, `async`
+--   `insecure`, `user_agent`, `max_response_bytes`, `async`, `no_proxy`
+--   (never use a proxy, even when `http_proxy` and friends say so)
 -- @return transport, or nil, err
 function _M.new(opts)
   local o = {
@@ -45,6 +47,7 @@ function _M.new(opts)
     insecure = opts.insecure,
     user_agent = opts.user_agent,
     max_response_bytes = opts.max_response_bytes,
+    no_proxy = opts.no_proxy,
   }
   local h, err = open_handle(o)
   if not h then return nil, err end
@@ -65,7 +68,7 @@ function _M:_take()
 end
 
 --- Sends one request.
--- @tparam table req `{ method, url, headers = { name = value }, body, fresh }`
+-- @tparam table req `{ method, url, headers = { name = value }, body, fresh, timeout }`
 -- @return `{ status, headers, body }`, or nil, err
 function _M:request(req)
   local lines, n = {}, 0
@@ -73,14 +76,18 @@ function _M:request(req)
     n = n + 1
     lines[n] = k .. ": " .. v
   end
+  -- the attempt's cap; one already spent still ends the attempt at once
+  -- (0 would mean "no cap" to the C core)
+  local cap = req.timeout
+  if type(cap) == "number" and (cap ~= cap or cap <= 0) then cap = 0.001 end
   local status, body, headers, st, sent
   if self.async and async.current() then
     local h, err = self:_take()
     if not h then return nil, err end
-    status, body, headers, st, sent = async.transfer(h, req.method, req.url, lines, req.body, req.fresh)
+    status, body, headers, st, sent = async.transfer(h, req.method, req.url, lines, req.body, req.fresh, cap)
     if self.closed then h:close() else self.idle[#self.idle + 1] = h end
   else
-    status, body, headers, st, sent = self.handle:request(req.method, req.url, lines, req.body, req.fresh)
+    status, body, headers, st, sent = self.handle:request(req.method, req.url, lines, req.body, req.fresh, cap)
   end
   if not status then
     return nil, errors.new(body, headers, { status = st, sent = sent })

@@ -83,9 +83,9 @@ local function io_error(err, stage, status)
     return errors.new("Timeout", stage .. " timed out", { status = status })
   end
   if stage == "reading the body" and not find(err, "reset", 1, true) then
-    -- the peer closed cleanly before the promised end: a truncated reply
-    return errors.new("InvalidResponse", "response body truncated (" .. err .. ")",
-      { status = status, retryable = false })
+    -- the peer closed cleanly before the promised end: the reply was lost
+    -- on the way, as with a reset, so a read may be sent again
+    return errors.new("ConnectionFailed", "response body truncated (" .. err .. ")", { status = status })
   end
   return errors.new("ConnectionFailed", stage .. " failed: " .. err, { status = status })
 end
