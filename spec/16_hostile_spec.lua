@@ -143,9 +143,9 @@ describe("a hostile server", function()
           assert.equal(429, r.err.status)
           assert.truthy(r.err.code:find("^Throttling"), r.err.code)
           plain.script { { status = 429, headers = { ["Retry-After"] = "0" }, body = "" },
-            { status = 200, body = '{"RequestId":"r","Binding":{"URI":"oss://b/"}}' } }
+            { status = 200, body = '{"RequestId":"r","Binding":{"URI":"oss://bkt/"}}' } }
           r = run(tr, { mode = "call", action = "CreateBinding", max_retries = 1,
-            params = { ProjectName = "p", DatasetName = "d", URI = "oss://b/" } })
+            params = { ProjectName = "p", DatasetName = "d", URI = "oss://bkt/" } })
           assert.is_nil(r.err, cjson.encode(r))
           assert.equal(2, #plain.log())
         end)
@@ -310,7 +310,7 @@ describe("a hostile server", function()
 
     it("may fail with nothing at all", function()
       local c = client(function() return nil end)
-      local res, err = c:call("CreateBinding", { ProjectName = "p", DatasetName = "d", URI = "oss://b/" })
+      local res, err = c:call("CreateBinding", { ProjectName = "p", DatasetName = "d", URI = "oss://bkt/" })
       assert.is_nil(res)
       assert.equal("ConnectionFailed", err.code)
       assert.equal(1, err.attempts)  -- a mutation: the request may have gone out

@@ -7,7 +7,8 @@
 -- @classmod imm.client
 
 local type, pairs, tostring, setmetatable, format = type, pairs, tostring, setmetatable, string.format
-local floor, min, find, sub, getmetatable = math.floor, math.min, string.find, string.sub, getmetatable
+local floor, min, find, sub, gsub, getmetatable = math.floor, math.min, string.find, string.sub, string.gsub,
+  getmetatable
 local io_open, os_time = io.open, os.time
 
 local core = require "imm.core"
@@ -158,6 +159,7 @@ function Client.new(opts)
   if not connect_timeout then return nil, err end
   timeout, err = positive(opts, "timeout", 10)
   if not timeout then return nil, err end
+  self.timeout = timeout
 
   local retries = opts.max_retries or 3
   if retries ~= floor(retries) or retries < 0 or retries > 20 then
@@ -235,26 +237,41 @@ local function backoff(attempt, err)
   return core.random() * min(BACKOFF_CAP, BACKOFF_BASE * 2 ^ (attempt - 1))
 end
 
--- Replaces every form of `secret` a debug line could hold with "***".
+-- Replaces every form of `secret` a debug line could hold with "***":
+-- as given, and trimmed, since the canonical request holds header values
+-- without their surrounding whitespace.
 local function redact(line, secret)
-  if not secret or secret == "" then return line end
-  local once = core.percent_encode(secret)
-  for _, form in ipairs { core.percent_encode(once), once, secret } do
-    local i = 1
-    while true do
-      local a, b = find(line, form, i, true)
-      if not a then break end
-      line = sub(line, 1, a - 1) .. "***" .. sub(line, b + 1)
-      i = a + 3
+  if not secret then return line end
+  for _, s in ipairs { secret, (gsub(secret, "^%s*(.-)%s*$", "%1")) } do
+    if s ~= "" then
+      local once = core.percent_encode(s)
+      for _, form in ipairs { core.percent_encode(once), once, s } do
+        local i = 1
+        while true do
+          local a, b = find(line, form, i, true)
+          if not a then break end
+          line = sub(line, 1, a - 1) .. "***" .. sub(line, b + 1)
+          i = a + 3
+        end
+      end
     end
   end
   return line
 end
 
+-- What a transport failed with, as an imm error: a table or function
+-- transport may return `nil, "message"`, or nothing at all.
+local function transport_failure(err)
+  if errors.is_error(err) then return err end
+  return errors.new("ConnectionFailed", "the transport failed: "
+    .. (err == nil and "it returned neither a response nor an error" or tostring(err)))
+end
+
 -- One signed exchange: sign afresh (new date and nonce), send, classify.
 -- `method` is "POST" unless the call asked for "GET"; `fresh` asks the
--- transport for a new connection (mutations: see may_retry).
-function Client:_attempt(action, query, creds, def, method, fresh)
+-- transport for a new connection (mutations: see may_retry); `timeout`, when
+-- given, caps the attempt (what is left of the deadline).
+function Client:_attempt(action, query, creds, def, method, fresh, timeout)
   method = method or "POST"
   local ep = self.endpoint
   local signed, code, msg = signer.sign {
@@ -281,14 +298,23 @@ function Client:_attempt(action, query, creds, def, method, fresh)
   local headers = signed.headers
   headers.accept = "application/json"
   local res, err = self.transport:request { method = method, url = url, headers = headers, body = "",
-    fresh = fresh }
-  if not res then return nil, err end
-  local v, perr = response.parse(res, self.decode, def)
+    fresh = fresh, timeout = timeout }
+  local v, perr
+  if not res then
+    perr = transport_failure(err)
+  elseif type(res) ~= "table" or type(res.status) ~= "number" then
+    perr = errors.new("InvalidResponse", "the transport returned " .. type(res) .. ", not a response table",
+      { retryable = false })
+  else
+    v, perr = response.parse(res, self.decode, def)
+  end
   if not v and perr then
-    -- SignatureDoesNotMatch echoes the string to sign; with V2 it holds the token
-    perr.message = scrub(tostring(perr.message), { creds.access_key_secret, creds.security_token }, 2)
-    if type(perr.recommend) == "string" then
-      perr.recommend = scrub(perr.recommend, { creds.access_key_secret, creds.security_token }, 2)
+    -- SignatureDoesNotMatch echoes the string to sign (with V2 it holds the
+    -- token), and a hostile server may echo the token anywhere: every
+    -- string field of the error is scrubbed
+    local secrets = { creds.access_key_secret, creds.security_token }
+    for k, f in pairs(perr) do
+      if type(f) == "string" then perr[k] = scrub(f, secrets, 2) end
     end
   end
   return v, perr
@@ -328,7 +354,8 @@ end
 local function may_retry(err, idempotent)
   if not err.retryable then return false end
   if idempotent then return true end
-  if err.sent == false then return true end
+  -- 429: refused before it was acted on, whatever the body said
+  if err.sent == false or err.status == 429 then return true end
   return type(err.code) == "string" and find(err.code, "^Throttling") ~= nil
 end
 
@@ -374,8 +401,18 @@ function Client:call(action, params, opts)
   local attempt, resigned = 0, false
   while true do
     attempt = attempt + 1
+    -- the deadline bounds the whole call: each attempt gets what is left
+    local timeout
+    if started then
+      timeout = self.deadline - (core.monotonic() - started)
+      if timeout <= 0 then
+        return nil, errors.new("Timeout", format("deadline of %gs reached after %d attempts", self.deadline,
+          attempt - 1), { attempts = attempt - 1 })
+      end
+      timeout = min(timeout, self.timeout)
+    end
     local res
-    res, err = self:_attempt(action, query, creds, def, opts.method, not idempotent)
+    res, err = self:_attempt(action, query, creds, def, opts.method, not idempotent, timeout)
     if res then return res end
     err.attempts = attempt
     if SKEW_CODES[err.code] and err.server_time and not resigned then

@@ -68,6 +68,10 @@ end
 -- @tparam table req `{ method, url, headers = { name = value }, body, fresh }`
 -- @return `{ status, headers, body }`, or nil, err
 function _M:request(req)
+  -- closed: refused in both modes (an async request would open a new handle)
+  if self.closed then
+    return nil, errors.new("InvalidState", "the client is closed", { retryable = false })
+  end
   local lines, n = {}, 0
   for k, v in pairs(req.headers) do
     n = n + 1
