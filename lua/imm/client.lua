@@ -237,25 +237,38 @@ local function backoff(attempt, err)
   return core.random() * min(BACKOFF_CAP, BACKOFF_BASE * 2 ^ (attempt - 1))
 end
 
--- Replaces every form of `secret` a debug line could hold with "***":
--- as given, and trimmed, since the canonical request holds header values
--- without their surrounding whitespace.
+-- Replaces every form of `secret` a debug line could hold with "***".
 local function redact(line, secret)
-  if not secret then return line end
-  for _, s in ipairs { secret, (gsub(secret, "^%s*(.-)%s*$", "%1")) } do
-    if s ~= "" then
-      local once = core.percent_encode(s)
-      for _, form in ipairs { core.percent_encode(once), once, s } do
-        local i = 1
-        while true do
-          local a, b = find(line, form, i, true)
-          if not a then break end
-          line = sub(line, 1, a - 1) .. "***" .. sub(line, b + 1)
-          i = a + 3
-        end
-      end
+  if not secret or secret == "" then return line end
+  local once = core.percent_encode(secret)
+  for _, form in ipairs { core.percent_encode(once), once, secret } do
+    local i = 1
+    while true do
+      local a, b = find(line, form, i, true)
+      if not a then break end
+      line = sub(line, 1, a - 1) .. "***" .. sub(line, b + 1)
+      i = a + 3
     end
   end
+  return line
+end
+
+-- A secret and, when it differs, its trimmed form: a header value travels
+-- without its surrounding blanks, so the canonical request and a server's
+-- echo hold the trimmed one.
+local function trimmed(secret)
+  if type(secret) ~= "string" then return nil end
+  local t = gsub(secret, "^%s*(.-)%s*$", "%1")
+  if t == secret or t == "" then return nil end
+  return t
+end
+
+-- Masks the token in a debug line, as given and trimmed.
+local function mask(line, token)
+  if not token then return line end
+  line = redact(line, token)
+  local t = trimmed(token)
+  if t then line = redact(line, t) end
   return line
 end
 
@@ -288,9 +301,9 @@ function Client:_attempt(action, query, creds, def, method, fresh, timeout)
     -- the secret never enters these strings; the token does, so it is masked
     local token = creds.security_token
     if signed.canonical_request then
-      self.debug("canonical request:\n" .. redact(signed.canonical_request, token))
+      self.debug("canonical request:\n" .. mask(signed.canonical_request, token))
     end
-    self.debug("string to sign:\n" .. redact(signed.string_to_sign, token))
+    self.debug("string to sign:\n" .. mask(signed.string_to_sign, token))
   end
   local url = ep.base .. "/"
   if signed.query ~= "" then url = url .. "?" .. signed.query end
@@ -312,9 +325,10 @@ function Client:_attempt(action, query, creds, def, method, fresh, timeout)
     -- SignatureDoesNotMatch echoes the string to sign (with V2 it holds the
     -- token), and a hostile server may echo the token anywhere: every
     -- string field of the error is scrubbed
-    local secrets = { creds.access_key_secret, creds.security_token }
+    local secret, token = creds.access_key_secret, creds.security_token
+    local secrets = { secret, token, trimmed(secret), trimmed(token) }
     for k, f in pairs(perr) do
-      if type(f) == "string" then perr[k] = scrub(f, secrets, 2) end
+      if type(f) == "string" then perr[k] = scrub(f, secrets, 4) end
     end
   end
   return v, perr

@@ -325,12 +325,7 @@ function _M.scrub(s, secrets, n)
   for i = 1, n or #secrets do
     local secret = secrets[i]
     if type(secret) == "string" and #secret >= 4 then
-      -- also trimmed: a header value travels without its surrounding blanks
-      local trimmed = gsub(secret, "^%s*(.-)%s*$", "%1")
-      local forms = { pe(pe(secret)), pe(secret), secret }
-      if trimmed ~= secret and #trimmed >= 4 then
-        forms[4], forms[5], forms[6] = pe(pe(trimmed)), pe(trimmed), trimmed
-      end
+      local forms = { secret, pe(secret), pe(pe(secret)) }
       for _, f in ipairs(forms) do
         local a, b = find(s, f, 1, true)
         while a do
