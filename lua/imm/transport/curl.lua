@@ -22,7 +22,7 @@
 local core = require "imm.core"
 local errors = require "imm.errors"
 local async = require "imm.async"
-local setmetatable, pairs = setmetatable, pairs
+local setmetatable, pairs, find = setmetatable, pairs, string.find
 
 local _M = { name = "curl" }
 _M.__index = _M
@@ -87,6 +87,11 @@ function _M:request(req)
     status, body, headers, st, sent = self.handle:request(req.method, req.url, lines, req.body, req.fresh)
   end
   if not status then
+    -- libcurl reports a malformed chunked body as a receive error; it is a
+    -- broken reply, not a lost one, and sending again would not mend it
+    if body == "ConnectionFailed" and find(headers or "", "chunked-encoding", 1, true) then
+      return nil, errors.new("InvalidResponse", headers, { status = st, sent = sent, retryable = false })
+    end
     return nil, errors.new(body, headers, { status = st, sent = sent })
   end
   return { status = status, body = body, headers = headers }
