@@ -138,8 +138,8 @@ function M.run(a)
       if n >= LIMIT then out.cut_off = true break end
     end
   elseif mode == "all" then
-    -- all_bindings has no way out of a loop: bound it by the attempts a
-    -- counting transport lets through
+    -- no way to cut all_bindings off: a spec that expects a loop ends its
+    -- script with a last page, so a looping listing ends with a wrong count
     local all, err = c:all_bindings(params)
     out.err = error_fields(err)
     if all then out.count = #all.Bindings end
