@@ -79,7 +79,7 @@ function _M.parse(res, decode, def)
       { status = status, request_id = request_id, retryable = false })
   end
   -- `[]` decodes to the same empty table as `{}`: only the text tells them apart
-  if type(v) ~= "table" or is_array(v) or not find(body, "^%s*{") then
+  if type(v) ~= "table" or is_array(v) or type(body) ~= "string" or not find(body, "^%s*{") then
     return invalid("response is not a JSON object", status, request_id)
   end
   if def and def.items then
