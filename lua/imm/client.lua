@@ -7,7 +7,7 @@
 -- @classmod imm.client
 
 local type, pairs, tostring, setmetatable, format = type, pairs, tostring, setmetatable, string.format
-local floor, min, find, getmetatable = math.floor, math.min, string.find, getmetatable
+local floor, min, find, gsub, getmetatable = math.floor, math.min, string.find, string.gsub, getmetatable
 local io_open, os_time = io.open, os.time
 
 local core = require "imm.core"
@@ -160,6 +160,7 @@ function Client.new(opts)
   if not connect_timeout then return nil, err end
   timeout, err = positive(opts, "timeout", 10)
   if not timeout then return nil, err end
+  self.timeout = timeout
 
   local retries = opts.max_retries or 3
   if retries ~= floor(retries) or retries < 0 or retries > 20 then
@@ -242,11 +243,39 @@ end
 -- wiped buffers, never Lua strings that linger until collected.
 local redact = core.redact
 
+-- A secret and, when it differs, its trimmed form: a header value travels
+-- without its surrounding blanks, so the canonical request and a server's
+-- echo hold the trimmed one.
+local function trimmed(secret)
+  if type(secret) ~= "string" then return nil end
+  local t = gsub(secret, "^%s*(.-)%s*$", "%1")
+  if t == secret or t == "" then return nil end
+  return t
+end
+
+-- Masks the token in a debug line, as given and trimmed.
+local function mask(line, token)
+  if not token then return line end
+  line = redact(line, token)
+  local t = trimmed(token)
+  if t then line = redact(line, t) end
+  return line
+end
+
+-- What a transport failed with, as an imm error: a table or function
+-- transport may return `nil, "message"`, or nothing at all.
+local function transport_failure(err)
+  if errors.is_error(err) then return err end
+  return errors.new("ConnectionFailed", "the transport failed: "
+    .. (err == nil and "it returned neither a response nor an error" or tostring(err)))
+end
+
 -- One signed exchange: sign afresh (new date and nonce), send, classify.
 -- `method` is "POST" unless the call asked for "GET"; `fresh` asks the
 -- transport for a new connection (mutations: see may_retry). `form`, when
--- a table, holds the parameters that go in an x-www-form-urlencoded body.
-function Client:_attempt(action, query, creds, def, method, fresh, form)
+-- a table, holds the parameters that go in an x-www-form-urlencoded body;
+-- `timeout`, when given, caps the attempt (what is left of the deadline).
+function Client:_attempt(action, query, creds, def, method, fresh, form, timeout)
   method = method or "POST"
   local ep = self.endpoint
   local signed, code, msg = signer.sign {
@@ -263,9 +292,9 @@ function Client:_attempt(action, query, creds, def, method, fresh, form)
     -- the secret never enters these strings; the token does, so it is masked
     local token = creds.security_token
     if signed.canonical_request then
-      self.debug("canonical request:\n" .. redact(signed.canonical_request, token))
+      self.debug("canonical request:\n" .. mask(signed.canonical_request, token))
     end
-    self.debug("string to sign:\n" .. redact(signed.string_to_sign, token))
+    self.debug("string to sign:\n" .. mask(signed.string_to_sign, token))
   end
   local url = ep.base .. "/"
   if signed.query ~= "" then url = url .. "?" .. signed.query end
@@ -273,22 +302,30 @@ function Client:_attempt(action, query, creds, def, method, fresh, form)
   local headers = signed.headers
   headers.accept = "application/json"
   local res, err = self.transport:request { method = method, url = url, headers = headers, body = signed.body,
-    fresh = fresh }
+    fresh = fresh, timeout = timeout }
+  local v, perr
   if not res then
+    perr = transport_failure(err)
     -- what to do about it, when the failure says: plain HTTP, an unknown region
-    local hint = errors.is_error(err) and endpoint.hint(ep, err)
+    local hint = endpoint.hint(ep, perr)
     if hint then
-      err.hint = hint
-      err.message = tostring(err.message) .. " (" .. hint .. ")"
+      perr.hint = hint
+      perr.message = tostring(perr.message) .. " (" .. hint .. ")"
     end
-    return nil, err
+  elseif type(res) ~= "table" or type(res.status) ~= "number" then
+    perr = errors.new("InvalidResponse", "the transport returned " .. type(res) .. ", not a response table",
+      { retryable = false })
+  else
+    v, perr = response.parse(res, self.decode, def)
   end
-  local v, perr = response.parse(res, self.decode, def)
   if not v and perr then
-    -- SignatureDoesNotMatch echoes the string to sign; with V2 it holds the token
-    perr.message = scrub(tostring(perr.message), { creds.access_key_secret, creds.security_token }, 2)
-    if type(perr.recommend) == "string" then
-      perr.recommend = scrub(perr.recommend, { creds.access_key_secret, creds.security_token }, 2)
+    -- SignatureDoesNotMatch echoes the string to sign (with V2 it holds the
+    -- token), and a hostile server may echo the token anywhere: every
+    -- string field of the error is scrubbed
+    local secret, token = creds.access_key_secret, creds.security_token
+    local secrets = { secret, token, trimmed(secret), trimmed(token) }
+    for k, f in pairs(perr) do
+      if type(f) == "string" then perr[k] = scrub(f, secrets, 4) end
     end
   end
   return v, perr
@@ -328,7 +365,8 @@ end
 local function may_retry(err, idempotent)
   if not err.retryable then return false end
   if idempotent then return true end
-  if err.sent == false then return true end
+  -- 429: refused before it was acted on, whatever the body said
+  if err.sent == false or err.status == 429 then return true end
   return type(err.code) == "string" and find(err.code, "^Throttling") ~= nil
 end
 
@@ -404,8 +442,18 @@ function Client:call(action, params, opts)
   local attempt, resigned = 0, false
   while true do
     attempt = attempt + 1
+    -- the deadline bounds the whole call: each attempt gets what is left
+    local timeout
+    if started then
+      timeout = self.deadline - (core.monotonic() - started)
+      if timeout <= 0 then
+        return nil, errors.new("Timeout", format("deadline of %gs reached after %d attempts", self.deadline,
+          attempt - 1), { attempts = attempt - 1 })
+      end
+      timeout = min(timeout, self.timeout)
+    end
     local res
-    res, err = self:_attempt(action, query, creds, def, opts.method, not idempotent, form)
+    res, err = self:_attempt(action, query, creds, def, opts.method, not idempotent, form, timeout)
     if res then return res end
     err.attempts = attempt
     if SKEW_CODES[err.code] and err.server_time and not resigned then

@@ -53,10 +53,16 @@ _M.Error = Error
 _M.codes = {
   InvalidParameter = "InvalidParameter",   -- a wrong type, a value out of range, an unknown name
   MissingParameter = "MissingParameter",   -- a required parameter is absent or empty
-  ConnectionFailed = "ConnectionFailed",   -- DNS, connect, reset, nothing received
-  Timeout = "Timeout",                     -- connect_timeout or timeout elapsed
+  ConnectionFailed = "ConnectionFailed",   -- DNS, connect, reset, closed mid-reply; a transport's own error
+  Timeout = "Timeout",                     -- connect_timeout, timeout or the call's deadline elapsed
   TLSError = "TLSError",                   -- handshake or certificate verification
-  InvalidResponse = "InvalidResponse",     -- not what the service promises (bad JSON, HTML, truncated)
+  InvalidResponse = "InvalidResponse",     -- not what the service promises (bad JSON, HTML, a looping
+                                           -- NextToken, a list element that is not an object, a line too long)
+  Throttling = "Throttling",               -- HTTP 429 without an IMM error body (a proxy's page, nothing)
+  InvalidState = "InvalidState",           -- the client (or handle) is closed; join from inside a task
+  SigningFailed = "SigningFailed",         -- the C core could not sign (OpenSSL failed)
+  OutOfMemory = "OutOfMemory",             -- an allocation in the C core failed
+  HTTPError = "HTTPError",                 -- libcurl could not set up a handle or transfer
   NoCredentials = "NoCredentials",         -- no provider yielded credentials
   UnsupportedPhase = "UnsupportedPhase",   -- inside nginx, in a phase without cosockets
   -- a broken credentials file (err.file, err.line), or a blocking client called inside an async task

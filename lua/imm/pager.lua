@@ -25,6 +25,7 @@ local errors = require "imm.errors"
 local WAIT = require("imm.async").WAIT
 local operations = require "imm.operations"
 local transport = require "imm.transport"
+local bad_element = require("imm.response").bad_element
 
 local _M = {}
 
@@ -49,6 +50,8 @@ local function settings(action, params, opts)
     page_size = opts.page_size,
     token = opts.start_token,
   }
+  -- response.parse checks the elements of the action's own list already
+  s.check_elements = not (def and def.items == s.items)
   if s.max_items ~= nil and (type(s.max_items) ~= "number" or s.max_items ~= floor(s.max_items)
       or s.max_items < 1) then
     return nil, errors.invalid("max_items must be a positive integer, got " .. tostring(s.max_items))
@@ -86,8 +89,16 @@ local function fetch(client, action, p, s, token, seen)
     return false, err
   end
   local list = page[s.items]
+  local problem
   if type(list) ~= "table" then
-    return false, errors.new("InvalidResponse", format("%s is missing from the response", s.items),
+    problem = format("%s is missing from the response", s.items)
+  elseif s.check_elements and bad_element(list) then
+    problem = format("%s[%d] in the response is not an object", s.items, bad_element(list))
+  elseif page.NextToken ~= nil and type(page.NextToken) ~= "string" then
+    problem = "NextToken in the response is a " .. type(page.NextToken) .. ", not a string"
+  end
+  if problem then
+    return false, errors.new("InvalidResponse", problem,
       { request_id = page.RequestId, next_token = token, retryable = false })
   end
   local n = #list
@@ -103,15 +114,22 @@ end
 
 -- The paging loop: calls emit(page, list, n) for each page. Returns true,
 -- or nil, err. Its state is locals, so a listing allocates only the copy of
--- the parameters.
+-- the parameters and the set of tokens it has sent: a server that hands
+-- out a token again (the same one, or a cycle) would keep it going forever.
 local function walk(client, action, params, s, emit)
   local p = {}
   for k, v in pairs(params or {}) do p[k] = v end
-  local token, seen = s.token or p.NextToken, 0
+  local token, seen, sent = s.token or p.NextToken, 0, {}
   repeat
+    if token ~= nil then sent[token] = true end
     local page, list, n, next_token
     page, list, n, next_token, seen = fetch(client, action, p, s, token, seen)
     if not page then return nil, list end
+    if next_token ~= nil and sent[next_token] then
+      return nil, errors.new("InvalidResponse", "the service returned a NextToken it had "
+        .. "returned before, so the listing would never end",
+        { request_id = page.RequestId, next_token = token, retryable = false })
+    end
     emit(page, list, n)
     token = next_token
   until token == nil

@@ -5,7 +5,7 @@
 -- @module imm.response
 
 local type, tostring, tonumber, next, format = type, tostring, tonumber, next, string.format
-local match, lower = string.match, string.lower
+local match, lower, find = string.match, string.lower, string.find
 local errors = require "imm.errors"
 
 local _M = {}
@@ -31,6 +31,24 @@ local function is_array(t)
   return t[1] ~= nil
 end
 
+--- Is every element of a response list an object? A pager hands the
+-- elements out one by one, and `false` or a number there would break its
+-- contract (an item, or `false, err` once). Returns the index of the first
+-- element that is not, or nil.
+-- @tparam table list
+-- @tparam[opt] integer n how many elements (default `#list`)
+function _M.bad_element(list, n)
+  for i = 1, n or #list do
+    local e = list[i]
+    if type(e) ~= "table" or e[1] ~= nil then return i end
+  end
+  return nil
+end
+
+local function invalid(message, status, request_id)
+  return nil, errors.new("InvalidResponse", message, { status = status, request_id = request_id, retryable = false })
+end
+
 --- Turns a transport result into the decoded response or an error.
 -- @tparam table res `{ status, headers, body }` from a transport
 -- @tparam function decode a decoder (see `imm.decode`)
@@ -42,6 +60,15 @@ function _M.parse(res, decode, def)
   local request_id = headers["x-acs-request-id"]
   if status < 200 or status > 299 then
     local err = errors.from_service(status, headers, (decode(body)), body)
+    if status == 429 then
+      -- Too Many Requests is throttling whatever the body says (a proxy's
+      -- HTML page, nothing, another code): the request was refused unseen.
+      if err.code == "InvalidResponse" then
+        err.code = "Throttling"
+        err.message = "HTTP 429 Too Many Requests (" .. err.message .. ")"
+      end
+      err.retryable = true
+    end
     err.retry_after = errors.retry_after(headers)
     err.server_time = _M.http_date(headers.date)
     return nil, err
@@ -51,19 +78,30 @@ function _M.parse(res, decode, def)
     return nil, errors.new("InvalidResponse", "response is not valid JSON: " .. tostring(derr),
       { status = status, request_id = request_id, retryable = false })
   end
-  if type(v) ~= "table" or is_array(v) then
-    return nil, errors.new("InvalidResponse", "response is not a JSON object",
-      { status = status, request_id = request_id, retryable = false })
+  -- `[]` decodes to the same empty table as `{}`: only the text tells them apart
+  if type(v) ~= "table" or is_array(v) or type(body) ~= "string" or not find(body, "^%s*{") then
+    return invalid("response is not a JSON object", status, request_id)
   end
   if def and def.items then
     local items = v[def.items]
     if items == nil then
       v[def.items] = {}
     elseif type(items) ~= "table" or (next(items) ~= nil and not is_array(items)) then
-      return nil, errors.new("InvalidResponse", format("%s in the response is not an array", def.items),
-        { status = status, request_id = v.RequestId or request_id, retryable = false })
+      return invalid(format("%s in the response is not an array", def.items), status, v.RequestId or request_id)
+    else
+      local i = _M.bad_element(items)
+      if i then
+        return invalid(format("%s[%d] in the response is a %s, not an object", def.items, i,
+          type(items[i]) == "userdata" and "null" or type(items[i])), status, v.RequestId or request_id)
+      end
     end
-    if v.NextToken == "" then v.NextToken = nil end
+    local token = v.NextToken
+    if token == "" then
+      v.NextToken = nil
+    elseif token ~= nil and type(token) ~= "string" then
+      return invalid("NextToken in the response is a " .. type(token) .. ", not a string", status,
+        v.RequestId or request_id)
+    end
   end
   return v
 end

@@ -23,7 +23,7 @@
 local core = require "imm.core"
 local errors = require "imm.errors"
 local async = require "imm.async"
-local setmetatable, pairs = setmetatable, pairs
+local setmetatable, pairs, find = setmetatable, pairs, string.find
 
 local _M = { name = "curl" }
 _M.__index = _M
@@ -71,6 +71,10 @@ end
 -- @tparam table req `{ method, url, headers = { name = value }, body, fresh, timeout }`
 -- @return `{ status, headers, body }`, or nil, err
 function _M:request(req)
+  -- closed: refused in both modes (an async request would open a new handle)
+  if self.closed then
+    return nil, errors.new("InvalidState", "the client is closed", { retryable = false })
+  end
   local lines, n = {}, 0
   for k, v in pairs(req.headers) do
     n = n + 1
@@ -90,6 +94,11 @@ function _M:request(req)
     status, body, headers, st, sent = self.handle:request(req.method, req.url, lines, req.body, req.fresh, cap)
   end
   if not status then
+    -- libcurl reports a malformed chunked body as a receive error; it is a
+    -- broken reply, not a lost one, and sending again would not mend it
+    if body == "ConnectionFailed" and find(headers or "", "chunked-encoding", 1, true) then
+      return nil, errors.new("InvalidResponse", headers, { status = st, sent = sent, retryable = false })
+    end
     return nil, errors.new(body, headers, { status = st, sent = sent })
   end
   return { status = status, body = body, headers = headers }

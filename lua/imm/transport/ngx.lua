@@ -18,6 +18,7 @@ local errors = require "imm.errors"
 local ngx = ngx
 local setmetatable, tonumber, tostring, pairs, type = setmetatable, tonumber, tostring, pairs, type
 local concat, lower, find, match, format = table.concat, string.lower, string.find, string.match, string.format
+local sub, byte = string.sub, string.byte
 local floor, max, min = math.floor, math.max, math.min
 
 local _M = { name = "ngx" }
@@ -30,6 +31,13 @@ local COSOCKET_PHASES = {
 }
 
 local KEEPALIVE_MS, POOL_SIZE = 60000, 32
+
+-- Caps on what a reply may make us hold besides its body: one status,
+-- header or chunk-size line, and all header (and trailer) lines together.
+-- Past them the reply is InvalidResponse, so a worker's memory stays within
+-- max_response_bytes plus these and one read.
+local LINE_MAX, HEADERS_MAX, READ_SIZE = 8192, 65536, 65536
+_M.LINE_MAX, _M.HEADERS_MAX = LINE_MAX, HEADERS_MAX
 
 --- Is the current nginx phase one where cosockets work? Returns the phase.
 function _M.phase_ok()
@@ -82,35 +90,62 @@ local function io_error(err, stage, status)
   if err == "timeout" then
     return errors.new("Timeout", stage .. " timed out", { status = status })
   end
+  if err == "too long" then
+    return errors.new("InvalidResponse", format("%s: a line longer than %d bytes", stage, LINE_MAX),
+      { status = status, retryable = false })
+  end
   if stage == "reading the body" and not find(err, "reset", 1, true) then
     -- the peer closed cleanly before the promised end: the reply was lost
     -- on the way, as with a reset, so a read may be sent again
     return errors.new("ConnectionFailed", "response body truncated (" .. err .. ")", { status = status })
   end
+  -- A clean close (FIN) before the promised end loses the reply just as a
+  -- reset does: a read may be sent again (the client decides).
   return errors.new("ConnectionFailed", stage .. " failed: " .. err, { status = status })
 end
 
--- A socket reader held to one deadline for the whole exchange. ngx_lua's
--- read timeout restarts whenever a byte arrives, so a server trickling one
--- byte at a time (slowloris) would outlast any per-read timeout: each read
--- here is given only the time left, and bodies are read piece by piece.
+-- A buffered socket reader held to one deadline for the whole exchange.
+-- ngx_lua's read timeout restarts whenever a byte arrives, and "*l" reads a
+-- line of any length, so a server trickling one byte at a time, or a line
+-- without end, would outlast any per-read timeout and any memory: here
+-- every read is receiveany, given only the time left, and a line is cut
+-- off at LINE_MAX. Errors are ngx_lua's strings, plus "too long".
 local function reader(sock, deadline)
   local r = {}
-  local function arm()
+  local buf, pos = "", 1
+  -- waits for at most `n` more bytes; returns them, or nil, err
+  local function more(n)
     local left = deadline - ngx.now()
-    if left <= 0 then return false end
+    if left <= 0 then return nil, "timeout" end
     sock:settimeout(max(1, floor(left * 1000)))
-    return true
+    return sock:receiveany(n)
   end
   function r.line()
-    if not arm() then return nil, "timeout" end
-    return sock:receive("*l")
+    while true do
+      local e = find(buf, "\n", pos, true)
+      if e then
+        if e - pos > LINE_MAX then return nil, "too long" end
+        local line = sub(buf, pos, byte(buf, e - 1) == 13 and e - 2 or e - 1)
+        pos = e + 1
+        return line
+      end
+      if #buf - pos >= LINE_MAX then return nil, "too long" end
+      local data, err = more(READ_SIZE)
+      if not data then return nil, err end
+      buf, pos = sub(buf, pos) .. data, 1
+    end
   end
   function r.bytes(n)
-    local parts, got = {}, 0
+    local have = #buf - pos + 1
+    if have >= n then
+      local data = sub(buf, pos, pos + n - 1)
+      pos = pos + n
+      return data
+    end
+    local parts, got = { sub(buf, pos) }, have
+    buf, pos = "", 1
     while got < n do
-      if not arm() then return nil, "timeout" end
-      local data, err = sock:receiveany(min(n - got, 65536))
+      local data, err = more(min(n - got, READ_SIZE))
       if not data then return nil, err end
       parts[#parts + 1] = data
       got = got + #data
@@ -118,28 +153,34 @@ local function reader(sock, deadline)
     return concat(parts)
   end
   function r.rest(cap)
-    local parts, got = {}, 0
+    local parts, got = { sub(buf, pos) }, #buf - pos + 1
+    buf, pos = "", 1
     while true do
-      if not arm() then return nil, "timeout" end
-      local data, err = sock:receiveany(65536)
+      if cap and got > cap then return nil, "too large" end
+      local data, err = more(READ_SIZE)
       if not data then
         if err == "closed" then return concat(parts) end
         return nil, err
       end
       parts[#parts + 1] = data
       got = got + #data
-      if cap and got > cap then return nil, "too large" end
     end
   end
+  -- bytes past the reply: the connection is out of step, not to be reused
+  function r.leftover() return pos <= #buf end
   return r
 end
 
 -- Reads the rest of the response after the status line.
-local function read_response(self, rd, status, method)
+local function read_response(self, rd, status, method, header_bytes)
   local headers = {}
+  local too_many = errors.new("InvalidResponse", format("more than %d bytes of header lines", HEADERS_MAX),
+    { status = status, retryable = false })
   while true do
     local line, err = rd.line()
     if not line then return nil, io_error(err, "reading headers", status) end
+    header_bytes = header_bytes + #line + 2
+    if header_bytes > HEADERS_MAX then return nil, too_many end
     if line == "" then break end
     local name, value = match(line, "^([^:]+):%s*(.-)%s*$")
     if name then
@@ -168,6 +209,8 @@ local function read_response(self, rd, status, method)
         repeat  -- trailers, up to the blank line
           line, err = rd.line()
           if not line then return nil, io_error(err, "reading the body", status) end
+          header_bytes = header_bytes + #line + 2
+          if header_bytes > HEADERS_MAX then return nil, too_many end
         until line == ""
         break
       end
@@ -209,22 +252,30 @@ local function read_response(self, rd, status, method)
     body = decoded
     headers["content-encoding"] = nil
   end
-  return { status = status, headers = headers, body = body }, nil, close_after
+  return { status = status, headers = headers, body = body }, nil, close_after or rd.leftover()
 end
 
 --- Sends one request. Same contract as `imm.transport.curl`.
 function _M:request(req)
   local ok, phase = _M.phase_ok()
   if not ok then return nil, phase_error(phase) end
+  if self.closed then
+    return nil, errors.new("InvalidState", "the client is closed", { retryable = false })
+  end
 
   local scheme, host, port, path = parse_url(req.url)
   if not scheme then
     return nil, errors.invalid("cannot parse URL " .. tostring(req.url))
   end
-  local deadline = ngx.now() + self.timeout
+  -- the attempt's bound: the client's timeout, or less (what is left of
+  -- the call's deadline); it holds every step, the connect included
+  local budget = self.timeout
+  if type(req.timeout) == "number" and req.timeout > 0 and req.timeout < budget then budget = req.timeout end
+  local deadline = ngx.now() + budget
   local sock = ngx.socket.tcp()
-  local timeout_ms = floor(self.timeout * 1000)
-  sock:settimeouts(self.connect_ms, timeout_ms, timeout_ms)
+  local timeout_ms = max(1, floor(budget * 1000))
+  sock:settimeouts(min(self.connect_ms, timeout_ms), timeout_ms, timeout_ms)
+  local function left_ms() return max(1, floor((deadline - ngx.now()) * 1000)) end
 
   -- Connections are pooled per scheme, host, port and verification mode, so a
   -- verified TLS connection is never handed to an unverified client or back.
@@ -244,6 +295,7 @@ function _M:request(req)
       { sent = false })
   end
   if scheme == "https" and sock:getreusedtimes() == 0 then
+    sock:settimeout(left_ms())
     local sok, serr = sock:sslhandshake(nil, host, self.verify)
     if not sok then
       sock:close()
@@ -275,6 +327,7 @@ function _M:request(req)
   out[#out + 1] = "\r\n"
   out[#out + 1] = body
 
+  sock:settimeout(left_ms())
   local sent, serr = sock:send(out)
   if not sent then
     sock:close()
@@ -294,17 +347,26 @@ function _M:request(req)
     sock:close()
     return nil, errors.new("InvalidResponse", "not an HTTP/1.x status line", { retryable = false })
   end
+  local header_bytes = #line + 2
   while status == 100 do  -- an interim response; the real one follows
-    repeat line = rd.line() until not line or line == ""
-    line, rerr = rd.line()
-    status = line and tonumber(match(line, "^HTTP/1%.[01] (%d%d%d)"))
+    repeat
+      line, rerr = rd.line()
+      if line then header_bytes = header_bytes + #line + 2 end
+    until not line or line == "" or header_bytes > HEADERS_MAX
+    if line == "" then line, rerr = rd.line() end  -- the next status line
+    if not line then
+      sock:close()
+      return nil, io_error(rerr, "reading the status line")
+    end
+    header_bytes = header_bytes + #line + 2
+    status = header_bytes <= HEADERS_MAX and tonumber(match(line, "^HTTP/1%.[01] (%d%d%d)"))
     if not status then
       sock:close()
-      return nil, io_error(rerr or "bad status line", "reading the status line")
+      return nil, errors.new("InvalidResponse", "a bad reply after an interim (100) response", { retryable = false })
     end
   end
 
-  local res, ferr, close_after = read_response(self, rd, status, req.method)
+  local res, ferr, close_after = read_response(self, rd, status, req.method, header_bytes)
   if not res then
     sock:close()
     return nil, ferr
@@ -322,7 +384,9 @@ function _M.sleep(_, seconds)
   ngx.sleep(seconds)
 end
 
---- Nothing to release: connections live in the worker's keep-alive pool.
-function _M.close() end
+--- Nothing to release (connections live in the worker's keep-alive pool),
+-- but a closed transport refuses requests (`InvalidState`), as the libcurl
+-- one does.
+function _M:close() self.closed = true end
 
 return _M
