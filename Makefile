@@ -162,7 +162,7 @@ async-specs:
 
 ## docs: LDoc HTML in build/docs (LuaLS ---@ annotations are stripped for LDoc)
 docs:
-	@rm -rf build/docs-src && mkdir -p build/docs-src && cp -r lua README.md config.ld build/docs-src/
+	@rm -rf build/docs-src build/docs && mkdir -p build/docs-src && cp -r lua README.md config.ld build/docs-src/
 	@find build/docs-src/lua -name '*.lua' -exec sed -i '/^---@/d' {} +
 	@cd build/docs-src && ldoc -d ../docs . | grep -v "^reading\|^format\|^output" ; \
 	  echo "imm: documentation in build/docs/index.html"

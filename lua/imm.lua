@@ -108,7 +108,10 @@ end
 -- `ALIBABA_CLOUD_REGION_ID` / `IMM_ENDPOINT`, keys from the environment).
 -- @section module
 
---- @return res, or nil, err
+--- Lists one page of bindings on the default client (`client:list_bindings`).
+-- @tparam table params `ProjectName` (required), `DatasetName`, `MaxResults`, `NextToken`, `Name`
+-- @return the response (`res.Bindings`, `res.NextToken`), or nil, err
+-- @usage local res, err = imm.list_bindings{ ProjectName = "immtest" }
 ---@param params imm.ListBindingsParams
 ---@return imm.ListBindingsResponse|nil res
 ---@return imm.Error|nil err
@@ -118,7 +121,12 @@ function _M.list_bindings(params)
   return c:list_bindings(params)
 end
 
---- @return res, or nil, err
+--- Calls any IMM action on the default client (`client:call`).
+-- @tparam string action e.g. "ListBindings"
+-- @tparam[opt] table params
+-- @tparam[opt] table opts `method`, `idempotent`
+-- @return the decoded response table, or nil, err
+-- @usage local res, err = imm.call("ListProjects", { MaxResults = 10 })
 ---@param action string
 ---@param params table|nil
 ---@param opts imm.CallOptions|nil
@@ -130,7 +138,10 @@ function _M.call(action, params, opts)
   return c:call(action, params, opts)
 end
 
---- @return res, or nil, err (see `imm.client:create_binding`)
+--- Creates a binding on the default client (`client:create_binding`).
+-- @tparam table params `ProjectName`, `DatasetName`, `URI`
+-- @return the response (`res.Binding`), or nil, err
+-- @usage local res, err = imm.create_binding{ ProjectName = "p", DatasetName = "d", URI = "oss://b/photos/" }
 ---@param params imm.BindingParams
 ---@return imm.CreateBindingResponse|nil res
 ---@return imm.Error|nil err
@@ -140,7 +151,10 @@ function _M.create_binding(params)
   return c:create_binding(params)
 end
 
---- @return the response (`res.Binding`), or nil, err
+--- Reads one binding on the default client (`client:get_binding`).
+-- @tparam table params `ProjectName`, `DatasetName`, `URI`
+-- @return the response (`res.Binding`), or nil, err
+-- @usage local res, err = imm.get_binding{ ProjectName = "p", DatasetName = "d", URI = "oss://b/" }
 ---@param params imm.BindingParams
 ---@return imm.GetBindingResponse|nil res
 ---@return imm.Error|nil err
@@ -150,7 +164,10 @@ function _M.get_binding(params)
   return c:get_binding(params)
 end
 
---- @return res, or nil, err
+--- Stops a binding on the default client (`client:stop_binding`).
+-- @tparam table params `ProjectName`, `DatasetName`, `URI`, `Reason`
+-- @return the response, or nil, err
+-- @usage local res, err = imm.stop_binding{ ProjectName = "p", DatasetName = "d", URI = "oss://b/" }
 ---@param params imm.StopBindingParams
 ---@return { RequestId: string }|nil res
 ---@return imm.Error|nil err
@@ -160,7 +177,10 @@ function _M.stop_binding(params)
   return c:stop_binding(params)
 end
 
---- @return res, or nil, err
+--- Resumes a stopped binding on the default client (`client:resume_binding`).
+-- @tparam table params `ProjectName`, `DatasetName`, `URI`
+-- @return the response, or nil, err
+-- @usage local res, err = imm.resume_binding{ ProjectName = "p", DatasetName = "d", URI = "oss://b/" }
 ---@param params imm.BindingParams
 ---@return { RequestId: string }|nil res
 ---@return imm.Error|nil err
@@ -170,7 +190,10 @@ function _M.resume_binding(params)
   return c:resume_binding(params)
 end
 
---- @return res, or nil, err
+--- Deletes a binding on the default client (`client:delete_binding`).
+-- @tparam table params `ProjectName`, `DatasetName`, `URI`
+-- @return the response, or nil, err
+-- @usage local res, err = imm.delete_binding{ ProjectName = "p", DatasetName = "d", URI = "oss://b/" }
 ---@param params imm.BindingParams
 ---@return { RequestId: string }|nil res
 ---@return imm.Error|nil err
@@ -180,7 +203,11 @@ function _M.delete_binding(params)
   return c:delete_binding(params)
 end
 
---- @return the binding, or nil, err (see `imm.client:wait_binding`)
+--- Waits until a binding reaches a state, on the default client (`client:wait_binding`).
+-- @tparam table params `ProjectName`, `DatasetName`, `URI`
+-- @tparam[opt] table opts `state` (default "Running"), `timeout` (300), `interval` (5)
+-- @return the binding, or nil, err (`WaitTimeout`, `BindingFailed`, `BindingDeleted`, ...)
+-- @usage local b, err = imm.wait_binding(key, { state = "Running", timeout = 60 })
 ---@param params imm.BindingParams
 ---@param opts { state: string|nil, timeout: number|nil, interval: number|nil }|nil
 ---@return imm.Binding|nil binding
@@ -191,7 +218,10 @@ function _M.wait_binding(params, opts)
   return c:wait_binding(params, opts)
 end
 
---- @return res, or nil, err
+--- Lists one page of projects on the default client (`client:list_projects`).
+-- @tparam[opt] table params `MaxResults`, `NextToken`, `Prefix`, `Tag`
+-- @return the response (`res.Projects`, `res.NextToken`), or nil, err
+-- @usage local res, err = imm.list_projects{ Prefix = "media-" }
 ---@param params imm.ListProjectsParams|nil
 ---@return table|nil res
 ---@return imm.Error|nil err
@@ -201,7 +231,10 @@ function _M.list_projects(params)
   return c:list_projects(params)
 end
 
---- @return res, or nil, err
+--- Lists one page of a project's datasets on the default client (`client:list_datasets`).
+-- @tparam table params `ProjectName` (required), `MaxResults`, `NextToken`, `Prefix`
+-- @return the response (`res.Datasets`, `res.NextToken`), or nil, err
+-- @usage local res, err = imm.list_datasets{ ProjectName = "immtest" }
 ---@param params imm.ListDatasetsParams
 ---@return table|nil res
 ---@return imm.Error|nil err
@@ -211,14 +244,26 @@ function _M.list_datasets(params)
   return c:list_datasets(params)
 end
 
---- @return table, or nil, err
+--- Every binding of every page, merged, on the default client (`client:all_bindings`).
+-- @tparam table params as for `list_bindings`
+-- @tparam[opt] table opts pager options (`concurrency`, `max_items`, `page_size`, ...)
+-- @return `{ Bindings = { ... } }`, or nil, err
+-- @usage local all, err = imm.all_bindings({ ProjectName = "immtest" }, { concurrency = 20 })
+---@param params imm.ListBindingsParams
+---@param opts imm.PagerOptions|nil
+---@return { Bindings: imm.Binding[] }|nil all
+---@return imm.Error|nil err
 function _M.all_bindings(params, opts)
   local c, err = default()
   if not c then return nil, err end
   return c:all_bindings(params, opts)
 end
 
---- @return iterator over bindings
+--- Iterates over bindings on the default client (`client:bindings`).
+-- @tparam table params as for `list_bindings`
+-- @tparam[opt] table opts pager options (`concurrency`, `prefetch`, `max_items`, ...)
+-- @return iterator yielding bindings; on failure it yields `false, err` once
+-- @usage for b, err in imm.bindings{ ProjectName = "immtest" } do ... end
 ---@param params imm.ListBindingsParams
 ---@param opts imm.PagerOptions|nil
 ---@return fun(): (imm.Binding|false|nil), imm.Error|nil
@@ -228,14 +273,27 @@ function _M.bindings(params, opts)
   return c:bindings(params, opts)
 end
 
---- @return iterator over pages
+--- Iterates over the pages of any NextToken action on the default client (`client:pages`).
+-- @tparam string action e.g. "QueryFigureClusters"
+-- @tparam table params
+-- @tparam[opt] table opts pager options (`items` for actions outside the API description)
+-- @return iterator yielding response pages; on failure it yields `false, err` once
+-- @usage for page, err in imm.pages("ListProjects", {}) do ... end
+---@param action string
+---@param params table|nil
+---@param opts imm.PagerOptions|nil
+---@return fun(): (table|false|nil), imm.Error|nil
 function _M.pages(action, params, opts)
   local c, err = default()
   if not c then return failed(err) end
   return c:pages(action, params, opts)
 end
 
---- @return iterator over projects
+--- Iterates over projects on the default client (`client:projects`).
+-- @tparam[opt] table params as for `list_projects`
+-- @tparam[opt] table opts pager options
+-- @return iterator yielding projects; on failure it yields `false, err` once
+-- @usage for p, err in imm.projects() do ... end
 ---@param params imm.ListProjectsParams|nil
 ---@param opts imm.PagerOptions|nil
 ---@return fun(): (imm.Project|false|nil), imm.Error|nil
@@ -245,7 +303,11 @@ function _M.projects(params, opts)
   return c:projects(params, opts)
 end
 
---- @return iterator over datasets
+--- Iterates over a project's datasets on the default client (`client:datasets`).
+-- @tparam table params as for `list_datasets`
+-- @tparam[opt] table opts pager options
+-- @return iterator yielding datasets; on failure it yields `false, err` once
+-- @usage for d, err in imm.datasets{ ProjectName = "immtest" } do ... end
 ---@param params imm.ListDatasetsParams
 ---@param opts imm.PagerOptions|nil
 ---@return fun(): (imm.Dataset|false|nil), imm.Error|nil
