@@ -1,6 +1,10 @@
 --- imm: a client for Alibaba Cloud Intelligent Media Management (IMM,
 -- API 2020-09-30) with a C core (OpenSSL signing, libcurl HTTP).
 --
+-- Every client method has a module-level twin on a default client built
+-- from the environment, every generated action included
+-- (`imm.detect_image_labels{ ... }`, see `imm.actions`).
+--
 -- @module imm
 -- @usage
 -- local imm = require "imm"
@@ -58,7 +62,8 @@ function _M.fds()
 end
 
 --- Creates a client.
--- @tparam table opts see the README ("Client options")
+-- @tparam table opts the client options (docs/api.md, `imm.ClientOptions`)
+-- @usage local client = assert(imm.new{ region = "cn-hangzhou" })
 -- @return client, or nil, err
 ---@param opts imm.ClientOptions
 ---@return imm.Client|nil client

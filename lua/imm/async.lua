@@ -63,15 +63,22 @@ end
 
 --- A task: a coroutine driven by `imm.poll`.
 -- @type Task
+---@class imm.Task
+---@field status string "running" until the task ends
 local Task = {}
 Task.__index = Task
 
 --- Has the task finished (returned, failed or been cancelled)?
+-- @usage while not task:done() do imm.poll(0); draw_frame() end
+---@return boolean
 function Task:done() return self.result_ ~= nil end
 
 --- The task's outcome: `true, ...` (what its function returned), or
 -- `false, err` when it raised (`TaskError`) or was cancelled (`Cancelled`).
 -- Returns nothing while the task is still running.
+-- @usage local ok, n, err = task:result()
+---@return boolean|nil ok true when the function returned, false when it failed
+---@return any ... what the function returned, or the error (`imm.Error`)
 function Task:result()
   local r = self.result_
   if r then return unpack(r, 1, r.n) end
@@ -126,6 +133,8 @@ end
 -- ends with `false, err` (code `Cancelled`). Cancelling a finished task
 -- does nothing.
 -- @return true if the task was running
+-- @usage task:cancel()
+---@return boolean was_running
 function Task:cancel()
   if self.result_ then return false end
   self.cancelled = true
@@ -152,7 +161,12 @@ end
 --- Drives the scheduler until this task is done, then returns its result.
 -- For scripts and tests; a frame loop calls `imm.poll` instead.
 -- @tparam[opt] number timeout seconds to wait at most
--- @return what `result` returns, or `nil, err` (code `Timeout`)
+-- @return what `result` returns, or `nil, err` (code `Timeout`, or
+--   `InvalidState` when called from inside a task)
+-- @usage local ok, n = assert(task:join(30))
+---@param timeout number|nil seconds
+---@return boolean|nil ok
+---@return any ...
 function Task:join(timeout)
   if running.task then
     return nil, errors.new("InvalidState", "join cannot be called from inside a task", { retryable = false })
@@ -172,6 +186,9 @@ end
 --- Starts `fn(...)` as a task and runs it until its first wait.
 -- @tparam function fn
 -- @return the task
+-- @usage local task = async.spawn(function() return client:all_bindings{ ProjectName = "p" } end)
+---@param fn function
+---@return imm.Task
 function _M.spawn(fn, ...)
   if type(fn) ~= "function" then
     error("imm.spawn: expected a function, got " .. type(fn), 2)

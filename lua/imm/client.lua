@@ -35,19 +35,23 @@ local VERSION = "0.1.0"
 ---@field access_key_id string|nil
 ---@field access_key_secret string|nil
 ---@field security_token string|nil
----@field credentials table|nil a provider: get() -> { access_key_id, access_key_secret, security_token }
+---@field credentials imm.CredentialsProvider|nil instead of keys (see imm.credentials)
 ---@field signature_algorithm "ACS3-HMAC-SHA256"|"ACS3-HMAC-SM3"|"v2"|nil
 ---@field connect_timeout number|nil seconds, default 5
----@field timeout number|nil seconds, default 10
----@field max_retries integer|nil default 3
+---@field timeout number|nil seconds for one attempt, default 10
+---@field max_retries integer|nil 0-20, default 3
 ---@field deadline number|nil seconds for a call with its retries
----@field ca_file string|nil
----@field insecure boolean|nil
----@field user_agent string|nil
+---@field ca_file string|nil a PEM bundle (libcurl only)
+---@field insecure boolean|nil true: no TLS verification (a test server only)
+---@field user_agent string|nil appended to imm's own
 ---@field max_response_bytes integer|nil default 64 MiB
+---@field pool_size integer|nil ngx transport: idle connections kept per host and worker, default 256
 ---@field transport "curl"|"ngx"|table|function|nil
 ---@field decoder "imm"|"cjson"|function|nil
 ---@field debug boolean|function|nil
+---@field async boolean|nil true: inside an imm task (imm.spawn), calls yield instead of blocking
+---@field clock (fun(): number)|nil epoch seconds, for deterministic tests
+---@field nonce (fun(): string)|nil the signature nonce, for deterministic tests
 
 ---@class imm.Client
 local Client = {}
@@ -108,7 +112,7 @@ end
 
 local function has_crlf(s) return find(s, "[\r\n]") ~= nil end
 
---- Creates a client. See the README for every option.
+--- Creates a client. docs/api.md describes every option.
 -- @tparam table opts
 -- @return client, or nil, err
 -- @usage local client = assert(imm.new{ region = "cn-hangzhou",

@@ -24,6 +24,10 @@ end
 --   nil, err (`NoCredentials`, with `err.providers` = `{ {name, code, message}, ... }`)
 --   when no provider yields
 -- @usage local p = imm.credentials.chain{ imm.credentials.env(), imm.credentials.ecs_ram_role() }
+---@param list imm.CredentialsProvider[]
+---@param opts imm.ChainOptions|nil
+---@return imm.CredentialsProvider|nil provider
+---@return imm.Error|nil err
 function _M.new(list, opts)
   if type(list) ~= "table" or #list == 0 then
     return nil, errors.invalid("credentials.chain takes a non-empty list of providers")

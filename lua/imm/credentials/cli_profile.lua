@@ -39,6 +39,9 @@ end
 --   `InvalidConfiguration` (with `err.file`, and `err.line` for bad JSON) when
 --   the file is broken, or the error of the provider the profile describes
 -- @usage local p = imm.credentials.cli_profile{ profile = "prod" }
+---@param opts imm.CliProfileOptions|nil
+---@return imm.CredentialsProvider|nil provider
+---@return imm.Error|nil err
 function _M.new(opts)
   local o, err = base.options("credentials.cli_profile", opts, OPTIONS, base.STS, base.COMMON)
   if not o then return nil, err end

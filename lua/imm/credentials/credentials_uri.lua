@@ -24,6 +24,9 @@ end
 --   nil, err: `NoCredentials` when no URI is set, a network error, or
 --   `InvalidResponse` for a bad reply
 -- @usage local p = imm.credentials.credentials_uri{ uri = "http://127.0.0.1:9000/creds" }
+---@param opts imm.CredentialsUriOptions|nil
+---@return imm.CredentialsProvider|nil provider
+---@return imm.Error|nil err
 function _M.new(opts)
   local o, err = base.options("credentials.credentials_uri", opts, { uri = "string" }, base.COMMON)
   if not o then return nil, err end

@@ -42,6 +42,9 @@ end
 --   nil, err: `NoCredentials` when disabled, `ConnectionFailed`/`Timeout`
 --   when the service cannot be reached, `InvalidResponse` for a bad reply
 -- @usage local p = imm.credentials.ecs_ram_role{ role_name = "EcsRamRoleTest" }
+---@param opts imm.EcsRamRoleOptions|nil
+---@return imm.CredentialsProvider|nil provider
+---@return imm.Error|nil err
 function _M.new(opts)
   local what = "credentials.ecs_ram_role"
   local o, err = base.options(what, opts, OPTIONS, base.COMMON)

@@ -12,6 +12,9 @@ local _M = {}
 -- @return provider, or nil, err (`InvalidParameter` for a bad option);
 --   its `get` returns nil, err (`NoCredentials`) when the keys are not both set
 -- @usage local p = imm.credentials.env()
+---@param opts imm.EnvOptions|nil
+---@return imm.CredentialsProvider|nil provider
+---@return imm.Error|nil err
 function _M.new(opts)
   local o, err = base.options("credentials.env", opts, { env = base.COMMON.env })
   if not o then return nil, err end

@@ -36,6 +36,9 @@ local REQUIRED = {
 --   nil, err: `NoCredentials` when not configured, `InvalidConfiguration`
 --   for an unreadable token file, STS's own code when STS refuses
 -- @usage local p = imm.credentials.oidc_role_arn()  -- from the RRSA environment
+---@param opts imm.OidcRoleArnOptions|nil
+---@return imm.CredentialsProvider|nil provider
+---@return imm.Error|nil err
 function _M.new(opts)
   local o, err = base.options("credentials.oidc_role_arn", opts, OPTIONS, base.STS, base.COMMON)
   if not o then return nil, err end

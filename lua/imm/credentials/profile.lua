@@ -75,6 +75,9 @@ local TYPES = "access_key, ecs_ram_role or ram_role_arn"
 --   (with `err.file`, `err.line`) when it is broken, or the error of the
 --   provider its section describes
 -- @usage local p = imm.credentials.profile{ profile = "prod" }
+---@param opts imm.ProfileOptions|nil
+---@return imm.CredentialsProvider|nil provider
+---@return imm.Error|nil err
 function _M.new(opts)
   local o, err = base.options("credentials.profile", opts, OPTIONS, base.STS, base.COMMON)
   if not o then return nil, err end

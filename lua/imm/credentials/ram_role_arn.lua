@@ -29,6 +29,9 @@ local OPTIONS = {
 --   nil, err: the source's error, a network error, or STS's own code
 -- @usage local p = assert(imm.credentials.ram_role_arn{ role_arn = "acs:ram::123:role/imm",
 --   access_key_id = id, access_key_secret = secret })
+---@param opts imm.RamRoleArnOptions
+---@return imm.CredentialsProvider|nil provider
+---@return imm.Error|nil err
 function _M.new(opts)
   local what = "credentials.ram_role_arn"
   local o, err = base.options(what, opts, OPTIONS, base.STS, base.COMMON)

@@ -13,6 +13,9 @@ local _M = {}
 -- @tparam table t `access_key_id`, `access_key_secret`, optional `security_token`
 -- @return provider, or nil, err (`InvalidParameter`)
 -- @usage local p = imm.credentials.static{ access_key_id = id, access_key_secret = secret }
+---@param t imm.StaticOptions
+---@return imm.CredentialsProvider|nil provider
+---@return imm.Error|nil err
 function _M.new(t)
   if type(t) ~= "table" then
     return nil, errors.invalid("credentials.static takes a table")
