@@ -455,7 +455,10 @@ end
 -- Lua 5.4, `__close` (for the fourth value of a for-in loop) do the same.
 local newproxy = rawget(_G, "newproxy")
 local function closer(L)
-  local function close() L:close() end
+  local function close()
+    L.abandoned = true  -- the iterator ends at once, even mid-page
+    L:close()
+  end
   local mt
   local c
   if newproxy then
@@ -615,6 +618,12 @@ local function check(params, s)
   end
 end
 
+--- Transfers in flight on the blocking chains' multi handle (for tests:
+-- a closed listing leaves none).
+function _M.in_flight()
+  return blocking_multi and blocking_multi:count() or 0
+end
+
 --- Is this a call for a parallel listing? (`client:bindings` and
 -- `client:all_bindings` dispatch here when it is.)
 function _M.wanted(params, opts)
@@ -628,6 +637,7 @@ local function iterate(L, kind)
   local emitted, limit = 0, L.limit
   local handle = closer(L)
   return function()
+    if L.abandoned then return nil end
     local _ = handle  -- the iterator keeps it alive; once both are garbage, the listing closes
     local k = i + 1
     if k <= n then
