@@ -353,3 +353,121 @@ describe("page size", function()
     assert.same({ "200", "50" }, sizes({ ProjectName = "immtest" }, { max_items = 250 }))
   end)
 end)
+
+describe("connections", function()
+  local tls
+  setup(function() tls = fixture.start { tls = true } end)
+  teardown(function() tls.stop() end)
+
+  it("drops the default CApath whenever a CA file is in use, so libcurl keeps the parsed store", function()
+    assert.is_true(core.http({ ca_file = fixture.certs() .. "/ca.crt" }):debug().capath_cleared)
+    -- the system bundle (CURLINFO_CAINFO) is a CA file too
+    assert.is_true(core.http({}):debug().capath_cleared)
+    assert.is_false(core.http({ insecure = true }):debug().capath_cleared)
+  end)
+
+  it("still verifies each client against its own CA file on the shared multi", function()
+    local good = tls.client {}
+    assert(good:list_bindings { ProjectName = "immtest", MaxResults = 1 })
+    local other = tls.client { ca_file = fixture.certs() .. "/other-ca.crt", max_retries = 0 }
+    local res, err = other:list_bindings { ProjectName = "immtest", MaxResults = 1 }
+    assert.is_nil(res)
+    assert.equal("TLSError", err.code)
+    assert(good:list_bindings { ProjectName = "immtest", MaxResults = 1 })
+  end)
+
+  it("waits to multiplex only on origins that spoke HTTP/2 (the local server speaks 1.1)", function()
+    local c = tls.client {}
+    assert(c:all_bindings({ ProjectName = "immtest" }, { concurrency = 4 }))
+    assert.equal(0, core.shared_multi():h2_origins())
+    local h = core.http { ca_file = fixture.certs() .. "/ca.crt" }
+    assert(h:request("POST", tls.url .. "/_imm/health", {}, ""))
+    assert.is_false(h:debug().pipewait)
+  end)
+
+  it("checks pool_size", function()
+    for _, v in ipairs { 0, -1, 2.5, 100001 } do
+      local c, err = imm.new { endpoint = "http://127.0.0.1:1", access_key_id = "a", access_key_secret = "b",
+        pool_size = v }
+      assert.is_nil(c)
+      assert.equal("InvalidParameter", err.code)
+      assert.matches("pool_size", err.message)
+    end
+    local c, err = imm.new { endpoint = "http://127.0.0.1:1", access_key_id = "a", access_key_secret = "b",
+      pool_size = "8" }
+    assert.is_nil(c)
+    assert.matches("pool_size must be a number", err.message)
+    assert(imm.new { endpoint = "http://127.0.0.1:1", access_key_id = "a", access_key_secret = "b", pool_size = 8 })
+  end)
+end)
+
+describe("parallel listing inside nginx", function()
+  local nginx = require "helpers.nginx"
+  local cjson = require "cjson"
+  local srv, ngx_srv, d
+  setup(function()
+    srv = fixture.start()
+    d = data(DATASETS, PER)
+    ngx_srv = nginx.run {
+      locations = [[location = /parallel { content_by_lua_block { require("parallel_handler").run() } }]],
+    }
+  end)
+  teardown(function()
+    if ngx_srv then ngx_srv.stop() end
+    srv.stop()
+  end)
+  before_each(function()
+    srv.reset()
+    srv.data(d)
+  end)
+
+  local function list(args)
+    local parts = { "port=" .. srv.port }
+    for k, v in pairs(args) do parts[#parts + 1] = k .. "=" .. tostring(v) end
+    local status, body = ngx_srv.raw("/parallel?" .. table.concat(parts, "&"))
+    assert.equal(200, status, tostring(body) .. ngx_srv.error_log():sub(-1500))
+    local r = cjson.decode(body)
+    local got = {}
+    for i, p in ipairs(r.items) do got[i] = { DatasetName = p[1], URI = p[2] } end
+    return r, got
+  end
+
+  it("lists every binding once on light threads, with at most N in flight", function()
+    srv.fault { mode = "slow", delay = 0.05, count = -1 }
+    local r, got = list { concurrency = 5, page_size = 10 }
+    assert.is_nil(r.err)
+    assert.is_true(check_listing(d.Bindings, got) > DATASETS, "the datasets did not interleave")
+    assert.equal(5, fixture.peak_in_flight(srv.log()))
+  end)
+
+  it("reports a failed chain once, with err.dataset and err.next_token", function()
+    local token = "immtest:ds-04:oss://bucket-0020"
+    srv.fault { mode = "internal", count = -1, match = { DatasetName = "ds-04", NextToken = token } }
+    local r = list { concurrency = 4, page_size = 10, max_retries = 0 }
+    assert.equal("InternalError", r.err.code)
+    assert.equal("ds-04", r.err.dataset)
+    assert.equal(token, r.err.next_token)
+    assert.is_true(#r.err.pending > 0)
+  end)
+
+  it("kills the light threads when the listing is closed, and ends them when the reader is gone", function()
+    srv.fault { mode = "slow", delay = 3, count = -1, match = { DatasetName = "ds-02" } }
+    local t0 = core.monotonic()
+    local r = list { concurrency = 6, page_size = 10, break_after = 1, close = 1 }
+    assert.equal(1, #r.items)
+    -- nginx finishes a request only when its light threads have ended
+    assert.is_true(core.monotonic() - t0 < 2, "a light thread outlived the closed listing")
+    -- without close: the threads notice the handler has returned, and end
+    -- once their request in flight is done
+    t0 = core.monotonic()
+    r = list { concurrency = 6, page_size = 10, break_after = 1 }
+    assert.equal(1, #r.items)
+    assert.is_true(core.monotonic() - t0 < 5.5)
+  end)
+
+  it("prefetches on a light thread", function()
+    local r, got = list { page_size = 10, prefetch = 1 }
+    assert.is_nil(r.err)
+    for i = 1, #d.Bindings do assert.equal(d.Bindings[i].URI, got[i].URI) end
+  end)
+end)

@@ -480,18 +480,35 @@ end
 local NgxListing = {}
 NgxListing.__index = NgxListing
 
+-- Has the listing stopped, or its reader gone? A loop left with `break` in
+-- a handler that then returns leaves no one to take pages: the workers end
+-- at their next wake-up instead of keeping the request open.
+local function ngx_stopped(L)
+  if not L.stopped and co_status(L.parent) == "dead" then L.stopped = true end
+  return L.stopped
+end
+
+-- Waits on a semaphore in short rounds until it is posted or the listing
+-- stops; returns true when posted.
+local NGX_ROUND = 0.5
+local function ngx_wait(L, sem)
+  while not ngx_stopped(L) do
+    if sem:wait(NGX_ROUND) then return true end
+  end
+  return false
+end
+
 -- A worker thread: takes a chain, waits for a slot, fetches one page,
 -- hands it over, and again, until nothing is left or the listing stops.
 local function ngx_worker(L)
   while true do
-    if L.stopped then return end
+    if ngx_stopped(L) then return end
     local chain = pop(L.want)
     if not chain then
       if L.unfinished == 0 then return end
-      L.work:wait(3600)
+      ngx_wait(L, L.work)
     else
-      L.slots:wait(3600)
-      if L.stopped then return end
+      if not ngx_wait(L, L.slots) then return end
       L.fetching = L.fetching + 1
       local page, list, n, next_token, seen = fetch(L.cc, chain.action, chain.p, chain.s, chain.token, chain.seen)
       if L.stopped then return end
@@ -533,6 +550,7 @@ function NgxListing:next_page()
     local semaphore = require "ngx.semaphore"
     self.slots, self.work, self.ready = semaphore.new(self.n), semaphore.new(0), semaphore.new(0)
     self.threads = {}
+    self.parent = coroutine.running()
     for i = 1, self.n do
       local th, err = ngx.thread.spawn(ngx_worker, self)
       if not th then
