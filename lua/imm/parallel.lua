@@ -89,6 +89,7 @@ end
 local Blocking = {}
 Blocking.__index = Blocking
 
+--- Adds a started request to the shared multi; returns its id, or nil, code, message.
 function Blocking.add(_, chain, h, method, url, lines, body, fresh)
   if not blocking_multi then
     local m, code, msg = (core.shared_multi or core.multi)()
@@ -101,6 +102,7 @@ function Blocking.add(_, chain, h, method, url, lines, body, fresh)
   return id
 end
 
+--- Aborts a transfer.
 function Blocking.remove(_, h, id)
   if owner[id] then
     owner[id] = nil
@@ -137,6 +139,7 @@ end
 local Async = {}
 Async.__index = Async
 
+--- Adds a request to the tasks' multi; returns its id, or nil, code, message.
 function Async.add(be, chain, h, method, url, lines, body, fresh)
   local task = be.task
   return async.start(h, method, url, lines, body, fresh, function()
@@ -146,8 +149,10 @@ function Async.add(be, chain, h, method, url, lines, body, fresh)
   end)
 end
 
+--- Aborts a transfer.
 function Async.remove(_, h, id) async.abort(h, id) end
 
+--- Sleeps the task until a transfer ends (imm.async.wake) or ms pass.
 function Async.wait(be, L, ms)
   if not empty(L.runnable) then return true end
   if not async.sleep(ms / 1000) or be.task.cancelled then
@@ -156,15 +161,18 @@ function Async.wait(be, L, ms)
   return true
 end
 
+--- Nothing to do: imm.poll moves the transfers.
 function Async.kick() end
 
 -- Any other transport: requests run one at a time inside the chains.
 local Sync = {}
 Sync.__index = Sync
+--- Waits for a retry timer.
 function Sync.wait(_, _, ms)
   if ms > 0 then transport.sleep(ms / 1000) end
   return true
 end
+--- Nothing to do.
 function Sync.kick() end
 
 -- The transport of the chains' client: hands each request to the backend
@@ -172,6 +180,7 @@ function Sync.kick() end
 local ChainTransport = {}
 ChainTransport.__index = ChainTransport
 
+--- Sends a request of the running chain; the chain yields until it is done.
 function ChainTransport:request(req)
   local L = self.listing
   local chain = L.current
@@ -203,6 +212,7 @@ function ChainTransport:request(req)
   return { status = status, body = body, headers = headers }
 end
 
+--- Waits between retries: the chain yields until its timer is due.
 function ChainTransport:sleep(seconds)
   local chain = self.listing.current
   chain.wake_at = core.monotonic() + seconds
@@ -210,6 +220,7 @@ function ChainTransport:sleep(seconds)
   chain.wake_at = nil
 end
 
+--- Nothing to release: the listing owns the handles.
 function ChainTransport.close() end
 
 -- A copy of the client whose requests go through `t`: its retries, signing
@@ -528,6 +539,7 @@ local function ngx_worker(L)
   end
 end
 
+--- Ends the listing: kills the light threads. Safe to call twice.
 function NgxListing:close()
   if self.closed then return end
   self.closed, self.stopped = true, true
@@ -544,6 +556,7 @@ function NgxListing:close()
   self.queue = queue()
 end
 
+--- The next page entry; nil at the end; false, err once on failure.
 function NgxListing:next_page()
   if not self.threads then
     local ngx = rawget(_G, "ngx")
