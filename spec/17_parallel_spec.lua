@@ -472,3 +472,57 @@ describe("parallel listing inside nginx", function()
     for i = 1, #d.Bindings do assert.equal(d.Bindings[i].URI, got[i].URI) end
   end)
 end)
+
+describe("imm list-bindings --all --concurrency", function()
+  local cjson = require "cjson"
+  local LUA = arg[-1] or "lua"
+  local srv, d
+  setup(function()
+    srv = fixture.start()
+    d = data(DATASETS, PER)
+  end)
+  teardown(function() srv.stop() end)
+  before_each(function()
+    srv.reset()
+    srv.data(d)
+  end)
+
+  local function run(args)
+    local errfile = srv.dir .. "/cli-stderr"
+    local cmd = string.format("env IMM_ENDPOINT=%s ALIBABA_CLOUD_ACCESS_KEY_ID=%s ALIBABA_CLOUD_ACCESS_KEY_SECRET=%s "
+      .. "%s bin/imm %s 2>%s; echo \"exit=$?\"", srv.url, fixture.KEY_ID, fixture.SECRET, LUA, args, errfile)
+    local p = io.popen(cmd)
+    local all = p:read("*a")
+    p:close()
+    local out, status = all:match("^(.*)exit=(%d+)\n$")
+    local err = fixture.read(errfile)
+    os.remove(errfile)
+    return out, err, tonumber(status)
+  end
+
+  it("lists the whole project N datasets at a time, one JSON object per line", function()
+    srv.fault { mode = "slow", delay = 0.05, count = -1 }
+    local out, err, status = run("list-bindings --project immtest --all --concurrency 4 --max-results 10")
+    assert.equal(0, status, err)
+    local got = {}
+    for l in out:gmatch("[^\n]+") do got[#got + 1] = cjson.decode(l) end
+    check_listing(d.Bindings, got)
+    assert.equal(4, fixture.peak_in_flight(srv.log()))
+  end)
+
+  it("refuses a bad --concurrency, and says how to finish after a failure", function()
+    for _, a in ipairs { "--all --concurrency 0", "--all --concurrency x", "--concurrency 4",
+      "--all --concurrency 4 --next-token t" } do
+      local out, err, status = run("list-bindings --project immtest " .. a)
+      assert.equal(2, status)
+      assert.equal("", out)
+      assert.matches("concurrency", err)
+    end
+    assert.equal(0, #srv.log())
+    srv.fault { mode = "internal", count = -1, match = { DatasetName = "ds-09" } }
+    local _, err, status = run("list-bindings --project immtest --all --concurrency 4 --output lines")
+    assert.equal(1, status)
+    assert.matches("InternalError", err)
+    assert.matches("imm list%-bindings %-%-project immtest %-%-dataset ds%-09 %-%-all\n", err)
+  end)
+end)
