@@ -466,6 +466,29 @@ describe("parallel listing inside nginx", function()
     assert.is_true(core.monotonic() - t0 < 5.5)
   end)
 
+  it("waits to multiplex (PIPEWAIT) once an origin has answered over HTTP/2", function()
+    local pf = io.popen("env -u LD_PRELOAD python3 -c 'import socket; s=socket.socket(); "
+      .. "s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])'")
+    local port = tonumber(pf:read("*l"))
+    pf:close()
+    local certs = fixture.certs()
+    local h2 = nginx.run { http = string.format([[server {
+    listen 127.0.0.1:%d ssl http2;
+    ssl_certificate %s/server.crt; ssl_certificate_key %s/server.key;
+    location / { return 200 "{}"; }
+  }]], port, certs, certs) }
+    finally(h2.stop)
+    local url = "https://127.0.0.1:" .. port .. "/"
+    local known = core.shared_multi():h2_origins()
+    local h = core.http { ca_file = certs .. "/ca.crt" }
+    assert.equal(200, (h:request("GET", url, {}, "")))
+    assert.is_false(h:debug().pipewait, "waited on an origin not known to speak h2")
+    assert.equal(known + 1, core.shared_multi():h2_origins())
+    assert.equal(200, (h:request("GET", url, {}, "")))
+    assert.is_true(h:debug().pipewait)
+    assert.equal(known + 1, core.shared_multi():h2_origins(), "an origin is remembered once")
+  end)
+
   it("prefetches on a light thread", function()
     local r, got = list { page_size = 10, prefetch = 1 }
     assert.is_nil(r.err)
