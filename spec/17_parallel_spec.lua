@@ -240,6 +240,24 @@ describe("parallel listing inside imm tasks", function()
     assert.is_true(turns > 80, "the frame loop was blocked")
   end)
 
+  it("an async client outside a task drives imm.poll itself; a listing may move between tasks", function()
+    srv.fault { mode = "slow", delay = 0.05, count = -1 }
+    local c = srv.client { async = true }
+    check_listing(d.Bindings, drain(c:bindings({ ProjectName = "immtest" }, { concurrency = 4, page_size = 10 })))
+    assert.equal(4, fixture.peak_in_flight(srv.log()))
+    -- made outside any task, each step taken in a task of its own
+    local it = c:bindings({ ProjectName = "immtest" }, { concurrency = 4, page_size = 10 })
+    local got = {}
+    while true do
+      local ok, b, err = imm.spawn(it):join(10)
+      assert.is_true(ok)
+      assert.is_nil(err)
+      if b == nil then break end
+      got[#got + 1] = b
+    end
+    check_listing(d.Bindings, got)
+  end)
+
   it("fails once with err.dataset, and cancels on close", function()
     local c = srv.client { async = true, max_retries = 0 }
     srv.fault { mode = "internal", count = -1, match = { DatasetName = "ds-11" } }

@@ -134,18 +134,18 @@ function Blocking.kick()
   end
 end
 
--- Inside an imm task: the tasks' shared multi; imm.poll reports each
--- transfer's end and wakes the task that waits for the listing.
+-- An async client: the tasks' shared multi; imm.poll reports each
+-- transfer's end and wakes the task that waits for the listing (outside a
+-- task, the iterator drives imm.poll itself).
 local Async = {}
 Async.__index = Async
 
 --- Adds a request to the tasks' multi; returns its id, or nil, code, message.
 function Async.add(be, chain, h, method, url, lines, body, fresh)
-  local task = be.task
   return async.start(h, method, url, lines, body, fresh, function()
     chain.ready = true
     push(chain.listing.runnable, chain)
-    async.wake(task)
+    if be.task then async.wake(be.task) end
   end)
 end
 
@@ -155,7 +155,16 @@ function Async.remove(_, h, id) async.abort(h, id) end
 --- Sleeps the task until a transfer ends (imm.async.wake) or ms pass.
 function Async.wait(be, L, ms)
   if not empty(L.runnable) then return true end
-  if not async.sleep(ms / 1000) or be.task.cancelled then
+  local task = async.current()
+  if not task then
+    -- iterated outside any task: drive the tasks' multi right here
+    async.poll(ms)
+    return true
+  end
+  be.task = task
+  local ok = async.sleep(ms / 1000)
+  be.task = nil
+  if not ok or task.cancelled then
     return nil, errors.new("Cancelled", "the task was cancelled", { retryable = false })
   end
   return true
@@ -432,12 +441,11 @@ function Listing:next_page()
   end
 end
 
--- The I/O backend for client here and now.
+-- The I/O backend for client.
 local function backend(client)
   local t = client.transport
   if type(t) == "table" and t.name == "curl" and type(t.options) == "table" then
-    local task = async.current()
-    if t.async and task then return setmetatable({ task = task }, Async), t.options end
+    if t.async then return setmetatable({}, Async), t.options end
     return setmetatable({}, Blocking), t.options
   end
   return setmetatable({}, Sync)
