@@ -172,6 +172,22 @@ describe("parallel listing", function()
     check_listing(d.Bindings, got)
   end)
 
+  it("retries a chain by the client's rules without holding up the others", function()
+    -- two of ds-05's requests are throttled; its retries wait on timers
+    srv.fault { mode = "throttle", retry_after_ms = 300, count = 2, match = { DatasetName = "ds-05" } }
+    local c = srv.client {}
+    local t0 = core.monotonic()
+    local got, err = drain(c:bindings({ ProjectName = "immtest" }, { concurrency = 4, page_size = 10 }))
+    assert.is_nil(err)
+    check_listing(d.Bindings, got)
+    local throttled = 0
+    for _, rec in ipairs(srv.log()) do
+      if rec.fault == "throttle" then throttled = throttled + 1 end
+    end
+    assert.equal(2, throttled)
+    assert.is_true(core.monotonic() - t0 >= 0.6, "the retries did not wait")
+  end)
+
   it("cancels the requests in flight when the loop is left (explicit close, or collection)", function()
     -- ds-02 answers after 3 s, the others at once
     srv.fault { mode = "slow", delay = 3, count = -1, match = { DatasetName = "ds-02" } }
