@@ -566,19 +566,30 @@ local function ngx_worker(L)
   end
 end
 
+-- A worker that raised (a bug, not a run-time failure) must not leave the
+-- reader waiting: the listing fails with the message.
+local function ngx_guarded(L)
+  local ok, e = pcall(ngx_worker, L)
+  if not ok and not L.stopped then
+    L.err = errors.new("InternalError", "imm.parallel: " .. tostring(e), { retryable = false })
+    L.stopped = true
+    L.ready:post(1)
+  end
+end
+
 --- Ends the listing: kills the light threads. Safe to call twice.
 function NgxListing:close()
   if self.closed then return end
   self.closed, self.stopped = true, true
   local ngx = rawget(_G, "ngx")
-  for i = 1, #self.threads do
+  for i = 1, #(self.threads or {}) do
     -- only the coroutine that spawned a thread may kill it; after a
     -- collection elsewhere the threads end at their next wake-up
     pcall(ngx.thread.kill, self.threads[i])
   end
   if self.slots then
-    self.slots:post(self.n * 2)
-    self.work:post(self.n * 2)
+    pcall(self.slots.post, self.slots, self.n * 2)
+    pcall(self.work.post, self.work, self.n * 2)
   end
   self.queue = queue()
 end
@@ -592,7 +603,7 @@ function NgxListing:next_page()
     self.threads = {}
     self.parent = coroutine.running()
     for i = 1, self.n do
-      local th, err = ngx.thread.spawn(ngx_worker, self)
+      local th, err = ngx.thread.spawn(ngx_guarded, self)
       if not th then
         self:close()
         return false, errors.new("InvalidState", "ngx.thread.spawn failed: " .. tostring(err),
