@@ -91,6 +91,22 @@ describe("parallel listing", function()
     assert.equal(5, fixture.peak_in_flight(log))
   end)
 
+  it("buffers at most N pages: no request starts before a page is taken off the queue", function()
+    srv.fault { mode = "slow", delay = 0.02, count = -1 }
+    local c = srv.client {}
+    local taken, n = 0, 3
+    for b, err in c:bindings({ ProjectName = "immtest" }, { concurrency = n, page_size = 10 }) do
+      assert.is_nil(err)
+      if tonumber(b.URI:match("(%d+)$")) % 10 == 1 then  -- the first item of a page
+        taken = taken + 1
+        local started = requests(srv.log(), "ListBindings")
+        assert.is_true(started <= taken + n, string.format("%d requests for %d pages taken", started, taken))
+        core.sleep(0.03)  -- a slow reader
+      end
+    end
+    assert.equal(DATASETS * 4, taken)
+  end)
+
   it("all_bindings and imm.bindings take concurrency too", function()
     srv.fault { mode = "slow", delay = 0.05, count = -1 }
     local c = srv.client {}
