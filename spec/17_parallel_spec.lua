@@ -151,6 +151,9 @@ describe("parallel listing", function()
       assert.is_nil(all)
       assert.equal("InvalidParameter", aerr.code)
     end
+    local b, err = c:datasets({ ProjectName = "immtest" }, { concurrency = 4 })()
+    assert.is_false(b)
+    assert.matches("concurrency is for the binding listings", err.message)
     assert.equal(0, #srv.log())
   end)
 
