@@ -118,6 +118,21 @@ describe("parallel listing", function()
     check_listing(d.Bindings, assert(imm.all_bindings({ ProjectName = "immtest" }, { concurrency = 3 })).Bindings)
   end)
 
+  it("stops at max_items and cancels the rest", function()
+    local c = srv.client {}
+    local got = drain(c:bindings({ ProjectName = "immtest" }, { concurrency = 4, page_size = 10, max_items = 25 }))
+    assert.equal(25, #got)
+    local seen = {}
+    for _, b in ipairs(got) do
+      local key = b.DatasetName .. " " .. b.URI
+      assert.is_nil(seen[key])
+      seen[key] = true
+    end
+    assert.equal(0, require("imm.parallel").in_flight())
+    local all = assert(c:all_bindings({ ProjectName = "immtest" }, { concurrency = 4, max_items = 7 }))
+    assert.equal(7, #all.Bindings)
+  end)
+
   it("follows every ListDatasets page", function()
     local c = srv.client {}
     -- ListDatasets pages of 200: 450 datasets of one binding each
