@@ -118,6 +118,25 @@ describe("parallel listing", function()
     check_listing(d.Bindings, assert(imm.all_bindings({ ProjectName = "immtest" }, { concurrency = 3 })).Bindings)
   end)
 
+  it("keeps every page when the loop makes blocking calls on the same multi meanwhile", function()
+    srv.fault { mode = "slow", delay = 0.03, count = -1 }
+    local c = srv.client {}
+    local other = srv.client {}
+    local got, calls = {}, 0
+    for b, err in c:bindings({ ProjectName = "immtest" }, { concurrency = 6, page_size = 10 }) do
+      assert.is_nil(err)
+      got[#got + 1] = b
+      if #got % 25 == 0 then
+        -- runs on the shared multi while the listing's transfers are in flight:
+        -- those that end meanwhile are kept for the listing
+        assert(other:list_bindings { ProjectName = "immtest", MaxResults = 1 })
+        calls = calls + 1
+      end
+    end
+    check_listing(d.Bindings, got)
+    assert.is_true(calls > 20)
+  end)
+
   it("stops at max_items and cancels the rest", function()
     local c = srv.client {}
     local got = drain(c:bindings({ ProjectName = "immtest" }, { concurrency = 4, page_size = 10, max_items = 25 }))
