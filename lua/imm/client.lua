@@ -21,6 +21,7 @@ local credentials = require "imm.credentials"
 local scrub = require("imm.credentials.base").scrub
 local transport = require "imm.transport"
 local pager = require "imm.pager"
+local parallel = require "imm.parallel"
 local response = require "imm.response"
 local log = require "imm.log"
 local async = require "imm.async"
@@ -70,6 +71,8 @@ local OPTIONS = {
   ca_file = "string", insecure = "boolean",
   user_agent = "string",
   max_response_bytes = "number",
+  -- the ngx transport's keep-alive pool size per host (see transport/ngx.lua)
+  pool_size = "number",
   -- true: inside an imm task (imm.spawn), calls yield instead of blocking
   async = "boolean",
   transport = { string = true, table = true, ["function"] = true },
@@ -184,6 +187,11 @@ function Client.new(opts)
     return nil, errors.invalid("max_response_bytes must be an integer of at least 1024")
   end
 
+  local pool_size = opts.pool_size
+  if pool_size ~= nil and (pool_size ~= floor(pool_size) or pool_size < 1 or pool_size > 100000) then
+    return nil, errors.invalid("pool_size must be an integer from 1 to 100000, got " .. tostring(pool_size))
+  end
+
   if opts.ca_file then
     local f = io_open(opts.ca_file, "rb")
     if not f then
@@ -222,6 +230,7 @@ function Client.new(opts)
     connect_timeout = connect_timeout, timeout = timeout,
     ca_file = opts.ca_file, insecure = opts.insecure,
     user_agent = ua, max_response_bytes = max_bytes, async = opts.async,
+    pool_size = pool_size,
   })
   if not self.transport then return nil, err end
   if opts.insecure then
@@ -522,6 +531,7 @@ end
 ---@return fun(): (imm.Binding|false|nil), imm.Error|nil
 function Client:bindings(params, opts)
   must_be_client(self, "bindings")
+  if parallel.wanted(params, opts) then return parallel.bindings(self, params, opts) end
   return pager.items(self, "ListBindings", params, opts)
 end
 
@@ -533,6 +543,7 @@ end
 ---@return imm.Error|nil err
 function Client:all_bindings(params, opts)
   must_be_client(self, "all_bindings")
+  if parallel.wanted(params, opts) then return parallel.all_bindings(self, params, opts) end
   return pager.all(self, "ListBindings", params, opts)
 end
 
