@@ -511,7 +511,8 @@ end
 --- Iterates over pages of any NextToken action.
 -- @tparam string action
 -- @tparam table params
--- @tparam[opt] table opts `max_items`, `page_size`, `start_token`, `items`
+-- @tparam[opt] table opts `max_items`, `page_size` (default 200 for the
+--   known listings), `start_token`, `items`, `prefetch`
 -- @return iterator yielding page tables; on failure it yields `false, err` once
 -- @usage for page, err in client:pages("ListBindings", { ProjectName = "p" }) do ... end
 ---@param action string
@@ -524,11 +525,22 @@ function Client:pages(action, params, opts)
 end
 
 --- Iterates over bindings one by one, following NextToken.
--- @return iterator yielding bindings; on failure it yields `false, err` once
+-- With `opts.concurrency` above 1 and no `DatasetName`, the project's
+-- datasets are listed in parallel (see docs/api.md, "Parallel listing").
+-- @tparam table params `ProjectName` (required), `DatasetName`, `MaxResults`, `Name`
+-- @tparam[opt] table opts `max_items`, `page_size`, `start_token`,
+--   `concurrency` (1-100), `prefetch`
+-- @return iterator yielding bindings; on failure it yields `false, err` once.
+--   A parallel or prefetching listing also returns, as its fourth value, a
+--   handle whose `close()` cancels the requests in flight.
 -- @usage for b, err in client:bindings{ ProjectName = "p" } do if not b then error(err) end end
+-- @usage for b, err in client:bindings({ ProjectName = "p" }, { concurrency = 20 }) do ... end
 ---@param params imm.ListBindingsParams
 ---@param opts imm.PagerOptions|nil
 ---@return fun(): (imm.Binding|false|nil), imm.Error|nil
+---@return nil
+---@return nil
+---@return { close: fun(self) }|nil listing
 function Client:bindings(params, opts)
   must_be_client(self, "bindings")
   if parallel.wanted(params, opts) then return parallel.bindings(self, params, opts) end
@@ -536,7 +548,11 @@ function Client:bindings(params, opts)
 end
 
 --- Every binding of every page, merged: `{ Bindings = { ... } }`.
--- @return table, or nil, err (err.next_token says where to resume)
+-- @tparam table params as for `bindings`
+-- @tparam[opt] table opts as for `bindings` (`concurrency` included; `prefetch` is ignored)
+-- @return table, or nil, err (err.next_token says where to resume; a
+--   parallel listing's err.dataset and err.pending too)
+-- @usage local all, err = client:all_bindings({ ProjectName = "p" }, { concurrency = 20 })
 ---@param params imm.ListBindingsParams
 ---@param opts imm.PagerOptions|nil
 ---@return { Bindings: imm.Binding[] }|nil all

@@ -88,7 +88,7 @@ _M.API_VERSION = api.version
 
 ---@class imm.PagerOptions
 ---@field max_items integer|nil stop after this many items
----@field page_size integer|nil sets MaxResults
+---@field page_size integer|nil sets MaxResults; default 200 (the service maximum) for the known listings
 ---@field start_token string|nil resume from a saved NextToken
 ---@field items string|nil the response field holding the list (actions without a schema)
 ---@field concurrency integer|nil 1-100; > 1 without DatasetName: a parallel listing (bindings only)
