@@ -168,6 +168,26 @@ describe("a hostile server", function()
         end
       end)
 
+      describe("bytes that are no HTTP reply", function()
+        it("on a reused connection: the connection was stale, the read is retried on a new one", function()
+          -- the second request goes out on the kept-alive connection of the
+          -- first, where the server answers with leftover bytes
+          local last = page(1, nil)
+          last["end"] = "fin"  -- so the next case starts on a new connection
+          plain.script { page(1, "t2"), { raw = { "XYZ leftover bytes\r\n\r\n" }, ["end"] = "fin" }, last }
+          local r = run(tr, { mode = "pages", max_retries = 1 })
+          assert.is_nil(r.err, cjson.encode(r))
+          assert.equal(2, r.count)
+          assert.equal(3, #plain.log())
+        end)
+        it("on a new connection: InvalidResponse, not retried", function()
+          plain.script { { raw = { "XYZ leftover bytes\r\n\r\n" }, ["end"] = "fin" }, page(1, nil) }
+          local r = run(tr, { mode = "page", max_retries = 1 })
+          assert.equal("InvalidResponse", code(r), cjson.encode(r))
+          assert.equal(1, #plain.log())
+        end)
+      end)
+
       describe("time", function()
         it("holds a call to its deadline against a stalled server (deadline 1, timeout 10)", function()
           plain.script { { ["end"] = "stall" } }

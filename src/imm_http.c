@@ -408,11 +408,17 @@ imm_http_status imm_http_finish(imm_http *h, long *status, int *sent, char *err,
         h->headers_too_large = 1;
         st = IMM_HTTP_ERESPONSE;
     }
-    /* "unsupported protocol" once the request went out is the reply's
-     * fault (an HTTP/0.9 answer, say, on a connection a broken server left
-     * with extra bytes), not the caller's. */
-    if (st == IMM_HTTP_EINVAL && *sent)
-        st = IMM_HTTP_ERESPONSE;
+    /* "unsupported protocol" once the request went out is an HTTP/0.9
+     * answer: bytes that are no HTTP reply. On a reused connection they are
+     * what a broken server left there after an earlier reply (more than its
+     * Content-Length), which libcurl's liveness check misses when they
+     * arrive late: the connection was stale and our reply was lost, as with
+     * a reset. On a new connection the server itself answered that way. */
+    if (st == IMM_HTTP_EINVAL && *sent) {
+        long connects = 1;
+        curl_easy_getinfo(h->curl, CURLINFO_NUM_CONNECTS, &connects);
+        st = connects == 0 ? IMM_HTTP_ECONNECT : IMM_HTTP_ERESPONSE;
+    }
     if (st != IMM_HTTP_OK) {
         if (h->headers_too_large && h->rc == CURLE_OUT_OF_MEMORY)
             SET_ERR("a response header line is too long (libcurl refused it as out of memory)");

@@ -352,7 +352,16 @@ function _M:request(req)
   end
   local status = tonumber(match(line, "^HTTP/1%.[01] (%d%d%d)"))
   if not status then
+    -- On a pooled connection these are bytes a broken server left there
+    -- after an earlier reply: the connection was stale and our reply lost,
+    -- as with a reset (the libcurl path says the same). On a new one, the
+    -- server itself answered that way.
+    local reused = (sock:getreusedtimes() or 0) > 0
     sock:close()
+    if reused then
+      return nil, errors.new("ConnectionFailed", "a reused connection answered with bytes that are no HTTP "
+        .. "reply (left over from an earlier reply)")
+    end
     return nil, errors.new("InvalidResponse", "not an HTTP/1.x status line", { retryable = false })
   end
   local header_bytes = #line + 2
