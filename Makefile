@@ -48,7 +48,7 @@ VECTORS    ?= spec/fixtures/signing.json
 SPECS      ?= spec
 RUN_PREFIX ?=
 
-.PHONY: all build lib host-check async-specs deps deps-demo demo test server-check fuzz soak bench matrix unit docs lint test-lua5.4 test-luajit lint asan valgrind \
+.PHONY: all gen build lib host-check async-specs deps deps-demo demo test server-check fuzz soak bench matrix unit docs lint test-lua5.4 test-luajit lint asan valgrind \
         rockspec-check install clean help
 
 all: build
@@ -136,7 +136,17 @@ docs:
 	@cd build/docs-src && ldoc -d ../docs . | grep -v "^reading\|^format\|^output" ; \
 	  echo "imm: documentation in build/docs/index.html"
 
+## gen: regenerate lua/imm/api.lua and lua/imm/actions.lua from api/ (tools/gen_api.py)
+gen:
+	@python3 tools/gen_api.py
+
 lint:
+	@echo "imm: generated code is up to date (tools/gen_api.py)"
+	@tmp=$$(mktemp -d) && python3 tools/gen_api.py --out $$tmp && \
+	  for f in api.lua actions.lua; do \
+	    diff -u lua/imm/$$f $$tmp/$$f >/dev/null || { echo "lua/imm/$$f is stale or edited by hand: run make gen" >&2; \
+	      diff -u lua/imm/$$f $$tmp/$$f | head -20 >&2; rm -rf $$tmp; exit 1; }; \
+	  done; rm -rf $$tmp
 	@echo "imm: docs check"
 	@lua5.4 tools/check-docs.lua lua/imm.lua lua/imm/*.lua lua/imm/*/*.lua
 	@$(MAKE) --no-print-directory docs

@@ -19,6 +19,10 @@ coroutine pager.
 }
 dependencies = {
   "lua >= 5.1, < 5.5",
+}
+-- lua-cjson is the reference of the JSON specs and the optional "cjson"
+-- decoder; imm itself encodes and decodes JSON in its C core
+test_dependencies = {
   "lua-cjson >= 2.1.0",
 }
 external_dependencies = {
@@ -31,6 +35,8 @@ build = {
   type = "builtin",
   modules = {
     ["imm"] = "lua/imm.lua",
+    ["imm.actions"] = "lua/imm/actions.lua",
+    ["imm.api"] = "lua/imm/api.lua",
     ["imm.client"] = "lua/imm/client.lua",
     ["imm.credentials"] = "lua/imm/credentials.lua",
     ["imm.credentials.base"] = "lua/imm/credentials/base.lua",

@@ -140,9 +140,9 @@ function _M.create_binding(params)
   return c:create_binding(params)
 end
 
---- @return the binding, or nil, err
+--- @return the response (`res.Binding`), or nil, err
 ---@param params imm.BindingParams
----@return imm.Binding|nil binding
+---@return imm.GetBindingResponse|nil res
 ---@return imm.Error|nil err
 function _M.get_binding(params)
   local c, err = default()
@@ -253,6 +253,18 @@ function _M.datasets(params, opts)
   local c, err = default()
   if not c then return failed(err) end
   return c:datasets(params, opts)
+end
+
+-- Every other action of the schema (imm.actions) as a function of the
+-- module on the default client: imm.detect_image_labels{ ... }.
+for method in pairs(require("imm.actions")._actions) do
+  if _M[method] == nil then
+    _M[method] = function(params, opts)
+      local c, err = default()
+      if not c then return nil, err end
+      return c[method](c, params, opts)
+    end
+  end
 end
 
 return _M

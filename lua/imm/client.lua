@@ -13,6 +13,7 @@ local io_open, os_time = io.open, os.time
 local core = require "imm.core"
 local errors = require "imm.errors"
 local operations = require "imm.operations"
+local actions = require "imm.actions"
 local endpoint = require "imm.endpoint"
 local signer = require "imm.signer"
 local decode = require "imm.decode"
@@ -253,13 +254,14 @@ end
 
 -- One signed exchange: sign afresh (new date and nonce), send, classify.
 -- `method` is "POST" unless the call asked for "GET"; `fresh` asks the
--- transport for a new connection (mutations: see may_retry).
-function Client:_attempt(action, query, creds, def, method, fresh)
+-- transport for a new connection (mutations: see may_retry). `form`, when
+-- a table, holds the parameters that go in an x-www-form-urlencoded body.
+function Client:_attempt(action, query, creds, def, method, fresh, form)
   method = method or "POST"
   local ep = self.endpoint
   local signed, code, msg = signer.sign {
     algorithm = self.algorithm, method = method, path = "/", authority = ep.authority,
-    action = action, version = operations.API_VERSION, query = query, body = "",
+    action = action, version = operations.API_VERSION, query = query, form = form,
     date = self.clock() + self.clock_offset, nonce = self.nonce(),
     access_key_id = creds.access_key_id, access_key_secret = creds.access_key_secret,
     security_token = creds.security_token, debug = self.debug ~= nil,
@@ -280,7 +282,7 @@ function Client:_attempt(action, query, creds, def, method, fresh)
 
   local headers = signed.headers
   headers.accept = "application/json"
-  local res, err = self.transport:request { method = method, url = url, headers = headers, body = "",
+  local res, err = self.transport:request { method = method, url = url, headers = headers, body = signed.body,
     fresh = fresh }
   if not res then return nil, err end
   local v, perr = response.parse(res, self.decode, def)
@@ -332,14 +334,34 @@ local function may_retry(err, idempotent)
   return type(err.code) == "string" and find(err.code, "^Throttling") ~= nil
 end
 
+-- Raises, at the caller of a method, when the method was called with a
+-- dot (`client.list_bindings{...}`), which passes the parameters as self.
+-- `level`: how far up the stack the method's caller is (default 3).
+local function must_be_client(self, name, level)
+  if getmetatable(self) ~= Client then
+    error(format("imm: %s is a method: call it with a colon, client:%s(...)", name, name), level or 3)
+  end
+end
+
+-- Every typed method: checked, then a call (see imm.actions).
+function Client._invoke(self, action, name, params, opts)
+  must_be_client(self, name, 4)
+  local res, err = self:call(action, params, opts)
+  return res, err
+end
+actions._invoke = Client._invoke
+
 --- Calls any IMM RPC action (API version 2020-09-30).
--- Parameters of known actions are validated against their schema. For
--- others, strings, numbers and booleans are sent as text, an array of
--- scalars as `Name.1`, `Name.2`, ..., and any other table as one JSON
--- string (see `imm.operations.validate` and the README).
+-- Parameters of the actions in the schema (`imm.api`, every action of the
+-- official SDK) are validated and encoded as the SDK sends them: scalars as
+-- text, structured parameters as one JSON text, body parameters in an
+-- x-www-form-urlencoded body. For an action without a schema (the escape
+-- hatch), strings, numbers and booleans are sent as text and any table as
+-- one JSON text (see `imm.operations.validate`).
 --
--- Retries: a read (`List*`, `Get*`, or a schema that says so) is retried
--- after any retryable failure; an action that changes something only after
+-- Retries: an action that cannot change stored state (its schema says so;
+-- without one, `imm.operations.reads` decides by its name) is retried after
+-- any retryable failure; an action that changes something only after
 -- `Throttling*` or a connection failure before the request was sent.
 -- @tparam string action e.g. "ListBindings"
 -- @tparam table params
@@ -349,20 +371,22 @@ end
 -- @return the decoded response table, or nil, err
 -- @usage local res, err = client:call("ListBindings", { ProjectName = "immtest" })
 -- @usage local res, err = client:call("CreateProject", { ProjectName = "p",
---   Tag = { { TagKey = "env", TagValue = "test" } } })
+--   Tag = { { Key = "env", Value = "test" } } })
 ---@param action string
 ---@param params table|nil
 ---@param opts imm.CallOptions|nil
 ---@return table|nil res
 ---@return imm.Error|nil err
 function Client:call(action, params, opts)
-  if getmetatable(self) ~= Client then
-    error("imm: call must be called as client:call(...)", 2)
-  end
-  local query, err = operations.validate(action, params)
-  if not query then return nil, err end
+  must_be_client(self, "call")
+  local query, form = operations.validate(action, params)
+  if not query then return nil, form end
+  local err
   opts, err = check_call_options(opts)
   if not opts then return nil, err end
+  if form and opts.method == "GET" then
+    return nil, errors.invalid(format("%s sends a form body, so it cannot be sent with GET", action))
+  end
   local def = operations.actions[action]
   local idempotent = operations.is_idempotent(action, opts.idempotent)
 
@@ -375,7 +399,7 @@ function Client:call(action, params, opts)
   while true do
     attempt = attempt + 1
     local res
-    res, err = self:_attempt(action, query, creds, def, opts.method, not idempotent)
+    res, err = self:_attempt(action, query, creds, def, opts.method, not idempotent, form)
     if res then return res end
     err.attempts = attempt
     if SKEW_CODES[err.code] and err.server_time and not resigned then
@@ -411,8 +435,9 @@ end
 ---@param params imm.ListBindingsParams
 ---@return imm.ListBindingsResponse|nil res
 ---@return imm.Error|nil err
-function Client:list_bindings(params)
-  return self:call("ListBindings", params)
+function Client:list_bindings(params, opts)
+  local res, err = Client._invoke(self, "ListBindings", "list_bindings", params, opts)
+  return res, err
 end
 
 --- Iterates over pages of any NextToken action.
@@ -426,6 +451,7 @@ end
 ---@param opts imm.PagerOptions|nil
 ---@return fun(): (table|false|nil), imm.Error|nil
 function Client:pages(action, params, opts)
+  must_be_client(self, "pages")
   return pager.pages(self, action, params, opts)
 end
 
@@ -436,6 +462,7 @@ end
 ---@param opts imm.PagerOptions|nil
 ---@return fun(): (imm.Binding|false|nil), imm.Error|nil
 function Client:bindings(params, opts)
+  must_be_client(self, "bindings")
   return pager.items(self, "ListBindings", params, opts)
 end
 
@@ -446,6 +473,7 @@ end
 ---@return { Bindings: imm.Binding[] }|nil all
 ---@return imm.Error|nil err
 function Client:all_bindings(params, opts)
+  must_be_client(self, "all_bindings")
   return pager.all(self, "ListBindings", params, opts)
 end
 
@@ -468,26 +496,24 @@ end
 ---@param params imm.BindingParams
 ---@return imm.CreateBindingResponse|nil res
 ---@return imm.Error|nil err
-function Client:create_binding(params)
-  return self:call("CreateBinding", params)
+function Client:create_binding(params, opts)
+  local res, err = Client._invoke(self, "CreateBinding", "create_binding", params, opts)
+  return res, err
 end
 
 --- Reads one binding (GetBinding). Retried like every read.
 -- @tparam table params `ProjectName`, `DatasetName`, `URI` (all required)
--- @return the binding (`res.Binding`: `State`, `Phase`, `Reason`, ...), or
---   nil, err (`ResourceNotFound` when there is no such binding)
--- @usage local b, err = client:get_binding{ ProjectName = "p", DatasetName = "d", URI = "oss://bucket/" }
+-- @return the response `{ RequestId, Binding = { State, Phase, Reason, ... } }`,
+--   or nil, err (`ResourceNotFound` when there is no such binding)
+-- @usage local res, err = client:get_binding{ ProjectName = "p", DatasetName = "d", URI = "oss://bucket/" }
+--   if res then print(res.Binding.State) end
 ---@param params imm.BindingParams
----@return imm.Binding|nil binding
+---@param opts imm.CallOptions|nil
+---@return imm.GetBindingResponse|nil res
 ---@return imm.Error|nil err
-function Client:get_binding(params)
-  local res, err = self:call("GetBinding", params)
-  if not res then return nil, err end
-  if type(res.Binding) ~= "table" then
-    return nil, errors.new("InvalidResponse", "Binding is missing from the GetBinding response",
-      { request_id = res.RequestId, retryable = false })
-  end
-  return res.Binding
+function Client:get_binding(params, opts)
+  local res, err = Client._invoke(self, "GetBinding", "get_binding", params, opts)
+  return res, err
 end
 
 --- Stops a binding (StopBinding): its state becomes `Stopped`, with the
@@ -499,8 +525,9 @@ end
 ---@param params imm.StopBindingParams
 ---@return { RequestId: string }|nil res
 ---@return imm.Error|nil err
-function Client:stop_binding(params)
-  return self:call("StopBinding", params)
+function Client:stop_binding(params, opts)
+  local res, err = Client._invoke(self, "StopBinding", "stop_binding", params, opts)
+  return res, err
 end
 
 --- Resumes a stopped binding (ResumeBinding). Not retried blindly.
@@ -510,8 +537,9 @@ end
 ---@param params imm.BindingParams
 ---@return { RequestId: string }|nil res
 ---@return imm.Error|nil err
-function Client:resume_binding(params)
-  return self:call("ResumeBinding", params)
+function Client:resume_binding(params, opts)
+  local res, err = Client._invoke(self, "ResumeBinding", "resume_binding", params, opts)
+  return res, err
 end
 
 --- Deletes a binding (DeleteBinding). Not retried blindly: when a call
@@ -523,8 +551,9 @@ end
 ---@param params imm.BindingParams
 ---@return { RequestId: string }|nil res
 ---@return imm.Error|nil err
-function Client:delete_binding(params)
-  return self:call("DeleteBinding", params)
+function Client:delete_binding(params, opts)
+  local res, err = Client._invoke(self, "DeleteBinding", "delete_binding", params, opts)
+  return res, err
 end
 
 local WAIT_OPTIONS = { state = true, timeout = true, interval = true }
@@ -571,19 +600,22 @@ end
 ---@return imm.Binding|nil binding
 ---@return imm.Error|nil err
 function Client:wait_binding(params, opts)
-  if getmetatable(self) ~= Client then
-    error("imm: wait_binding must be called as client:wait_binding(...)", 2)
-  end
+  must_be_client(self, "wait_binding")
   local s, err = wait_settings(opts)
   if not s then return nil, err end
   local started, polls, last = core.monotonic(), 0, nil
   while true do
-    local b
-    b, err = self:get_binding(params)
+    local res
+    res, err = self:get_binding(params)
     polls = polls + 1
-    if not b then
+    if not res then
       err.binding = last
       return nil, err
+    end
+    local b = res.Binding
+    if type(b) ~= "table" then
+      return nil, errors.new("InvalidResponse", "Binding is missing from the GetBinding response",
+        { request_id = res.RequestId, retryable = false, binding = last })
     end
     last = b
     if b.State == s.state then return b end
@@ -612,8 +644,9 @@ end
 ---@param params imm.ListProjectsParams|nil
 ---@return { RequestId: string, NextToken: string|nil, Projects: imm.Project[] }|nil res
 ---@return imm.Error|nil err
-function Client:list_projects(params)
-  return self:call("ListProjects", params)
+function Client:list_projects(params, opts)
+  local res, err = Client._invoke(self, "ListProjects", "list_projects", params, opts)
+  return res, err
 end
 
 --- Iterates over projects one by one, following NextToken.
@@ -623,6 +656,7 @@ end
 ---@param opts imm.PagerOptions|nil
 ---@return fun(): (imm.Project|false|nil), imm.Error|nil
 function Client:projects(params, opts)
+  must_be_client(self, "projects")
   return pager.items(self, "ListProjects", params, opts)
 end
 
@@ -633,8 +667,9 @@ end
 ---@param params imm.ListDatasetsParams
 ---@return { RequestId: string, NextToken: string|nil, Datasets: imm.Dataset[] }|nil res
 ---@return imm.Error|nil err
-function Client:list_datasets(params)
-  return self:call("ListDatasets", params)
+function Client:list_datasets(params, opts)
+  local res, err = Client._invoke(self, "ListDatasets", "list_datasets", params, opts)
+  return res, err
 end
 
 --- Iterates over a project's datasets one by one, following NextToken.
@@ -644,7 +679,14 @@ end
 ---@param opts imm.PagerOptions|nil
 ---@return fun(): (imm.Dataset|false|nil), imm.Error|nil
 function Client:datasets(params, opts)
+  must_be_client(self, "datasets")
   return pager.items(self, "ListDatasets", params, opts)
+end
+
+-- Every other action of the schema, from imm.actions (generated); the
+-- methods above keep their own documentation.
+for method in pairs(actions._actions) do
+  if Client[method] == nil then Client[method] = actions[method] end
 end
 
 --- Releases the connection. The client must not be used afterwards.

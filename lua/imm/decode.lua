@@ -1,24 +1,28 @@
 --- The decoder seam: response bytes to Lua tables.
 --
--- Two decoders return the same tables. `"cjson"` is lua-cjson, through a
--- private `cjson.safe` instance so our settings never change the
--- application's own cjson; it is the reference. `"imm"` is the single-pass C
--- decoder in `imm.core` (src/imm_json.c), which builds the tables straight
--- from the bytes. JSON `null` becomes an absent key in objects, so
--- `binding.Reason == nil` works as a Lua programmer expects; a null array
--- element stays `cjson.null`. Another decoder can be given through the
--- client's `decoder` option, as long as it returns the same tables.
+-- Two decoders return the same tables. `"imm"`, the default, is the
+-- single-pass C decoder in `imm.core` (src/imm_json.c), which builds the
+-- tables straight from the bytes. `"cjson"` is lua-cjson, through a private
+-- `cjson.safe` instance so our settings never change the application's own
+-- cjson; it is the reference, and optional: it is loaded on first use, so
+-- imm needs no lua-cjson at run time. JSON `null` becomes an absent key in
+-- objects, so `binding.Reason == nil` works as a Lua programmer expects; a
+-- null array element stays `decode.null` (`cjson.null` when lua-cjson is
+-- installed). Another decoder can be given through the client's `decoder`
+-- option, as long as it returns the same tables.
 -- @module imm.decode
 
-local type, next, find = type, next, string.find
-local cjson_safe = require "cjson.safe"
+local type, next, find, pcall, require = type, next, string.find, pcall, require
 local core = require "imm.core"
 
 local _M = {}
 
-local cjson = cjson_safe.new()
-cjson.decode_invalid_numbers(false)  -- NaN and Infinity are not JSON
-local null = cjson.null
+-- lua-cjson, when installed: its null is the null of the tables (so that
+-- `v == cjson.null` keeps working); without it, the C core's, or a private one.
+local has_cjson, cjson_safe = pcall(require, "cjson.safe")
+local null = has_cjson and cjson_safe.null or core.null
+  or setmetatable({}, { __tostring = function() return "null" end })
+local cjson  -- the private instance, made on first use
 
 -- Removes object keys whose value is null, recursively. Array slots keep
 -- cjson.null, since removing them would leave holes that `#` cannot see.
@@ -41,6 +45,11 @@ end
 -- @return the decoded value (a table for objects and arrays)
 -- @return nil, message when `body` is not valid JSON
 function _M.cjson(body)
+  if not cjson then
+    if not has_cjson then return nil, "the cjson decoder needs lua-cjson, which is not installed" end
+    cjson = cjson_safe.new()
+    cjson.decode_invalid_numbers(false)  -- NaN and Infinity are not JSON
+  end
   local v, err = cjson.decode(body)
   if v == nil and err then return nil, err end
   -- The walk costs as much as a fifth of a call; a body without the token

@@ -1,10 +1,19 @@
---- The IMM actions imm knows, and the validation of their parameters.
+--- The IMM actions imm knows, and the validation and encoding of their
+-- parameters.
 --
--- Bad input is caught here, before anything is signed or sent: a wrong
--- type, a value out of range, a missing required parameter or an unknown
--- name (with a "did you mean" hint). Actions not listed here can still be
--- called with `client:call`; their parameters are only checked for type,
--- and tables are encoded the way IMM expects (see `validate`).
+-- The schemas come from `imm.api`, generated from the API description in
+-- api/ (tools/gen_api.py): every action of the official SDK, with each
+-- parameter's wire name, place (query or form body), encoding (scalar text
+-- or one JSON text) and type. This module wraps them with the checks the
+-- description cannot give (the OSS URI form of CreateBinding, MaxResults
+-- ranges) and with StopBinding and ResumeBinding, which the service still
+-- answers but the SDK has not listed since its 3.0.0.
+--
+-- Bad input is caught here, before anything is signed or sent: an unknown
+-- name (with a "did you mean" hint, at any depth of a structured value), a
+-- wrong type, a value out of range, a missing required parameter. Actions
+-- not listed can still be called with `client:call` (the escape hatch); see
+-- `validate`.
 --
 -- Each schema also says whether its action is idempotent: a read
 -- (`idempotent = true`) is retried after any retryable failure, a mutation
@@ -12,23 +21,27 @@
 -- @module imm.operations
 
 local type, pairs, next, tostring, format = type, pairs, next, tostring, string.format
-local floor, huge, lower, sub, byte, find, gsub = math.floor, math.huge, string.lower, string.sub, string.byte,
-  string.find, string.gsub
+local floor, huge, lower, sub, byte, find, match = math.floor, math.huge, string.lower, string.sub, string.byte,
+  string.find, string.match
 local errors = require "imm.errors"
+local core = require "imm.core"
+local api = require "imm.api"
 
--- A private cjson instance, so our settings never touch the application's.
-local cjson = require("cjson.safe").new()
+local json_encode, json_decode, number_text = core.json_encode, core.json_decode, core.number_text
 
 local _M = {}
 
-_M.API_VERSION = "2020-09-30"
+_M.API_VERSION = api.version
 
----@class imm.ListBindingsParams
+---@class imm.BindingParams
 ---@field ProjectName string required
----@field DatasetName string|nil
----@field MaxResults integer|nil 0..200; 0 or nil means 100
----@field NextToken string|nil
----@field Name string|nil
+---@field DatasetName string required
+---@field URI string required; oss://bucket or oss://bucket/prefix/
+
+---@class imm.StopBindingParams : imm.BindingParams
+---@field Reason string|nil
+
+---@class imm.ResumeBindingParams : imm.BindingParams
 
 ---@class imm.Binding
 ---@field ProjectName string
@@ -46,22 +59,13 @@ _M.API_VERSION = "2020-09-30"
 ---@field NextToken string|nil nil on the last page
 ---@field Bindings imm.Binding[]
 
----@class imm.BindingParams
----@field ProjectName string required
----@field DatasetName string required
----@field URI string required; oss://bucket or oss://bucket/prefix/
-
----@class imm.StopBindingParams : imm.BindingParams
----@field Reason string|nil
-
 ---@class imm.CreateBindingResponse
 ---@field RequestId string
 ---@field Binding imm.Binding
 
----@class imm.ListProjectsParams
----@field MaxResults integer|nil 0..200; 0 or nil means 100
----@field NextToken string|nil
----@field Prefix string|nil
+---@class imm.GetBindingResponse
+---@field RequestId string
+---@field Binding imm.Binding
 
 ---@class imm.Project
 ---@field ProjectName string
@@ -71,12 +75,6 @@ _M.API_VERSION = "2020-09-30"
 ---@field DatasetCount integer|nil
 ---@field Tags { TagKey: string, TagValue: string }[]|nil
 ---@field [string] any
-
----@class imm.ListDatasetsParams
----@field ProjectName string required
----@field MaxResults integer|nil 0..200; 0 or nil means 100
----@field NextToken string|nil
----@field Prefix string|nil
 
 ---@class imm.Dataset
 ---@field ProjectName string
@@ -98,9 +96,9 @@ _M.API_VERSION = "2020-09-30"
 -- digits and hyphens and starts and ends with a letter or a digit; a prefix
 -- ends with "/". Returns nil, or what is wrong.
 local function oss_uri_problem(v)
-  local bucket, rest = v:match("^oss://([^/]*)(.*)$")
+  local bucket, rest = match(v, "^oss://([^/]*)(.*)$")
   if not bucket then return "must start with oss://" end
-  if #bucket < 3 or #bucket > 63 or not bucket:match("^[a-z0-9][a-z0-9%-]*[a-z0-9]$") then
+  if #bucket < 3 or #bucket > 63 or not match(bucket, "^[a-z0-9][a-z0-9%-]*[a-z0-9]$") then
     return "must name an OSS bucket (3-63 lowercase letters, digits and hyphens)"
   end
   if rest ~= "" and sub(rest, -1) ~= "/" then
@@ -114,79 +112,75 @@ local function oss_scheme_problem(v)
   return nil
 end
 
--- The parameters that name one binding.
-local function binding_key(uri_check, extra)
+--- Parameter schemas, by action: `imm.api.actions`, wrapped. A parameter
+-- is `{ type = SHAPE, json = true|nil, body = true|nil, required = true|nil }`
+-- (see `imm.api`); hand-written checks add `integer`, `min`, `max` (numbers)
+-- and `check(v)` (strings: returns what is wrong, or nil). An action has
+-- `idempotent` (see `is_idempotent`), `form` (it sends a form body), and,
+-- when it pages, `items` (the list field) and `page_size` (the parameter).
+_M.actions = api.actions
+local actions = _M.actions
+
+--- The request models, as shapes of `core.json_encode`.
+_M.models = api.models
+
+-- Absent from the official SDK since its 3.0.0; the service still answers them.
+local function binding_key(extra)
   local p = {
     ProjectName = { type = "string", required = true },
     DatasetName = { type = "string", required = true },
-    URI = { type = "string", required = true, check = uri_check },
+    URI = { type = "string", required = true, check = oss_scheme_problem },
   }
   for k, v in pairs(extra or {}) do p[k] = v end
   return p
 end
+actions.StopBinding = { params = binding_key { Reason = { type = "string" } }, idempotent = false,
+  legacy = true }
+actions.ResumeBinding = { params = binding_key(), idempotent = false, legacy = true }
 
---- Parameter schemas. `type` is "string" or "integer"; `check(v)` returns
--- what is wrong with a string, or nil. `idempotent` says whether repeating a
--- call is harmless (see `is_idempotent`). `items` and `page_size` are for the
--- pagers: where the list is in a response, and the page-size parameter.
-_M.actions = {
-  ListBindings = {
-    params = {
-      ProjectName = { type = "string", required = true },
-      DatasetName = { type = "string" },
-      MaxResults = { type = "integer", min = 0, max = 200 },
-      NextToken = { type = "string" },
-      Name = { type = "string" },
-    },
-    items = "Bindings",
-    page_size = "MaxResults",
-    idempotent = true,
-  },
-  -- The binding lifecycle. Only CreateBinding checks the whole URI form:
-  -- the others name a binding that exists, and the service says if not.
-  CreateBinding = { params = binding_key(oss_uri_problem), idempotent = false },
-  GetBinding = { params = binding_key(oss_scheme_problem), idempotent = true },
-  StopBinding = {
-    params = binding_key(oss_scheme_problem, { Reason = { type = "string" } }),
-    idempotent = false,
-  },
-  ResumeBinding = { params = binding_key(oss_scheme_problem), idempotent = false },
-  DeleteBinding = { params = binding_key(oss_scheme_problem), idempotent = false },
-  ListProjects = {
-    params = {
-      MaxResults = { type = "integer", min = 0, max = 200 },
-      NextToken = { type = "string" },
-      Prefix = { type = "string" },
-    },
-    items = "Projects",
-    page_size = "MaxResults",
-    idempotent = true,
-  },
-  ListDatasets = {
-    params = {
-      ProjectName = { type = "string", required = true },
-      MaxResults = { type = "integer", min = 0, max = 200 },
-      NextToken = { type = "string" },
-      Prefix = { type = "string" },
-    },
-    items = "Datasets",
-    page_size = "MaxResults",
-    idempotent = true,
-  },
-}
+-- Only CreateBinding checks the whole URI form: the others name a binding
+-- that exists, and the service says if not.
+actions.CreateBinding.params.URI.check = oss_uri_problem
+actions.GetBinding.params.URI.check = oss_scheme_problem
+actions.DeleteBinding.params.URI.check = oss_scheme_problem
 
---- Is repeating `action` harmless? Its schema says; for an action without
--- one, IMM's naming decides: `List*` and `Get*` actions only read, anything
--- else is taken to change something. `override` (a boolean, from the
--- `idempotent` call option) wins over both.
+-- A page size is a whole number; the three listings imm has always known
+-- take 0..200 (0 means the default of 100). Other limits the service checks.
+for name, def in pairs(actions) do
+  local m = def.params.MaxResults
+  if m and m.type == "number" then
+    m.integer, m.min = true, 0
+    if name == "ListBindings" or name == "ListProjects" or name == "ListDatasets" then m.max = 200 end
+  end
+end
+
+-- The verbs of actions that only read (tools/gen_api.py applies the same
+-- rule to the schemas; this one is for actions without a schema).
+local READ_VERBS = { Get = true, List = true, Query = true, Search = true, Detect = true, Compare = true,
+  Extract = true, Contextual = true }
+
+--- Does `action`'s name say it only reads? Its first word is Get, List,
+-- Query, Search, Detect, Compare, Extract or Contextual, or it starts with
+-- BatchGet or ends with Query.
+-- @tparam string action
+-- @treturn boolean
+function _M.reads(action)
+  local verb = match(action, "^%u[%l%d]*")
+  return (verb ~= nil and READ_VERBS[verb] == true) or find(action, "^BatchGet") ~= nil
+    or find(action, ".Query$") ~= nil
+end
+
+--- Is repeating `action` harmless? Its schema says (the rule of `reads`,
+-- applied by the generator); for an action without one, `reads` decides.
+-- `override` (a boolean, from the `idempotent` call option) wins over both.
 -- @tparam string action
 -- @tparam[opt] boolean override
 -- @treturn boolean
 function _M.is_idempotent(action, override)
   if override ~= nil then return override end
-  local def = _M.actions[action]
+  local def = actions[action]
   if def then return def.idempotent == true end
-  return find(action, "^List%u") ~= nil or find(action, "^Get%u") ~= nil
+  return _M.reads(action)
 end
 
 -- Levenshtein distance, to suggest the parameter a typo meant.
@@ -222,6 +216,11 @@ function _M.suggest(name, candidates)
   return nil
 end
 
+local function hint_text(name, candidates)
+  local hint = type(name) == "string" and _M.suggest(name, candidates)
+  return hint and format(" (did you mean %q?)", hint) or ""
+end
+
 --- The first key of `opts` that `known` (a set) lacks, as an
 -- InvalidParameter error naming `what` ("client option", ...) with a
 -- did-you-mean hint; nil when every key is known.
@@ -229,15 +228,17 @@ end
 function _M.unknown_key(opts, known, what)
   for k in pairs(opts) do
     if known[k] == nil then
-      local hint = type(k) == "string" and _M.suggest(k, known)
-      return errors.invalid(format("unknown %s %q%s", what, tostring(k),
-        hint and format(" (did you mean %q?)", hint) or ""))
+      return errors.invalid(format("unknown %s %q%s", what, tostring(k), hint_text(k, known)))
     end
   end
 end
 
 local function is_integer(v)
   return type(v) == "number" and v == floor(v) and v > -huge and v < huge
+end
+
+local function finite(v)
+  return v == v and v > -huge and v < huge
 end
 
 local function describe(v)
@@ -248,40 +249,168 @@ local function describe(v)
   return type(v) == "number" and tostring(v) or type(v)
 end
 
--- CR and LF are refused in every value: nothing legitimate needs them, and
--- refusing them early rules out header injection wherever a value travels.
+--- A shape in words ("array of string", "CreateMediaConvertTaskRequestTargets").
+-- @param shape a shape of `core.json_encode`
+-- @treturn string
+function _M.describe_shape(shape)
+  if shape == nil then return "any" end
+  if type(shape) == "string" then return shape end
+  if shape.array then return "array of " .. _M.describe_shape(shape.array) end
+  if shape.map then return "map of " .. _M.describe_shape(shape.map) end
+  for name, m in pairs(api.models) do
+    if m == shape then return name end
+  end
+  return "object"
+end
+
+-- CR and LF are refused in query values: nothing legitimate needs them
+-- there, and refusing them early rules out header injection wherever a
+-- value travels. A form body may hold them.
 local function crlf_error(action, name)
   return nil, errors.invalid(format("%s: %s must not contain CR or LF", action, name))
 end
 
-local function check_value(action, name, spec, v)
-  if spec.type == "string" then
-    if type(v) ~= "string" then
-      return nil, errors.invalid(format("%s: %s must be a string, got %s", action, name, type(v)))
-    end
-    if find(v, "[\r\n]") then return crlf_error(action, name) end
-    if spec.required and v == "" then
-      return nil, errors.invalid(format("%s: %s must not be empty", action, name), "MissingParameter")
-    end
-    local problem = spec.check and spec.check(v)
-    if problem then
-      return nil, errors.invalid(format("%s: %s %s, got %s", action, name, problem, describe(v)))
-    end
-    return v
+local MAX_DEPTH = 64
+local NULL = {}  -- JSON null in a decoded text, for the shape check only
+
+-- What is wrong with `v` as a value of `shape`, or nil. `path` names it in
+-- the message (Targets[1].Video). `strict`: a model's unknown field is an
+-- error (a table from the caller); otherwise it is kept (a JSON text, the
+-- way to send a field newer than the schema).
+local function shape_problem(v, shape, path, strict, depth)
+  if depth > MAX_DEPTH then return path .. " is nested too deeply (or refers to itself)" end
+  if shape == nil or shape == "any" or v == NULL then return nil end
+  local tv = type(v)
+  if shape == "string" or shape == "boolean" then
+    if tv ~= shape then return format("%s must be a %s, got %s", path, shape, describe(v)) end
+    return nil
   end
-  -- integer
-  if not is_integer(v) then
-    return nil, errors.invalid(format("%s: %s must be an integer from %d to %d, got %s",
-      action, name, spec.min, spec.max, describe(v)))
+  if shape == "number" then
+    if tv ~= "number" or not finite(v) then
+      return format("%s must be a finite number, got %s", path, describe(v))
+    end
+    return nil
   end
-  if v < spec.min or v > spec.max then
-    return nil, errors.invalid(format("%s: %s must be from %d to %d, got %s",
-      action, name, spec.min, spec.max, describe(v)))
+  if tv ~= "table" then
+    return format("%s must be %s, got %s", path, shape.array and "an array" or "an object", describe(v))
   end
-  return format("%d", v)
+  if shape.array then
+    local n = 0
+    for k in pairs(v) do
+      if type(k) ~= "number" or k < 1 or k ~= floor(k) then
+        return format("%s must be an array (keys 1..n), got the key %s", path, describe(k))
+      end
+      n = n + 1
+    end
+    for i = 1, n do
+      if v[i] == nil then return format("%s must be an array without holes (no [%d])", path, i) end
+      local p = shape_problem(v[i], shape.array, format("%s[%d]", path, i), strict, depth + 1)
+      if p then return p end
+    end
+    return nil
+  end
+  if v[1] ~= nil then return format("%s must be an object, got an array", path) end
+  local fields = shape.fields
+  for k, x in pairs(v) do
+    if type(k) ~= "string" then
+      return format("%s must be an object with string keys, got the key %s", path, describe(k))
+    end
+    local sub_shape
+    if fields then
+      sub_shape = fields[k]
+      if sub_shape == nil and strict then
+        return format("%s has no field %q%s", path, k, hint_text(k, fields))
+      end
+    else
+      sub_shape = shape.map
+    end
+    local p = shape_problem(x, sub_shape, path .. "." .. k, strict, depth + 1)
+    if p then return p end
+  end
+  return nil
 end
 
--- Values for an action without a schema: scalars, written as strings.
+-- A JSON parameter: a table is checked against the shape and encoded with
+-- it, so an empty table is [] or {} as the schema says; a string is taken
+-- as the JSON text and sent as it is, once it parses as JSON of that shape.
+local function json_value(action, name, shape, v, in_body)
+  local t = type(v)
+  if t == "string" then
+    if not in_body and find(v, "[\r\n]") then return crlf_error(action, name) end
+    local decoded, derr = json_decode(v, NULL)
+    if decoded == nil then
+      return nil, errors.invalid(format("%s: %s is a string but not JSON text (%s)", action, name,
+        tostring(derr)))
+    end
+    local p = shape_problem(decoded, shape, name, false, 0)
+    if p then return nil, errors.invalid(format("%s: %s (in the JSON text)", action, p)) end
+    return v
+  end
+  if t ~= "table" then
+    return nil, errors.invalid(format("%s: %s must be %s (a table, or its JSON text), got %s", action, name,
+      _M.describe_shape(shape), describe(v)))
+  end
+  local p = shape_problem(v, shape, name, true, 0)
+  if p then return nil, errors.invalid(format("%s: %s", action, p)) end
+  local s, err = json_encode(v, shape)
+  if not s then
+    return nil, errors.invalid(format("%s: %s cannot be encoded as JSON: %s", action, name, tostring(err)))
+  end
+  return s
+end
+
+local function number_value(action, name, spec, v)
+  if spec.integer then
+    if not is_integer(v) then
+      if spec.max then
+        return nil, errors.invalid(format("%s: %s must be an integer from %d to %d, got %s",
+          action, name, spec.min, spec.max, describe(v)))
+      end
+      return nil, errors.invalid(format("%s: %s must be an integer, got %s", action, name, describe(v)))
+    end
+    if (spec.min and v < spec.min) or (spec.max and v > spec.max) then
+      if spec.max then
+        return nil, errors.invalid(format("%s: %s must be from %d to %d, got %s",
+          action, name, spec.min, spec.max, describe(v)))
+      end
+      return nil, errors.invalid(format("%s: %s must be at least %d, got %s", action, name, spec.min, describe(v)))
+    end
+  elseif type(v) ~= "number" or not finite(v) then
+    return nil, errors.invalid(format("%s: %s must be a finite number, got %s", action, name, describe(v)))
+  end
+  local s, err = number_text(v)
+  if not s then return nil, errors.invalid(format("%s: %s: %s", action, name, tostring(err))) end
+  return s
+end
+
+local function check_value(action, name, spec, v)
+  if spec.json then return json_value(action, name, spec.type, v, spec.body) end
+  local t = spec.type
+  if t == "number" then return number_value(action, name, spec, v) end
+  if t == "boolean" then
+    if type(v) ~= "boolean" then
+      return nil, errors.invalid(format("%s: %s must be a boolean, got %s", action, name, describe(v)))
+    end
+    return v and "true" or "false"
+  end
+  -- string
+  if type(v) ~= "string" then
+    return nil, errors.invalid(format("%s: %s must be a string, got %s", action, name, describe(v)))
+  end
+  if not spec.body and find(v, "[\r\n]") then return crlf_error(action, name) end
+  if spec.required and v == "" then
+    return nil, errors.invalid(format("%s: %s must not be empty", action, name), "MissingParameter")
+  end
+  local problem = spec.check and spec.check(v)
+  if problem then
+    return nil, errors.invalid(format("%s: %s %s, got %s", action, name, problem, describe(v)))
+  end
+  return v
+end
+
+-- A value of an action without a schema: a string as it is, a number as
+-- its shortest text, a boolean as true/false, a table as one JSON text
+-- (what every structured parameter of the SDK is).
 local function generic_value(action, name, v)
   local t = type(v)
   if t == "string" then
@@ -289,79 +418,51 @@ local function generic_value(action, name, v)
     return v
   end
   if t == "number" then
-    if is_integer(v) then return format("%d", v) end
-    if v ~= v or v == huge or v == -huge then
-      return nil, errors.invalid(format("%s: %s is not a finite number", action, name))
-    end
-    return format("%.17g", v)
+    local s = finite(v) and number_text(v)
+    if not s then return nil, errors.invalid(format("%s: %s is not a finite number", action, name)) end
+    return s
   end
   if t == "boolean" then return v and "true" or "false" end
+  if t == "table" then
+    if next(v) == nil then
+      return nil, errors.invalid(format("%s: %s is an empty table, which could mean [] or {}: "
+        .. "leave it out, or pass the JSON text as a string", action, name))
+    end
+    local s, err = json_encode(v)
+    if not s then
+      return nil, errors.invalid(format("%s: %s cannot be encoded as JSON: %s", action, name, tostring(err)))
+    end
+    return s
+  end
   return nil, errors.invalid(format("%s: %s must be a string, number, boolean or table, got %s",
     action, name, t))
 end
 
-local SCALAR = { string = true, number = true, boolean = true }
-
--- 1..n with n >= 1, nothing else, every element a scalar?
-local function scalar_array(t)
-  local n = 0
-  for k, v in pairs(t) do
-    if type(k) ~= "number" or not SCALAR[type(v)] then return nil end
-    n = n + 1
-  end
-  if n == 0 then return nil end
-  for i = 1, n do
-    if t[i] == nil then return nil end
-  end
-  return n
-end
-
--- A table value of an action without a schema, added to `out`: an array of
--- scalars as Name.1, Name.2, ...; anything else as one JSON string.
-local function generic_table(action, name, v, out)
-  if next(v) == nil then
-    return nil, errors.invalid(format("%s: %s is an empty table, which could mean [] or {}: "
-      .. "leave it out, or pass the JSON text as a string", action, name))
-  end
-  local n = scalar_array(v)
-  if n then
-    for i = 1, n do
-      local key = name .. "." .. i
-      if out[key] ~= nil then
-        return nil, errors.invalid(format("%s: %s is given twice (as %s and in %s)", action, key, key, name))
-      end
-      local s, err = generic_value(action, key, v[i])
-      if not s then return nil, err end
-      out[key] = s
-    end
-    return true
-  end
-  local s, err = cjson.encode(v)
-  if not s then
-    return nil, errors.invalid(format("%s: %s cannot be encoded as JSON: %s", action, name, tostring(err)))
-  end
-  -- cjson writes "/" as "\/"; both are valid JSON, and URIs read better without.
-  -- cjson escapes CR and LF inside strings, so the text holds neither raw.
-  out[name] = (gsub(s, "\\/", "/"))
-  return true
-end
-
---- Checks `params` for `action` and returns them as a new table of strings,
--- ready to sign.
+--- Checks `params` for `action` and encodes them as the official SDK does:
+-- two tables of strings, ready to sign.
 --
--- For an action with a schema, each value must have the type the schema
--- gives. For an action without one, a string, number or boolean is sent as
--- text; an array of scalars `{ "a", "b" }` as `Name.1=a&Name.2=b`; any other
--- table (an object, or an array of objects) as one JSON string, which is how
--- IMM takes structured parameters such as `Targets`, `Notification` or `Tag`.
--- Raw CR and LF are refused in every text value; in a JSON value they are
+-- For an action with a schema, each name must be one of its parameters and
+-- each value of its type: a string, a number (sent as its shortest text,
+-- integers in full: `0.7`, `202405170000123`), a boolean, or, for a
+-- structured parameter, a table checked against the schema at every depth
+-- and sent as one JSON text (an empty table is `[]` or `{}` as the schema
+-- says), or that JSON text as a string, sent as it is once it parses as
+-- JSON of the right shape. Required parameters must be there.
+--
+-- For an action without a schema (the escape hatch), a string, number or
+-- boolean is sent as text and a non-empty table as one JSON text, all in
+-- the query.
+--
+-- Raw CR and LF are refused in query text values; in a JSON value they are
 -- escaped (`\n`), so the encoded text holds none.
 -- @tparam string action e.g. "ListBindings"
 -- @tparam table params
 -- @treturn table query (name -> string)
+-- @treturn table|nil body (name -> string) for an action that sends a form
+--   body (`def.form`), even when empty; nil otherwise
 -- @return nil, err on bad input
 function _M.validate(action, params)
-  if type(action) ~= "string" or not action:match("^[A-Za-z][A-Za-z0-9]*$") then
+  if type(action) ~= "string" or not match(action, "^[A-Za-z][A-Za-z0-9]*$") then
     return nil, errors.invalid("action must be an API action name such as \"ListBindings\", got "
       .. describe(action))
   end
@@ -369,41 +470,51 @@ function _M.validate(action, params)
   if type(params) ~= "table" then
     return nil, errors.invalid(format("%s: parameters must be a table, got %s", action, type(params)))
   end
-  local def = _M.actions[action]
-  local out = {}
+  local def = actions[action]
+  local query, body = {}, def and def.form and {} or nil
   for name, v in pairs(params) do
     if type(name) ~= "string" then
       return nil, errors.invalid(format("%s: parameter names must be strings, got %s",
         action, describe(name)))
     end
     local s, err
-    if def then
-      local spec = def.params[name]
-      if not spec then
-        local hint = _M.suggest(name, def.params)
-        return nil, errors.invalid(format("%s: unknown parameter %s%s", action, describe(name),
-          hint and format(" (did you mean %q?)", hint) or ""))
-      end
+    local spec = def and def.params[name]
+    if def and not spec then
+      return nil, errors.invalid(format("%s: unknown parameter %s%s", action, describe(name),
+        hint_text(name, def.params)))
+    end
+    if spec then
       s, err = check_value(action, name, spec, v)
-    elseif type(v) == "table" then
-      s, err = generic_table(action, name, v, out)
     else
       s, err = generic_value(action, name, v)
-      if s and out[name] ~= nil then
-        return nil, errors.invalid(format("%s: %s is given twice", action, name))
-      end
     end
     if not s then return nil, err end
-    if s ~= true then out[name] = s end
+    if spec and spec.body then body[name] = s else query[name] = s end
   end
   if def then
     for name, spec in pairs(def.params) do
-      if spec.required and out[name] == nil then
+      if spec.required and params[name] == nil then
         return nil, errors.invalid(format("%s: %s is required", action, name), "MissingParameter")
       end
     end
   end
-  return out
+  return query, body
+end
+
+--- The parameters of `action` in order of name, for help texts: each
+-- `{ name =, type = "words", where = "query"|"body", json = bool, required = bool }`.
+-- @tparam string action
+-- @treturn table|nil nil when the action has no schema
+function _M.describe_params(action)
+  local def = actions[action]
+  if not def then return nil end
+  local list = {}
+  for name, spec in pairs(def.params) do
+    list[#list + 1] = { name = name, type = _M.describe_shape(spec.type), where = spec.body and "body" or "query",
+      json = spec.json == true, required = spec.required == true }
+  end
+  table.sort(list, function(a, b) return a.name < b.name end)
+  return list
 end
 
 return _M

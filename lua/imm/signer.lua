@@ -8,7 +8,8 @@
 -- @module imm.signer
 
 local core = require "imm.core"
-local date = os.date
+local date, pairs, ipairs, next, sort, concat = os.date, pairs, ipairs, next, table.sort, table.concat
+local percent_encode = core.percent_encode
 
 local _M = {}
 
@@ -35,19 +36,52 @@ function _M.payload_hash(algorithm, body)
   return core.hash_hex(HASH_OF[algorithm], body)
 end
 
+_M.FORM_TYPE = "application/x-www-form-urlencoded"
+
+-- name=value pairs of `t`, sorted by name, RFC 3986 percent-encoded (a
+-- space is %20): the form body, and the V2 query when a body takes some
+-- of the signed parameters.
+local function encode_pairs(t, skip)
+  local names = {}
+  for k in pairs(t) do
+    if not (skip and skip[k]) then names[#names + 1] = k end
+  end
+  sort(names)
+  for i, k in ipairs(names) do names[i] = percent_encode(k) .. "=" .. percent_encode(t[k]) end
+  return concat(names, "&")
+end
+
+--- An x-www-form-urlencoded body of `params` (name -> string).
+-- @tparam table params
+-- @treturn string
+-- @usage local body = signer.form_body{ Messages = "[]" }
+function _M.form_body(params)
+  return encode_pairs(params)
+end
+
 --- Signs a request.
 -- @tparam table r fields: `algorithm`, `method`, `path`, `authority` (Host),
---   `action`, `version`, `query` (name -> string), `body`, `date` (epoch
---   seconds), `nonce`, `access_key_id`, `access_key_secret`,
---   `security_token`, `debug`.
+--   `action`, `version`, `query` (name -> string), `form` (name -> string:
+--   parameters that travel in an x-www-form-urlencoded body; the body is
+--   sent, with its content type, whenever `form` is a table, even empty),
+--   `body` (without `form`), `date` (epoch seconds), `nonce`,
+--   `access_key_id`, `access_key_secret`, `security_token`, `debug`.
+--   V3 hashes the body into `x-acs-content-sha256`; V2 signs the form
+--   parameters with the query ones, as the official openapi-util does.
 -- @treturn table `{ query = "encoded query string", headers = {name -> value},
---   canonical_request = ..., string_to_sign = ... }` (the last two with `debug`)
+--   body = the body to send, canonical_request = ..., string_to_sign = ... }`
+--   (the last two with `debug`)
 -- @return nil, code, message when signing failed
 function _M.sign(r)
   local algorithm = r.algorithm
+  local form, body, content_type = r.form, r.body or "", r.content_type
+  if form then body, content_type = encode_pairs(form), _M.FORM_TYPE end
   if algorithm == "v2" then
     local p = {}
     for k, v in pairs(r.query) do p[k] = v end
+    if form then
+      for k, v in pairs(form) do p[k] = v end
+    end
     p.Action = r.action
     p.Version = r.version
     p.Format = "JSON"
@@ -59,10 +93,16 @@ function _M.sign(r)
     p.SecurityToken = r.security_token
     local q, sig, sts = core.sign_v2(r.method, p, r.access_key_secret, r.debug)
     if not q then return nil, sig, sts end
-    return { query = q, headers = { host = r.authority }, signature = sig, string_to_sign = sts }
+    local headers = { host = r.authority }
+    if form then
+      headers["content-type"] = content_type
+      -- signed with the rest, but sent in the body only
+      if next(form) ~= nil then q = encode_pairs(p, form) .. "&Signature=" .. percent_encode(sig) end
+    end
+    return { query = q, headers = headers, body = body, signature = sig, string_to_sign = sts }
   end
 
-  local payload = _M.payload_hash(algorithm, r.body)
+  local payload = _M.payload_hash(algorithm, body)
   local h = {
     host = r.authority,
     ["x-acs-action"] = r.action,
@@ -75,12 +115,12 @@ function _M.sign(r)
     h["x-acs-security-token"] = r.security_token
     h["x-acs-accesskey-id"] = r.access_key_id
   end
-  if r.content_type then h["content-type"] = r.content_type end
+  if content_type then h["content-type"] = content_type end
   local q, auth, creq, sts = core.sign_v3(algorithm, r.method, r.path or "/", r.query, h,
     payload, r.access_key_id, r.access_key_secret, r.debug)
   if not q then return nil, auth, creq end
   h.authorization = auth
-  return { query = q, headers = h, canonical_request = creq, string_to_sign = sts }
+  return { query = q, headers = h, body = body, canonical_request = creq, string_to_sign = sts }
 end
 
 return _M

@@ -424,7 +424,7 @@ end
 -- @return table, or nil, err (`InvalidResponse`)
 -- @usage local v, err = base.json_object(res, "credentials URI reply")
 function _M.json_object(res, where)
-  local v = require("imm.decode").cjson(res.body)
+  local v = require("imm.decode").imm(res.body)
   if type(v) ~= "table" or v[1] ~= nil then
     return nil, errors.new("InvalidResponse", format("%s is not a JSON object (HTTP %d, %d bytes)",
       where, res.status, #res.body), { status = res.status, retryable = false })

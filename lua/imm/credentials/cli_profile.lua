@@ -65,12 +65,12 @@ function _M.new(opts)
       return nil, base.bad_config(line and format("%s:%d: %s", path, line, msg) or format("%s: %s", path, msg),
         { file = path, line = line })
     end
-    local doc, jerr = require("imm.decode").cjson(text)
+    local doc, jerr = require("imm.decode").imm(text)
     if doc == nil then
-      -- cjson says "... at character N": turn that into a line, and never
-      -- quote the text (it holds secrets)
+      -- the decoder says "... but found 'x' at character N": turn that into
+      -- a line, and never quote the text, not even a character (it holds secrets)
       local pos = tonumber(match(tostring(jerr), "at character (%d+)"))
-      local what = gsub(tostring(jerr), " at character %d+$", "")
+      local what = gsub(gsub(tostring(jerr), " at character %d+$", ""), " but found .*$", "")
       return bad("not valid JSON (" .. what .. ")", pos and base.line_of(text, pos) or nil)
     end
     if type(doc) ~= "table" or type(doc.profiles) ~= "table" then

@@ -49,7 +49,7 @@ end
 local function parse(res, action, host, secrets)
   local where = format("STS %s at %s", action, host)
   if res.status < 200 or res.status > 299 then
-    local decoded = require("imm.decode").cjson(res.body)
+    local decoded = require("imm.decode").imm(res.body)
     local err
     if type(decoded) == "table" and type(decoded.Code) == "string" then
       err = errors.from_service(res.status, res.headers, decoded, res.body)
