@@ -22,25 +22,29 @@ function sampler(api) {
 
   // imm refuses CR and LF in a scalar parameter, by design (they cannot reach
   // a header that way); inside a JSON value they are escaped, so only there.
-  function scalar(type, name, inJson) {
+  // Where imm checks a documented rule before sending, the sample keeps to it:
+  // MaxResults is an integer from 0 to 200, a binding URI is oss://bucket/prefix/,
+  // and a required parameter is not empty.
+  function scalar(type, name, inJson, required) {
     const i = tick();
-    if (type === 'number') return NUMBERS[i % NUMBERS.length];
+    if (type === 'number') return name === 'MaxResults' && !inJson ? 100 : NUMBERS[i % NUMBERS.length];
     if (type === 'boolean') return i % 2 === 0;
     let s = STRINGS[i % STRINGS.length];
     if (!inJson && s.includes('\n')) s = s.replace('\n', ' ');
-    if (name === 'URI') return `oss://bucket/object-${i}`;  // imm checks the binding methods' URI
+    if (name === 'URI') return `oss://bucket/dir-${i}/`;
+    if (s === '' && required) s = 'value';
     return s === 'value' ? `${name}-${i}` : s;
   }
 
   // A value of TYPE; inJson: inside a JSON-encoded parameter.
-  function value(type, name, stack, inJson) {
+  function value(type, name, stack, inJson, required) {
     if (typeof type === 'string') {
       if (type === 'any') {
         // "any" has no array/object shape to follow: never an empty table here.
         return inJson ? { Name: `${name}-${tick()}`, Count: scalar('number', name, true), On: true }
-          : scalar('string', name, false);
+          : scalar('string', name, false, required);
       }
-      return scalar(type, name, inJson);
+      return scalar(type, name, inJson, required);
     }
     if (type.array !== undefined) {
       arrays += 1;
@@ -71,7 +75,7 @@ function sampler(api) {
     n = 0; arrays = 0;
     const params = {};
     for (const p of api.actions[action].params) {
-      params[p.name] = value(p.type, p.name, [], p.encoding === 'json');
+      params[p.name] = value(p.type, p.name, [], p.encoding === 'json', p.required === true);
     }
     return params;
   };
