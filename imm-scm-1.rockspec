@@ -62,7 +62,7 @@ build = {
     ["imm.transport.curl"] = "lua/imm/transport/curl.lua",
     ["imm.transport.ngx"] = "lua/imm/transport/ngx.lua",
     ["imm.core"] = {
-      sources = { "src/imm_buf.c", "src/imm_sign.c", "src/imm_http.c", "src/imm_json.c", "src/imm_core.c" },
+      sources = { "src/imm_buf.c", "src/imm_sign.c", "src/imm_http.c", "src/imm_json.c", "src/imm_jsonenc.c", "src/imm_core.c" },
       -- the same version as lua/imm/client.lua; spec/02 checks they agree
       defines = { "_POSIX_C_SOURCE=200809L", 'IMM_VERSION="0.1.0"' },
       libraries = { "curl", "ssl", "crypto", "z", "pthread" },
