@@ -172,6 +172,26 @@ function same(a, b) {
   return ka.every((k) => Object.prototype.hasOwnProperty.call(b, k) && same(a[k], b[k]));
 }
 
+// Where two decoded JSON values first differ: "[0].Elements[1]: SDK [], imm {}".
+function whereDiffer(a, b, at) {
+  const text = (v) => JSON.stringify(v, (k, x) => (x && x.$num !== undefined ? Number(x.$num) : x))
+    .replace(/"\$num":"([^"]*)"/g, '$1');
+  const num = (v) => v && typeof v === 'object' && v.$num !== undefined;
+  const plain = (v) => (num(v) ? v.$num : text(v));
+  if (num(a) || num(b) || a === null || b === null || typeof a !== 'object' || typeof b !== 'object'
+      || Array.isArray(a) !== Array.isArray(b)) {
+    return `${at || '(top)'}: SDK ${plain(a)}, imm ${plain(b)}`;
+  }
+  const keys = new Set(Object.keys(a).concat(Object.keys(b)));
+  for (const k of keys) {
+    const sub = Array.isArray(a) ? `${at}[${k}]` : `${at}.${k}`;
+    if (!(k in a)) return `${sub}: only imm sends it`;
+    if (!(k in b)) return `${sub}: imm does not send it`;
+    if (!same(a[k], b[k])) return whereDiffer(a[k], b[k], sub);
+  }
+  return `${at || '(top)'}: lengths differ`;
+}
+
 const show = (s) => (s.length > 160 ? `${JSON.stringify(s.slice(0, 160))}...` : JSON.stringify(s));
 
 function paramsOf(rec) {
@@ -179,6 +199,26 @@ function paramsOf(rec) {
   for (const [k, v] of Object.entries(rec.query)) if (!V2_COMMON.has(k)) out.set(k, { where: 'query', v });
   for (const [k, v] of Object.entries(rec.body || {})) if (!V2_COMMON.has(k)) out.set(k, { where: 'body', v });
   return out;
+}
+
+// What the compared requests held, so the summary says what was covered.
+const stats = { params: 0, query: 0, body: 0, json: 0, scalarFloats: 0, jsonNumbers: 0, jsonFloats: 0,
+  bigIntegers: 0, emptyArrays: 0, emptyObjects: 0 };
+
+function count(v) {
+  if (Array.isArray(v)) {
+    if (v.length === 0) stats.emptyArrays += 1;
+    v.forEach(count);
+  } else if (v !== null && typeof v === 'object') {
+    if (v.$num !== undefined) {
+      stats.jsonNumbers += 1;
+      if (/[.eE]/.test(v.$num)) stats.jsonFloats += 1;
+      if (/^-?\d{16,}$/.test(v.$num) || /^-?\d{15}$/.test(v.$num)) stats.bigIntegers += 1;
+      return;
+    }
+    if (Object.keys(v).length === 0) stats.emptyObjects += 1;
+    Object.values(v).forEach(count);
+  }
 }
 
 function compare(c, sdk, imm) {
@@ -196,6 +236,15 @@ function compare(c, sdk, imm) {
   const a = paramsOf(sdk);
   const b = paramsOf(imm);
   for (const [name, x] of a) {
+    stats.params += 1;
+    stats[x.where] += 1;
+    const p0 = spec.get(name);
+    if (p0 && p0.encoding === 'json') {
+      stats.json += 1;
+      try { count(recorder.decodeJsonValue(x.v)); } catch (e) { /* reported below */ }
+    } else if (p0 && p0.type === 'number' && /[.eE]/.test(x.v)) {
+      stats.scalarFloats += 1;
+    }
     const y = b.get(name);
     if (!y) { diffs.push(`${name}: SDK sends it in the ${x.where}, imm does not send it`); continue; }
     if (x.where !== y.where) diffs.push(`${name}: SDK sends it in the ${x.where}, imm in the ${y.where}`);
@@ -205,7 +254,7 @@ function compare(c, sdk, imm) {
       let dy;
       try { dx = recorder.decodeJsonValue(x.v); } catch (e) { diffs.push(`${name}: the SDK's value is not JSON`); continue; }
       try { dy = recorder.decodeJsonValue(y.v); } catch (e) { diffs.push(`${name}: imm's value is not JSON: ${show(y.v)}`); continue; }
-      if (!same(dx, dy)) diffs.push(`${name}: JSON differs: SDK ${show(x.v)}, imm ${show(y.v)}`);
+      if (!same(dx, dy)) diffs.push(`${name}: JSON differs at ${name}${whereDiffer(dx, dy, '')}`);
     } else if (x.v !== y.v) {
       diffs.push(`${name}: SDK ${show(x.v)}, imm ${show(y.v)}`);
     }
@@ -289,6 +338,10 @@ async function main() {
     await rec.close();
   }
   console.log(`sdkdiff: imm sent ${via.method || 0} calls through generated methods, ${via.call || 0} through client:call`);
+  console.log(`sdkdiff: compared ${stats.params} parameters (${stats.query} in the query, ${stats.body} in a form body; `
+    + `${stats.json} JSON values holding ${stats.jsonNumbers} numbers, ${stats.jsonFloats} of them floats and `
+    + `${stats.bigIntegers} integers of 15+ digits, ${stats.emptyArrays} empty arrays, ${stats.emptyObjects} empty objects; `
+    + `${stats.scalarFloats} scalar floats)`);
   console.log(`sdkdiff: ${total} calls: ${identical} identical, ${total - identical} differ`);
   return total === identical ? 0 : 1;
 }
