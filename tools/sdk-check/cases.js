@@ -9,7 +9,7 @@
 // nested empty arrays where the type is an array.  The values are a pure
 // function of the description, so every run sends the same calls.
 //
-// realisticCases(): calls as a user writes them (26 of them).
+// realisticCases(): calls as a user writes them (27 of them).
 
 const STRINGS = ['value', 'a+b/c=d&e f', "项目 ü*'()!~", 'line1\nline2', 'oss://bucket/dir/file.jpg', ''];
 const NUMBERS = [20, 0.7, 202405170000123, 0.30000000000000004, 1e-7, -3, 1e21, 1.5];
@@ -134,6 +134,9 @@ function realisticCases() {
       TargetURIPrefix: 'oss://bucket/out/', StartPage: 1, EndPage: 5, ScalePercentage: 150, ImageDPI: 96,
       Sources: [{ URI: 'oss://bucket/a.docx', Rotate: 90 }],
       TrimPolicy: { DisableDeleteEmptyCell: true, DisableDeleteUnusedPicture: false } }],
+    // no body parameter given: the SDK still sends an (empty) form body
+    ['CreateOfficeConversionTask', { ProjectName: P, SourceURI: 'oss://bucket/slides.pptx', TargetType: 'jpg',
+      TargetURIPrefix: 'oss://bucket/slides/', LongPicture: true, Quality: 80 }],
     ['CreateTrigger', { ProjectName: P, ServiceRole: 'AliyunIMMBatchTriggerRole',
       Input: { OSS: { Bucket: 'bucket', Prefix: 'in/', MatchExpressions: ['*.jpg', '*.png'] } },
       Actions: [{ Name: 'doc/convert', Parameters: ['target=png'], FastFailPolicy: { Action: 'abort' } }],

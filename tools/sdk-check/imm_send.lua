@@ -1,19 +1,19 @@
 -- Sends the calls of a cases file with imm, for tools/sdk-check/sdkdiff.js.
 --
---   lua5.4 tools/sdk-check/imm_send.lua CASES.json HOST:PORT [SIGNATURE_ALGORITHM]
+--   lua5.4 tools/sdk-check/imm_send.lua CASES.json HOST:PORT [SIGNATURE_ALGORITHM [call]]
 --
 -- CASES.json is an array of { id, action, params } (params keyed by wire name,
 -- as JSON). Each call goes to http://HOST:PORT with the generated method of the
 -- action when the client has one (client:create_media_convert_task{...}),
--- else with client:call(action, params). Prints one line per call:
+-- else, or with "call" as the fourth argument, with client:call(action, params). Prints one line per call:
 -- "ok ID method|call" or "err ID method|call CODE MESSAGE". Needs LUA_PATH and
 -- LUA_CPATH to find the working tree's imm (sdkdiff.js sets them).
 
 local imm = require "imm"
 local core = require "imm.core"
 
-local cases_file, endpoint, algorithm = arg[1], arg[2], arg[3]
-assert(cases_file and endpoint, "usage: imm_send.lua CASES.json HOST:PORT [SIGNATURE_ALGORITHM]")
+local cases_file, endpoint, algorithm, only_call = arg[1], arg[2], arg[3], arg[4] == "call"
+assert(cases_file and endpoint, "usage: imm_send.lua CASES.json HOST:PORT [SIGNATURE_ALGORITHM [call]]")
 
 local f = assert(io.open(cases_file, "rb"))
 local cases = assert(core.json_decode(f:read("*a")))
@@ -46,7 +46,7 @@ local client = assert(imm.new {
 
 for _, case in ipairs(cases) do
   local params = integers(case.params)
-  local method = client[snake(case.action)]
+  local method = not only_call and client[snake(case.action)]
   local via = type(method) == "function" and "method" or "call"
   -- pcall: a call that raises is reported as such, and the other calls still run
   local ok, res, err = pcall(function()

@@ -8,7 +8,8 @@
 // Calls: one per action of api/imm-2020-09-30.json with every field filled,
 // and the realistic calls (cases.js); the realistic ones once more with the V2
 // signature (both sides signatureAlgorithm "v2"), where body parameters travel
-// in the form body too.
+// in the form body too, and once more through client:call instead of the
+// generated methods.
 //
 // The SDK side: @alicloud/imm20200930 (the generated IMM client) is not on the
 // npm registry this project installs from, so this check does what each of its
@@ -125,7 +126,7 @@ async function sdkSend(client, c) {
 // The imm side.
 
 // Asynchronous: the recorder runs in this process and must go on answering.
-async function immSend(cases, port, algorithm) {
+async function immSend(cases, port, algorithm, via) {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sdkdiff-'));
   const file = path.join(dir, 'cases.json');
   fs.writeFileSync(file, JSON.stringify(cases));
@@ -136,7 +137,7 @@ async function immSend(cases, port, algorithm) {
     ALIBABA_CLOUD_ECS_METADATA_DISABLED: 'true',
   });
   const r = await new Promise((resolve) => {
-    const child = spawn(LUA, [path.join(__dirname, 'imm_send.lua'), file, `127.0.0.1:${port}`, algorithm || ''],
+    const child = spawn(LUA, [path.join(__dirname, 'imm_send.lua'), file, `127.0.0.1:${port}`, algorithm || '', via || ''],
       { env, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
@@ -267,7 +268,7 @@ function compare(c, sdk, imm) {
 
 // ---------------------------------------------------------------------------
 
-async function runSet(label, cases, rec, algorithm) {
+async function runSet(label, cases, rec, algorithm, how) {
   const client = sdkClient(rec.port, algorithm);
   const sdkRecs = new Map();
   for (const c of cases) {
@@ -279,7 +280,7 @@ async function runSet(label, cases, rec, algorithm) {
   rec.clear();
   const ids = [];
   rec.onRecord = null;
-  const results = await immSend(cases, rec.port, algorithm);
+  const results = await immSend(cases, rec.port, algorithm, how);
   // imm sends the calls in order, one request each (max_retries = 0); a call it
   // refused before sending has no request, so match requests to calls by action.
   const immRecs = new Map();
@@ -326,10 +327,11 @@ async function main() {
   let total = 0;
   let identical = 0;
   const via = {};
-  const sets = [['all-fields', full, undefined], ['realistic', real, undefined], ['realistic-v2', real, 'v2']];
+  const sets = [['all-fields', full], ['realistic', real], ['realistic-v2', real, 'v2'],
+    ['realistic-call', real, undefined, 'call']];
   try {
-    for (const [label, cases, algorithm] of sets) {
-      const r = await runSet(label, cases, rec, algorithm);
+    for (const [label, cases, algorithm, how] of sets) {
+      const r = await runSet(label, cases, rec, algorithm, how);
       console.log(`sdkdiff: ${label}: ${r.total} ${label === 'all-fields' ? 'actions' : 'calls'}: ${r.identical} identical, ${r.total - r.identical} differ`);
       total += r.total; identical += r.identical;
       for (const [k, v] of Object.entries(r.via)) via[k] = (via[k] || 0) + v;
