@@ -5,7 +5,7 @@
 #   sh tools/sdk-check/run.sh          (from anywhere; needs python3, node >= 18, npm)
 #
 # Installs the pinned packages from package-lock.json (npm ci) if node_modules is
-# missing, starts the local server on a free loopback port with its default data
+# missing or lacks one of them, starts the local server on a free loopback port with its default data
 # and demo credentials, runs check.js against it, then runs
 # sdkdiff.js (imm against the official SDK core, every action, through a
 # recorder of its own; needs the module built: make build), and exits non-zero
@@ -32,7 +32,14 @@ if [ "${SDK_CHECK:-1}" = 0 ]; then
   exit 0
 fi
 
-if [ ! -d "$here/node_modules" ]; then
+# Every package pinned in package.json, installed? (an older checkout's node_modules may lack some)
+installed() {
+  (cd "$here" && "$node" -e '
+    const deps = Object.keys(require("./package.json").dependencies);
+    for (const d of deps) require.resolve(d + "/package.json");' 2>/dev/null)
+}
+
+if [ ! -d "$here/node_modules" ] || ! installed; then
   echo "sdk-check: installing the pinned SDK packages (npm ci, from the npm registry)"
   if ! (cd "$here" && npm ci --no-audit --no-fund); then
     cat >&2 <<'MSG'
