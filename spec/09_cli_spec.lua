@@ -470,9 +470,9 @@ describe("imm command line", function()
       return args
     end
     local function state_of()
-      local b, err = srv.client {}:get_binding { ProjectName = "immtest", DatasetName = "photos-2024",
+      local res, err = srv.client {}:get_binding { ProjectName = "immtest", DatasetName = "photos-2024",
         URI = "oss://cli-lifecycle/" }
-      return b and b.State or err.code
+      return res and res.Binding.State or err.code
     end
 
     it("creates, waits, stops, resumes and deletes a binding", function()
@@ -551,7 +551,7 @@ describe("imm command line", function()
 
     it("calls any action with Name=value parameters and JSON text for structured ones", function()
       local out = ok_run { "call", "CreateProject", "ProjectName=cli-made",
-        'Tag=[{"TagKey":"env","TagValue":"cli"}]', "Description=from the command line" }
+        'Tag=[{"Key":"env","Value":"cli"}]', "Description=from the command line" }
       local res = cjson.decode(out)
       assert.equal("cli-made", res.Project.ProjectName)
       assert.equal("cli", res.Project.Tags[1].TagValue)

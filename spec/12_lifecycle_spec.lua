@@ -75,13 +75,13 @@ describe("binding lifecycle", function()
     assert.equal("Running", listed_state(c, k.URI))
 
     assert(c:stop_binding(copy(k, { Reason = "maintenance window" })))
-    b = assert(c:get_binding(k))
+    b = assert(c:get_binding(k)).Binding
     assert.equal("Stopped", b.State)
     assert.equal("maintenance window", b.Reason)
     assert.equal("Stopped", listed_state(c, k.URI))
 
     assert(c:resume_binding(k))
-    assert.equal("Running", assert(c:get_binding(k)).State)
+    assert.equal("Running", assert(c:get_binding(k)).Binding.State)
     assert.equal("Running", listed_state(c, k.URI))
 
     assert(c:delete_binding(k))
@@ -106,7 +106,7 @@ describe("binding lifecycle", function()
     assert.equal("Ready", assert(imm.create_binding(k)).Binding.State)
     assert.equal("Running", assert(imm.wait_binding(k, { timeout = 10, interval = 0.1 })).State)
     assert(imm.stop_binding(k))
-    assert.equal("Stopped", assert(imm.get_binding(k)).State)
+    assert.equal("Stopped", assert(imm.get_binding(k)).Binding.State)
     assert(imm.resume_binding(k))
     assert(imm.delete_binding(k))
     assert.equal("ResourceNotFound", select(2, imm.get_binding(k)).code)
@@ -303,7 +303,7 @@ describe("binding lifecycle", function()
       local c = srv.client { max_retries = 3 }
       assert(c:create_binding(key()))
       srv.fault { mode = "reset" }
-      local b = assert(c:get_binding(key()))
+      local b = assert(c:get_binding(key())).Binding
       assert.equal(key().URI, b.URI)
       assert.equal(2, #logged("GetBinding"))
     end)
@@ -334,7 +334,7 @@ describe("binding lifecycle", function()
       assert.equal("ResourceAlreadyExist", err.code)
       assert.equal(409, err.status)
       assert.is_false(err.retryable)
-      assert.equal("Ready", assert(c:get_binding(key())).State)
+      assert.equal("Ready", assert(c:get_binding(key())).Binding.State)
       assert.equal(2, #logged("CreateBinding"))
     end)
 
@@ -402,7 +402,7 @@ describe("binding lifecycle", function()
       assert.is_true(operations.is_idempotent("GetBinding"))
       assert.is_false(operations.is_idempotent("CreateBinding"))
       assert.is_false(operations.is_idempotent("DeleteBinding"))
-      assert.is_true(operations.is_idempotent("ListFigureClusters"))
+      assert.is_true(operations.is_idempotent("ListFigureClusters"))  -- now QueryFigureClusters
       assert.is_true(operations.is_idempotent("GetProject"))
       assert.is_false(operations.is_idempotent("CreateProject"))
       assert.is_false(operations.is_idempotent("Listen"))
@@ -457,7 +457,7 @@ describe("binding lifecycle", function()
       local c = srv.client {}
       local res = assert(c:call("CreateProject", {
         ProjectName = "tagged", Description = "made by the spec",
-        Tag = { { TagKey = "env", TagValue = "test" }, { TagKey = "path", TagValue = "a/b\nc" } },
+        Tag = { { Key = "env", Value = "test" }, { Key = "path", Value = "a/b\nc" } },
       }))
       assert.same({ { TagKey = "env", TagValue = "test" }, { TagKey = "path", TagValue = "a/b\nc" } },
         res.Project.Tags)
@@ -466,20 +466,21 @@ describe("binding lifecycle", function()
       assert.equal(200, r.status)
       assert.is_nil(r.params.Tag:find("[\r\n]"))
       assert.is_nil(r.params["Tag.1"])
-      assert.same(res.Project.Tags, cjson.decode(r.params.Tag))
-      -- and it comes back from ListProjects
-      local found
-      for p, err in c:projects() do
+      assert.equal('[{"Key":"env","Value":"test"},{"Key":"path","Value":"a/b\\nc"}]', r.params.Tag)
+      -- and it comes back from ListProjects, which filters by Tag
+      local found = {}
+      for p, err in c:projects { Tag = { { Key = "env", Value = "test" } } } do
         assert(p, tostring(err))
-        if p.ProjectName == "tagged" then found = p end
+        found[#found + 1] = p
       end
-      assert.equal("made by the spec", found.Description)
-      assert.same(res.Project.Tags, found.Tags)
+      assert.equal(1, #found)
+      assert.equal("made by the spec", found[1].Description)
+      assert.same(res.Project.Tags, found[1].Tags)
     end)
 
-    it("encodes objects as JSON and flattens arrays of scalars as Name.N", function()
+    it("sends the tables of an action without a schema as one JSON text each", function()
       local c = srv.client {}
-      local res, err = c:call("DetectImageLabels", {
+      local res, err = c:call("DetectNewThings", {
         SourceURI = "oss://bucket/a.jpg",
         Names = { "cat", "dog", 3, true },
         Notification = { MNS = { TopicName = "t" } },
@@ -491,12 +492,10 @@ describe("binding lifecycle", function()
       assert.equal("InvalidAction.NotFound", err.code)
       local r = srv.log()[1]
       assert.equal("v3-sha256", r.signature)
-      assert.same({ "cat", "dog", "3", "true" },
-        { r.params["Names.1"], r.params["Names.2"], r.params["Names.3"], r.params["Names.4"] })
-      assert.is_nil(r.params.Names)
-      assert.is_nil(r.params["Names.5"])
+      assert.equal('["cat","dog",3,true]', r.params.Names)
+      assert.is_nil(r.params["Names.1"])
       assert.same({ MNS = { TopicName = "t" } }, cjson.decode(r.params.Notification))
-      assert.same({ { Type = "x" } }, cjson.decode(r.params.Targets))
+      assert.equal('[{"Type":"x"}]', r.params.Targets)
       assert.equal("0.5", r.params.Score)
       assert.equal("oss://bucket/a.jpg", r.params.SourceURI)
     end)
@@ -506,17 +505,20 @@ describe("binding lifecycle", function()
       for _, case in ipairs {
         { { Tag = {} }, "empty table" },
         { { Description = "two\nlines" }, "CR or LF" },
-        { { Names = { "a\rb" } }, "CR or LF" },
+        { { ProjectName = "a\rb" }, "CR or LF", "CreateProject" },
         { { F = function() end }, "must be a string, number, boolean or table" },
-        { { Names = { "a" }, ["Names.1"] = "b" }, "given twice" },
         { { Deep = { x = function() end } }, "cannot be encoded as JSON" },
         { { N = 0 / 0 }, "finite" },
       } do
-        local res, err = c:call("CreateProject", case[1])
+        local res, err = c:call(case[3] or "CreateNewThing", case[1])
         assert.is_nil(res)
         assert.equal("InvalidParameter", err.code)
         assert.matches(case[2], err.message)
       end
+      -- and, for an action in the schema, anything it does not list
+      local res, err = c:call("CreateProject", { ProjectName = "p", Names = { "a" } })
+      assert.is_nil(res)
+      assert.matches('unknown parameter "Names"', err.message, 1, true)
       assert.equal(0, #srv.log())
     end)
 

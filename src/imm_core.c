@@ -1328,5 +1328,9 @@ __attribute__((visibility("default"))) int luaopen_imm_core(lua_State *L) {
     compat_setfuncs(L, core_funcs);
     lua_pushliteral(L, IMM_VERSION);
     lua_setfield(L, -2, "_VERSION");
+    /* JSON null: the NULL light userdata, equal to lua-cjson's cjson.null,
+     * so imm needs no lua-cjson for a null that both encoders write */
+    lua_pushlightuserdata(L, NULL);
+    lua_setfield(L, -2, "null");
     return 1;
 }

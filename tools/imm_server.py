@@ -22,8 +22,10 @@ parameters from the query string and an x-www-form-urlencoded body.  Version
     CreateBinding(ProjectName, DatasetName, URI)    -> {Binding}; URI oss://bucket[/prefix/]
     GetBinding(ProjectName, DatasetName, URI)       -> {Binding}
     StopBinding(ProjectName, DatasetName, URI, Reason?)   ResumeBinding(...)   DeleteBinding(...)
-    CreateProject(ProjectName, Description?, Tag?)  -> {Project}; Tag a JSON array of {TagKey, TagValue}
-    ListProjects(MaxResults?, NextToken?, Prefix?)  -> {Projects, NextToken?}
+    CreateProject(ProjectName, Description?, Tag?)  -> {Project}; Tag a JSON array of {Key, Value}
+                                                       (the request model), Project.Tags of {TagKey, TagValue}
+    ListProjects(MaxResults?, NextToken?, Prefix?, Tag?) -> {Projects, NextToken?}; Tag as above: only
+                                                       projects that carry every tag given
     CreateDataset(ProjectName, DatasetName, Description?) -> {Dataset}
     ListDatasets(ProjectName, MaxResults?, NextToken?, Prefix?) -> {Datasets, NextToken?}
 Binding lifecycle: CreateBinding makes a Ready binding that turns Running (Phase
@@ -691,7 +693,8 @@ def name_page(items, key, params):
 
 
 def parse_tags(value):
-    """Tag: a JSON array of {"TagKey", "TagValue"} (what the SDK sends as TagShrink)."""
+    """Tag: a JSON array of {"Key", "Value"} (the SDK's request model, sent as TagShrink);
+    returned as the response's {"TagKey", "TagValue"}."""
     if not value:
         return []
     try:
@@ -699,11 +702,11 @@ def parse_tags(value):
     except ValueError:
         raise ApiError(400, "InvalidParameter.Tag", f"The parameter Tag must be a JSON array, got {value[:60]!r}.")
     if not isinstance(tags, list) or not all(
-            isinstance(t, dict) and isinstance(t.get("TagKey"), str) and isinstance(t.get("TagValue", ""), str)
+            isinstance(t, dict) and isinstance(t.get("Key"), str) and isinstance(t.get("Value", ""), str)
             for t in tags):
         raise ApiError(400, "InvalidParameter.Tag",
-                       'The parameter Tag must be a JSON array of {"TagKey": ..., "TagValue": ...}.')
-    return [{"TagKey": t["TagKey"], "TagValue": t.get("TagValue", "")} for t in tags]
+                       'The parameter Tag must be a JSON array of {"Key": ..., "Value": ...}.')
+    return [{"TagKey": t["Key"], "TagValue": t.get("Value", "")} for t in tags]
 
 
 class Store:
@@ -841,8 +844,11 @@ class Store:
         return view
 
     def list_projects(self, params):
+        wanted = parse_tags(params.get("Tag"))
         with self.lock:
-            page, token = name_page([self._project_view(n) for n in sorted(self.projects)], "ProjectName", params)
+            views = [self._project_view(n) for n in sorted(self.projects)]
+            views = [v for v in views if all(t in v.get("Tags", []) for t in wanted)]
+            page, token = name_page(views, "ProjectName", params)
         return {"Projects": page, **({"NextToken": token} if token else {})}
 
     def create_dataset(self, params):

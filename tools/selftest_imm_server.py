@@ -36,7 +36,7 @@ from datetime import datetime, timedelta, timezone
 HERE = os.path.dirname(os.path.abspath(__file__))
 SERVER = os.path.join(HERE, "imm_server.py")
 DATA_FILE = os.path.join(HERE, "sample_bindings.json")
-VECTORS = os.path.join(HERE, "..", "..", "shared", "vectors", "signing.json")
+VECTORS = os.path.join(HERE, "..", "spec", "fixtures", "signing.json")
 KEY_ID, SECRET = "imm-local-id", "imm-local-secret"
 SHA256, SM3 = "ACS3-HMAC-SHA256", "ACS3-HMAC-SM3"
 VERBOSE = "-v" in sys.argv
@@ -645,10 +645,12 @@ def check_lifecycle(server):
     check(call("CreateBinding", **dict(key, DatasetName="nope"))[1].get("Code") == "ResourceNotFound",
           "CreateBinding in a dataset that does not exist")
 
-    tag = json.dumps([{"TagKey": "env", "TagValue": "test"}])
+    tag = json.dumps([{"Key": "env", "Value": "test"}])
     status, doc = call("CreateProject", ProjectName="zz-selftest", Description="d", Tag=tag)
     check(status == 200 and doc["Project"]["Tags"] == [{"TagKey": "env", "TagValue": "test"}], f"CreateProject {doc}")
     check(call("CreateProject", ProjectName="x", Tag="[1")[1].get("Code") == "InvalidParameter.Tag", "bad Tag")
+    status, doc = call("ListProjects", Tag=tag)
+    check(status == 200 and [p["ProjectName"] for p in doc["Projects"]] == ["zz-selftest"], f"ListProjects Tag {doc}")
     names, token, pages = [], None, 0
     while True:
         status, doc = call("ListProjects", MaxResults="2", **({"NextToken": token} if token else {}))

@@ -7,9 +7,9 @@
 -- cjson; it is the reference, and optional: it is loaded on first use, so
 -- imm needs no lua-cjson at run time. JSON `null` becomes an absent key in
 -- objects, so `binding.Reason == nil` works as a Lua programmer expects; a
--- null array element stays `decode.null` (`cjson.null` when lua-cjson is
--- installed). Another decoder can be given through the client's `decoder`
--- option, as long as it returns the same tables.
+-- null array element stays `decode.null` (equal to `cjson.null`). Another
+-- decoder can be given through the client's `decoder` option, as long as it
+-- returns the same tables.
 -- @module imm.decode
 
 local type, next, find, pcall, require = type, next, string.find, pcall, require
@@ -17,12 +17,10 @@ local core = require "imm.core"
 
 local _M = {}
 
--- lua-cjson, when installed: its null is the null of the tables (so that
--- `v == cjson.null` keeps working); without it, the C core's, or a private one.
-local has_cjson, cjson_safe = pcall(require, "cjson.safe")
-local null = has_cjson and cjson_safe.null or core.null
-  or setmetatable({}, { __tostring = function() return "null" end })
-local cjson  -- the private instance, made on first use
+-- JSON null: the C core's, the NULL light userdata, which equals
+-- lua-cjson's cjson.null (so `v == cjson.null` keeps working).
+local null = core.null
+local cjson  -- lua-cjson's private instance, made on first use
 
 -- Removes object keys whose value is null, recursively. Array slots keep
 -- cjson.null, since removing them would leave holes that `#` cannot see.
@@ -46,7 +44,8 @@ end
 -- @return nil, message when `body` is not valid JSON
 function _M.cjson(body)
   if not cjson then
-    if not has_cjson then return nil, "the cjson decoder needs lua-cjson, which is not installed" end
+    local ok, cjson_safe = pcall(require, "cjson.safe")
+    if not ok then return nil, "the cjson decoder needs lua-cjson, which is not installed" end
     cjson = cjson_safe.new()
     cjson.decode_invalid_numbers(false)  -- NaN and Infinity are not JSON
   end

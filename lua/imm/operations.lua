@@ -20,7 +20,7 @@
 -- only when the service cannot have acted on it (see `is_idempotent`).
 -- @module imm.operations
 
-local type, pairs, next, tostring, format = type, pairs, next, tostring, string.format
+local type, pairs, ipairs, next, tostring, format = type, pairs, ipairs, next, tostring, string.format
 local floor, huge, lower, sub, byte, find, match = math.floor, math.huge, string.lower, string.sub, string.byte,
   string.find, string.match
 local errors = require "imm.errors"
@@ -118,8 +118,9 @@ end
 -- and `check(v)` (strings: returns what is wrong, or nil). An action has
 -- `idempotent` (see `is_idempotent`), `form` (it sends a form body), and,
 -- when it pages, `items` (the list field) and `page_size` (the parameter).
-_M.actions = api.actions
-local actions = _M.actions
+local actions = {}
+for name, def in pairs(api.actions) do actions[name] = def end
+_M.actions = actions
 
 --- The request models, as shapes of `core.json_encode`.
 _M.models = api.models
@@ -138,11 +139,15 @@ actions.StopBinding = { params = binding_key { Reason = { type = "string" } }, i
   legacy = true }
 actions.ResumeBinding = { params = binding_key(), idempotent = false, legacy = true }
 
--- Only CreateBinding checks the whole URI form: the others name a binding
--- that exists, and the service says if not.
-actions.CreateBinding.params.URI.check = oss_uri_problem
-actions.GetBinding.params.URI.check = oss_scheme_problem
-actions.DeleteBinding.params.URI.check = oss_scheme_problem
+-- A binding is named by all three of ProjectName, DatasetName and URI,
+-- which the service requires though the SDK marks only ProjectName. Only
+-- CreateBinding checks the whole URI form: the others name a binding that
+-- exists, and the service says if not.
+for _, name in ipairs { "CreateBinding", "GetBinding", "DeleteBinding" } do
+  local p = actions[name].params
+  p.DatasetName.required, p.URI.required = true, true
+  p.URI.check = name == "CreateBinding" and oss_uri_problem or oss_scheme_problem
+end
 
 -- A page size is a whole number; the three listings imm has always known
 -- take 0..200 (0 means the default of 100). Other limits the service checks.
@@ -319,6 +324,10 @@ local function shape_problem(v, shape, path, strict, depth)
     if fields then
       sub_shape = fields[k]
       if sub_shape == nil and strict then
+        -- name the first unknown key in byte order, so the message is stable
+        for k2 in pairs(v) do
+          if type(k2) == "string" and fields[k2] == nil and k2 < k then k = k2 end
+        end
         return format("%s has no field %q%s", path, k, hint_text(k, fields))
       end
     else
