@@ -176,7 +176,7 @@ valgrind:
 
 ## fuzz: each libFuzzer target for FUZZ_SECONDS (default 60) from the seed corpus
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS = fuzz_sign fuzz_headers fuzz_response fuzz_json
+FUZZ_TARGETS = fuzz_sign fuzz_headers fuzz_response fuzz_json fuzz_json_encode
 FUZZ_FLAGS   = -g -O1 -std=c99 -D_POSIX_C_SOURCE=200809L -fsanitize=fuzzer,address,undefined \
                -fno-sanitize-recover=all -Isrc
 build/fuzz/fuzz_sign: fuzz/fuzz_sign.c src/imm_sign.c src/imm_buf.c $(HDRS)
@@ -191,11 +191,16 @@ build/fuzz/fuzz_response: fuzz/fuzz_response.c src/imm_json.c src/imm_json.h
 build/fuzz/fuzz_json: fuzz/fuzz_json.c src/imm_json.c src/imm_json.h
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_FLAGS) -I/usr/include/lua5.4 -o $@ $(filter %.c,$^) -llua5.4
+# the whole module, opened with luaopen_imm_core
+build/fuzz/fuzz_json_encode: fuzz/fuzz_json_encode.c $(SRCS) $(HDRS)
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_FLAGS) -Iinclude -I/usr/include/lua5.4 -DIMM_VERSION='"$(VERSION)"' $(DEP_CFLAGS) \
+	  -o $@ $(filter %.c,$^) -llua5.4 $(DEP_LIBS) -ldl
 fuzz: $(addprefix build/fuzz/,$(FUZZ_TARGETS))
 	@for t in $(FUZZ_TARGETS); do \
 	  echo "imm: fuzzing $$t for $(FUZZ_SECONDS)s"; \
 	  mkdir -p build/fuzz/corpus-$$t build/fuzz/crashes; \
-	  seeds=fuzz/corpus/$${t#fuzz_}; dict=; case $$t in fuzz_response|fuzz_json) dict=-dict=fuzz/json.dict;; esac; \
+	  seeds=fuzz/corpus/$${t#fuzz_}; dict=; case $$t in fuzz_response|fuzz_json|fuzz_json_encode) dict=-dict=fuzz/json.dict;; esac; \
 	  ./build/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -timeout=10 -rss_limit_mb=2048 $$dict \
 	    -artifact_prefix=build/fuzz/crashes/ -print_final_stats=1 \
 	    build/fuzz/corpus-$$t $$seeds 2>build/fuzz/$$t.log || { tail -40 build/fuzz/$$t.log; exit 1; }; \

@@ -8,7 +8,7 @@ local core = require "imm.core"
 local cjson = require("cjson").new()
 
 local mtype = math.type -- nil before Lua 5.3
-local char, format, concat = string.char, string.format, table.concat
+local format, concat = string.format, table.concat
 -- computed at run time: Lua 5.1 would merge a -0.0 literal with the constant 0
 local NEG_ZERO = -tonumber("0.0")
 
@@ -354,7 +354,7 @@ describe("imm.core.number_text", function()
       local x = random_double(rand)
       if x == x and x ~= 1 / 0 and x ~= -1 / 0 then xs[#xs + 1] = x end
     end
-    for i = 1, 500 do xs[#xs + 1] = rand(1, 999999) / 10 ^ rand(-25, 25) end
+    for _ = 1, 500 do xs[#xs + 1] = rand(1, 999999) / 10 ^ rand(-25, 25) end
     local input = os.tmpname()
     local f = assert(io.open(input, "w"))
     for i, x in ipairs(xs) do xs[i] = x + 0.0; f:write(format("%.17g\n", x)) end

@@ -1,0 +1,220 @@
+/*
+ * libFuzzer target: the JSON encoder (imm.core.json_encode, number_text).
+ *
+ * Each input is decoded with imm's decoder; the value is encoded, decoded
+ * again and compared with the first (every float must come back as the
+ * same double), encoded again (the text must not change), and encoded with
+ * a shape that fits it (the same text again). The encoder may refuse only
+ * what it documents: strings that are not valid UTF-8 (checked against Lua
+ * 5.4's own utf8.len), infinities (the decoder reads 1e999 as one, as
+ * lua-cjson does) and nesting deeper than 128 tables. A mismatch, or a
+ * Lua error raised instead of nil, message, aborts. Each input is then
+ * encoded with an allocator that fails after a few allocations: the memory
+ * error must unwind cleanly (ASan and LeakSanitizer check the rest).
+ *
+ * The first 8 bytes, as a double, also go through imm_json_number_text:
+ * the text must read back as the same double (strtod), with no more digits
+ * than the shortest %.{p}g that does.
+ *
+ * The whole module (every C file under src/) is linked in and opened with
+ * luaopen_imm_core.
+ */
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+
+#include "imm_jsonenc.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+int luaopen_imm_core(lua_State *L);
+
+static lua_State *L;
+
+/* allocations left before the allocator fails; negative: no limit */
+static long alloc_budget = -1;
+
+static void *fuzz_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+    (void)ud;
+    (void)osize;
+    if (nsize == 0) {
+        free(ptr);
+        return NULL;
+    }
+    if (alloc_budget == 0 && nsize > osize)
+        return NULL;
+    if (alloc_budget > 0)
+        alloc_budget--;
+    return realloc(ptr, nsize);
+}
+
+static const char *driver =
+    "local core, null = ...\n"
+    "local decode, encode = core.json_decode, core.json_encode\n"
+    "local mtype = math.type\n"
+    "local function same(a, b, path)\n"
+    "  if type(a) ~= type(b) then error(path .. ': ' .. type(a) .. ' vs ' .. type(b)) end\n"
+    "  if type(a) == 'number' then\n"
+    "    if mtype(a) ~= mtype(b) or a ~= b then\n"
+    "      error(string.format('%s: %.17g vs %.17g', path, a, b))\n"
+    "    end\n"
+    "  elseif type(a) == 'table' then\n"
+    "    for k, v in pairs(a) do same(v, b[k], path .. '.' .. tostring(k)) end\n"
+    "    for k in pairs(b) do if a[k] == nil then error(path .. '.' .. tostring(k) .. ' extra') end end\n"
+    "  elseif a ~= b then\n"
+    "    error(path .. ': ' .. tostring(a) .. ' vs ' .. tostring(b))\n"
+    "  end\n"
+    "end\n"
+    "local function nonfinite(v)\n"
+    "  if type(v) == 'number' then return v ~= v or v == math.huge or v == -math.huge end\n"
+    "  if type(v) ~= 'table' then return false end\n"
+    "  for _, x in pairs(v) do if nonfinite(x) then return true end end\n"
+    "  return false\n"
+    "end\n"
+    "local function depth(v)\n"
+    "  if type(v) ~= 'table' then return 0 end\n"
+    "  local d = 0\n"
+    "  for _, x in pairs(v) do local e = depth(x) if e > d then d = e end end\n"
+    "  return d + 1\n"
+    "end\n"
+    /* a shape that fits v, built from its keys; which of map and fields
+     * an object gets is drawn from `pick` */
+    "local function shape_of(v, pick)\n"
+    "  local t = type(v)\n"
+    "  if t == 'string' or t == 'number' or t == 'boolean' then return t end\n"
+    "  if t ~= 'table' or next(v) == nil then return 'any' end\n"
+    "  if v[1] ~= nil then\n"
+    "    local first = shape_of(v[1], pick)\n"
+    "    for i = 2, #v do if shape_of(v[i], pick) ~= first or type(first) == 'table' then\n"
+    "      return { array = 'any' } end end\n"
+    "    return { array = first }\n"
+    "  end\n"
+    "  if pick % 2 == 0 then return { map = 'any' } end\n"
+    "  local f = {}\n"
+    "  for k, x in pairs(v) do f[k] = shape_of(x, pick + 1) end\n"
+    "  return { fields = f }\n"
+    "end\n"
+    "return function(body, pick)\n"
+    "  local v = decode(body, null)\n"
+    "  if v == nil then return end\n"
+    "  local text, err = encode(v)\n"
+    "  if text == nil then\n"
+    "    assert(type(err) == 'string', 'no message')\n"
+    "    if err:find('invalid UTF%-8 in a') then\n"
+    "      assert(utf8.len(body) == nil, 'refused valid UTF-8: ' .. err)\n"
+    "    elseif err:find('expected a finite number, got', 1, true) then\n"
+    "      assert(nonfinite(v), err)\n"
+    "    else\n"
+    "      assert(err:find('nested deeper than 128 tables', 1, true) and depth(v) > 128, err)\n"
+    "    end\n"
+    "    return\n"
+    "  end\n"
+    "  assert(utf8.len(text), 'wrote invalid UTF-8')\n"
+    "  local w, derr = decode(text, null)\n"
+    "  if derr then error('wrote invalid JSON: ' .. derr .. ': ' .. text) end\n"
+    "  same(v, w, '$')\n"
+    "  assert(encode(w) == text, 'a second encoding differs')\n"
+    "  local shaped, serr = encode(v, shape_of(v, pick))\n"
+    "  if shaped ~= text then error('with a shape: ' .. tostring(shaped or serr)) end\n"
+    "end\n";
+
+/* How many significant digits a number text has. */
+static int sig_digits(const char *s) {
+    int n = 0, lead = 1, zeros = 0;
+    for (; *s && *s != 'e' && *s != 'E'; s++) {
+        if (*s < '0' || *s > '9')
+            continue;
+        if (*s == '0' && lead)
+            continue;
+        lead = 0;
+        if (*s == '0') {
+            zeros++;
+        } else {
+            n += zeros + 1;
+            zeros = 0;
+        }
+    }
+    return n;
+}
+
+static void check_number(const uint8_t *data, size_t size) {
+    double x;
+    char out[IMM_JSONENC_NUMBER_MAX], g[40];
+    int n, p;
+    if (size < 8)
+        return;
+    memcpy(&x, data, sizeof x);
+    n = imm_json_number_text(x, out);
+    if (isnan(x) || isinf(x)) {
+        if (n != -1 || out[0] != '\0')
+            abort();
+        return;
+    }
+    if (n <= 0 || n >= IMM_JSONENC_NUMBER_MAX || (size_t)n != strlen(out) || strtod(out, NULL) != x) {
+        fprintf(stderr, "fuzz_json_encode: %.17g written %s\n", x, out);
+        abort();
+    }
+    for (p = 1; p <= 17; p++) {
+        snprintf(g, sizeof g, "%.*g", p, x);
+        if (strtod(g, NULL) == x)
+            break;
+    }
+    if (sig_digits(out) > sig_digits(g)) {
+        fprintf(stderr, "fuzz_json_encode: %.17g written %s, longer than %s\n", x, out, g);
+        abort();
+    }
+}
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
+    unsigned long sum = 0;
+    size_t i;
+    check_number(data, size);
+    for (i = 0; i < size; i++)
+        sum += data[i];
+    if (L == NULL) {
+        L = lua_newstate(fuzz_alloc, NULL);
+        luaL_openlibs(L);
+        if (luaL_loadstring(L, driver) != LUA_OK)
+            goto fail;
+        lua_pushcfunction(L, luaopen_imm_core);
+        lua_call(L, 0, 1);
+        lua_pushvalue(L, -1);
+        lua_setglobal(L, "core");
+        lua_pushlightuserdata(L, NULL); /* the null the decoder stores */
+        if (lua_pcall(L, 2, 1, 0) != LUA_OK)
+            goto fail;
+        lua_setglobal(L, "check");
+    }
+    lua_getglobal(L, "check");
+    lua_pushlstring(L, (const char *)data, size);
+    lua_pushinteger(L, (lua_Integer)sum);
+    if (lua_pcall(L, 2, 0, 0) != LUA_OK) {
+        fprintf(stderr, "fuzz_json_encode: %s\n", lua_tostring(L, -1));
+        abort();
+    }
+    /* the encoder with little memory: a text, nil, message or a memory error */
+    lua_getglobal(L, "core");
+    lua_getfield(L, -1, "json_encode");
+    lua_getfield(L, -2, "json_decode");
+    lua_pushlstring(L, (const char *)data, size);
+    lua_pushlightuserdata(L, NULL);
+    lua_call(L, 2, 1);
+    alloc_budget = (long)(sum % 24);
+    if (lua_pcall(L, 1, 2, 0) != LUA_OK && lua_type(L, -1) != LUA_TSTRING) {
+        alloc_budget = -1;
+        fprintf(stderr, "fuzz_json_encode: odd error under memory pressure\n");
+        abort();
+    }
+    alloc_budget = -1;
+    lua_settop(L, 0);
+    lua_gc(L, LUA_GCSTEP, 0);
+    return 0;
+fail:
+    fprintf(stderr, "fuzz_json_encode: %s\n", lua_tostring(L, -1));
+    abort();
+}
