@@ -19,12 +19,12 @@ local function check(res, err)
 end
 
 local function show(step)
-  local b, err = imm.get_binding(key)
-  if not b and err.code == "ResourceNotFound" then
+  local res, err = imm.get_binding(key)
+  if not res and err.code == "ResourceNotFound" then
     print(string.format("%-8s %s: gone", step, key.URI))
     return
   end
-  check(b, err)
+  local b = check(res, err).Binding
   print(string.format("%-8s %s: %s%s", step, b.URI, b.State,
     b.Reason and b.Reason ~= "" and (" (" .. b.Reason .. ")") or ""))
 end

@@ -615,5 +615,59 @@ describe("imm command line", function()
       end
       assert.equal(0, #srv.log())
     end)
+
+    it("lists an action's parameters from its schema: imm call ACTION --help", function()
+      local out, err = ok_run { "call", "ContextualAnswer", "--help" }
+      assert.equal("", err)
+      assert.matches("^Usage: imm call ContextualAnswer ", out)
+      assert.matches("form%-urlencoded body", out)
+      assert.matches("\n  Messages +body +required +array of ContextualMessage %(JSON text%)\n", out)
+      assert.matches("\n  ProjectName +query +required +string\n", out)
+      assert.matches("\n  Files +body +%- +array of ContextualFile %(JSON text%)\n", out)
+      out = ok_run { "call", "--help", "QueryFigureClusters" }
+      assert.matches("pages with NextToken; the list is FigureClusters", out, 1, true)
+      assert.matches("\n  MaxResults +query +%- +number\n", out)
+      assert.matches("retried like a read", out, 1, true)
+      out = ok_run { "call", "StopBinding", "--help" }
+      assert.matches("absent from the official SDK", out, 1, true)
+      assert.matches("\n  Reason +query +%- +string\n", out)
+      out = ok_run { "call", "ListFigureClusters", "-h" }
+      assert.matches("not an action of the API description %(did you mean QueryFigureClusters%?%)", out)
+      assert.equal(0, #srv.log())
+    end)
+
+    it("needs no lua-cjson", function()
+      -- cjson.lua and cjson/safe.lua that refuse to load, found before the C module
+      local dir = fixture.tmpdir()
+      assert(fixture.sh("mkdir -p " .. dir .. "/cjson"))
+      for _, f in ipairs { "/cjson.lua", "/cjson/safe.lua" } do
+        local h = assert(io.open(dir .. f, "w"))
+        h:write('error("lua-cjson was loaded")\n')
+        h:close()
+      end
+      local env = { LUA_PATH = dir .. "/?.lua;" .. os.getenv("LUA_PATH") }
+      local out = ok_run({ "call", "CreateProject", "ProjectName=no-cjson", 'Tag=[{"Key":"k","Value":"v"}]' }, env)
+      assert.equal("no-cjson", cjson.decode(out).Project.ProjectName)
+      out = ok_run({ "list-bindings", "--project", "immtest", "--max-results", "2" }, env)
+      assert.equal(2, #cjson.decode(out).Bindings)
+      out = ok_run({ "list-projects", "--prefix", "nothing-here" }, env)
+      assert.equal('{"Projects":[],', out:sub(1, 15))
+      assert(fixture.sh("rm -rf " .. dir))
+    end)
+
+    it("turns number and boolean parameters of known actions into values, and checks them", function()
+      -- refused before sending: a number parameter that is not a number
+      refused({ "call", "ListBindings", "ProjectName=immtest", "MaxResults=ten" }, "MaxResults must be an integer")
+      refused({ "call", "GetDataset", "ProjectName=immtest", "DatasetName=d", "WithStatistics=yes" },
+        "WithStatistics must be a boolean")
+      refused({ "call", "ListProjects", 'Tag={"Key":"e"}' }, "Tag must be an array, got an object %(in the JSON text%)")
+      refused({ "call", "ListProjects", "Tag=[{" }, "not JSON text")
+      refused({ "call", "ListProjects", "Prefx=a" }, 'did you mean "Prefix"')
+      local out = ok_run { "call", "ListProjects", "MaxResults=2", 'Tag=[{"Key":"env","Value":"none"}]' }
+      assert.same({}, cjson.decode(out).Projects)
+      local log = srv.log()
+      assert.equal('[{"Key":"env","Value":"none"}]', log[#log].params.Tag)
+      assert.equal("2", log[#log].params.MaxResults)
+    end)
   end)
 end)

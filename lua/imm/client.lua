@@ -430,6 +430,7 @@ end
 --- Lists one page of bindings.
 -- @tparam table params `ProjectName` (required), `DatasetName`, `MaxResults`
 --   (0..200), `NextToken`, `Name`
+-- @tparam[opt] table opts call options, as for `call`
 -- @return `{ RequestId, NextToken, Bindings = { ... } }`, or nil, err
 -- @usage local res, err = client:list_bindings{ ProjectName = "immtest", MaxResults = 50 }
 ---@param params imm.ListBindingsParams
@@ -490,6 +491,7 @@ end
 -- and `get_binding` says which.
 -- @tparam table params `ProjectName`, `DatasetName`, `URI` (all required;
 --   `URI` is `oss://bucket` or `oss://bucket/prefix/`)
+-- @tparam[opt] table opts call options, as for `call`
 -- @return `{ RequestId, Binding = { ... } }`, or nil, err
 -- @usage local res, err = client:create_binding{ ProjectName = "p", DatasetName = "d",
 --   URI = "oss://bucket/photos/" }
@@ -503,6 +505,7 @@ end
 
 --- Reads one binding (GetBinding). Retried like every read.
 -- @tparam table params `ProjectName`, `DatasetName`, `URI` (all required)
+-- @tparam[opt] table opts call options, as for `call`
 -- @return the response `{ RequestId, Binding = { State, Phase, Reason, ... } }`,
 --   or nil, err (`ResourceNotFound` when there is no such binding)
 -- @usage local res, err = client:get_binding{ ProjectName = "p", DatasetName = "d", URI = "oss://bucket/" }
@@ -519,6 +522,7 @@ end
 --- Stops a binding (StopBinding): its state becomes `Stopped`, with the
 -- reason given. Not retried blindly (see `create_binding`).
 -- @tparam table params `ProjectName`, `DatasetName`, `URI` (required), `Reason`
+-- @tparam[opt] table opts call options, as for `call`
 -- @return `{ RequestId }`, or nil, err
 -- @usage assert(client:stop_binding{ ProjectName = "p", DatasetName = "d", URI = "oss://bucket/",
 --   Reason = "maintenance" })
@@ -532,6 +536,7 @@ end
 
 --- Resumes a stopped binding (ResumeBinding). Not retried blindly.
 -- @tparam table params `ProjectName`, `DatasetName`, `URI` (all required)
+-- @tparam[opt] table opts call options, as for `call`
 -- @return `{ RequestId }`, or nil, err
 -- @usage assert(client:resume_binding{ ProjectName = "p", DatasetName = "d", URI = "oss://bucket/" })
 ---@param params imm.BindingParams
@@ -546,6 +551,7 @@ end
 -- fails after the request may have arrived, the binding may be gone
 -- already, and a second call then returns `ResourceNotFound` in `err.code`.
 -- @tparam table params `ProjectName`, `DatasetName`, `URI` (all required)
+-- @tparam[opt] table opts call options, as for `call`
 -- @return `{ RequestId }`, or nil, err
 -- @usage assert(client:delete_binding{ ProjectName = "p", DatasetName = "d", URI = "oss://bucket/" })
 ---@param params imm.BindingParams
@@ -639,6 +645,7 @@ end
 
 --- Lists one page of projects (ListProjects).
 -- @tparam[opt] table params `MaxResults` (0..200), `NextToken`, `Prefix`
+-- @tparam[opt] table opts call options, as for `call`
 -- @return `{ RequestId, NextToken, Projects = { ... } }`, or nil, err
 -- @usage local res, err = client:list_projects{ Prefix = "media-" }
 ---@param params imm.ListProjectsParams|nil
@@ -662,6 +669,7 @@ end
 
 --- Lists one page of a project's datasets (ListDatasets).
 -- @tparam table params `ProjectName` (required), `MaxResults` (0..200), `NextToken`, `Prefix`
+-- @tparam[opt] table opts call options, as for `call`
 -- @return `{ RequestId, NextToken, Datasets = { ... } }`, or nil, err
 -- @usage local res, err = client:list_datasets{ ProjectName = "immtest" }
 ---@param params imm.ListDatasetsParams

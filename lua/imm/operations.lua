@@ -159,6 +159,9 @@ for name, def in pairs(actions) do
   end
 end
 
+--- Actions the service renamed: old name -> the name in the schema.
+_M.renamed = { ListFigureClusters = "QueryFigureClusters" }
+
 -- The verbs of actions that only read (tools/gen_api.py applies the same
 -- rule to the schemas; this one is for actions without a schema).
 local READ_VERBS = { Get = true, List = true, Query = true, Search = true, Detect = true, Compare = true,
@@ -302,6 +305,7 @@ local function shape_problem(v, shape, path, strict, depth)
   if shape.array then
     local n = 0
     for k in pairs(v) do
+      if type(k) == "string" then return format("%s must be an array, got an object", path) end
       if type(k) ~= "number" or k < 1 or k ~= floor(k) then
         return format("%s must be an array (keys 1..n), got the key %s", path, describe(k))
       end
