@@ -4,7 +4,8 @@
 // fullCases(api): one call per action of the API description, with every
 // parameter filled from its type: strings (some with reserved and non-ASCII
 // characters), numbers (integers, floats such as 0.7 and
-// 0.30000000000000004, big integers such as 202405170000123, 1e-7, 1e+21),
+// 0.30000000000000004, big integers such as 202405170000123, 1e-7, 1e+21,
+// 1e+300, 5e-324, 123456789012345680000, -1.5e-9),
 // booleans, nested models, maps, arrays of strings, numbers and objects, and
 // nested empty arrays where the type is an array.  The values are a pure
 // function of the description, so every run sends the same calls.
@@ -13,7 +14,8 @@
 // `known` is a difference the project knows of: reported, but not failing.
 
 const STRINGS = ['value', 'a+b/c=d&e f', "项目 ü*'()!~", 'line1\nline2', 'oss://bucket/dir/file.jpg', ''];
-const NUMBERS = [20, 0.7, 202405170000123, 0.30000000000000004, 1e-7, -3, 1e21, 1.5];
+const NUMBERS = [20, 0.7, 202405170000123, 0.30000000000000004, 1e-7, -3, 1e21, 1.5, 1e300, 5e-324,
+  123456789012345680000, 1.23e-18, -1.5e-9];
 const MAX_MODEL_DEPTH = 3;
 
 function sampler(api) {
