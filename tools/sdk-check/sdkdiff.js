@@ -224,6 +224,8 @@ function count(v) {
 }
 
 function compare(c, sdk, imm) {
+  if (sdk.error) return [`the recorder could not decode the SDK's request: ${sdk.error}`];
+  if (imm.error) return [`the recorder could not decode imm's request: ${imm.error}`];
   const diffs = [];
   for (const k of ['method', 'path', 'action']) {
     if (sdk[k] !== imm[k]) diffs.push(`${k}: SDK ${sdk[k]}, imm ${imm[k]}`);
