@@ -268,7 +268,6 @@ describe("every action, every parameter filled", function()
       { { Notification = { { MNS = {} } } }, "Notification must be an object, got an array" },
       { { Notification = "not json" }, "not JSON text" },
       { { Notification = "[1]" }, "Notification must be an object, got an array (in the JSON text)" },
-      { { Tags = "{\"a\":1}\n" }, "CR or LF" },
       { { Sources = 3 }, "a table, or its JSON text" },
       { { Targets = { { Speed = 0 / 0 } } }, "finite" },
     } do
@@ -330,6 +329,12 @@ describe("realistic calls", function()
     -- the body is percent-encoded, names sorted
     assert.matches("^Files=%%5B%%7B", req.body)
     assert.matches("&Messages=%%5B%%7B", req.body)
+  end)
+
+  it("DetectTextAnomaly: a text with newlines is sent, percent-encoded", function()
+    assert(c:detect_text_anomaly { ProjectName = "p", Content = "line one\r\nline two" })
+    assert.equal("line one\r\nline two", last().query.Content)
+    assert.matches("Content=line%%20one%%0D%%0Aline%%20two", last().url)
   end)
 
   it("DetectImageLabels: Threshold = 0.7 is 0.7", function()
