@@ -3,13 +3,14 @@
 // valid IMM reply ({"RequestId": ...}, HTTP 200, application/json), so that two
 // clients can send the same call to it and their requests can be compared.
 //
-// Each record: { method, path, action, query, contentType, body, bodyText,
+// Each record: { method, path, action, query, contentType, body, json, bodyText,
 // contentSha256, bodySha256 }, where query and body are the decoded parameters
 // (name -> string; the query with RFC 3986 rules, a form body with HTML form
-// rules, where '+' is a space), action is x-acs-action (V3) or the Action
-// parameter (V2), and the two hashes let a check see that the V3 content hash
-// covers the body.  decodeJsonValue() decodes a JSON-valued parameter keeping
-// each number's text, so "0.7" and "0.69999999999999996" stay different.
+// rules, where '+' is a space), json holds each parameter whose value is a JSON
+// object or array, decoded by decodeJsonValue(), which keeps each number's text
+// ({ $num: "0.7" }), so "0.7" and "0.69999999999999996" stay different; action
+// is x-acs-action (V3) or the Action parameter (V2); the two hashes let a check
+// see that the V3 content hash covers the body.
 //
 //   const rec = await require('./recorder').start();   // rec.port, rec.records
 //   ...; rec.clear(); ...; await rec.close();
@@ -47,13 +48,22 @@ function record(req, bodyBuf) {
   const contentType = req.headers['content-type'] || null;
   const bodyText = bodyBuf.toString('utf8');
   const isForm = contentType !== null && /^application\/x-www-form-urlencoded/i.test(contentType);
+  const body = isForm ? decodeForm(bodyText) : null;
+  // Each parameter whose value is a JSON object or array, decoded (numbers as their text).
+  const json = {};
+  for (const [k, v] of Object.entries(Object.assign({}, query, body || {}))) {
+    if (/^\s*[[{]/.test(v)) {
+      try { json[k] = decodeJsonValue(v); } catch (e) { /* not JSON: stays a plain value */ }
+    }
+  }
   return {
     method: req.method,
     path,
     action: req.headers['x-acs-action'] || query.Action || (isForm ? decodeForm(bodyText).Action : undefined) || null,
     query,
     contentType,
-    body: isForm ? decodeForm(bodyText) : null,
+    body,
+    json,
     bodyText,
     contentSha256: req.headers['x-acs-content-sha256'] || null,
     bodySha256: crypto.createHash('sha256').update(bodyBuf).digest('hex'),
