@@ -3,8 +3,9 @@
  *
  * Each input is decoded with imm's decoder; the value is encoded, decoded
  * again and compared with the first (every float must come back as the
- * same double), encoded again (the text must not change), and encoded with
- * a shape that fits it (the same text again). The encoder may refuse only
+ * same double), encoded again (the text must not change), encoded with a
+ * shape that fits it (the same text again) and with one that may not (the
+ * same text, or nil and a message). The encoder may refuse only
  * what it documents: strings that are not valid UTF-8 (checked against Lua
  * 5.4's own utf8.len), infinities (the decoder reads 1e999 as one, as
  * lua-cjson does) and nesting deeper than 128 tables. A mismatch, or a
@@ -121,6 +122,27 @@ static const char *driver =
     "  assert(encode(w) == text, 'a second encoding differs')\n"
     "  local shaped, serr = encode(v, shape_of(v, pick))\n"
     "  if shaped ~= text then error('with a shape: ' .. tostring(shaped or serr)) end\n"
+    /* a shape that may not fit: one scalar leaf's type changed; the answer
+     * is a text or nil and a message with a path, never an error raised */
+    "  local n, wrong = 0, { string = 'number', number = 'boolean', boolean = 'string' }\n"
+    "  local function spoil(sh)\n"
+    "    if type(sh) == 'string' then\n"
+    "      n = n + 1\n"
+    "      if n == pick % 7 + 1 and wrong[sh] then return wrong[sh] end\n"
+    "      return sh\n"
+    "    end\n"
+    "    if sh.array then return { array = spoil(sh.array) } end\n"
+    "    if sh.map then return { map = spoil(sh.map) } end\n"
+    "    local f = {}\n"
+    "    for k, x in pairs(sh.fields) do f[k] = spoil(x) end\n"
+    "    return { fields = f }\n"
+    "  end\n"
+    "  local other, oerr = encode(v, spoil(shape_of(v, pick)))\n"
+    "  if other == nil then\n"
+    "    assert(type(oerr) == 'string' and oerr:find('expected an? %a+, got %a+$'), oerr)\n"
+    "  else\n"
+    "    assert(other == text, 'a spoilt shape changed the text')\n"
+    "  end\n"
     "end\n";
 
 /* How many significant digits a number text has. */

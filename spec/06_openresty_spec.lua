@@ -76,6 +76,19 @@ describe("OpenResty (ngx_lua cosockets)", function()
     assert.equal("ResourceNotFound", err.code)
   end)
 
+  it("sends a form body on cosockets, signed with V3 and V2", function()
+    for _, alg in ipairs { "ACS3-HMAC-SHA256", "v2" } do
+      srv.control("DELETE", "log")
+      local r = call("/call", { port = srv.port, mode = "form", alg = alg, content = "a%26b%3Dc" })
+      -- verified, then refused for the action only: the signature covered the body
+      assert.equal("InvalidAction.NotFound", r.err.code)
+      local rec = srv.log()[1]
+      assert.equal("application/x-www-form-urlencoded", rec.headers["content-type"])
+      assert.equal('[{"Content":"a&b=c","Role":"user"}]', rec.params.Messages)
+      assert.equal(alg == "v2" and "v2" or "v3-sha256", rec.signature)
+    end
+  end)
+
   it("runs the pagers inside ngx.timer.at", function()
     local r = call("/timer", { port = srv.port, mode = "items", page_size = 40, max_items = 90 })
     assert.is_nil(r.err)

@@ -166,19 +166,43 @@ describe("security", function()
   before_each(function() srv.reset() end)
 
   describe("no header injection", function()
-    it("refuses CR or LF in any parameter, before sending", function()
-      local c = srv.client {}
-      for _, p in ipairs {
-        { ProjectName = "a\r\nX-Evil: 1" }, { ProjectName = "p", DatasetName = "d\n" },
-        { ProjectName = "p", NextToken = "t\r" }, { ProjectName = "p", Name = "\nx" },
-      } do
-        local res, err = c:list_bindings(p)
+    it("sends CR and LF in a parameter percent-encoded, never as a header", function()
+      -- as the official SDK does: a value travels only percent-encoded, in
+      -- the query or a form body, so it cannot start a header
+      for _, alg in ipairs { "ACS3-HMAC-SHA256", "v2" } do
+        local c = srv.client { signature_algorithm = alg }
+        for _, p in ipairs {
+          { ProjectName = "a\r\nX-Evil: 1" }, { ProjectName = "p", DatasetName = "d\n" },
+          { ProjectName = "p", NextToken = "t\r\nX-Evil: 1" },
+        } do
+          srv.control("DELETE", "log")
+          local res, err = c:list_bindings(p)
+          assert.is_nil(res)
+          assert.is_not.equal("InvalidParameter", err.code)
+          assert.is_not.equal("SignatureDoesNotMatch", err.code)
+          local r = srv.log()[1]
+          for k, v in pairs(p) do assert.equal(v, r.params[k]) end
+          assert.is_nil(r.headers["x-evil"])
+        end
+        srv.control("DELETE", "log")
+        local res, err = c:contextual_answer { ProjectName = "p",
+          Messages = '[{"Role":"user","Content":"x"}]\r\nX-Evil: 1' }
         assert.is_nil(res)
-        assert.equal("InvalidParameter", err.code)
-        assert.matches("CR or LF", err.message)
+        assert.matches("not JSON text", err.message)
+        srv.control("DELETE", "log")
+        assert(c:call("ListProjects", { Prefix = "p\r\nX-Evil: 1" }))
+        local log = srv.log()
+        assert.equal(1, #log)
+        assert.equal("p\r\nX-Evil: 1", log[1].params.Prefix)
+        assert.is_nil(log[1].headers["x-evil"])
       end
+    end)
+
+    it("refuses CR or LF in the text values of an action without a schema, before sending", function()
+      local c = srv.client {}
       local _, err = c:call("SomethingElse", { A = "x\r\ny" })
       assert.equal("InvalidParameter", err.code)
+      assert.matches("CR or LF", err.message)
       assert.equal(0, #srv.log())
     end)
 

@@ -135,6 +135,23 @@ describe("the API description", function()
     end
   end)
 
+  it("calls an action through the module on the default client", function()
+    local sent = {}
+    assert(imm.configure { endpoint = "https://imm.test", access_key_id = "id", access_key_secret = "s",
+      transport = function(req)
+        sent[#sent + 1] = req
+        return { status = 200, headers = {}, body = '{"RequestId":"m","Labels":[]}' }
+      end })
+    local res = assert(imm.detect_image_labels { ProjectName = "p", SourceURI = "oss://b/a.jpg", Threshold = 0.7 })
+    assert.equal("m", res.RequestId)
+    assert.equal(1, #sent)
+    assert.equal("DetectImageLabels", sent[1].headers["x-acs-action"])
+    assert.matches("Threshold=0.7", sent[1].url, 1, true)
+    local _, err = imm.detect_image_labels { ProjectName = "p", SourceURL = "oss://b/a.jpg" }
+    assert.matches('did you mean "SourceURI"', err.message, 1, true)
+    assert.equal(1, #sent)
+  end)
+
   it("says to use a colon when a method is called with a dot", function()
     local c = recorder()
     for _, m in ipairs { "list_bindings", "get_binding", "detect_image_labels", "create_media_convert_task",

@@ -178,6 +178,14 @@ describe("imm.core.json_encode", function()
       fails("expected an array (keys 1..n), got a table with key 3", { 1, [3] = 3 }, { array = "number" })
       fails("expected an array (keys 1..n), got a table with key 0", { [0] = 1 }, { array = "number" })
       fails("expected an array (keys 1..n), got a table with key 1.5", { [1.5] = 1 }, { array = "number" })
+      -- keys in messages are quoted, cut at 64 bytes, and printable
+      fails('expected an array (keys 1..n), got a table with key "a\\x0Ab\\x22\\xC3\\xA9"',
+        { 1, ["a\nb\"é"] = 1 }, { array = "number" })
+      fails('expected an array (keys 1..n), got a table with key "' .. string.rep("k", 64) .. '..."',
+        { [string.rep("k", 100)] = 1 }, { array = "number" })
+      fails('x["a b"][' .. "\"" .. string.rep("z", 64) .. '..."].y: expected a number, got boolean',
+        { x = { ["a b"] = { [string.rep("z", 65)] = { y = true } } } },
+        { fields = { x = { map = { map = { fields = { y = "number" } } } } } })
     end)
 
     it("integer keys for a map or a model", function()

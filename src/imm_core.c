@@ -15,6 +15,7 @@
 #define _GNU_SOURCE /* dladdr, RTLD_NODELETE */
 #include <dlfcn.h>
 #include <errno.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -757,9 +758,26 @@ static int is_ident(const char *s, size_t n) {
 
 #define PATH_ENDS 8
 
+/* Adds a key to a message, quoted: at most 64 bytes, and anything but
+ * printable ASCII as \xHH, so a message stays one readable line. */
+static void add_quoted(luaL_Buffer *b, const char *s, size_t len) {
+    size_t j, n = len > 64 ? 64 : len;
+    char tmp[8];
+    luaL_addchar(b, '"');
+    for (j = 0; j < n; j++) {
+        unsigned char ch = (unsigned char)s[j];
+        if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\') {
+            luaL_addchar(b, (char)ch);
+        } else {
+            snprintf(tmp, sizeof tmp, "\\x%02X", ch);
+            luaL_addstring(b, tmp);
+        }
+    }
+    luaL_addstring(b, n < len ? "...\"" : "\"");
+}
+
 /* Pushes the path of the value at depth `depth` as Lua would index it:
- * name.Key[2]["odd key"]. Keys are cut at 64 bytes and anything but
- * printable ASCII is written \xHH, so a message stays one readable line. */
+ * name.Key[2]["odd key"] (keys quoted by add_quoted). */
 static void push_path(enc_ctx *c, int depth) {
     lua_State *L = c->L;
     luaL_Buffer b;
@@ -780,23 +798,14 @@ static void push_path(enc_ctx *c, int depth) {
             imm_json_integer_text((long long)st->index, tmp + 1);
             luaL_addstring(&b, tmp);
             luaL_addchar(&b, ']');
-        } else if (is_ident(st->key, st->klen)) {
+        } else if (st->klen <= 64 && is_ident(st->key, st->klen)) {
             if (!empty)
                 luaL_addchar(&b, '.');
             luaL_addlstring(&b, st->key, st->klen);
         } else {
-            size_t j, n = st->klen > 64 ? 64 : st->klen;
-            luaL_addstring(&b, "[\"");
-            for (j = 0; j < n; j++) {
-                unsigned char ch = (unsigned char)st->key[j];
-                if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\') {
-                    luaL_addchar(&b, (char)ch);
-                } else {
-                    snprintf(tmp, sizeof tmp, "\\x%02X", ch);
-                    luaL_addstring(&b, tmp);
-                }
-            }
-            luaL_addstring(&b, n < st->klen ? "...\"]" : "\"]");
+            luaL_addchar(&b, '[');
+            add_quoted(&b, st->key, st->klen);
+            luaL_addchar(&b, ']');
         }
         empty = 0;
     }
@@ -859,8 +868,11 @@ static int enc_number(enc_ctx *c, int idx) {
 static int enc_string(enc_ctx *c, const char *s, size_t n, int is_key) {
     size_t bad = 0;
     int rc = imm_json_add_string(c->out, s, n, &bad);
-    if (rc == IMM_JSONENC_EUTF8)
-        return enc_fail(c, "invalid UTF-8 in %s at byte %d", is_key ? "a key" : "a string", (int)(bad + 1));
+    if (rc == IMM_JSONENC_EUTF8) {
+        char at[IMM_JSONENC_NUMBER_MAX];
+        imm_json_integer_text((long long)(bad + 1), at);
+        return enc_fail(c, "invalid UTF-8 in %s at byte %s", is_key ? "a key" : "a string", at);
+    }
     return rc == IMM_JSONENC_OK ? 0 : enc_nomem(c);
 }
 
@@ -868,8 +880,16 @@ static int enc_string(enc_ctx *c, const char *s, size_t n, int is_key) {
 static const char *push_key_desc(lua_State *L, int idx) {
     char tmp[IMM_JSONENC_NUMBER_MAX];
     switch (lua_type(L, idx)) {
-    case LUA_TSTRING:
-        return lua_pushfstring(L, "key \"%s\"", lua_tostring(L, idx));
+    case LUA_TSTRING: {
+        luaL_Buffer b;
+        size_t n;
+        const char *k = lua_tolstring(L, idx, &n);
+        luaL_buffinit(L, &b);
+        luaL_addstring(&b, "key ");
+        add_quoted(&b, k, n);
+        luaL_pushresult(&b);
+        return lua_tostring(L, -1);
+    }
     case LUA_TNUMBER:
 #if LUA_VERSION_NUM >= 503
         if (lua_isinteger(L, idx))
@@ -988,9 +1008,12 @@ static int enc_object(enc_ctx *c, int t, int elem, int fields, size_t count) {
     lua_pushnil(L);
     while (lua_next(L, t) != 0) {
         lua_pop(L, 1);
-        /* census counted only string keys here; the table has not changed */
-        keys[i].s = lua_tolstring(L, -1, &keys[i].len);
-        i++;
+        /* census found `count` string keys; the bounds hold even if a __gc
+         * finalizer run by an allocation above has changed the table */
+        if (i < count && lua_type(L, -1) == LUA_TSTRING) {
+            keys[i].s = lua_tolstring(L, -1, &keys[i].len);
+            i++;
+        }
     }
     n = i;
     qsort(keys, n, sizeof *keys, cmp_keys);
@@ -1080,6 +1103,8 @@ static int enc_table(enc_ctx *c, int v, int kind, int part) {
         return enc_fail(c, "nested deeper than %d tables (a reference cycle?)", IMM_JSONENC_MAX_DEPTH);
     luaL_checkstack(L, 8, "imm.core.json_encode");
     census(L, v, &k);
+    if (k.count > (size_t)INT_MAX) /* lua_rawgeti takes an int before 5.3 */
+        return enc_fail(c, "a table with more than %d keys", INT_MAX);
     c->depth++;
     if (kind == SH_ARRAY) {
         if (k.count > 0 && !IS_ARRAY(k)) {

@@ -5,10 +5,10 @@
  * The shortest round-trip digits come from the C library rather than from
  * an algorithm of our own (Ryu, Grisu): glibc's printf and strtod are
  * correctly rounded, so "%.{p}e" gives the closest decimal of p+1 digits,
- * and strtod tells whether it reads back as the same double. That holds
- * for more digits once it holds for p+1 (a longer nearest decimal is never
- * farther away), so a binary search over p = 0..16 finds the shortest in
- * at most five tries; 17 digits always read back.
+ * and strtod tells whether it reads back as the same double. printf runs
+ * once, for 17 digits (which always read back); shorter candidates are
+ * rounded from those, and shortest_digits explains why trying 15 and 16
+ * digits is enough for a normal double. Integers below 2^53 skip all this.
  *
  * Locale: printf writes the locale's decimal separator, so only the digits
  * and the exponent are taken from its text; what strtod reads is built here
@@ -69,11 +69,44 @@ static int round_up(char *dig, int k, int *exp10) {
     return 1;
 }
 
+/* The p+1 leading digits of x, rounded to nearest, from d17 (x's 17
+ * correctly rounded digits, exponent e17): decimal rounding of d17 is the
+ * rounding of x itself except on an exact tie in d17 (a tail of 5 and then
+ * zeros, where x may lie on either side), which asks printf again. */
+static int rounded_digits(double x, const char *d17, int e17, int p, char *dig, int *exp10) {
+    int m = p + 1, i;
+    if (m >= 17) {
+        memcpy(dig, d17, 17);
+        *exp10 = e17;
+        return 17;
+    }
+    memcpy(dig, d17, (size_t)m);
+    *exp10 = e17;
+    if (d17[m] < '5')
+        return m;
+    if (d17[m] == '5') {
+        for (i = m + 1; i < 17 && d17[i] == '0'; i++) {
+        }
+        if (i == 17)
+            return nearest_digits(x, p, dig, exp10);
+    }
+    return round_up(dig, m, exp10);
+}
+
 /* The shortest digits of x > 0 that read back as x, the closest of them
  * when several are as short. Returns the digit count, trailing zeros
  * removed. */
 static int shortest_digits(double x, char *dig, int *exp10) {
-    int lo = 0, hi = 16, k, e, mant_exp;
+    char d17[MAX_DIGITS];
+    int lo = 0, hi = 16, k, e, e17, mant_exp;
+    if (x < 9007199254740992.0 && x == (double)(long long)x) {
+        /* an integer below 2^53 reads back only as itself */
+        char tmp[IMM_JSONENC_NUMBER_MAX];
+        k = imm_json_integer_text((long long)x, tmp);
+        memcpy(dig, tmp, (size_t)k);
+        *exp10 = k - 1;
+        goto done;
+    }
     /* A power of two has a gap below it half as wide as the one above, so
      * the nearest decimal of some length may fall out of the narrow lower
      * gap while the one above it, farther away, still reads back: JavaScript
@@ -93,17 +126,38 @@ static int shortest_digits(double x, char *dig, int *exp10) {
                     goto done;
             }
         }
-    } else {
-        while (lo < hi) {
-            int mid = (lo + hi) / 2;
-            k = nearest_digits(x, mid, dig, &e);
-            if (read_back(dig, k, e) == x)
-                hi = mid;
-            else
-                lo = mid + 1;
-        }
+        k = nearest_digits(x, lo, dig, exp10);
+        goto done;
     }
-    k = nearest_digits(x, lo, dig, exp10);
+    /* one printf for 17 digits; shorter candidates are rounded from them */
+    if (nearest_digits(x, 16, d17, &e17) != 17)
+        return nearest_digits(x, 16, dig, exp10); /* cannot happen */
+    if (x >= DBL_MIN) {
+        /* A normal double is closer than 2^-53 (relative) to every decimal
+         * that reads back as it, and decimals of up to 15 digits are at
+         * least 1e-15 apart: so if one of them reads back, it is x rounded
+         * to 15 digits, trailing zeros dropped. Otherwise 16 digits, the
+         * nearest, or 17. At most three strtod calls. */
+        for (lo = 14; lo < 16; lo++) {
+            k = rounded_digits(x, d17, e17, lo, dig, exp10);
+            if (read_back(dig, k, *exp10) == x)
+                goto done;
+        }
+        memcpy(dig, d17, 17);
+        *exp10 = e17;
+        k = 17;
+        goto done;
+    }
+    /* subnormals have fewer bits, so shorter texts can read back */
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        k = rounded_digits(x, d17, e17, mid, dig, &e);
+        if (read_back(dig, k, e) == x)
+            hi = mid;
+        else
+            lo = mid + 1;
+    }
+    k = rounded_digits(x, d17, e17, lo, dig, exp10);
 done:
     while (k > 1 && dig[k - 1] == '0')
         k--;
