@@ -20,13 +20,13 @@ end
 
 -- name -> value of a form body or a query string ('+' is a space in a form)
 local function decode_pairs(text, form)
+  local function unescape(x)
+    if form then x = x:gsub("%+", " ") end
+    return (x:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+  end
   local t = {}
   for piece in text:gmatch("[^&]+") do
     local k, v = piece:match("^([^=]*)=?(.*)$")
-    local function unescape(x)
-      if form then x = x:gsub("+", " ") end
-      return (x:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
-    end
     t[unescape(k)] = unescape(v)
   end
   return t
