@@ -223,6 +223,37 @@ function _M.transfer(handle, method, url, lines, body, fresh)
   return handle:result()
 end
 
+--- For imm's own schedulers (`imm.parallel`): starts a transfer on the
+-- shared multi handle without waiting for it. `on_done(id)` is called from
+-- `imm.poll`, outside any task, once the transfer has ended; then
+-- `handle:result()` reads it.
+-- @return the transfer id, or nil, code, message
+function _M.start(handle, method, url, lines, body, fresh, on_done)
+  if not multi then
+    local m, code, msg = core.multi()
+    if not m then return nil, code, msg end
+    multi = m
+  end
+  local id, code, msg = multi:add(handle, method, url, lines, body, fresh)
+  if not id then return nil, code, msg end
+  inflight[id] = on_done
+  return id
+end
+
+--- Aborts a transfer made with `start` (its `on_done` is not called).
+function _M.abort(handle, id)
+  if inflight[id] then
+    inflight[id] = nil
+    multi:remove(handle)
+  end
+end
+
+--- Ends a task's `sleep` early, at the next `imm.poll` (does nothing to a
+-- task that is not sleeping).
+function _M.wake(task)
+  if timers[task] then timers[task] = 0 end
+end
+
 --- Waits `seconds` inside a task without blocking the loop.
 -- @return true, or false when the task was cancelled
 function _M.sleep(seconds)
@@ -272,7 +303,7 @@ function _M.poll(timeout_ms)
         local task = inflight[done[i]]
         if task then
           inflight[done[i]] = nil
-          step(task, DONE)
+          if type(task) == "function" then task(done[i]) else step(task, DONE) end
         end
       end
     end

@@ -20,6 +20,7 @@ local credentials = require "imm.credentials"
 local scrub = require("imm.credentials.base").scrub
 local transport = require "imm.transport"
 local pager = require "imm.pager"
+local parallel = require "imm.parallel"
 local response = require "imm.response"
 local log = require "imm.log"
 
@@ -436,6 +437,7 @@ end
 ---@param opts imm.PagerOptions|nil
 ---@return fun(): (imm.Binding|false|nil), imm.Error|nil
 function Client:bindings(params, opts)
+  if parallel.wanted(params, opts) then return parallel.bindings(self, params, opts) end
   return pager.items(self, "ListBindings", params, opts)
 end
 
@@ -446,6 +448,7 @@ end
 ---@return { Bindings: imm.Binding[] }|nil all
 ---@return imm.Error|nil err
 function Client:all_bindings(params, opts)
+  if parallel.wanted(params, opts) then return parallel.all_bindings(self, params, opts) end
   return pager.all(self, "ListBindings", params, opts)
 end
 

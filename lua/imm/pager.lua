@@ -28,7 +28,13 @@ local transport = require "imm.transport"
 
 local _M = {}
 
-local PAGER_OPTIONS = { max_items = true, page_size = true, start_token = true, items = true }
+local PAGER_OPTIONS = { max_items = true, page_size = true, start_token = true, items = true,
+  concurrency = true, prefetch = true }
+
+-- Without page_size, pages are as large as the service allows: fewer round
+-- trips for the same items (the service's own default is 100).
+local DEFAULT_PAGE_SIZE = 200
+_M.DEFAULT_PAGE_SIZE = DEFAULT_PAGE_SIZE
 
 -- Validates pager options; returns the normalised settings or nil, err.
 local function settings(action, params, opts)
@@ -48,6 +54,10 @@ local function settings(action, params, opts)
     max_items = opts.max_items,
     page_size = opts.page_size,
     token = opts.start_token,
+    concurrency = opts.concurrency or 1,
+    prefetch = opts.prefetch or false,
+    -- known listings get the largest page; for others the service decides
+    default_size = def and def.page_size and DEFAULT_PAGE_SIZE or nil,
   }
   if s.max_items ~= nil and (type(s.max_items) ~= "number" or s.max_items ~= floor(s.max_items)
       or s.max_items < 1) then
@@ -56,6 +66,13 @@ local function settings(action, params, opts)
   if s.page_size ~= nil and (type(s.page_size) ~= "number" or s.page_size ~= floor(s.page_size)
       or s.page_size < 1) then
     return nil, errors.invalid("page_size must be a positive integer, got " .. tostring(s.page_size))
+  end
+  local c = s.concurrency
+  if type(c) ~= "number" or c ~= floor(c) or c < 1 or c > 100 then
+    return nil, errors.invalid("concurrency must be an integer from 1 to 100, got " .. tostring(c))
+  end
+  if type(s.prefetch) ~= "boolean" then
+    return nil, errors.invalid("prefetch must be a boolean, got " .. type(s.prefetch))
   end
   if s.token ~= nil and (type(s.token) ~= "string" or s.token == "") then
     return nil, errors.invalid("start_token must be a non-empty string")
@@ -66,6 +83,7 @@ local function settings(action, params, opts)
   end
   return s
 end
+_M.settings = settings
 
 -- Fetches one page: sends the request with `token`, cuts the list at
 -- max_items, and works out the next token. Returns page, list, n,
@@ -74,8 +92,9 @@ end
 local function fetch(client, action, p, s, token, seen)
   p.NextToken = token
   local size = s.page_size or p[s.size_param]
+  if size == nil then size = s.default_size end
   if s.max_items then
-    -- ask only for what is still wanted (0 means the default of 100)
+    -- ask only for what is still wanted (0 means the service's default of 100)
     if size == nil or size == 0 then size = 100 end
     size = min(size, s.max_items - seen)
   end
@@ -100,6 +119,7 @@ local function fetch(client, action, p, s, token, seen)
   if next_token == "" or (s.max_items and seen >= s.max_items) then next_token = nil end
   return page, list, n, next_token, seen
 end
+_M.fetch = fetch
 
 -- The paging loop: calls emit(page, list, n) for each page. Returns true,
 -- or nil, err. Its state is locals, so a listing allocates only the copy of
@@ -212,6 +232,7 @@ end
 function _M.pages(client, action, params, opts)
   local s, err = settings(action, params, opts)
   if not s then return failed(err) end
+  if s.prefetch then return require("imm.parallel").prefetch(client, action, params, s, "pages") end
   local co  -- nil: not started; false: ended
   return function()
     if co == false or (co and co_status(co) == "dead") then return nil end
@@ -226,6 +247,7 @@ end
 function _M.items(client, action, params, opts)
   local s, err = settings(action, params, opts)
   if not s then return failed(err) end
+  if s.prefetch then return require("imm.parallel").prefetch(client, action, params, s, "items") end
   -- The coroutine hands over whole lists; items are then read off the
   -- current one by plain indexing, so an item costs a function call, not a
   -- coroutine switch. The list sits in a table slot, not an upvalue: a

@@ -1,0 +1,706 @@
+--- Parallel listings: a project's bindings over several connections at once,
+-- and a pager that fetches the next page while the caller works.
+--
+-- A listing is a set of chains, one per dataset (plus one for ListDatasets),
+-- each following its own NextToken. At most N requests are in flight, and a
+-- page holds its slot from the moment its request starts until the caller
+-- takes it off the queue, so no more than N pages are ever buffered. Pages
+-- are handed over as they arrive: within a dataset in the service's order,
+-- datasets interleaved.
+--
+-- Three ways to wait, one set of chains:
+-- - a blocking client: the chains are coroutines of this module whose
+--   transfers share one libcurl multi handle per `lua_State`; the iterator
+--   drives it until a page is in;
+-- - an `async = true` client inside an imm task: the transfers go on the
+--   tasks' shared multi (`imm.async`), and the iterator sleeps the task until
+--   `imm.poll` reports one done;
+-- - inside nginx: N light threads (`ngx.thread`) on cosockets, the queue
+--   guarded by `ngx.semaphore`.
+-- Any other transport (a function or table) runs the chains one request at
+-- a time, with the same results.
+--
+-- A listing ends when it is exhausted, when it fails (the iterator yields
+-- `false, err` once), or when it is closed: the fourth value the pager
+-- returns (`for ... in` closes it on Lua 5.4 when the loop is left), or the
+-- iterator being collected. Closing removes the transfers in flight and
+-- kills the light threads.
+-- @module imm.parallel
+
+local type, pairs, next, setmetatable, getmetatable, rawget, tostring, error, pcall =
+  type, pairs, next, setmetatable, getmetatable, rawget, tostring, error, pcall
+local min, huge = math.min, math.huge
+local co_create, co_resume, co_yield, co_status = coroutine.create, coroutine.resume,
+  coroutine.yield, coroutine.status
+local core = require "imm.core"
+local errors = require "imm.errors"
+local async = require "imm.async"
+local pager = require "imm.pager"
+local transport = require "imm.transport"
+
+local WAIT = async.WAIT
+local fetch, settings, failed = pager.fetch, pager.settings, pager.failed
+
+local _M = {}
+
+-- What a chain coroutine yields to the scheduler.
+local IO, SLEEP, RESULT = {}, {}, {}
+
+-- Queues: { first = i, last = j, [i..j] = values }.
+local function queue() return { first = 1, last = 0 } end
+local function push(q, v)
+  local j = q.last + 1
+  q.last, q[j] = j, v
+end
+local function push_front(q, v)
+  local i = q.first - 1
+  q.first, q[i] = i, v
+end
+local function pop(q)
+  local i = q.first
+  if i > q.last then return nil end
+  local v = q[i]
+  q[i], q.first = nil, i + 1
+  return v
+end
+local function empty(q) return q.first > q.last end
+
+-- The blocking chains' multi handle, one per lua_State (this module's
+-- state is per state), made on first use; and which chain each transfer
+-- belongs to.
+local blocking_multi
+local owner = {}
+
+local function route(done)
+  if not done then return end
+  for i = 1, #done do
+    local chain = owner[done[i]]
+    if chain then
+      owner[done[i]] = nil
+      chain.ready = true
+      push(chain.listing.runnable, chain)
+    end
+  end
+end
+
+-- I/O backends for the coroutine chains ----------------------------------
+
+-- Blocking: the transfers share one multi, driven from the iterator.
+local Blocking = {}
+Blocking.__index = Blocking
+
+function Blocking.add(_, chain, h, method, url, lines, body, fresh)
+  if not blocking_multi then
+    local m, code, msg = (core.shared_multi or core.multi)()
+    if not m then return nil, code, msg end
+    blocking_multi = m
+  end
+  local id, code, msg = blocking_multi:add(h, method, url, lines, body, fresh)
+  if not id then return nil, code, msg end
+  owner[id] = chain
+  return id
+end
+
+function Blocking.remove(_, h, id)
+  if owner[id] then
+    owner[id] = nil
+    blocking_multi:remove(h)
+  end
+end
+
+-- Moves the transfers along; waits up to ms when nothing of this listing
+-- is ready. Returns true, or nil, err.
+function Blocking.wait(_, L, ms)
+  local m = blocking_multi
+  if not m then return true end
+  local running, done, msg = m:perform()
+  if running and empty(L.runnable) and ms > 0 and m:count() > 0 then
+    route(done)
+    m:wait(ms)
+    running, done, msg = m:perform()
+  end
+  if not running then return nil, errors.new(done, msg, { retryable = false }) end
+  route(done)
+  return true
+end
+
+-- Sends what was just added, so the requests travel while the caller works.
+function Blocking.kick()
+  if blocking_multi then
+    local running, done = blocking_multi:perform()
+    if running then route(done) end
+  end
+end
+
+-- Inside an imm task: the tasks' shared multi; imm.poll reports each
+-- transfer's end and wakes the task that waits for the listing.
+local Async = {}
+Async.__index = Async
+
+function Async.add(be, chain, h, method, url, lines, body, fresh)
+  local task = be.task
+  return async.start(h, method, url, lines, body, fresh, function()
+    chain.ready = true
+    push(chain.listing.runnable, chain)
+    async.wake(task)
+  end)
+end
+
+function Async.remove(_, h, id) async.abort(h, id) end
+
+function Async.wait(be, L, ms)
+  if not empty(L.runnable) then return true end
+  if not async.sleep(ms / 1000) or be.task.cancelled then
+    return nil, errors.new("Cancelled", "the task was cancelled", { retryable = false })
+  end
+  return true
+end
+
+function Async.kick() end
+
+-- Any other transport: requests run one at a time inside the chains.
+local Sync = {}
+Sync.__index = Sync
+function Sync.wait(_, _, ms)
+  if ms > 0 then transport.sleep(ms / 1000) end
+  return true
+end
+function Sync.kick() end
+
+-- The transport of the chains' client: hands each request to the backend
+-- and yields the chain until it is done.
+local ChainTransport = {}
+ChainTransport.__index = ChainTransport
+
+function ChainTransport:request(req)
+  local L = self.listing
+  local chain = L.current
+  local h = pop(L.idle)
+  if not h then
+    local code, msg
+    h, code, msg = core.http(L.http_options)
+    if not h then return nil, errors.new(code, msg, { retryable = false }) end
+    L.handles[#L.handles + 1] = h
+  end
+  local lines, n = {}, 0
+  for k, v in pairs(req.headers) do
+    n = n + 1
+    lines[n] = k .. ": " .. v
+  end
+  local id, code, msg = L.io:add(chain, h, req.method, req.url, lines, req.body, req.fresh)
+  if not id then
+    push(L.idle, h)
+    return nil, errors.new(code, msg, { retryable = false, sent = false })
+  end
+  chain.h, chain.id, chain.ready = h, id, false
+  co_yield(IO)
+  chain.h, chain.id = nil, nil
+  local status, body, headers, st, sent = h:result()
+  push(L.idle, h)
+  if not status then
+    return nil, errors.new(body, headers, { status = st, sent = sent })
+  end
+  return { status = status, body = body, headers = headers }
+end
+
+function ChainTransport:sleep(seconds)
+  local chain = self.listing.current
+  chain.wake_at = core.monotonic() + seconds
+  co_yield(SLEEP)
+  chain.wake_at = nil
+end
+
+function ChainTransport.close() end
+
+-- A copy of the client whose requests go through `t`: its retries, signing
+-- and decoding are the client's own (Client:call).
+local function chain_client(client, t)
+  local c = {}
+  for k, v in pairs(client) do c[k] = v end
+  c.transport = t
+  return setmetatable(c, getmetatable(client))
+end
+
+-- The listing ------------------------------------------------------------
+
+local Listing = {}
+Listing.__index = Listing
+
+local function new_chain(L, action, p, token, dataset)
+  local chain = { listing = L, action = action, p = p, token = token, dataset = dataset, seen = 0,
+    queued = 0, s = L.s }
+  L.chains[chain] = true
+  L.unfinished = L.unfinished + 1
+  return chain
+end
+
+local function copy(t)
+  local c = {}
+  for k, v in pairs(t or {}) do c[k] = v end
+  return c
+end
+
+-- Where each unfinished dataset stands after a failure: the token of its
+-- first page not handed over (nil: from the start). The queue is handed
+-- over before the failure, so that is the page each chain fetches next.
+local function pending(L)
+  local list = {}
+  for chain in pairs(L.chains) do
+    if chain.dataset and not chain.done then
+      list[#list + 1] = { dataset = chain.dataset, next_token = chain.token }
+    end
+  end
+  table.sort(list, function(a, b) return a.dataset < b.dataset end)
+  return list
+end
+
+-- The chain body: one page per resume, handed over with RESULT.
+local function chain_main(L, chain)
+  while true do
+    local page, list, n, next_token, seen = fetch(L.cc, chain.action, chain.p, chain.s, chain.token, chain.seen)
+    if page then chain.seen = seen end
+    co_yield(RESULT, page, list, n, next_token)
+  end
+end
+
+-- What a chain's fetch produced. Pages for the caller are queued and keep
+-- their slot; ListDatasets pages become chains and free theirs at once.
+local function on_result(L, chain, page, list, n, next_token)
+  L.fetching = L.fetching - 1
+  if not page then
+    local err = list
+    if chain.dataset then err.dataset = chain.dataset end
+    if chain.action == "ListDatasets" then err.action = "ListDatasets" end
+    L.err = err
+    return
+  end
+  if chain.action == "ListDatasets" then
+    L.busy = L.busy - 1
+    local p = L.bindings_params
+    for i = 1, n do
+      local name = list[i].DatasetName
+      if type(name) == "string" and name ~= "" then
+        local bp = copy(p)
+        bp.DatasetName = name
+        push(L.want, new_chain(L, "ListBindings", bp, nil, name))
+      end
+    end
+  elseif n > 0 then
+    chain.queued = chain.queued + 1
+    push(L.queue, { chain = chain, page = page, list = list, n = n, token = chain.token })
+  else
+    L.busy = L.busy - 1
+  end
+  chain.token = next_token
+  if next_token then
+    -- ListDatasets first, so new chains keep coming
+    if chain.action == "ListDatasets" then push_front(L.want, chain) else push(L.want, chain) end
+  else
+    chain.done = true
+    if chain.queued == 0 then
+      L.chains[chain] = nil
+    end
+    L.unfinished = L.unfinished - 1
+  end
+end
+
+-- Resumes a chain until it waits or hands over a page.
+local function run(L, chain)
+  L.current = chain
+  local ok, what, a, b, c, d = co_resume(chain.co, L, chain)
+  while ok and what == WAIT and co_status(chain.co) == "suspended" do
+    -- a credentials provider waiting inside an imm task: pass it up
+    ok, what, a, b, c, d = co_resume(chain.co, co_yield(what, a))
+  end
+  L.current = nil
+  if not ok then
+    L:close()
+    error(what, 0)
+  end
+  if what == RESULT then
+    on_result(L, chain, a, b, c, d)
+  elseif what == SLEEP then
+    L.sleeping[chain] = true
+  end
+end
+
+-- Starts fetches while slots are free.
+local function start_fetches(L)
+  while L.busy < L.n and not L.err and not L.closed do
+    local chain = pop(L.want)
+    if not chain then return end
+    L.busy = L.busy + 1
+    L.fetching = L.fetching + 1
+    if not chain.co then chain.co = co_create(chain_main) end
+    run(L, chain)
+  end
+end
+
+-- Resumes the chains whose transfers ended or whose retry timers fell due.
+-- Returns the ms until the next timer (huge when none).
+local function run_ready(L)
+  local q = L.runnable
+  while not empty(q) and not L.err and not L.closed do
+    local chain = pop(q)
+    if chain.ready and not chain.done then
+      chain.ready = false
+      run(L, chain)
+    end
+  end
+  local next_ms = huge
+  if next(L.sleeping) then
+    local now = core.monotonic()
+    for chain in pairs(L.sleeping) do
+      if L.err or L.closed then break end
+      if chain.wake_at <= now then
+        L.sleeping[chain] = nil
+        run(L, chain)
+      else
+        next_ms = min(next_ms, (chain.wake_at - now) * 1000)
+      end
+    end
+  end
+  return next_ms
+end
+
+--- Ends the listing: removes the transfers in flight, closes the handles,
+-- drops the queued pages. Safe to call twice.
+function Listing:close()
+  if self.closed then return end
+  self.closed = true
+  for chain in pairs(self.chains) do
+    if chain.h and chain.id then
+      self.io:remove(chain.h, chain.id)
+      chain.h:result()  -- releases the aborted exchange
+    end
+    chain.h, chain.id, chain.co = nil, nil, nil
+  end
+  self.sleeping = {}
+  for i = 1, #self.handles do self.handles[i]:close() end
+  self.handles, self.idle = {}, queue()
+  self.queue = queue()
+end
+
+-- The next queued page entry, running the chains until there is one; nil
+-- at the end; false, err once on failure.
+function Listing:next_page()
+  while true do
+    if self.closed then
+      if self.err and not self.reported then
+        self.reported = true
+        return false, self.err
+      end
+      return nil
+    end
+    local e = pop(self.queue)
+    if e then
+      local chain = e.chain
+      self.busy = self.busy - 1
+      chain.queued = chain.queued - 1
+      if chain.done and chain.queued == 0 then self.chains[chain] = nil end
+      start_fetches(self)
+      self.io:kick()
+      return e
+    end
+    if self.err then
+      self.err.pending = pending(self)
+      self:close()
+    elseif self.unfinished == 0 and self.fetching == 0 then
+      self:close()
+    else
+      start_fetches(self)
+      local ms = run_ready(self)
+      if empty(self.queue) and not self.err and not self.closed then
+        local ok, err = self.io:wait(self, min(ms, 1000))
+        if not ok then
+          self.err = err
+        end
+        run_ready(self)
+      end
+    end
+  end
+end
+
+-- The I/O backend for client here and now.
+local function backend(client)
+  local t = client.transport
+  if type(t) == "table" and t.name == "curl" and type(t.options) == "table" then
+    local task = async.current()
+    if t.async and task then return setmetatable({ task = task }, Async), t.options end
+    return setmetatable({}, Blocking), t.options
+  end
+  return setmetatable({}, Sync)
+end
+
+local function new_listing(client, s, n)
+  local L = setmetatable({
+    s = s, n = n, chains = {}, unfinished = 0, busy = 0, fetching = 0,
+    want = queue(), queue = queue(), runnable = queue(), sleeping = {},
+    handles = {}, idle = queue(),
+  }, Listing)
+  local io, http_options = backend(client)
+  L.io = io
+  if http_options then
+    L.http_options = http_options
+    L.cc = chain_client(client, setmetatable({ listing = L }, ChainTransport))
+  else
+    -- requests run in place, on the client as it is
+    L.cc = client
+  end
+  return L
+end
+
+-- Something whose collection closes the listing: a userdata on Lua 5.1 and
+-- LuaJIT (tables get no __gc there), a table elsewhere. `close` and, on
+-- Lua 5.4, `__close` (for the fourth value of a for-in loop) do the same.
+local newproxy = rawget(_G, "newproxy")
+local function closer(L)
+  local function close() L:close() end
+  local mt
+  local c
+  if newproxy then
+    c = newproxy(true)
+    mt = getmetatable(c)
+  else
+    c, mt = {}, {}
+  end
+  mt.__index = { close = close }
+  mt.__gc = close
+  mt.__close = close
+  mt.__tostring = function() return "imm.parallel listing" end
+  if not newproxy then setmetatable(c, mt) end
+  return c
+end
+
+-- nginx: light threads --------------------------------------------------
+
+local NgxListing = {}
+NgxListing.__index = NgxListing
+
+-- A worker thread: takes a chain, waits for a slot, fetches one page,
+-- hands it over, and again, until nothing is left or the listing stops.
+local function ngx_worker(L)
+  while true do
+    if L.stopped then return end
+    local chain = pop(L.want)
+    if not chain then
+      if L.unfinished == 0 then return end
+      L.work:wait(3600)
+    else
+      L.slots:wait(3600)
+      if L.stopped then return end
+      L.fetching = L.fetching + 1
+      local page, list, n, next_token, seen = fetch(L.cc, chain.action, chain.p, chain.s, chain.token, chain.seen)
+      if L.stopped then return end
+      if page then chain.seen = seen end
+      local before = L.want.last - L.want.first
+      on_result(L, chain, page, list, n, next_token)
+      local added = (L.want.last - L.want.first) - before
+      if added > 0 then L.work:post(added) end
+      -- a page for the caller keeps its slot until taken
+      if page and (chain.action == "ListDatasets" or n == 0) then L.slots:post(1) end
+      if L.err then L.stopped = true end
+      if L.err or L.unfinished == 0 then
+        L.work:post(L.n)  -- let the idle workers see it
+      end
+      L.ready:post(1)
+    end
+  end
+end
+
+function NgxListing:close()
+  if self.closed then return end
+  self.closed, self.stopped = true, true
+  local ngx = rawget(_G, "ngx")
+  for i = 1, #self.threads do
+    -- only the coroutine that spawned a thread may kill it; after a
+    -- collection elsewhere the threads end at their next wake-up
+    pcall(ngx.thread.kill, self.threads[i])
+  end
+  if self.slots then
+    self.slots:post(self.n * 2)
+    self.work:post(self.n * 2)
+  end
+  self.queue = queue()
+end
+
+function NgxListing:next_page()
+  if not self.threads then
+    local ngx = rawget(_G, "ngx")
+    local semaphore = require "ngx.semaphore"
+    self.slots, self.work, self.ready = semaphore.new(self.n), semaphore.new(0), semaphore.new(0)
+    self.threads = {}
+    for i = 1, self.n do
+      local th, err = ngx.thread.spawn(ngx_worker, self)
+      if not th then
+        self:close()
+        return false, errors.new("InvalidState", "ngx.thread.spawn failed: " .. tostring(err),
+          { retryable = false })
+      end
+      self.threads[i] = th
+    end
+  end
+  while true do
+    if self.closed then
+      if self.err and not self.reported then
+        self.reported = true
+        return false, self.err
+      end
+      return nil
+    end
+    local e = pop(self.queue)
+    if e then
+      local chain = e.chain
+      chain.queued = chain.queued - 1
+      if chain.done and chain.queued == 0 then self.chains[chain] = nil end
+      self.busy = self.busy - 1
+      self.slots:post(1)
+      return e
+    end
+    if self.err then
+      self.err.pending = pending(self)
+      self:close()
+    elseif self.unfinished == 0 and self.fetching == 0 then
+      self:close()
+    else
+      self.ready:wait(3600)
+    end
+  end
+end
+
+local function ngx_listing(client, s, n)
+  local L = setmetatable({
+    s = s, n = n, chains = {}, unfinished = 0, busy = 0, fetching = 0,
+    want = queue(), queue = queue(), cc = client,
+  }, NgxListing)
+  -- on_result counts slots in busy; the semaphores do the waiting
+  return L
+end
+
+local function use_ngx(client)
+  local t = client.transport
+  return transport.in_nginx() and type(t) == "table" and t.name == "ngx"
+    and require("imm.transport.ngx").phase_ok()
+end
+
+-- The public side -------------------------------------------------------
+
+-- The listing of a whole project's bindings for client and pager options s.
+local function project_listing(client, params, s)
+  local n = s.concurrency
+  local L = use_ngx(client) and ngx_listing(client, s, n) or new_listing(client, s, n)
+  -- each chain follows its own tokens; the caller's max_items is counted
+  -- where pages are taken
+  local cs = copy(s)
+  cs.max_items, cs.token = nil, nil
+  L.s = cs
+  L.limit = s.max_items
+  local bp = copy(params)
+  bp.NextToken, bp.DatasetName = nil, nil
+  L.bindings_params = bp
+  local ds = new_chain(L, "ListDatasets", { ProjectName = params.ProjectName }, nil, nil)
+  ds.s = { items = "Datasets", size_param = "MaxResults", default_size = pager.DEFAULT_PAGE_SIZE }
+  push(L.want, ds)
+  return L
+end
+
+-- Checks what settings() cannot: a parallel listing starts from the top.
+local function check(params, s)
+  if type(params) ~= "table" or type(params.ProjectName) ~= "string" or params.ProjectName == "" then
+    return errors.invalid("ListBindings: ProjectName is required")
+  end
+  if s.token ~= nil or params.NextToken ~= nil then
+    return errors.invalid("a parallel listing (concurrency > 1 without DatasetName) starts at the "
+      .. "beginning: resume one dataset with DatasetName and start_token (see err.pending)")
+  end
+end
+
+--- Is this a call for a parallel listing? (`client:bindings` and
+-- `client:all_bindings` dispatch here when it is.)
+function _M.wanted(params, opts)
+  return type(opts) == "table" and type(opts.concurrency) == "number" and opts.concurrency > 1
+    and not (type(params) == "table" and params.DatasetName ~= nil and params.DatasetName ~= "")
+end
+
+-- An iterator over the items or pages of listing L.
+local function iterate(L, kind)
+  local list, n, i = nil, 0, 0
+  local emitted, limit = 0, L.limit
+  local handle = closer(L)
+  return function()
+    local _ = handle  -- the iterator keeps it alive; once both are garbage, the listing closes
+    local k = i + 1
+    if k <= n then
+      i = k
+      return list[k]
+    end
+    list, n, i = nil, 0, 0
+    while true do
+      local e, err = L:next_page()
+      if e == nil then return nil end
+      if e == false then return false, err end
+      local m = e.n
+      if limit then
+        m = min(m, limit - emitted)
+        emitted = emitted + m
+        if emitted >= limit then L:close() end
+      end
+      if kind == "pages" then
+        if m < e.n then
+          for j = m + 1, e.n do e.list[j] = nil end
+        end
+        return e.page
+      end
+      if m > 0 then
+        list, n, i = e.list, m, 1
+        return list[1]
+      end
+    end
+  end, nil, nil, handle
+end
+
+--- Every binding of a project, `concurrency` requests at a time.
+-- @return iterator, nil, nil, listing (`listing:close()` ends it early)
+function _M.bindings(client, params, opts)
+  local s, err = settings("ListBindings", params, opts)
+  if not s then return failed(err) end
+  err = check(params, s)
+  if err then return failed(err) end
+  return iterate(project_listing(client, params, s), "items")
+end
+
+--- Every binding of a project merged into `{ Bindings = { ... } }`.
+-- @return table, or nil, err (err.pending says where each dataset stands)
+function _M.all_bindings(client, params, opts)
+  local s, err = settings("ListBindings", params, opts)
+  if not s then return nil, err end
+  err = check(params, s)
+  if err then return nil, err end
+  local L = project_listing(client, params, s)
+  local all, count, limit = {}, 0, L.limit
+  while true do
+    local e, ferr = L:next_page()
+    if e == nil then break end
+    if e == false then return nil, ferr end
+    local m = e.n
+    if limit then m = min(m, limit - count) end
+    for j = 1, m do all[count + j] = e.list[j] end
+    count = count + m
+    if limit and count >= limit then L:close() break end
+  end
+  return { Bindings = all }
+end
+
+--- A sequential pager that fetches page k+1 while the caller works on
+-- page k (the `prefetch = true` pager option): a listing of one chain and
+-- one slot. Memory: the page being read and the one on its way.
+function _M.prefetch(client, action, params, s, kind)
+  local L = use_ngx(client) and ngx_listing(client, s, 1) or new_listing(client, s, 1)
+  local p = copy(params)
+  local chain = new_chain(L, action, p, s.token or p.NextToken, nil)
+  chain.prefetch = true
+  push(L.want, chain)
+  return iterate(L, kind)
+end
+
+return _M
