@@ -668,7 +668,7 @@ def main(argv):
     lat.add_argument("--no-callgrind", action="store_true", help="skip the item pager's instruction count")
     lat.add_argument("--callgrind-chains", type=int, default=2,
                      help="extra chains of the long callgrind run over the short one (2)")
-    lat.add_argument("--callgrind-repeat", type=int, default=1, help="callgrind measurements per mode (1)")
+    lat.add_argument("--callgrind-repeat", type=int, default=3, help="callgrind measurements per mode (3)")
     lat.add_argument("--wall-pairs", type=int, default=5, help="native pages/items pairs for the wall time (5)")
     lat.add_argument("--wall-chains", type=int, default=5, help="chains per native run (5)")
     args = ap.parse_args(argv)

@@ -162,6 +162,12 @@ class Proxy:
             raise RuntimeError("delay_proxy.py did not start")
         self.port = int(line.split()[1])
 
+    def cpu(self):
+        """CPU seconds the proxy has used so far."""
+        with open(f"/proc/{self.p.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self):
         if self.p.poll() is None:
             self.p.stdin.close()
@@ -334,12 +340,14 @@ def run(args, workdir, certs):
             for rnd in range(1, args.latency_rounds + 1):
                 say(f"latency: {rtt:g} ms RTT, round {rnd} of {args.latency_rounds}")
                 for r in runners:
+                    c0 = proxy.cpu()
                     x = run_json(r.argv + ["--url", purl, "--page-size", str(args.latency_page_size)], r.env, 300)
+                    x["proxy_cpu"] = proxy.cpu() - c0
                     if x["bindings"] != data.TOTAL:
                         raise RuntimeError(f"{r.label} at {rtt} ms: {x['bindings']} bindings, not {data.TOTAL}")
                     raw.setdefault((r.key, rtt), []).append(x)
                     print(f"    {r.label:<62} {x['wall']:7.3f} s  CPU {x['cpu']:6.3f} s  "
-                          f"{x['hwm_kb'] / 1024:6.1f} MB", flush=True)
+                          f"{x['hwm_kb'] / 1024:6.1f} MB  (proxy CPU {x['proxy_cpu']:.2f} s)", flush=True)
             proxy.stop()
             proxy = None
         load_mid = os.getloadavg()
@@ -403,6 +411,10 @@ def build_report(args, runners, raw, cost, meta):
         m = med.get((r.key, rtts[0]))
         row += f" {m['cpu']:.3f} | {m['hwm_kb'] / 1024:.1f} |" if m else " - | - |"
         w(row)
+    pc = [x["proxy_cpu"] for v in raw.values() for x in v]
+    if pc:
+        w("")
+        w(f"The proxy's own CPU time per run: {min(pc):.2f}-{max(pc):.2f} s.")
     w("")
     goals = []
     c = args.concurrency
@@ -428,16 +440,16 @@ def build_report(args, runners, raw, cost, meta):
         w(f"The item pager's cost over page-level calls, Lua 5.4, HTTPS, no delay (bench/imm_bench.lua, "
           f"pages of {args.latency_page_size}): instructions per call counted by callgrind over {cost['calls']:,} calls "
           f"(a run of {cost['calls'] + cost['chain']:,} calls less a run of {cost['chain']:,}, so start-up and "
-          f"the TLS handshake drop out; {args.callgrind_repeat} time(s) each, median), and natively the wall "
+          f"the TLS handshake drop out; median of {args.callgrind_repeat}, range in brackets), and natively the wall "
           f"and CPU time per call (median of {args.wall_pairs} runs of {cost['chain'] * args.wall_chains:,} calls, "
           f"pages and items one right after the other). Load average after: {fmt_load(meta['load'][2])}.")
         w("")
         w("| Lua 5.4, HTTPS | instructions/call | wall µs/call | CPU µs/call |")
         w("| --- | ---: | ---: | ---: |")
-        w(f"| page-level calls (list_bindings) | {statistics.median(ins['pages']):,.0f} | {wall['pages']:.0f} | "
-          f"{cpu['pages']:.0f} |")
-        w(f"| item pager (client:bindings) | {statistics.median(ins['items']):,.0f} | {wall['items']:.0f} | "
-          f"{cpu['items']:.0f} |")
+        def spread(v):
+            return f"{statistics.median(v):,.0f} ({min(v):,.0f}-{max(v):,.0f})" if len(v) > 1 else f"{v[0]:,.0f}"
+        w(f"| page-level calls (list_bindings) | {spread(ins['pages'])} | {wall['pages']:.0f} | {cpu['pages']:.0f} |")
+        w(f"| item pager (client:bindings) | {spread(ins['items'])} | {wall['items']:.0f} | {cpu['items']:.0f} |")
         w(f"| item pager over page-level calls | {cost['ins_over'] * 100:+.1f}% | "
           f"{cost['wall_over'] * 100:+.1f}% (median of the pairs) | "
           f"{(cpu['items'] / cpu['pages'] - 1) * 100:+.1f}% |")
