@@ -117,6 +117,13 @@ http {{
 }}
 """)
 
+    def accepts(self):
+        """Connections nginx has accepted so far (stub_status)."""
+        import urllib.request
+        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
+                f"http://127.0.0.1:{self.status_port}/_status", timeout=5) as r:
+            return int(r.read().decode().splitlines()[2].split()[0])
+
     def cmd(self, *extra):
         return [self.bin, "-p", self.dir, "-c", self.conf, "-e", os.path.join(self.dir, "error.log"), *extra]
 
@@ -340,14 +347,15 @@ def run(args, workdir, certs):
             for rnd in range(1, args.latency_rounds + 1):
                 say(f"latency: {rtt:g} ms RTT, round {rnd} of {args.latency_rounds}")
                 for r in runners:
-                    c0 = proxy.cpu()
+                    c0, a0 = proxy.cpu(), nginx.accepts()
                     x = run_json(r.argv + ["--url", purl, "--page-size", str(args.latency_page_size)], r.env, 300)
                     x["proxy_cpu"] = proxy.cpu() - c0
+                    x["conns"] = nginx.accepts() - a0 - 1   # less the status request itself
                     if x["bindings"] != data.TOTAL:
                         raise RuntimeError(f"{r.label} at {rtt} ms: {x['bindings']} bindings, not {data.TOTAL}")
                     raw.setdefault((r.key, rtt), []).append(x)
                     print(f"    {r.label:<62} {x['wall']:7.3f} s  CPU {x['cpu']:6.3f} s  "
-                          f"{x['hwm_kb'] / 1024:6.1f} MB  (proxy CPU {x['proxy_cpu']:.2f} s)", flush=True)
+                          f"{x['hwm_kb'] / 1024:6.1f} MB  {x['conns']:3d} conns  (proxy CPU {x['proxy_cpu']:.2f} s)", flush=True)
             proxy.stop()
             proxy = None
         load_mid = os.getloadavg()
@@ -394,9 +402,9 @@ def build_report(args, runners, raw, cost, meta):
     head = "| runner |"
     for rtt in rtts:
         head += f" {rtt:g} ms: wall s | {rtt:g} ms: vs Node loop |"
-    head += f" CPU s ({rtts[0]:g} ms) | peak RSS MB ({rtts[0]:g} ms) |"
+    head += f" CPU s ({rtts[0]:g} ms) | peak RSS MB ({rtts[0]:g} ms) | connections |"
     w(head)
-    w("| --- |" + " ---: | ---: |" * len(rtts) + " ---: | ---: |")
+    w("| --- |" + " ---: | ---: |" * len(rtts) + " ---: | ---: | ---: |")
     for r in runners:
         row = f"| {r.label} |"
         for rtt in rtts:
@@ -410,6 +418,13 @@ def build_report(args, runners, raw, cost, meta):
             row += f" {base['wall'] / m['wall']:.1f}x |" if base else " - |"
         m = med.get((r.key, rtts[0]))
         row += f" {m['cpu']:.3f} | {m['hwm_kb'] / 1024:.1f} |" if m else " - | - |"
+        conns = sorted({x["conns"] for rtt in rtts for x in raw.get((r.key, rtt), [])})
+        if not conns:
+            row += " - |"
+        elif len(conns) == 1:
+            row += f" {conns[0]} |"
+        else:
+            row += f" {conns[0]}-{conns[-1]} |"
         w(row)
     pc = [x["proxy_cpu"] for v in raw.values() for x in v]
     if pc:
@@ -458,6 +473,8 @@ def build_report(args, runners, raw, cost, meta):
                       "instructions (callgrind)", met, f"{cost['ins_over'] * 100:+.1f}%"))
     w("Latency goals:")
     w("")
+    if not goals:
+        w("- none measured (the runners they need were left out)")
     for text, met, detail in goals:
         w(f"- {'met' if met else 'NOT met'}: {text} ({detail})")
     w("")
