@@ -663,6 +663,7 @@ def main(argv):
     lat.add_argument("--rtts", default="20,50", help="round-trip times in ms, comma-separated (20,50)")
     lat.add_argument("--latency-rounds", type=int, help="runs per runner and RTT; figures are medians (3)")
     lat.add_argument("--latency-page-size", type=int, default=100, help="MaxResults of every runner (100)")
+    lat.add_argument("--latency-tls", choices=("1.3", "1.2"), default="1.3", help="the TLS version nginx offers (1.3)")
     lat.add_argument("--concurrency", type=int, default=20, help="imm's concurrency option (20)")
     lat.add_argument("--latency-runners", help="comma-separated latency runner keys (default: all)")
     lat.add_argument("--no-callgrind", action="store_true", help="skip the item pager's instruction count")

@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import collections
 import os
+import selectors
 import signal
 import sys
 
@@ -132,6 +133,10 @@ async def main(args):
     print(f"listening {port}", flush=True)
     await stop.wait()
     server.close()
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def parse(argv):
@@ -148,4 +153,11 @@ def parse(argv):
 
 
 if __name__ == "__main__":
-    asyncio.run(main(parse(sys.argv[1:])))
+    # select() takes its timeout in microseconds, epoll and poll in whole
+    # milliseconds rounded up: with those every delivery would be up to 1 ms
+    # late. A benchmark has a few dozen sockets, far below select's limit.
+    loop = asyncio.SelectorEventLoop(selectors.SelectSelector())
+    try:
+        loop.run_until_complete(main(parse(sys.argv[1:])))
+    finally:
+        loop.close()
