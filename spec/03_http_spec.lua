@@ -32,7 +32,9 @@ describe("HTTP transport (libcurl)", function()
     local c = srv.client {}
     local before = srv.stats().connections
     for _ = 1, 5 do assert(c:list_bindings { ProjectName = "immtest", MaxResults = 1 }) end
-    assert.equal(1, srv.stats().connections - before)
+    -- one new connection at most: none when an earlier client's is still
+    -- in the lua_State's shared cache (spec/17 checks that case)
+    assert.is_true(srv.stats().connections - before <= 1)
     c:close()
   end)
 
@@ -114,6 +116,6 @@ describe("HTTPS", function()
     local c = srv.client {}
     local before = srv.stats().connections
     for _ = 1, 3 do assert(c:list_bindings { ProjectName = "immtest", MaxResults = 1 }) end
-    assert.equal(1, srv.stats().connections - before)
+    assert.is_true(srv.stats().connections - before <= 1)
   end)
 end)

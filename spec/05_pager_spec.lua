@@ -35,7 +35,8 @@ describe("pagers", function()
     { n = 10, size = 10, pages = 1 },    -- ends exactly at a page boundary
     { n = 11, size = 10, pages = 2 },
     { n = 30, size = 10, pages = 3 },
-    { n = 250, size = nil, pages = 3 },  -- default page size of 100
+    { n = 250, size = nil, pages = 2 },  -- default page size of 200 (the service's maximum)
+    { n = 400, size = nil, pages = 2 },
   } do
     it(string.format("walks %d bindings in pages of %s", case.n, tostring(case.size or "default")), function()
       local want = load(case.n)

@@ -91,10 +91,461 @@ describe("parallel listing", function()
     assert.equal(5, fixture.peak_in_flight(log))
   end)
 
-  it("all_bindings merges a parallel listing", function()
+  it("all_bindings and imm.bindings take concurrency too", function()
+    srv.fault { mode = "slow", delay = 0.05, count = -1 }
     local c = srv.client {}
     local all = assert(c:all_bindings({ ProjectName = "immtest" }, { concurrency = 4, page_size = 25 }))
     check_listing(d.Bindings, all.Bindings)
-    assert.equal(4, fixture.peak_in_flight(srv.log()) >= 2 and 4 or 0)
+    assert.equal(4, fixture.peak_in_flight(srv.log()))
+    assert(imm.configure { endpoint = srv.url, access_key_id = fixture.KEY_ID, access_key_secret = fixture.SECRET })
+    check_listing(d.Bindings, drain(imm.bindings({ ProjectName = "immtest" }, { concurrency = 3 })))
+    check_listing(d.Bindings, assert(imm.all_bindings({ ProjectName = "immtest" }, { concurrency = 3 })).Bindings)
+  end)
+
+  it("follows every ListDatasets page", function()
+    local c = srv.client {}
+    -- ListDatasets pages of 200: 450 datasets of one binding each
+    local big = data(450, 1)
+    srv.data(big)
+    local got = drain(c:bindings({ ProjectName = "immtest" }, { concurrency = 8 }))
+    check_listing(big.Bindings, got)
+    assert.equal(3, requests(srv.log(), "ListDatasets"))
+  end)
+
+  it("lists sequentially with DatasetName or concurrency = 1", function()
+    local c = srv.client {}
+    local one = drain(c:bindings({ ProjectName = "immtest" }, { concurrency = 1, page_size = 100 }))
+    for i = 1, #d.Bindings do assert.equal(d.Bindings[i].URI, one[i].URI) end
+    assert.equal(0, requests(srv.log(), "ListDatasets"))
+    srv.reset()
+    srv.data(d)
+    local ds = drain(c:bindings({ ProjectName = "immtest", DatasetName = "ds-03" }, { concurrency = 8 }))
+    assert.equal(PER, #ds)
+    assert.equal(0, requests(srv.log(), "ListDatasets"))
+  end)
+
+  it("refuses bad options before sending anything", function()
+    local c = srv.client {}
+    for _, o in ipairs { { concurrency = 0 }, { concurrency = 2.5 }, { concurrency = "4" }, { concurrency = 101 },
+      { concurrency = 4, start_token = "x" }, { prefetch = "yes" } } do
+      local b, err = c:bindings({ ProjectName = "immtest" }, o)()
+      assert.is_false(b)
+      assert.equal("InvalidParameter", err.code)
+      local all, aerr = c:all_bindings({ ProjectName = "immtest" }, o)
+      assert.is_nil(all)
+      assert.equal("InvalidParameter", aerr.code)
+    end
+    assert.equal(0, #srv.log())
+  end)
+
+  it("yields false, err once when a chain fails for good, stops the rest, and resumes from err.pending", function()
+    local c = srv.client { max_retries = 1 }
+    local token = "immtest:ds-07:oss://bucket-0010"
+    srv.fault { mode = "internal", count = -1, match = { DatasetName = "ds-07", NextToken = token } }
+    local it = c:bindings({ ProjectName = "immtest" }, { concurrency = 4, page_size = 10 })
+    local got, err = drain(it)
+    assert.is_table(err)
+    assert.equal("InternalError", err.code)
+    assert.equal("ds-07", err.dataset)
+    assert.equal(token, err.next_token)
+    assert.equal(2, err.attempts, "the chain retried by the client's rules")
+    assert.is_nil(it(), "the failure comes once, then the end")
+    assert.equal(0, require("imm.parallel").in_flight(), "transfers left in flight")
+    core.sleep(0.1)  -- a request cancelled just after it was written may still reach the server
+    local n = #srv.log()
+    core.sleep(0.3)
+    assert.equal(n, #srv.log(), "requests went on after the failure")
+    -- finish the listing dataset by dataset from where each stood
+    srv.control("DELETE", "faults")
+    local saw07 = false
+    for _, p in ipairs(err.pending) do
+      if p.dataset == "ds-07" then
+        saw07 = true
+        assert.equal(token, p.next_token)
+      end
+      for b, ierr in c:bindings({ ProjectName = "immtest", DatasetName = p.dataset }, { start_token = p.next_token }) do
+        assert.is_nil(ierr)
+        got[#got + 1] = b
+      end
+    end
+    assert.is_true(saw07)
+    check_listing(d.Bindings, got)
+  end)
+
+  it("cancels the requests in flight when the loop is left (explicit close, or collection)", function()
+    -- ds-02 answers after 3 s, the others at once
+    srv.fault { mode = "slow", delay = 3, count = -1, match = { DatasetName = "ds-02" } }
+    local parallel = require "imm.parallel"
+    local c = srv.client {}
+    local t0 = core.monotonic()
+    local it, _, _, listing = c:bindings({ ProjectName = "immtest" }, { concurrency = 6, page_size = 10 })
+    assert(it())
+    assert.is_true(parallel.in_flight() > 0)
+    listing:close()
+    assert.equal(0, parallel.in_flight())
+    listing:close()  -- twice is fine
+    assert.is_nil(it())
+    -- a loop left with break: the iterator is garbage, and so is the listing
+    for b in c:bindings({ ProjectName = "immtest" }, { concurrency = 6, page_size = 10 }) do  -- luacheck: ignore 512
+      assert.is_table(b)
+      break
+    end
+    if _VERSION == "Lua 5.4" then
+      -- the fourth value of the for-in loop is closed when the loop is left
+      assert.equal(0, parallel.in_flight())
+    else
+      assert.is_true(parallel.in_flight() > 0)
+    end
+    collectgarbage()
+    collectgarbage()
+    assert.equal(0, parallel.in_flight())
+    assert.is_true(core.monotonic() - t0 < 2.5, "waited for the cancelled requests")
+  end)
+
+  it("a new client reuses the connection of an earlier one (one cache per lua_State)", function()
+    local a = srv.client {}
+    assert(a:list_bindings { ProjectName = "immtest", MaxResults = 1 })
+    local before = srv.stats().connections
+    local b = srv.client {}
+    assert(b:list_bindings { ProjectName = "immtest", MaxResults = 1 })
+    assert.equal(0, srv.stats().connections - before)
+  end)
+end)
+
+describe("parallel listing inside imm tasks", function()
+  local srv, d
+  setup(function()
+    srv = fixture.start()
+    d = data(DATASETS, PER)
+  end)
+  teardown(function() srv.stop() end)
+  before_each(function()
+    srv.reset()
+    srv.data(d)
+  end)
+
+  it("lists every binding once with N in flight, while imm.poll drives it", function()
+    srv.fault { mode = "slow", delay = 0.05, count = -1 }
+    local c = srv.client { async = true }
+    local task = imm.spawn(function()
+      return drain(c:bindings({ ProjectName = "immtest" }, { concurrency = 5, page_size = 10 }))
+    end)
+    local turns = 0
+    while imm.poll(0) > 0 do turns = turns + 1 end
+    local ok, got, err = task:result()
+    assert.is_true(ok)
+    assert.is_nil(err)
+    check_listing(d.Bindings, got)
+    assert.equal(5, fixture.peak_in_flight(srv.log()))
+    assert.is_true(turns > 80, "the frame loop was blocked")
+  end)
+
+  it("fails once with err.dataset, and cancels on close", function()
+    local c = srv.client { async = true, max_retries = 0 }
+    srv.fault { mode = "internal", count = -1, match = { DatasetName = "ds-11" } }
+    local ok, got, err = imm.spawn(function()
+      return drain(c:bindings({ ProjectName = "immtest" }, { concurrency = 3 }))
+    end):join(20)
+    assert.is_true(ok)
+    assert.equal("ds-11", err.dataset)
+    assert.is_nil(err.next_token)
+    assert.is_true(#got < #d.Bindings)
+    srv.control("DELETE", "faults")
+    srv.fault { mode = "slow", delay = 1, count = -1 }
+    local t0 = core.monotonic()
+    local left
+    ok = imm.spawn(function()
+      local it, _, _, listing = c:bindings({ ProjectName = "immtest" }, { concurrency = 4, page_size = 10 })
+      assert(it())
+      listing:close()
+      left = #imm.fds()
+    end):join(20)
+    assert.is_true(ok)
+    assert.equal(0, left, "sockets still busy after close")
+    assert.is_true(core.monotonic() - t0 < 2.5)
+  end)
+end)
+
+describe("prefetch", function()
+  local srv
+  setup(function() srv = fixture.start() end)
+  teardown(function() srv.stop() end)
+  before_each(function()
+    srv.reset()
+    srv.data { Projects = { "p" }, Bindings = fixture.bindings("p", 45) }
+  end)
+
+  it("sends the next page's request while the caller works on the current one", function()
+    local c = srv.client {}
+    local got, asked = {}, {}
+    for b, err in c:bindings({ ProjectName = "p" }, { page_size = 10, prefetch = true }) do
+      assert.is_nil(err)
+      got[#got + 1] = b
+      if #got % 10 == 1 then
+        asked[#asked + 1] = core.monotonic()
+        core.sleep(0.15)  -- the caller's work on this page
+      end
+    end
+    assert.equal(45, #got)
+    for i = 1, 45 do assert.equal(string.format("oss://bucket-%04d", i), got[i].URI) end
+    local log = srv.log()
+    assert.equal(5, #log)
+    -- page k+1 was asked for while the caller still worked on page k
+    for k = 1, 4 do
+      assert.is_true(log[k + 1].start < asked[k] + 0.15,
+        string.format("page %d was requested only after the work on page %d", k + 1, k))
+    end
+  end)
+
+  it("keeps err.next_token exact, and a break wastes at most one fetch", function()
+    local c = srv.client { max_retries = 0 }
+    srv.fault { mode = "internal", count = -1, match = { NextToken = "p:ds:oss://bucket-0020" } }
+    local got, err = drain(c:bindings({ ProjectName = "p" }, { page_size = 10, prefetch = true }))
+    assert.equal(20, #got)
+    assert.equal("InternalError", err.code)
+    assert.equal("p:ds:oss://bucket-0020", err.next_token)
+    srv.control("DELETE", "faults")
+    local rest = drain(c:bindings({ ProjectName = "p" }, { page_size = 10, start_token = err.next_token,
+      prefetch = true }))
+    assert.equal(25, #rest)
+    assert.equal("oss://bucket-0021", rest[1].URI)
+    srv.control("DELETE", "log")
+    local opts = { page_size = 10, prefetch = true }
+    for _ in c:bindings({ ProjectName = "p" }, opts) do break end  -- luacheck: ignore 512
+    collectgarbage()
+    collectgarbage()
+    assert.is_true(#srv.log() <= 2, "more than one page fetched ahead")
+    assert.equal(0, require("imm.parallel").in_flight())
+  end)
+
+  it("works for pages and with max_items", function()
+    local c = srv.client {}
+    local n = 0
+    for page in c:pages("ListBindings", { ProjectName = "p" }, { page_size = 20, prefetch = true }) do
+      n = n + #page.Bindings
+    end
+    assert.equal(45, n)
+    srv.control("DELETE", "log")
+    local got = drain(c:bindings({ ProjectName = "p" }, { page_size = 10, max_items = 15, prefetch = true }))
+    assert.equal(15, #got)
+    assert.equal(2, #srv.log())
+  end)
+end)
+
+describe("page size", function()
+  local srv
+  setup(function() srv = fixture.start() end)
+  teardown(function() srv.stop() end)
+  before_each(function() srv.reset() end)
+
+  it("asks for 200 items a page unless told otherwise", function()
+    local c = srv.client {}
+    local function sizes(params, opts)
+      srv.control("DELETE", "log")
+      drain(c:bindings(params, opts))
+      local out = {}
+      for i, rec in ipairs(srv.log()) do out[i] = rec.params.MaxResults end
+      return out
+    end
+    assert.same({ "200", "200" }, sizes({ ProjectName = "immtest" }))
+    assert.same({ "50", "50", "50", "50", "50" }, sizes({ ProjectName = "immtest" }, { page_size = 50 }))
+    assert.same({ "30", "30", "30", "30", "30", "30", "30" }, sizes({ ProjectName = "immtest", MaxResults = 30 }))
+    assert.same({ "5" }, sizes({ ProjectName = "immtest" }, { max_items = 5 }))
+    assert.same({ "200", "50" }, sizes({ ProjectName = "immtest" }, { max_items = 250 }))
+  end)
+end)
+
+describe("connections", function()
+  local tls
+  setup(function() tls = fixture.start { tls = true } end)
+  teardown(function() tls.stop() end)
+
+  it("drops the default CApath whenever a CA file is in use, so libcurl keeps the parsed store", function()
+    assert.is_true(core.http({ ca_file = fixture.certs() .. "/ca.crt" }):debug().capath_cleared)
+    -- the system bundle (CURLINFO_CAINFO) is a CA file too
+    assert.is_true(core.http({}):debug().capath_cleared)
+    assert.is_false(core.http({ insecure = true }):debug().capath_cleared)
+  end)
+
+  it("still verifies each client against its own CA file on the shared multi", function()
+    local good = tls.client {}
+    assert(good:list_bindings { ProjectName = "immtest", MaxResults = 1 })
+    local other = tls.client { ca_file = fixture.certs() .. "/other-ca.crt", max_retries = 0 }
+    local res, err = other:list_bindings { ProjectName = "immtest", MaxResults = 1 }
+    assert.is_nil(res)
+    assert.equal("TLSError", err.code)
+    assert(good:list_bindings { ProjectName = "immtest", MaxResults = 1 })
+  end)
+
+  it("waits to multiplex only on origins that spoke HTTP/2 (the local server speaks 1.1)", function()
+    local c = tls.client {}
+    assert(c:all_bindings({ ProjectName = "immtest" }, { concurrency = 4 }))
+    assert.equal(0, core.shared_multi():h2_origins())
+    local h = core.http { ca_file = fixture.certs() .. "/ca.crt" }
+    assert(h:request("POST", tls.url .. "/_imm/health", {}, ""))
+    assert.is_false(h:debug().pipewait)
+  end)
+
+  it("checks pool_size", function()
+    for _, v in ipairs { 0, -1, 2.5, 100001 } do
+      local c, err = imm.new { endpoint = "http://127.0.0.1:1", access_key_id = "a", access_key_secret = "b",
+        pool_size = v }
+      assert.is_nil(c)
+      assert.equal("InvalidParameter", err.code)
+      assert.matches("pool_size", err.message)
+    end
+    local c, err = imm.new { endpoint = "http://127.0.0.1:1", access_key_id = "a", access_key_secret = "b",
+      pool_size = "8" }
+    assert.is_nil(c)
+    assert.matches("pool_size must be a number", err.message)
+    assert(imm.new { endpoint = "http://127.0.0.1:1", access_key_id = "a", access_key_secret = "b", pool_size = 8 })
+  end)
+end)
+
+describe("parallel listing inside nginx", function()
+  local nginx = require "helpers.nginx"
+  local cjson = require "cjson"
+  local srv, ngx_srv, d
+  setup(function()
+    srv = fixture.start()
+    d = data(DATASETS, PER)
+    ngx_srv = nginx.run {
+      locations = [[location = /parallel { content_by_lua_block { require("parallel_handler").run() } }]],
+    }
+  end)
+  teardown(function()
+    if ngx_srv then ngx_srv.stop() end
+    srv.stop()
+  end)
+  before_each(function()
+    srv.reset()
+    srv.data(d)
+  end)
+
+  local function list(args)
+    local parts = { "port=" .. srv.port }
+    for k, v in pairs(args) do parts[#parts + 1] = k .. "=" .. tostring(v) end
+    local status, body = ngx_srv.raw("/parallel?" .. table.concat(parts, "&"))
+    assert.equal(200, status, tostring(body) .. ngx_srv.error_log():sub(-1500))
+    local r = cjson.decode(body)
+    local got = {}
+    for i, p in ipairs(r.items) do got[i] = { DatasetName = p[1], URI = p[2] } end
+    return r, got
+  end
+
+  it("lists every binding once on light threads, with at most N in flight", function()
+    srv.fault { mode = "slow", delay = 0.05, count = -1 }
+    local r, got = list { concurrency = 5, page_size = 10 }
+    assert.is_nil(r.err)
+    assert.is_true(check_listing(d.Bindings, got) > DATASETS, "the datasets did not interleave")
+    assert.equal(5, fixture.peak_in_flight(srv.log()))
+  end)
+
+  it("reports a failed chain once, with err.dataset and err.next_token", function()
+    local token = "immtest:ds-04:oss://bucket-0020"
+    srv.fault { mode = "internal", count = -1, match = { DatasetName = "ds-04", NextToken = token } }
+    local r = list { concurrency = 4, page_size = 10, max_retries = 0 }
+    assert.equal("InternalError", r.err.code)
+    assert.equal("ds-04", r.err.dataset)
+    assert.equal(token, r.err.next_token)
+    assert.is_true(#r.err.pending > 0)
+  end)
+
+  it("kills the light threads when the listing is closed, and ends them when the reader is gone", function()
+    srv.fault { mode = "slow", delay = 3, count = -1, match = { DatasetName = "ds-02" } }
+    local t0 = core.monotonic()
+    local r = list { concurrency = 6, page_size = 10, break_after = 1, close = 1 }
+    assert.equal(1, #r.items)
+    -- nginx finishes a request only when its light threads have ended
+    assert.is_true(core.monotonic() - t0 < 2, "a light thread outlived the closed listing")
+    -- without close: the threads notice the handler has returned, and end
+    -- once their request in flight is done
+    t0 = core.monotonic()
+    r = list { concurrency = 6, page_size = 10, break_after = 1 }
+    assert.equal(1, #r.items)
+    assert.is_true(core.monotonic() - t0 < 5.5)
+  end)
+
+  it("waits to multiplex (PIPEWAIT) once an origin has answered over HTTP/2", function()
+    local pf = io.popen("env -u LD_PRELOAD python3 -c 'import socket; s=socket.socket(); "
+      .. "s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])'")
+    local port = tonumber(pf:read("*l"))
+    pf:close()
+    local certs = fixture.certs()
+    local h2 = nginx.run { http = string.format([[server {
+    listen 127.0.0.1:%d ssl http2;
+    ssl_certificate %s/server.crt; ssl_certificate_key %s/server.key;
+    location / { return 200 "{}"; }
+  }]], port, certs, certs) }
+    finally(h2.stop)
+    local url = "https://127.0.0.1:" .. port .. "/"
+    local known = core.shared_multi():h2_origins()
+    local h = core.http { ca_file = certs .. "/ca.crt" }
+    assert.equal(200, (h:request("GET", url, {}, "")))
+    assert.is_false(h:debug().pipewait, "waited on an origin not known to speak h2")
+    assert.equal(known + 1, core.shared_multi():h2_origins())
+    assert.equal(200, (h:request("GET", url, {}, "")))
+    assert.is_true(h:debug().pipewait)
+    assert.equal(known + 1, core.shared_multi():h2_origins(), "an origin is remembered once")
+  end)
+
+  it("prefetches on a light thread", function()
+    local r, got = list { page_size = 10, prefetch = 1 }
+    assert.is_nil(r.err)
+    for i = 1, #d.Bindings do assert.equal(d.Bindings[i].URI, got[i].URI) end
+  end)
+end)
+
+describe("imm list-bindings --all --concurrency", function()
+  local cjson = require "cjson"
+  local LUA = arg[-1] or "lua"
+  local srv, d
+  setup(function()
+    srv = fixture.start()
+    d = data(DATASETS, PER)
+  end)
+  teardown(function() srv.stop() end)
+  before_each(function()
+    srv.reset()
+    srv.data(d)
+  end)
+
+  local function run(args)
+    local errfile = srv.dir .. "/cli-stderr"
+    local cmd = string.format("env IMM_ENDPOINT=%s ALIBABA_CLOUD_ACCESS_KEY_ID=%s ALIBABA_CLOUD_ACCESS_KEY_SECRET=%s "
+      .. "%s bin/imm %s 2>%s; echo \"exit=$?\"", srv.url, fixture.KEY_ID, fixture.SECRET, LUA, args, errfile)
+    local p = io.popen(cmd)
+    local all = p:read("*a")
+    p:close()
+    local out, status = all:match("^(.*)exit=(%d+)\n$")
+    local err = fixture.read(errfile)
+    os.remove(errfile)
+    return out, err, tonumber(status)
+  end
+
+  it("lists the whole project N datasets at a time, one JSON object per line", function()
+    srv.fault { mode = "slow", delay = 0.05, count = -1 }
+    local out, err, status = run("list-bindings --project immtest --all --concurrency 4 --max-results 10")
+    assert.equal(0, status, err)
+    local got = {}
+    for l in out:gmatch("[^\n]+") do got[#got + 1] = cjson.decode(l) end
+    check_listing(d.Bindings, got)
+    assert.equal(4, fixture.peak_in_flight(srv.log()))
+  end)
+
+  it("refuses a bad --concurrency, and says how to finish after a failure", function()
+    for _, a in ipairs { "--all --concurrency 0", "--all --concurrency x", "--concurrency 4",
+      "--all --concurrency 4 --next-token t" } do
+      local out, err, status = run("list-bindings --project immtest " .. a)
+      assert.equal(2, status)
+      assert.equal("", out)
+      assert.matches("concurrency", err)
+    end
+    assert.equal(0, #srv.log())
+    srv.fault { mode = "internal", count = -1, match = { DatasetName = "ds-09" } }
+    local _, err, status = run("list-bindings --project immtest --all --concurrency 4 --output lines")
+    assert.equal(1, status)
+    assert.matches("InternalError", err)
+    assert.matches("imm list%-bindings %-%-project immtest %-%-dataset ds%-09 %-%-all\n", err)
   end)
 end)

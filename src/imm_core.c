@@ -326,6 +326,10 @@ typedef struct http_ud {
     imm_http *h; /* NULL once closed */
 } http_ud;
 
+typedef struct multi_ud {
+    imm_multi *m; /* NULL once closed */
+} multi_ud;
+
 static const char *http_code(imm_http_status st) {
     switch (st) {
     case IMM_HTTP_ECONNECT: return "ConnectionFailed";
@@ -494,9 +498,11 @@ static int push_closed(lua_State *L, const char *what) {
     return push_failure(L, "InvalidState", lua_tostring(L, -1));
 }
 
+static multi_ud *shared_multi(lua_State *L);
+
 /* h:request(method, url, headers_array, body [, fresh]) -> see push_outcome.
  * Blocking: the same start/transfer/finish as the multi path, driven to
- * completion on the handle's own multi. */
+ * completion on the lua_State's shared multi (see shared_multi). */
 static int http_request(lua_State *L) {
     http_ud *u = luaL_checkudata(L, 1, HTTP_MT);
     imm_http_request req;
@@ -504,15 +510,34 @@ static int http_request(lua_State *L) {
     long status = 0;
     int sent = 0;
     imm_http_status st;
+    multi_ud *m;
     char err[320]; /* CURL_ERROR_SIZE (256) plus our prefix */
 
     read_request(L, 2, &req, stack_lines, sizeof stack_lines / sizeof stack_lines[0]);
     if (u->h == NULL)
         return push_closed(L, "HTTP handle");
+    m = shared_multi(L); /* may raise (out of memory): nothing is started yet */
     err[0] = '\0';
     /* No Lua runs until perform returns; the buffers stay owned by u->h. */
-    st = imm_http_perform(u->h, &req, &status, &sent, err, sizeof err);
+    if (m != NULL)
+        st = imm_http_perform_on(u->h, m->m, &req, &status, &sent, err, sizeof err);
+    else
+        st = imm_http_perform(u->h, &req, &status, &sent, err, sizeof err);
     return push_outcome(L, u->h, st, status, sent, err);
+}
+
+/* h:debug() -> { capath_cleared = bool, pipewait = bool }, for the specs. */
+static int http_debug(lua_State *L) {
+    http_ud *u = luaL_checkudata(L, 1, HTTP_MT);
+    int capath = 0, pipewait = 0;
+    if (u->h != NULL)
+        imm_http_debug(u->h, &capath, &pipewait);
+    lua_createtable(L, 0, 2);
+    lua_pushboolean(L, capath);
+    lua_setfield(L, -2, "capath_cleared");
+    lua_pushboolean(L, pipewait);
+    lua_setfield(L, -2, "pipewait");
+    return 1;
 }
 
 /* h:result() -> the outcome of a transfer the multi reported done (see
@@ -535,10 +560,6 @@ static int http_result(lua_State *L) {
 
 /* --- multi: many transfers, driven by the caller's loop ---------------- */
 
-typedef struct multi_ud {
-    imm_multi *m; /* NULL once closed */
-} multi_ud;
-
 static int l_multi(lua_State *L) {
     multi_ud *u = compat_newuserdata(L, sizeof *u);
     char err[256];
@@ -550,6 +571,42 @@ static int l_multi(lua_State *L) {
     if (u->m == NULL) {
         return push_failure(L, "HTTPError", err);
     }
+    return 1;
+}
+
+/* The lua_State's shared multi: every blocking request goes through it, so
+ * all clients of a state share one connection cache and one parsed CA store
+ * (libcurl keeps both in the multi): a new client pays neither the handshake
+ * nor the CA parse again. Held in the registry; made on first use, and again
+ * if someone closed it. NULL when libcurl cannot make one (then each handle
+ * uses its own). */
+static const char shared_key = 'm';
+
+static multi_ud *shared_multi(lua_State *L) {
+    multi_ud *u;
+    lua_pushlightuserdata(L, (void *)&shared_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
+    u = lua_touserdata(L, -1);
+    lua_pop(L, 1); /* the registry keeps it alive */
+    if (u != NULL && u->m != NULL)
+        return u;
+    lua_pushlightuserdata(L, (void *)&shared_key);
+    if (l_multi(L) != 1) {
+        lua_pop(L, 4);
+        return NULL;
+    }
+    u = lua_touserdata(L, -1);
+    lua_rawset(L, LUA_REGISTRYINDEX);
+    return u;
+}
+
+/* shared_multi() -> the multi of the blocking requests (see above), for
+ * Lua code that runs transfers of its own beside them (imm.parallel). */
+static int l_shared_multi(lua_State *L) {
+    if (shared_multi(L) == NULL)
+        return push_failure(L, "HTTPError", "curl_multi_init failed");
+    lua_pushlightuserdata(L, (void *)&shared_key);
+    lua_rawget(L, LUA_REGISTRYINDEX);
     return 1;
 }
 
@@ -669,6 +726,13 @@ static int multi_sockets(lua_State *L) {
     return 1;
 }
 
+/* m:h2_origins() -> how many origins the multi knows to speak HTTP/2 */
+static int multi_h2_origins(lua_State *L) {
+    multi_ud *m = check_multi(L);
+    lua_pushinteger(L, m->m != NULL ? imm_multi_h2_origins(m->m) : 0);
+    return 1;
+}
+
 /* m:count() -> transfers attached */
 static int multi_count(lua_State *L) {
     multi_ud *m = check_multi(L);
@@ -713,6 +777,7 @@ static int l_backend(lua_State *L) {
 static const luaL_Reg http_methods[] = {
     {"request", http_request},
     {"result", http_result},
+    {"debug", http_debug},
     {"close", http_close},
     {NULL, NULL}};
 
@@ -724,6 +789,7 @@ static const luaL_Reg multi_methods[] = {
     {"timeout", multi_timeout},
     {"sockets", multi_sockets},
     {"count", multi_count},
+    {"h2_origins", multi_h2_origins},
     {"close", multi_close},
     {NULL, NULL}};
 
@@ -739,6 +805,7 @@ static const luaL_Reg core_funcs[] = {
     {"monotonic", l_monotonic},
     {"http", l_http},
     {"multi", l_multi},
+    {"shared_multi", l_shared_multi},
     {"gunzip", l_gunzip},
     {"backend", l_backend},
     {"json_decode", imm_json_decode},

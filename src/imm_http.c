@@ -12,6 +12,9 @@
 #include <curl/curl.h>
 #include <zlib.h>
 
+#define IMM_ORIGIN_MAX 160
+#define IMM_H2_ORIGINS 16
+
 struct imm_http {
     CURL *curl;
     imm_buf body;
@@ -26,6 +29,11 @@ struct imm_http {
     imm_multi *multi;           /* attached to, or NULL */
     imm_multi *own;             /* private multi for blocking calls, made on first use */
     imm_http *prev, *next;      /* in multi->attached */
+    imm_multi *parked;          /* done during another handle's blocking call, not yet reported */
+    imm_http *parked_next;
+    char origin[IMM_ORIGIN_MAX]; /* "scheme://host:port" of the current exchange */
+    int capath_cleared;         /* CURLOPT_CAPATH unset because a CA file is in use */
+    int pipewait;               /* the last transfer waited to multiplex on an h2 connection */
 };
 
 struct imm_multi {
@@ -33,6 +41,12 @@ struct imm_multi {
     imm_http *attached;         /* every handle added and not yet removed */
     int count;
     long next_id;
+    imm_http *parked;           /* done handles to report from imm_multi_next_done first */
+    /* Origins that answered over HTTP/2: later transfers there wait for that
+     * connection (PIPEWAIT) and share it instead of opening their own. Not
+     * for HTTP/1.1 hosts, where waiting only delays the new connection. */
+    char h2[IMM_H2_ORIGINS][IMM_ORIGIN_MAX];
+    int nh2;
 };
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
@@ -146,6 +160,23 @@ imm_http *imm_http_new(const imm_http_options *opt, char *err, size_t errlen) {
         OPT(CURLOPT_USERAGENT, opt->user_agent);
     if (opt->ca_file != NULL)
         OPT(CURLOPT_CAINFO, opt->ca_file);
+    {
+        /* Debian's libcurl sets a default CApath as well as its CA file, and
+         * libcurl keeps the parsed CA store for the next connection only when
+         * no CApath is set: otherwise every handshake parses the whole bundle
+         * again (17-21 ms for the system bundle). A CA file holds every CA
+         * we trust, so the CApath is dropped whenever one is in use. */
+        const char *cainfo = opt->ca_file;
+#if LIBCURL_VERSION_NUM >= 0x075400 /* CURLINFO_CAINFO: 7.84 */
+        char *deflt = NULL;
+        if (cainfo == NULL && curl_easy_getinfo(c, CURLINFO_CAINFO, &deflt) == CURLE_OK)
+            cainfo = deflt;
+#endif
+        if (cainfo != NULL && cainfo[0] != '\0' && !opt->insecure) {
+            OPT(CURLOPT_CAPATH, (char *)NULL);
+            h->capath_cleared = 1;
+        }
+    }
     OPT(CURLOPT_SSL_VERIFYPEER, opt->insecure ? 0L : 1L);
     OPT(CURLOPT_SSL_VERIFYHOST, opt->insecure ? 0L : 2L);
 #undef OPT
@@ -153,6 +184,7 @@ imm_http *imm_http_new(const imm_http_options *opt, char *err, size_t errlen) {
 }
 
 static void detach(imm_http *h);
+static void unpark(imm_http *h);
 
 /* Lets go of the started exchange's header list, which libcurl reads
  * until the transfer ends. */
@@ -166,6 +198,7 @@ void imm_http_free(imm_http *h) {
     if (h == NULL)
         return;
     detach(h);
+    unpark(h);
     imm_multi_free(h->own);
     if (h->curl != NULL)
         curl_easy_cleanup(h->curl);
@@ -234,6 +267,15 @@ imm_http_status imm_http_start(imm_http *h, const imm_http_request *req, char *e
     imm_buf_clear(&h->body);
     imm_buf_clear(&h->headers);
     h->too_large = 0;
+    {
+        /* the origin, for the multi's list of HTTP/2 hosts */
+        const char *sep = strstr(req->url, "://");
+        size_t n = sep != NULL ? strcspn(sep + 3, "/?#") + (size_t)(sep + 3 - req->url) : 0;
+        if (n >= sizeof h->origin)
+            n = 0; /* too long to remember: never multiplexed */
+        memcpy(h->origin, req->url, n);
+        h->origin[n] = '\0';
+    }
     h->errbuf[0] = '\0';
     h->rc = CURLE_OK;
 
@@ -306,6 +348,7 @@ imm_http_status imm_http_finish(imm_http *h, long *status, int *sent, char *err,
     }
     *sent = req_size > 0 || *status > 0;
     drop_request(h);
+    unpark(h); /* read now: nothing is left to report */
     h->state = 0;
 
     st = classify(h->rc, h->too_large);
@@ -323,35 +366,76 @@ imm_http_status imm_http_finish(imm_http *h, long *status, int *sent, char *err,
     return st;
 }
 
+static imm_http *next_done_fresh(imm_multi *m);
+
+/* Remembers a done handle that a blocking call on the same multi took off
+ * libcurl's queue, for imm_multi_next_done to report. */
+static void park(imm_multi *m, imm_http *h) {
+    imm_http **p = &m->parked;
+    while (*p != NULL)
+        p = &(*p)->parked_next;
+    *p = h;
+    h->parked_next = NULL;
+    h->parked = m;
+}
+
+static void unpark(imm_http *h) {
+    imm_http **p;
+    if (h->parked == NULL)
+        return;
+    for (p = &h->parked->parked; *p != NULL; p = &(*p)->parked_next) {
+        if (*p == h) {
+            *p = h->parked_next;
+            break;
+        }
+    }
+    h->parked = NULL;
+    h->parked_next = NULL;
+}
+
 imm_http_status imm_http_perform(imm_http *h, const imm_http_request *req,
                                  long *status, int *sent, char *err, size_t errlen) {
-    imm_http_status st;
-    int running = 1;
     *status = 0;
     *sent = 0;
     if (h->own == NULL && (h->own = imm_multi_new(err, errlen)) == NULL)
         return IMM_HTTP_ENOMEM;
+    return imm_http_perform_on(h, h->own, req, status, sent, err, errlen);
+}
+
+imm_http_status imm_http_perform_on(imm_http *h, imm_multi *m, const imm_http_request *req,
+                                    long *status, int *sent, char *err, size_t errlen) {
+    imm_http_status st;
+    int running = 1;
+    *status = 0;
+    *sent = 0;
     st = imm_http_start(h, req, err, errlen);
     if (st != IMM_HTTP_OK)
         return st;
-    if (imm_multi_add(h->own, h, err, errlen) == 0) {
+    if (imm_multi_add(m, h, err, errlen) == 0) {
         drop_request(h);
         return IMM_HTTP_EOTHER;
     }
     /* The blocking call is the non-blocking one driven to completion:
-     * libcurl's timeouts end it, so this loop always terminates. */
+     * libcurl's timeouts end it, so this loop always terminates. Other
+     * transfers on a shared multi move along too; those that end are parked
+     * for their owner's next imm_multi_next_done. */
     while (h->state == 1) {
-        if (imm_multi_perform(h->own, &running, err, errlen) != 0)
+        imm_http *d;
+        if (imm_multi_perform(m, &running, err, errlen) != 0)
             break;
-        if (imm_multi_next_done(h->own) == h || h->state != 1)
+        while ((d = next_done_fresh(m)) != NULL) {
+            if (d != h)
+                park(m, d);
+        }
+        if (h->state != 1)
             break;
-        if (imm_multi_wait(h->own, 1000, err, errlen) != 0)
+        if (imm_multi_wait(m, 1000, err, errlen) != 0)
             break;
     }
     if (h->state == 1) { /* the multi itself failed: abort, report it */
         char keep[CURL_ERROR_SIZE];
         snprintf(keep, sizeof keep, "%s", err != NULL ? err : "");
-        imm_multi_remove(h->own, h);
+        imm_multi_remove(m, h);
         imm_http_finish(h, status, sent, NULL, 0);
         SET_ERR("%s", keep);
         return IMM_HTTP_EOTHER;
@@ -361,6 +445,15 @@ imm_http_status imm_http_perform(imm_http *h, const imm_http_request *req,
 
 int imm_http_state(const imm_http *h) {
     return h->state;
+}
+
+void imm_http_debug(const imm_http *h, int *capath_cleared, int *pipewait) {
+    *capath_cleared = h->capath_cleared;
+    *pipewait = h->pipewait;
+}
+
+int imm_multi_h2_origins(const imm_multi *m) {
+    return m->nh2;
 }
 
 long imm_http_id(const imm_http *h) {
@@ -402,6 +495,8 @@ static void detach(imm_http *h) {
 void imm_multi_free(imm_multi *m) {
     if (m == NULL)
         return;
+    while (m->parked != NULL)
+        unpark(m->parked);
     while (m->attached != NULL) {
         imm_http *h = m->attached;
         detach(h);
@@ -419,6 +514,13 @@ long imm_multi_add(imm_multi *m, imm_http *h, char *err, size_t errlen) {
     if (h->multi != NULL || h->state != 0) {
         SET_ERR("the HTTP handle is busy with another transfer");
         return 0;
+    }
+    {
+        int i, h2 = 0;
+        for (i = 0; i < m->nh2 && h->origin[0] != '\0'; i++)
+            h2 = h2 || strcmp(m->h2[i], h->origin) == 0;
+        h->pipewait = h2;
+        curl_easy_setopt(h->curl, CURLOPT_PIPEWAIT, (long)h2);
     }
     mc = curl_multi_add_handle(m->m, h->curl);
     if (mc != CURLM_OK) {
@@ -461,7 +563,23 @@ int imm_multi_perform(imm_multi *m, int *running, char *err, size_t errlen) {
     return 0;
 }
 
-imm_http *imm_multi_next_done(imm_multi *m) {
+/* Adds h's origin to the multi's HTTP/2 origins when its transfer used h2. */
+static void learn_h2(imm_multi *m, imm_http *h) {
+    long v = 0;
+    int i;
+    if (h->rc != CURLE_OK || h->origin[0] == '\0' ||
+        curl_easy_getinfo(h->curl, CURLINFO_HTTP_VERSION, &v) != CURLE_OK || v != CURL_HTTP_VERSION_2_0)
+        return;
+    for (i = 0; i < m->nh2; i++) {
+        if (strcmp(m->h2[i], h->origin) == 0)
+            return;
+    }
+    i = m->nh2 < IMM_H2_ORIGINS ? m->nh2++ : IMM_H2_ORIGINS - 1; /* full: the newest replaces the last */
+    memcpy(m->h2[i], h->origin, sizeof h->origin);
+}
+
+/* The next done handle from libcurl's own queue. */
+static imm_http *next_done_fresh(imm_multi *m) {
     CURLMsg *msg;
     int left;
     while ((msg = curl_multi_info_read(m->m, &left)) != NULL) {
@@ -474,9 +592,19 @@ imm_http *imm_multi_next_done(imm_multi *m) {
         h->rc = msg->data.result; /* read before detach invalidates msg */
         detach(h);
         h->state = 2;
+        learn_h2(m, h);
         return h;
     }
     return NULL;
+}
+
+imm_http *imm_multi_next_done(imm_multi *m) {
+    imm_http *h = m->parked;
+    if (h != NULL) {
+        unpark(h);
+        return h;
+    }
+    return next_done_fresh(m);
 }
 
 int imm_multi_wait(imm_multi *m, int timeout_ms, char *err, size_t errlen) {

@@ -83,6 +83,13 @@ typedef struct imm_http_request {
 imm_http_status imm_http_perform(imm_http *h, const imm_http_request *req,
                                  long *status, int *sent, char *err, size_t errlen);
 
+/* imm_http_perform on a given multi instead of the handle's private one, so
+ * blocking calls of many handles share its connection cache and parsed CA
+ * store. Transfers of other handles on m that end meanwhile are kept for
+ * imm_multi_next_done, which reports them first. */
+imm_http_status imm_http_perform_on(imm_http *h, imm_multi *m, const imm_http_request *req,
+                                    long *status, int *sent, char *err, size_t errlen);
+
 /* The two halves of an exchange, for the non-blocking mode.
  * imm_http_start() prepares the handle for req (copying everything it needs,
  * so req may be freed at once); the handle is then added to a multi.
@@ -96,6 +103,11 @@ imm_http_status imm_http_finish(imm_http *h, long *status, int *sent, char *err,
 int imm_http_state(const imm_http *h);
 /* An id unique within the handle's multi, set by imm_multi_add. */
 long imm_http_id(const imm_http *h);
+/* For tests: was CURLOPT_CAPATH unset (a CA file is in use), and did the
+ * last transfer wait to multiplex (CURLOPT_PIPEWAIT, an HTTP/2 origin)? */
+void imm_http_debug(const imm_http *h, int *capath_cleared, int *pipewait);
+/* For tests: how many origins the multi knows to speak HTTP/2. */
+int imm_multi_h2_origins(const imm_multi *m);
 
 /* --- the multi: many transfers at once, driven by the caller ----------- */
 imm_multi *imm_multi_new(char *err, size_t errlen);

@@ -51,7 +51,9 @@ Control API (unsigned, same port, never counted as API requests):
                           requests}, both counted since startup, never reset
     GET    /_imm/faults   the queued fault rules
     POST   /_imm/faults   {"mode": M, "count": N, ...options} appends a rule; count 1 by
-                          default, -1 for every request until cleared; rules apply FIFO
+                          default, -1 for every request until cleared; rules apply FIFO;
+                          "match": {Param: value} limits a rule to the requests with
+                          those parameters (others pass it by and leave it queued)
     DELETE /_imm/faults   clear the rules
     POST   /_imm/data     replace the data set (same format as the bindings file)
     POST   /_imm/reset    startup data and settings back; faults, log and nonces cleared
@@ -921,12 +923,17 @@ class FaultRule:
     mode: str
     count: int = 1             # -1: every request until cleared
     options: dict = field(default_factory=dict)
+    match: dict = field(default_factory=dict)   # applies only to requests with these parameters
+
+    def matches(self, params):
+        return all(params.get(k) == v for k, v in self.match.items())
 
     def option(self, name, default):
         return self.options.get(name, default)
 
     def as_json(self):
-        return {"mode": self.mode, "count": self.count, **self.options}
+        extra = {"match": dict(self.match)} if self.match else {}
+        return {"mode": self.mode, "count": self.count, **self.options, **extra}
 
 
 def parse_fault_rule(obj):
@@ -935,11 +942,14 @@ def parse_fault_rule(obj):
     count = obj.get("count", 1)
     if isinstance(count, bool) or not isinstance(count, int) or (count < 1 and count != -1):
         raise ValueError("count must be a positive integer or -1")
-    options = {k: v for k, v in obj.items() if k not in ("mode", "count")}
+    match = obj.get("match", {})
+    if not isinstance(match, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in match.items()):
+        raise ValueError("match must be an object of parameter names and string values")
+    options = {k: v for k, v in obj.items() if k not in ("mode", "count", "match")}
     for name, value in options.items():
         if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
             raise ValueError(f"fault option {name} must be a non-negative number")
-    return FaultRule(obj["mode"], count, options)
+    return FaultRule(obj["mode"], count, options, dict(match))
 
 
 def parse_fault_arg(text):
@@ -970,17 +980,21 @@ class FaultQueue:
         with self._lock:
             return [r.as_json() for r in self._rules]
 
-    def take(self, modes=None):
-        """Use up one application of the head rule, if its mode is in modes (any if None)."""
+    def take(self, modes=None, params=None):
+        """Use up one application of the head rule, if its mode is in modes (any if None)
+        and the request's params match the rule's match (a request that does not match
+        leaves the rule at the head)."""
         with self._lock:
             if not self._rules or (modes is not None and self._rules[0].mode not in modes):
                 return None
             head = self._rules[0]
+            if head.match and not head.matches(params or {}):
+                return None
             if head.count > 0:
                 head.count -= 1
                 if head.count == 0:
                     self._rules.popleft()
-            return FaultRule(head.mode, head.count, dict(head.options))
+            return FaultRule(head.mode, head.count, dict(head.options), dict(head.match))
 
 
 @functools.lru_cache(maxsize=4)
@@ -1255,14 +1269,14 @@ class ImmHandler(BaseHTTPRequestHandler):
     def answer_api(self, req, record):
         server = self.server
         request_id = new_request_id()
-        rule = server.faults.take(CONNECTION_FAULTS)
+        rule = server.faults.take(CONNECTION_FAULTS, req.params)
         if rule is None:
             try:
                 if req.method not in ("GET", "POST") or req.path != "/":
                     raise ApiError(404, "InvalidAction.NotFound",
                                    "Specified api is not found, please check your url and method.")
                 verify_request(req, server.creds, server.nonces, datetime.now(timezone.utc))
-                rule = server.faults.take()
+                rule = server.faults.take(None, req.params)
                 reply = fault_reply(rule, req, request_id) if rule else None
                 if reply is None:
                     reply = action_reply(req, server.store, request_id)

@@ -44,6 +44,7 @@ local VERSION = "0.1.0"
 ---@field insecure boolean|nil
 ---@field user_agent string|nil
 ---@field max_response_bytes integer|nil default 64 MiB
+---@field pool_size integer|nil ngx transport: idle connections kept per host and worker, default 256
 ---@field transport "curl"|"ngx"|table|function|nil
 ---@field decoder "imm"|"cjson"|function|nil
 ---@field debug boolean|function|nil
@@ -65,6 +66,8 @@ local OPTIONS = {
   ca_file = "string", insecure = "boolean",
   user_agent = "string",
   max_response_bytes = "number",
+  -- the ngx transport's keep-alive pool size per host (see transport/ngx.lua)
+  pool_size = "number",
   -- true: inside an imm task (imm.spawn), calls yield instead of blocking
   async = "boolean",
   transport = { string = true, table = true, ["function"] = true },
@@ -178,6 +181,11 @@ function Client.new(opts)
     return nil, errors.invalid("max_response_bytes must be an integer of at least 1024")
   end
 
+  local pool_size = opts.pool_size
+  if pool_size ~= nil and (pool_size ~= floor(pool_size) or pool_size < 1 or pool_size > 100000) then
+    return nil, errors.invalid("pool_size must be an integer from 1 to 100000, got " .. tostring(pool_size))
+  end
+
   if opts.ca_file then
     local f = io_open(opts.ca_file, "rb")
     if not f then
@@ -216,6 +224,7 @@ function Client.new(opts)
     connect_timeout = connect_timeout, timeout = timeout,
     ca_file = opts.ca_file, insecure = opts.insecure,
     user_agent = ua, max_response_bytes = max_bytes, async = opts.async,
+    pool_size = pool_size,
   })
   if not self.transport then return nil, err end
   if opts.insecure then

@@ -89,6 +89,7 @@ end
 local Blocking = {}
 Blocking.__index = Blocking
 
+--- Adds a started request to the shared multi; returns its id, or nil, code, message.
 function Blocking.add(_, chain, h, method, url, lines, body, fresh)
   if not blocking_multi then
     local m, code, msg = (core.shared_multi or core.multi)()
@@ -101,6 +102,7 @@ function Blocking.add(_, chain, h, method, url, lines, body, fresh)
   return id
 end
 
+--- Aborts a transfer.
 function Blocking.remove(_, h, id)
   if owner[id] then
     owner[id] = nil
@@ -137,6 +139,7 @@ end
 local Async = {}
 Async.__index = Async
 
+--- Adds a request to the tasks' multi; returns its id, or nil, code, message.
 function Async.add(be, chain, h, method, url, lines, body, fresh)
   local task = be.task
   return async.start(h, method, url, lines, body, fresh, function()
@@ -146,8 +149,10 @@ function Async.add(be, chain, h, method, url, lines, body, fresh)
   end)
 end
 
+--- Aborts a transfer.
 function Async.remove(_, h, id) async.abort(h, id) end
 
+--- Sleeps the task until a transfer ends (imm.async.wake) or ms pass.
 function Async.wait(be, L, ms)
   if not empty(L.runnable) then return true end
   if not async.sleep(ms / 1000) or be.task.cancelled then
@@ -156,15 +161,18 @@ function Async.wait(be, L, ms)
   return true
 end
 
+--- Nothing to do: imm.poll moves the transfers.
 function Async.kick() end
 
 -- Any other transport: requests run one at a time inside the chains.
 local Sync = {}
 Sync.__index = Sync
+--- Waits for a retry timer.
 function Sync.wait(_, _, ms)
   if ms > 0 then transport.sleep(ms / 1000) end
   return true
 end
+--- Nothing to do.
 function Sync.kick() end
 
 -- The transport of the chains' client: hands each request to the backend
@@ -172,6 +180,7 @@ function Sync.kick() end
 local ChainTransport = {}
 ChainTransport.__index = ChainTransport
 
+--- Sends a request of the running chain; the chain yields until it is done.
 function ChainTransport:request(req)
   local L = self.listing
   local chain = L.current
@@ -203,6 +212,7 @@ function ChainTransport:request(req)
   return { status = status, body = body, headers = headers }
 end
 
+--- Waits between retries: the chain yields until its timer is due.
 function ChainTransport:sleep(seconds)
   local chain = self.listing.current
   chain.wake_at = core.monotonic() + seconds
@@ -210,6 +220,7 @@ function ChainTransport:sleep(seconds)
   chain.wake_at = nil
 end
 
+--- Nothing to release: the listing owns the handles.
 function ChainTransport.close() end
 
 -- A copy of the client whose requests go through `t`: its retries, signing
@@ -455,7 +466,10 @@ end
 -- Lua 5.4, `__close` (for the fourth value of a for-in loop) do the same.
 local newproxy = rawget(_G, "newproxy")
 local function closer(L)
-  local function close() L:close() end
+  local function close()
+    L.abandoned = true  -- the iterator ends at once, even mid-page
+    L:close()
+  end
   local mt
   local c
   if newproxy then
@@ -477,18 +491,35 @@ end
 local NgxListing = {}
 NgxListing.__index = NgxListing
 
+-- Has the listing stopped, or its reader gone? A loop left with `break` in
+-- a handler that then returns leaves no one to take pages: the workers end
+-- at their next wake-up instead of keeping the request open.
+local function ngx_stopped(L)
+  if not L.stopped and co_status(L.parent) == "dead" then L.stopped = true end
+  return L.stopped
+end
+
+-- Waits on a semaphore in short rounds until it is posted or the listing
+-- stops; returns true when posted.
+local NGX_ROUND = 0.5
+local function ngx_wait(L, sem)
+  while not ngx_stopped(L) do
+    if sem:wait(NGX_ROUND) then return true end
+  end
+  return false
+end
+
 -- A worker thread: takes a chain, waits for a slot, fetches one page,
 -- hands it over, and again, until nothing is left or the listing stops.
 local function ngx_worker(L)
   while true do
-    if L.stopped then return end
+    if ngx_stopped(L) then return end
     local chain = pop(L.want)
     if not chain then
       if L.unfinished == 0 then return end
-      L.work:wait(3600)
+      ngx_wait(L, L.work)
     else
-      L.slots:wait(3600)
-      if L.stopped then return end
+      if not ngx_wait(L, L.slots) then return end
       L.fetching = L.fetching + 1
       local page, list, n, next_token, seen = fetch(L.cc, chain.action, chain.p, chain.s, chain.token, chain.seen)
       if L.stopped then return end
@@ -508,6 +539,7 @@ local function ngx_worker(L)
   end
 end
 
+--- Ends the listing: kills the light threads. Safe to call twice.
 function NgxListing:close()
   if self.closed then return end
   self.closed, self.stopped = true, true
@@ -524,12 +556,14 @@ function NgxListing:close()
   self.queue = queue()
 end
 
+--- The next page entry; nil at the end; false, err once on failure.
 function NgxListing:next_page()
   if not self.threads then
     local ngx = rawget(_G, "ngx")
     local semaphore = require "ngx.semaphore"
     self.slots, self.work, self.ready = semaphore.new(self.n), semaphore.new(0), semaphore.new(0)
     self.threads = {}
+    self.parent = coroutine.running()
     for i = 1, self.n do
       local th, err = ngx.thread.spawn(ngx_worker, self)
       if not th then
@@ -615,6 +649,12 @@ local function check(params, s)
   end
 end
 
+--- Transfers in flight on the blocking chains' multi handle (for tests:
+-- a closed listing leaves none).
+function _M.in_flight()
+  return blocking_multi and blocking_multi:count() or 0
+end
+
 --- Is this a call for a parallel listing? (`client:bindings` and
 -- `client:all_bindings` dispatch here when it is.)
 function _M.wanted(params, opts)
@@ -628,6 +668,7 @@ local function iterate(L, kind)
   local emitted, limit = 0, L.limit
   local handle = closer(L)
   return function()
+    if L.abandoned then return nil end
     local _ = handle  -- the iterator keeps it alive; once both are garbage, the listing closes
     local k = i + 1
     if k <= n then
