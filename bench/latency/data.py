@@ -1,15 +1,18 @@
 #!/usr/bin/env python3
 """The latency benchmark's project: 10,000 bindings in 20 datasets of 500.
 
-    python3 bench/latency/data.py DIR [--page-size 100]
+    python3 bench/latency/data.py DIR
 
 Writes the canned replies that nginx serves, deterministic byte for byte:
 
   DIR/datasets.json      ListDatasets: the 20 datasets, one page
-  DIR/d-DSNN-PP.json     ListBindings with DatasetName=dsNN, page PP of that
-                         dataset's chain (MaxResults bindings a page)
-  DIR/p-PPP.json         ListBindings without DatasetName: the whole project,
+  DIR/d-dsNN-S-PPP.json  ListBindings with DatasetName=dsNN, page PPP of that
+                         dataset's chain of S bindings a page
+  DIR/p-S-PPP.json       ListBindings without DatasetName: the whole project,
                          ordered by dataset and URI, as the service pages it
+
+for page sizes S of 100 and 200; a request without MaxResults gets the
+100-binding pages, as the service's default is 100.
 
 Tokens are [A-Za-z0-9] only, so every client sends them unchanged, whatever
 its query encoding. generate() also returns the nginx map entries that pick a
@@ -96,8 +99,10 @@ def chain(outdir, prefix, items, size, key, tag):
     return entries
 
 
-def generate(outdir, size=100):
-    """Writes the replies; returns (map entries [(key, uri)], expected URIs)."""
+def generate(outdir, sizes=(100, 200)):
+    """Writes the replies, a chain for each page size, the first of them also
+    for requests without MaxResults (the service's default is 100); returns
+    (map entries [(key, uri)], expected URIs)."""
     os.makedirs(outdir, exist_ok=True)
     rng = random.Random(SEED)
     datasets = [dataset(rng, d) for d in range(1, DATASETS + 1)]
@@ -112,10 +117,16 @@ def generate(outdir, size=100):
     write(os.path.join(outdir, "datasets.json"), {"RequestId": request_id("datasets"), "NextToken": "",
                                                  "Datasets": datasets})
     entries = []
-    for d, items in by_ds.items():
-        entries += chain(outdir, f"d-{dataset_name(d)}-{size}", items, size, dataset_name(d), dataset_name(d))
     everything = [b for d in sorted(by_ds) for b in by_ds[d]]
-    entries += chain(outdir, f"p-{size}", everything, size, "", "project")
+    for size in sizes:
+        for d, items in by_ds.items():
+            entries += chain(outdir, f"d-{dataset_name(d)}-{size}", items, size, dataset_name(d), dataset_name(d))
+        entries += chain(outdir, f"p-{size}", everything, size, "", "project")
+    # no MaxResults: the first size's pages
+    for k, v in list(entries):
+        action, ds, size, tok = k.split(":", 3)
+        if size == str(sizes[0]):
+            entries.append((f"{action}:{ds}::{tok}", v))
     return entries, uris
 
 
@@ -123,7 +134,6 @@ if __name__ == "__main__":
     import argparse
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("dir")
-    ap.add_argument("--page-size", type=int, default=100)
     a = ap.parse_args()
-    e, u = generate(a.dir, a.page_size)
-    print(f"{len(u)} bindings, {len(e)} ListBindings pages of {a.page_size} in {a.dir}")
+    e, u = generate(a.dir)
+    print(f"{len(u)} bindings, {len(e)} ListBindings replies in {a.dir}")

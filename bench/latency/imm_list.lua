@@ -3,7 +3,7 @@
 --
 --   LUA_PATH="lua/?.lua;;" LUA_CPATH="build/lua5.4/?.so;;" \
 --     lua5.4 bench/latency/imm_list.lua --url https://127.0.0.1:PORT --ca BUNDLE
---       [--page-size 100] [--concurrency N] [--dump FILE]
+--       [--page-size 100 (0: the pager's default)] [--concurrency N] [--dump FILE]
 --
 -- Without --concurrency: the sequential item pager, client:bindings with no
 -- DatasetName (ListBindings over the whole project, following NextToken).
@@ -50,7 +50,8 @@ local client = assert(imm.new {
   max_retries = 0,
   ca_file = o.ca,
 })
-local opts = { page_size = o.page_size, concurrency = o.concurrency }
+-- --page-size 0: none, the pager's default
+local opts = { page_size = o.page_size > 0 and o.page_size or nil, concurrency = o.concurrency }
 local n, seen = 0, o.dump and {} or nil
 for b, err in client:bindings({ ProjectName = o.project }, opts) do
   if not b then error(tostring(err), 0) end

@@ -212,8 +212,13 @@ def calibrate(port, test_ca, n=10):
 # runners
 
 class Runner:
-    def __init__(self, key, label, argv, env):
-        self.key, self.label, self.argv, self.env = key, label, argv, env
+    """size: MaxResults it asks for; 0 for none (the client's default)."""
+
+    def __init__(self, key, label, argv, env, size):
+        self.key, self.label, self.argv, self.env, self.size = key, label, argv, env, size
+
+    def cmd(self, url, *extra):
+        return self.argv + ["--url", url, "--page-size", str(self.size), *extra]
 
 
 def base_env():
@@ -224,24 +229,50 @@ def base_env():
     return env
 
 
+def imm_default_page_size():
+    """The page size imm's pagers ask for when given none (lua/imm/pager.lua)."""
+    import re
+    try:
+        with open(os.path.join(ROOT, "lua", "imm", "pager.lua"), encoding="utf-8") as f:
+            m = re.search(r"DEFAULT_PAGE_SIZE = (\d+)", f.read())
+        return m.group(1) if m else "the service's"
+    except OSError:
+        return "?"
+
+
 def make_runners(args, bundle, test_ca):
     env = base_env()
     node_env = dict(env, NODE_EXTRA_CA_CERTS=test_ca)
+    size = args.latency_page_size
     runners = [
         Runner("node-loop", "Node SDK, NextToken loop", ["node", "bench/node/latency.js", "--mode", "loop"],
-               node_env),
+               node_env, size),
         Runner("node-fanout", "Node SDK, hand-written fan-out (Promise.all over the datasets)",
-               ["node", "bench/node/latency.js", "--mode", "fanout"], node_env),
+               ["node", "bench/node/latency.js", "--mode", "fanout"], node_env, size),
     ]
     parallel = os.path.exists(os.path.join(ROOT, "lua", "imm", "parallel.lua"))
+    c = args.concurrency
     for lua, name in (("lua5.4", "Lua 5.4"), ("luajit", "LuaJIT")):
         e = dict(env, LUA_PATH="lua/?.lua;lua/?/init.lua;;", LUA_CPATH=f"build/{lua}/?.so;;")
         argv = [lua, "bench/latency/imm_list.lua", "--ca", bundle]
-        runners.append(Runner(f"imm-{lua}-seq", f"imm {name}, item pager (sequential)", argv, e))
+        runners.append(Runner(f"imm-{lua}-seq", f"imm {name}, item pager (sequential)", argv, e, size))
         if parallel:
-            runners.append(Runner(f"imm-{lua}-c{args.concurrency}",
-                                  f"imm {name}, concurrency = {args.concurrency}",
-                                  argv + ["--concurrency", str(args.concurrency)], e))
+            runners.append(Runner(f"imm-{lua}-c{c}", f"imm {name}, concurrency = {c}",
+                                  argv + ["--concurrency", str(c)], e, size))
+    # imm as it comes: no page_size, so its pagers' default page size
+    if not args.no_latency_defaults:
+        e = dict(env, LUA_PATH="lua/?.lua;lua/?/init.lua;;", LUA_CPATH="build/lua5.4/?.so;;")
+        argv = ["lua5.4", "bench/latency/imm_list.lua", "--ca", bundle]
+        dflt = imm_default_page_size()
+        runners.append(Runner("imm-lua5.4-seq-default",
+                              f"imm Lua 5.4, item pager (sequential), default page size ({dflt})",
+                              argv, e, 0))
+        if parallel:
+            for lua, name in (("lua5.4", "Lua 5.4"), ("luajit", "LuaJIT")):
+                e = dict(env, LUA_PATH="lua/?.lua;lua/?/init.lua;;", LUA_CPATH=f"build/{lua}/?.so;;")
+                runners.append(Runner(f"imm-{lua}-c{c}-default", f"imm {name}, concurrency = {c}, default page size ({dflt})",
+                                      [lua, "bench/latency/imm_list.lua", "--ca", bundle, "--concurrency", str(c)],
+                                      e, 0))
     if args.latency_runners:
         keep = set(args.latency_runners.split(","))
         runners = [r for r in runners if r.key in keep]
@@ -258,10 +289,10 @@ def run_json(argv, env, timeout):
     return json.loads(lines[-1])
 
 
-def check_runner(r, url, page_size, expected, workdir):
+def check_runner(r, url, expected, workdir):
     """Without delay: the runner must get each of the 10,000 bindings exactly once."""
     dump = os.path.join(workdir, f"check-{r.key}.txt")
-    res = run_json(r.argv + ["--url", url, "--page-size", str(page_size), "--dump", dump], r.env, 120)
+    res = run_json(r.cmd(url, "--dump", dump), r.env, 120)
     with open(dump) as f:
         got = f.read().split()
     missing = expected - set(got)
@@ -339,7 +370,8 @@ def run(args, workdir, certs):
     """Runs the latency benchmark; returns (Markdown report, goals, raw data)."""
     started = time.monotonic()
     pagedir = os.path.join(workdir, "latency-pages")
-    entries, uris = data.generate(pagedir, args.latency_page_size)
+    # 100 first: a request without MaxResults gets those pages, as from the service
+    entries, uris = data.generate(pagedir, [100] + sorted({args.latency_page_size, 200} - {100}))
     expected = set(uris)
     test_ca = os.path.join(certs, "ca.crt")
     bundle = os.path.join(workdir, "ca-bundle.crt")
@@ -359,7 +391,7 @@ def run(args, workdir, certs):
             say("latency: lua/imm/parallel.lua is missing: no concurrency runners")
         say("latency: checking that every runner gets each binding exactly once (no delay)")
         for r in runners:
-            check_runner(r, url, args.latency_page_size, expected, workdir)
+            check_runner(r, url, expected, workdir)
         say(f"latency: all {len(runners)} runners got the {len(expected):,} bindings, each once")
 
         load_before = os.getloadavg()
@@ -374,7 +406,7 @@ def run(args, workdir, certs):
                 say(f"latency: {rtt:g} ms RTT, round {rnd} of {args.latency_rounds}")
                 for r in runners:
                     c0, a0 = proxy.cpu(), nginx.accepts()
-                    x = run_json(r.argv + ["--url", purl, "--page-size", str(args.latency_page_size)], r.env, 300)
+                    x = run_json(r.cmd(purl), r.env, 300)
                     x["proxy_cpu"] = proxy.cpu() - c0
                     x["conns"] = nginx.accepts() - a0 - 1   # less the status request itself
                     if x["bindings"] != data.TOTAL:
@@ -419,7 +451,9 @@ def build_report(args, runners, raw, cost, meta):
     rng = {k: (min(x["wall"] for x in v), max(x["wall"] for x in v)) for k, v in raw.items()}
     w(f"Latency: a whole project, {data.TOTAL:,} bindings in {data.DATASETS} datasets of {data.PER_DATASET}, "
       f"listed once per run over HTTPS (TLS {args.latency_tls}, HTTP/1.1) through a proxy that delays every byte by RTT/2 "
-      f"each way, the TCP and TLS handshakes included. ListBindings pages of {args.latency_page_size} for every runner. "
+      f"each way, the TCP and TLS handshakes included. ListBindings pages of {args.latency_page_size} (MaxResults) "
+      f"for every runner but those at their default page size, which send no MaxResults and get what the client "
+      f"picks. "
       f"CA store: the system's plus the test CA. Timed in-process from client creation to the last binding; "
       f"each runner checked to get every binding exactly once. Wall and CPU: median of "
       f"{args.latency_rounds} runs (range in brackets); peak RSS (VmHWM): median. "
@@ -478,6 +512,17 @@ def build_report(args, runners, raw, cost, meta):
                       f"wall time and no more than the Node fan-out's", met,
                       f"{m['wall']:.3f} s; 1/10 of the loop is {loop['wall'] / 10:.3f} s, the fan-out "
                       f"{fan['wall']:.3f} s"))
+
+    if args.latency_page_size == 100:   # then the Node runners are at the service's default too
+        for lua, name in (("lua5.4", "Lua 5.4"), ("luajit", "LuaJIT")):
+            m = med.get((f"imm-{lua}-c{c}-default", rtt))
+            if not (m and loop and fan):
+                continue
+            met = m["wall"] <= loop["wall"] / 10 and m["wall"] <= fan["wall"]
+            goals.append((f"the same, imm {name} at its default page size ({imm_default_page_size()}), the Node "
+                          f"runners at the service's (100)", met,
+                          f"{m['wall']:.3f} s; 1/10 of the loop is {loop['wall'] / 10:.3f} s, the fan-out "
+                          f"{fan['wall']:.3f} s"))
 
     if cost:
         ins, wall, cpu = cost["ins"], cost["wall_us"], cost["cpu_us"]

@@ -7,7 +7,7 @@
 // store plus that one).
 //
 //   node latency.js --url https://127.0.0.1:PORT --mode loop|fanout
-//                   [--page-size 100] [--dump FILE]
+//                   [--page-size 100 (0: no MaxResults)] [--dump FILE]
 //
 // loop:   ListBindings over the whole project, following NextToken: the SDK's
 //         documented way, one request at a time.
@@ -105,7 +105,7 @@ async function main() {
     let token;
     do {
       const body = await call(client, runtime, 'ListBindings',
-        { ProjectName: o.project, DatasetName: dataset, MaxResults: o.pageSize, NextToken: token });
+        { ProjectName: o.project, DatasetName: dataset, MaxResults: o.pageSize || undefined, NextToken: token });
       take(body.Bindings);
       token = body.NextToken;
     } while (token);
