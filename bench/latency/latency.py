@@ -270,7 +270,8 @@ def make_runners(args, bundle, test_ca):
         if parallel:
             for lua, name in (("lua5.4", "Lua 5.4"), ("luajit", "LuaJIT")):
                 e = dict(env, LUA_PATH="lua/?.lua;lua/?/init.lua;;", LUA_CPATH=f"build/{lua}/?.so;;")
-                runners.append(Runner(f"imm-{lua}-c{c}-default", f"imm {name}, concurrency = {c}, default page size ({dflt})",
+                runners.append(Runner(f"imm-{lua}-c{c}-default",
+                                      f"imm {name}, concurrency = {c}, default page size ({dflt})",
                                       [lua, "bench/latency/imm_list.lua", "--ca", bundle, "--concurrency", str(c)],
                                       e, 0))
     if args.latency_runners:
@@ -351,7 +352,8 @@ def pager_cost(args, url, test_ca, workdir):
             pair[mode] = x
             walls[mode].append(x["wall"] / x["calls"] * 1e6)
             cpus[mode].append(x["cpu"] / x["calls"] * 1e6)
-        ratios.append((pair["items"]["wall"] / pair["items"]["calls"]) / (pair["pages"]["wall"] / pair["pages"]["calls"]))
+        per_call = {m: x["wall"] / x["calls"] for m, x in pair.items()}
+        ratios.append(per_call["items"] / per_call["pages"])
     return {
         "ins": ins,
         "ins_over": statistics.median(ins["items"]) / statistics.median(ins["pages"]) - 1,
@@ -413,7 +415,8 @@ def run(args, workdir, certs):
                         raise RuntimeError(f"{r.label} at {rtt} ms: {x['bindings']} bindings, not {data.TOTAL}")
                     raw.setdefault((r.key, rtt), []).append(x)
                     print(f"    {r.label:<62} {x['wall']:7.3f} s  CPU {x['cpu']:6.3f} s  "
-                          f"{x['hwm_kb'] / 1024:6.1f} MB  {x['conns']:3d} conns  (proxy CPU {x['proxy_cpu']:.2f} s)", flush=True)
+                          f"{x['hwm_kb'] / 1024:6.1f} MB  {x['conns']:3d} conns  (proxy CPU {x['proxy_cpu']:.2f} s)",
+                          flush=True)
             proxy.stop()
             proxy = None
         load_mid = os.getloadavg()
@@ -450,7 +453,8 @@ def build_report(args, runners, raw, cost, meta):
     med = {k: {f: statistics.median(x[f] for x in v) for f in ("wall", "cpu", "hwm_kb")} for k, v in raw.items()}
     rng = {k: (min(x["wall"] for x in v), max(x["wall"] for x in v)) for k, v in raw.items()}
     w(f"Latency: a whole project, {data.TOTAL:,} bindings in {data.DATASETS} datasets of {data.PER_DATASET}, "
-      f"listed once per run over HTTPS (TLS {args.latency_tls}, HTTP/1.1) through a proxy that delays every byte by RTT/2 "
+      f"listed once per run over HTTPS (TLS {args.latency_tls}, HTTP/1.1) through a proxy that delays every byte "
+      f"by RTT/2 "
       f"each way, the TCP and TLS handshakes included. ListBindings pages of {args.latency_page_size} (MaxResults) "
       f"for every runner but those at their default page size, which send no MaxResults and get what the client "
       f"picks. "
@@ -487,12 +491,13 @@ def build_report(args, runners, raw, cost, meta):
             row += f" {conns[0]}-{conns[-1]} |"
         w(row)
     pc = [x["proxy_cpu"] for v in raw.values() for x in v]
+    hs = 3 if args.latency_tls == "1.2" else 2     # round trips of TCP + TLS handshakes
     if pc:
         w("")
         w(f"The proxy's own CPU time per run: {min(pc):.2f}-{max(pc):.2f} s. Measured through it before the runs "
           "(Python's ssl): " + "; ".join(
               f"at {rtt:g} ms, a new connection with its TLS handshake {c['handshake'] * 1000:.1f} ms "
-              f"({3 if args.latency_tls == '1.2' else 2} RTT: {(3 if args.latency_tls == '1.2' else 2) * rtt:g}) and a request on it {c['request'] * 1000:.1f} ms"
+              f"({hs} RTT: {hs * rtt:g}) and a request on it {c['request'] * 1000:.1f} ms"
               for rtt, c in meta["cal"].items()) + ".")
     w("")
     goals = []
@@ -528,7 +533,8 @@ def build_report(args, runners, raw, cost, meta):
         ins, wall, cpu = cost["ins"], cost["wall_us"], cost["cpu_us"]
         met = cost["ins_over"] <= 0.10
         w(f"The item pager's cost over page-level calls, Lua 5.4, HTTPS, no delay (bench/imm_bench.lua, "
-          f"pages of {args.latency_page_size}): instructions per call counted by callgrind over {cost['calls']:,} calls "
+          f"pages of {args.latency_page_size}): instructions per call counted by callgrind over "
+          f"{cost['calls']:,} calls "
           f"(a run of {cost['calls'] + cost['chain']:,} calls less a run of {cost['chain']:,}, so start-up and "
           f"the TLS handshake drop out; median of {args.callgrind_repeat}, range in brackets), and natively the wall "
           f"and CPU time per call (median of {args.wall_pairs} runs of {cost['chain'] * args.wall_chains:,} calls, "
