@@ -402,6 +402,12 @@ def run(args, workdir, certs):
             proxy = Proxy(rtt, nginx.port)
             purl = f"https://127.0.0.1:{proxy.port}"
             cal[rtt] = calibrate(proxy.port, test_ca)
+            # The model's floor: a proxy that delivers early would flatter every runner.
+            hs = 3 if args.latency_tls == "1.2" else 2
+            if cal[rtt]["request"] < 0.98 * rtt / 1000 or cal[rtt]["handshake"] < 0.98 * hs * rtt / 1000:
+                raise RuntimeError(f"delay_proxy.py at {rtt:g} ms: a request took {cal[rtt]['request'] * 1000:.1f} ms "
+                                   f"and a new connection {cal[rtt]['handshake'] * 1000:.1f} ms, less than "
+                                   f"1 and {hs} round trips")
             say(f"latency: {rtt:g} ms RTT, measured through the proxy: TCP + TLS handshake "
                 f"{cal[rtt]['handshake'] * 1000:.1f} ms, a request {cal[rtt]['request'] * 1000:.1f} ms (median of 10)")
             for rnd in range(1, args.latency_rounds + 1):
