@@ -120,6 +120,24 @@ http {{
 }}
 """)
 
+    def pids(self):
+        """The master and its workers."""
+        try:
+            with open(self.pidfile) as f:
+                master = int(f.read().strip())
+        except (OSError, ValueError):
+            return []
+        pids = [master]
+        for d in os.listdir("/proc"):
+            if d.isdigit():
+                try:
+                    with open(f"/proc/{d}/stat") as f:
+                        if int(f.read().rsplit(")", 1)[1].split()[1]) == master:
+                            pids.append(int(d))
+                except (OSError, IndexError, ValueError):
+                    pass
+        return pids
+
     def accepts(self):
         """Connections nginx has accepted so far (stub_status)."""
         import urllib.request
@@ -157,6 +175,29 @@ http {{
         os.kill(pid, signal.SIGKILL)
 
 
+def pid_cpu(pid):
+    """CPU seconds process pid has used so far (0 once it is gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def machine_busy():
+    """CPU seconds all CPUs have spent busy since boot (/proc/stat)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return (sum(v[:8]) - v[3] - v[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def children_cpu():
+    import resource
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
+
+
 class Proxy:
     """bench/latency/delay_proxy.py, with a pipe on its stdin: it stops when
     this process goes away, even if it is killed."""
@@ -174,9 +215,7 @@ class Proxy:
 
     def cpu(self):
         """CPU seconds the proxy has used so far."""
-        with open(f"/proc/{self.p.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return pid_cpu(self.p.pid)
 
     def stop(self):
         if self.p.poll() is None:
@@ -398,6 +437,7 @@ def run(args, workdir, certs):
 
         load_before = os.getloadavg()
         raw, cal = {}, {}
+        ngx_pids = nginx.pids()
         for rtt in args.rtts:
             proxy = Proxy(rtt, nginx.port)
             purl = f"https://127.0.0.1:{proxy.port}"
@@ -414,14 +454,20 @@ def run(args, workdir, certs):
                 say(f"latency: {rtt:g} ms RTT, round {rnd} of {args.latency_rounds}")
                 for r in runners:
                     c0, a0 = proxy.cpu(), nginx.accepts()
+                    own0, busy0, t0 = children_cpu() + sum(map(pid_cpu, ngx_pids)), machine_busy(), time.monotonic()
                     x = run_json(r.cmd(purl), r.env, 300)
                     x["proxy_cpu"] = proxy.cpu() - c0
+                    own = children_cpu() + sum(map(pid_cpu, ngx_pids)) - own0 + x["proxy_cpu"]
+                    # what other processes used of the machine meanwhile
+                    span = (time.monotonic() - t0) * (os.cpu_count() or 1)
+                    x["other"] = max(0.0, machine_busy() - busy0 - own) / span
                     x["conns"] = nginx.accepts() - a0 - 1   # less the status request itself
                     if x["bindings"] != data.TOTAL:
                         raise RuntimeError(f"{r.label} at {rtt} ms: {x['bindings']} bindings, not {data.TOTAL}")
                     raw.setdefault((r.key, rtt), []).append(x)
                     print(f"    {r.label:<62} {x['wall']:7.3f} s  CPU {x['cpu']:6.3f} s  "
-                          f"{x['hwm_kb'] / 1024:6.1f} MB  {x['conns']:3d} conns  (proxy CPU {x['proxy_cpu']:.2f} s)",
+                          f"{x['hwm_kb'] / 1024:6.1f} MB  {x['conns']:3d} conns  proxy CPU {x['proxy_cpu']:.2f} s  "
+                          f"others {x['other'] * 100:3.0f}%",
                           flush=True)
             proxy.stop()
             proxy = None
@@ -500,6 +546,9 @@ def build_report(args, runners, raw, cost, meta):
     hs = 3 if args.latency_tls == "1.2" else 2     # round trips of TCP + TLS handshakes
     if pc:
         w("")
+        oth = sorted(x["other"] * 100 for v in raw.values() for x in v)
+        w(f"Other processes on the machine used {statistics.median(oth):.0f}% of its CPUs during the median run "
+          f"({oth[0]:.0f}-{oth[-1]:.0f}%).")
         w(f"The proxy's own CPU time per run: {min(pc):.2f}-{max(pc):.2f} s. Measured through it before the runs "
           "(Python's ssl): " + "; ".join(
               f"at {rtt:g} ms, a new connection with its TLS handshake {c['handshake'] * 1000:.1f} ms "
