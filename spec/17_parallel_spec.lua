@@ -381,7 +381,7 @@ describe("connections", function()
     local c = tls.client {}
     assert(c:all_bindings({ ProjectName = "immtest" }, { concurrency = 4 }))
     assert.equal(0, core.shared_multi():h2_origins())
-    local h = core.http { ca_file = fixture.certs() .. "/ca.crt" }
+    local h = core.http { ca_file = fixture.certs() .. "/ca.crt", shared = true }
     assert(h:request("POST", tls.url .. "/_imm/health", {}, ""))
     assert.is_false(h:debug().pipewait)
   end)
@@ -480,7 +480,7 @@ describe("parallel listing inside nginx", function()
     finally(h2.stop)
     local url = "https://127.0.0.1:" .. port .. "/"
     local known = core.shared_multi():h2_origins()
-    local h = core.http { ca_file = certs .. "/ca.crt" }
+    local h = core.http { ca_file = certs .. "/ca.crt", shared = true }
     assert.equal(200, (h:request("GET", url, {}, "")))
     assert.is_false(h:debug().pipewait, "waited on an origin not known to speak h2")
     assert.equal(known + 1, core.shared_multi():h2_origins())

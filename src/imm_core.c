@@ -324,6 +324,7 @@ static int l_monotonic(lua_State *L) {
 
 typedef struct http_ud {
     imm_http *h; /* NULL once closed */
+    int shared;  /* blocking requests run on the lua_State's shared multi */
 } http_ud;
 
 typedef struct multi_ud {
@@ -368,7 +369,9 @@ static int push_failure(lua_State *L, const char *code, const char *msg) {
 }
 
 /* http{connect_timeout=s, timeout=s, ca_file=, insecure=, user_agent=,
- *      max_response_bytes=} -> handle, or nil, code, message */
+ *      max_response_bytes=, shared=} -> handle, or nil, code, message.
+ * shared: blocking requests go through the lua_State's shared multi (the
+ * clients' handles); otherwise through the handle's own. */
 static int l_http(lua_State *L) {
     imm_http_options o;
     http_ud *u;
@@ -386,6 +389,9 @@ static int l_http(lua_State *L) {
     /* created closed, then opened, so __gc is always safe */
     u = compat_newuserdata(L, sizeof *u);
     u->h = NULL;
+    lua_getfield(L, 1, "shared");
+    u->shared = lua_toboolean(L, -1);
+    lua_pop(L, 1);
     luaL_getmetatable(L, HTTP_MT);
     lua_setmetatable(L, -2);
     err[0] = '\0';
@@ -516,7 +522,7 @@ static int http_request(lua_State *L) {
     read_request(L, 2, &req, stack_lines, sizeof stack_lines / sizeof stack_lines[0]);
     if (u->h == NULL)
         return push_closed(L, "HTTP handle");
-    m = shared_multi(L); /* may raise (out of memory): nothing is started yet */
+    m = u->shared ? shared_multi(L) : NULL; /* may raise (out of memory): nothing is started yet */
     err[0] = '\0';
     /* No Lua runs until perform returns; the buffers stay owned by u->h. */
     if (m != NULL)

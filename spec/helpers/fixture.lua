@@ -67,7 +67,14 @@ function M.certs()
   -- inside the build tree, so a run leaves nothing behind in /tmp
   local dir = M.cwd() .. "/build/test-certs"
   assert(sh("mkdir -p " .. dir))
-  assert(sh("sh tools/gen_certs.sh " .. dir), "gen_certs.sh failed")
+  -- Made afresh at most once an hour, not for every spec file (busted
+  -- loads this module again for each): libcurl keeps a parsed CA file per
+  -- multi handle, keyed by its path, and blocking clients share one multi
+  -- per lua_State, so a CA rewritten under the same path mid-run would not
+  -- be read again.
+  local fresh = sh("test -n \"$(find " .. dir .. "/server.crt " .. dir .. "/other-ca.crt -mmin -60 2>/dev/null"
+    .. " | sed -n 2p)\"")
+  if not fresh then assert(sh("sh tools/gen_certs.sh " .. dir), "gen_certs.sh failed") end
   M._certs = dir
   return dir
 end

@@ -45,6 +45,10 @@ function _M.new(opts)
     insecure = opts.insecure,
     user_agent = opts.user_agent,
     max_response_bytes = opts.max_response_bytes,
+    -- every client's blocking calls share one connection cache and parsed
+    -- CA store per lua_State (imm.core's shared multi): a new client pays
+    -- neither the handshake nor the CA parse again
+    shared = true,
   }
   local h, err = open_handle(o)
   if not h then return nil, err end
