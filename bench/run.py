@@ -665,6 +665,8 @@ def main(argv):
     lat.add_argument("--latency-page-size", type=int, default=100, help="MaxResults of every runner (100)")
     lat.add_argument("--latency-tls", choices=("1.3", "1.2"), default="1.3", help="the TLS version nginx offers (1.3)")
     lat.add_argument("--concurrency", type=int, default=20, help="imm's concurrency option (20)")
+    lat.add_argument("--python-proxy", action="store_true",
+                     help="delay with bench/latency/delay_proxy.py rather than its C build")
     lat.add_argument("--no-latency-defaults", action="store_true",
                      help="leave out the imm runners at their default page size")
     lat.add_argument("--latency-runners", help="comma-separated latency runner keys (default: all)")

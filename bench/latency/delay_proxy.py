@@ -2,7 +2,7 @@
 """A TCP proxy on loopback that adds a round-trip time to everything.
 
     python3 bench/latency/delay_proxy.py --rtt-ms 20 --upstream PORT
-            [--port 0] [--port-file F] [--max-seconds 900]
+            [--port 0] [--port-file F] [--max-seconds 900] [--stats F.json]
 
 Every byte is delivered RTT/2 after it arrived, in each direction, and the
 first bytes a client sends wait one more RTT: on a real network a client
@@ -17,15 +17,23 @@ input reaches end of file (the parent that started it with a pipe went
 away), on SIGTERM/SIGINT, or after --max-seconds.
 
 Prints "listening PORT" on stdout once it accepts connections.
+
+bench/latency/delay_proxy.c is the same proxy in C, which the benchmark uses
+when it is built (bench/bench.sh builds it): it delivers closer to the time.
+This one is the fallback (run.py --python-proxy).
 """
 
 import argparse
 import asyncio
 import collections
+import json
 import os
 import selectors
 import signal
 import sys
+
+
+LATE = []   # how late each delivery was, in seconds (for --stats)
 
 
 class Pipe:
@@ -54,6 +62,7 @@ class Pipe:
                     if wait > 0:
                         await asyncio.sleep(wait)
                     self.queue.popleft()
+                    LATE.append(self.loop.time() - due)
                     if data is None:
                         if self.writer.can_write_eof():
                             self.writer.write_eof()
@@ -133,6 +142,11 @@ async def main(args):
     print(f"listening {port}", flush=True)
     await stop.wait()
     server.close()
+    if args.stats:
+        late = sorted(LATE) or [0.0]
+        with open(args.stats, "w") as f:
+            json.dump({"deliveries": len(LATE), "median_ms": late[len(late) // 2] * 1000,
+                       "p99_ms": late[int(len(late) * 0.99)] * 1000, "max_ms": late[-1] * 1000}, f)
     tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
     for t in tasks:
         t.cancel()
@@ -146,6 +160,7 @@ def parse(argv):
     ap.add_argument("--port", type=int, default=0, help="port to listen on (0: a free one)")
     ap.add_argument("--port-file", help="write the port here once listening")
     ap.add_argument("--max-seconds", type=float, default=900, help="stop after this long (900)")
+    ap.add_argument("--stats", help="when stopping, write how late the deliveries were here (JSON)")
     args = ap.parse_args(argv)
     if args.rtt_ms < 0:
         ap.error("--rtt-ms must not be negative")

@@ -97,7 +97,7 @@ http {{
 
   # The V3 signature sends the action in a header, the parameters in the query.
   map_hash_bucket_size 128;
-  map_hash_max_size 4096;
+  map_hash_max_size 16384;
   map "$http_x_acs_action:$arg_DatasetName:$arg_MaxResults:$arg_NextToken" $page {{
     default /missing.json;
     "~^ListDatasets:" /datasets.json;
@@ -198,14 +198,26 @@ def children_cpu():
     return ru.ru_utime + ru.ru_stime
 
 
-class Proxy:
-    """bench/latency/delay_proxy.py, with a pipe on its stdin: it stops when
-    this process goes away, even if it is killed."""
+C_PROXY = os.path.join(ROOT, "build", "bench", "delay_proxy")
 
-    def __init__(self, rtt_ms, upstream):
+
+def proxy_kind(python=False):
+    """The C build (bench.sh makes build/bench/delay_proxy) unless asked for
+    the Python one, or when it is not built."""
+    return "python" if python or not os.access(C_PROXY, os.X_OK) else "c"
+
+
+class Proxy:
+    """bench/latency/delay_proxy.c (or .py), with a pipe on its stdin: it
+    stops when this process goes away, even if it is killed."""
+
+    def __init__(self, rtt_ms, upstream, workdir, kind="c"):
         self.rtt_ms = rtt_ms
-        self.p = subprocess.Popen([sys.executable, os.path.join(HERE, "delay_proxy.py"), "--rtt-ms", str(rtt_ms),
-                                   "--upstream", str(upstream), "--max-seconds", "1800"],
+        self.stats_file = os.path.join(workdir, f"proxy-{rtt_ms:g}.json")
+        self.stats = None
+        prog = [C_PROXY] if kind == "c" else [sys.executable, os.path.join(HERE, "delay_proxy.py")]
+        self.p = subprocess.Popen(prog + ["--rtt-ms", str(rtt_ms), "--upstream", str(upstream),
+                                          "--max-seconds", "1800", "--stats", self.stats_file],
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         line = self.p.stdout.readline()
         if not line.startswith("listening "):
@@ -225,6 +237,12 @@ class Proxy:
             except subprocess.TimeoutExpired:
                 self.p.kill()
                 self.p.wait()
+        try:
+            import json
+            with open(self.stats_file) as f:
+                self.stats = json.load(f)
+        except (OSError, ValueError):
+            pass
 
 
 def calibrate(port, test_ca, n=10):
@@ -436,10 +454,11 @@ def run(args, workdir, certs):
         say(f"latency: all {len(runners)} runners got the {len(expected):,} bindings, each once")
 
         load_before = os.getloadavg()
-        raw, cal = {}, {}
+        raw, cal, late = {}, {}, {}
+        kind = proxy_kind(args.python_proxy)
         ngx_pids = nginx.pids()
         for rtt in args.rtts:
-            proxy = Proxy(rtt, nginx.port)
+            proxy = Proxy(rtt, nginx.port, workdir, kind)
             purl = f"https://127.0.0.1:{proxy.port}"
             cal[rtt] = calibrate(proxy.port, test_ca)
             # The model's floor: a proxy that delivers early would flatter every runner.
@@ -470,6 +489,7 @@ def run(args, workdir, certs):
                           f"others {x['other'] * 100:3.0f}%",
                           flush=True)
             proxy.stop()
+            late[rtt] = proxy.stats
             proxy = None
         load_mid = os.getloadavg()
 
@@ -486,11 +506,13 @@ def run(args, workdir, certs):
             proxy.stop()
         nginx.stop()
 
-    meta = {"load": (load_before, load_mid, load_after), "took": time.monotonic() - started, "cal": cal,
+    meta = {"load": (load_before, load_mid, load_after), "took": time.monotonic() - started, "cal": cal, "late": late,
+            "proxy": "bench/latency/delay_proxy.c" if kind == "c" else "bench/latency/delay_proxy.py",
             "parallel": parallel, "nginx": nginx.bin}
     report, goals = build_report(args, runners, raw, cost, meta)
     dump = {"runs": {f"{k[0]} {k[1]}ms": v for k, v in raw.items()}, "pager_cost": cost,
-            "load": meta["load"], "page_size": args.latency_page_size, "rtts": args.rtts, "calibration": cal}
+            "load": meta["load"], "page_size": args.latency_page_size, "rtts": args.rtts, "calibration": cal,
+            "proxy_lateness": late, "proxy": meta["proxy"]}
     return report, goals, dump
 
 
@@ -549,11 +571,16 @@ def build_report(args, runners, raw, cost, meta):
         oth = sorted(x["other"] * 100 for v in raw.values() for x in v)
         w(f"Other processes on the machine used {statistics.median(oth):.0f}% of its CPUs during the median run "
           f"({oth[0]:.0f}-{oth[-1]:.0f}%).")
-        w(f"The proxy's own CPU time per run: {min(pc):.2f}-{max(pc):.2f} s. Measured through it before the runs "
+        w(f"The proxy's own CPU time per run ({meta['proxy']}): {min(pc):.2f}-{max(pc):.2f} s. Measured through it before the runs "
           "(Python's ssl): " + "; ".join(
               f"at {rtt:g} ms, a new connection with its TLS handshake {c['handshake'] * 1000:.1f} ms "
               f"({hs} RTT: {hs * rtt:g}) and a request on it {c['request'] * 1000:.1f} ms"
               for rtt, c in meta["cal"].items()) + ".")
+        lt = {k: v for k, v in meta["late"].items() if v}
+        if lt:
+            w("How late the proxy delivered, over all runs: " + "; ".join(
+                f"at {rtt:g} ms, median {v['median_ms']:.2f} ms, 99th percentile {v['p99_ms']:.2f} ms, "
+                f"max {v['max_ms']:.1f} ms ({v['deliveries']:,} deliveries)" for rtt, v in lt.items()) + ".")
     w("")
     goals = []
     c = args.concurrency
