@@ -1,8 +1,9 @@
 """The latency benchmark (issue 16), run by bench/run.py.
 
 A whole project, 10,000 bindings in 20 datasets of 500, listed once per run
-over HTTPS through bench/latency/delay_proxy.py, which adds a round-trip time
-(20 ms and 50 ms) to every byte, handshakes included. nginx serves the canned
+over HTTPS through bench/latency/delay_proxy.c (or its Python twin,
+delay_proxy.py), which adds a round-trip time (20 ms and 50 ms) to every byte,
+handshakes included. nginx serves the canned
 replies of bench/latency/data.py. Every runner is timed in-process, client
 creation included, and reports its wall time, its CPU time and its peak RSS
 (VmHWM):
@@ -464,7 +465,8 @@ def run(args, workdir, certs):
             # The model's floor: a proxy that delivers early would flatter every runner.
             hs = 3 if args.latency_tls == "1.2" else 2
             if cal[rtt]["request"] < 0.98 * rtt / 1000 or cal[rtt]["handshake"] < 0.98 * hs * rtt / 1000:
-                raise RuntimeError(f"delay_proxy.py at {rtt:g} ms: a request took {cal[rtt]['request'] * 1000:.1f} ms "
+                raise RuntimeError(f"the delaying proxy at {rtt:g} ms: a request took "
+                                   f"{cal[rtt]['request'] * 1000:.1f} ms "
                                    f"and a new connection {cal[rtt]['handshake'] * 1000:.1f} ms, less than "
                                    f"1 and {hs} round trips")
             say(f"latency: {rtt:g} ms RTT, measured through the proxy: TCP + TLS handshake "
@@ -571,7 +573,8 @@ def build_report(args, runners, raw, cost, meta):
         oth = sorted(x["other"] * 100 for v in raw.values() for x in v)
         w(f"Other processes on the machine used {statistics.median(oth):.0f}% of its CPUs during the median run "
           f"({oth[0]:.0f}-{oth[-1]:.0f}%).")
-        w(f"The proxy's own CPU time per run ({meta['proxy']}): {min(pc):.2f}-{max(pc):.2f} s. Measured through it before the runs "
+        w(f"The proxy's own CPU time per run ({meta['proxy']}): {min(pc):.2f}-{max(pc):.2f} s. "
+          "Measured through it before the runs "
           "(Python's ssl): " + "; ".join(
               f"at {rtt:g} ms, a new connection with its TLS handshake {c['handshake'] * 1000:.1f} ms "
               f"({hs} RTT: {hs * rtt:g}) and a request on it {c['request'] * 1000:.1f} ms"
