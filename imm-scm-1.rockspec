@@ -50,6 +50,7 @@ build = {
     ["imm.log"] = "lua/imm/log.lua",
     ["imm.operations"] = "lua/imm/operations.lua",
     ["imm.pager"] = "lua/imm/pager.lua",
+    ["imm.parallel"] = "lua/imm/parallel.lua",
     ["imm.response"] = "lua/imm/response.lua",
     ["imm.signer"] = "lua/imm/signer.lua",
     ["imm.transport"] = "lua/imm/transport.lua",

@@ -201,7 +201,7 @@ describe("imm command line", function()
         assert.equal("immtest", b.ProjectName)
         assert.is_string(b.URI)
       end
-      assert.equal(3, #srv.log(), "the default page size of 100")
+      assert.equal(2, #srv.log(), "the pager's default page size of 200")
     end)
 
     it("prints a table with fixed column widths", function()

@@ -91,6 +91,22 @@ describe("parallel listing", function()
     assert.equal(5, fixture.peak_in_flight(log))
   end)
 
+  it("buffers at most N pages: no request starts before a page is taken off the queue", function()
+    srv.fault { mode = "slow", delay = 0.02, count = -1 }
+    local c = srv.client {}
+    local taken, n = 0, 3
+    for b, err in c:bindings({ ProjectName = "immtest" }, { concurrency = n, page_size = 10 }) do
+      assert.is_nil(err)
+      if tonumber(b.URI:match("(%d+)$")) % 10 == 1 then  -- the first item of a page
+        taken = taken + 1
+        local started = requests(srv.log(), "ListBindings")
+        assert.is_true(started <= taken + n, string.format("%d requests for %d pages taken", started, taken))
+        core.sleep(0.03)  -- a slow reader
+      end
+    end
+    assert.equal(DATASETS * 4, taken)
+  end)
+
   it("all_bindings and imm.bindings take concurrency too", function()
     srv.fault { mode = "slow", delay = 0.05, count = -1 }
     local c = srv.client {}
@@ -100,6 +116,40 @@ describe("parallel listing", function()
     assert(imm.configure { endpoint = srv.url, access_key_id = fixture.KEY_ID, access_key_secret = fixture.SECRET })
     check_listing(d.Bindings, drain(imm.bindings({ ProjectName = "immtest" }, { concurrency = 3 })))
     check_listing(d.Bindings, assert(imm.all_bindings({ ProjectName = "immtest" }, { concurrency = 3 })).Bindings)
+  end)
+
+  it("keeps every page when the loop makes blocking calls on the same multi meanwhile", function()
+    srv.fault { mode = "slow", delay = 0.03, count = -1 }
+    local c = srv.client {}
+    local other = srv.client {}
+    local got, calls = {}, 0
+    for b, err in c:bindings({ ProjectName = "immtest" }, { concurrency = 6, page_size = 10 }) do
+      assert.is_nil(err)
+      got[#got + 1] = b
+      if #got % 25 == 0 then
+        -- runs on the shared multi while the listing's transfers are in flight:
+        -- those that end meanwhile are kept for the listing
+        assert(other:list_bindings { ProjectName = "immtest", MaxResults = 1 })
+        calls = calls + 1
+      end
+    end
+    check_listing(d.Bindings, got)
+    assert.is_true(calls > 20)
+  end)
+
+  it("stops at max_items and cancels the rest", function()
+    local c = srv.client {}
+    local got = drain(c:bindings({ ProjectName = "immtest" }, { concurrency = 4, page_size = 10, max_items = 25 }))
+    assert.equal(25, #got)
+    local seen = {}
+    for _, b in ipairs(got) do
+      local key = b.DatasetName .. " " .. b.URI
+      assert.is_nil(seen[key])
+      seen[key] = true
+    end
+    assert.equal(0, require("imm.parallel").in_flight())
+    local all = assert(c:all_bindings({ ProjectName = "immtest" }, { concurrency = 4, max_items = 7 }))
+    assert.equal(7, #all.Bindings)
   end)
 
   it("follows every ListDatasets page", function()
@@ -135,6 +185,9 @@ describe("parallel listing", function()
       assert.is_nil(all)
       assert.equal("InvalidParameter", aerr.code)
     end
+    local b, err = c:datasets({ ProjectName = "immtest" }, { concurrency = 4 })()
+    assert.is_false(b)
+    assert.matches("concurrency is for the binding listings", err.message)
     assert.equal(0, #srv.log())
   end)
 
@@ -170,6 +223,22 @@ describe("parallel listing", function()
     end
     assert.is_true(saw07)
     check_listing(d.Bindings, got)
+  end)
+
+  it("retries a chain by the client's rules without holding up the others", function()
+    -- two of ds-05's requests are throttled; its retries wait on timers
+    srv.fault { mode = "throttle", retry_after_ms = 300, count = 2, match = { DatasetName = "ds-05" } }
+    local c = srv.client {}
+    local t0 = core.monotonic()
+    local got, err = drain(c:bindings({ ProjectName = "immtest" }, { concurrency = 4, page_size = 10 }))
+    assert.is_nil(err)
+    check_listing(d.Bindings, got)
+    local throttled = 0
+    for _, rec in ipairs(srv.log()) do
+      if rec.fault == "throttle" then throttled = throttled + 1 end
+    end
+    assert.equal(2, throttled)
+    assert.is_true(core.monotonic() - t0 >= 0.6, "the retries did not wait")
   end)
 
   it("cancels the requests in flight when the loop is left (explicit close, or collection)", function()
@@ -240,6 +309,24 @@ describe("parallel listing inside imm tasks", function()
     assert.is_true(turns > 80, "the frame loop was blocked")
   end)
 
+  it("an async client outside a task drives imm.poll itself; a listing may move between tasks", function()
+    srv.fault { mode = "slow", delay = 0.05, count = -1 }
+    local c = srv.client { async = true }
+    check_listing(d.Bindings, drain(c:bindings({ ProjectName = "immtest" }, { concurrency = 4, page_size = 10 })))
+    assert.equal(4, fixture.peak_in_flight(srv.log()))
+    -- made outside any task, each step taken in a task of its own
+    local it = c:bindings({ ProjectName = "immtest" }, { concurrency = 4, page_size = 10 })
+    local got = {}
+    while true do
+      local ok, b, err = imm.spawn(it):join(10)
+      assert.is_true(ok)
+      assert.is_nil(err)
+      if b == nil then break end
+      got[#got + 1] = b
+    end
+    check_listing(d.Bindings, got)
+  end)
+
   it("fails once with err.dataset, and cancels on close", function()
     local c = srv.client { async = true, max_retries = 0 }
     srv.fault { mode = "internal", count = -1, match = { DatasetName = "ds-11" } }
@@ -283,7 +370,7 @@ describe("prefetch", function()
       got[#got + 1] = b
       if #got % 10 == 1 then
         asked[#asked + 1] = core.monotonic()
-        core.sleep(0.15)  -- the caller's work on this page
+        core.sleep(0.3)  -- the caller's work on this page
       end
     end
     assert.equal(45, #got)
@@ -292,7 +379,7 @@ describe("prefetch", function()
     assert.equal(5, #log)
     -- page k+1 was asked for while the caller still worked on page k
     for k = 1, 4 do
-      assert.is_true(log[k + 1].start < asked[k] + 0.15,
+      assert.is_true(log[k + 1].start < asked[k] + 0.3,
         string.format("page %d was requested only after the work on page %d", k + 1, k))
     end
   end)

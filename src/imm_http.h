@@ -5,13 +5,15 @@
  *
  * One HTTP path: an exchange is always imm_http_start(), then transfer on an
  * imm_multi, then imm_http_finish(). A blocking call (imm_http_perform) is
- * that same sequence driven to completion on the handle's own private multi;
- * the non-blocking mode attaches many handles to one shared multi that the
+ * that same sequence driven to completion on the handle's own private multi,
+ * or on a multi shared by many handles (imm_http_perform_on); the
+ * non-blocking mode attaches many handles to one shared multi that the
  * host's frame loop drives (imm_multi_perform / imm_multi_wait).
  *
  * Why reused handles: libcurl keeps the TLS session in the easy handle and
- * the connections in the multi handle, so keep-alive and session resumption
- * carry over between calls for free.
+ * the connections and the parsed CA store in the multi handle, so keep-alive
+ * and session resumption carry over between calls for free, and between
+ * handles that share a multi.
  *
  * Ownership: imm_http_new() returns a handle that the caller releases with
  * imm_http_free() (safe on NULL; it detaches the handle from its multi). The

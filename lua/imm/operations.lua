@@ -93,6 +93,8 @@ _M.API_VERSION = "2020-09-30"
 ---@field page_size integer|nil sets MaxResults
 ---@field start_token string|nil resume from a saved NextToken
 ---@field items string|nil the response field holding the list (actions without a schema)
+---@field concurrency integer|nil 1-100; > 1 without DatasetName: a parallel listing (bindings only)
+---@field prefetch boolean|nil fetch the next page while the caller works on this one
 
 -- oss://<bucket>[/<prefix>/]: a bucket name has 3 to 63 lowercase letters,
 -- digits and hyphens and starts and ends with a letter or a digit; a prefix

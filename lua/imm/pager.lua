@@ -71,6 +71,10 @@ local function settings(action, params, opts)
   if type(c) ~= "number" or c ~= floor(c) or c < 1 or c > 100 then
     return nil, errors.invalid("concurrency must be an integer from 1 to 100, got " .. tostring(c))
   end
+  if c > 1 and action ~= "ListBindings" then
+    return nil, errors.invalid(format("concurrency is for the binding listings (bindings, all_bindings), "
+      .. "not %s", tostring(action)))
+  end
   if type(s.prefetch) ~= "boolean" then
     return nil, errors.invalid("prefetch must be a boolean, got " .. type(s.prefetch))
   end

@@ -65,14 +65,13 @@ local function pop(q)
 end
 local function empty(q) return q.first > q.last end
 
--- The blocking chains' multi handle, one per lua_State (this module's
--- state is per state), made on first use; and which chain each transfer
--- belongs to.
-local blocking_multi
-local owner = {}
+-- Which chain each transfer belongs to, per multi handle (ids are unique
+-- within one multi only).
+local owners = setmetatable({}, { __mode = "k" })
 
-local function route(done)
+local function route(m, done)
   if not done then return end
+  local owner = owners[m]
   for i = 1, #done do
     local chain = owner[done[i]]
     if chain then
@@ -85,67 +84,82 @@ end
 
 -- I/O backends for the coroutine chains ----------------------------------
 
--- Blocking: the transfers share one multi, driven from the iterator.
+-- Blocking: the transfers go on the multi the blocking clients share
+-- (imm.core's, one per lua_State, so they use the same connections and
+-- parsed CA store), driven from the iterator.
 local Blocking = {}
 Blocking.__index = Blocking
 
 --- Adds a started request to the shared multi; returns its id, or nil, code, message.
-function Blocking.add(_, chain, h, method, url, lines, body, fresh)
-  if not blocking_multi then
-    local m, code, msg = (core.shared_multi or core.multi)()
+function Blocking.add(be, chain, h, method, url, lines, body, fresh)
+  local m = be.m
+  if not m then
+    local code, msg
+    m, code, msg = core.shared_multi()
     if not m then return nil, code, msg end
-    blocking_multi = m
+    be.m = m
+    owners[m] = owners[m] or {}
   end
-  local id, code, msg = blocking_multi:add(h, method, url, lines, body, fresh)
+  local id, code, msg = m:add(h, method, url, lines, body, fresh)
   if not id then return nil, code, msg end
-  owner[id] = chain
+  owners[m][id] = chain
   return id
 end
 
 --- Aborts a transfer.
-function Blocking.remove(_, h, id)
-  if owner[id] then
+function Blocking.remove(be, h, id)
+  local owner = owners[be.m]
+  if owner and owner[id] then
     owner[id] = nil
-    blocking_multi:remove(h)
+    be.m:remove(h)
   end
 end
 
 -- Moves the transfers along; waits up to ms when nothing of this listing
--- is ready. Returns true, or nil, err.
-function Blocking.wait(_, L, ms)
-  local m = blocking_multi
-  if not m then return true end
-  local running, done, msg = m:perform()
-  if running and empty(L.runnable) and ms > 0 and m:count() > 0 then
-    route(done)
-    m:wait(ms)
-    running, done, msg = m:perform()
+-- is ready (for a retry timer when nothing is in flight). Returns true, or
+-- nil, err.
+function Blocking.wait(be, L, ms)
+  local m = be.m
+  -- first what ended already (also while a blocking call ran on this multi)
+  if m then
+    local running, done, msg = m:perform()
+    if not running then return nil, errors.new(done, msg, { retryable = false }) end
+    route(m, done)
   end
-  if not running then return nil, errors.new(done, msg, { retryable = false }) end
-  route(done)
+  if empty(L.runnable) and ms > 0 then
+    if m and m:count() > 0 then
+      m:wait(ms)
+      local running, done, msg = m:perform()
+      if not running then return nil, errors.new(done, msg, { retryable = false }) end
+      route(m, done)
+    else
+      core.sleep(ms / 1000)  -- only retry timers are pending
+    end
+  end
   return true
 end
 
 -- Sends what was just added, so the requests travel while the caller works.
-function Blocking.kick()
-  if blocking_multi then
-    local running, done = blocking_multi:perform()
-    if running then route(done) end
+function Blocking.kick(be)
+  local m = be.m
+  if m then
+    local running, done = m:perform()
+    if running then route(m, done) end
   end
 end
 
--- Inside an imm task: the tasks' shared multi; imm.poll reports each
--- transfer's end and wakes the task that waits for the listing.
+-- An async client: the tasks' shared multi; imm.poll reports each
+-- transfer's end and wakes the task that waits for the listing (outside a
+-- task, the iterator drives imm.poll itself).
 local Async = {}
 Async.__index = Async
 
 --- Adds a request to the tasks' multi; returns its id, or nil, code, message.
 function Async.add(be, chain, h, method, url, lines, body, fresh)
-  local task = be.task
   return async.start(h, method, url, lines, body, fresh, function()
     chain.ready = true
     push(chain.listing.runnable, chain)
-    async.wake(task)
+    if be.task then async.wake(be.task) end
   end)
 end
 
@@ -155,7 +169,16 @@ function Async.remove(_, h, id) async.abort(h, id) end
 --- Sleeps the task until a transfer ends (imm.async.wake) or ms pass.
 function Async.wait(be, L, ms)
   if not empty(L.runnable) then return true end
-  if not async.sleep(ms / 1000) or be.task.cancelled then
+  local task = async.current()
+  if not task then
+    -- iterated outside any task: drive the tasks' multi right here
+    async.poll(ms)
+    return true
+  end
+  be.task = task
+  local ok = async.sleep(ms / 1000)
+  be.task = nil
+  if not ok or task.cancelled then
     return nil, errors.new("Cancelled", "the task was cancelled", { retryable = false })
   end
   return true
@@ -360,16 +383,21 @@ local function run_ready(L)
   end
   local next_ms = huge
   if next(L.sleeping) then
-    local now = core.monotonic()
+    local now, due = core.monotonic(), {}
     for chain in pairs(L.sleeping) do
-      if L.err or L.closed then break end
       if chain.wake_at <= now then
-        L.sleeping[chain] = nil
-        run(L, chain)
+        due[#due + 1] = chain
       else
         next_ms = min(next_ms, (chain.wake_at - now) * 1000)
       end
     end
+    -- resumed after the walk: a chain may sleep again, adding a key
+    for i = 1, #due do
+      if L.err or L.closed then break end
+      L.sleeping[due[i]] = nil
+      run(L, due[i])
+    end
+    if #due > 0 then next_ms = 0 end
   end
   return next_ms
 end
@@ -432,12 +460,11 @@ function Listing:next_page()
   end
 end
 
--- The I/O backend for client here and now.
+-- The I/O backend for client.
 local function backend(client)
   local t = client.transport
   if type(t) == "table" and t.name == "curl" and type(t.options) == "table" then
-    local task = async.current()
-    if t.async and task then return setmetatable({ task = task }, Async), t.options end
+    if t.async then return setmetatable({}, Async), t.options end
     return setmetatable({}, Blocking), t.options
   end
   return setmetatable({}, Sync)
@@ -539,19 +566,30 @@ local function ngx_worker(L)
   end
 end
 
+-- A worker that raised (a bug, not a run-time failure) must not leave the
+-- reader waiting: the listing fails with the message.
+local function ngx_guarded(L)
+  local ok, e = pcall(ngx_worker, L)
+  if not ok and not L.stopped then
+    L.err = errors.new("InternalError", "imm.parallel: " .. tostring(e), { retryable = false })
+    L.stopped = true
+    L.ready:post(1)
+  end
+end
+
 --- Ends the listing: kills the light threads. Safe to call twice.
 function NgxListing:close()
   if self.closed then return end
   self.closed, self.stopped = true, true
   local ngx = rawget(_G, "ngx")
-  for i = 1, #self.threads do
+  for i = 1, #(self.threads or {}) do
     -- only the coroutine that spawned a thread may kill it; after a
     -- collection elsewhere the threads end at their next wake-up
     pcall(ngx.thread.kill, self.threads[i])
   end
   if self.slots then
-    self.slots:post(self.n * 2)
-    self.work:post(self.n * 2)
+    pcall(self.slots.post, self.slots, self.n * 2)
+    pcall(self.work.post, self.work, self.n * 2)
   end
   self.queue = queue()
 end
@@ -565,7 +603,7 @@ function NgxListing:next_page()
     self.threads = {}
     self.parent = coroutine.running()
     for i = 1, self.n do
-      local th, err = ngx.thread.spawn(ngx_worker, self)
+      local th, err = ngx.thread.spawn(ngx_guarded, self)
       if not th then
         self:close()
         return false, errors.new("InvalidState", "ngx.thread.spawn failed: " .. tostring(err),
@@ -652,7 +690,7 @@ end
 --- Transfers in flight on the blocking chains' multi handle (for tests:
 -- a closed listing leaves none).
 function _M.in_flight()
-  return blocking_multi and blocking_multi:count() or 0
+  return core.shared_multi():count()
 end
 
 --- Is this a call for a parallel listing? (`client:bindings` and

@@ -31,7 +31,6 @@ function _M.run()
       break
     end
   end
-  out.elapsed = ngx.now() - t0
   ngx.update_time()
   out.elapsed = ngx.now() - t0
   ngx.header["Content-Type"] = "application/json"
