@@ -242,7 +242,7 @@ fuzz: $(addprefix build/fuzz/,$(FUZZ_TARGETS))
 	  grep -E "stat::number_of_executed_units|cov:" build/fuzz/$$t.log | tail -2; \
 	done
 
-## bench: imm against the official Node SDK and the libcurl limits, on a loopback nginx (bench/README.md)
+## bench: imm against the official Node SDK and the libcurl limits, on a loopback nginx, then at 20/50 ms RTT (BENCH_ARGS=--latency-only: only that; bench/README.md)
 bench:
 	@sh bench/bench.sh $(BENCH_ARGS)
 
