@@ -45,7 +45,6 @@ import os
 import platform
 import resource
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -62,6 +61,7 @@ sys.path.insert(0, HERE)
 import pages  # noqa: E402  (bench/pages.py)
 sys.path.insert(0, os.path.join(HERE, "latency"))
 import latency  # noqa: E402  (bench/latency/latency.py)
+import nginx_proc  # noqa: E402  (bench/nginx_proc.py)
 
 PAGE_SIZES = (100, 200)
 README_BEGIN = "<!-- bench:results:begin -->"
@@ -149,72 +149,11 @@ http {{
 """
 
 
-class Nginx:
+class Nginx(nginx_proc.NginxProcess):
     def __init__(self, workdir, tokens, pagedir, certs):
-        self.dir = os.path.join(workdir, "nginx")
-        os.makedirs(os.path.join(self.dir, "tmp"), exist_ok=True)
         self.http_port, self.https_port = free_ports(2)
-        self.conf = os.path.join(self.dir, "nginx.conf")
-        with open(self.conf, "w") as f:
-            f.write(nginx_conf(self.dir, self.http_port, self.https_port, certs, pagedir, tokens))
-        self.bin = shutil.which("nginx") or "/usr/sbin/nginx"
-        self.pidfile = os.path.join(self.dir, "nginx.pid")
-
-    def cmd(self, *extra):
-        return [self.bin, "-p", self.dir, "-c", self.conf, "-e", os.path.join(self.dir, "error.log"), *extra]
-
-    def start(self):
-        subprocess.run(self.cmd("-q", "-t"), check=True)
-        subprocess.run(self.cmd(), check=True)
-        for _ in range(100):
-            try:
-                self.accepts()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("nginx did not come up; see " + os.path.join(self.dir, "error.log"))
-
-    def stop(self):
-        try:
-            with open(self.pidfile) as f:
-                pid = int(f.read().strip())
-        except (OSError, ValueError):
-            return
-        try:
-            os.kill(pid, signal.SIGQUIT)
-        except ProcessLookupError:
-            return
-        for _ in range(100):
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.05)
-        os.kill(pid, signal.SIGKILL)
-
-    def pids(self):
-        """The master and its workers."""
-        try:
-            with open(self.pidfile) as f:
-                master = int(f.read().strip())
-        except (OSError, ValueError):
-            return []
-        pids = [master]
-        for d in os.listdir("/proc"):
-            if d.isdigit():
-                try:
-                    with open(f"/proc/{d}/stat") as f:
-                        if int(f.read().rsplit(")", 1)[1].split()[1]) == master:
-                            pids.append(int(d))
-                except (OSError, IndexError, ValueError):
-                    pass
-        return pids
-
-    def accepts(self):
-        """Connections nginx has accepted so far (stub_status)."""
-        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
-                f"http://127.0.0.1:{self.http_port}/_status", timeout=5) as r:
-            return int(r.read().decode().splitlines()[2].split()[0])
+        super().__init__(os.path.join(workdir, "nginx"), self.http_port)
+        self.write_conf(nginx_conf(self.dir, self.http_port, self.https_port, certs, pagedir, tokens))
 
     def url(self, proto):
         return f"{proto}://127.0.0.1:{self.http_port if proto == 'http' else self.https_port}"
