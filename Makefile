@@ -53,6 +53,7 @@ TEST_ENV    = LUA_PATH="lua/?.lua;lua/?/init.lua;spec/?.lua;;" LUA_CPATH="$(BUIL
               ALIBABA_CLOUD_ECS_METADATA_DISABLED=true
 BUSTED      = /usr/bin/busted
 VECTORS    ?= spec/fixtures/signing.json
+BODY_VECTORS ?= spec/fixtures/signing_body.json
 SPECS      ?= spec
 RUN_PREFIX ?=
 
@@ -135,13 +136,15 @@ test: deps
 	@$(MAKE) --no-print-directory fuzz FUZZ_SECONDS=10
 	@echo "imm: all checks passed"
 
-## server-check: the local IMM server agrees with the official SDK's vectors
-server-check:
+## server-check: the local IMM server agrees with the official SDK's vectors, and
+## imm sends every action as the official SDK does (tools/sdk-check/sdkdiff.js)
+server-check: build
 	@echo "imm: local IMM server against the signing vectors"
 	@python3 tools/imm_server.py --check-vectors $(VECTORS)
+	@python3 tools/imm_server.py --check-vectors $(BODY_VECTORS)
 	@python3 tools/selftest_imm_server.py
-	@echo "imm: the official Node SDK (@alicloud/openapi-client) against the local IMM server"
-	@sh tools/sdk-check/run.sh
+	@echo "imm: the official Node SDK against the local IMM server, and against imm ($(LUA))"
+	@IMM_LUA=$(LUA) IMM_CPATH='$(BUILD)/?.so' sh tools/sdk-check/run.sh
 
 ## matrix: the specs on every runtime, each in its own build directory
 matrix:
@@ -182,7 +185,7 @@ lint:
 	@lua5.4 tools/check-docs.lua lua/imm.lua lua/imm/*.lua lua/imm/*/*.lua
 	@$(MAKE) --no-print-directory docs
 	@echo "imm: luacheck"
-	@luacheck -q lua spec examples bin/imm
+	@luacheck -q lua spec examples bin/imm tools/sdk-check/imm_send.lua
 	@echo "imm: cppcheck"
 	@cppcheck -q --error-exitcode=1 --enable=warning,portability,performance \
 	  --inline-suppr --std=c99 -I src -I include $(SRCS) $(LIB_SRCS) examples/host/host.c
@@ -239,7 +242,7 @@ fuzz: $(addprefix build/fuzz/,$(FUZZ_TARGETS))
 	  grep -E "stat::number_of_executed_units|cov:" build/fuzz/$$t.log | tail -2; \
 	done
 
-## bench: imm against the official Node SDK and the libcurl limits, on a loopback nginx (bench/README.md)
+## bench: imm against the official Node SDK and the libcurl limits, on a loopback nginx, then at 20/50 ms RTT (BENCH_ARGS=--latency-only: only that; bench/README.md)
 bench:
 	@sh bench/bench.sh $(BENCH_ARGS)
 

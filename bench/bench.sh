@@ -5,13 +5,15 @@
 #
 # 1. Installs the Debian packages it is missing with apt-get, and says which:
 #    nginx-light, Lua 5.4 and LuaJIT with their headers, lua-cjson, libcurl,
-#    OpenSSL, a C compiler, and node/npm when there is no node.
+#    OpenSSL, a C compiler, valgrind (the latency part's instruction counts),
+#    and node/npm when there is no node.
 # 2. Builds imm for Lua 5.4 and LuaJIT (make build), and the limit loops
 #    build/bench/curl_loop, curl_cjson_loop (Lua 5.4) and curl_cjson_jit_loop
-#    (LuaJIT) from bench/curl_loop.c.
+#    (LuaJIT) from bench/curl_loop.c, and build/bench/delay_proxy.
 # 3. Installs the pinned Node SDK into bench/node/node_modules (npm ci, from
 #    bench/node/package-lock.json) when it is missing or older than the lock.
-# 4. Runs python3 bench/run.py with the options given.
+# 4. Runs python3 bench/run.py with the options given: the loopback table,
+#    then the latency table (bench/latency/; --latency-only runs only that).
 # Nothing but 127.0.0.1, the Debian mirror (apt) and the npm registry is contacted.
 set -eu
 
@@ -40,7 +42,7 @@ apt_install() {
 
 # --- 1. packages -------------------------------------------------------------
 want="pkg-config gcc make openssl ca-certificates libssl-dev libcurl4-openssl-dev zlib1g-dev
-  lua5.4 liblua5.4-dev lua-cjson luajit2 libluajit2-5.1-dev"
+  lua5.4 liblua5.4-dev lua-cjson luajit2 libluajit2-5.1-dev valgrind"
 missing=""
 for p in $want; do
   installed "$p" || missing="$missing $p"
@@ -75,10 +77,13 @@ say "building imm for Lua 5.4 and LuaJIT"
 $make --no-print-directory -s build LUA=lua5.4 BUILD=build/lua5.4
 $make --no-print-directory -s build LUA=luajit BUILD=build/luajit
 
-say "building the limit loops into build/bench/"
+say "building the limit loops and the delaying proxy into build/bench/"
 mkdir -p build/bench
 cc=${CC:-cc}
 warn="-Wall -Wextra -Wshadow -Wstrict-prototypes"
+# the latency benchmark's delaying proxy (bench/latency/delay_proxy.c)
+# shellcheck disable=SC2086
+$cc -O2 -g -std=c99 $warn bench/latency/delay_proxy.c -o build/bench/delay_proxy
 # shellcheck disable=SC2046,SC2086
 $cc -O2 -g -std=c99 $warn $(pkg-config --cflags libcurl) bench/curl_loop.c \
   -o build/bench/curl_loop $(pkg-config --libs libcurl)

@@ -45,7 +45,6 @@ import os
 import platform
 import resource
 import shutil
-import signal
 import socket
 import statistics
 import subprocess
@@ -60,10 +59,15 @@ BUILD = os.path.join(ROOT, "build", "bench")
 sys.dont_write_bytecode = True  # no __pycache__ in the source tree
 sys.path.insert(0, HERE)
 import pages  # noqa: E402  (bench/pages.py)
+sys.path.insert(0, os.path.join(HERE, "latency"))
+import latency  # noqa: E402  (bench/latency/latency.py)
+import nginx_proc  # noqa: E402  (bench/nginx_proc.py)
 
 PAGE_SIZES = (100, 200)
 README_BEGIN = "<!-- bench:results:begin -->"
 README_END = "<!-- bench:results:end -->"
+LATENCY_BEGIN = "<!-- bench:latency:begin -->"
+LATENCY_END = "<!-- bench:latency:end -->"
 
 
 def say(msg):
@@ -145,72 +149,11 @@ http {{
 """
 
 
-class Nginx:
+class Nginx(nginx_proc.NginxProcess):
     def __init__(self, workdir, tokens, pagedir, certs):
-        self.dir = os.path.join(workdir, "nginx")
-        os.makedirs(os.path.join(self.dir, "tmp"), exist_ok=True)
         self.http_port, self.https_port = free_ports(2)
-        self.conf = os.path.join(self.dir, "nginx.conf")
-        with open(self.conf, "w") as f:
-            f.write(nginx_conf(self.dir, self.http_port, self.https_port, certs, pagedir, tokens))
-        self.bin = shutil.which("nginx") or "/usr/sbin/nginx"
-        self.pidfile = os.path.join(self.dir, "nginx.pid")
-
-    def cmd(self, *extra):
-        return [self.bin, "-p", self.dir, "-c", self.conf, "-e", os.path.join(self.dir, "error.log"), *extra]
-
-    def start(self):
-        subprocess.run(self.cmd("-q", "-t"), check=True)
-        subprocess.run(self.cmd(), check=True)
-        for _ in range(100):
-            try:
-                self.accepts()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise RuntimeError("nginx did not come up; see " + os.path.join(self.dir, "error.log"))
-
-    def stop(self):
-        try:
-            with open(self.pidfile) as f:
-                pid = int(f.read().strip())
-        except (OSError, ValueError):
-            return
-        try:
-            os.kill(pid, signal.SIGQUIT)
-        except ProcessLookupError:
-            return
-        for _ in range(100):
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return
-            time.sleep(0.05)
-        os.kill(pid, signal.SIGKILL)
-
-    def pids(self):
-        """The master and its workers."""
-        try:
-            with open(self.pidfile) as f:
-                master = int(f.read().strip())
-        except (OSError, ValueError):
-            return []
-        pids = [master]
-        for d in os.listdir("/proc"):
-            if d.isdigit():
-                try:
-                    with open(f"/proc/{d}/stat") as f:
-                        if int(f.read().rsplit(")", 1)[1].split()[1]) == master:
-                            pids.append(int(d))
-                except (OSError, IndexError, ValueError):
-                    pass
-        return pids
-
-    def accepts(self):
-        """Connections nginx has accepted so far (stub_status)."""
-        with urllib.request.build_opener(urllib.request.ProxyHandler({})).open(
-                f"http://127.0.0.1:{self.http_port}/_status", timeout=5) as r:
-            return int(r.read().decode().splitlines()[2].split()[0])
+        super().__init__(os.path.join(workdir, "nginx"), self.http_port)
+        self.write_conf(nginx_conf(self.dir, self.http_port, self.https_port, certs, pagedir, tokens))
 
     def url(self, proto):
         return f"{proto}://127.0.0.1:{self.http_port if proto == 'http' else self.https_port}"
@@ -511,7 +454,7 @@ def build_report(res, rss, meta):
         if not vals:
             continue
         met = all(v <= 0.10 for v in vals)
-        goals.append((f"imm {name}: the item pager costs at most 10% over page-level calls", met, " / ".join(cells)))
+        goals.append((f"imm {name}: the item pager costs at most 10% over page-level calls, in CPU time", met, " / ".join(cells)))
         w(f"| imm {name}: item pager over page-level calls | {cells[0]} | {cells[1]} | "
           f"<= +10%: {'met' if met else 'NOT met'} |")
         # The same cost from runs made minutes apart can differ by more than
@@ -598,6 +541,36 @@ def build_report(res, rss, meta):
 
 # --------------------------------------------------------------------------
 
+def latency_part(args, workdir, certs):
+    """bench/latency/: prints its report, writes build/bench/latency.md and
+    latency.json, and with --update-readme its part of bench/README.md."""
+    report, _goals, dump = latency.run(args, workdir, certs)
+    v = versions()
+    head = (f"Date: {datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}  \n"
+            f"Machine: {machine()}  \n"
+            f"Software: {v['lua']}, {v['luajit']}, node {v['node']}, {v['nginx']} (1 worker), {v['openssl']}  \n\n")
+    report = head + report
+    print()
+    print(report, end="")
+    os.makedirs(BUILD, exist_ok=True)
+    with open(os.path.join(BUILD, "latency.md"), "w", encoding="utf-8") as f:
+        f.write(report)
+    with open(os.path.join(BUILD, "latency.json"), "w", encoding="utf-8") as f:
+        json.dump(dump, f, indent=1)
+    if args.update_readme:
+        readme = os.path.join(HERE, "README.md")
+        with open(readme, encoding="utf-8") as f:
+            text = f.read()
+        a, b = text.find(LATENCY_BEGIN), text.find(LATENCY_END)
+        if a < 0 or b < a:
+            raise RuntimeError("bench/README.md has no latency markers")
+        text = text[:a + len(LATENCY_BEGIN)] + "\n" + report + text[b:]
+        with open(readme, "w", encoding="utf-8") as f:
+            f.write(text)
+        say("bench/README.md updated (latency)")
+    say(f"latency results in {os.path.relpath(os.path.join(BUILD, 'latency.md'), ROOT)}")
+
+
 def loadavg():
     try:
         with open("/proc/loadavg") as f:
@@ -623,13 +596,38 @@ def main(argv):
     ap.add_argument("--only", help="comma-separated runner keys to time (default: all)")
     ap.add_argument("--update-readme", action="store_true", help="write the results into bench/README.md")
     ap.add_argument("--json", help="also write the raw runs here")
+    lat = ap.add_argument_group("latency benchmark (bench/latency/)")
+    lat.add_argument("--latency-only", action="store_true", help="run only the latency benchmark")
+    lat.add_argument("--no-latency", action="store_true", help="skip the latency benchmark")
+    lat.add_argument("--rtts", default="20,50", help="round-trip times in ms, comma-separated (20,50)")
+    lat.add_argument("--latency-rounds", type=int, help="runs per runner and RTT; figures are medians (3)")
+    lat.add_argument("--latency-page-size", type=int, default=100, help="MaxResults of every runner (100)")
+    lat.add_argument("--latency-tls", choices=("1.3", "1.2"), default="1.3", help="the TLS version nginx offers (1.3)")
+    lat.add_argument("--concurrency", type=int, default=20, help="imm's concurrency option (20)")
+    lat.add_argument("--python-proxy", action="store_true",
+                     help="delay with bench/latency/delay_proxy.py rather than its C build")
+    lat.add_argument("--no-latency-defaults", action="store_true",
+                     help="leave out the imm runners at their default page size")
+    lat.add_argument("--latency-runners", help="comma-separated latency runner keys (default: all)")
+    lat.add_argument("--no-callgrind", action="store_true", help="skip the item pager's instruction count")
+    lat.add_argument("--callgrind-chains", type=int, default=2,
+                     help="extra chains of the long callgrind run over the short one (2)")
+    lat.add_argument("--callgrind-repeat", type=int, default=3, help="callgrind measurements per mode (3)")
+    lat.add_argument("--wall-pairs", type=int, default=5, help="native pages/items pairs for the wall time (5)")
+    lat.add_argument("--wall-chains", type=int, default=5, help="chains per native run (5)")
     args = ap.parse_args(argv)
-    quick = {"seconds": 1.0, "rounds": 1, "rss_calls": 10000}
-    full = {"seconds": 3.0, "rounds": 3, "rss_calls": 100000}
+    quick = {"seconds": 1.0, "rounds": 1, "rss_calls": 10000, "latency_rounds": 1}
+    full = {"seconds": 3.0, "rounds": 3, "rss_calls": 100000, "latency_rounds": 3}
     for k, v in (quick if args.quick else full).items():
         if getattr(args, k) is None:
             setattr(args, k, v)
     rss_note = "" if args.rss_calls >= 100000 else f"{args.rss_calls:,} calls instead of 100,000"
+    if args.latency_only and args.no_latency:
+        ap.error("--latency-only and --no-latency exclude each other")
+    try:
+        args.rtts = [float(x) for x in args.rtts.split(",")]
+    except ValueError:
+        ap.error("--rtts takes numbers separated by commas")
 
     started = time.monotonic()
     workdir = tempfile.mkdtemp(prefix="imm-bench-")
@@ -649,6 +647,10 @@ def main(argv):
                                        "first": json.loads(data)["Bindings"][0]["URI"]})
         certs = os.path.join(workdir, "certs")
         subprocess.run(["sh", os.path.join(ROOT, "tools", "gen_certs.sh"), certs], check=True)
+        if args.latency_only:
+            latency_part(args, workdir, certs)
+            say(f"took {time.monotonic() - started:.0f} s")
+            return 0
 
         nginx = Nginx(workdir, tokens, pagedir, certs)
         nginx.start()
@@ -780,6 +782,10 @@ def main(argv):
             with open(readme, "w", encoding="utf-8") as f:
                 f.write(text)
             say("bench/README.md updated")
+        if not args.no_latency:
+            nginx.stop()
+            nginx = None
+            latency_part(args, workdir, certs)
         say(f"results in {os.path.relpath(os.path.join(BUILD, 'results.md'), ROOT)}; "
             f"took {time.monotonic() - started:.0f} s")
         return 0

@@ -1,5 +1,6 @@
 -- Layer 1: signing, against vectors computed by the official Alibaba Cloud
--- SDK's own signing code (the vendored copy, spec/fixtures/signing.json).
+-- SDK's own signing code (the vendored copy, spec/fixtures/signing.json, and
+-- spec/fixtures/signing_body.json for requests with a form body).
 local cjson = require "cjson"
 local signer = require "imm.signer"
 local core = require "imm.core"
@@ -7,92 +8,164 @@ local fixture = require "helpers.fixture"
 
 local VECTORS = os.getenv("IMM_VECTORS") or "spec/fixtures/signing.json"
 
-local function load_vectors()
-  local s = fixture.read(VECTORS)
-  assert(s, "signing vectors not found at " .. VECTORS .. " (set IMM_VECTORS)")
+-- requests with an x-www-form-urlencoded body (tools/sdk-check/vectors.js)
+local BODY_VECTORS = os.getenv("IMM_BODY_VECTORS") or "spec/fixtures/signing_body.json"
+
+local function load_vectors(path)
+  path = path or VECTORS
+  local s = fixture.read(path)
+  assert(s, "signing vectors not found at " .. path)
   return cjson.decode(s)
 end
 
-describe("signing vectors from the official SDK", function()
-  local vectors = load_vectors()
+-- name -> value of a form body or a query string ('+' is a space in a form)
+local function decode_pairs(text, form)
+  local function unescape(x)
+    if form then x = x:gsub("%+", " ") end
+    return (x:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+  end
+  local t = {}
+  for piece in text:gmatch("[^&]+") do
+    local k, v = piece:match("^([^=]*)=?(.*)$")
+    t[unescape(k)] = unescape(v)
+  end
+  return t
+end
+
+-- The vendored set, and more vectors from the official code kept apart from
+-- it (tools/sdk-check/gen_signing_extra.js): parameter names outside the
+-- unreserved set, which openapi-util sorts by raw name.
+for _, set in ipairs {
+  { name = "signing vectors from the official SDK", path = VECTORS, v3 = 7, v2 = 3 },
+  { name = "extra signing vectors from the official SDK", path = "spec/fixtures/signing_extra.json", v3 = 0, v2 = 1 },
+} do
+  describe(set.name, function()
+    local vectors = load_vectors(set.path)
+    vectors.v3 = vectors.v3 or {}
+
+    it("has the V3 and V2 cases to check", function()
+      assert.is_true(#vectors.v3 >= set.v3)
+      assert.is_true(#vectors.v2 >= set.v2)
+    end)
+
+    for _, case in ipairs(vectors.v3) do
+      it("V3 " .. case.name .. " (" .. case.algorithm .. ")", function()
+        local h = case.headers
+        local r = assert(signer.sign {
+          algorithm = case.algorithm, method = case.method, path = case.path,
+          authority = h.host, action = h["x-acs-action"], version = h["x-acs-version"],
+          query = case.query, body = "",
+          date = fixture.epoch(h["x-acs-date"]), nonce = h["x-acs-signature-nonce"],
+          access_key_id = vectors.access_key_id, access_key_secret = vectors.access_key_secret,
+          security_token = h["x-acs-security-token"], debug = true,
+        })
+        assert.equal(case.canonical_request, r.canonical_request)
+        assert.equal(case.string_to_sign, r.string_to_sign)
+        assert.equal(case.authorization, r.headers.authorization)
+        -- the headers we send are exactly the ones the SDK signed
+        for k, v in pairs(h) do assert.equal(v, r.headers[k], k) end
+        for k in pairs(r.headers) do
+          assert.is_true(k == "authorization" or h[k] ~= nil, "unexpected header " .. k)
+        end
+        -- the URL query is the canonical query
+        assert.equal(case.canonical_request:match("^[^\n]*\n[^\n]*\n([^\n]*)\n"), r.query)
+      end)
+    end
+
+    for _, case in ipairs(vectors.v2) do
+      it("V2 " .. case.name, function()
+        local p = case.params
+        local common = { Action = 1, Version = 1, Format = 1, AccessKeyId = 1, SignatureMethod = 1,
+          SignatureVersion = 1, SignatureNonce = 1, Timestamp = 1, SecurityToken = 1 }
+        local query = {}
+        for k, v in pairs(p) do if not common[k] then query[k] = v end end
+        local r = assert(signer.sign {
+          algorithm = "v2", method = case.method, authority = "imm.cn-hangzhou.aliyuncs.com",
+          action = p.Action, version = p.Version, query = query,
+          date = fixture.epoch(p.Timestamp), nonce = p.SignatureNonce,
+          access_key_id = p.AccessKeyId, access_key_secret = vectors.access_key_secret,
+          security_token = p.SecurityToken, debug = true,
+        })
+        assert.equal(case.string_to_sign, r.string_to_sign)
+        assert.equal(case.signature, r.signature)
+        assert.equal("Signature=" .. core.percent_encode(case.signature), r.query:match("Signature=[^&]*$"))
+      end)
+    end
+  end)
+end
+
+describe("signing vectors with a form body, from the official SDK", function()
+  local vectors = load_vectors(BODY_VECTORS)
+  local FORM_TYPE = "application/x-www-form-urlencoded"
 
   it("has V3, SM3, STS and V2 cases to check", function()
-    assert.is_true(#vectors.v3 >= 7)
-    assert.is_true(#vectors.v2 >= 3)
+    assert.is_true(#vectors.v3 >= 6)
+    assert.is_true(#vectors.v2 >= 4)
   end)
 
   for _, case in ipairs(vectors.v3) do
-    it("V3 " .. case.name .. " (" .. case.algorithm .. ")", function()
-      local h = case.headers
-      local r = assert(signer.sign {
+    local h = case.headers
+    local function request(extra)
+      local r = {
         algorithm = case.algorithm, method = case.method, path = case.path,
         authority = h.host, action = h["x-acs-action"], version = h["x-acs-version"],
-        query = case.query, body = "",
-        date = fixture.epoch(h["x-acs-date"]), nonce = h["x-acs-signature-nonce"],
+        query = case.query, date = fixture.epoch(h["x-acs-date"]), nonce = h["x-acs-signature-nonce"],
         access_key_id = vectors.access_key_id, access_key_secret = vectors.access_key_secret,
         security_token = h["x-acs-security-token"], debug = true,
-      })
+      }
+      for k, v in pairs(extra) do r[k] = v end
+      return assert(signer.sign(r))
+    end
+
+    it("V3 " .. case.name .. " (" .. case.algorithm .. "): the body the SDK wrote", function()
+      local r = request { body = case.body, content_type = h["content-type"] }
       assert.equal(case.canonical_request, r.canonical_request)
       assert.equal(case.string_to_sign, r.string_to_sign)
       assert.equal(case.authorization, r.headers.authorization)
-      -- the headers we send are exactly the ones the SDK signed
       for k, v in pairs(h) do assert.equal(v, r.headers[k], k) end
       for k in pairs(r.headers) do
         assert.is_true(k == "authorization" or h[k] ~= nil, "unexpected header " .. k)
       end
-      -- the URL query is the canonical query
+      assert.equal(case.body, r.body)
+    end)
+
+    it("V3 " .. case.name .. " (" .. case.algorithm .. "): the same parameters as imm's form", function()
+      local r = request { form = case.form }
+      assert.same(case.form, decode_pairs(r.body, true))
+      assert.equal(FORM_TYPE, r.headers["content-type"])
+      local hash = signer.payload_hash(case.algorithm, r.body)
+      assert.equal(hash, r.headers["x-acs-content-sha256"])
+      -- the SDK's canonical request, with the hash of the body imm writes
+      local want = case.canonical_request:gsub(h["x-acs-content-sha256"], hash)
+      assert.equal(want, r.canonical_request)
       assert.equal(case.canonical_request:match("^[^\n]*\n[^\n]*\n([^\n]*)\n"), r.query)
     end)
   end
 
   for _, case in ipairs(vectors.v2) do
-    it("V2 " .. case.name, function()
+    it("V2 " .. case.name .. ": the body parameters are signed, and sent in the body only", function()
       local p = case.params
       local common = { Action = 1, Version = 1, Format = 1, AccessKeyId = 1, SignatureMethod = 1,
         SignatureVersion = 1, SignatureNonce = 1, Timestamp = 1, SecurityToken = 1 }
       local query = {}
-      for k, v in pairs(p) do if not common[k] then query[k] = v end end
+      for k, v in pairs(p) do
+        if not common[k] and case.form[k] == nil then query[k] = v end
+      end
       local r = assert(signer.sign {
         algorithm = "v2", method = case.method, authority = "imm.cn-hangzhou.aliyuncs.com",
-        action = p.Action, version = p.Version, query = query,
+        action = p.Action, version = p.Version, query = query, form = case.form,
         date = fixture.epoch(p.Timestamp), nonce = p.SignatureNonce,
         access_key_id = p.AccessKeyId, access_key_secret = vectors.access_key_secret,
         security_token = p.SecurityToken, debug = true,
       })
       assert.equal(case.string_to_sign, r.string_to_sign)
       assert.equal(case.signature, r.signature)
-      assert.equal("Signature=" .. core.percent_encode(case.signature), r.query:match("Signature=[^&]*$"))
-    end)
-  end
-end)
-
--- More vectors from the official code (tools/sdk-check/gen_signing_extra.js),
--- kept apart from the vendored set: parameter names outside the unreserved
--- set, which openapi-util sorts by raw name.
-describe("extra signing vectors from the official SDK", function()
-  local text = assert(fixture.read("spec/fixtures/signing_extra.json"))
-  local extra = cjson.decode(text)
-
-  it("has a V2 case with names outside the unreserved set", function()
-    assert.is_true(#extra.v2 >= 1)
-  end)
-
-  for _, case in ipairs(extra.v2) do
-    it("V2 " .. case.name, function()
-      local p = case.params
-      local common = { Action = 1, Version = 1, Format = 1, AccessKeyId = 1, SignatureMethod = 1,
-        SignatureVersion = 1, SignatureNonce = 1, Timestamp = 1, SecurityToken = 1 }
-      local query = {}
-      for k, v in pairs(p) do if not common[k] then query[k] = v end end
-      local r = assert(signer.sign {
-        algorithm = "v2", method = case.method, authority = "imm.cn-hangzhou.aliyuncs.com",
-        action = p.Action, version = p.Version, query = query,
-        date = fixture.epoch(p.Timestamp), nonce = p.SignatureNonce,
-        access_key_id = p.AccessKeyId, access_key_secret = extra.access_key_secret,
-        security_token = p.SecurityToken, debug = true,
-      })
-      assert.equal(case.string_to_sign, r.string_to_sign)
-      assert.equal(case.signature, r.signature)
+      local sent = decode_pairs(r.query)
+      assert.equal(case.signature, sent.Signature)
+      for k in pairs(case.form) do assert.is_nil(sent[k], k .. " must not be in the query") end
+      for k, v in pairs(query) do assert.equal(v, sent[k], k) end
+      assert.same(case.form, decode_pairs(r.body, true))
+      assert.equal(FORM_TYPE, r.headers["content-type"])
     end)
   end
 end)

@@ -415,6 +415,28 @@ describe("realistic calls", function()
   end)
 end)
 
+describe("numbers out of the integer range", function()
+  -- issue 14: 1e300 and 2^63 once raised "number has no integer
+  -- representation" on Lua 5.4 and went out as -9223372036854775808 on 5.1
+  -- and LuaJIT; now every runtime writes what JavaScript writes
+  it("go out as JavaScript writes them, the same on every runtime", function()
+    local c, sent = recorder()
+    local cases = { { 1e300, "1e+300" }, { 2 ^ 63, "9223372036854776000" }, { -2 ^ 63, "-9223372036854776000" },
+      { 2 ^ 53, "9007199254740992" }, { 0.7, "0.7" }, { 5e-324, "5e-324" } }
+    for i, case in ipairs(cases) do
+      assert(c:call("SomeFutureAction", { X = case[1] }))          -- the escape hatch
+      assert.equal(case[2], sent[#sent].query.X, "case " .. i)
+      assert(c:call("ListBindings", { ProjectName = "p", Name = "n", MaxResults = 5 }))
+    end
+    local res, err = c:call("SomeFutureAction", { X = 0 / 0 })
+    assert.is_nil(res)
+    assert.equal("InvalidParameter", err.code)
+    res, err = c:call("SomeFutureAction", { X = { 1, 1 / 0 } })
+    assert.is_nil(res)
+    assert.equal("InvalidParameter", err.code)
+  end)
+end)
+
 describe("retries follow the schema", function()
   it("classifies reads by the documented rule", function()
     for _, action in ipairs(action_names()) do

@@ -13,7 +13,7 @@ Standard library only: it must run on a fresh Debian 12 that has nothing but pyt
             [--bindings-file F.json] [--access-key-id ID --access-key-secret S
             [--security-token T]] [--port-file PATH] [--fault MODE[:COUNT]]...
             [--binding-start-delay SECONDS] [--quiet]
-    python3 tools/imm_server.py --check-vectors PATH/TO/signing.json
+    python3 tools/imm_server.py --check-vectors PATH/TO/signing.json   (or signing_body.json)
 
 API: POST or GET /, signed (V3 Authorization header or V2 Signature parameter),
 parameters from the query string and an x-www-form-urlencoded body.  Version
@@ -1496,15 +1496,20 @@ def check_v3_vector(case, key_id, secret):
     problems = []
     headers = {k.lower(): v for k, v in case["headers"].items()}
     raw_query = "&".join(f"{percent_encode(k)}={percent_encode(v)}" for k, v in case["query"].items())
+    # "body": a form body (signing_body.json); its parameters count as the server's would
+    body = case.get("body", "").encode("utf-8")
+    params = dict(parse_query(raw_query))
+    if "body" in case:
+        params = dict(urllib.parse.parse_qsl(case["body"], keep_blank_values=True), **params)
     req = ApiRequest(case["method"], case["path"], raw_query, dict(headers, authorization=case["authorization"]),
-                     b"", dict(parse_query(raw_query)))
+                     body, params)
     auth = parse_v3_authorization(case["authorization"])
     canonical, string_to_sign, signature = compute_v3(req, auth, secret)
     compare(problems, "canonical_request", case["canonical_request"], canonical)
     compare(problems, "string_to_sign", case["string_to_sign"], string_to_sign)
     compare(problems, "authorization", case["authorization"],
             v3_authorization(auth.algorithm, key_id, auth.signed_headers, signature))
-    compare(problems, "empty-body hash", headers["x-acs-content-sha256"], hex_digest(auth.algorithm, b""))
+    compare(problems, "body hash", headers["x-acs-content-sha256"], hex_digest(auth.algorithm, body))
     # And the whole verifier, as a live request would meet it.
     creds = Credentials(key_id, secret, headers.get("x-acs-security-token"))
     try:
@@ -1522,7 +1527,13 @@ def check_v2_vector(case, key_id, secret):
     compare(problems, "string_to_sign", case["string_to_sign"], string_to_sign)
     compare(problems, "signature", case["signature"], signature)
     params = dict(case["params"], Signature=case["signature"])
-    req = ApiRequest(case["method"], "/", "", {}, b"", params)
+    body, headers = b"", {}
+    if "body" in case:
+        # The body parameters are signed with the rest; the server reads them from the body.
+        compare(problems, "body parameters", case.get("form", {}),
+                dict(urllib.parse.parse_qsl(case["body"], keep_blank_values=True)))
+        body, headers = case["body"].encode("utf-8"), {"content-type": "application/x-www-form-urlencoded"}
+    req = ApiRequest(case["method"], "/", "", headers, body, params)
     creds = Credentials(key_id, secret, params.get("SecurityToken"))
     try:
         verify_request(req, creds, NonceCache(), parse_timestamp(params["Timestamp"]))

@@ -9,7 +9,7 @@ log=$(mktemp)
 { "$@" 2>&1; echo $? >"$log.rc"; } | tee "$log"
 rc=$(cat "$log.rc")
 counts=$(sed 's/\x1b\[[0-9;]*m//g' "$log" |
-  sed -n 's/^\([0-9]*\) successes* \/ \([0-9]*\) failures* \/ \([0-9]*\) errors*.*/\1 \2 \3/p' | tail -n 1)
+  sed -n 's/^\([0-9]*\) success\(es\)\{0,1\} \/ \([0-9]*\) failures* \/ \([0-9]*\) errors*.*/\1 \3 \4/p' | tail -n 1)
 rm -f "$log" "$log.rc"
 if [ -z "$counts" ]; then
   echo "$label: busted printed no summary (exit $rc)"

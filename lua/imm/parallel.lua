@@ -420,33 +420,56 @@ function Listing:close()
   self.queue = queue()
 end
 
+-- What a listing's next_page answers once it has ended: its error, once,
+-- then nil.
+local function ended(L)
+  if L.err and not L.reported then
+    L.reported = true
+    return false, L.err
+  end
+  return nil
+end
+
+-- The next queued page entry, with its slot given back, or nil.
+local function take(L)
+  local e = pop(L.queue)
+  if e then
+    local chain = e.chain
+    L.busy = L.busy - 1
+    chain.queued = chain.queued - 1
+    if chain.done and chain.queued == 0 then L.chains[chain] = nil end
+  end
+  return e
+end
+
+-- After the queue ran dry: ends the listing on failure (with every
+-- unfinished dataset in err.pending) or when every chain is done. True
+-- when it ended.
+local function finish_if_done(L)
+  if L.err then
+    L.err.pending = pending(L)
+    L:close()
+    return true
+  end
+  if L.unfinished == 0 and L.fetching == 0 then
+    L:close()
+    return true
+  end
+  return false
+end
+
 -- The next queued page entry, running the chains until there is one; nil
 -- at the end; false, err once on failure.
 function Listing:next_page()
   while true do
-    if self.closed then
-      if self.err and not self.reported then
-        self.reported = true
-        return false, self.err
-      end
-      return nil
-    end
-    local e = pop(self.queue)
+    if self.closed then return ended(self) end
+    local e = take(self)
     if e then
-      local chain = e.chain
-      self.busy = self.busy - 1
-      chain.queued = chain.queued - 1
-      if chain.done and chain.queued == 0 then self.chains[chain] = nil end
       start_fetches(self)
       self.io:kick()
       return e
     end
-    if self.err then
-      self.err.pending = pending(self)
-      self:close()
-    elseif self.unfinished == 0 and self.fetching == 0 then
-      self:close()
-    else
+    if not finish_if_done(self) then
       start_fetches(self)
       local ms = run_ready(self)
       if empty(self.queue) and not self.err and not self.closed then
@@ -613,30 +636,13 @@ function NgxListing:next_page()
     end
   end
   while true do
-    if self.closed then
-      if self.err and not self.reported then
-        self.reported = true
-        return false, self.err
-      end
-      return nil
-    end
-    local e = pop(self.queue)
+    if self.closed then return ended(self) end
+    local e = take(self)
     if e then
-      local chain = e.chain
-      chain.queued = chain.queued - 1
-      if chain.done and chain.queued == 0 then self.chains[chain] = nil end
-      self.busy = self.busy - 1
       self.slots:post(1)
       return e
     end
-    if self.err then
-      self.err.pending = pending(self)
-      self:close()
-    elseif self.unfinished == 0 and self.fetching == 0 then
-      self:close()
-    else
-      self.ready:wait(3600)
-    end
+    if not finish_if_done(self) then self.ready:wait(3600) end
   end
 end
 

@@ -5,9 +5,13 @@
 #   sh tools/sdk-check/run.sh          (from anywhere; needs python3, node >= 18, npm)
 #
 # Installs the pinned packages from package-lock.json (npm ci) if node_modules is
-# missing, starts the local server on a free loopback port with its default data
-# and demo credentials, runs check.js against it, stops the server, and exits with
-# check.js's status.  Set NODE to use another node binary; IMM_ACCESS_KEY_ID /
+# missing or lacks one of them, starts the local server on a free loopback port with its default data
+# and demo credentials, runs check.js against it, then runs
+# sdkdiff.js (imm against the official SDK core, every action, through a
+# recorder of its own; needs the module built: make build), and exits non-zero
+# if either failed (the server is stopped on exit).  IMM_LUA (default lua5.4) and IMM_CPATH (default
+# build/$IMM_LUA/?.so, from the repository root) say which imm to run;
+# SDK_DIFF=0 skips sdkdiff.js.  Set NODE to use another node binary; IMM_ACCESS_KEY_ID /
 # IMM_ACCESS_KEY_SECRET to use another key pair (given to both server and check).
 # Nothing but 127.0.0.1 and the npm registry (for npm ci) is contacted.
 # node_modules/ here must not be committed.
@@ -18,13 +22,24 @@ root=$(cd "$here/../.." && pwd)
 node=${NODE:-node}
 key_id=${IMM_ACCESS_KEY_ID:-imm-local-id}
 key_secret=${IMM_ACCESS_KEY_SECRET:-imm-local-secret}
+# imm for sdkdiff.js: the runtime and the built imm.core (the Makefile passes both;
+# run from the repository root otherwise, after make build)
+imm_lua=${IMM_LUA:-lua5.4}
+imm_cpath=${IMM_CPATH:-build/$imm_lua/?.so}
 
 if [ "${SDK_CHECK:-1}" = 0 ]; then
   echo "sdk-check: skipped (SDK_CHECK=0)"
   exit 0
 fi
 
-if [ ! -d "$here/node_modules" ]; then
+# Every package pinned in package.json, installed? (an older checkout's node_modules may lack some)
+installed() {
+  (cd "$here" && "$node" -e '
+    const deps = Object.keys(require("./package.json").dependencies);
+    for (const d of deps) require.resolve(d + "/package.json");' 2>/dev/null)
+}
+
+if [ ! -d "$here/node_modules" ] || ! installed; then
   echo "sdk-check: installing the pinned SDK packages (npm ci, from the npm registry)"
   if ! (cd "$here" && npm ci --no-audit --no-fund); then
     cat >&2 <<'MSG'
@@ -79,4 +94,18 @@ check_pid=$!
 rc=0
 wait "$check_pid" || rc=$?
 check_pid=
-exit $rc
+
+# The differential check: every action sent by the SDK core and by imm to a
+# recorder of its own (sdkdiff.js starts it), compared request by request.
+if [ "${SDK_DIFF:-1}" = 0 ]; then
+  echo "sdk-check: sdkdiff skipped (SDK_DIFF=0)"
+  exit $rc
+fi
+echo "sdk-check: imm against the official SDK core, every action (sdkdiff.js, $imm_lua, $imm_cpath)"
+"$node" "$here/sdkdiff.js" --lua "$imm_lua" --cpath "$imm_cpath" &
+check_pid=$!
+diff_rc=0
+wait "$check_pid" || diff_rc=$?
+check_pid=
+[ $rc -ne 0 ] && exit $rc
+exit $diff_rc
