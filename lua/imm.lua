@@ -115,15 +115,17 @@ end
 
 --- Lists one page of bindings on the default client (`client:list_bindings`).
 -- @tparam table params `ProjectName` (required), `DatasetName`, `MaxResults`, `NextToken`, `Name`
+-- @tparam[opt] table opts call options: `method`, `idempotent` (as for `client:call`)
 -- @return the response (`res.Bindings`, `res.NextToken`), or nil, err
 -- @usage local res, err = imm.list_bindings{ ProjectName = "immtest" }
 ---@param params imm.ListBindingsParams
+---@param opts imm.CallOptions|nil
 ---@return imm.ListBindingsResponse|nil res
 ---@return imm.Error|nil err
-function _M.list_bindings(params)
+function _M.list_bindings(params, opts)
   local c, err = default()
   if not c then return nil, err end
-  return c:list_bindings(params)
+  return c:list_bindings(params, opts)
 end
 
 --- Calls any IMM action on the default client (`client:call`).
@@ -145,67 +147,77 @@ end
 
 --- Creates a binding on the default client (`client:create_binding`).
 -- @tparam table params `ProjectName`, `DatasetName`, `URI`
+-- @tparam[opt] table opts call options: `method`, `idempotent` (as for `client:call`)
 -- @return the response (`res.Binding`), or nil, err
 -- @usage local res, err = imm.create_binding{ ProjectName = "p", DatasetName = "d", URI = "oss://b/photos/" }
 ---@param params imm.BindingParams
+---@param opts imm.CallOptions|nil
 ---@return imm.CreateBindingResponse|nil res
 ---@return imm.Error|nil err
-function _M.create_binding(params)
+function _M.create_binding(params, opts)
   local c, err = default()
   if not c then return nil, err end
-  return c:create_binding(params)
+  return c:create_binding(params, opts)
 end
 
 --- Reads one binding on the default client (`client:get_binding`).
 -- @tparam table params `ProjectName`, `DatasetName`, `URI`
+-- @tparam[opt] table opts call options: `method`, `idempotent` (as for `client:call`)
 -- @return the response (`res.Binding`), or nil, err
 -- @usage local res, err = imm.get_binding{ ProjectName = "p", DatasetName = "d", URI = "oss://b/" }
 ---@param params imm.BindingParams
+---@param opts imm.CallOptions|nil
 ---@return imm.GetBindingResponse|nil res
 ---@return imm.Error|nil err
-function _M.get_binding(params)
+function _M.get_binding(params, opts)
   local c, err = default()
   if not c then return nil, err end
-  return c:get_binding(params)
+  return c:get_binding(params, opts)
 end
 
 --- Stops a binding on the default client (`client:stop_binding`).
 -- @tparam table params `ProjectName`, `DatasetName`, `URI`, `Reason`
+-- @tparam[opt] table opts call options: `method`, `idempotent` (as for `client:call`)
 -- @return the response, or nil, err
 -- @usage local res, err = imm.stop_binding{ ProjectName = "p", DatasetName = "d", URI = "oss://b/" }
 ---@param params imm.StopBindingParams
+---@param opts imm.CallOptions|nil
 ---@return { RequestId: string }|nil res
 ---@return imm.Error|nil err
-function _M.stop_binding(params)
+function _M.stop_binding(params, opts)
   local c, err = default()
   if not c then return nil, err end
-  return c:stop_binding(params)
+  return c:stop_binding(params, opts)
 end
 
 --- Resumes a stopped binding on the default client (`client:resume_binding`).
 -- @tparam table params `ProjectName`, `DatasetName`, `URI`
+-- @tparam[opt] table opts call options: `method`, `idempotent` (as for `client:call`)
 -- @return the response, or nil, err
 -- @usage local res, err = imm.resume_binding{ ProjectName = "p", DatasetName = "d", URI = "oss://b/" }
 ---@param params imm.BindingParams
+---@param opts imm.CallOptions|nil
 ---@return { RequestId: string }|nil res
 ---@return imm.Error|nil err
-function _M.resume_binding(params)
+function _M.resume_binding(params, opts)
   local c, err = default()
   if not c then return nil, err end
-  return c:resume_binding(params)
+  return c:resume_binding(params, opts)
 end
 
 --- Deletes a binding on the default client (`client:delete_binding`).
 -- @tparam table params `ProjectName`, `DatasetName`, `URI`
+-- @tparam[opt] table opts call options: `method`, `idempotent` (as for `client:call`)
 -- @return the response, or nil, err
 -- @usage local res, err = imm.delete_binding{ ProjectName = "p", DatasetName = "d", URI = "oss://b/" }
 ---@param params imm.BindingParams
+---@param opts imm.CallOptions|nil
 ---@return { RequestId: string }|nil res
 ---@return imm.Error|nil err
-function _M.delete_binding(params)
+function _M.delete_binding(params, opts)
   local c, err = default()
   if not c then return nil, err end
-  return c:delete_binding(params)
+  return c:delete_binding(params, opts)
 end
 
 --- Waits until a binding reaches a state, on the default client (`client:wait_binding`).
@@ -225,28 +237,32 @@ end
 
 --- Lists one page of projects on the default client (`client:list_projects`).
 -- @tparam[opt] table params `MaxResults`, `NextToken`, `Prefix`, `Tag`
+-- @tparam[opt] table opts call options: `method`, `idempotent` (as for `client:call`)
 -- @return the response (`res.Projects`, `res.NextToken`), or nil, err
 -- @usage local res, err = imm.list_projects{ Prefix = "media-" }
 ---@param params imm.ListProjectsParams|nil
+---@param opts imm.CallOptions|nil
 ---@return table|nil res
 ---@return imm.Error|nil err
-function _M.list_projects(params)
+function _M.list_projects(params, opts)
   local c, err = default()
   if not c then return nil, err end
-  return c:list_projects(params)
+  return c:list_projects(params, opts)
 end
 
 --- Lists one page of a project's datasets on the default client (`client:list_datasets`).
 -- @tparam table params `ProjectName` (required), `MaxResults`, `NextToken`, `Prefix`
+-- @tparam[opt] table opts call options: `method`, `idempotent` (as for `client:call`)
 -- @return the response (`res.Datasets`, `res.NextToken`), or nil, err
 -- @usage local res, err = imm.list_datasets{ ProjectName = "immtest" }
 ---@param params imm.ListDatasetsParams
+---@param opts imm.CallOptions|nil
 ---@return table|nil res
 ---@return imm.Error|nil err
-function _M.list_datasets(params)
+function _M.list_datasets(params, opts)
   local c, err = default()
   if not c then return nil, err end
-  return c:list_datasets(params)
+  return c:list_datasets(params, opts)
 end
 
 --- Every binding of every page, merged, on the default client (`client:all_bindings`).

@@ -318,6 +318,23 @@ describe("client against the local IMM server", function()
       assert(imm.call("ListBindings", { ProjectName = "immtest", MaxResults = 1 }))
     end)
 
+    it("passes call options through, as the client methods do", function()
+      local methods = {}
+      assert(imm.configure { endpoint = "https://imm.test", access_key_id = "id", access_key_secret = "s",
+        transport = function(req)
+          methods[#methods + 1] = req.method
+          return { status = 200, headers = {}, body = '{"RequestId":"r","Bindings":[],"Projects":[],"Datasets":[]}' }
+        end })
+      assert(imm.list_bindings({ ProjectName = "p" }, { method = "GET" }))
+      assert(imm.list_projects({}, { method = "GET" }))
+      assert(imm.list_datasets({ ProjectName = "p" }, { method = "GET" }))
+      assert.same({ "GET", "GET", "GET" }, methods)
+      local res, err = imm.get_binding({ ProjectName = "p", DatasetName = "d", URI = "oss://b/" }, { nope = 1 })
+      assert.is_nil(res)
+      assert.equal("InvalidParameter", err.code)
+      assert.equal(3, #methods)
+    end)
+
     it("keeps the old configuration when a new one is refused", function()
       assert(imm.configure { endpoint = srv.url, access_key_id = fixture.KEY_ID, access_key_secret = fixture.SECRET })
       local ok, err = imm.configure { endpoint = srv.url, nope = 1 }

@@ -29,19 +29,20 @@ local function pairs_of(s)
   return t
 end
 
--- A client whose transport records each request and answers `reply`.
+-- A client whose transport records each request and answers `reply`
+-- (default: a 200 with a RequestId) with `status` (default 200).
 local function recorder(opts)
   local sent = {}
   local o = { endpoint = "https://imm.test", access_key_id = "id", access_key_secret = "secret", max_retries = 0 }
   for k, v in pairs(opts or {}) do o[k] = v end
+  local reply, status = o.reply or '{"RequestId":"r-1"}', o.status or 200
+  o.reply, o.status = nil, nil
   o.transport = o.transport or function(req)
     sent[#sent + 1] = req
     req.query = pairs_of(req.url:match("%?(.*)$"))
     req.form = pairs_of(req.body)
-    return { status = 200, headers = { ["content-type"] = "application/json" },
-      body = o.reply or '{"RequestId":"r-1"}' }
+    return { status = status, headers = { ["content-type"] = "application/json" }, body = reply }
   end
-  o.reply = nil
   return assert(imm.new(o)), sent
 end
 
@@ -434,6 +435,17 @@ describe("numbers out of the integer range", function()
     res, err = c:call("SomeFutureAction", { X = { 1, 1 / 0 } })
     assert.is_nil(res)
     assert.equal("InvalidParameter", err.code)
+  end)
+end)
+
+describe("a renamed action", function()
+  it("still goes out through call, and a failure says what the API calls it now", function()
+    local c, sent = recorder { status = 404,
+      reply = '{"RequestId":"r","Code":"InvalidAction.NotFound","Message":"no such action"}' }
+    local res, err = c:call("ListFigureClusters", { ProjectName = "p", DatasetName = "d" })
+    assert.is_nil(res)
+    assert.equal(1, #sent)
+    assert.matches("ListFigureClusters is QueryFigureClusters", err.message, 1, true)
   end)
 end)
 

@@ -271,6 +271,17 @@ describe("parallel listing", function()
     assert.is_true(core.monotonic() - t0 < 2.5, "waited for the cancelled requests")
   end)
 
+  it("raises a bug inside a chain (a decoder that raises) once, and leaves no transfer behind", function()
+    local parallel = require "imm.parallel"
+    local c = srv.client { decoder = function() error("planted bug", 0) end }
+    local it = c:bindings({ ProjectName = "immtest" }, { concurrency = 4, page_size = 10 })
+    local ok, e = pcall(it)
+    assert.is_false(ok)
+    assert.equal("planted bug", e)
+    assert.equal(0, parallel.in_flight())
+    assert.is_nil(it())
+  end)
+
   it("a new client reuses the connection of an earlier one (one cache per lua_State)", function()
     local a = srv.client {}
     assert(a:list_bindings { ProjectName = "immtest", MaxResults = 1 })
@@ -536,6 +547,15 @@ describe("parallel listing inside nginx", function()
     assert.equal("ds-04", r.err.dataset)
     assert.equal(token, r.err.next_token)
     assert.is_true(#r.err.pending > 0)
+  end)
+
+  it("raises a bug inside a light thread in the reader, once, as the libcurl path does", function()
+    local t0 = core.monotonic()
+    local r = list { concurrency = 4, page_size = 10, buggy = 1 }
+    assert.equal("planted bug", r.raised)
+    assert.is_nil(r.err)
+    -- nginx finishes a request only when its light threads have ended
+    assert.is_true(core.monotonic() - t0 < 2, "a light thread outlived the raised listing")
   end)
 
   it("kills the light threads when the listing is closed, and ends them when the reader is gone", function()

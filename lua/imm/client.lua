@@ -330,6 +330,11 @@ function Client:_attempt(action, query, creds, def, method, fresh, form, timeout
       { retryable = false })
   else
     v, perr = response.parse(res, self.decode, def)
+    local renamed = operations.renamed[action]
+    if renamed and perr then
+      -- still sent (call is the escape hatch), but say what the API calls it now
+      perr.message = format("%s (%s is %s in the current API)", tostring(perr.message), action, renamed)
+    end
   end
   if not v and perr then
     -- SignatureDoesNotMatch echoes the string to sign (with V2 it holds the

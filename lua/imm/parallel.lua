@@ -590,11 +590,12 @@ local function ngx_worker(L)
 end
 
 -- A worker that raised (a bug, not a run-time failure) must not leave the
--- reader waiting: the listing fails with the message.
+-- reader waiting: the reader raises it, as a chain's error is raised on the
+-- libcurl path and by the sequential pager.
 local function ngx_guarded(L)
   local ok, e = pcall(ngx_worker, L)
   if not ok and not L.stopped then
-    L.err = errors.new("InternalError", "imm.parallel: " .. tostring(e), { retryable = false })
+    L.raised = e
     L.stopped = true
     L.ready:post(1)
   end
@@ -636,6 +637,12 @@ function NgxListing:next_page()
     end
   end
   while true do
+    local raised = self.raised
+    if raised then
+      self.raised = nil
+      self:close()
+      error(raised, 0)
+    end
     if self.closed then return ended(self) end
     local e = take(self)
     if e then

@@ -13,12 +13,15 @@ function _M.run()
     endpoint = "http://127.0.0.1:" .. args.port,
     access_key_id = "imm-local-id", access_key_secret = "imm-local-secret",
     max_retries = tonumber(args.max_retries), pool_size = tonumber(args.pool_size),
+    -- buggy=1 plants a bug (a decoder that raises) inside the light threads
+    decoder = args.buggy and function() error("planted bug", 0) end or nil,
   })
   local opts = { concurrency = tonumber(args.concurrency), page_size = tonumber(args.page_size),
     prefetch = args.prefetch == "1" or nil }
   local out = { items = {} }
   local t0 = ngx.now()
   local it, _, _, listing = c:bindings({ ProjectName = "immtest" }, opts)
+  local ok, raised = pcall(function()
   for b, err in it do
     if not b then
       out.err = { code = err.code, dataset = err.dataset, next_token = err.next_token,
@@ -31,6 +34,8 @@ function _M.run()
       break
     end
   end
+  end)
+  if not ok then out.raised = tostring(raised) end
   ngx.update_time()
   out.elapsed = ngx.now() - t0
   ngx.header["Content-Type"] = "application/json"
