@@ -43,8 +43,8 @@ static void *fuzz_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
 
 static const char *driver =
     "package.path = 'lua/?.lua;' .. package.path\n"
-    "local json_decode = ...\n"
-    "package.preload['imm.core'] = function() return { json_decode = json_decode } end\n"
+    "local json_decode, null = ...\n"
+    "package.preload['imm.core'] = function() return { json_decode = json_decode, null = null } end\n"
     "local decode = require 'imm.decode'\n"
     "local mtype = math.type\n"
     "local function same(a, b, path)\n"
@@ -81,7 +81,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         if (luaL_loadstring(L, driver) != LUA_OK)
             goto fail;
         lua_pushcfunction(L, imm_json_decode);
-        if (lua_pcall(L, 1, 1, 0) != LUA_OK)
+        lua_pushlightuserdata(L, NULL); /* imm.core.null, as the real module has it */
+        if (lua_pcall(L, 2, 1, 0) != LUA_OK)
             goto fail;
         lua_setglobal(L, "check");
     }

@@ -24,8 +24,8 @@ static lua_State *L;
 
 static const char *driver =
     "package.path = 'lua/?.lua;' .. package.path\n"
-    "local json_decode = ...\n"
-    "package.preload['imm.core'] = function() return { json_decode = json_decode } end\n"
+    "local json_decode, null = ...\n"
+    "package.preload['imm.core'] = function() return { json_decode = json_decode, null = null } end\n"
     "local response = require 'imm.response'\n"
     "local decode = require 'imm.decode'\n"
     "local def = { items = 'Bindings' }\n"
@@ -49,7 +49,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         int ok = luaL_loadstring(L, driver) == LUA_OK;
         if (ok) {
             lua_pushcfunction(L, imm_json_decode);
-            ok = lua_pcall(L, 1, 1, 0) == LUA_OK;
+            lua_pushlightuserdata(L, NULL); /* imm.core.null, as the real module has it */
+            ok = lua_pcall(L, 2, 1, 0) == LUA_OK;
         }
         if (!ok) {
             fprintf(stderr, "fuzz_response: %s (run from the repository root)\n", lua_tostring(L, -1));
