@@ -109,7 +109,8 @@ static const char *driver =
     "  'json_decode', 'http', 'multi', 'sleep', 'request', 'add', 'wait', 'misc',\n"
     "}\n"
     "local URL = 'http://127.0.0.1:1/'\n"
-    "local function short(v) if type(v) == 'number' and v > 0.001 then return 0 end return v end\n"
+    /* a numeric string converts too (luaL_checknumber): cap it as well */
+    "local function short(v) local x = tonumber(v) if x and x > 0.001 then return 0 end return v end\n"
     "return function(which, a, n)\n"
     "  local name = calls[which % #calls + 1]\n"
     "  if name == 'sleep' then return pcall(core.sleep, short(a[1])) end\n"
