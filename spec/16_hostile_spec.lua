@@ -80,6 +80,27 @@ describe("a hostile server", function()
         end
       end)
 
+      describe("a repeated NextToken in a parallel listing or with prefetch", function()
+        local datasets = { status = 200, body = '{"RequestId":"r","Datasets":[{"DatasetName":"d1"}]}' }
+        for _, mode in ipairs { "items", "all" } do
+          it("ends " .. mode .. " with concurrency = 4 with InvalidResponse, naming the dataset", function()
+            plain.script { datasets, page(1, "A"), page(1, "A"), page(1, "A"), page(1, nil) }
+            local r = run(tr, { mode = mode, pager = { concurrency = 4 } })
+            assert.equal("InvalidResponse", code(r), cjson.encode(r))
+            assert.equal("d1", r.err.dataset)
+            assert.equal(3, #plain.log())
+            assert.is_true(r.items_ok)
+          end)
+        end
+        it("ends a prefetching listing with InvalidResponse", function()
+          plain.script { page(1, "A"), page(1, "B"), page(1, "A"), page(1, "B"), page(1, nil) }
+          local r = run(tr, { mode = "items", pager = { prefetch = true } })
+          assert.equal("InvalidResponse", code(r), cjson.encode(r))
+          assert.truthy(r.err.message:find("NextToken", 1, true))
+          assert.equal(2, r.count)
+        end)
+      end)
+
       describe("a body that is not a page", function()
         it("takes [] for InvalidResponse, not an empty last page", function()
           for _, mode in ipairs { "page", "all" } do

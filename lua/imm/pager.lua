@@ -136,24 +136,34 @@ local function fetch(client, action, p, s, token, seen)
 end
 _M.fetch = fetch
 
+-- A server that hands out a token again (the same one, or a cycle) would
+-- keep a listing going forever. `sent` is the set of tokens a listing has
+-- sent: records `token`, and returns an InvalidResponse when the page's
+-- next token is among them (the page is then not handed over, and
+-- err.next_token fetches it again), or nil.
+local function repeated_token(sent, token, next_token, page)
+  if token ~= nil then sent[token] = true end
+  if next_token ~= nil and sent[next_token] then
+    return errors.new("InvalidResponse", "the service returned a NextToken it had "
+      .. "returned before, so the listing would never end",
+      { request_id = page.RequestId, next_token = token, retryable = false })
+  end
+end
+_M.repeated_token = repeated_token
+
 -- The paging loop: calls emit(page, list, n) for each page. Returns true,
 -- or nil, err. Its state is locals, so a listing allocates only the copy of
--- the parameters and the set of tokens it has sent: a server that hands
--- out a token again (the same one, or a cycle) would keep it going forever.
+-- the parameters and the set of tokens it has sent (repeated_token).
 local function walk(client, action, params, s, emit)
   local p = {}
   for k, v in pairs(params or {}) do p[k] = v end
   local token, seen, sent = s.token or p.NextToken, 0, {}
   repeat
-    if token ~= nil then sent[token] = true end
     local page, list, n, next_token
     page, list, n, next_token, seen = fetch(client, action, p, s, token, seen)
     if not page then return nil, list end
-    if next_token ~= nil and sent[next_token] then
-      return nil, errors.new("InvalidResponse", "the service returned a NextToken it had "
-        .. "returned before, so the listing would never end",
-        { request_id = page.RequestId, next_token = token, retryable = false })
-    end
+    local rerr = repeated_token(sent, token, next_token, page)
+    if rerr then return nil, rerr end
     emit(page, list, n)
     token = next_token
   until token == nil

@@ -39,7 +39,7 @@ local pager = require "imm.pager"
 local transport = require "imm.transport"
 
 local WAIT = async.WAIT
-local fetch, settings, failed = pager.fetch, pager.settings, pager.failed
+local fetch, settings, failed, repeated_token = pager.fetch, pager.settings, pager.failed, pager.repeated_token
 
 local _M = {}
 
@@ -288,12 +288,22 @@ local function pending(L)
   return list
 end
 
+-- One page of a chain, as pager.fetch gives it (page, list, n, next_token,
+-- or false, err), refusing a NextToken the chain has sent before.
+local function chain_fetch(L, chain)
+  local page, list, n, next_token, seen = fetch(L.cc, chain.action, chain.p, chain.s, chain.token, chain.seen)
+  if not page then return page, list end
+  chain.seen = seen
+  chain.sent = chain.sent or {}
+  local err = repeated_token(chain.sent, chain.token, next_token, page)
+  if err then return false, err end
+  return page, list, n, next_token
+end
+
 -- The chain body: one page per resume, handed over with RESULT.
 local function chain_main(L, chain)
   while true do
-    local page, list, n, next_token, seen = fetch(L.cc, chain.action, chain.p, chain.s, chain.token, chain.seen)
-    if page then chain.seen = seen end
-    co_yield(RESULT, page, list, n, next_token)
+    co_yield(RESULT, chain_fetch(L, chain))
   end
 end
 
@@ -571,9 +581,8 @@ local function ngx_worker(L)
     else
       if not ngx_wait(L, L.slots) then return end
       L.fetching = L.fetching + 1
-      local page, list, n, next_token, seen = fetch(L.cc, chain.action, chain.p, chain.s, chain.token, chain.seen)
+      local page, list, n, next_token = chain_fetch(L, chain)
       if L.stopped then return end
-      if page then chain.seen = seen end
       local before = L.want.last - L.want.first
       on_result(L, chain, page, list, n, next_token)
       local added = (L.want.last - L.want.first) - before

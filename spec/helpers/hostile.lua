@@ -96,7 +96,8 @@ local LIMIT = 60
 -- `{ err = {...}, count, items_ok, elapsed, cut_off, trace }`. a: `port`,
 -- `tls`, `transport`, `mode` ("page", "items", "pages", "all", "call",
 -- "closed"), client options (`timeout`, `deadline`, `max_retries`,
--- `security_token`, `debug`), `action` and `params` for "call".
+-- `security_token`, `debug`), `action` and `params` for "call", and pager
+-- options `pager` for "items" and "all" (`concurrency`, `prefetch`).
 function M.run(a)
   local imm = require "imm"
   local trace = {}
@@ -118,7 +119,7 @@ function M.run(a)
     out.err = error_fields(err)
     if res then out.count = #res.Bindings end
   elseif mode == "items" then
-    for b, err in c:bindings(params) do
+    for b, err in c:bindings(params, a.pager) do
       if not b then
         out.err = error_fields(err)
         -- a failure is `false, err`: anything else breaks the contract
@@ -140,7 +141,7 @@ function M.run(a)
   elseif mode == "all" then
     -- no way to cut all_bindings off: a spec that expects a loop ends its
     -- script with a last page, so a looping listing ends with a wrong count
-    local all, err = c:all_bindings(params)
+    local all, err = c:all_bindings(params, a.pager)
     out.err = error_fields(err)
     if all then out.count = #all.Bindings end
   elseif mode == "call" then
