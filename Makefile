@@ -219,11 +219,11 @@ build/fuzz/fuzz_headers: fuzz/fuzz_headers.c src/imm_http.c src/imm_buf.c $(HDRS
 build/fuzz/fuzz_response: fuzz/fuzz_response.c src/imm_json.c src/imm_json.h
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_FLAGS) -I/usr/include/lua5.4 -o $@ $(filter %.c,$^) -llua5.4
-build/fuzz/fuzz_json: fuzz/fuzz_json.c src/imm_json.c src/imm_json.h
+build/fuzz/fuzz_json: fuzz/fuzz_json.c fuzz/fuzz_alloc.h src/imm_json.c src/imm_json.h
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_FLAGS) -I/usr/include/lua5.4 -o $@ $(filter %.c,$^) -llua5.4
 # the whole module, opened with luaopen_imm_core
-build/fuzz/fuzz_json_encode: fuzz/fuzz_json_encode.c $(SRCS) $(HDRS)
+build/fuzz/fuzz_json_encode: fuzz/fuzz_json_encode.c fuzz/fuzz_alloc.h $(SRCS) $(HDRS)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_FLAGS) -Iinclude -I/usr/include/lua5.4 -DIMM_VERSION='"$(VERSION)"' $(DEP_CFLAGS) \
 	  -o $@ $(filter %.c,$^) -llua5.4 $(DEP_LIBS) -ldl

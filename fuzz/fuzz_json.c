@@ -18,28 +18,14 @@
 #include <lua.h>
 #include <lualib.h>
 
+#include "fuzz_alloc.h"
+
 #include "imm_json.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 static lua_State *L;
 
-/* allocations left before the allocator fails; negative: no limit */
-static long alloc_budget = -1;
-
-static void *fuzz_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
-    (void)ud;
-    (void)osize;
-    if (nsize == 0) {
-        free(ptr);
-        return NULL;
-    }
-    if (alloc_budget == 0 && nsize > osize)
-        return NULL;
-    if (alloc_budget > 0)
-        alloc_budget--;
-    return realloc(ptr, nsize);
-}
 
 static const char *driver =
     "package.path = 'lua/?.lua;' .. package.path\n"

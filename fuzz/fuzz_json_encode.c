@@ -30,6 +30,8 @@
 #include <lua.h>
 #include <lualib.h>
 
+#include "fuzz_alloc.h"
+
 #include "imm_jsonenc.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -37,22 +39,6 @@ int luaopen_imm_core(lua_State *L);
 
 static lua_State *L;
 
-/* allocations left before the allocator fails; negative: no limit */
-static long alloc_budget = -1;
-
-static void *fuzz_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
-    (void)ud;
-    (void)osize;
-    if (nsize == 0) {
-        free(ptr);
-        return NULL;
-    }
-    if (alloc_budget == 0 && nsize > osize)
-        return NULL;
-    if (alloc_budget > 0)
-        alloc_budget--;
-    return realloc(ptr, nsize);
-}
 
 static const char *driver =
     "local core, null = ...\n"
