@@ -88,15 +88,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         size_t i;
         for (i = 0; i < size; i++)
             sum += data[i];
-        alloc_budget = (long)(sum % 24);
+        if (fuzz_pcall_starved(L, 2, 2, (long)(sum % 24)) != 0) {
+            fprintf(stderr, "fuzz_json: odd error under memory pressure\n");
+            abort();
+        }
     }
-    if (lua_pcall(L, 2, 2, 0) != LUA_OK && lua_type(L, -1) != LUA_TSTRING) {
-        /* Lua's memory error message is preallocated: always a string */
-        alloc_budget = -1;
-        fprintf(stderr, "fuzz_json: odd error under memory pressure\n");
-        abort();
-    }
-    alloc_budget = -1;
     lua_settop(L, 0);
     lua_gc(L, LUA_GCSTEP, 0);
     return 0;

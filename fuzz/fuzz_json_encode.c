@@ -212,13 +212,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     lua_pushlstring(L, (const char *)data, size);
     lua_pushlightuserdata(L, NULL);
     lua_call(L, 2, 1);
-    alloc_budget = (long)(sum % 24);
-    if (lua_pcall(L, 1, 2, 0) != LUA_OK && lua_type(L, -1) != LUA_TSTRING) {
-        alloc_budget = -1;
+    if (fuzz_pcall_starved(L, 1, 2, (long)(sum % 24)) != 0) {
         fprintf(stderr, "fuzz_json_encode: odd error under memory pressure\n");
         abort();
     }
-    alloc_budget = -1;
     lua_settop(L, 0);
     lua_gc(L, LUA_GCSTEP, 0);
     return 0;
