@@ -93,9 +93,10 @@ end
 local LIMIT = 60
 
 --- Runs one scenario against a hostile server and describes the outcome:
--- `{ err = {...}, count, items_ok, elapsed, cut_off, trace, pages }`. a: `port`,
--- `tls`, `transport`, `mode` ("page", "items", "pages", "listing" (`action`,
--- `pager`; `pages` says what each page held), "all", "call", "closed"), client options (`timeout`, `deadline`, `max_retries`,
+-- `{ err = {...}, count, items_ok, elapsed, cut_off, trace, pages }`. a:
+-- `port`, `tls`, `transport`, `mode` ("page", "items", "pages", "listing"
+-- (`action`, `pager`; `pages` says what each page held), "all", "call",
+-- "closed"), client options (`timeout`, `deadline`, `max_retries`,
 -- `security_token`, `debug`), `action` and `params` for "call", and pager
 -- options `pager` for "items" and "all" (`concurrency`, `prefetch`).
 function M.run(a)
