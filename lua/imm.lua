@@ -242,7 +242,7 @@ end
 -- @usage local res, err = imm.list_projects{ Prefix = "media-" }
 ---@param params imm.ListProjectsParams|nil
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.ListProjectsResponse|nil res
 ---@return imm.Error|nil err
 function _M.list_projects(params, opts)
   local c, err = default()
@@ -257,7 +257,7 @@ end
 -- @usage local res, err = imm.list_datasets{ ProjectName = "immtest" }
 ---@param params imm.ListDatasetsParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.ListDatasetsResponse|nil res
 ---@return imm.Error|nil err
 function _M.list_datasets(params, opts)
   local c, err = default()

@@ -795,7 +795,7 @@ end
 -- @return `{ RequestId, NextToken, Projects = { ... } }`, or nil, err
 -- @usage local res, err = client:list_projects{ Prefix = "media-" }
 ---@param params imm.ListProjectsParams|nil
----@return { RequestId: string, NextToken: string|nil, Projects: imm.Project[] }|nil res
+---@return imm.ListProjectsResponse|nil res
 ---@return imm.Error|nil err
 function Client:list_projects(params, opts)
   local res, err = Client._invoke(self, "ListProjects", "list_projects", params, opts)
@@ -819,7 +819,7 @@ end
 -- @return `{ RequestId, NextToken, Datasets = { ... } }`, or nil, err
 -- @usage local res, err = client:list_datasets{ ProjectName = "immtest" }
 ---@param params imm.ListDatasetsParams
----@return { RequestId: string, NextToken: string|nil, Datasets: imm.Dataset[] }|nil res
+---@return imm.ListDatasetsResponse|nil res
 ---@return imm.Error|nil err
 function Client:list_datasets(params, opts)
   local res, err = Client._invoke(self, "ListDatasets", "list_datasets", params, opts)
