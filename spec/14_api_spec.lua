@@ -751,6 +751,13 @@ describe("item pagers for every paging action", function()
       assert.equal(1, #assert(imm.all(action, required_params(action)))[list], "imm.all")
     end
     assert.equal(13, n)
+    -- the pager options reach the pager: prefetch, max_items, page_size
+    local got = {}
+    for item in c:tasks({ ProjectName = "p" }, { prefetch = true, max_items = 1, page_size = 50 }) do
+      got[#got + 1] = item.Id
+    end
+    assert.same({ "i1" }, got)
+    assert.equal("1", sent[#sent].query.MaxResults)
     local pagers = 0
     for _ in pairs(actions._pagers) do pagers = pagers + 1 end
     assert.equal(13, pagers)
