@@ -242,7 +242,7 @@ end
 -- @usage local res, err = imm.list_projects{ Prefix = "media-" }
 ---@param params imm.ListProjectsParams|nil
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.ListProjectsResponse|nil res
 ---@return imm.Error|nil err
 function _M.list_projects(params, opts)
   local c, err = default()
@@ -257,7 +257,7 @@ end
 -- @usage local res, err = imm.list_datasets{ ProjectName = "immtest" }
 ---@param params imm.ListDatasetsParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.ListDatasetsResponse|nil res
 ---@return imm.Error|nil err
 function _M.list_datasets(params, opts)
   local c, err = default()
@@ -310,6 +310,39 @@ function _M.pages(action, params, opts)
   return c:pages(action, params, opts)
 end
 
+--- Iterates over the items of any NextToken action on the default client (`client:items`).
+-- @tparam string action e.g. "ListTasks"
+-- @tparam table params
+-- @tparam[opt] table opts pager options (`max_items`, `page_size`, `start_token`, `prefetch`)
+-- @return iterator yielding items; on failure it yields `false, err` once
+-- @usage for task, err in imm.items("ListTasks", { ProjectName = "p" }) do ... end
+---@param action string
+---@param params table|nil
+---@param opts imm.PagerOptions|nil
+---@return fun(): (table|false|nil), imm.Error|nil
+function _M.items(action, params, opts)
+  local c, err = default()
+  if not c then return failed(err) end
+  return c:items(action, params, opts)
+end
+
+--- Every item of every page of any NextToken action, merged, on the default client (`client:all`).
+-- @tparam string action e.g. "ListTasks"
+-- @tparam table params
+-- @tparam[opt] table opts pager options
+-- @return `{ [list field] = { ... } }`, or nil, err
+-- @usage local all, err = imm.all("ListTasks", { ProjectName = "p" })
+---@param action string
+---@param params table|nil
+---@param opts imm.PagerOptions|nil
+---@return table|nil all
+---@return imm.Error|nil err
+function _M.all(action, params, opts)
+  local c, err = default()
+  if not c then return nil, err end
+  return c:all(action, params, opts)
+end
+
 --- Iterates over projects on the default client (`client:projects`).
 -- @tparam[opt] table params as for `list_projects`
 -- @tparam[opt] table opts pager options
@@ -340,12 +373,32 @@ end
 
 -- Every other action of the schema (imm.actions) as a function of the
 -- module on the default client: imm.detect_image_labels{ ... }.
-for method in pairs(require("imm.actions")._actions) do
+local actions = require "imm.actions"
+for method in pairs(actions._actions) do
   if _M[method] == nil then
     _M[method] = function(params, opts)
       local c, err = default()
       if not c then return nil, err end
       return c[method](c, params, opts)
+    end
+  end
+end
+
+-- And the named item pagers with their all_ twins: imm.tasks{ ... }, imm.all_tasks{ ... }.
+for name in pairs(actions._pagers) do
+  if _M[name] == nil then
+    _M[name] = function(params, opts)
+      local c, err = default()
+      if not c then return failed(err) end
+      return c[name](c, params, opts)
+    end
+  end
+  local all = "all_" .. name
+  if _M[all] == nil then
+    _M[all] = function(params, opts)
+      local c, err = default()
+      if not c then return nil, err end
+      return c[all](c, params, opts)
     end
   end
 end

@@ -35,7 +35,7 @@ describe("pagers", function()
     { n = 10, size = 10, pages = 1 },    -- ends exactly at a page boundary
     { n = 11, size = 10, pages = 2 },
     { n = 30, size = 10, pages = 3 },
-    { n = 250, size = nil, pages = 2 },  -- default page size of 200 (the service's maximum)
+    { n = 250, size = nil, pages = 2 },  -- default page size: ListBindings documents 200 at most
     { n = 400, size = nil, pages = 2 },
   } do
     it(string.format("walks %d bindings in pages of %s", case.n, tostring(case.size or "default")), function()

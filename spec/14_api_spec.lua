@@ -560,3 +560,243 @@ describe("form bodies against the local server", function()
     end)
   end
 end)
+
+-- Issue 20, part 2: each paging action's documented largest page (the
+-- revised API description's paging.max_results), as the issue lists them.
+local MAX_RESULTS = {
+  ListBindings = 200, ListProjects = 200, ListDatasets = 200, ListAttachedOSSBuckets = 200, FuzzyQuery = 200,
+  ListBatches = 100, ListTasks = 100, ListTriggers = 100, QueryFigureClusters = 100,
+  QueryLocationDateClusters = 100, QuerySimilarImageClusters = 100, QueryStories = 100, SimpleQuery = 100,
+}
+
+-- The required parameters of an action, filled with sample values.
+local function required_params(action)
+  local p = {}
+  for name, spec in pairs(operations.actions[action].params) do
+    if spec.required then p[name] = name == "URI" and "oss://bucket/" or sample(spec.type) end
+  end
+  return p
+end
+
+-- A recorder that answers each paging action with one page of `n` items.
+local function page_recorder(n)
+  local items = {}
+  for i = 1, n or 0 do items[i] = string.format('{"Id":"i%d"}', i) end
+  local sent = {}
+  local c = recorder { transport = function(req)
+    sent[#sent + 1] = req
+    req.query = pairs_of(req.url:match("%?(.*)$"))
+    local action = req.headers["x-acs-action"]
+    local list = operations.actions[action] and operations.actions[action].items or "Items"
+    return { status = 200, headers = {}, body = string.format('{"RequestId":"r","%s":[%s],"NextToken":""}',
+      list, table.concat(items, ",")) }
+  end }
+  return c, sent
+end
+
+describe("page sizes", function()
+  it("asks each paging action for its documented maximum by default", function()
+    local c, sent = recorder()
+    local n = 0
+    for action, max in pairs(MAX_RESULTS) do
+      for page, err in c:pages(action, required_params(action)) do
+        assert.is_nil(err, action)
+        assert.is_table(page)
+      end
+      n = n + 1
+      assert.equal(n, #sent, action)
+      assert.equal(tostring(max), sent[n].query.MaxResults, action)
+    end
+  end)
+
+  it("refuses a page_size or a MaxResults above it before sending anything", function()
+    local c, sent = recorder()
+    for action, max in pairs(MAX_RESULTS) do
+      local p = required_params(action)
+      local it = c:pages(action, p, { page_size = max + 1 })
+      local page, err = it()
+      assert.is_false(page, action)
+      assert.equal("InvalidParameter", err.code, action)
+      assert.matches("page_size", err.message, 1, true)
+      assert.matches(tostring(max), err.message, 1, true)
+      p.MaxResults = max + 1
+      local res, cerr = c:call(action, p)
+      assert.is_nil(res, action)
+      assert.equal("InvalidParameter", cerr.code, action)
+      assert.matches("MaxResults", cerr.message, 1, true)
+      assert.equal(0, #sent, action)
+    end
+    -- the maximum itself goes out
+    for action, max in pairs(MAX_RESULTS) do
+      local p = required_params(action)
+      p.MaxResults = max
+      assert(c:call(action, p))
+      assert.equal(tostring(max), sent[#sent].query.MaxResults)
+      assert(c:pages(action, required_params(action), { page_size = max })())
+      assert.equal(tostring(max), sent[#sent].query.MaxResults)
+    end
+  end)
+
+  it("lets SimpleQuery ask for 2000 groups with Aggregations, as documented", function()
+    local c, sent = recorder()
+    local p = required_params("SimpleQuery")
+    p.Aggregations = { { Field = "Size", Operation = "sum" } }
+    p.MaxResults = 2000
+    assert(c:call("SimpleQuery", p))
+    assert.equal("2000", sent[1].query.MaxResults)
+    p.MaxResults = 2001
+    local res, err = c:call("SimpleQuery", p)
+    assert.is_nil(res)
+    assert.equal("InvalidParameter", err.code)
+    p.MaxResults = nil
+    assert(c:pages("SimpleQuery", p, { page_size = 2000 })())
+    assert.equal("2000", sent[2].query.MaxResults)
+    assert.equal(2, #sent)
+  end)
+end)
+
+describe("required parameters of the revised description", function()
+  it("refuses the eight newly required ones before sending", function()
+    local c, sent = recorder()
+    for _, case in ipairs {
+      { "AttachOSSBucket", "OSSBucket" }, { "AttachOSSBucket", "ProjectName" },
+      { "DetachOSSBucket", "OSSBucket" }, { "GetOSSBucketAttachment", "OSSBucket" },
+      { "ListAttachedOSSBuckets", "ProjectName" }, { "CreateImageToPDFTask", "ProjectName" },
+      { "CreateImageToPDFTask", "Sources" }, { "CreateImageToPDFTask", "TargetURI" },
+    } do
+      local action, name = case[1], case[2]
+      local p = sample_params(operations.actions[action])
+      p[name] = nil
+      local res, err = c:call(action, p)
+      assert.is_nil(res, action .. "." .. name)
+      assert.equal("MissingParameter", err.code, action .. "." .. name)
+      assert.matches(name .. " is required", err.message, 1, true)
+    end
+    assert.equal(0, #sent)
+  end)
+
+  it("does not enforce nested required fields (SimpleQuery's own examples leave Field out of and/or nodes)",
+    function()
+      local c, sent = recorder()
+      assert(c:simple_query { ProjectName = "p", DatasetName = "d", Query = { Operation = "and",
+        SubQueries = { { Field = "Size", Operation = "gt", Value = "1" } } } })
+      assert.equal(1, #sent)
+    end)
+end)
+
+-- The named item pager of each paging action, by the documented rule.
+local NAMED = {
+  ListBindings = "bindings", ListProjects = "projects", ListDatasets = "datasets",
+  ListAttachedOSSBuckets = "attached_oss_buckets", ListBatches = "batches", ListTasks = "tasks",
+  ListTriggers = "triggers", QueryFigureClusters = "figure_clusters",
+  QueryLocationDateClusters = "location_date_clusters", QuerySimilarImageClusters = "similar_image_clusters",
+  QueryStories = "stories", SimpleQuery = "simple_query_files", FuzzyQuery = "fuzzy_query_files",
+}
+
+describe("item pagers for every paging action", function()
+  it("client:items and client:all take any paging action", function()
+    local c, sent = page_recorder(3)
+    for action in pairs(MAX_RESULTS) do
+      local list = operations.actions[action].items
+      local ids = {}
+      for item, err in c:items(action, required_params(action)) do
+        assert(item, tostring(err))
+        ids[#ids + 1] = item.Id
+      end
+      assert.same({ "i1", "i2", "i3" }, ids, action)
+      local all = assert(c:all(action, required_params(action), { max_items = 2 }))
+      assert.equal(2, #all[list], action)
+      assert.equal("2", sent[#sent].query.MaxResults, action)
+    end
+    -- options are checked as for the binding pagers
+    local b, err = c:items("ListTasks", { ProjectName = "p" }, { page_sise = 5 })()
+    assert.is_false(b)
+    assert.equal("InvalidParameter", err.code)
+    local res, aerr = c:all("ListTasks", { ProjectName = "p" }, { max_items = 0 })
+    assert.is_nil(res)
+    assert.equal("InvalidParameter", aerr.code)
+  end)
+
+  it("has a named pager and an all_ twin per paging action, on the client and the module", function()
+    local c, sent = page_recorder(2)
+    assert(imm.configure { endpoint = "https://imm.test", access_key_id = "id", access_key_secret = "s",
+      max_retries = 0, transport = function(req)
+        local action = req.headers["x-acs-action"]
+        sent[#sent + 1] = req
+        return { status = 200, headers = {}, body = string.format('{"RequestId":"r","%s":[{"Id":"m"}]}',
+          operations.actions[action].items) }
+      end })
+    local n = 0
+    for action, name in pairs(NAMED) do
+      n = n + 1
+      local list = operations.actions[action].items
+      assert.equal(action, actions._pagers[name], name)
+      assert.is_function(c[name], name)
+      assert.is_function(c["all_" .. name], name)
+      assert.is_nil(actions._actions[name], name .. " clashes with an action method")
+      local ids = {}
+      for item, err in c[name](c, required_params(action)) do
+        assert(item, tostring(err))
+        ids[#ids + 1] = item.Id
+      end
+      assert.same({ "i1", "i2" }, ids, name)
+      assert.equal(action, sent[#sent].headers["x-acs-action"], name)
+      assert.equal(2, #assert(c["all_" .. name](c, required_params(action)))[list], name)
+      -- the module's twins, on the default client
+      local got = {}
+      for item in imm[name](required_params(action)) do got[#got + 1] = item.Id end
+      assert.same({ "m" }, got, "imm." .. name)
+      assert.equal(1, #assert(imm["all_" .. name](required_params(action)))[list], "imm.all_" .. name)
+      assert.equal("m", assert(imm.items(action, required_params(action))()).Id, "imm.items")
+      assert.equal(1, #assert(imm.all(action, required_params(action)))[list], "imm.all")
+    end
+    assert.equal(13, n)
+    -- the pager options reach the pager: prefetch, max_items, page_size
+    local got = {}
+    for item in c:tasks({ ProjectName = "p" }, { prefetch = true, max_items = 1, page_size = 50 }) do
+      got[#got + 1] = item.Id
+    end
+    assert.same({ "i1" }, got)
+    assert.equal("1", sent[#sent].query.MaxResults)
+    local pagers = 0
+    for _ in pairs(actions._pagers) do pagers = pagers + 1 end
+    assert.equal(13, pagers)
+    -- a missing required parameter: nothing sent, the failure through the iterator
+    local before = #sent
+    local item, err = c:figure_clusters({ ProjectName = "p" })()
+    assert.is_false(item)
+    assert.equal("MissingParameter", err.code)
+    local all, aerr = c:all_figure_clusters { ProjectName = "p" }
+    assert.is_nil(all)
+    assert.equal("MissingParameter", aerr.code)
+    assert.equal(before, #sent)
+  end)
+end)
+
+describe("types of what comes back", function()
+  local text = assert(fixture.read("lua/imm/actions.lua"))
+  it("has a LuaLS class per action's response, with its fields, on each method's return", function()
+    local desc = cjson.decode((assert(fixture.read("api/imm-2020-09-30.json"))))
+    for action, a in pairs(desc.actions) do
+      local class = text:match("\n%-%-%-@class imm%." .. action .. "Response\n(.-)\n\n")
+      assert(class, action .. "Response")
+      for _, f in ipairs(a.response.fields) do
+        assert.matches("---@field " .. f .. " ", class, 1, true)
+      end
+    end
+    for method, action in pairs(actions._actions) do
+      assert.matches("---@return imm." .. action .. "Response|nil res\n---@return imm.Error|nil err\nfunction _M:"
+        .. method .. "(", text, 1, true)
+    end
+    assert.matches("---@field TotalHits number|nil", text:match("@class imm.SimpleQueryResponse\n(.-)\n\n"), 1, true)
+  end)
+
+  it("declares every field an error can carry on imm.Error", function()
+    local errs = assert(fixture.read("lua/imm/errors.lua"))
+    local class = assert(errs:match("%-%-%-@class imm%.Error\n(.-)\n[^%-]"))
+    for _, f in ipairs { "code", "message", "status", "request_id", "retryable", "next_token", "pending",
+        "dataset", "action", "providers", "file", "line" } do
+      assert.matches("---@field " .. f .. " ", class, 1, true)
+    end
+  end)
+end)

@@ -656,3 +656,65 @@ describe("imm list-bindings --all --concurrency", function()
     assert.matches("imm list%-bindings %-%-project immtest %-%-dataset ds%-09 %-%-all\n", err)
   end)
 end)
+
+-- Issue 20, part 3: prefetch hands over every page the sequential pager
+-- does, empty ones included, on the libcurl path and inside nginx.
+describe("prefetch and empty pages", function()
+  local cjson = require "cjson"
+  local hostile = require "helpers.hostile"
+  local nginx = require "helpers.nginx"
+  local srv, ngx_srv
+  setup(function()
+    srv = hostile.start()
+    ngx_srv = nginx.run {
+      locations = "location = /run { content_by_lua_block { require('hostile_handler').run() } }" }
+  end)
+  teardown(function()
+    if ngx_srv then ngx_srv.stop() end
+    if srv then srv.stop() end
+  end)
+
+  local function reply(body) return { status = 200, body = cjson.encode(body) } end
+  local EMPTY = setmetatable({}, cjson.array_mt)
+  local MIDDLE_EMPTY = {
+    reply { RequestId = "r1", Files = { { URI = "oss://b/1" } }, NextToken = "t1", TotalHits = 2 },
+    reply { RequestId = "r2", Files = EMPTY, NextToken = "t2", TotalHits = 2 },
+    reply { RequestId = "r3", Files = { { URI = "oss://b/2" } }, NextToken = "", TotalHits = 2 },
+  }
+  local AGGREGATION_ONLY = {
+    reply { RequestId = "r1", Files = EMPTY, TotalHits = 7,
+      Aggregations = { { Field = "Size", Operation = "sum", Value = 12345 } } },
+  }
+
+  local function run(tr, script, prefetch)
+    srv.script(script)
+    local a = { mode = "listing", action = "SimpleQuery", params = { ProjectName = "p", DatasetName = "d" },
+      pager = { prefetch = prefetch }, port = srv.port, transport = tr }
+    if tr == "curl" then return hostile.run(a) end
+    local status, body = ngx_srv.raw("/run?a=" .. core.percent_encode(cjson.encode(a)))
+    assert(status == 200, "nginx /run -> " .. tostring(status) .. " " .. tostring(body)
+      .. "\n" .. ngx_srv.error_log():sub(-2000))
+    return cjson.decode(body)
+  end
+
+  for _, tr in ipairs { "curl", "ngx" } do
+    it("hands over three pages, the middle one empty, as three (" .. tr .. ")", function()
+      local plain = run(tr, MIDDLE_EMPTY, false)
+      assert.is_nil(plain.err)
+      assert.same({ 1, 0, 1 }, { plain.pages[1].n, plain.pages[2].n, plain.pages[3].n })
+      local pre = run(tr, MIDDLE_EMPTY, true)
+      assert.is_nil(pre.err)
+      assert.same(plain.pages, pre.pages)
+      assert.equal(2, pre.count)
+      assert.equal(3, #srv.log())
+    end)
+
+    it("hands over a listing of one empty page, with its Aggregations and TotalHits (" .. tr .. ")", function()
+      local plain = run(tr, AGGREGATION_ONLY, false)
+      assert.same({ { n = 0, total = 7, aggregations = true } }, plain.pages)
+      local pre = run(tr, AGGREGATION_ONLY, true)
+      assert.is_nil(pre.err)
+      assert.same(plain.pages, pre.pages)
+    end)
+  end
+end)

@@ -7,9 +7,13 @@ Reads the API description (api/README.md gives its format) and writes two Lua
 modules into OUT, both committed and never edited by hand:
   api.lua      the data: per action its parameters (wire name, place, encoding,
                type as a shape of core.json_encode, required), its paging list
-               field and whether it is idempotent; the request models as shapes
-  actions.lua  one method per action, with LDoc comments and LuaLS annotations;
-               imm.client mixes them into the client, imm into the module
+               field and documented largest page (max_results), and whether it
+               is idempotent; the request models as shapes
+  actions.lua  one method per action, and a named item pager and its all_ twin
+               per paging action (PAGER RULE below), with LDoc comments and
+               LuaLS annotations (parameters, and each response as
+               imm.<Action>Response); imm.client mixes them into the client,
+               imm into the module
 `make lint` runs this into a scratch directory and fails on any difference.
 
 Idempotent: an action that cannot change stored state, so that it is retried
@@ -19,6 +23,16 @@ with BatchGet or ends with Query. Everything else (Create, Update, Delete, Add,
 Remove, Attach, Detach, Index, Batch*, Suspend, Resume, Generate, Refresh,
 Encode) may change something and is retried only when the service cannot have
 acted on it.
+
+Pager names (pager_name below): the action's name in snake_case without its
+leading "list_" or "query_" (ListBatches: `batches`, QueryFigureClusters:
+`figure_clusters`), as `bindings`, `projects` and `datasets` always were; an
+action that starts with neither (SimpleQuery, FuzzyQuery) gets its snake_case
+name and its list field (`simple_query_files`). `all_` + that name merges every
+page. A name that clashes with an action method stops the generator.
+
+Response types: the description names each response's fields but not their
+types, so a field is `any`, except the few whose type imm knows (FIELD_TYPES).
 
 Standard library only.
 """
@@ -48,6 +62,21 @@ def snake(name):
     s = re.sub(r"([A-Z]+)([A-Z][a-z])", r"\1_\2", name)
     s = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", s)
     return s.lower()
+
+
+def pager_name(name, paging):
+    s = snake(name)
+    for prefix in ("list_", "query_"):
+        if s.startswith(prefix):
+            return s[len(prefix):]
+    return s + "_" + snake(paging["list"])
+
+
+# Response fields whose type imm knows (imm.Binding & co. are declared in
+# lua/imm/operations.lua); every other field is `any`.
+FIELD_TYPES = {"RequestId": "string", "NextToken": "string", "TotalHits": "number", "TotalCount": "number",
+               "Bindings": "imm.Binding[]", "Binding": "imm.Binding", "Projects": "imm.Project[]",
+               "Project": "imm.Project", "Datasets": "imm.Dataset[]", "Dataset": "imm.Dataset"}
 
 
 def lua_str(s):
@@ -131,7 +160,8 @@ def gen_api(api, src):
          "-- \"string\", \"number\", \"boolean\", \"any\", `{ array = SHAPE }`, `{ map = SHAPE }` or a",
          "-- model `{ fields = { Name = SHAPE } }`, the shape `imm.core.json_encode` takes. An action",
          "-- also has `idempotent` (see tools/gen_api.py for the rule), `form` (some parameters go",
-         "-- in a body), and `items`/`page_size` when it pages with NextToken.",
+         "-- in a body), and `items`/`page_size`/`max_results` (the documented largest page) when it",
+         "-- pages with NextToken.",
          "-- @module imm.api",
          "",
          "local M = {}",
@@ -177,6 +207,8 @@ def gen_api(api, src):
             o.append(f"  items = {lua_str(paging['list'])},")
             if "MaxResults" in names:
                 o.append('  page_size = "MaxResults",')
+            if paging.get("max_results"):
+                o.append(f"  max_results = {int(paging['max_results'])},")
         o.append(f"  idempotent = {'true' if idempotent(name) else 'false'},")
         if a.get("also_streams"):
             o.append(f"  also_streams = {lua_str(a['also_streams'])},")
@@ -219,9 +251,14 @@ def gen_actions(api, src):
     for name in sorted(models):
         o.append(f"---@class imm.api.{name}")
         for f in sorted(models[name]["fields"], key=lambda f: f["name"]):
-            o.append(f"---@field {f['name']} {luals(f['type'])}|nil")
+            # required in the SDK's documentation, but not enforced: the SDK's own
+            # SimpleQuery examples leave Field out of and/or/not nodes
+            if f.get("required"):
+                o.append(f"---@field {f['name']} {luals(f['type'])} required (documented; imm does not enforce it)")
+            else:
+                o.append(f"---@field {f['name']} {luals(f['type'])}|nil")
         o.append("")
-    names = {}
+    names, pagers = {}, {}
     for name in sorted(api["actions"]):
         a = api["actions"][name]
         method = snake(name)
@@ -229,6 +266,24 @@ def gen_actions(api, src):
             raise SystemExit(f"gen_api: {name} and {names[method]} are both {method}")
         names[method] = name
         params = sorted(a["params"], key=lambda p: p["name"])
+        paging = a["response"].get("paging")
+        o.append(f"---@class imm.{name}Response")
+        for f in sorted(a["response"]["fields"]):
+            t = FIELD_TYPES.get(f, "any")
+            if paging and f == paging["list"] and t == "any":
+                t = "table[]"
+            note = ""
+            if f == "RequestId":
+                pass
+            elif paging and f == paging["list"]:
+                note = " always a table ({} when the reply has none)"
+            elif paging and f == paging["token"]:
+                t, note = t + "|nil", " nil on the last page"
+            else:
+                t += "|nil"
+            o.append(f"---@field {f} {t}{note}")
+        o.append("---@field [string] any fields the service adds are kept")
+        o.append("")
         o.append(f"---@class imm.{name}Params")
         for p in params:
             t = luals(p["type"])
@@ -241,9 +296,8 @@ def gen_actions(api, src):
         o.append("")
         doc = [f"--- {name} (IMM API {api['version']})."]
         extra = []
-        paging = a["response"].get("paging")
         if paging:
-            extra.append(f"Pages with NextToken; the list is `{paging['list']}` (see `client:pages`).")
+            extra.append(f"Pages with NextToken; the list is `{paging['list']}` (see `client:{pager_name(name, paging)}`).")
         extra.append("Retried like a read." if idempotent(name) else
                      "Changes state: retried only when the service cannot have acted on it.")
         if a["body"] == "form":
@@ -275,7 +329,7 @@ def gen_actions(api, src):
         o += doc
         o.append(f"---@param params imm.{name}Params{'' if req else '|nil'}")
         o.append("---@param opts imm.CallOptions|nil")
-        o.append("---@return table|nil res")
+        o.append(f"---@return imm.{name}Response|nil res")
         o.append("---@return imm.Error|nil err")
         o.append(f"function _M:{method}(params, opts)")
         line = f'  local res, err = _M._invoke(self, "{name}", "{method}", params, opts)'
@@ -285,6 +339,17 @@ def gen_actions(api, src):
         o.append("  return res, err")
         o.append("end")
         o.append("")
+        if paging:
+            o += gen_pagers(name, method, a, paging, params, req, models, names, pagers)
+    for pname in pagers:
+        if pname in names or "all_" + pname in names:
+            raise SystemExit(f"gen_api: the pager {pname} clashes with an action method")
+    o.append("--- Pager name -> action name: the named item pagers above (each with its all_ twin).")
+    o.append("_M._pagers = {")
+    for pname in sorted(pagers):
+        o.append(f'  {pname} = "{pagers[pname]}",')
+    o.append("}")
+    o.append("")
     o.append("--- Method name -> action name, for every method above.")
     o.append("_M._actions = {")
     for method in sorted(names):
@@ -293,6 +358,53 @@ def gen_actions(api, src):
     o.append("")
     o.append("return _M")
     return "\n".join(o) + "\n"
+
+
+def gen_pagers(name, method, a, paging, params, req, models, names, pagers):
+    """The named item pager of a paging action and its all_ twin."""
+    pname = pager_name(name, paging)
+    if pname in pagers:
+        raise SystemExit(f"gen_api: {name} and {pagers[pname]} are both the pager {pname}")
+    pagers[pname] = name
+    lst, size = paging["list"], paging.get("max_results")
+    ptype = f"imm.{name}Params{'' if req else '|nil'}"
+    item = FIELD_TYPES.get(lst, "table[]")[:-2]
+    usage = ", ".join(f"{p['name']} = {sample(p['type'], models)}" for p in req)
+    call = f"{{ {usage} }}" if usage else "()"
+    size_words = f"default and at most {size}" if size else "the service's default"
+    o = wrap(f"--- Every item of every {name} page, one by one", [f"(the elements of `{lst}`),",
+                                                                    "following NextToken."], "-- ")
+    o += wrap("-- @tparam table params", [f"as for `{method}`"], "--   ") if req else \
+        [f"-- @tparam[opt] table params as for `{method}`"]
+    o += wrap("-- @tparam[opt] table opts", ["pager", "options:", "`max_items`,", f"`page_size` ({size_words}),",
+                                             "`start_token`,", "`prefetch`"], "--   ")
+    o.append("-- @return iterator yielding items; on failure it yields `false, err` once (`err.next_token`")
+    o.append("--   says where to resume). With `prefetch`, also a fourth value whose `close()` ends it.")
+    o.append(f"-- @usage for item, err in client:{pname}{call} do ... end")
+    o.append(f"---@param params {ptype}")
+    o.append("---@param opts imm.PagerOptions|nil")
+    o.append(f"---@return fun(): ({item}|false|nil), imm.Error|nil")
+    o.append(f"function _M:{pname}(params, opts)")
+    o.append(f'  local it, a, b, listing = _M._items(self, "{name}", "{pname}", params, opts)')
+    o.append("  return it, a, b, listing")
+    o.append("end")
+    o.append("")
+    o.append(f"--- Every item of every {name} page, merged: `{{ {lst} = {{ ... }} }}`.")
+    o += wrap("-- @tparam table params", [f"as for `{method}`"], "--   ") if req else \
+        [f"-- @tparam[opt] table params as for `{method}`"]
+    o.append(f"-- @tparam[opt] table opts as for `{pname}`")
+    o.append("-- @return table, or nil, err (`err.next_token` says where to resume)")
+    o.append(f"-- @usage local all, err = client:all_{pname}{call}")
+    o.append(f"---@param params {ptype}")
+    o.append("---@param opts imm.PagerOptions|nil")
+    o.append(f"---@return {{ {lst}: {item}[] }}|nil all")
+    o.append("---@return imm.Error|nil err")
+    o.append(f"function _M:all_{pname}(params, opts)")
+    o.append(f'  local all, err = _M._all(self, "{name}", "all_{pname}", params, opts)')
+    o.append("  return all, err")
+    o.append("end")
+    o.append("")
+    return o
 
 
 def main(argv):

@@ -25,6 +25,7 @@ over HTTPS (no delay), in instructions counted by callgrind (valgrind), which
 do not depend on the machine's load, beside the wall time.
 """
 
+import json
 import os
 import shutil
 import socket
@@ -230,13 +231,13 @@ def base_env():
 
 
 def imm_default_page_size():
-    """The page size imm's pagers ask for when given none (lua/imm/pager.lua)."""
-    import re
+    """The page size imm's binding pagers ask for when given none: ListBindings'
+    documented largest page (paging.max_results in the API description)."""
     try:
-        with open(os.path.join(ROOT, "lua", "imm", "pager.lua"), encoding="utf-8") as f:
-            m = re.search(r"DEFAULT_PAGE_SIZE = (\d+)", f.read())
-        return m.group(1) if m else "the service's"
-    except OSError:
+        with open(os.path.join(ROOT, "api", "imm-2020-09-30.json"), encoding="utf-8") as f:
+            paging = json.load(f)["actions"]["ListBindings"]["response"]["paging"]
+        return str(paging.get("max_results") or "the service's")
+    except (OSError, ValueError, KeyError):
         return "?"
 
 

@@ -17,18 +17,18 @@ local _M = {}
 
 ---@class imm.api.AddImageMosaicRequestTargets
 ---@field BlurRadius number|nil
----@field Boundary imm.api.AddImageMosaicRequestTargetsBoundary|nil
+---@field Boundary imm.api.AddImageMosaicRequestTargetsBoundary required (documented; imm does not enforce it)
 ---@field Color string|nil
 ---@field MosaicRadius number|nil
 ---@field Sigma number|nil
----@field Type string|nil
+---@field Type string required (documented; imm does not enforce it)
 
 ---@class imm.api.AddImageMosaicRequestTargetsBoundary
----@field Height number|nil
+---@field Height number required (documented; imm does not enforce it)
 ---@field ReferPos string|nil
----@field Width number|nil
----@field X number|nil
----@field Y number|nil
+---@field Width number required (documented; imm does not enforce it)
+---@field X number required (documented; imm does not enforce it)
+---@field Y number required (documented; imm does not enforce it)
 
 ---@class imm.api.AddStoryFilesRequestFiles
 ---@field URI string|nil
@@ -74,17 +74,17 @@ local _M = {}
 
 ---@class imm.api.CreateBatchRequestActions
 ---@field FastFailPolicy imm.api.FastFailPolicy|nil
----@field Name string|nil
+---@field Name string required (documented; imm does not enforce it)
 ---@field Parameters string[]|nil
 
 ---@class imm.api.CreateBatchRequestNotification
 ---@field MNS imm.api.MNS|nil
 
 ---@class imm.api.CreateCustomizedStoryRequestCover
----@field URI string|nil
+---@field URI string required (documented; imm does not enforce it)
 
 ---@class imm.api.CreateCustomizedStoryRequestFiles
----@field URI string|nil
+---@field URI string required (documented; imm does not enforce it)
 
 ---@class imm.api.CreateFacesSearchingTaskRequestSources
 ---@field URI string|nil
@@ -97,27 +97,27 @@ local _M = {}
 ---@class imm.api.CreateHighlightTaskRequestEdit
 ---@field BackgroundMusicMode string|nil
 ---@field BackgroundMusics imm.api.CreateHighlightTaskRequestEditBackgroundMusics[]|nil
----@field Mode string|nil
+---@field Mode string required (documented; imm does not enforce it)
 ---@field TransitionMode string|nil
 ---@field Transitions imm.api.CreateHighlightTaskRequestEditTransitions[]|nil
 ---@field VfxEffectMode string|nil
 ---@field VfxEffects imm.api.CreateHighlightTaskRequestEditVfxEffects[]|nil
 
 ---@class imm.api.CreateHighlightTaskRequestEditBackgroundMusics
----@field URI string|nil
+---@field URI string required (documented; imm does not enforce it)
 ---@field Volume number|nil
 
 ---@class imm.api.CreateHighlightTaskRequestEditTransitions
 ---@field Duration number|nil
----@field Transition string|nil
+---@field Transition string required (documented; imm does not enforce it)
 ---@field Weight number|nil
 
 ---@class imm.api.CreateHighlightTaskRequestEditVfxEffects
----@field VfxEffect string|nil
+---@field VfxEffect string required (documented; imm does not enforce it)
 ---@field Weight number|nil
 
 ---@class imm.api.CreateHighlightTaskRequestHighlight
----@field Content string|nil
+---@field Content string required (documented; imm does not enforce it)
 
 ---@class imm.api.CreateHighlightTaskRequestOutput
 ---@field Audio imm.api.TargetAudio|nil
@@ -125,7 +125,7 @@ local _M = {}
 ---@field MaxDuration number|nil
 ---@field Segment imm.api.CreateHighlightTaskRequestOutputSegment|nil
 ---@field Speed number|nil
----@field URI string|nil
+---@field URI string required (documented; imm does not enforce it)
 ---@field Video imm.api.TargetVideo|nil
 
 ---@class imm.api.CreateHighlightTaskRequestOutputSegment
@@ -136,23 +136,23 @@ local _M = {}
 ---@class imm.api.CreateHighlightTaskRequestSources
 ---@field Duration number|nil
 ---@field StartTime number|nil
----@field URI string|nil
+---@field URI string required (documented; imm does not enforce it)
 
 ---@class imm.api.CreateImageSplicingTaskRequestSources
 ---@field Rotate number|nil
----@field URI string|nil
+---@field URI string required (documented; imm does not enforce it)
 
 ---@class imm.api.CreateImageToPDFTaskRequestSources
 ---@field Rotate number|nil
----@field URI string|nil
+---@field URI string required (documented; imm does not enforce it)
 
 ---@class imm.api.CreateLocationDateClusteringTaskRequestDateOptions
----@field GapDays number|nil
----@field MaxDays number|nil
----@field MinDays number|nil
+---@field GapDays number required (documented; imm does not enforce it)
+---@field MaxDays number required (documented; imm does not enforce it)
+---@field MinDays number required (documented; imm does not enforce it)
 
 ---@class imm.api.CreateLocationDateClusteringTaskRequestLocationOptions
----@field LocationDateClusterLevels string[]|nil
+---@field LocationDateClusterLevels string[] required (documented; imm does not enforce it)
 
 ---@class imm.api.CreateMediaConvertTaskRequestSources
 ---@field AlignMode string|nil
@@ -222,7 +222,7 @@ local _M = {}
 
 ---@class imm.api.CreateTriggerRequestActions
 ---@field FastFailPolicy imm.api.FastFailPolicy|nil
----@field Name string|nil
+---@field Name string required (documented; imm does not enforce it)
 ---@field Parameters string[]|nil
 
 ---@class imm.api.CreateTriggerRequestNotification
@@ -274,7 +274,7 @@ local _M = {}
 
 ---@class imm.api.GenerateVideoPlaylistRequestSourceSubtitles
 ---@field Language string|nil
----@field URI string|nil
+---@field URI string required (documented; imm does not enforce it)
 
 ---@class imm.api.GenerateVideoPlaylistRequestTargets
 ---@field Audio imm.api.TargetAudio|nil
@@ -309,7 +309,7 @@ local _M = {}
 ---@field Performer string|nil
 ---@field ProduceTime string|nil
 ---@field Title string|nil
----@field URI string|nil
+---@field URI string required (documented; imm does not enforce it)
 
 ---@class imm.api.InputFileFigures
 ---@field FigureClusterId string|nil
@@ -317,7 +317,7 @@ local _M = {}
 ---@field FigureType string|nil
 
 ---@class imm.api.InputOSS
----@field Bucket string|nil
+---@field Bucket string required (documented; imm does not enforce it)
 ---@field MatchExpressions string[]|nil
 ---@field Prefix string|nil
 
@@ -362,8 +362,8 @@ local _M = {}
 ---@field TopicName string|nil
 
 ---@class imm.api.SimpleQuery
----@field Field string|nil
----@field Operation string|nil
+---@field Field string required (documented; imm does not enforce it)
+---@field Operation string required (documented; imm does not enforce it)
 ---@field SubQueries imm.api.SimpleQuery[]|nil
 ---@field Value string|nil
 
@@ -396,18 +396,18 @@ local _M = {}
 ---@field Sprites imm.api.TargetImageSprites[]|nil
 
 ---@class imm.api.TargetImageAnimations
----@field Format string|nil
+---@field Format string required (documented; imm does not enforce it)
 ---@field FrameRate number|nil
 ---@field Height number|nil
 ---@field Interval number|nil
 ---@field Number number|nil
 ---@field ScaleType string|nil
 ---@field StartTime number|nil
----@field URI string|nil
+---@field URI string required (documented; imm does not enforce it)
 ---@field Width number|nil
 
 ---@class imm.api.TargetImageSnapshots
----@field Format string|nil
+---@field Format string required (documented; imm does not enforce it)
 ---@field Height number|nil
 ---@field Interval number|nil
 ---@field Mode string|nil
@@ -415,11 +415,11 @@ local _M = {}
 ---@field ScaleType string|nil
 ---@field StartTime number|nil
 ---@field Threshold number|nil
----@field URI string|nil
+---@field URI string required (documented; imm does not enforce it)
 ---@field Width number|nil
 
 ---@class imm.api.TargetImageSprites
----@field Format string|nil
+---@field Format string required (documented; imm does not enforce it)
 ---@field Interval number|nil
 ---@field Margin number|nil
 ---@field Mode string|nil
@@ -432,7 +432,7 @@ local _M = {}
 ---@field Threshold number|nil
 ---@field TileHeight number|nil
 ---@field TileWidth number|nil
----@field URI string|nil
+---@field URI string required (documented; imm does not enforce it)
 
 ---@class imm.api.TargetSubtitle
 ---@field DisableSubtitle boolean|nil
@@ -571,6 +571,10 @@ local _M = {}
 ---@field Name string|nil
 ---@field Value string|nil
 
+---@class imm.AddImageMosaicResponse
+---@field RequestId string
+---@field [string] any fields the service adds are kept
+
 ---@class imm.AddImageMosaicParams
 ---@field CredentialConfig imm.api.CredentialConfig|string|nil JSON
 ---@field ImageFormat string|nil
@@ -589,12 +593,17 @@ local _M = {}
 -- @usage local res, err = client:add_image_mosaic{ ProjectName = "...", SourceURI = "...", TargetURI = "...", Targets = { ... } }
 ---@param params imm.AddImageMosaicParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.AddImageMosaicResponse|nil res
 ---@return imm.Error|nil err
 function _M:add_image_mosaic(params, opts)
   local res, err = _M._invoke(self, "AddImageMosaic", "add_image_mosaic", params, opts)
   return res, err
 end
+
+---@class imm.AddStoryFilesResponse
+---@field Files any|nil
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.AddStoryFilesParams
 ---@field DatasetName string body, required
@@ -612,31 +621,39 @@ end
 -- @usage local res, err = client:add_story_files{ DatasetName = "...", Files = { ... }, ObjectId = "...", ProjectName = "..." }
 ---@param params imm.AddStoryFilesParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.AddStoryFilesResponse|nil res
 ---@return imm.Error|nil err
 function _M:add_story_files(params, opts)
   local res, err = _M._invoke(self, "AddStoryFiles", "add_story_files", params, opts)
   return res, err
 end
 
+---@class imm.AttachOSSBucketResponse
+---@field RequestId string
+---@field [string] any fields the service adds are kept
+
 ---@class imm.AttachOSSBucketParams
 ---@field Description string|nil
----@field OSSBucket string|nil
----@field ProjectName string|nil
+---@field OSSBucket string required
+---@field ProjectName string required
 
 --- AttachOSSBucket (IMM API 2020-09-30). Changes state: retried only when the service cannot have acted on it.
--- @tparam table params `Description` (string), `OSSBucket` (string), `ProjectName` (string)
+-- @tparam table params `Description` (string), `OSSBucket` (string, required), `ProjectName` (string, required)
 -- @tparam[opt] table opts call options (`idempotent`, `method`)
 -- @return the decoded response table, or nil, err
--- @usage local res, err = client:attach_oss_bucket()
----@param params imm.AttachOSSBucketParams|nil
+-- @usage local res, err = client:attach_oss_bucket{ OSSBucket = "...", ProjectName = "..." }
+---@param params imm.AttachOSSBucketParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.AttachOSSBucketResponse|nil res
 ---@return imm.Error|nil err
 function _M:attach_oss_bucket(params, opts)
   local res, err = _M._invoke(self, "AttachOSSBucket", "attach_oss_bucket", params, opts)
   return res, err
 end
+
+---@class imm.BatchDeleteFileMetaResponse
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.BatchDeleteFileMetaParams
 ---@field DatasetName string required
@@ -651,12 +668,17 @@ end
 -- @usage local res, err = client:batch_delete_file_meta{ DatasetName = "...", ProjectName = "...", URIs = { ... } }
 ---@param params imm.BatchDeleteFileMetaParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.BatchDeleteFileMetaResponse|nil res
 ---@return imm.Error|nil err
 function _M:batch_delete_file_meta(params, opts)
   local res, err = _M._invoke(self, "BatchDeleteFileMeta", "batch_delete_file_meta", params, opts)
   return res, err
 end
+
+---@class imm.BatchGetFigureClusterResponse
+---@field FigureClusters any|nil
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.BatchGetFigureClusterParams
 ---@field DatasetName string required
@@ -671,12 +693,17 @@ end
 -- @usage local res, err = client:batch_get_figure_cluster{ DatasetName = "...", ObjectIds = { ... }, ProjectName = "..." }
 ---@param params imm.BatchGetFigureClusterParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.BatchGetFigureClusterResponse|nil res
 ---@return imm.Error|nil err
 function _M:batch_get_figure_cluster(params, opts)
   local res, err = _M._invoke(self, "BatchGetFigureCluster", "batch_get_figure_cluster", params, opts)
   return res, err
 end
+
+---@class imm.BatchGetFileMetaResponse
+---@field Files any|nil
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.BatchGetFileMetaParams
 ---@field DatasetName string required
@@ -692,12 +719,17 @@ end
 -- @usage local res, err = client:batch_get_file_meta{ DatasetName = "...", ProjectName = "...", URIs = { ... } }
 ---@param params imm.BatchGetFileMetaParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.BatchGetFileMetaResponse|nil res
 ---@return imm.Error|nil err
 function _M:batch_get_file_meta(params, opts)
   local res, err = _M._invoke(self, "BatchGetFileMeta", "batch_get_file_meta", params, opts)
   return res, err
 end
+
+---@class imm.BatchIndexFileMetaResponse
+---@field EventId any|nil
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.BatchIndexFileMetaParams
 ---@field DatasetName string required
@@ -714,12 +746,17 @@ end
 -- @usage local res, err = client:batch_index_file_meta{ DatasetName = "...", Files = { ... }, ProjectName = "..." }
 ---@param params imm.BatchIndexFileMetaParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.BatchIndexFileMetaResponse|nil res
 ---@return imm.Error|nil err
 function _M:batch_index_file_meta(params, opts)
   local res, err = _M._invoke(self, "BatchIndexFileMeta", "batch_index_file_meta", params, opts)
   return res, err
 end
+
+---@class imm.BatchUpdateFileMetaResponse
+---@field Files any|nil
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.BatchUpdateFileMetaParams
 ---@field DatasetName string required
@@ -734,12 +771,17 @@ end
 -- @usage local res, err = client:batch_update_file_meta{ DatasetName = "...", Files = { ... }, ProjectName = "..." }
 ---@param params imm.BatchUpdateFileMetaParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.BatchUpdateFileMetaResponse|nil res
 ---@return imm.Error|nil err
 function _M:batch_update_file_meta(params, opts)
   local res, err = _M._invoke(self, "BatchUpdateFileMeta", "batch_update_file_meta", params, opts)
   return res, err
 end
+
+---@class imm.CompareImageFacesResponse
+---@field RequestId string
+---@field Similarity any|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.CompareImageFacesParams
 ---@field CredentialConfig imm.api.CredentialConfig|string|nil JSON
@@ -754,12 +796,19 @@ end
 -- @usage local res, err = client:compare_image_faces{ ProjectName = "..." }
 ---@param params imm.CompareImageFacesParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.CompareImageFacesResponse|nil res
 ---@return imm.Error|nil err
 function _M:compare_image_faces(params, opts)
   local res, err = _M._invoke(self, "CompareImageFaces", "compare_image_faces", params, opts)
   return res, err
 end
+
+---@class imm.ContextualAnswerResponse
+---@field Answer any|nil
+---@field Code any|nil
+---@field Message any|nil
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.ContextualAnswerParams
 ---@field Files imm.api.ContextualFile[]|string|nil JSON, body
@@ -775,12 +824,17 @@ end
 -- @usage local res, err = client:contextual_answer{ Messages = { ... }, ProjectName = "..." }
 ---@param params imm.ContextualAnswerParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.ContextualAnswerResponse|nil res
 ---@return imm.Error|nil err
 function _M:contextual_answer(params, opts)
   local res, err = _M._invoke(self, "ContextualAnswer", "contextual_answer", params, opts)
   return res, err
 end
+
+---@class imm.ContextualRetrievalResponse
+---@field RequestId string
+---@field Results any|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.ContextualRetrievalParams
 ---@field DatasetName string required
@@ -798,12 +852,18 @@ end
 -- @usage local res, err = client:contextual_retrieval{ DatasetName = "...", Messages = { ... }, ProjectName = "..." }
 ---@param params imm.ContextualRetrievalParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.ContextualRetrievalResponse|nil res
 ---@return imm.Error|nil err
 function _M:contextual_retrieval(params, opts)
   local res, err = _M._invoke(self, "ContextualRetrieval", "contextual_retrieval", params, opts)
   return res, err
 end
+
+---@class imm.CreateArchiveFileInspectionTaskResponse
+---@field EventId any|nil
+---@field RequestId string
+---@field TaskId any|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.CreateArchiveFileInspectionTaskParams
 ---@field CredentialConfig imm.api.CredentialConfig|string|nil JSON
@@ -822,13 +882,18 @@ end
 -- @usage local res, err = client:create_archive_file_inspection_task{ ProjectName = "..." }
 ---@param params imm.CreateArchiveFileInspectionTaskParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.CreateArchiveFileInspectionTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_archive_file_inspection_task(params, opts)
   local res, err = _M._invoke(self, "CreateArchiveFileInspectionTask",
     "create_archive_file_inspection_task", params, opts)
   return res, err
 end
+
+---@class imm.CreateBatchResponse
+---@field Id any|nil
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.CreateBatchParams
 ---@field Actions imm.api.CreateBatchRequestActions[]|string JSON, body, required
@@ -848,12 +913,17 @@ end
 -- @usage local res, err = client:create_batch{ Actions = { ... }, Input = { ... }, ProjectName = "...", ServiceRole = "..." }
 ---@param params imm.CreateBatchParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.CreateBatchResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_batch(params, opts)
   local res, err = _M._invoke(self, "CreateBatch", "create_batch", params, opts)
   return res, err
 end
+
+---@class imm.CreateBindingResponse
+---@field Binding imm.Binding|nil
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.CreateBindingParams
 ---@field DatasetName string|nil
@@ -867,12 +937,18 @@ end
 -- @usage local res, err = client:create_binding{ ProjectName = "...", URI = "..." }
 ---@param params imm.CreateBindingParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.CreateBindingResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_binding(params, opts)
   local res, err = _M._invoke(self, "CreateBinding", "create_binding", params, opts)
   return res, err
 end
+
+---@class imm.CreateCompressPointCloudTaskResponse
+---@field EventId any|nil
+---@field RequestId string
+---@field TaskId any|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.CreateCompressPointCloudTaskParams
 ---@field CompressMethod string required
@@ -900,13 +976,18 @@ end
 -- @usage local res, err = client:create_compress_point_cloud_task{ CompressMethod = "...", PointCloudFields = { ... }, ProjectName = "...", SourceURI = "...", TargetURI = "..." }
 ---@param params imm.CreateCompressPointCloudTaskParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.CreateCompressPointCloudTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_compress_point_cloud_task(params, opts)
   local res, err = _M._invoke(self, "CreateCompressPointCloudTask",
     "create_compress_point_cloud_task", params, opts)
   return res, err
 end
+
+---@class imm.CreateCustomizedStoryResponse
+---@field ObjectId any|nil
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.CreateCustomizedStoryParams
 ---@field Cover imm.api.CreateCustomizedStoryRequestCover|string JSON, body, required
@@ -930,12 +1011,17 @@ end
 -- @usage local res, err = client:create_customized_story{ Cover = { ... }, DatasetName = "...", Files = { ... }, ProjectName = "...", StoryName = "...", StorySubType = "...", StoryType = "..." }
 ---@param params imm.CreateCustomizedStoryParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.CreateCustomizedStoryResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_customized_story(params, opts)
   local res, err = _M._invoke(self, "CreateCustomizedStory", "create_customized_story", params, opts)
   return res, err
 end
+
+---@class imm.CreateDatasetResponse
+---@field Dataset imm.Dataset|nil
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.CreateDatasetParams
 ---@field DatasetMaxBindCount number|nil
@@ -959,12 +1045,18 @@ end
 -- @usage local res, err = client:create_dataset{ DatasetName = "...", ProjectName = "..." }
 ---@param params imm.CreateDatasetParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.CreateDatasetResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_dataset(params, opts)
   local res, err = _M._invoke(self, "CreateDataset", "create_dataset", params, opts)
   return res, err
 end
+
+---@class imm.CreateDecodeBlindWatermarkTaskResponse
+---@field EventId any|nil
+---@field RequestId string
+---@field TaskId any|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.CreateDecodeBlindWatermarkTaskParams
 ---@field ImageQuality number|nil
@@ -987,13 +1079,19 @@ end
 -- @usage local res, err = client:create_decode_blind_watermark_task{ ProjectName = "...", SourceURI = "..." }
 ---@param params imm.CreateDecodeBlindWatermarkTaskParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.CreateDecodeBlindWatermarkTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_decode_blind_watermark_task(params, opts)
   local res, err = _M._invoke(self, "CreateDecodeBlindWatermarkTask",
     "create_decode_blind_watermark_task", params, opts)
   return res, err
 end
+
+---@class imm.CreateFacesSearchingTaskResponse
+---@field EventId any|nil
+---@field RequestId string
+---@field TaskId any|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.CreateFacesSearchingTaskParams
 ---@field DatasetName string required
@@ -1013,12 +1111,18 @@ end
 -- @usage local res, err = client:create_faces_searching_task{ DatasetName = "...", ProjectName = "..." }
 ---@param params imm.CreateFacesSearchingTaskParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.CreateFacesSearchingTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_faces_searching_task(params, opts)
   local res, err = _M._invoke(self, "CreateFacesSearchingTask", "create_faces_searching_task", params, opts)
   return res, err
 end
+
+---@class imm.CreateFigureClusteringTaskResponse
+---@field EventId any|nil
+---@field RequestId string
+---@field TaskId any|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.CreateFigureClusteringTaskParams
 ---@field DatasetName string required
@@ -1036,12 +1140,18 @@ end
 -- @usage local res, err = client:create_figure_clustering_task{ DatasetName = "...", ProjectName = "..." }
 ---@param params imm.CreateFigureClusteringTaskParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.CreateFigureClusteringTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_figure_clustering_task(params, opts)
   local res, err = _M._invoke(self, "CreateFigureClusteringTask", "create_figure_clustering_task", params, opts)
   return res, err
 end
+
+---@class imm.CreateFigureClustersMergingTaskResponse
+---@field EventId any|nil
+---@field RequestId string
+---@field TaskId any|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.CreateFigureClustersMergingTaskParams
 ---@field DatasetName string required
@@ -1063,13 +1173,19 @@ end
 -- @usage local res, err = client:create_figure_clusters_merging_task{ DatasetName = "...", ProjectName = "...", To = "..." }
 ---@param params imm.CreateFigureClustersMergingTaskParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.CreateFigureClustersMergingTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_figure_clusters_merging_task(params, opts)
   local res, err = _M._invoke(self, "CreateFigureClustersMergingTask",
     "create_figure_clusters_merging_task", params, opts)
   return res, err
 end
+
+---@class imm.CreateFileCompressionTaskResponse
+---@field EventId any|nil
+---@field RequestId string
+---@field TaskId any|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.CreateFileCompressionTaskParams
 ---@field CompressedFormat string|nil
@@ -1092,12 +1208,18 @@ end
 -- @usage local res, err = client:create_file_compression_task{ ProjectName = "...", TargetURI = "..." }
 ---@param params imm.CreateFileCompressionTaskParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.CreateFileCompressionTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_file_compression_task(params, opts)
   local res, err = _M._invoke(self, "CreateFileCompressionTask", "create_file_compression_task", params, opts)
   return res, err
 end
+
+---@class imm.CreateFileUncompressionTaskResponse
+---@field EventId any|nil
+---@field RequestId string
+---@field TaskId any|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.CreateFileUncompressionTaskParams
 ---@field CredentialConfig imm.api.CredentialConfig|string|nil JSON
@@ -1119,12 +1241,18 @@ end
 -- @usage local res, err = client:create_file_uncompression_task{ ProjectName = "...", SourceURI = "..." }
 ---@param params imm.CreateFileUncompressionTaskParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.CreateFileUncompressionTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_file_uncompression_task(params, opts)
   local res, err = _M._invoke(self, "CreateFileUncompressionTask", "create_file_uncompression_task", params, opts)
   return res, err
 end
+
+---@class imm.CreateHighlightTaskResponse
+---@field EventId any|nil
+---@field RequestId string
+---@field TaskId any|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.CreateHighlightTaskParams
 ---@field CredentialConfig imm.api.CredentialConfig|string|nil JSON, body
@@ -1152,12 +1280,18 @@ end
 -- @usage local res, err = client:create_highlight_task{ Output = { ... }, ProjectName = "...", Sources = { ... }, Type = "..." }
 ---@param params imm.CreateHighlightTaskParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.CreateHighlightTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_highlight_task(params, opts)
   local res, err = _M._invoke(self, "CreateHighlightTask", "create_highlight_task", params, opts)
   return res, err
 end
+
+---@class imm.CreateImageModerationTaskResponse
+---@field EventId any|nil
+---@field RequestId string
+---@field TaskId any|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.CreateImageModerationTaskParams
 ---@field CredentialConfig imm.api.CredentialConfig|string|nil JSON
@@ -1180,12 +1314,18 @@ end
 -- @usage local res, err = client:create_image_moderation_task{ ProjectName = "...", SourceURI = "..." }
 ---@param params imm.CreateImageModerationTaskParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.CreateImageModerationTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_image_moderation_task(params, opts)
   local res, err = _M._invoke(self, "CreateImageModerationTask", "create_image_moderation_task", params, opts)
   return res, err
 end
+
+---@class imm.CreateImageSplicingTaskResponse
+---@field EventId any|nil
+---@field RequestId string
+---@field TaskId any|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.CreateImageSplicingTaskParams
 ---@field Align number|nil
@@ -1216,37 +1356,49 @@ end
 -- @usage local res, err = client:create_image_splicing_task{ ProjectName = "...", Sources = { ... }, TargetURI = "..." }
 ---@param params imm.CreateImageSplicingTaskParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.CreateImageSplicingTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_image_splicing_task(params, opts)
   local res, err = _M._invoke(self, "CreateImageSplicingTask", "create_image_splicing_task", params, opts)
   return res, err
 end
 
+---@class imm.CreateImageToPDFTaskResponse
+---@field EventId any|nil
+---@field RequestId string
+---@field TaskId any|nil
+---@field [string] any fields the service adds are kept
+
 ---@class imm.CreateImageToPDFTaskParams
 ---@field CredentialConfig imm.api.CredentialConfig|string|nil JSON
 ---@field Notification imm.api.Notification|string|nil JSON
----@field ProjectName string|nil
----@field Sources imm.api.CreateImageToPDFTaskRequestSources[]|string|nil JSON
+---@field ProjectName string required
+---@field Sources imm.api.CreateImageToPDFTaskRequestSources[]|string JSON, required
 ---@field Tags table<string, any>|string|nil JSON
----@field TargetURI string|nil
+---@field TargetURI string required
 ---@field UserData string|nil
 
 --- CreateImageToPDFTask (IMM API 2020-09-30). Changes state: retried only when the service cannot have acted on it.
 -- @tparam table params `CredentialConfig` (CredentialConfig, JSON), `Notification` (Notification, JSON),
---   `ProjectName` (string), `Sources` (array of CreateImageToPDFTaskRequestSources, JSON),
---   `Tags` (map of any, JSON), `TargetURI` (string), `UserData` (string)
+--   `ProjectName` (string, required), `Sources` (array of CreateImageToPDFTaskRequestSources, JSON, required),
+--   `Tags` (map of any, JSON), `TargetURI` (string, required), `UserData` (string)
 -- @tparam[opt] table opts call options (`idempotent`, `method`)
 -- @return the decoded response table, or nil, err
--- @usage local res, err = client:create_image_to_pdf_task()
----@param params imm.CreateImageToPDFTaskParams|nil
+-- @usage local res, err = client:create_image_to_pdf_task{ ProjectName = "...", Sources = { ... }, TargetURI = "..." }
+---@param params imm.CreateImageToPDFTaskParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.CreateImageToPDFTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_image_to_pdf_task(params, opts)
   local res, err = _M._invoke(self, "CreateImageToPDFTask", "create_image_to_pdf_task", params, opts)
   return res, err
 end
+
+---@class imm.CreateLocationDateClusteringTaskResponse
+---@field EventId any|nil
+---@field RequestId string
+---@field TaskId any|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.CreateLocationDateClusteringTaskParams
 ---@field DatasetName string required
@@ -1269,13 +1421,19 @@ end
 -- @usage local res, err = client:create_location_date_clustering_task{ DatasetName = "...", DateOptions = { ... }, LocationOptions = { ... }, ProjectName = "..." }
 ---@param params imm.CreateLocationDateClusteringTaskParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.CreateLocationDateClusteringTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_location_date_clustering_task(params, opts)
   local res, err = _M._invoke(self, "CreateLocationDateClusteringTask",
     "create_location_date_clustering_task", params, opts)
   return res, err
 end
+
+---@class imm.CreateMediaConvertTaskResponse
+---@field EventId any|nil
+---@field RequestId string
+---@field TaskId any|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.CreateMediaConvertTaskParams
 ---@field AlignmentIndex number|nil
@@ -1300,12 +1458,18 @@ end
 -- @usage local res, err = client:create_media_convert_task{ ProjectName = "...", Sources = { ... } }
 ---@param params imm.CreateMediaConvertTaskParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.CreateMediaConvertTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_media_convert_task(params, opts)
   local res, err = _M._invoke(self, "CreateMediaConvertTask", "create_media_convert_task", params, opts)
   return res, err
 end
+
+---@class imm.CreateOfficeConversionTaskResponse
+---@field EventId any|nil
+---@field RequestId string
+---@field TaskId any|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.CreateOfficeConversionTaskParams
 ---@field CredentialConfig imm.api.CredentialConfig|string|nil JSON
@@ -1357,12 +1521,17 @@ end
 -- @usage local res, err = client:create_office_conversion_task{ ProjectName = "...", TargetType = "..." }
 ---@param params imm.CreateOfficeConversionTaskParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.CreateOfficeConversionTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_office_conversion_task(params, opts)
   local res, err = _M._invoke(self, "CreateOfficeConversionTask", "create_office_conversion_task", params, opts)
   return res, err
 end
+
+---@class imm.CreateProjectResponse
+---@field Project imm.Project|nil
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.CreateProjectParams
 ---@field DatasetMaxBindCount number|nil
@@ -1387,12 +1556,18 @@ end
 -- @usage local res, err = client:create_project{ ProjectName = "..." }
 ---@param params imm.CreateProjectParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.CreateProjectResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_project(params, opts)
   local res, err = _M._invoke(self, "CreateProject", "create_project", params, opts)
   return res, err
 end
+
+---@class imm.CreateSimilarImageClusteringTaskResponse
+---@field EventId any|nil
+---@field RequestId string
+---@field TaskId any|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.CreateSimilarImageClusteringTaskParams
 ---@field DatasetName string required
@@ -1410,13 +1585,19 @@ end
 -- @usage local res, err = client:create_similar_image_clustering_task{ DatasetName = "...", ProjectName = "..." }
 ---@param params imm.CreateSimilarImageClusteringTaskParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.CreateSimilarImageClusteringTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_similar_image_clustering_task(params, opts)
   local res, err = _M._invoke(self, "CreateSimilarImageClusteringTask",
     "create_similar_image_clustering_task", params, opts)
   return res, err
 end
+
+---@class imm.CreateStoryResponse
+---@field EventId any|nil
+---@field RequestId string
+---@field TaskId any|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.CreateStoryParams
 ---@field Address imm.api.AddressForStory|string|nil JSON, body
@@ -1450,12 +1631,17 @@ end
 -- @usage local res, err = client:create_story{ DatasetName = "...", ProjectName = "...", StoryType = "..." }
 ---@param params imm.CreateStoryParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.CreateStoryResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_story(params, opts)
   local res, err = _M._invoke(self, "CreateStory", "create_story", params, opts)
   return res, err
 end
+
+---@class imm.CreateTriggerResponse
+---@field Id any|nil
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.CreateTriggerParams
 ---@field Actions imm.api.CreateTriggerRequestActions[]|string JSON, body, required
@@ -1475,12 +1661,18 @@ end
 -- @usage local res, err = client:create_trigger{ Actions = { ... }, Input = { ... }, ProjectName = "...", ServiceRole = "..." }
 ---@param params imm.CreateTriggerParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.CreateTriggerResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_trigger(params, opts)
   local res, err = _M._invoke(self, "CreateTrigger", "create_trigger", params, opts)
   return res, err
 end
+
+---@class imm.CreateVideoLabelClassificationTaskResponse
+---@field EventId any|nil
+---@field RequestId string
+---@field TaskId any|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.CreateVideoLabelClassificationTaskParams
 ---@field CredentialConfig imm.api.CredentialConfig|string|nil JSON
@@ -1500,13 +1692,19 @@ end
 -- @usage local res, err = client:create_video_label_classification_task{ ProjectName = "...", SourceURI = "..." }
 ---@param params imm.CreateVideoLabelClassificationTaskParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.CreateVideoLabelClassificationTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_video_label_classification_task(params, opts)
   local res, err = _M._invoke(self, "CreateVideoLabelClassificationTask",
     "create_video_label_classification_task", params, opts)
   return res, err
 end
+
+---@class imm.CreateVideoModerationTaskResponse
+---@field EventId any|nil
+---@field RequestId string
+---@field TaskId any|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.CreateVideoModerationTaskParams
 ---@field CredentialConfig imm.api.CredentialConfig|string|nil JSON
@@ -1529,12 +1727,16 @@ end
 -- @usage local res, err = client:create_video_moderation_task{ ProjectName = "...", SourceURI = "..." }
 ---@param params imm.CreateVideoModerationTaskParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.CreateVideoModerationTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_video_moderation_task(params, opts)
   local res, err = _M._invoke(self, "CreateVideoModerationTask", "create_video_moderation_task", params, opts)
   return res, err
 end
+
+---@class imm.DeleteBatchResponse
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.DeleteBatchParams
 ---@field Id string body, required
@@ -1548,12 +1750,16 @@ end
 -- @usage local res, err = client:delete_batch{ Id = "...", ProjectName = "..." }
 ---@param params imm.DeleteBatchParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.DeleteBatchResponse|nil res
 ---@return imm.Error|nil err
 function _M:delete_batch(params, opts)
   local res, err = _M._invoke(self, "DeleteBatch", "delete_batch", params, opts)
   return res, err
 end
+
+---@class imm.DeleteBindingResponse
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.DeleteBindingParams
 ---@field DatasetName string|nil
@@ -1567,12 +1773,16 @@ end
 -- @usage local res, err = client:delete_binding{ ProjectName = "..." }
 ---@param params imm.DeleteBindingParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.DeleteBindingResponse|nil res
 ---@return imm.Error|nil err
 function _M:delete_binding(params, opts)
   local res, err = _M._invoke(self, "DeleteBinding", "delete_binding", params, opts)
   return res, err
 end
+
+---@class imm.DeleteDatasetResponse
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.DeleteDatasetParams
 ---@field DatasetName string required
@@ -1585,12 +1795,16 @@ end
 -- @usage local res, err = client:delete_dataset{ DatasetName = "...", ProjectName = "..." }
 ---@param params imm.DeleteDatasetParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.DeleteDatasetResponse|nil res
 ---@return imm.Error|nil err
 function _M:delete_dataset(params, opts)
   local res, err = _M._invoke(self, "DeleteDataset", "delete_dataset", params, opts)
   return res, err
 end
+
+---@class imm.DeleteFileMetaResponse
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.DeleteFileMetaParams
 ---@field DatasetName string required
@@ -1604,12 +1818,16 @@ end
 -- @usage local res, err = client:delete_file_meta{ DatasetName = "...", ProjectName = "...", URI = "..." }
 ---@param params imm.DeleteFileMetaParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.DeleteFileMetaResponse|nil res
 ---@return imm.Error|nil err
 function _M:delete_file_meta(params, opts)
   local res, err = _M._invoke(self, "DeleteFileMeta", "delete_file_meta", params, opts)
   return res, err
 end
+
+---@class imm.DeleteLocationDateClusterResponse
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.DeleteLocationDateClusterParams
 ---@field DatasetName string required
@@ -1625,12 +1843,16 @@ end
 -- @usage local res, err = client:delete_location_date_cluster{ DatasetName = "...", ObjectId = "...", ProjectName = "..." }
 ---@param params imm.DeleteLocationDateClusterParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.DeleteLocationDateClusterResponse|nil res
 ---@return imm.Error|nil err
 function _M:delete_location_date_cluster(params, opts)
   local res, err = _M._invoke(self, "DeleteLocationDateCluster", "delete_location_date_cluster", params, opts)
   return res, err
 end
+
+---@class imm.DeleteProjectResponse
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.DeleteProjectParams
 ---@field ProjectName string required
@@ -1642,12 +1864,16 @@ end
 -- @usage local res, err = client:delete_project{ ProjectName = "..." }
 ---@param params imm.DeleteProjectParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.DeleteProjectResponse|nil res
 ---@return imm.Error|nil err
 function _M:delete_project(params, opts)
   local res, err = _M._invoke(self, "DeleteProject", "delete_project", params, opts)
   return res, err
 end
+
+---@class imm.DeleteStoryResponse
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.DeleteStoryParams
 ---@field DatasetName string required
@@ -1662,12 +1888,16 @@ end
 -- @usage local res, err = client:delete_story{ DatasetName = "...", ObjectId = "...", ProjectName = "..." }
 ---@param params imm.DeleteStoryParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.DeleteStoryResponse|nil res
 ---@return imm.Error|nil err
 function _M:delete_story(params, opts)
   local res, err = _M._invoke(self, "DeleteStory", "delete_story", params, opts)
   return res, err
 end
+
+---@class imm.DeleteTriggerResponse
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.DeleteTriggerParams
 ---@field Id string body, required
@@ -1681,29 +1911,38 @@ end
 -- @usage local res, err = client:delete_trigger{ Id = "...", ProjectName = "..." }
 ---@param params imm.DeleteTriggerParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.DeleteTriggerResponse|nil res
 ---@return imm.Error|nil err
 function _M:delete_trigger(params, opts)
   local res, err = _M._invoke(self, "DeleteTrigger", "delete_trigger", params, opts)
   return res, err
 end
 
+---@class imm.DetachOSSBucketResponse
+---@field RequestId string
+---@field [string] any fields the service adds are kept
+
 ---@class imm.DetachOSSBucketParams
----@field OSSBucket string|nil
+---@field OSSBucket string required
 
 --- DetachOSSBucket (IMM API 2020-09-30). Changes state: retried only when the service cannot have acted on it.
--- @tparam table params `OSSBucket` (string)
+-- @tparam table params `OSSBucket` (string, required)
 -- @tparam[opt] table opts call options (`idempotent`, `method`)
 -- @return the decoded response table, or nil, err
--- @usage local res, err = client:detach_oss_bucket()
----@param params imm.DetachOSSBucketParams|nil
+-- @usage local res, err = client:detach_oss_bucket{ OSSBucket = "..." }
+---@param params imm.DetachOSSBucketParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.DetachOSSBucketResponse|nil res
 ---@return imm.Error|nil err
 function _M:detach_oss_bucket(params, opts)
   local res, err = _M._invoke(self, "DetachOSSBucket", "detach_oss_bucket", params, opts)
   return res, err
 end
+
+---@class imm.DetectImageBodiesResponse
+---@field Bodies any|nil
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.DetectImageBodiesParams
 ---@field CredentialConfig imm.api.CredentialConfig|string|nil JSON
@@ -1719,12 +1958,17 @@ end
 -- @usage local res, err = client:detect_image_bodies{ ProjectName = "..." }
 ---@param params imm.DetectImageBodiesParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.DetectImageBodiesResponse|nil res
 ---@return imm.Error|nil err
 function _M:detect_image_bodies(params, opts)
   local res, err = _M._invoke(self, "DetectImageBodies", "detect_image_bodies", params, opts)
   return res, err
 end
+
+---@class imm.DetectImageCarsResponse
+---@field Cars any|nil
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.DetectImageCarsParams
 ---@field CredentialConfig imm.api.CredentialConfig|string|nil JSON
@@ -1739,12 +1983,17 @@ end
 -- @usage local res, err = client:detect_image_cars{ ProjectName = "...", SourceURI = "..." }
 ---@param params imm.DetectImageCarsParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.DetectImageCarsResponse|nil res
 ---@return imm.Error|nil err
 function _M:detect_image_cars(params, opts)
   local res, err = _M._invoke(self, "DetectImageCars", "detect_image_cars", params, opts)
   return res, err
 end
+
+---@class imm.DetectImageCodesResponse
+---@field Codes any|nil
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.DetectImageCodesParams
 ---@field CredentialConfig imm.api.CredentialConfig|string|nil JSON
@@ -1759,12 +2008,18 @@ end
 -- @usage local res, err = client:detect_image_codes{ ProjectName = "...", SourceURI = "..." }
 ---@param params imm.DetectImageCodesParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.DetectImageCodesResponse|nil res
 ---@return imm.Error|nil err
 function _M:detect_image_codes(params, opts)
   local res, err = _M._invoke(self, "DetectImageCodes", "detect_image_codes", params, opts)
   return res, err
 end
+
+---@class imm.DetectImageCroppingResponse
+---@field Croppings any|nil
+---@field MatchedInclusionHints any|nil
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.DetectImageCroppingParams
 ---@field AspectRatios string|nil
@@ -1781,12 +2036,17 @@ end
 -- @usage local res, err = client:detect_image_cropping{ ProjectName = "..." }
 ---@param params imm.DetectImageCroppingParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.DetectImageCroppingResponse|nil res
 ---@return imm.Error|nil err
 function _M:detect_image_cropping(params, opts)
   local res, err = _M._invoke(self, "DetectImageCropping", "detect_image_cropping", params, opts)
   return res, err
 end
+
+---@class imm.DetectImageFacesResponse
+---@field Faces any|nil
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.DetectImageFacesParams
 ---@field CredentialConfig imm.api.CredentialConfig|string|nil JSON
@@ -1801,12 +2061,17 @@ end
 -- @usage local res, err = client:detect_image_faces{ ProjectName = "..." }
 ---@param params imm.DetectImageFacesParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.DetectImageFacesResponse|nil res
 ---@return imm.Error|nil err
 function _M:detect_image_faces(params, opts)
   local res, err = _M._invoke(self, "DetectImageFaces", "detect_image_faces", params, opts)
   return res, err
 end
+
+---@class imm.DetectImageLabelsResponse
+---@field Labels any|nil
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.DetectImageLabelsParams
 ---@field CredentialConfig imm.api.CredentialConfig|string|nil JSON
@@ -1822,12 +2087,17 @@ end
 -- @usage local res, err = client:detect_image_labels{ ProjectName = "...", SourceURI = "..." }
 ---@param params imm.DetectImageLabelsParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.DetectImageLabelsResponse|nil res
 ---@return imm.Error|nil err
 function _M:detect_image_labels(params, opts)
   local res, err = _M._invoke(self, "DetectImageLabels", "detect_image_labels", params, opts)
   return res, err
 end
+
+---@class imm.DetectImageScoreResponse
+---@field ImageScore any|nil
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.DetectImageScoreParams
 ---@field CredentialConfig imm.api.CredentialConfig|string|nil JSON
@@ -1842,12 +2112,18 @@ end
 -- @usage local res, err = client:detect_image_score{ ProjectName = "..." }
 ---@param params imm.DetectImageScoreParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.DetectImageScoreResponse|nil res
 ---@return imm.Error|nil err
 function _M:detect_image_score(params, opts)
   local res, err = _M._invoke(self, "DetectImageScore", "detect_image_score", params, opts)
   return res, err
 end
+
+---@class imm.DetectImageTextsResponse
+---@field OCRContents any|nil
+---@field OCRTexts any|nil
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.DetectImageTextsParams
 ---@field CredentialConfig imm.api.CredentialConfig|string|nil JSON
@@ -1862,12 +2138,39 @@ end
 -- @usage local res, err = client:detect_image_texts{ ProjectName = "...", SourceURI = "..." }
 ---@param params imm.DetectImageTextsParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.DetectImageTextsResponse|nil res
 ---@return imm.Error|nil err
 function _M:detect_image_texts(params, opts)
   local res, err = _M._invoke(self, "DetectImageTexts", "detect_image_texts", params, opts)
   return res, err
 end
+
+---@class imm.DetectMediaMetaResponse
+---@field Addresses any|nil
+---@field Album any|nil
+---@field AlbumArtist any|nil
+---@field Artist any|nil
+---@field AudioStreams any|nil
+---@field Bitrate any|nil
+---@field Composer any|nil
+---@field Duration any|nil
+---@field FormatLongName any|nil
+---@field FormatName any|nil
+---@field Language any|nil
+---@field LatLong any|nil
+---@field Performer any|nil
+---@field ProduceTime any|nil
+---@field ProgramCount any|nil
+---@field RequestId string
+---@field Size any|nil
+---@field StartTime any|nil
+---@field StreamCount any|nil
+---@field Subtitles any|nil
+---@field Title any|nil
+---@field VideoHeight any|nil
+---@field VideoStreams any|nil
+---@field VideoWidth any|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.DetectMediaMetaParams
 ---@field CredentialConfig imm.api.CredentialConfig|string|nil JSON
@@ -1881,12 +2184,17 @@ end
 -- @usage local res, err = client:detect_media_meta()
 ---@param params imm.DetectMediaMetaParams|nil
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.DetectMediaMetaResponse|nil res
 ---@return imm.Error|nil err
 function _M:detect_media_meta(params, opts)
   local res, err = _M._invoke(self, "DetectMediaMeta", "detect_media_meta", params, opts)
   return res, err
 end
+
+---@class imm.DetectTextAnomalyResponse
+---@field RequestId string
+---@field Suggestion any|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.DetectTextAnomalyParams
 ---@field Content string required
@@ -1899,12 +2207,16 @@ end
 -- @usage local res, err = client:detect_text_anomaly{ Content = "...", ProjectName = "..." }
 ---@param params imm.DetectTextAnomalyParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.DetectTextAnomalyResponse|nil res
 ---@return imm.Error|nil err
 function _M:detect_text_anomaly(params, opts)
   local res, err = _M._invoke(self, "DetectTextAnomaly", "detect_text_anomaly", params, opts)
   return res, err
 end
+
+---@class imm.EncodeBlindWatermarkResponse
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.EncodeBlindWatermarkParams
 ---@field Content string|nil
@@ -1922,12 +2234,17 @@ end
 -- @usage local res, err = client:encode_blind_watermark{ ProjectName = "...", SourceURI = "...", TargetURI = "..." }
 ---@param params imm.EncodeBlindWatermarkParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.EncodeBlindWatermarkResponse|nil res
 ---@return imm.Error|nil err
 function _M:encode_blind_watermark(params, opts)
   local res, err = _M._invoke(self, "EncodeBlindWatermark", "encode_blind_watermark", params, opts)
   return res, err
 end
+
+---@class imm.ExtractDocumentTextResponse
+---@field DocumentText any|nil
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.ExtractDocumentTextParams
 ---@field CredentialConfig imm.api.CredentialConfig|string|nil JSON
@@ -1943,12 +2260,19 @@ end
 -- @usage local res, err = client:extract_document_text{ ProjectName = "...", SourceURI = "..." }
 ---@param params imm.ExtractDocumentTextParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.ExtractDocumentTextResponse|nil res
 ---@return imm.Error|nil err
 function _M:extract_document_text(params, opts)
   local res, err = _M._invoke(self, "ExtractDocumentText", "extract_document_text", params, opts)
   return res, err
 end
+
+---@class imm.FuzzyQueryResponse
+---@field Files table[] always a table ({} when the reply has none)
+---@field NextToken string|nil nil on the last page
+---@field RequestId string
+---@field TotalHits number|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.FuzzyQueryParams
 ---@field DatasetName string required
@@ -1960,7 +2284,7 @@ end
 ---@field Sort string|nil
 ---@field WithFields string[]|string|nil JSON
 
---- FuzzyQuery (IMM API 2020-09-30). Pages with NextToken; the list is `Files` (see `client:pages`).
+--- FuzzyQuery (IMM API 2020-09-30). Pages with NextToken; the list is `Files` (see `client:fuzzy_query_files`).
 -- Retried like a read.
 -- @tparam table params `DatasetName` (string, required), `MaxResults` (number), `NextToken` (string),
 --   `Order` (string), `ProjectName` (string, required), `Query` (string, required), `Sort` (string),
@@ -1970,12 +2294,51 @@ end
 -- @usage local res, err = client:fuzzy_query{ DatasetName = "...", ProjectName = "...", Query = "..." }
 ---@param params imm.FuzzyQueryParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.FuzzyQueryResponse|nil res
 ---@return imm.Error|nil err
 function _M:fuzzy_query(params, opts)
   local res, err = _M._invoke(self, "FuzzyQuery", "fuzzy_query", params, opts)
   return res, err
 end
+
+--- Every item of every FuzzyQuery page, one by one (the elements of `Files`), following NextToken.
+-- @tparam table params as for `fuzzy_query`
+-- @tparam[opt] table opts pager options: `max_items`, `page_size` (default and at most 200), `start_token`,
+--   `prefetch`
+-- @return iterator yielding items; on failure it yields `false, err` once (`err.next_token`
+--   says where to resume). With `prefetch`, also a fourth value whose `close()` ends it.
+-- @usage for item, err in client:fuzzy_query_files{ DatasetName = "...", ProjectName = "...", Query = "..." } do ... end
+---@param params imm.FuzzyQueryParams
+---@param opts imm.PagerOptions|nil
+---@return fun(): (table|false|nil), imm.Error|nil
+function _M:fuzzy_query_files(params, opts)
+  local it, a, b, listing = _M._items(self, "FuzzyQuery", "fuzzy_query_files", params, opts)
+  return it, a, b, listing
+end
+
+--- Every item of every FuzzyQuery page, merged: `{ Files = { ... } }`.
+-- @tparam table params as for `fuzzy_query`
+-- @tparam[opt] table opts as for `fuzzy_query_files`
+-- @return table, or nil, err (`err.next_token` says where to resume)
+-- @usage local all, err = client:all_fuzzy_query_files{ DatasetName = "...", ProjectName = "...", Query = "..." }
+---@param params imm.FuzzyQueryParams
+---@param opts imm.PagerOptions|nil
+---@return { Files: table[] }|nil all
+---@return imm.Error|nil err
+function _M:all_fuzzy_query_files(params, opts)
+  local all, err = _M._all(self, "FuzzyQuery", "all_fuzzy_query_files", params, opts)
+  return all, err
+end
+
+---@class imm.GenerateVideoPlaylistResponse
+---@field AudioPlaylist any|nil
+---@field Duration any|nil
+---@field MasterURI any|nil
+---@field RequestId string
+---@field SubtitlePlaylist any|nil
+---@field Token any|nil
+---@field VideoPlaylist any|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.GenerateVideoPlaylistParams
 ---@field CredentialConfig imm.api.CredentialConfig|string|nil JSON
@@ -2004,12 +2367,21 @@ end
 -- @usage local res, err = client:generate_video_playlist{ ProjectName = "...", SourceURI = "...", Targets = { ... } }
 ---@param params imm.GenerateVideoPlaylistParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.GenerateVideoPlaylistResponse|nil res
 ---@return imm.Error|nil err
 function _M:generate_video_playlist(params, opts)
   local res, err = _M._invoke(self, "GenerateVideoPlaylist", "generate_video_playlist", params, opts)
   return res, err
 end
+
+---@class imm.GenerateWebofficeTokenResponse
+---@field AccessToken any|nil
+---@field AccessTokenExpiredTime any|nil
+---@field RefreshToken any|nil
+---@field RefreshTokenExpiredTime any|nil
+---@field RequestId string
+---@field WebofficeURL any|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.GenerateWebofficeTokenParams
 ---@field CachePreview boolean|nil
@@ -2041,12 +2413,17 @@ end
 -- @usage local res, err = client:generate_weboffice_token{ ProjectName = "...", SourceURI = "..." }
 ---@param params imm.GenerateWebofficeTokenParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.GenerateWebofficeTokenResponse|nil res
 ---@return imm.Error|nil err
 function _M:generate_weboffice_token(params, opts)
   local res, err = _M._invoke(self, "GenerateWebofficeToken", "generate_weboffice_token", params, opts)
   return res, err
 end
+
+---@class imm.GetBatchResponse
+---@field Batch any|nil
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.GetBatchParams
 ---@field Id string required
@@ -2059,12 +2436,17 @@ end
 -- @usage local res, err = client:get_batch{ Id = "...", ProjectName = "..." }
 ---@param params imm.GetBatchParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.GetBatchResponse|nil res
 ---@return imm.Error|nil err
 function _M:get_batch(params, opts)
   local res, err = _M._invoke(self, "GetBatch", "get_batch", params, opts)
   return res, err
 end
+
+---@class imm.GetBindingResponse
+---@field Binding imm.Binding|nil
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.GetBindingParams
 ---@field DatasetName string|nil
@@ -2078,12 +2460,19 @@ end
 -- @usage local res, err = client:get_binding{ ProjectName = "..." }
 ---@param params imm.GetBindingParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.GetBindingResponse|nil res
 ---@return imm.Error|nil err
 function _M:get_binding(params, opts)
   local res, err = _M._invoke(self, "GetBinding", "get_binding", params, opts)
   return res, err
 end
+
+---@class imm.GetDRMLicenseResponse
+---@field DeviceInfo any|nil
+---@field License any|nil
+---@field RequestId string
+---@field States any|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.GetDRMLicenseParams
 ---@field KeyId string|nil
@@ -2100,12 +2489,17 @@ end
 -- @usage local res, err = client:get_drm_license()
 ---@param params imm.GetDRMLicenseParams|nil
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.GetDRMLicenseResponse|nil res
 ---@return imm.Error|nil err
 function _M:get_drm_license(params, opts)
   local res, err = _M._invoke(self, "GetDRMLicense", "get_drm_license", params, opts)
   return res, err
 end
+
+---@class imm.GetDatasetResponse
+---@field Dataset imm.Dataset|nil
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.GetDatasetParams
 ---@field DatasetName string required
@@ -2120,12 +2514,27 @@ end
 -- @usage local res, err = client:get_dataset{ DatasetName = "...", ProjectName = "..." }
 ---@param params imm.GetDatasetParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.GetDatasetResponse|nil res
 ---@return imm.Error|nil err
 function _M:get_dataset(params, opts)
   local res, err = _M._invoke(self, "GetDataset", "get_dataset", params, opts)
   return res, err
 end
+
+---@class imm.GetDecodeBlindWatermarkResultResponse
+---@field Code any|nil
+---@field Content any|nil
+---@field EndTime any|nil
+---@field EventId any|nil
+---@field Message any|nil
+---@field ProjectName any|nil
+---@field RequestId string
+---@field StartTime any|nil
+---@field Status any|nil
+---@field TaskId any|nil
+---@field TaskType any|nil
+---@field UserData any|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.GetDecodeBlindWatermarkResultParams
 ---@field ProjectName string required
@@ -2139,13 +2548,18 @@ end
 -- @usage local res, err = client:get_decode_blind_watermark_result{ ProjectName = "...", TaskId = "...", TaskType = "..." }
 ---@param params imm.GetDecodeBlindWatermarkResultParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.GetDecodeBlindWatermarkResultResponse|nil res
 ---@return imm.Error|nil err
 function _M:get_decode_blind_watermark_result(params, opts)
   local res, err = _M._invoke(self, "GetDecodeBlindWatermarkResult",
     "get_decode_blind_watermark_result", params, opts)
   return res, err
 end
+
+---@class imm.GetFigureClusterResponse
+---@field FigureCluster any|nil
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.GetFigureClusterParams
 ---@field DatasetName string required
@@ -2160,12 +2574,17 @@ end
 -- @usage local res, err = client:get_figure_cluster{ DatasetName = "...", ObjectId = "...", ProjectName = "..." }
 ---@param params imm.GetFigureClusterParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.GetFigureClusterResponse|nil res
 ---@return imm.Error|nil err
 function _M:get_figure_cluster(params, opts)
   local res, err = _M._invoke(self, "GetFigureCluster", "get_figure_cluster", params, opts)
   return res, err
 end
+
+---@class imm.GetFileMetaResponse
+---@field Files any|nil
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.GetFileMetaParams
 ---@field DatasetName string required
@@ -2181,12 +2600,27 @@ end
 -- @usage local res, err = client:get_file_meta{ DatasetName = "...", ProjectName = "...", URI = "..." }
 ---@param params imm.GetFileMetaParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.GetFileMetaResponse|nil res
 ---@return imm.Error|nil err
 function _M:get_file_meta(params, opts)
   local res, err = _M._invoke(self, "GetFileMeta", "get_file_meta", params, opts)
   return res, err
 end
+
+---@class imm.GetImageModerationResultResponse
+---@field Code any|nil
+---@field EndTime any|nil
+---@field EventId any|nil
+---@field Message any|nil
+---@field ModerationResult any|nil
+---@field ProjectName any|nil
+---@field RequestId string
+---@field StartTime any|nil
+---@field Status any|nil
+---@field TaskId any|nil
+---@field TaskType any|nil
+---@field UserData any|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.GetImageModerationResultParams
 ---@field ProjectName string required
@@ -2200,29 +2634,42 @@ end
 -- @usage local res, err = client:get_image_moderation_result{ ProjectName = "...", TaskId = "...", TaskType = "..." }
 ---@param params imm.GetImageModerationResultParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.GetImageModerationResultResponse|nil res
 ---@return imm.Error|nil err
 function _M:get_image_moderation_result(params, opts)
   local res, err = _M._invoke(self, "GetImageModerationResult", "get_image_moderation_result", params, opts)
   return res, err
 end
 
+---@class imm.GetOSSBucketAttachmentResponse
+---@field CreateTime any|nil
+---@field Description any|nil
+---@field ProjectName any|nil
+---@field RequestId string
+---@field UpdateTime any|nil
+---@field [string] any fields the service adds are kept
+
 ---@class imm.GetOSSBucketAttachmentParams
----@field OSSBucket string|nil
+---@field OSSBucket string required
 
 --- GetOSSBucketAttachment (IMM API 2020-09-30). Retried like a read.
--- @tparam table params `OSSBucket` (string)
+-- @tparam table params `OSSBucket` (string, required)
 -- @tparam[opt] table opts call options (`idempotent`, `method`)
 -- @return the decoded response table, or nil, err
--- @usage local res, err = client:get_oss_bucket_attachment()
----@param params imm.GetOSSBucketAttachmentParams|nil
+-- @usage local res, err = client:get_oss_bucket_attachment{ OSSBucket = "..." }
+---@param params imm.GetOSSBucketAttachmentParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.GetOSSBucketAttachmentResponse|nil res
 ---@return imm.Error|nil err
 function _M:get_oss_bucket_attachment(params, opts)
   local res, err = _M._invoke(self, "GetOSSBucketAttachment", "get_oss_bucket_attachment", params, opts)
   return res, err
 end
+
+---@class imm.GetProjectResponse
+---@field Project imm.Project|nil
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.GetProjectParams
 ---@field ProjectName string required
@@ -2235,12 +2682,17 @@ end
 -- @usage local res, err = client:get_project{ ProjectName = "..." }
 ---@param params imm.GetProjectParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.GetProjectResponse|nil res
 ---@return imm.Error|nil err
 function _M:get_project(params, opts)
   local res, err = _M._invoke(self, "GetProject", "get_project", params, opts)
   return res, err
 end
+
+---@class imm.GetStoryResponse
+---@field RequestId string
+---@field Story any|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.GetStoryParams
 ---@field DatasetName string required
@@ -2255,12 +2707,29 @@ end
 -- @usage local res, err = client:get_story{ DatasetName = "...", ObjectId = "...", ProjectName = "..." }
 ---@param params imm.GetStoryParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.GetStoryResponse|nil res
 ---@return imm.Error|nil err
 function _M:get_story(params, opts)
   local res, err = _M._invoke(self, "GetStory", "get_story", params, opts)
   return res, err
 end
+
+---@class imm.GetTaskResponse
+---@field Code any|nil
+---@field EndTime any|nil
+---@field EventId any|nil
+---@field Message any|nil
+---@field Progress any|nil
+---@field ProjectName any|nil
+---@field RequestId string
+---@field StartTime any|nil
+---@field Status any|nil
+---@field Tags any|nil
+---@field TaskId any|nil
+---@field TaskRequestDefinition any|nil
+---@field TaskType any|nil
+---@field UserData any|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.GetTaskParams
 ---@field ProjectName string required
@@ -2276,12 +2745,17 @@ end
 -- @usage local res, err = client:get_task{ ProjectName = "...", TaskId = "...", TaskType = "..." }
 ---@param params imm.GetTaskParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.GetTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:get_task(params, opts)
   local res, err = _M._invoke(self, "GetTask", "get_task", params, opts)
   return res, err
 end
+
+---@class imm.GetTriggerResponse
+---@field RequestId string
+---@field Trigger any|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.GetTriggerParams
 ---@field Id string required
@@ -2294,12 +2768,27 @@ end
 -- @usage local res, err = client:get_trigger{ Id = "...", ProjectName = "..." }
 ---@param params imm.GetTriggerParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.GetTriggerResponse|nil res
 ---@return imm.Error|nil err
 function _M:get_trigger(params, opts)
   local res, err = _M._invoke(self, "GetTrigger", "get_trigger", params, opts)
   return res, err
 end
+
+---@class imm.GetVideoLabelClassificationResultResponse
+---@field Code any|nil
+---@field EndTime any|nil
+---@field EventId any|nil
+---@field Labels any|nil
+---@field Message any|nil
+---@field ProjectName any|nil
+---@field RequestId string
+---@field StartTime any|nil
+---@field Status any|nil
+---@field TaskId any|nil
+---@field TaskType any|nil
+---@field UserData any|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.GetVideoLabelClassificationResultParams
 ---@field ProjectName string required
@@ -2313,13 +2802,28 @@ end
 -- @usage local res, err = client:get_video_label_classification_result{ ProjectName = "...", TaskId = "...", TaskType = "..." }
 ---@param params imm.GetVideoLabelClassificationResultParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.GetVideoLabelClassificationResultResponse|nil res
 ---@return imm.Error|nil err
 function _M:get_video_label_classification_result(params, opts)
   local res, err = _M._invoke(self, "GetVideoLabelClassificationResult",
     "get_video_label_classification_result", params, opts)
   return res, err
 end
+
+---@class imm.GetVideoModerationResultResponse
+---@field Code any|nil
+---@field EndTime any|nil
+---@field EventId any|nil
+---@field Message any|nil
+---@field ModerationResult any|nil
+---@field ProjectName any|nil
+---@field RequestId string
+---@field StartTime any|nil
+---@field Status any|nil
+---@field TaskId any|nil
+---@field TaskType any|nil
+---@field UserData any|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.GetVideoModerationResultParams
 ---@field ProjectName string required
@@ -2333,12 +2837,17 @@ end
 -- @usage local res, err = client:get_video_moderation_result{ ProjectName = "...", TaskId = "...", TaskType = "..." }
 ---@param params imm.GetVideoModerationResultParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.GetVideoModerationResultResponse|nil res
 ---@return imm.Error|nil err
 function _M:get_video_moderation_result(params, opts)
   local res, err = _M._invoke(self, "GetVideoModerationResult", "get_video_moderation_result", params, opts)
   return res, err
 end
+
+---@class imm.IndexFileMetaResponse
+---@field EventId any|nil
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.IndexFileMetaParams
 ---@field DatasetName string required
@@ -2355,32 +2864,74 @@ end
 -- @usage local res, err = client:index_file_meta{ DatasetName = "...", File = { ... }, ProjectName = "..." }
 ---@param params imm.IndexFileMetaParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.IndexFileMetaResponse|nil res
 ---@return imm.Error|nil err
 function _M:index_file_meta(params, opts)
   local res, err = _M._invoke(self, "IndexFileMeta", "index_file_meta", params, opts)
   return res, err
 end
 
+---@class imm.ListAttachedOSSBucketsResponse
+---@field AttachedOSSBuckets table[] always a table ({} when the reply has none)
+---@field NextToken string|nil nil on the last page
+---@field RequestId string
+---@field [string] any fields the service adds are kept
+
 ---@class imm.ListAttachedOSSBucketsParams
 ---@field MaxResults number|nil
 ---@field NextToken string|nil
----@field ProjectName string|nil
+---@field ProjectName string required
 
 --- ListAttachedOSSBuckets (IMM API 2020-09-30).
--- Pages with NextToken; the list is `AttachedOSSBuckets` (see `client:pages`). Retried like a read.
--- @tparam table params `MaxResults` (number), `NextToken` (string), `ProjectName` (string)
+-- Pages with NextToken; the list is `AttachedOSSBuckets` (see `client:attached_oss_buckets`). Retried like a read.
+-- @tparam table params `MaxResults` (number), `NextToken` (string), `ProjectName` (string, required)
 -- @tparam[opt] table opts call options (`idempotent`, `method`)
 -- @return the decoded response table, or nil, err
--- @usage local res, err = client:list_attached_oss_buckets()
----@param params imm.ListAttachedOSSBucketsParams|nil
+-- @usage local res, err = client:list_attached_oss_buckets{ ProjectName = "..." }
+---@param params imm.ListAttachedOSSBucketsParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.ListAttachedOSSBucketsResponse|nil res
 ---@return imm.Error|nil err
 function _M:list_attached_oss_buckets(params, opts)
   local res, err = _M._invoke(self, "ListAttachedOSSBuckets", "list_attached_oss_buckets", params, opts)
   return res, err
 end
+
+--- Every item of every ListAttachedOSSBuckets page, one by one (the elements of `AttachedOSSBuckets`),
+-- following NextToken.
+-- @tparam table params as for `list_attached_oss_buckets`
+-- @tparam[opt] table opts pager options: `max_items`, `page_size` (default and at most 200), `start_token`,
+--   `prefetch`
+-- @return iterator yielding items; on failure it yields `false, err` once (`err.next_token`
+--   says where to resume). With `prefetch`, also a fourth value whose `close()` ends it.
+-- @usage for item, err in client:attached_oss_buckets{ ProjectName = "..." } do ... end
+---@param params imm.ListAttachedOSSBucketsParams
+---@param opts imm.PagerOptions|nil
+---@return fun(): (table|false|nil), imm.Error|nil
+function _M:attached_oss_buckets(params, opts)
+  local it, a, b, listing = _M._items(self, "ListAttachedOSSBuckets", "attached_oss_buckets", params, opts)
+  return it, a, b, listing
+end
+
+--- Every item of every ListAttachedOSSBuckets page, merged: `{ AttachedOSSBuckets = { ... } }`.
+-- @tparam table params as for `list_attached_oss_buckets`
+-- @tparam[opt] table opts as for `attached_oss_buckets`
+-- @return table, or nil, err (`err.next_token` says where to resume)
+-- @usage local all, err = client:all_attached_oss_buckets{ ProjectName = "..." }
+---@param params imm.ListAttachedOSSBucketsParams
+---@param opts imm.PagerOptions|nil
+---@return { AttachedOSSBuckets: table[] }|nil all
+---@return imm.Error|nil err
+function _M:all_attached_oss_buckets(params, opts)
+  local all, err = _M._all(self, "ListAttachedOSSBuckets", "all_attached_oss_buckets", params, opts)
+  return all, err
+end
+
+---@class imm.ListBatchesResponse
+---@field Batches table[] always a table ({} when the reply has none)
+---@field NextToken string|nil nil on the last page
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.ListBatchesParams
 ---@field MaxResults number|nil
@@ -2391,7 +2942,7 @@ end
 ---@field State string|nil
 ---@field TagSelector string|nil
 
---- ListBatches (IMM API 2020-09-30). Pages with NextToken; the list is `Batches` (see `client:pages`).
+--- ListBatches (IMM API 2020-09-30). Pages with NextToken; the list is `Batches` (see `client:batches`).
 -- Retried like a read.
 -- @tparam table params `MaxResults` (number), `NextToken` (string), `Order` (string),
 --   `ProjectName` (string, required), `Sort` (string), `State` (string), `TagSelector` (string)
@@ -2400,12 +2951,47 @@ end
 -- @usage local res, err = client:list_batches{ ProjectName = "..." }
 ---@param params imm.ListBatchesParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.ListBatchesResponse|nil res
 ---@return imm.Error|nil err
 function _M:list_batches(params, opts)
   local res, err = _M._invoke(self, "ListBatches", "list_batches", params, opts)
   return res, err
 end
+
+--- Every item of every ListBatches page, one by one (the elements of `Batches`), following NextToken.
+-- @tparam table params as for `list_batches`
+-- @tparam[opt] table opts pager options: `max_items`, `page_size` (default and at most 100), `start_token`,
+--   `prefetch`
+-- @return iterator yielding items; on failure it yields `false, err` once (`err.next_token`
+--   says where to resume). With `prefetch`, also a fourth value whose `close()` ends it.
+-- @usage for item, err in client:batches{ ProjectName = "..." } do ... end
+---@param params imm.ListBatchesParams
+---@param opts imm.PagerOptions|nil
+---@return fun(): (table|false|nil), imm.Error|nil
+function _M:batches(params, opts)
+  local it, a, b, listing = _M._items(self, "ListBatches", "batches", params, opts)
+  return it, a, b, listing
+end
+
+--- Every item of every ListBatches page, merged: `{ Batches = { ... } }`.
+-- @tparam table params as for `list_batches`
+-- @tparam[opt] table opts as for `batches`
+-- @return table, or nil, err (`err.next_token` says where to resume)
+-- @usage local all, err = client:all_batches{ ProjectName = "..." }
+---@param params imm.ListBatchesParams
+---@param opts imm.PagerOptions|nil
+---@return { Batches: table[] }|nil all
+---@return imm.Error|nil err
+function _M:all_batches(params, opts)
+  local all, err = _M._all(self, "ListBatches", "all_batches", params, opts)
+  return all, err
+end
+
+---@class imm.ListBindingsResponse
+---@field Bindings imm.Binding[] always a table ({} when the reply has none)
+---@field NextToken string|nil nil on the last page
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.ListBindingsParams
 ---@field DatasetName string|nil
@@ -2414,7 +3000,7 @@ end
 ---@field NextToken string|nil
 ---@field ProjectName string required
 
---- ListBindings (IMM API 2020-09-30). Pages with NextToken; the list is `Bindings` (see `client:pages`).
+--- ListBindings (IMM API 2020-09-30). Pages with NextToken; the list is `Bindings` (see `client:bindings`).
 -- Retried like a read.
 -- @tparam table params `DatasetName` (string), `MaxResults` (number), `Name` (string), `NextToken` (string),
 --   `ProjectName` (string, required)
@@ -2423,12 +3009,47 @@ end
 -- @usage local res, err = client:list_bindings{ ProjectName = "..." }
 ---@param params imm.ListBindingsParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.ListBindingsResponse|nil res
 ---@return imm.Error|nil err
 function _M:list_bindings(params, opts)
   local res, err = _M._invoke(self, "ListBindings", "list_bindings", params, opts)
   return res, err
 end
+
+--- Every item of every ListBindings page, one by one (the elements of `Bindings`), following NextToken.
+-- @tparam table params as for `list_bindings`
+-- @tparam[opt] table opts pager options: `max_items`, `page_size` (default and at most 200), `start_token`,
+--   `prefetch`
+-- @return iterator yielding items; on failure it yields `false, err` once (`err.next_token`
+--   says where to resume). With `prefetch`, also a fourth value whose `close()` ends it.
+-- @usage for item, err in client:bindings{ ProjectName = "..." } do ... end
+---@param params imm.ListBindingsParams
+---@param opts imm.PagerOptions|nil
+---@return fun(): (imm.Binding|false|nil), imm.Error|nil
+function _M:bindings(params, opts)
+  local it, a, b, listing = _M._items(self, "ListBindings", "bindings", params, opts)
+  return it, a, b, listing
+end
+
+--- Every item of every ListBindings page, merged: `{ Bindings = { ... } }`.
+-- @tparam table params as for `list_bindings`
+-- @tparam[opt] table opts as for `bindings`
+-- @return table, or nil, err (`err.next_token` says where to resume)
+-- @usage local all, err = client:all_bindings{ ProjectName = "..." }
+---@param params imm.ListBindingsParams
+---@param opts imm.PagerOptions|nil
+---@return { Bindings: imm.Binding[] }|nil all
+---@return imm.Error|nil err
+function _M:all_bindings(params, opts)
+  local all, err = _M._all(self, "ListBindings", "all_bindings", params, opts)
+  return all, err
+end
+
+---@class imm.ListDatasetsResponse
+---@field Datasets imm.Dataset[] always a table ({} when the reply has none)
+---@field NextToken string|nil nil on the last page
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.ListDatasetsParams
 ---@field MaxResults number|nil
@@ -2436,7 +3057,7 @@ end
 ---@field Prefix string|nil
 ---@field ProjectName string required
 
---- ListDatasets (IMM API 2020-09-30). Pages with NextToken; the list is `Datasets` (see `client:pages`).
+--- ListDatasets (IMM API 2020-09-30). Pages with NextToken; the list is `Datasets` (see `client:datasets`).
 -- Retried like a read.
 -- @tparam table params `MaxResults` (number), `NextToken` (string), `Prefix` (string),
 --   `ProjectName` (string, required)
@@ -2445,12 +3066,47 @@ end
 -- @usage local res, err = client:list_datasets{ ProjectName = "..." }
 ---@param params imm.ListDatasetsParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.ListDatasetsResponse|nil res
 ---@return imm.Error|nil err
 function _M:list_datasets(params, opts)
   local res, err = _M._invoke(self, "ListDatasets", "list_datasets", params, opts)
   return res, err
 end
+
+--- Every item of every ListDatasets page, one by one (the elements of `Datasets`), following NextToken.
+-- @tparam table params as for `list_datasets`
+-- @tparam[opt] table opts pager options: `max_items`, `page_size` (default and at most 200), `start_token`,
+--   `prefetch`
+-- @return iterator yielding items; on failure it yields `false, err` once (`err.next_token`
+--   says where to resume). With `prefetch`, also a fourth value whose `close()` ends it.
+-- @usage for item, err in client:datasets{ ProjectName = "..." } do ... end
+---@param params imm.ListDatasetsParams
+---@param opts imm.PagerOptions|nil
+---@return fun(): (imm.Dataset|false|nil), imm.Error|nil
+function _M:datasets(params, opts)
+  local it, a, b, listing = _M._items(self, "ListDatasets", "datasets", params, opts)
+  return it, a, b, listing
+end
+
+--- Every item of every ListDatasets page, merged: `{ Datasets = { ... } }`.
+-- @tparam table params as for `list_datasets`
+-- @tparam[opt] table opts as for `datasets`
+-- @return table, or nil, err (`err.next_token` says where to resume)
+-- @usage local all, err = client:all_datasets{ ProjectName = "..." }
+---@param params imm.ListDatasetsParams
+---@param opts imm.PagerOptions|nil
+---@return { Datasets: imm.Dataset[] }|nil all
+---@return imm.Error|nil err
+function _M:all_datasets(params, opts)
+  local all, err = _M._all(self, "ListDatasets", "all_datasets", params, opts)
+  return all, err
+end
+
+---@class imm.ListProjectsResponse
+---@field NextToken string|nil nil on the last page
+---@field Projects imm.Project[] always a table ({} when the reply has none)
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.ListProjectsParams
 ---@field MaxResults number|nil
@@ -2458,7 +3114,7 @@ end
 ---@field Prefix string|nil
 ---@field Tag imm.api.ListProjectsRequestTag[]|string|nil JSON
 
---- ListProjects (IMM API 2020-09-30). Pages with NextToken; the list is `Projects` (see `client:pages`).
+--- ListProjects (IMM API 2020-09-30). Pages with NextToken; the list is `Projects` (see `client:projects`).
 -- Retried like a read.
 -- @tparam table params `MaxResults` (number), `NextToken` (string), `Prefix` (string),
 --   `Tag` (array of ListProjectsRequestTag, JSON)
@@ -2467,12 +3123,46 @@ end
 -- @usage local res, err = client:list_projects()
 ---@param params imm.ListProjectsParams|nil
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.ListProjectsResponse|nil res
 ---@return imm.Error|nil err
 function _M:list_projects(params, opts)
   local res, err = _M._invoke(self, "ListProjects", "list_projects", params, opts)
   return res, err
 end
+
+--- Every item of every ListProjects page, one by one (the elements of `Projects`), following NextToken.
+-- @tparam[opt] table params as for `list_projects`
+-- @tparam[opt] table opts pager options: `max_items`, `page_size` (default and at most 200), `start_token`,
+--   `prefetch`
+-- @return iterator yielding items; on failure it yields `false, err` once (`err.next_token`
+--   says where to resume). With `prefetch`, also a fourth value whose `close()` ends it.
+-- @usage for item, err in client:projects() do ... end
+---@param params imm.ListProjectsParams|nil
+---@param opts imm.PagerOptions|nil
+---@return fun(): (imm.Project|false|nil), imm.Error|nil
+function _M:projects(params, opts)
+  local it, a, b, listing = _M._items(self, "ListProjects", "projects", params, opts)
+  return it, a, b, listing
+end
+
+--- Every item of every ListProjects page, merged: `{ Projects = { ... } }`.
+-- @tparam[opt] table params as for `list_projects`
+-- @tparam[opt] table opts as for `projects`
+-- @return table, or nil, err (`err.next_token` says where to resume)
+-- @usage local all, err = client:all_projects()
+---@param params imm.ListProjectsParams|nil
+---@param opts imm.PagerOptions|nil
+---@return { Projects: imm.Project[] }|nil all
+---@return imm.Error|nil err
+function _M:all_projects(params, opts)
+  local all, err = _M._all(self, "ListProjects", "all_projects", params, opts)
+  return all, err
+end
+
+---@class imm.ListRegionsResponse
+---@field Regions any|nil
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.ListRegionsParams
 ---@field AcceptLanguage string required
@@ -2484,12 +3174,20 @@ end
 -- @usage local res, err = client:list_regions{ AcceptLanguage = "..." }
 ---@param params imm.ListRegionsParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.ListRegionsResponse|nil res
 ---@return imm.Error|nil err
 function _M:list_regions(params, opts)
   local res, err = _M._invoke(self, "ListRegions", "list_regions", params, opts)
   return res, err
 end
+
+---@class imm.ListTasksResponse
+---@field MaxResults any|nil
+---@field NextToken string|nil nil on the last page
+---@field ProjectName any|nil
+---@field RequestId string
+---@field Tasks table[] always a table ({} when the reply has none)
+---@field [string] any fields the service adds are kept
 
 ---@class imm.ListTasksParams
 ---@field EndTimeRange imm.api.TimeRange|string|nil JSON
@@ -2504,7 +3202,7 @@ end
 ---@field TagSelector string|nil
 ---@field TaskTypes string[]|string|nil JSON
 
---- ListTasks (IMM API 2020-09-30). Pages with NextToken; the list is `Tasks` (see `client:pages`).
+--- ListTasks (IMM API 2020-09-30). Pages with NextToken; the list is `Tasks` (see `client:tasks`).
 -- Retried like a read.
 -- @tparam table params `EndTimeRange` (TimeRange, JSON), `MaxResults` (number), `NextToken` (string),
 --   `Order` (string), `ProjectName` (string, required), `RequestDefinition` (boolean), `Sort` (string),
@@ -2515,12 +3213,47 @@ end
 -- @usage local res, err = client:list_tasks{ ProjectName = "..." }
 ---@param params imm.ListTasksParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.ListTasksResponse|nil res
 ---@return imm.Error|nil err
 function _M:list_tasks(params, opts)
   local res, err = _M._invoke(self, "ListTasks", "list_tasks", params, opts)
   return res, err
 end
+
+--- Every item of every ListTasks page, one by one (the elements of `Tasks`), following NextToken.
+-- @tparam table params as for `list_tasks`
+-- @tparam[opt] table opts pager options: `max_items`, `page_size` (default and at most 100), `start_token`,
+--   `prefetch`
+-- @return iterator yielding items; on failure it yields `false, err` once (`err.next_token`
+--   says where to resume). With `prefetch`, also a fourth value whose `close()` ends it.
+-- @usage for item, err in client:tasks{ ProjectName = "..." } do ... end
+---@param params imm.ListTasksParams
+---@param opts imm.PagerOptions|nil
+---@return fun(): (table|false|nil), imm.Error|nil
+function _M:tasks(params, opts)
+  local it, a, b, listing = _M._items(self, "ListTasks", "tasks", params, opts)
+  return it, a, b, listing
+end
+
+--- Every item of every ListTasks page, merged: `{ Tasks = { ... } }`.
+-- @tparam table params as for `list_tasks`
+-- @tparam[opt] table opts as for `tasks`
+-- @return table, or nil, err (`err.next_token` says where to resume)
+-- @usage local all, err = client:all_tasks{ ProjectName = "..." }
+---@param params imm.ListTasksParams
+---@param opts imm.PagerOptions|nil
+---@return { Tasks: table[] }|nil all
+---@return imm.Error|nil err
+function _M:all_tasks(params, opts)
+  local all, err = _M._all(self, "ListTasks", "all_tasks", params, opts)
+  return all, err
+end
+
+---@class imm.ListTriggersResponse
+---@field NextToken string|nil nil on the last page
+---@field RequestId string
+---@field Triggers table[] always a table ({} when the reply has none)
+---@field [string] any fields the service adds are kept
 
 ---@class imm.ListTriggersParams
 ---@field MaxResults number|nil
@@ -2531,7 +3264,7 @@ end
 ---@field State string|nil
 ---@field TagSelector string|nil
 
---- ListTriggers (IMM API 2020-09-30). Pages with NextToken; the list is `Triggers` (see `client:pages`).
+--- ListTriggers (IMM API 2020-09-30). Pages with NextToken; the list is `Triggers` (see `client:triggers`).
 -- Retried like a read.
 -- @tparam table params `MaxResults` (number), `NextToken` (string), `Order` (string),
 --   `ProjectName` (string, required), `Sort` (string), `State` (string), `TagSelector` (string)
@@ -2540,12 +3273,48 @@ end
 -- @usage local res, err = client:list_triggers{ ProjectName = "..." }
 ---@param params imm.ListTriggersParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.ListTriggersResponse|nil res
 ---@return imm.Error|nil err
 function _M:list_triggers(params, opts)
   local res, err = _M._invoke(self, "ListTriggers", "list_triggers", params, opts)
   return res, err
 end
+
+--- Every item of every ListTriggers page, one by one (the elements of `Triggers`), following NextToken.
+-- @tparam table params as for `list_triggers`
+-- @tparam[opt] table opts pager options: `max_items`, `page_size` (default and at most 100), `start_token`,
+--   `prefetch`
+-- @return iterator yielding items; on failure it yields `false, err` once (`err.next_token`
+--   says where to resume). With `prefetch`, also a fourth value whose `close()` ends it.
+-- @usage for item, err in client:triggers{ ProjectName = "..." } do ... end
+---@param params imm.ListTriggersParams
+---@param opts imm.PagerOptions|nil
+---@return fun(): (table|false|nil), imm.Error|nil
+function _M:triggers(params, opts)
+  local it, a, b, listing = _M._items(self, "ListTriggers", "triggers", params, opts)
+  return it, a, b, listing
+end
+
+--- Every item of every ListTriggers page, merged: `{ Triggers = { ... } }`.
+-- @tparam table params as for `list_triggers`
+-- @tparam[opt] table opts as for `triggers`
+-- @return table, or nil, err (`err.next_token` says where to resume)
+-- @usage local all, err = client:all_triggers{ ProjectName = "..." }
+---@param params imm.ListTriggersParams
+---@param opts imm.PagerOptions|nil
+---@return { Triggers: table[] }|nil all
+---@return imm.Error|nil err
+function _M:all_triggers(params, opts)
+  local all, err = _M._all(self, "ListTriggers", "all_triggers", params, opts)
+  return all, err
+end
+
+---@class imm.QueryFigureClustersResponse
+---@field FigureClusters table[] always a table ({} when the reply has none)
+---@field NextToken string|nil nil on the last page
+---@field RequestId string
+---@field TotalCount number|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.QueryFigureClustersParams
 ---@field CreateTimeRange imm.api.TimeRange|string|nil JSON
@@ -2560,7 +3329,7 @@ end
 ---@field WithTotalCount boolean|nil
 
 --- QueryFigureClusters (IMM API 2020-09-30).
--- Pages with NextToken; the list is `FigureClusters` (see `client:pages`). Retried like a read.
+-- Pages with NextToken; the list is `FigureClusters` (see `client:figure_clusters`). Retried like a read.
 -- @tparam table params `CreateTimeRange` (TimeRange, JSON), `CustomLabels` (string),
 --   `DatasetName` (string, required), `MaxResults` (number), `NextToken` (string), `Order` (string),
 --   `ProjectName` (string, required), `Sort` (string), `UpdateTimeRange` (TimeRange, JSON),
@@ -2570,12 +3339,48 @@ end
 -- @usage local res, err = client:query_figure_clusters{ DatasetName = "...", ProjectName = "..." }
 ---@param params imm.QueryFigureClustersParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.QueryFigureClustersResponse|nil res
 ---@return imm.Error|nil err
 function _M:query_figure_clusters(params, opts)
   local res, err = _M._invoke(self, "QueryFigureClusters", "query_figure_clusters", params, opts)
   return res, err
 end
+
+--- Every item of every QueryFigureClusters page, one by one (the elements of `FigureClusters`),
+-- following NextToken.
+-- @tparam table params as for `query_figure_clusters`
+-- @tparam[opt] table opts pager options: `max_items`, `page_size` (default and at most 100), `start_token`,
+--   `prefetch`
+-- @return iterator yielding items; on failure it yields `false, err` once (`err.next_token`
+--   says where to resume). With `prefetch`, also a fourth value whose `close()` ends it.
+-- @usage for item, err in client:figure_clusters{ DatasetName = "...", ProjectName = "..." } do ... end
+---@param params imm.QueryFigureClustersParams
+---@param opts imm.PagerOptions|nil
+---@return fun(): (table|false|nil), imm.Error|nil
+function _M:figure_clusters(params, opts)
+  local it, a, b, listing = _M._items(self, "QueryFigureClusters", "figure_clusters", params, opts)
+  return it, a, b, listing
+end
+
+--- Every item of every QueryFigureClusters page, merged: `{ FigureClusters = { ... } }`.
+-- @tparam table params as for `query_figure_clusters`
+-- @tparam[opt] table opts as for `figure_clusters`
+-- @return table, or nil, err (`err.next_token` says where to resume)
+-- @usage local all, err = client:all_figure_clusters{ DatasetName = "...", ProjectName = "..." }
+---@param params imm.QueryFigureClustersParams
+---@param opts imm.PagerOptions|nil
+---@return { FigureClusters: table[] }|nil all
+---@return imm.Error|nil err
+function _M:all_figure_clusters(params, opts)
+  local all, err = _M._all(self, "QueryFigureClusters", "all_figure_clusters", params, opts)
+  return all, err
+end
+
+---@class imm.QueryLocationDateClustersResponse
+---@field LocationDateClusters table[] always a table ({} when the reply has none)
+---@field NextToken string|nil nil on the last page
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.QueryLocationDateClustersParams
 ---@field Address imm.api.Address|string|nil JSON
@@ -2595,7 +3400,8 @@ end
 ---@field UpdateTimeRange imm.api.TimeRange|string|nil JSON
 
 --- QueryLocationDateClusters (IMM API 2020-09-30).
--- Pages with NextToken; the list is `LocationDateClusters` (see `client:pages`). Retried like a read.
+-- Pages with NextToken; the list is `LocationDateClusters` (see `client:location_date_clusters`).
+-- Retried like a read.
 -- @tparam table params `Address` (Address, JSON), `CreateTimeRange` (TimeRange, JSON), `CustomLabels` (string),
 --   `DatasetName` (string, required), `LocationDateClusterEndTimeRange` (TimeRange, JSON),
 --   `LocationDateClusterLevels` (array of string, JSON), `LocationDateClusterStartTimeRange` (TimeRange, JSON),
@@ -2606,12 +3412,48 @@ end
 -- @usage local res, err = client:query_location_date_clusters{ DatasetName = "...", ProjectName = "..." }
 ---@param params imm.QueryLocationDateClustersParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.QueryLocationDateClustersResponse|nil res
 ---@return imm.Error|nil err
 function _M:query_location_date_clusters(params, opts)
   local res, err = _M._invoke(self, "QueryLocationDateClusters", "query_location_date_clusters", params, opts)
   return res, err
 end
+
+--- Every item of every QueryLocationDateClusters page, one by one (the elements of `LocationDateClusters`),
+-- following NextToken.
+-- @tparam table params as for `query_location_date_clusters`
+-- @tparam[opt] table opts pager options: `max_items`, `page_size` (default and at most 100), `start_token`,
+--   `prefetch`
+-- @return iterator yielding items; on failure it yields `false, err` once (`err.next_token`
+--   says where to resume). With `prefetch`, also a fourth value whose `close()` ends it.
+-- @usage for item, err in client:location_date_clusters{ DatasetName = "...", ProjectName = "..." } do ... end
+---@param params imm.QueryLocationDateClustersParams
+---@param opts imm.PagerOptions|nil
+---@return fun(): (table|false|nil), imm.Error|nil
+function _M:location_date_clusters(params, opts)
+  local it, a, b, listing = _M._items(self, "QueryLocationDateClusters", "location_date_clusters", params, opts)
+  return it, a, b, listing
+end
+
+--- Every item of every QueryLocationDateClusters page, merged: `{ LocationDateClusters = { ... } }`.
+-- @tparam table params as for `query_location_date_clusters`
+-- @tparam[opt] table opts as for `location_date_clusters`
+-- @return table, or nil, err (`err.next_token` says where to resume)
+-- @usage local all, err = client:all_location_date_clusters{ DatasetName = "...", ProjectName = "..." }
+---@param params imm.QueryLocationDateClustersParams
+---@param opts imm.PagerOptions|nil
+---@return { LocationDateClusters: table[] }|nil all
+---@return imm.Error|nil err
+function _M:all_location_date_clusters(params, opts)
+  local all, err = _M._all(self, "QueryLocationDateClusters", "all_location_date_clusters", params, opts)
+  return all, err
+end
+
+---@class imm.QuerySimilarImageClustersResponse
+---@field NextToken string|nil nil on the last page
+---@field RequestId string
+---@field SimilarImageClusters table[] always a table ({} when the reply has none)
+---@field [string] any fields the service adds are kept
 
 ---@class imm.QuerySimilarImageClustersParams
 ---@field CustomLabels string|nil
@@ -2623,7 +3465,8 @@ end
 ---@field Sort string|nil
 
 --- QuerySimilarImageClusters (IMM API 2020-09-30).
--- Pages with NextToken; the list is `SimilarImageClusters` (see `client:pages`). Retried like a read.
+-- Pages with NextToken; the list is `SimilarImageClusters` (see `client:similar_image_clusters`).
+-- Retried like a read.
 -- @tparam table params `CustomLabels` (string), `DatasetName` (string, required), `MaxResults` (number),
 --   `NextToken` (string), `Order` (string), `ProjectName` (string, required), `Sort` (string)
 -- @tparam[opt] table opts call options (`idempotent`, `method`)
@@ -2631,12 +3474,48 @@ end
 -- @usage local res, err = client:query_similar_image_clusters{ DatasetName = "...", ProjectName = "..." }
 ---@param params imm.QuerySimilarImageClustersParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.QuerySimilarImageClustersResponse|nil res
 ---@return imm.Error|nil err
 function _M:query_similar_image_clusters(params, opts)
   local res, err = _M._invoke(self, "QuerySimilarImageClusters", "query_similar_image_clusters", params, opts)
   return res, err
 end
+
+--- Every item of every QuerySimilarImageClusters page, one by one (the elements of `SimilarImageClusters`),
+-- following NextToken.
+-- @tparam table params as for `query_similar_image_clusters`
+-- @tparam[opt] table opts pager options: `max_items`, `page_size` (default and at most 100), `start_token`,
+--   `prefetch`
+-- @return iterator yielding items; on failure it yields `false, err` once (`err.next_token`
+--   says where to resume). With `prefetch`, also a fourth value whose `close()` ends it.
+-- @usage for item, err in client:similar_image_clusters{ DatasetName = "...", ProjectName = "..." } do ... end
+---@param params imm.QuerySimilarImageClustersParams
+---@param opts imm.PagerOptions|nil
+---@return fun(): (table|false|nil), imm.Error|nil
+function _M:similar_image_clusters(params, opts)
+  local it, a, b, listing = _M._items(self, "QuerySimilarImageClusters", "similar_image_clusters", params, opts)
+  return it, a, b, listing
+end
+
+--- Every item of every QuerySimilarImageClusters page, merged: `{ SimilarImageClusters = { ... } }`.
+-- @tparam table params as for `query_similar_image_clusters`
+-- @tparam[opt] table opts as for `similar_image_clusters`
+-- @return table, or nil, err (`err.next_token` says where to resume)
+-- @usage local all, err = client:all_similar_image_clusters{ DatasetName = "...", ProjectName = "..." }
+---@param params imm.QuerySimilarImageClustersParams
+---@param opts imm.PagerOptions|nil
+---@return { SimilarImageClusters: table[] }|nil all
+---@return imm.Error|nil err
+function _M:all_similar_image_clusters(params, opts)
+  local all, err = _M._all(self, "QuerySimilarImageClusters", "all_similar_image_clusters", params, opts)
+  return all, err
+end
+
+---@class imm.QueryStoriesResponse
+---@field NextToken string|nil nil on the last page
+---@field RequestId string
+---@field Stories table[] always a table ({} when the reply has none)
+---@field [string] any fields the service adds are kept
 
 ---@class imm.QueryStoriesParams
 ---@field CreateTimeRange imm.api.TimeRange|string|nil JSON
@@ -2656,7 +3535,7 @@ end
 ---@field StoryType string|nil
 ---@field WithEmptyStories boolean|nil
 
---- QueryStories (IMM API 2020-09-30). Pages with NextToken; the list is `Stories` (see `client:pages`).
+--- QueryStories (IMM API 2020-09-30). Pages with NextToken; the list is `Stories` (see `client:stories`).
 -- Retried like a read.
 -- @tparam table params `CreateTimeRange` (TimeRange, JSON), `CustomLabels` (string),
 --   `DatasetName` (string, required), `FigureClusterIds` (array of string, JSON), `MaxResults` (number),
@@ -2668,12 +3547,49 @@ end
 -- @usage local res, err = client:query_stories{ DatasetName = "...", ProjectName = "..." }
 ---@param params imm.QueryStoriesParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.QueryStoriesResponse|nil res
 ---@return imm.Error|nil err
 function _M:query_stories(params, opts)
   local res, err = _M._invoke(self, "QueryStories", "query_stories", params, opts)
   return res, err
 end
+
+--- Every item of every QueryStories page, one by one (the elements of `Stories`), following NextToken.
+-- @tparam table params as for `query_stories`
+-- @tparam[opt] table opts pager options: `max_items`, `page_size` (default and at most 100), `start_token`,
+--   `prefetch`
+-- @return iterator yielding items; on failure it yields `false, err` once (`err.next_token`
+--   says where to resume). With `prefetch`, also a fourth value whose `close()` ends it.
+-- @usage for item, err in client:stories{ DatasetName = "...", ProjectName = "..." } do ... end
+---@param params imm.QueryStoriesParams
+---@param opts imm.PagerOptions|nil
+---@return fun(): (table|false|nil), imm.Error|nil
+function _M:stories(params, opts)
+  local it, a, b, listing = _M._items(self, "QueryStories", "stories", params, opts)
+  return it, a, b, listing
+end
+
+--- Every item of every QueryStories page, merged: `{ Stories = { ... } }`.
+-- @tparam table params as for `query_stories`
+-- @tparam[opt] table opts as for `stories`
+-- @return table, or nil, err (`err.next_token` says where to resume)
+-- @usage local all, err = client:all_stories{ DatasetName = "...", ProjectName = "..." }
+---@param params imm.QueryStoriesParams
+---@param opts imm.PagerOptions|nil
+---@return { Stories: table[] }|nil all
+---@return imm.Error|nil err
+function _M:all_stories(params, opts)
+  local all, err = _M._all(self, "QueryStories", "all_stories", params, opts)
+  return all, err
+end
+
+---@class imm.RefreshWebofficeTokenResponse
+---@field AccessToken any|nil
+---@field AccessTokenExpiredTime any|nil
+---@field RefreshToken any|nil
+---@field RefreshTokenExpiredTime any|nil
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.RefreshWebofficeTokenParams
 ---@field AccessToken string required
@@ -2690,12 +3606,16 @@ end
 -- @usage local res, err = client:refresh_weboffice_token{ AccessToken = "...", ProjectName = "...", RefreshToken = "..." }
 ---@param params imm.RefreshWebofficeTokenParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.RefreshWebofficeTokenResponse|nil res
 ---@return imm.Error|nil err
 function _M:refresh_weboffice_token(params, opts)
   local res, err = _M._invoke(self, "RefreshWebofficeToken", "refresh_weboffice_token", params, opts)
   return res, err
 end
+
+---@class imm.RemoveStoryFilesResponse
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.RemoveStoryFilesParams
 ---@field DatasetName string body, required
@@ -2713,12 +3633,16 @@ end
 -- @usage local res, err = client:remove_story_files{ DatasetName = "...", Files = { ... }, ObjectId = "...", ProjectName = "..." }
 ---@param params imm.RemoveStoryFilesParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.RemoveStoryFilesResponse|nil res
 ---@return imm.Error|nil err
 function _M:remove_story_files(params, opts)
   local res, err = _M._invoke(self, "RemoveStoryFiles", "remove_story_files", params, opts)
   return res, err
 end
+
+---@class imm.ResumeBatchResponse
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.ResumeBatchParams
 ---@field Id string body, required
@@ -2732,12 +3656,16 @@ end
 -- @usage local res, err = client:resume_batch{ Id = "...", ProjectName = "..." }
 ---@param params imm.ResumeBatchParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.ResumeBatchResponse|nil res
 ---@return imm.Error|nil err
 function _M:resume_batch(params, opts)
   local res, err = _M._invoke(self, "ResumeBatch", "resume_batch", params, opts)
   return res, err
 end
+
+---@class imm.ResumeTriggerResponse
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.ResumeTriggerParams
 ---@field Id string body, required
@@ -2751,12 +3679,17 @@ end
 -- @usage local res, err = client:resume_trigger{ Id = "...", ProjectName = "..." }
 ---@param params imm.ResumeTriggerParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.ResumeTriggerResponse|nil res
 ---@return imm.Error|nil err
 function _M:resume_trigger(params, opts)
   local res, err = _M._invoke(self, "ResumeTrigger", "resume_trigger", params, opts)
   return res, err
 end
+
+---@class imm.SearchImageFigureClusterResponse
+---@field Clusters any|nil
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.SearchImageFigureClusterParams
 ---@field CredentialConfig imm.api.CredentialConfig|string|nil JSON
@@ -2772,12 +3705,17 @@ end
 -- @usage local res, err = client:search_image_figure_cluster{ DatasetName = "...", ProjectName = "..." }
 ---@param params imm.SearchImageFigureClusterParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.SearchImageFigureClusterResponse|nil res
 ---@return imm.Error|nil err
 function _M:search_image_figure_cluster(params, opts)
   local res, err = _M._invoke(self, "SearchImageFigureCluster", "search_image_figure_cluster", params, opts)
   return res, err
 end
+
+---@class imm.SemanticQueryResponse
+---@field Files any|nil
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.SemanticQueryParams
 ---@field DatasetName string required
@@ -2798,12 +3736,20 @@ end
 -- @usage local res, err = client:semantic_query{ DatasetName = "...", ProjectName = "..." }
 ---@param params imm.SemanticQueryParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.SemanticQueryResponse|nil res
 ---@return imm.Error|nil err
 function _M:semantic_query(params, opts)
   local res, err = _M._invoke(self, "SemanticQuery", "semantic_query", params, opts)
   return res, err
 end
+
+---@class imm.SimpleQueryResponse
+---@field Aggregations any|nil
+---@field Files table[] always a table ({} when the reply has none)
+---@field NextToken string|nil nil on the last page
+---@field RequestId string
+---@field TotalHits number|nil
+---@field [string] any fields the service adds are kept
 
 ---@class imm.SimpleQueryParams
 ---@field Aggregations imm.api.SimpleQueryRequestAggregations[]|string|nil JSON
@@ -2817,7 +3763,7 @@ end
 ---@field WithFields string[]|string|nil JSON
 ---@field WithoutTotalHits boolean|nil
 
---- SimpleQuery (IMM API 2020-09-30). Pages with NextToken; the list is `Files` (see `client:pages`).
+--- SimpleQuery (IMM API 2020-09-30). Pages with NextToken; the list is `Files` (see `client:simple_query_files`).
 -- Retried like a read.
 -- @tparam table params `Aggregations` (array of SimpleQueryRequestAggregations, JSON),
 --   `DatasetName` (string, required), `MaxResults` (number), `NextToken` (string), `Order` (string),
@@ -2828,12 +3774,45 @@ end
 -- @usage local res, err = client:simple_query{ DatasetName = "...", ProjectName = "..." }
 ---@param params imm.SimpleQueryParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.SimpleQueryResponse|nil res
 ---@return imm.Error|nil err
 function _M:simple_query(params, opts)
   local res, err = _M._invoke(self, "SimpleQuery", "simple_query", params, opts)
   return res, err
 end
+
+--- Every item of every SimpleQuery page, one by one (the elements of `Files`), following NextToken.
+-- @tparam table params as for `simple_query`
+-- @tparam[opt] table opts pager options: `max_items`, `page_size` (default and at most 100), `start_token`,
+--   `prefetch`
+-- @return iterator yielding items; on failure it yields `false, err` once (`err.next_token`
+--   says where to resume). With `prefetch`, also a fourth value whose `close()` ends it.
+-- @usage for item, err in client:simple_query_files{ DatasetName = "...", ProjectName = "..." } do ... end
+---@param params imm.SimpleQueryParams
+---@param opts imm.PagerOptions|nil
+---@return fun(): (table|false|nil), imm.Error|nil
+function _M:simple_query_files(params, opts)
+  local it, a, b, listing = _M._items(self, "SimpleQuery", "simple_query_files", params, opts)
+  return it, a, b, listing
+end
+
+--- Every item of every SimpleQuery page, merged: `{ Files = { ... } }`.
+-- @tparam table params as for `simple_query`
+-- @tparam[opt] table opts as for `simple_query_files`
+-- @return table, or nil, err (`err.next_token` says where to resume)
+-- @usage local all, err = client:all_simple_query_files{ DatasetName = "...", ProjectName = "..." }
+---@param params imm.SimpleQueryParams
+---@param opts imm.PagerOptions|nil
+---@return { Files: table[] }|nil all
+---@return imm.Error|nil err
+function _M:all_simple_query_files(params, opts)
+  local all, err = _M._all(self, "SimpleQuery", "all_simple_query_files", params, opts)
+  return all, err
+end
+
+---@class imm.SuspendBatchResponse
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.SuspendBatchParams
 ---@field Id string body, required
@@ -2847,12 +3826,16 @@ end
 -- @usage local res, err = client:suspend_batch{ Id = "...", ProjectName = "..." }
 ---@param params imm.SuspendBatchParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.SuspendBatchResponse|nil res
 ---@return imm.Error|nil err
 function _M:suspend_batch(params, opts)
   local res, err = _M._invoke(self, "SuspendBatch", "suspend_batch", params, opts)
   return res, err
 end
+
+---@class imm.SuspendTriggerResponse
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.SuspendTriggerParams
 ---@field Id string body, required
@@ -2866,12 +3849,16 @@ end
 -- @usage local res, err = client:suspend_trigger{ Id = "...", ProjectName = "..." }
 ---@param params imm.SuspendTriggerParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.SuspendTriggerResponse|nil res
 ---@return imm.Error|nil err
 function _M:suspend_trigger(params, opts)
   local res, err = _M._invoke(self, "SuspendTrigger", "suspend_trigger", params, opts)
   return res, err
 end
+
+---@class imm.UpdateBatchResponse
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.UpdateBatchParams
 ---@field Actions imm.api.UpdateBatchRequestActions[]|string|nil JSON, body
@@ -2889,12 +3876,17 @@ end
 -- @usage local res, err = client:update_batch{ Id = "...", ProjectName = "..." }
 ---@param params imm.UpdateBatchParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.UpdateBatchResponse|nil res
 ---@return imm.Error|nil err
 function _M:update_batch(params, opts)
   local res, err = _M._invoke(self, "UpdateBatch", "update_batch", params, opts)
   return res, err
 end
+
+---@class imm.UpdateDatasetResponse
+---@field Dataset imm.Dataset|nil
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.UpdateDatasetParams
 ---@field DatasetMaxBindCount number|nil
@@ -2918,12 +3910,16 @@ end
 -- @usage local res, err = client:update_dataset{ DatasetName = "...", ProjectName = "..." }
 ---@param params imm.UpdateDatasetParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.UpdateDatasetResponse|nil res
 ---@return imm.Error|nil err
 function _M:update_dataset(params, opts)
   local res, err = _M._invoke(self, "UpdateDataset", "update_dataset", params, opts)
   return res, err
 end
+
+---@class imm.UpdateFigureClusterResponse
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.UpdateFigureClusterParams
 ---@field DatasetName string required
@@ -2938,12 +3934,16 @@ end
 -- @usage local res, err = client:update_figure_cluster{ DatasetName = "...", FigureCluster = { ... }, ProjectName = "..." }
 ---@param params imm.UpdateFigureClusterParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.UpdateFigureClusterResponse|nil res
 ---@return imm.Error|nil err
 function _M:update_figure_cluster(params, opts)
   local res, err = _M._invoke(self, "UpdateFigureCluster", "update_figure_cluster", params, opts)
   return res, err
 end
+
+---@class imm.UpdateFileMetaResponse
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.UpdateFileMetaParams
 ---@field DatasetName string required
@@ -2958,12 +3958,16 @@ end
 -- @usage local res, err = client:update_file_meta{ DatasetName = "...", File = { ... }, ProjectName = "..." }
 ---@param params imm.UpdateFileMetaParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.UpdateFileMetaResponse|nil res
 ---@return imm.Error|nil err
 function _M:update_file_meta(params, opts)
   local res, err = _M._invoke(self, "UpdateFileMeta", "update_file_meta", params, opts)
   return res, err
 end
+
+---@class imm.UpdateLocationDateClusterResponse
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.UpdateLocationDateClusterParams
 ---@field CustomId string|nil
@@ -2982,12 +3986,17 @@ end
 -- @usage local res, err = client:update_location_date_cluster{ DatasetName = "...", ObjectId = "...", ProjectName = "..." }
 ---@param params imm.UpdateLocationDateClusterParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.UpdateLocationDateClusterResponse|nil res
 ---@return imm.Error|nil err
 function _M:update_location_date_cluster(params, opts)
   local res, err = _M._invoke(self, "UpdateLocationDateCluster", "update_location_date_cluster", params, opts)
   return res, err
 end
+
+---@class imm.UpdateProjectResponse
+---@field Project imm.Project|nil
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.UpdateProjectParams
 ---@field DatasetMaxBindCount number|nil
@@ -3012,12 +4021,16 @@ end
 -- @usage local res, err = client:update_project{ ProjectName = "..." }
 ---@param params imm.UpdateProjectParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.UpdateProjectResponse|nil res
 ---@return imm.Error|nil err
 function _M:update_project(params, opts)
   local res, err = _M._invoke(self, "UpdateProject", "update_project", params, opts)
   return res, err
 end
+
+---@class imm.UpdateStoryResponse
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.UpdateStoryParams
 ---@field Cover imm.api.UpdateStoryRequestCover|string|nil JSON, body
@@ -3038,12 +4051,16 @@ end
 -- @usage local res, err = client:update_story{ DatasetName = "...", ObjectId = "...", ProjectName = "..." }
 ---@param params imm.UpdateStoryParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.UpdateStoryResponse|nil res
 ---@return imm.Error|nil err
 function _M:update_story(params, opts)
   local res, err = _M._invoke(self, "UpdateStory", "update_story", params, opts)
   return res, err
 end
+
+---@class imm.UpdateTriggerResponse
+---@field RequestId string
+---@field [string] any fields the service adds are kept
 
 ---@class imm.UpdateTriggerParams
 ---@field Actions imm.api.UpdateTriggerRequestActions[]|string|nil JSON, body
@@ -3061,12 +4078,29 @@ end
 -- @usage local res, err = client:update_trigger{ Id = "...", ProjectName = "..." }
 ---@param params imm.UpdateTriggerParams
 ---@param opts imm.CallOptions|nil
----@return table|nil res
+---@return imm.UpdateTriggerResponse|nil res
 ---@return imm.Error|nil err
 function _M:update_trigger(params, opts)
   local res, err = _M._invoke(self, "UpdateTrigger", "update_trigger", params, opts)
   return res, err
 end
+
+--- Pager name -> action name: the named item pagers above (each with its all_ twin).
+_M._pagers = {
+  attached_oss_buckets = "ListAttachedOSSBuckets",
+  batches = "ListBatches",
+  bindings = "ListBindings",
+  datasets = "ListDatasets",
+  figure_clusters = "QueryFigureClusters",
+  fuzzy_query_files = "FuzzyQuery",
+  location_date_clusters = "QueryLocationDateClusters",
+  projects = "ListProjects",
+  similar_image_clusters = "QuerySimilarImageClusters",
+  simple_query_files = "SimpleQuery",
+  stories = "QueryStories",
+  tasks = "ListTasks",
+  triggers = "ListTriggers",
+}
 
 --- Method name -> action name, for every method above.
 _M._actions = {

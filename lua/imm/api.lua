@@ -7,7 +7,8 @@
 -- "string", "number", "boolean", "any", `{ array = SHAPE }`, `{ map = SHAPE }` or a
 -- model `{ fields = { Name = SHAPE } }`, the shape `imm.core.json_encode` takes. An action
 -- also has `idempotent` (see tools/gen_api.py for the rule), `form` (some parameters go
--- in a body), and `items`/`page_size` when it pages with NextToken.
+-- in a body), and `items`/`page_size`/`max_results` (the documented largest page) when it
+-- pages with NextToken.
 -- @module imm.api
 
 local M = {}
@@ -689,8 +690,8 @@ A.AddStoryFiles = {
 A.AttachOSSBucket = {
   params = {
     Description = { type = "string" },
-    OSSBucket = { type = "string" },
-    ProjectName = { type = "string" },
+    OSSBucket = { type = "string", required = true },
+    ProjectName = { type = "string", required = true },
   },
   idempotent = false,
 }
@@ -972,10 +973,10 @@ A.CreateImageToPDFTask = {
   params = {
     CredentialConfig = { type = M.CredentialConfig, json = true },
     Notification = { type = M.Notification, json = true },
-    ProjectName = { type = "string" },
-    Sources = { type = { array = M.CreateImageToPDFTaskRequestSources }, json = true },
+    ProjectName = { type = "string", required = true },
+    Sources = { type = { array = M.CreateImageToPDFTaskRequestSources }, json = true, required = true },
     Tags = { type = { map = "any" }, json = true },
-    TargetURI = { type = "string" },
+    TargetURI = { type = "string", required = true },
     UserData = { type = "string" },
   },
   idempotent = false,
@@ -1194,7 +1195,7 @@ A.DeleteTrigger = {
 }
 A.DetachOSSBucket = {
   params = {
-    OSSBucket = { type = "string" },
+    OSSBucket = { type = "string", required = true },
   },
   idempotent = false,
 }
@@ -1314,6 +1315,7 @@ A.FuzzyQuery = {
   },
   items = "Files",
   page_size = "MaxResults",
+  max_results = 200,
   idempotent = true,
 }
 A.GenerateVideoPlaylist = {
@@ -1422,7 +1424,7 @@ A.GetImageModerationResult = {
 }
 A.GetOSSBucketAttachment = {
   params = {
-    OSSBucket = { type = "string" },
+    OSSBucket = { type = "string", required = true },
   },
   idempotent = true,
 }
@@ -1487,10 +1489,11 @@ A.ListAttachedOSSBuckets = {
   params = {
     MaxResults = { type = "number" },
     NextToken = { type = "string" },
-    ProjectName = { type = "string" },
+    ProjectName = { type = "string", required = true },
   },
   items = "AttachedOSSBuckets",
   page_size = "MaxResults",
+  max_results = 200,
   idempotent = true,
 }
 A.ListBatches = {
@@ -1505,6 +1508,7 @@ A.ListBatches = {
   },
   items = "Batches",
   page_size = "MaxResults",
+  max_results = 100,
   idempotent = true,
 }
 A.ListBindings = {
@@ -1517,6 +1521,7 @@ A.ListBindings = {
   },
   items = "Bindings",
   page_size = "MaxResults",
+  max_results = 200,
   idempotent = true,
 }
 A.ListDatasets = {
@@ -1528,6 +1533,7 @@ A.ListDatasets = {
   },
   items = "Datasets",
   page_size = "MaxResults",
+  max_results = 200,
   idempotent = true,
 }
 A.ListProjects = {
@@ -1539,6 +1545,7 @@ A.ListProjects = {
   },
   items = "Projects",
   page_size = "MaxResults",
+  max_results = 200,
   idempotent = true,
 }
 A.ListRegions = {
@@ -1563,6 +1570,7 @@ A.ListTasks = {
   },
   items = "Tasks",
   page_size = "MaxResults",
+  max_results = 100,
   idempotent = true,
 }
 A.ListTriggers = {
@@ -1577,6 +1585,7 @@ A.ListTriggers = {
   },
   items = "Triggers",
   page_size = "MaxResults",
+  max_results = 100,
   idempotent = true,
 }
 A.QueryFigureClusters = {
@@ -1594,6 +1603,7 @@ A.QueryFigureClusters = {
   },
   items = "FigureClusters",
   page_size = "MaxResults",
+  max_results = 100,
   idempotent = true,
 }
 A.QueryLocationDateClusters = {
@@ -1616,6 +1626,7 @@ A.QueryLocationDateClusters = {
   },
   items = "LocationDateClusters",
   page_size = "MaxResults",
+  max_results = 100,
   idempotent = true,
 }
 A.QuerySimilarImageClusters = {
@@ -1630,6 +1641,7 @@ A.QuerySimilarImageClusters = {
   },
   items = "SimilarImageClusters",
   page_size = "MaxResults",
+  max_results = 100,
   idempotent = true,
 }
 A.QueryStories = {
@@ -1653,6 +1665,7 @@ A.QueryStories = {
   },
   items = "Stories",
   page_size = "MaxResults",
+  max_results = 100,
   idempotent = true,
 }
 A.RefreshWebofficeToken = {
@@ -1727,6 +1740,7 @@ A.SimpleQuery = {
   },
   items = "Files",
   page_size = "MaxResults",
+  max_results = 100,
   idempotent = true,
 }
 A.SuspendBatch = {

@@ -516,8 +516,8 @@ end
 --- Iterates over pages of any NextToken action.
 -- @tparam string action
 -- @tparam table params
--- @tparam[opt] table opts `max_items`, `page_size` (default 200 for the
---   known listings), `start_token`, `items`, `prefetch`
+-- @tparam[opt] table opts `max_items`, `page_size` (default and at most the
+--   action's documented largest page), `start_token`, `items`, `prefetch`
 -- @return iterator yielding page tables; on failure it yields `false, err` once
 -- @usage for page, err in client:pages("ListBindings", { ProjectName = "p" }) do ... end
 ---@param action string
@@ -527,6 +527,62 @@ end
 function Client:pages(action, params, opts)
   must_be_client(self, "pages")
   return pager.pages(self, action, params, opts)
+end
+
+--- Iterates over the items of any NextToken action, one by one: the
+-- elements of its list field (`Files`, `Tasks`, ...; `opts.items` for an
+-- action outside the API description), page after page. ListBindings goes
+-- through `bindings` (so `concurrency` works as there).
+-- @tparam string action e.g. "ListTasks"
+-- @tparam table params
+-- @tparam[opt] table opts `max_items`, `page_size` (default and at most the
+--   action's documented largest page), `start_token`, `prefetch`, `items`
+-- @return iterator yielding items; on failure it yields `false, err` once.
+--   With `prefetch`, its fourth value's `close()` ends the listing early.
+-- @usage for task, err in client:items("ListTasks", { ProjectName = "p" }) do ... end
+---@param action string
+---@param params table|nil
+---@param opts imm.PagerOptions|nil
+---@return fun(): (table|false|nil), imm.Error|nil
+function Client:items(action, params, opts)
+  must_be_client(self, "items")
+  if action == "ListBindings" and parallel.wanted(params, opts) then
+    return parallel.bindings(self, params, opts)
+  end
+  return pager.items(self, action, params, opts)
+end
+
+--- Every item of every page of any NextToken action, merged:
+-- `{ [list field] = { ... } }` (other fields of the pages, such as
+-- SimpleQuery's `Aggregations`, are not kept: use `pages` for them).
+-- @tparam string action e.g. "QueryStories"
+-- @tparam table params
+-- @tparam[opt] table opts as for `items`
+-- @return table, or nil, err (err.next_token says where to resume)
+-- @usage local all, err = client:all("ListTasks", { ProjectName = "p" })
+---@param action string
+---@param params table|nil
+---@param opts imm.PagerOptions|nil
+---@return table|nil all
+---@return imm.Error|nil err
+function Client:all(action, params, opts)
+  must_be_client(self, "all")
+  if action == "ListBindings" and parallel.wanted(params, opts) then
+    return parallel.all_bindings(self, params, opts)
+  end
+  return pager.all(self, action, params, opts)
+end
+
+-- The generated named pagers (imm.actions: `client:tasks`, `client:all_tasks`).
+function actions._items(self, action, name, params, opts)
+  must_be_client(self, name, 4)
+  local it, a, b, listing = Client.items(self, action, params, opts)
+  return it, a, b, listing
+end
+function actions._all(self, action, name, params, opts)
+  must_be_client(self, name, 4)
+  local all, err = Client.all(self, action, params, opts)
+  return all, err
 end
 
 --- Iterates over bindings one by one, following NextToken.
@@ -739,7 +795,7 @@ end
 -- @return `{ RequestId, NextToken, Projects = { ... } }`, or nil, err
 -- @usage local res, err = client:list_projects{ Prefix = "media-" }
 ---@param params imm.ListProjectsParams|nil
----@return { RequestId: string, NextToken: string|nil, Projects: imm.Project[] }|nil res
+---@return imm.ListProjectsResponse|nil res
 ---@return imm.Error|nil err
 function Client:list_projects(params, opts)
   local res, err = Client._invoke(self, "ListProjects", "list_projects", params, opts)
@@ -763,7 +819,7 @@ end
 -- @return `{ RequestId, NextToken, Datasets = { ... } }`, or nil, err
 -- @usage local res, err = client:list_datasets{ ProjectName = "immtest" }
 ---@param params imm.ListDatasetsParams
----@return { RequestId: string, NextToken: string|nil, Datasets: imm.Dataset[] }|nil res
+---@return imm.ListDatasetsResponse|nil res
 ---@return imm.Error|nil err
 function Client:list_datasets(params, opts)
   local res, err = Client._invoke(self, "ListDatasets", "list_datasets", params, opts)
@@ -785,6 +841,10 @@ end
 -- methods above keep their own documentation.
 for method in pairs(actions._actions) do
   if Client[method] == nil then Client[method] = actions[method] end
+end
+for name in pairs(actions._pagers) do
+  if Client[name] == nil then Client[name] = actions[name] end
+  if Client["all_" .. name] == nil then Client["all_" .. name] = actions["all_" .. name] end
 end
 
 --- Releases the connection. The client must not be used afterwards.

@@ -23,6 +23,12 @@ local _M = {}
 ---@field attempts integer|nil how many attempts were made (`tostring` says so when more than one)
 ---@field hint string|nil what to do about it, when imm can tell (also at the end of `message`)
 ---@field next_token string|nil from the pagers: where to resume
+---@field pending { dataset: string, next_token: string|nil }[]|nil parallel listings: every dataset not finished
+---@field dataset string|nil parallel listings: the dataset whose listing failed
+---@field action string|nil parallel listings: "ListDatasets" when the listing of the datasets failed
+---@field providers { name: string, code: string, message: string }[]|nil NoCredentials: what each provider said
+---@field file string|nil InvalidConfiguration: the credentials or token file at fault
+---@field line integer|nil InvalidConfiguration: the line of `file` at fault, when known
 ---@field phase string|nil UnsupportedPhase: the nginx phase
 ---@field sent boolean|nil transport failures: false when no byte of the request left
 ---@field binding imm.Binding|nil wait_binding: the binding as last seen

@@ -54,18 +54,8 @@ _M.API_VERSION = api.version
 ---@field Reason string|nil
 ---@field [string] any fields the service adds are kept
 
----@class imm.ListBindingsResponse
----@field RequestId string
----@field NextToken string|nil nil on the last page
----@field Bindings imm.Binding[]
-
----@class imm.CreateBindingResponse
----@field RequestId string
----@field Binding imm.Binding
-
----@class imm.GetBindingResponse
----@field RequestId string
----@field Binding imm.Binding
+-- imm.<Action>Response, the type of each action's response, is generated
+-- (lua/imm/actions.lua).
 
 ---@class imm.Project
 ---@field ProjectName string
@@ -88,7 +78,7 @@ _M.API_VERSION = api.version
 
 ---@class imm.PagerOptions
 ---@field max_items integer|nil stop after this many items
----@field page_size integer|nil sets MaxResults; default 200 (the service maximum) for the known listings
+---@field page_size integer|nil sets MaxResults; default and at most the action's documented largest page (200 or 100)
 ---@field start_token string|nil resume from a saved NextToken
 ---@field items string|nil the response field holding the list (actions without a schema)
 ---@field concurrency integer|nil 1-100; > 1 without DatasetName: a parallel listing (bindings only)
@@ -153,14 +143,32 @@ for _, name in ipairs { "CreateBinding", "GetBinding", "DeleteBinding" } do
   p.URI.check = name == "CreateBinding" and oss_uri_problem or oss_scheme_problem
 end
 
--- A page size is a whole number; the three listings imm has always known
--- take 0..200 (0 means the default of 100). Other limits the service checks.
-for name, def in pairs(actions) do
+-- A page size is a whole number; a paging action takes 0 (the service's
+-- default) up to its documented largest page (`max_results` in the API
+-- description: 200 or 100). Other limits the service checks.
+for _, def in pairs(actions) do
   local m = def.params.MaxResults
   if m and m.type == "number" then
-    m.integer, m.min = true, 0
-    if name == "ListBindings" or name == "ListProjects" or name == "ListDatasets" then m.max = 200 end
+    m.integer, m.min, m.max = true, 0, def.max_results
   end
+end
+
+-- SimpleQuery documents 100 files a page, or 2000 groups when it asks for
+-- Aggregations.
+local AGGREGATED_MAX = 2000
+
+--- The largest page `action` documents for these parameters, or nil when
+-- it documents none.
+-- @tparam string action
+-- @tparam[opt] table params
+-- @treturn number|nil
+function _M.max_page_size(action, params)
+  local def = actions[action]
+  if not def then return nil end
+  if action == "SimpleQuery" and type(params) == "table" and params.Aggregations ~= nil then
+    return AGGREGATED_MAX
+  end
+  return def.max_results
 end
 
 --- Actions the service renamed: old name -> the name in the schema.
@@ -376,19 +384,19 @@ local function json_value(action, name, shape, v)
   return s
 end
 
-local function number_value(action, name, spec, v)
+local function number_value(action, name, spec, v, max)
   if spec.integer then
     if not is_integer(v) then
-      if spec.max then
+      if max then
         return nil, errors.invalid(format("%s: %s must be an integer from %d to %d, got %s",
-          action, name, spec.min, spec.max, describe(v)))
+          action, name, spec.min, max, describe(v)))
       end
       return nil, errors.invalid(format("%s: %s must be an integer, got %s", action, name, describe(v)))
     end
-    if (spec.min and v < spec.min) or (spec.max and v > spec.max) then
-      if spec.max then
+    if (spec.min and v < spec.min) or (max and v > max) then
+      if max then
         return nil, errors.invalid(format("%s: %s must be from %d to %d, got %s",
-          action, name, spec.min, spec.max, describe(v)))
+          action, name, spec.min, max, describe(v)))
       end
       return nil, errors.invalid(format("%s: %s must be at least %d, got %s", action, name, spec.min, describe(v)))
     end
@@ -400,10 +408,14 @@ local function number_value(action, name, spec, v)
   return s
 end
 
-local function check_value(action, name, spec, v)
+local function check_value(action, name, spec, v, params)
   if spec.json then return json_value(action, name, spec.type, v) end
   local t = spec.type
-  if t == "number" then return number_value(action, name, spec, v) end
+  if t == "number" then
+    local max = spec.max
+    if max and name == "MaxResults" then max = _M.max_page_size(action, params) end
+    return number_value(action, name, spec, v, max)
+  end
   if t == "boolean" then
     if type(v) ~= "boolean" then
       return nil, errors.invalid(format("%s: %s must be a boolean, got %s", action, name, describe(v)))
@@ -501,7 +513,7 @@ function _M.validate(action, params)
         hint_text(name, def.params)))
     end
     if spec then
-      s, err = check_value(action, name, spec, v)
+      s, err = check_value(action, name, spec, v, params)
     else
       s, err = generic_value(action, name, v)
     end

@@ -32,10 +32,10 @@ local _M = {}
 local PAGER_OPTIONS = { max_items = true, page_size = true, start_token = true, items = true,
   concurrency = true, prefetch = true }
 
--- Without page_size, pages are as large as the service allows: fewer round
--- trips for the same items (the service's own default is 100).
-local DEFAULT_PAGE_SIZE = 200
-_M.DEFAULT_PAGE_SIZE = DEFAULT_PAGE_SIZE
+-- Without page_size, pages are as large as the action documents
+-- (`max_results` in the API description, 200 or 100): fewer round trips for
+-- the same items. The parallel listing's ListDatasets chain asks for this.
+_M.DEFAULT_PAGE_SIZE = operations.actions.ListDatasets.max_results
 
 -- Validates pager options; returns the normalised settings or nil, err.
 local function settings(action, params, opts)
@@ -57,8 +57,8 @@ local function settings(action, params, opts)
     token = opts.start_token,
     concurrency = opts.concurrency or 1,
     prefetch = opts.prefetch or false,
-    -- known listings get the largest page; for others the service decides
-    default_size = def and def.page_size and DEFAULT_PAGE_SIZE or nil,
+    -- known listings get their largest page; for others the service decides
+    default_size = def and def.page_size and operations.max_page_size(action, params) or nil,
   }
   -- response.parse checks the elements of the action's own list already
   s.check_elements = not (def and def.items == s.items)
@@ -69,6 +69,11 @@ local function settings(action, params, opts)
   if s.page_size ~= nil and (type(s.page_size) ~= "number" or s.page_size ~= floor(s.page_size)
       or s.page_size < 1) then
     return nil, errors.invalid("page_size must be a positive integer, got " .. tostring(s.page_size))
+  end
+  local max = def and def.page_size and operations.max_page_size(action, params)
+  if max and s.page_size and s.page_size > max then
+    return nil, errors.invalid(format("%s: page_size must be at most %d, the largest page it documents, got %s",
+      tostring(action), max, tostring(s.page_size)))
   end
   local c = s.concurrency
   if type(c) ~= "number" or c ~= floor(c) or c < 1 or c > 100 then

@@ -329,11 +329,11 @@ local function on_result(L, chain, page, list, n, next_token)
         push(L.want, new_chain(L, "ListBindings", bp, nil, name))
       end
     end
-  elseif n > 0 then
+  else
+    -- every page, an empty one too: the sequential pager hands it over
+    -- (SimpleQuery's Aggregations and TotalHits can come on an empty page)
     chain.queued = chain.queued + 1
     push(L.queue, { chain = chain, page = page, list = list, n = n, token = chain.token })
-  else
-    L.busy = L.busy - 1
   end
   chain.token = next_token
   if next_token then

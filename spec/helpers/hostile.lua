@@ -93,8 +93,9 @@ end
 local LIMIT = 60
 
 --- Runs one scenario against a hostile server and describes the outcome:
--- `{ err = {...}, count, items_ok, elapsed, cut_off, trace }`. a: `port`,
--- `tls`, `transport`, `mode` ("page", "items", "pages", "all", "call",
+-- `{ err = {...}, count, items_ok, elapsed, cut_off, trace, pages }`. a:
+-- `port`, `tls`, `transport`, `mode` ("page", "items", "pages", "listing"
+-- (`action`, `pager`; `pages` says what each page held), "all", "call",
 -- "closed"), client options (`timeout`, `deadline`, `max_retries`,
 -- `security_token`, `debug`), `action` and `params` for "call", and pager
 -- options `pager` for "items" and "all" (`concurrency`, `prefetch`).
@@ -137,6 +138,18 @@ function M.run(a)
       n = n + 1
       out.count = out.count + #page.Bindings
       if n >= LIMIT then out.cut_off = true break end
+    end
+  elseif mode == "listing" then
+    -- any paging action page by page (`pager` options, `prefetch` among
+    -- them): what each page held, to compare prefetch with the plain pager
+    local action = a.action or "ListBindings"
+    local list = require("imm.operations").actions[action].items
+    out.pages = {}
+    for pg, err in c:pages(action, params, a.pager) do
+      if not pg then out.err = error_fields(err) break end
+      out.pages[#out.pages + 1] = { n = #pg[list], total = pg.TotalHits, aggregations = pg.Aggregations ~= nil }
+      out.count = out.count + #pg[list]
+      if #out.pages >= LIMIT then out.cut_off = true break end
     end
   elseif mode == "all" then
     -- no way to cut all_bindings off: a spec that expects a loop ends its
