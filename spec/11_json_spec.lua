@@ -309,7 +309,8 @@ describe("imm.core.json_decode", function()
     -- floats on every runtime, with the option or without
     for _, c in ipairs {
       { "1.0", 1 }, { "1e2", 100 }, { "1E+2", 100 }, { "-1.5", -1.5 }, { "1.", 1 }, { "9007199254740993.0", 2 ^ 53 },
-      { "9223372036854775807e0", T63 }, { "-0", NEG_ZERO }, { "-0.0", NEG_ZERO }, { "1" .. ("0"):rep(400) .. ".5", math.huge },
+      { "9223372036854775807e0", T63 }, { "-0", NEG_ZERO }, { "-0.0", NEG_ZERO },
+      { "1" .. ("0"):rep(400) .. ".5", math.huge },
     } do
       cases[#cases + 1] = { c[1], FLOAT(c[2]), FLOAT(c[2]) }
     end
@@ -340,6 +341,52 @@ describe("imm.core.json_decode", function()
     -- anything else for the option is a programming error
     assert.has_error(function() core.json_decode("1", null, nil, "strings") end)
     assert.has_error(function() core.json_decode("1", null, nil, true) end)
+  end)
+
+  it("takes big_integers on the client, for the C decoders only", function()
+    local imm = require "imm"
+    local base = { region = "cn-hangzhou", access_key_id = "id", access_key_secret = "secret" }
+    local function new(extra)
+      local o = {}
+      for k, v in pairs(base) do o[k] = v end
+      for k, v in pairs(extra) do o[k] = v end
+      return imm.new(o)
+    end
+    -- beyond what this runtime holds exactly
+    local big = mtype and "9223372036854775808" or "9007199254740993"
+    local doc = '{"TotalHits":' .. big .. ',"Small":5,"Files":[{"Size":' .. big .. ',"Tags":[]}]}'
+    local c = assert(new { big_integers = "string" })
+    local v = assert(c.decode(doc))
+    assert.equal(big, v.TotalHits)
+    assert.equal(big, v.Files[1].Size)
+    assert.equal(5, v.Small)
+    if mtype then assert.equal("integer", mtype(v.Small)) end
+    assert.is_nil(getmetatable(v.Files[1].Tags))
+    -- with keep_arrays (the imm command's decoder): both at once
+    c = assert(new { big_integers = "string", decoder = decode.keep_arrays })
+    v = assert(c.decode(doc))
+    assert.equal(big, v.Files[1].Size)
+    assert.equal(decode.empty_array, getmetatable(v.Files[1].Tags))
+    c = assert(new { big_integers = "string", decoder = "imm" })
+    assert.equal(big, assert(c.decode(doc)).TotalHits)
+    -- the default, and "float", give the nearest float
+    for _, o in ipairs { {}, { big_integers = "float" }, { big_integers = "float", decoder = "cjson" } } do
+      v = assert(assert(new(o)).decode(doc))
+      assert.equal("number", type(v.TotalHits))
+      assert.equal(tonumber(big), v.TotalHits)
+    end
+    -- refused before anything is sent: lua-cjson and a decoder function
+    -- cannot give big integers as text
+    for _, o in ipairs {
+      { big_integers = "strings" }, { big_integers = true }, { big_integers = 1 },
+      { big_integers = "string", decoder = "cjson" },
+      { big_integers = "string", decoder = function(body) return decode.imm(body) end },
+    } do
+      local cl, err = new(o)
+      assert.is_nil(cl)
+      assert.equal("InvalidParameter", err.code)
+      assert.matches("big_integers", err.message)
+    end
   end)
 
   -- issue 21, item 12: the decoder reads '.' whatever LC_NUMERIC says,
