@@ -1,8 +1,11 @@
 --- The decoder seam: response bytes to Lua tables.
 --
--- Two decoders return the same tables. `"imm"`, the default, is the
--- single-pass C decoder in `imm.core` (src/imm_json.c), which builds the
--- tables straight from the bytes. `"cjson"` is lua-cjson, through a private
+-- Two decoders return the same tables, but for numbers. `"imm"`, the
+-- default, is the single-pass C decoder in `imm.core` (src/imm_json.c),
+-- which builds the tables straight from the bytes and reads integers
+-- exactly (Lua integers on 5.3/5.4; with the client's `big_integers =
+-- "string"`, the ones the runtime cannot hold as their text: docs/api.md,
+-- "Numbers"). `"cjson"` is lua-cjson, through a private
 -- `cjson.safe` instance so our settings never change the application's own
 -- cjson; it is the reference, and optional: it is loaded on first use, so
 -- imm needs no lua-cjson at run time. JSON `null` becomes an absent key in
