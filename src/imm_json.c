@@ -290,7 +290,8 @@ static int push_string(jstate *j, int is_key) {
 /* The C locale, made once: strtod reads the decimal point of the thread's
  * locale, and a host may have set LC_NUMERIC to one with a comma. Unlike
  * localeconv(), newlocale and uselocale are thread-safe. glibc returns its
- * static C locale for LC_ALL_MASK "C", so there is nothing to free. */
+ * static C locale for LC_ALL_MASK "C"; elsewhere it is one object kept for
+ * the process's life, so it is never freed. */
 static locale_t c_locale;
 static pthread_once_t c_locale_once = PTHREAD_ONCE_INIT;
 
