@@ -770,6 +770,27 @@ describe("imm command line", function()
       refused({ "list-projects", "--output", "yaml" }, "json, table or lines")
     end)
 
+    -- issue 20: on Lua 5.3/5.4 a count printed as "3.0"
+    it("prints integers without .0 in json, table and lines output", function()
+      local page = cjson.decode((ok_run { "list-projects" }))
+      local counts = {}
+      for i, p in ipairs(page.Projects) do counts[i] = string.format("%d", p.DatasetCount) end
+      assert.is_true(#counts >= 3)
+      local json_out = ok_run { "list-projects" }
+      assert.is_nil(json_out:find('"DatasetCount":%d+%.'), json_out)
+      local lines = split_lines((ok_run { "list-projects", "--output", "lines" }))
+      for i, l in ipairs(lines) do assert.equal(counts[i], split_tabs(l)[2]) end
+      lines = split_lines((ok_run { "list-projects", "--output", "table" }))
+      for i = 1, #counts do
+        local cells = {}
+        for cell in lines[i + 1]:gmatch("%S+") do cells[#cells + 1] = cell end
+        assert.equal(counts[i], cells[2], lines[i + 1])
+      end
+      -- the streaming table of --all too
+      lines = split_lines((ok_run { "list-projects", "--output", "table", "--all", "--max-results", "2" }))
+      for i = 1, #counts do assert.matches("^%S+ +" .. counts[i] .. " ", lines[i + 1]) end
+    end)
+
     describe("--profile", function()
       local home
       before_each(function()

@@ -1,7 +1,15 @@
 -- Layer 2: the C JSON decoder (imm.core.json_decode, through imm.decode's
 -- "imm" decoder) against the reference, imm.decode's lua-cjson decoder.
 -- Both must accept and refuse the same documents and build the same tables,
--- number subtypes (math.type) and null handling included.
+-- number subtypes (math.type) and null handling included, except where imm
+-- differs from lua-cjson 2.1.0 on purpose (docs/api.md, "Numbers"):
+--   - on Lua 5.3/5.4 an integer token (no fraction, no exponent) that fits
+--     lua_Integer is an integer, exactly; cjson gives the nearest float.
+--     "-0" stays cjson's float -0.0;
+--   - with big_integers = "string", an integer token the runtime cannot hold
+--     exactly (beyond int64 on 5.3/5.4, beyond 2^53 in magnitude on 5.1 and
+--     LuaJIT) is its decimal text; cjson has no such option.
+-- `reference` applies exactly these two differences to cjson's result.
 local decode = require "imm.decode"
 local core = require "imm.core"
 local cjson = require "cjson"
@@ -43,11 +51,86 @@ local function same(a, b, path)
   return true
 end
 
--- Decodes `text` with both decoders; returns nil or a description of how
--- they disagree.
-local function differs(text)
-  local a, aerr = decode.cjson(text)
-  local b, berr = decode.imm(text)
+-- Integer tokens, found by the Lua patterns below and converted by the Lua
+-- lexer's tonumber, never by the C under test. MARK cannot start a string
+-- of the generated documents (their code points are in CPS).
+local MARK = "#imm-int#"
+local find, sub = string.find, string.sub
+
+-- `text`, accepted by cjson, with each integer token but "-0" turned into
+-- the string MARK .. token: outside strings, a run of number characters is
+-- one number.
+local function tag_integers(text)
+  local out, pos = {}, 1
+  while true do
+    local s = find(text, '["%-%d]', pos)
+    if not s then break end
+    local e
+    if sub(text, s, s) == '"' then
+      e = s + 1
+      while true do
+        local q = find(text, '["\\]', e)
+        if sub(text, q, q) == '"' then e = q break end
+        e = q + 2
+      end
+      out[#out + 1] = sub(text, pos, e)
+    else
+      e = select(2, find(text, "^[-+.eE%d]+", s))
+      local tok = sub(text, s, e)
+      out[#out + 1] = sub(text, pos, s - 1)
+      out[#out + 1] = (find(tok, "^%-?%d+$") and tok ~= "-0") and '"' .. MARK .. tok .. '"' or tok
+    end
+    pos = e + 1
+  end
+  out[#out + 1] = sub(text, pos)
+  return concat(out)
+end
+
+-- Whether the integer text `tok` is beyond 2^53 in magnitude, by its digits.
+local function beyond_2_53(tok)
+  local digits = tok:gsub("^%-", "")
+  return #digits > 16 or (#digits == 16 and digits > "9007199254740992")
+end
+
+-- What imm must make of the integer token `tok`.
+local function integer_value(tok, big)
+  local v = tonumber(tok)  -- an integer on 5.3/5.4 if it fits, else the nearest float
+  if mtype then
+    if mtype(v) == "float" and big == "string" then return tok end
+    return v
+  end
+  if big == "string" and beyond_2_53(tok) then return tok end
+  return v
+end
+
+local function untag(v, big)
+  if type(v) == "string" and sub(v, 1, #MARK) == MARK then return integer_value(sub(v, #MARK + 1), big) end
+  if type(v) == "table" then
+    for k, x in pairs(v) do v[k] = untag(x, big) end
+  end
+  return v
+end
+
+-- The reference: cjson's result, with the integers as imm makes them.
+local function reference(text, big)
+  local v, err = decode.cjson(text)
+  if v == nil and err then return nil, err end
+  local tagged = tag_integers(text)
+  local t, terr = decode.cjson(tagged)
+  assert(terr == nil, tagged)
+  return untag(t, big)
+end
+
+-- Decodes `text` with imm (big_integers = big) and the reference; returns
+-- nil or a description of how they disagree.
+local function differs(text, big)
+  local a, aerr = reference(text, big)
+  local b, berr
+  if big then
+    b, berr = core.json_decode(text, null, nil, big)
+  else
+    b, berr = decode.imm(text)
+  end
   if (aerr == nil) ~= (berr == nil) then
     return format("cjson: %s, imm: %s", tostring(aerr or "ok"), tostring(berr or "ok"))
   end
@@ -64,7 +147,7 @@ local function differs(text)
 end
 
 local function assert_agree(text, what)
-  local d = differs(text)
+  local d = differs(text) or differs(text, "string")
   if d then
     error(format("%s: %s\n  document: %q", what or "document", d, #text > 300 and text:sub(1, 300) .. "..." or text), 2)
   end
@@ -179,6 +262,167 @@ describe("imm.core.json_decode", function()
     for _, c in ipairs(cases) do assert_agree(c) end
   end)
 
+  -- issue 20: numbers from responses, on every runtime
+  it("decodes integers exactly: Lua integers on 5.3/5.4, big ones as text on request", function()
+    local function dec(text, big) return core.json_decode(text, null, nil, big) end
+    -- a number of the expected subtype and value (-0.0 apart from 0)
+    local function is(expected, got, what)
+      assert.equal(type(expected), type(got), what)
+      if mtype and type(expected) == "number" then assert.equal(mtype(expected), mtype(got), what) end
+      assert.equal(expected, got, what)
+      if expected == 0 then assert.equal(1 / expected, 1 / got, what) end
+    end
+    local FLOAT = function(x) return x * 1.0 end  -- keeps -0.0, which x + 0.0 would not
+    local T63 = 2 ^ 63  -- a float on every runtime
+    local huge = "123456789012345678901234567890"
+    local cases
+    if mtype then
+      local int = math.tointeger
+      cases = {
+        -- text, without the option, with big_integers = "string"
+        { "5", int(5), int(5) },
+        { "-5", int(-5), int(-5) },
+        { "0", int(0), int(0) },
+        { "9007199254740993", int(9007199254740992) + 1, int(9007199254740992) + 1 },
+        { "9223372036854775807", math.maxinteger, math.maxinteger },
+        { "-9223372036854775808", math.mininteger, math.mininteger },
+        { "9223372036854775808", T63, "9223372036854775808" },
+        { "-9223372036854775809", -T63, "-9223372036854775809" },
+        { "18446744073709551616", 2 ^ 64, "18446744073709551616" },
+        { huge, 1.2345678901234568e29, huge },
+      }
+    else
+      cases = {
+        { "5", 5, 5 },
+        { "-5", -5, -5 },
+        { "0", 0, 0 },
+        { "9007199254740992", 2 ^ 53, 2 ^ 53 },
+        { "-9007199254740992", -2 ^ 53, -2 ^ 53 },
+        { "9007199254740993", 2 ^ 53, "9007199254740993" },
+        { "-9007199254740993", -2 ^ 53, "-9007199254740993" },
+        { "9223372036854775807", T63, "9223372036854775807" },
+        { "-9223372036854775808", -T63, "-9223372036854775808" },
+        { "9223372036854775808", T63, "9223372036854775808" },
+        { huge, 1.2345678901234568e29, huge },
+      }
+    end
+    -- floats on every runtime, with the option or without
+    for _, c in ipairs {
+      { "1.0", 1 }, { "1e2", 100 }, { "1E+2", 100 }, { "-1.5", -1.5 }, { "1.", 1 }, { "9007199254740993.0", 2 ^ 53 },
+      { "9223372036854775807e0", T63 }, { "-0", NEG_ZERO }, { "-0.0", NEG_ZERO },
+      { "1" .. ("0"):rep(400) .. ".5", math.huge },
+    } do
+      cases[#cases + 1] = { c[1], FLOAT(c[2]), FLOAT(c[2]) }
+    end
+    local digits = "1" .. ("0"):rep(400)
+    cases[#cases + 1] = { digits, math.huge, digits }
+    cases[#cases + 1] = { "-" .. digits, -math.huge, "-" .. digits }
+    for _, c in ipairs(cases) do
+      local text = c[1]
+      is(c[2], dec(text), text)
+      is(c[2], dec(text, "float"), text .. " (float)")
+      is(c[3], dec(text, "string"), text .. " (string)")
+      -- the same inside arrays and objects, and through keep_arrays' empty-array marks
+      local v = assert(dec('{"a":[' .. text .. ',[]],"b":' .. text .. "}", "string"))
+      is(c[3], v.a[1], text .. " in an array")
+      is(c[3], v.b, text .. " in an object")
+      v = assert(core.json_decode('{"a":[' .. text .. ',[]]}', null, decode.empty_array, "string"))
+      is(c[3], v.a[1], text .. " with array marks")
+      assert.equal(decode.empty_array, getmetatable(v.a[2]))
+    end
+    if mtype then
+      -- every integer of int64 comes back: spot checks over the range
+      local p53, p62 = math.tointeger(2 ^ 53), math.tointeger(2 ^ 62)
+      for _, x in ipairs { math.maxinteger - 1, math.mininteger + 1, p53, p53 + 1, -p53 - 1, -p62 - 7, p62 * 2 - 1,
+        p62 + 12345 } do
+        is(x, dec(string.format("%d", x)), string.format("%d", x))
+      end
+    end
+    -- anything else for the option is a programming error
+    assert.has_error(function() core.json_decode("1", null, nil, "strings") end)
+    assert.has_error(function() core.json_decode("1", null, nil, true) end)
+  end)
+
+  it("takes big_integers on the client, for the C decoders only", function()
+    local imm = require "imm"
+    local base = { region = "cn-hangzhou", access_key_id = "id", access_key_secret = "secret" }
+    local function new(extra)
+      local o = {}
+      for k, v in pairs(base) do o[k] = v end
+      for k, v in pairs(extra) do o[k] = v end
+      return imm.new(o)
+    end
+    -- beyond what this runtime holds exactly
+    local big = mtype and "9223372036854775808" or "9007199254740993"
+    local doc = '{"TotalHits":' .. big .. ',"Small":5,"Files":[{"Size":' .. big .. ',"Tags":[]}]}'
+    local c = assert(new { big_integers = "string" })
+    local v = assert(c.decode(doc))
+    assert.equal(big, v.TotalHits)
+    assert.equal(big, v.Files[1].Size)
+    assert.equal(5, v.Small)
+    if mtype then assert.equal("integer", mtype(v.Small)) end
+    assert.is_nil(getmetatable(v.Files[1].Tags))
+    -- with keep_arrays (the imm command's decoder): both at once
+    c = assert(new { big_integers = "string", decoder = decode.keep_arrays })
+    v = assert(c.decode(doc))
+    assert.equal(big, v.Files[1].Size)
+    assert.equal(decode.empty_array, getmetatable(v.Files[1].Tags))
+    c = assert(new { big_integers = "string", decoder = "imm" })
+    assert.equal(big, assert(c.decode(doc)).TotalHits)
+    -- the default, and "float", give the nearest float
+    for _, o in ipairs { {}, { big_integers = "float" }, { big_integers = "float", decoder = "cjson" } } do
+      v = assert(assert(new(o)).decode(doc))
+      assert.equal("number", type(v.TotalHits))
+      assert.equal(tonumber(big), v.TotalHits)
+    end
+    -- refused before anything is sent: lua-cjson and a decoder function
+    -- cannot give big integers as text
+    for _, o in ipairs {
+      { big_integers = "strings" }, { big_integers = true }, { big_integers = 1 },
+      { big_integers = "string", decoder = "cjson" },
+      { big_integers = "string", decoder = function(body) return decode.imm(body) end },
+    } do
+      local cl, err = new(o)
+      assert.is_nil(cl)
+      assert.equal("InvalidParameter", err.code)
+      assert.matches("big_integers", err.message)
+    end
+  end)
+
+  -- issue 21, item 12: the decoder reads '.' whatever LC_NUMERIC says,
+  -- without localeconv(), which is not thread-safe
+  it("does not depend on LC_NUMERIC (a de_DE locale, built with localedef)", function()
+    local locpath = os.tmpname()
+    os.remove(locpath)
+    local built = os.execute("command -v localedef >/dev/null 2>&1 && mkdir -p " .. locpath .. " && localedef "
+      .. "-i de_DE -f UTF-8 " .. locpath .. "/de_DE.UTF-8 >/dev/null 2>&1; test -d " .. locpath .. "/de_DE.UTF-8")
+    if built ~= true and built ~= 0 then  -- 5.1 returns a status, later versions true or nil
+      os.execute("rm -rf " .. locpath)
+      pending("localedef cannot build de_DE.UTF-8 here")
+      return
+    end
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write([[
+      assert(os.setlocale("de_DE.UTF-8", "numeric"), "setlocale")
+      assert(jit or string.format("%.1f", 0.5) == "0,5", "the locale took no effect")
+      local core = require "imm.core"
+      local v = assert(core.json_decode("[0.5,1.5e-7,-2.5E1,12345678901234567.5,1.,-.25,5,9007199254740993]",
+        core.null, nil, "string"))
+      io.write(core.json_encode(v), " ", tostring(core.json_decode("1,5", core.null)))
+    ]])
+    f:close()
+    local lua = jit and "luajit" or "lua" .. _VERSION:match("%d+%.%d+")
+    local p = io.popen(format("LOCPATH=%s LUA_CPATH=%q ASAN_OPTIONS=detect_leaks=0 %s %s 2>&1",
+      locpath, package.cpath, lua, script))
+    local out = p:read("*a")
+    p:close()
+    os.remove(script)
+    os.execute("rm -rf " .. locpath)
+    local big = mtype and "9007199254740993" or '"9007199254740993"'
+    assert.equal("[0.5,1.5e-7,-25,12345678901234568,1,-0.25,5," .. big .. "] nil", out)
+  end)
+
   it("takes the null sentinel from its caller", function()
     local v = core.json_decode("[null,1,null]", "NULL")
     assert.same({ "NULL", 1, "NULL" }, v)
@@ -272,12 +516,24 @@ describe("imm.core.json_decode", function()
     return 0
   end
 
+  -- integer text near the edges of what each runtime holds exactly
+  local INT_TEXTS = { "9007199254740991", "9007199254740992", "9007199254740993", "-9007199254740993",
+    "9223372036854775807", "-9223372036854775808", "9223372036854775808", "-9223372036854775809",
+    "18446744073709551615", "18446744073709551616", "99999999999999999999999" }
+  local function random_int_text()
+    if rnd(2) == 1 then return pick(INT_TEXTS) end
+    local t = { rnd(2) == 1 and "-" or "", tostring(rnd(9)) }
+    for i = 1, rnd(25) do t[i + 2] = tostring(rnd(10) - 1) end
+    return concat(t)
+  end
+
   -- a random value; strings are kept as code point lists (tagged) so the
-  -- hand-made encoder can escape them in different ways
+  -- hand-made encoder can escape them in different ways; { raw = text } is
+  -- an integer token written as it is
   local function random_value(depth)
     local k = rnd(depth > 3 and 6 or 9)
     if k == 1 then return { cps = random_cps() } end
-    if k == 2 then return random_number() end
+    if k == 2 then return rnd(3) == 1 and { raw = random_int_text() } or random_number() end
     if k == 3 then return rnd(2) == 1 end
     if k == 4 then return null end
     if k == 5 then return { cps = { 65 + rnd(26) } } end
@@ -299,6 +555,7 @@ describe("imm.core.json_decode", function()
   local function to_lua(v)
     if type(v) ~= "table" then return v end
     if v.cps then return plain(v.cps) end
+    if v.raw then return tonumber(v.raw) end
     local t = {}
     if v.arr then
       for i, x in ipairs(v.arr) do t[i] = to_lua(x) end
@@ -347,6 +604,8 @@ describe("imm.core.json_decode", function()
       out[#out + 1] = tostring(v)
     elseif t == "number" then
       out[#out + 1] = number_text(v)
+    elseif v.raw then
+      out[#out + 1] = v.raw
     elseif v.cps then
       out[#out + 1] = '"'
       for _, cp in ipairs(v.cps) do out[#out + 1] = escape_cp(cp) end

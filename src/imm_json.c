@@ -21,6 +21,7 @@
  * scan too, and is then an error: the bytes after it are never ignored.
  */
 #include <locale.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -43,6 +44,19 @@
 #define NOINLINE
 #endif
 
+/* The largest magnitudes of an integer token that the runtime holds
+ * exactly, positive and negative: lua_Integer's range on 5.3/5.4, 2^53 on
+ * 5.1 and LuaJIT, whose numbers are doubles. */
+#if LUA_VERSION_NUM >= 503
+#define JSON_INTEGERS 1
+#define INT_LIMIT_POS ((uint64_t)LUA_MAXINTEGER)
+#define INT_LIMIT_NEG ((uint64_t)LUA_MAXINTEGER + 1u)
+#else
+#define JSON_INTEGERS 0
+#define INT_LIMIT_POS (UINT64_C(1) << 53)
+#define INT_LIMIT_NEG (UINT64_C(1) << 53)
+#endif
+
 #define KEY_CACHE 64  /* slots, a power of two */
 #define KEY_MAX 40    /* longer keys are pushed without the cache */
 #define HINT_DEPTH 32 /* depths that keep a size hint */
@@ -61,6 +75,7 @@ typedef struct jstate {
     char *scratch;
     size_t scratch_cap;
     int depth;
+    int big_strings;    /* integers beyond INT_LIMIT_* as their text */
     const char *err;    /* message of the first error */
     const char *errpos; /* where it happened */
     int err_found;      /* append what was found at errpos */
@@ -272,34 +287,45 @@ static int push_string(jstate *j, int is_key) {
     return push_escaped(j, start);
 }
 
-/* strtod stopped early: the locale's decimal point is not '.'. Convert a
- * copy with the locale's point instead, as Lua's own tonumber does. */
-static NOINLINE int number_in_locale(jstate *j, const char *start, size_t len, double *out) {
-    const char *dp = localeconv()->decimal_point;
-    size_t dpl = strlen(dp), i, n = 0;
-    char *b = scratch(j, len * (dpl + 1) + 1), *endp;
-    for (i = 0; i < len; i++) {
-        if (start[i] == '.') {
-            memcpy(b + n, dp, dpl);
-            n += dpl;
-        } else {
-            b[n++] = start[i];
-        }
-    }
-    b[n] = '\0';
-    *out = strtod(b, &endp);
-    return endp == b + n;
+/* The C locale, made once: strtod reads the decimal point of the thread's
+ * locale, and a host may have set LC_NUMERIC to one with a comma. Unlike
+ * localeconv(), newlocale and uselocale are thread-safe. glibc returns its
+ * static C locale for LC_ALL_MASK "C"; elsewhere it is one object kept for
+ * the process's life, so it is never freed. */
+static locale_t c_locale;
+static pthread_once_t c_locale_once = PTHREAD_ONCE_INIT;
+
+static void make_c_locale(void) {
+    c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0);
 }
 
-/* Numbers follow lua-cjson 2.1.0, which hands them to strtod after
- * refusing a leading '+', leading zeros, hex, inf and nan: so "1.", "-.5"
- * and "1.e5" are accepted, and every value is a float. */
+/* strtod stopped before `end`: the locale's decimal point is not '.'.
+ * Converts again with this thread switched to the C locale for the call. */
+static NOINLINE int number_in_c_locale(const char *start, const char *end, double *out) {
+    locale_t old;
+    char *endp;
+    pthread_once(&c_locale_once, make_c_locale);
+    if (c_locale == (locale_t)0 || (old = uselocale(c_locale)) == (locale_t)0)
+        return 0;
+    *out = strtod(start, &endp);
+    uselocale(old);
+    return endp == end;
+}
+
+/* The number syntax is lua-cjson 2.1.0's, which hands numbers to strtod
+ * after refusing a leading '+', leading zeros, hex, inf and nan: so "1.",
+ * "-.5" and "1.e5" are accepted. An integer token (no fraction, no
+ * exponent) within INT_LIMIT_* is exact: a Lua integer on 5.3/5.4, where
+ * lua-cjson gives a float; "-0" stays the float -0.0, as in lua-cjson, since
+ * an integer has no sign for zero. Beyond the limits it is the nearest
+ * float, or its own text with big_strings. Everything else is a float. */
 static int push_number(jstate *j) {
     const char *start = j->p, *q = start, *ds;
     uint64_t m = 0;
     size_t intd, fracd = 0;
-    int neg = 0, simple;
+    int neg = 0, over = 0, is_int = 1;
     double v;
+    char *endp;
     if (*q == '-') {
         neg = 1;
         q++;
@@ -308,17 +334,22 @@ static int push_number(jstate *j) {
         return fail(j, start, "invalid number", 0);
     ds = q;
     while (IS_DIGIT(*q)) {
-        m = m * 10 + (uint64_t)(*q - '0'); /* only used when <= 15 digits */
+        unsigned d = (unsigned)(*q - '0');
+        /* the digits themselves, never through a double; once over, m is
+         * no longer used */
+        if (m > (UINT64_MAX - d) / 10)
+            over = 1;
+        else
+            m = m * 10 + d;
         q++;
     }
     intd = (size_t)(q - ds);
-    simple = intd <= 15;
     if (*q == '.') {
         const char *fs = ++q;
         while (IS_DIGIT(*q))
             q++;
         fracd = (size_t)(q - fs);
-        simple = 0;
+        is_int = 0;
     }
     if (intd + fracd == 0)
         return fail(j, start, "invalid number", 0);
@@ -331,21 +362,33 @@ static int push_number(jstate *j) {
             while (IS_DIGIT(*e))
                 e++;
             q = e;
-            simple = 0;
+            is_int = 0;
         }
     }
     j->p = q;
-    if (simple) {
-        /* up to 15 digits fit a double exactly: no strtod needed */
-        v = (double)m;
-        if (neg)
-            v = -v;
-    } else {
-        char *endp;
-        v = strtod(start, &endp);
-        if (endp != q && !number_in_locale(j, start, (size_t)(q - start), &v))
-            return fail(j, start, "invalid number", 0);
+    if (is_int) {
+        if (neg && m == 0 && !over) {
+            lua_pushnumber(j->L, (lua_Number)-0.0);
+            return J_OK;
+        }
+        if (!over && m <= (neg ? INT_LIMIT_NEG : INT_LIMIT_POS)) {
+#if JSON_INTEGERS
+            /* -(m - 1) - 1 stays in range for m = 2^63 */
+            lua_pushinteger(j->L, neg ? -(lua_Integer)(m - 1) - 1 : (lua_Integer)m);
+#else
+            v = (double)m; /* exact: m <= 2^53 */
+            lua_pushnumber(j->L, (lua_Number)(neg ? -v : v));
+#endif
+            return J_OK;
+        }
+        if (j->big_strings) {
+            lua_pushlstring(j->L, start, (size_t)(q - start));
+            return J_OK;
+        }
     }
+    v = strtod(start, &endp);
+    if (endp != q && !number_in_c_locale(start, q, &v))
+        return fail(j, start, "invalid number", 0);
     lua_pushnumber(j->L, (lua_Number)v);
     return J_OK;
 }
@@ -531,14 +574,20 @@ static int push_error(lua_State *L, const jstate *j) {
 }
 
 int imm_json_decode(lua_State *L) {
+    static const char *const big_modes[] = {"float", "string", NULL};
     size_t len;
     const char *s = luaL_checklstring(L, 1, &len);
     jstate j;
-    int r;
-    lua_settop(L, 3);
+    int r, big;
+    lua_settop(L, 4);
     if (!lua_isnil(L, 3))
         luaL_checktype(L, 3, LUA_TTABLE);
+    if (!lua_isnil(L, 4))
+        luaL_checktype(L, 4, LUA_TSTRING); /* LuaJIT's checkoption takes a boolean as the default */
+    big = luaL_checkoption(L, 4, "float", big_modes);
+    lua_settop(L, 3);
     memset(&j, 0, sizeof j);
+    j.big_strings = big == 1;
     j.L = L;
     j.s = j.p = s;
     j.end = s + len;

@@ -49,6 +49,7 @@ local VERSION = "0.1.0"
 ---@field pool_size integer|nil ngx transport: idle connections kept per host and worker, default 256
 ---@field transport "curl"|"ngx"|table|function|nil
 ---@field decoder "imm"|"cjson"|function|nil
+---@field big_integers "float"|"string"|nil "string": integers the runtime cannot hold exactly as their text
 ---@field debug boolean|function|nil
 ---@field async boolean|nil true: inside an imm task (imm.spawn), calls yield instead of blocking
 ---@field clock (fun(): number)|nil epoch seconds, for deterministic tests
@@ -77,6 +78,8 @@ local OPTIONS = {
   async = "boolean",
   transport = { string = true, table = true, ["function"] = true },
   decoder = { string = true, ["function"] = true },
+  -- "string": integers beyond 2^53 (5.1, LuaJIT) or int64 (5.3/5.4) as text
+  big_integers = "string",
   -- true (or IMM_DEBUG=1) prints each canonical request and string to sign,
   -- secrets redacted; a function receives the lines instead
   debug = { boolean = true, ["function"] = true },
@@ -209,9 +212,14 @@ function Client.new(opts)
   end
   self.user_agent = ua
 
-  self.decode = decode.get(opts.decoder)
+  local big = opts.big_integers
+  if big ~= nil and big ~= "float" and big ~= "string" then
+    return nil, errors.invalid(format("big_integers must be \"float\" or \"string\", got %q", big))
+  end
+  local why
+  self.decode, why = decode.get(opts.decoder, big)
   if not self.decode then
-    return nil, errors.invalid(format("unknown decoder %q (expected \"imm\", \"cjson\" or a function)",
+    return nil, errors.invalid(why or format("unknown decoder %q (expected \"imm\", \"cjson\" or a function)",
       tostring(opts.decoder)))
   end
   self.clock = opts.clock or os_time

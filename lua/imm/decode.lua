@@ -1,8 +1,11 @@
 --- The decoder seam: response bytes to Lua tables.
 --
--- Two decoders return the same tables. `"imm"`, the default, is the
--- single-pass C decoder in `imm.core` (src/imm_json.c), which builds the
--- tables straight from the bytes. `"cjson"` is lua-cjson, through a private
+-- Two decoders return the same tables, but for numbers. `"imm"`, the
+-- default, is the single-pass C decoder in `imm.core` (src/imm_json.c),
+-- which builds the tables straight from the bytes and reads integers
+-- exactly (Lua integers on 5.3/5.4; with the client's `big_integers =
+-- "string"`, the ones the runtime cannot hold as their text: docs/api.md,
+-- "Numbers"). `"cjson"` is lua-cjson, through a private
 -- `cjson.safe` instance so our settings never change the application's own
 -- cjson; it is the reference, and optional: it is loaded on first use, so
 -- imm needs no lua-cjson at run time. JSON `null` becomes an absent key in
@@ -140,13 +143,35 @@ end
 -- takes about half of cjson's time on a ListBindings page (bench/decode_bench.lua).
 _M.default = _M.imm
 
+-- The twins of the C decoders for big_integers = "string": an integer the
+-- runtime cannot hold exactly (beyond 2^53 in magnitude on Lua 5.1 and
+-- LuaJIT, beyond int64 on 5.3/5.4) comes back as its decimal text.
+local as_text = {
+  [_M.imm] = function(body) return json_decode(body, null, nil, "string") end,
+  [_M.keep_arrays] = function(body) return json_decode(body, null, empty_array, "string") end,
+}
+
 --- Looks a decoder up by name, or accepts a function.
-function _M.get(d)
-  if d == nil then return _M.default end
-  if type(d) == "function" then return d end
-  if d == "cjson" then return _M.cjson end
-  if d == "imm" then return _M.imm end
-  return nil
+-- @param d nil, "imm", "cjson" or a function
+-- @tparam[opt] string big_integers nil or "float" (the nearest float), or
+-- "string": then only the C decoders (`imm`, `keep_arrays`) have a twin
+-- @return the decoder, or nil (and a reason when the pair has no decoder)
+-- @usage local f = decode.get("imm", "string")
+function _M.get(d, big_integers)
+  local f
+  if d == nil then f = _M.default
+  elseif type(d) == "function" then f = d
+  elseif d == "cjson" then f = _M.cjson
+  elseif d == "imm" then f = _M.imm
+  else return nil end
+  if big_integers == "string" then
+    if not as_text[f] then
+      return nil, "big_integers = \"string\" needs the imm decoder (or decode.keep_arrays): "
+        .. (f == _M.cjson and "lua-cjson" or "a decoder function") .. " cannot give big integers as text"
+    end
+    return as_text[f]
+  end
+  return f
 end
 
 _M.null = null
