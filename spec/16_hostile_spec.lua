@@ -92,6 +92,29 @@ describe("a hostile server", function()
             assert.is_true(r.items_ok)
           end)
         end
+        -- issue 20: a dataset that ListDatasets names twice is listed once.
+        -- The body after the first reply serves as both a ListDatasets and a
+        -- ListBindings page, so the order the requests arrive in does not matter.
+        local both = { status = 200, body = '{"RequestId":"r","Datasets":[{"DatasetName":"d1"}],'
+          .. '"Bindings":[{"URI":"oss://b/1","State":"Ready"}]}' }
+        for _, mode in ipairs { "items", "all" } do
+          it("lists a dataset named twice on one ListDatasets page once (" .. mode .. ")", function()
+            plain.script { { status = 200, body = '{"RequestId":"r","Datasets":[{"DatasetName":"d1"},'
+              .. '{"DatasetName":"d1"}]}' }, both }
+            local r = run(tr, { mode = mode, pager = { concurrency = 4 } })
+            assert.is_nil(r.err, cjson.encode(r))
+            assert.equal(1, r.count)
+            assert.equal(2, #plain.log())
+          end)
+          it("lists a dataset named on two ListDatasets pages once (" .. mode .. ")", function()
+            plain.script { { status = 200, body = '{"RequestId":"r","Datasets":[{"DatasetName":"d1"}],'
+              .. '"NextToken":"D2"}' }, both }
+            local r = run(tr, { mode = mode, pager = { concurrency = 4 } })
+            assert.is_nil(r.err, cjson.encode(r))
+            assert.equal(1, r.count)
+            assert.equal(3, #plain.log())
+          end)
+        end
         it("ends a prefetching listing with InvalidResponse", function()
           plain.script { page(1, "A"), page(1, "B"), page(1, "A"), page(1, "B"), page(1, nil) }
           local r = run(tr, { mode = "items", pager = { prefetch = true } })
@@ -298,6 +321,20 @@ describe("a hostile server", function()
         assert.equal("InvalidState", code(r), cjson.encode(r))
         assert.equal(0, #plain.log())
       end)
+
+      -- issue 20: a listing on a closed client sends nothing either
+      for _, pager in ipairs { { concurrency = 4 }, { prefetch = true } } do
+        it("refuses a listing on a closed client with InvalidState, sending nothing ("
+            .. cjson.encode(pager) .. ")", function()
+          plain.script { { status = 200, body = '{"RequestId":"r","Datasets":[{"DatasetName":"d1"}]}' }, page(1, nil) }
+          local r = run(tr, { mode = "closed", pager = pager })
+          assert.equal("InvalidState", code(r), cjson.encode(r))
+          assert.is_false(r.ok)
+          assert.equal("InvalidState", r.all_err and r.all_err.code, cjson.encode(r))
+          assert.is_false(r.all_ok)
+          assert.equal(0, #plain.log())
+        end)
+      end
     end)
   end
 
