@@ -335,6 +335,26 @@ describe("a hostile server", function()
           assert.equal(0, #plain.log())
         end)
       end
+
+      -- issue 20: the server drops a kept-alive connection after reading a
+      -- request; whatever goes out again must carry a new signature (the
+      -- service refuses a nonce it has seen with SignatureNonceUsed)
+      it("signs afresh a read re-sent after a reused connection died before the reply", function()
+        local last = page(1, nil)
+        last["end"] = "fin"  -- so the next case starts on a new connection
+        plain.script { page(1, nil), { ["end"] = "fin" }, last }
+        local r = run(tr, { mode = "twice", max_retries = 2 })
+        assert.is_nil(r.err, cjson.encode(r))
+        assert.is_true(r.ok)
+        local log, nonces = plain.log(), {}
+        assert.equal(3, #log)
+        for i, rec in ipairs(log) do
+          local n = rec.headers["x-acs-signature-nonce"]
+          assert.is_string(n)
+          assert.is_nil(nonces[n], "request " .. i .. " went out with the nonce of request " .. tostring(nonces[n]))
+          nonces[n] = i
+        end
+      end)
     end)
   end
 

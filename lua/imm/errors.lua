@@ -78,11 +78,14 @@ _M.codes = {
 local retryable_codes = {
   ConnectionFailed = true, Timeout = true,
   ServiceUnavailable = true, InternalError = true,
+  -- a request sent again with the nonce it had (a retry below imm): every
+  -- attempt is signed afresh, so a read goes again with a new nonce
+  SignatureNonceUsed = true,
 }
 
 --- Is a failure with this code and HTTP status worth another attempt?
--- Connection failures, timeouts, 5xx, `Throttling*`, `ServiceUnavailable`
--- and `InternalError`; never 4xx validation or authentication errors.
+-- Connection failures, timeouts, 5xx, `Throttling*`, `ServiceUnavailable`,
+-- `InternalError` and `SignatureNonceUsed`; never other 4xx validation or authentication errors.
 function _M.is_retryable(code, status)
   if retryable_codes[code] then return true end
   if type(code) == "string" and find(code, "^Throttling") then return true end
