@@ -23,6 +23,7 @@ local _M = {}
 ---@field attempts integer|nil how many attempts were made (`tostring` says so when more than one)
 ---@field hint string|nil what to do about it, when imm can tell (also at the end of `message`)
 ---@field next_token string|nil from the pagers: where to resume
+---@field resume string|nil from a parallel listing: the whole listing's state, for opts.resume
 ---@field phase string|nil UnsupportedPhase: the nginx phase
 ---@field sent boolean|nil transport failures: false when no byte of the request left
 ---@field binding imm.Binding|nil wait_binding: the binding as last seen
