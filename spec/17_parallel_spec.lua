@@ -661,6 +661,21 @@ describe("parallel listing inside nginx", function()
     assert.is_true(#r.err.pending > 0)
   end)
 
+  it("resumes from err.resume after a dataset failed while ListDatasets was paging, each binding once", function()
+    local big = many(450)
+    srv.data(big)
+    srv.fault { mode = "slow", delay = 1, count = 1, match = { NextToken = "m-0200" } }
+    srv.fault { mode = "internal", count = -1, match = { DatasetName = "m-0010" } }
+    local r, got = list { concurrency = 4, max_retries = 0 }
+    assert.equal("m-0010", r.err.dataset)
+    assert.is_string(r.err.resume)
+    srv.control("DELETE", "faults")
+    local r2, rest = list { concurrency = 4, resume = core.percent_encode(r.err.resume) }
+    assert.is_nil(r2.err)
+    for _, b in ipairs(rest) do got[#got + 1] = b end
+    check_listing(big.Bindings, got)
+  end)
+
   it("raises a bug inside a light thread in the reader, once, as the libcurl path does", function()
     local t0 = core.monotonic()
     local r = list { concurrency = 4, page_size = 10, buggy = 1 }
