@@ -320,9 +320,12 @@ local function resume_state(L, pend)
     unfinished[p.dataset] = true
     open[i] = pct(p.dataset) .. (p.next_token and (":" .. pct(p.next_token)) or "")
   end
+  -- the finished datasets matter only while ListDatasets has pages to come
   local done = {}
-  for name in pairs(L.seen) do
-    if not unfinished[name] then done[#done + 1] = pct(name) end
+  if datasets ~= "*" then
+    for name in pairs(L.seen) do
+      if not unfinished[name] then done[#done + 1] = pct(name) end
+    end
   end
   table.sort(done)
   return table.concat({ RESUME_TAG, pct(L.project), datasets, table.concat(done, ","),
