@@ -115,6 +115,21 @@ describe("a hostile server", function()
             assert.equal(3, #plain.log())
           end)
         end
+        -- issue 20: a resume state (ListDatasets from token D2, d1 finished)
+        -- whose next ListDatasets page names d1 again: only d2 is listed
+        for _, mode in ipairs { "items", "all" } do
+          it("resumes without listing again a finished dataset a later page names (" .. mode .. ")", function()
+            plain.script { { status = 200, body = '{"RequestId":"r","Datasets":[{"DatasetName":"d1"},'
+              .. '{"DatasetName":"d2"}]}' }, page(1, nil) }
+            local r = run(tr, { mode = mode, pager = { concurrency = 4, resume = "imm-resume-1!p!D2!d1!" } })
+            assert.is_nil(r.err, cjson.encode(r))
+            assert.equal(1, r.count)
+            local log = plain.log()
+            assert.equal(2, #log)
+            assert.equal("D2", log[1].params.NextToken)
+            assert.equal("d2", log[2].params.DatasetName)
+          end)
+        end
         it("ends a prefetching listing with InvalidResponse", function()
           plain.script { page(1, "A"), page(1, "B"), page(1, "A"), page(1, "B"), page(1, nil) }
           local r = run(tr, { mode = "items", pager = { prefetch = true } })

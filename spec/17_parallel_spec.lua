@@ -450,6 +450,27 @@ describe("parallel listing inside imm tasks", function()
     check_listing(d.Bindings, got)
   end)
 
+  it("resumes from err.resume inside a task, each binding once", function()
+    local big = many(450)
+    srv.data(big)
+    local c = srv.client { async = true, max_retries = 0 }
+    srv.fault { mode = "slow", delay = 1, count = 1, match = { NextToken = "m-0200" } }
+    srv.fault { mode = "internal", count = -1, match = { DatasetName = "m-0010" } }
+    local ok, got, err = imm.spawn(function()
+      return drain(c:bindings({ ProjectName = "immtest" }, { concurrency = 4 }))
+    end):join(20)
+    assert.is_true(ok)
+    assert.equal("m-0010", err.dataset)
+    srv.control("DELETE", "faults")
+    local ok2, rest, err2 = imm.spawn(function()
+      return drain(c:bindings({ ProjectName = "immtest" }, { concurrency = 4, resume = err.resume }))
+    end):join(20)
+    assert.is_true(ok2)
+    assert.is_nil(err2)
+    for _, b in ipairs(rest) do got[#got + 1] = b end
+    check_listing(big.Bindings, got)
+  end)
+
   it("fails once with err.dataset, and cancels on close", function()
     local c = srv.client { async = true, max_retries = 0 }
     srv.fault { mode = "internal", count = -1, match = { DatasetName = "ds-11" } }
