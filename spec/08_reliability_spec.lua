@@ -29,6 +29,30 @@ describe("reliability", function()
       end
     end)
 
+    -- issue 20: the service refuses a nonce it has seen; a read is signed
+    -- again (a new nonce) and retried, a mutation is not sent twice
+    it("retries a read refused with SignatureNonceUsed with a new signature; never a mutation", function()
+      local n, nonces = 0, { "nonce-a", "nonce-a", "nonce-b", "nonce-a", "nonce-c" }
+      local c = srv.client { max_retries = 2, nonce = function()
+        n = n + 1
+        return nonces[n]
+      end }
+      assert(c:list_bindings { ProjectName = "immtest", MaxResults = 1 })
+      local res, err = c:list_bindings { ProjectName = "immtest", MaxResults = 1 }
+      assert.is_nil(err)
+      assert.equal(1, #res.Bindings)
+      assert.equal(3, n)
+      local log = srv.log()
+      assert.equal(3, #log)
+      assert.equal(log[1].headers["x-acs-signature-nonce"], log[2].headers["x-acs-signature-nonce"])
+      assert.equal("nonce-b", log[3].headers["x-acs-signature-nonce"])
+      local created, cerr = c:create_binding { ProjectName = "immtest", DatasetName = "ds", URI = "oss://nonce/" }
+      assert.is_nil(created)
+      assert.equal("SignatureNonceUsed", cerr.code)
+      assert.is_false(cerr.retryable)
+      assert.equal(4, n, "a mutation was sent again")
+    end)
+
     it("stops retrying at the deadline", function()
       srv.fault { mode = "throttle", count = -1, retry_after_ms = 400 }
       local c = srv.client { max_retries = 10, deadline = 1 }

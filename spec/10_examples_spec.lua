@@ -68,6 +68,27 @@ describe("examples", function()
     assert.equal(math.ceil(#all / 50), runs)
   end)
 
+  it("resume_listing.lua parallel finishes a failed parallel listing from err.resume, each binding once", function()
+    local state = fixture.tmpdir() .. "/token"
+    srv.fault { mode = "internal", count = -1, match = { DatasetName = "dataset002" } }
+    local out, rc = run("resume_listing.lua", "immtest", state, "parallel")
+    srv.control("DELETE", "faults")
+    assert.equal(1, rc, out)
+    assert.matches("failed: run again to resume", out)
+    local out2, rc2 = run("resume_listing.lua", "immtest", state, "parallel")
+    fixture.sh("rm -rf " .. state:match("^(.*)/token$"))
+    assert.equal(0, rc2, out2)
+    assert.matches("done:", out2)
+    local seen, n = {}, 0
+    for line in (out .. out2):gmatch("[^\n]+") do
+      if line:find(" oss://", 1, true) then
+        assert.is_nil(seen[line], "listed twice: " .. line)
+        seen[line], n = true, n + 1
+      end
+    end
+    assert.equal(#all, n)
+  end)
+
   it("export_csv.lua writes one RFC 4180 row per binding", function()
     local out, rc = run("export_csv.lua", "immtest")
     assert.equal(0, rc)

@@ -92,6 +92,44 @@ describe("a hostile server", function()
             assert.is_true(r.items_ok)
           end)
         end
+        -- issue 20: a dataset that ListDatasets names twice is listed once.
+        -- The body after the first reply serves as both a ListDatasets and a
+        -- ListBindings page, so the order the requests arrive in does not matter.
+        local both = { status = 200, body = '{"RequestId":"r","Datasets":[{"DatasetName":"d1"}],'
+          .. '"Bindings":[{"URI":"oss://b/1","State":"Ready"}]}' }
+        for _, mode in ipairs { "items", "all" } do
+          it("lists a dataset named twice on one ListDatasets page once (" .. mode .. ")", function()
+            plain.script { { status = 200, body = '{"RequestId":"r","Datasets":[{"DatasetName":"d1"},'
+              .. '{"DatasetName":"d1"}]}' }, both }
+            local r = run(tr, { mode = mode, pager = { concurrency = 4 } })
+            assert.is_nil(r.err, cjson.encode(r))
+            assert.equal(1, r.count)
+            assert.equal(2, #plain.log())
+          end)
+          it("lists a dataset named on two ListDatasets pages once (" .. mode .. ")", function()
+            plain.script { { status = 200, body = '{"RequestId":"r","Datasets":[{"DatasetName":"d1"}],'
+              .. '"NextToken":"D2"}' }, both }
+            local r = run(tr, { mode = mode, pager = { concurrency = 4 } })
+            assert.is_nil(r.err, cjson.encode(r))
+            assert.equal(1, r.count)
+            assert.equal(3, #plain.log())
+          end)
+        end
+        -- issue 20: a resume state (ListDatasets from token D2, d1 finished)
+        -- whose next ListDatasets page names d1 again: only d2 is listed
+        for _, mode in ipairs { "items", "all" } do
+          it("resumes without listing again a finished dataset a later page names (" .. mode .. ")", function()
+            plain.script { { status = 200, body = '{"RequestId":"r","Datasets":[{"DatasetName":"d1"},'
+              .. '{"DatasetName":"d2"}]}' }, page(1, nil) }
+            local r = run(tr, { mode = mode, pager = { concurrency = 4, resume = "imm-resume-1!p!D2!d1!" } })
+            assert.is_nil(r.err, cjson.encode(r))
+            assert.equal(1, r.count)
+            local log = plain.log()
+            assert.equal(2, #log)
+            assert.equal("D2", log[1].params.NextToken)
+            assert.equal("d2", log[2].params.DatasetName)
+          end)
+        end
         it("ends a prefetching listing with InvalidResponse", function()
           plain.script { page(1, "A"), page(1, "B"), page(1, "A"), page(1, "B"), page(1, nil) }
           local r = run(tr, { mode = "items", pager = { prefetch = true } })
@@ -297,6 +335,40 @@ describe("a hostile server", function()
         local r = run(tr, { mode = "closed" })
         assert.equal("InvalidState", code(r), cjson.encode(r))
         assert.equal(0, #plain.log())
+      end)
+
+      -- issue 20: a listing on a closed client sends nothing either
+      for _, pager in ipairs { { concurrency = 4 }, { prefetch = true } } do
+        it("refuses a listing on a closed client with InvalidState, sending nothing ("
+            .. cjson.encode(pager) .. ")", function()
+          plain.script { { status = 200, body = '{"RequestId":"r","Datasets":[{"DatasetName":"d1"}]}' }, page(1, nil) }
+          local r = run(tr, { mode = "closed", pager = pager })
+          assert.equal("InvalidState", code(r), cjson.encode(r))
+          assert.is_false(r.ok)
+          assert.equal("InvalidState", r.all_err and r.all_err.code, cjson.encode(r))
+          assert.is_false(r.all_ok)
+          assert.equal(0, #plain.log())
+        end)
+      end
+
+      -- issue 20: the server drops a kept-alive connection after reading a
+      -- request; whatever goes out again must carry a new signature (the
+      -- service refuses a nonce it has seen with SignatureNonceUsed)
+      it("signs afresh a read re-sent after a reused connection died before the reply", function()
+        local last = page(1, nil)
+        last["end"] = "fin"  -- so the next case starts on a new connection
+        plain.script { page(1, nil), { ["end"] = "fin" }, last }
+        local r = run(tr, { mode = "twice", max_retries = 2 })
+        assert.is_nil(r.err, cjson.encode(r))
+        assert.is_true(r.ok)
+        local log, nonces = plain.log(), {}
+        assert.equal(3, #log)
+        for i, rec in ipairs(log) do
+          local n = rec.headers["x-acs-signature-nonce"]
+          assert.is_string(n)
+          assert.is_nil(nonces[n], "request " .. i .. " went out with the nonce of request " .. tostring(nonces[n]))
+          nonces[n] = i
+        end
       end)
     end)
   end

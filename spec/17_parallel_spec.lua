@@ -19,6 +19,16 @@ local function data(d, per)
   return { Projects = { "immtest" }, Bindings = all }
 end
 
+-- n datasets of one binding each, named m-0001..: ListDatasets pages hold
+-- 200, so a failure in the first datasets comes while it is still paging.
+local function many(n)
+  local all = {}
+  for i = 1, n do
+    for _, b in ipairs(fixture.bindings("immtest", 1, string.format("m-%04d", i))) do all[#all + 1] = b end
+  end
+  return { Projects = { "immtest" }, Bindings = all }
+end
+
 -- PUC Lua 5.1 cannot yield from a for-in loop's iterator: in tasks the
 -- listings call the iterator directly.
 local function drain(it)
@@ -225,6 +235,108 @@ describe("parallel listing", function()
     check_listing(d.Bindings, got)
   end)
 
+  it("resumes from err.resume after a dataset failed while ListDatasets was paging: each binding once", function()
+    local big = many(450)   -- 3 ListDatasets pages
+    srv.data(big)
+    local c = srv.client { max_retries = 0 }
+    -- ListDatasets' second page is slow (its token is the last name of the
+    -- first), so it is still paging when m-0010 fails
+    srv.fault { mode = "slow", delay = 1, count = 1, match = { NextToken = "m-0200" } }
+    srv.fault { mode = "internal", count = -1, match = { DatasetName = "m-0010" } }
+    local got, err = drain(c:bindings({ ProjectName = "immtest" }, { concurrency = 4 }))
+    assert.equal("InternalError", err.code)
+    assert.equal("m-0010", err.dataset)
+    assert.is_true(requests(srv.log(), "ListDatasets") < 3, "ListDatasets had finished: the case is not covered")
+    assert.is_string(err.resume)
+    srv.control("DELETE", "faults")
+    local rest, rerr = drain(c:bindings({ ProjectName = "immtest" }, { concurrency = 4, resume = err.resume }))
+    assert.is_nil(rerr)
+    for _, b in ipairs(rest) do got[#got + 1] = b end
+    check_listing(big.Bindings, got)
+    -- the same state resumes all_bindings
+    local all = assert(c:all_bindings({ ProjectName = "immtest" }, { concurrency = 3, resume = err.resume }))
+    assert.equal(#rest, #all.Bindings)
+  end)
+
+  it("resumes from err.resume after ListDatasets itself failed, and again after a second failure", function()
+    local big = many(450)
+    srv.data(big)
+    local c = srv.client { max_retries = 0 }
+    -- ListDatasets' second page (its token is the last name of the first)
+    srv.fault { mode = "internal", count = -1, match = { NextToken = "m-0200" } }
+    local got, err = drain(c:bindings({ ProjectName = "immtest" }, { concurrency = 4 }))
+    assert.equal("ListDatasets", err.action)
+    assert.is_string(err.resume)
+    srv.control("DELETE", "faults")
+    srv.fault { mode = "internal", count = -1, match = { DatasetName = "m-0300" } }
+    local more, err2 = drain(c:bindings({ ProjectName = "immtest" }, { concurrency = 4, resume = err.resume }))
+    assert.equal("m-0300", err2.dataset)
+    srv.control("DELETE", "faults")
+    local rest, rerr = drain(c:bindings({ ProjectName = "immtest" }, { concurrency = 2, resume = err2.resume }))
+    assert.is_nil(rerr)
+    for _, l in ipairs { more, rest } do
+      for _, b in ipairs(l) do got[#got + 1] = b end
+    end
+    check_listing(big.Bindings, got)
+  end)
+
+  it("refuses a bad resume value before sending anything", function()
+    local c = srv.client { max_retries = 0 }
+    srv.fault { mode = "internal", count = -1, match = { DatasetName = "ds-02" } }
+    local _, err = drain(c:bindings({ ProjectName = "immtest" }, { concurrency = 4 }))
+    assert.is_string(err.resume)
+    core.sleep(0.2)  -- a request cancelled just after it was written may still reach the server
+    srv.control("DELETE", "log")
+    for _, case in ipairs {
+      { {}, { concurrency = 4, resume = "not a state" } },
+      { {}, { concurrency = 4, resume = 42 } },
+      { {}, { concurrency = 4, resume = "{}" } },
+      { { ProjectName = "other" }, { concurrency = 4, resume = err.resume } },
+      { { DatasetName = "ds-02" }, { concurrency = 4, resume = err.resume } },
+      { {}, { concurrency = 4, resume = err.resume, start_token = "t" } },
+    } do
+      local params = { ProjectName = "immtest" }
+      for k, v in pairs(case[1]) do params[k] = v end
+      local b, berr = c:bindings(params, case[2])()
+      assert.is_false(b)
+      assert.equal("InvalidParameter", berr.code)
+      local all, aerr = c:all_bindings(params, case[2])
+      assert.is_nil(all)
+      assert.equal("InvalidParameter", aerr.code)
+    end
+    local p, perr = c:pages("ListBindings", { ProjectName = "immtest" }, { resume = err.resume })()
+    assert.is_false(p)
+    assert.equal("InvalidParameter", perr.code)
+    assert.equal(0, #srv.log())
+  end)
+
+  it("refuses to list on a closed client (blocking and async), sending nothing", function()
+    for _, o in ipairs { {}, { async = true } } do
+      local c = srv.client(o)
+      c:close()
+      for _, opts in ipairs { { concurrency = 4 }, { prefetch = true } } do
+        local b, err = c:bindings({ ProjectName = "immtest" }, opts)()
+        assert.is_false(b)
+        assert.equal("InvalidState", err.code)
+        local all, aerr = c:all_bindings({ ProjectName = "immtest" }, opts)
+        assert.is_nil(all)
+        assert.equal("InvalidState", aerr.code)
+      end
+    end
+    assert.equal(0, #srv.log())
+  end)
+
+  it("stops a listing whose client is closed while it runs, with InvalidState", function()
+    srv.fault { mode = "slow", delay = 0.05, count = -1 }
+    local c = srv.client {}
+    local it = c:bindings({ ProjectName = "immtest" }, { concurrency = 4, page_size = 10 })
+    assert(it())
+    c:close()
+    local got, err = drain(it)
+    assert.equal("InvalidState", err and err.code)
+    assert.is_true(#got < #d.Bindings)
+  end)
+
   it("retries a chain by the client's rules without holding up the others", function()
     -- two of ds-05's requests are throttled; its retries wait on timers
     srv.fault { mode = "throttle", retry_after_ms = 300, count = 2, match = { DatasetName = "ds-05" } }
@@ -336,6 +448,27 @@ describe("parallel listing inside imm tasks", function()
       got[#got + 1] = b
     end
     check_listing(d.Bindings, got)
+  end)
+
+  it("resumes from err.resume inside a task, each binding once", function()
+    local big = many(450)
+    srv.data(big)
+    local c = srv.client { async = true, max_retries = 0 }
+    srv.fault { mode = "slow", delay = 1, count = 1, match = { NextToken = "m-0200" } }
+    srv.fault { mode = "internal", count = -1, match = { DatasetName = "m-0010" } }
+    local ok, got, err = imm.spawn(function()
+      return drain(c:bindings({ ProjectName = "immtest" }, { concurrency = 4 }))
+    end):join(20)
+    assert.is_true(ok)
+    assert.equal("m-0010", err.dataset)
+    srv.control("DELETE", "faults")
+    local ok2, rest, err2 = imm.spawn(function()
+      return drain(c:bindings({ ProjectName = "immtest" }, { concurrency = 4, resume = err.resume }))
+    end):join(20)
+    assert.is_true(ok2)
+    assert.is_nil(err2)
+    for _, b in ipairs(rest) do got[#got + 1] = b end
+    check_listing(big.Bindings, got)
   end)
 
   it("fails once with err.dataset, and cancels on close", function()
@@ -549,6 +682,21 @@ describe("parallel listing inside nginx", function()
     assert.is_true(#r.err.pending > 0)
   end)
 
+  it("resumes from err.resume after a dataset failed while ListDatasets was paging, each binding once", function()
+    local big = many(450)
+    srv.data(big)
+    srv.fault { mode = "slow", delay = 1, count = 1, match = { NextToken = "m-0200" } }
+    srv.fault { mode = "internal", count = -1, match = { DatasetName = "m-0010" } }
+    local r, got = list { concurrency = 4, max_retries = 0 }
+    assert.equal("m-0010", r.err.dataset)
+    assert.is_string(r.err.resume)
+    srv.control("DELETE", "faults")
+    local r2, rest = list { concurrency = 4, resume = core.percent_encode(r.err.resume) }
+    assert.is_nil(r2.err)
+    for _, b in ipairs(rest) do got[#got + 1] = b end
+    check_listing(big.Bindings, got)
+  end)
+
   it("raises a bug inside a light thread in the reader, once, as the libcurl path does", function()
     local t0 = core.monotonic()
     local r = list { concurrency = 4, page_size = 10, buggy = 1 }
@@ -649,11 +797,27 @@ describe("imm list-bindings --all --concurrency", function()
       assert.matches("concurrency", err)
     end
     assert.equal(0, #srv.log())
-    srv.fault { mode = "internal", count = -1, match = { DatasetName = "ds-09" } }
-    local _, err, status = run("list-bindings --project immtest --all --concurrency 4 --output lines")
+  end)
+
+  it("prints one command that finishes the listing after a failure, even while ListDatasets was paging", function()
+    local big = many(450)
+    srv.data(big)
+    srv.fault { mode = "slow", delay = 4, count = 1, match = { NextToken = "m-0200" } }
+    srv.fault { mode = "internal", count = -1, match = { DatasetName = "m-0010" } }
+    local out, err, status = run("list-bindings --project immtest --all --concurrency 4")
     assert.equal(1, status)
     assert.matches("InternalError", err)
-    assert.matches("imm list%-bindings %-%-project immtest %-%-dataset ds%-09 %-%-all\n", err)
+    local got = {}
+    for l in out:gmatch("[^\n]+") do got[#got + 1] = cjson.decode(l) end
+    local cmds = {}
+    for c in err:gmatch("\n  imm (list%-bindings [^\n]+)") do cmds[#cmds + 1] = c end
+    assert.equal(1, #cmds, err)
+    assert.matches("%-%-resume ", cmds[1])
+    srv.control("DELETE", "faults")
+    local out2, err2, status2 = run(cmds[1])
+    assert.equal(0, status2, err2)
+    for l in out2:gmatch("[^\n]+") do got[#got + 1] = cjson.decode(l) end
+    check_listing(big.Bindings, got)
   end)
 end)
 

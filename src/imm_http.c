@@ -39,6 +39,8 @@ struct imm_http {
     char origin[IMM_ORIGIN_MAX]; /* "scheme://host:port" of the current exchange */
     int capath_cleared;         /* CURLOPT_CAPATH unset because a CA file is in use */
     int pipewait;               /* the last transfer waited to multiplex on an h2 connection */
+    int sends;                  /* requests this exchange has put on a connection */
+    int resend_refused;         /* libcurl's re-send of the request was stopped (on_prereq) */
 };
 
 /* A socket libcurl waits on, as its socket callback last described it. */
@@ -126,6 +128,27 @@ static size_t on_header(char *data, size_t size, size_t nmemb, void *ud) {
     return imm_buf_add(&h->headers, data, n) == 0 ? n : 0;
 }
 
+#if LIBCURL_VERSION_NUM >= 0x075000 /* CURLOPT_PREREQFUNCTION: 7.80 */
+/* libcurl sends a request again, on a new connection and with the same
+ * bytes, when a reused connection died before any byte of the reply. The
+ * same bytes carry the same signature nonce, which the service refuses
+ * (SignatureNonceUsed). This callback runs before each send of a transfer:
+ * a second one is that re-send, so it fails the exchange instead, and the
+ * client retries a read with a new signature. */
+static int on_prereq(void *ud, char *primary_ip, char *local_ip, int primary_port, int local_port) {
+    imm_http *h = ud;
+    (void)primary_ip;
+    (void)local_ip;
+    (void)primary_port;
+    (void)local_port;
+    if (h->sends++ > 0) {
+        h->resend_refused = 1;
+        return CURL_PREREQFUNC_ABORT;
+    }
+    return CURL_PREREQFUNC_OK;
+}
+#endif
+
 imm_http *imm_http_new(const imm_http_options *opt, char *err, size_t errlen) {
     imm_http *h;
     CURL *c;
@@ -163,6 +186,10 @@ imm_http *imm_http_new(const imm_http_options *opt, char *err, size_t errlen) {
     OPT(CURLOPT_WRITEDATA, h);
     OPT(CURLOPT_HEADERFUNCTION, on_header);
     OPT(CURLOPT_HEADERDATA, h);
+#if LIBCURL_VERSION_NUM >= 0x075000
+    OPT(CURLOPT_PREREQFUNCTION, on_prereq);
+    OPT(CURLOPT_PREREQDATA, h);
+#endif
     /* gzip only, so the request bytes match the cosocket transport's. */
     OPT(CURLOPT_ACCEPT_ENCODING, "gzip");
     OPT(CURLOPT_FOLLOWLOCATION, 0L);
@@ -304,6 +331,8 @@ imm_http_status imm_http_start(imm_http *h, const imm_http_request *req, char *e
     imm_buf_clear(&h->headers);
     h->too_large = 0;
     h->headers_too_large = 0;
+    h->sends = 0;
+    h->resend_refused = 0;
     {
         /* the origin, for the multi's list of HTTP/2 hosts */
         const char *sep = strstr(req->url, "://");
@@ -400,6 +429,13 @@ imm_http_status imm_http_finish(imm_http *h, long *status, int *sent, char *err,
     h->state = 0;
 
     st = classify(h->rc, h->too_large || h->headers_too_large);
+    if (h->resend_refused) {
+        /* the request went out once, on a connection that then died */
+        *sent = 1;
+        SET_ERR("the connection closed before the reply (a reused keep-alive connection); "
+                "not re-sent with the same signature");
+        return IMM_HTTP_ECONNECT;
+    }
     /* libcurl refuses a header line over its own cap (100 KB, before our
      * callback sees it) with "out of memory": when that happens between
      * the request and the end of the reply's headers, it is the reply's

@@ -116,6 +116,7 @@ TIME_WINDOW_SECONDS = 15 * 60
 # A nonce must be remembered for as long as its signed timestamp is still accepted:
 # the timestamp may be up to one window in the future, so two windows in all.
 NONCE_TTL_SECONDS = 2 * TIME_WINDOW_SECONDS
+MAX_NONCES = 100000    # about 15 MB; more requests than that in two windows evict the oldest
 MAX_BODY_BYTES = 10 * 1024 * 1024
 IDLE_TIMEOUT_SECONDS = 120       # drop keep-alive connections a client forgot about
 HANDSHAKE_TIMEOUT_SECONDS = 10   # a client that never finishes TLS must not hold a thread forever
@@ -373,24 +374,36 @@ class V3Auth:
 
 
 class NonceCache:
-    """Nonces of verified requests; a replay inside the time window is refused."""
+    """Nonces of verified requests; a replay inside the time window is refused.
 
-    PRUNE_ABOVE = 10000   # prune lazily: scanning on every insert would be O(n) per request
+    Memory is bounded: a nonce is kept for NONCE_TTL_SECONDS, and at most cap
+    of them; past the cap the oldest go first, so a flood of requests cannot
+    grow the server without end."""
 
-    def __init__(self):
+    def __init__(self, cap=MAX_NONCES, ttl=NONCE_TTL_SECONDS):
         self._lock = threading.Lock()
-        self._seen = {}
+        self._seen = collections.OrderedDict()   # nonce -> when seen, oldest first
+        self._cap, self._ttl = cap, ttl
 
     def add(self, nonce):
         """Remember nonce; False if it was already seen."""
         now = time.monotonic()
         with self._lock:
-            if len(self._seen) > self.PRUNE_ABOVE:
-                self._seen = {n: t for n, t in self._seen.items() if now - t < NONCE_TTL_SECONDS}
-            if nonce in self._seen:
+            seen = self._seen
+            # the oldest first: only what has expired or is over the cap is dropped
+            while seen:
+                oldest, when = next(iter(seen.items()))
+                if now - when < self._ttl and len(seen) < self._cap:
+                    break
+                seen.popitem(last=False)
+            if nonce in seen:
                 return False
-            self._seen[nonce] = now
+            seen[nonce] = now
             return True
+
+    def __len__(self):
+        with self._lock:
+            return len(self._seen)
 
     def clear(self):
         with self._lock:

@@ -759,7 +759,25 @@ def check_tls_with_curl(server, certs):
     check(out.returncode == 60, f"curl with other-ca fails verification (rc={out.returncode})")
 
 
+def check_nonce_cache():
+    """The server's memory of nonces is bounded: by the validity window, and by a cap."""
+    sys.path.insert(0, HERE)
+    import imm_server
+    cache = imm_server.NonceCache(cap=100)
+    for i in range(1000):
+        cache.add(f"n{i}")
+    check(len(cache) == 100, f"the nonce cache holds at most its cap ({len(cache)} for a cap of 100)")
+    check(not cache.add("n999"), "a recent nonce is still refused at the cap")
+    check(cache.add("n0"), "the oldest nonces went first")
+    cache = imm_server.NonceCache(ttl=0.05)
+    cache.add("old")
+    time.sleep(0.1)
+    cache.add("new")
+    check(len(cache) == 1 and not cache.add("new"), "an expired nonce is forgotten, a live one kept")
+
+
 def main():
+    check_nonce_cache()
     rc = subprocess.run([sys.executable, SERVER, "--check-vectors", VECTORS], capture_output=True, text=True)
     check(rc.returncode == 0 and rc.stdout.strip().endswith("0 failed"), f"--check-vectors: {rc.stdout.strip()}")
     check_signer_against_vectors()

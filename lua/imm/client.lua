@@ -598,7 +598,8 @@ end
 -- datasets are listed in parallel (see docs/api.md, "Parallel listing").
 -- @tparam table params `ProjectName` (required), `DatasetName`, `MaxResults`, `Name`
 -- @tparam[opt] table opts `max_items`, `page_size`, `start_token`,
---   `concurrency` (1-100), `prefetch`
+--   `concurrency` (1-100), `prefetch`, `resume` (a failed parallel
+--   listing's `err.resume`: the rest of it, each binding once)
 -- @return iterator yielding bindings; on failure it yields `false, err` once.
 --   A parallel or prefetching listing also returns, as its fourth value, a
 --   handle whose `close()` cancels the requests in flight.
@@ -620,7 +621,7 @@ end
 -- @tparam table params as for `bindings`
 -- @tparam[opt] table opts as for `bindings` (`concurrency` included; `prefetch` is ignored)
 -- @return table, or nil, err (err.next_token says where to resume; a
---   parallel listing's err.dataset and err.pending too)
+--   parallel listing's err.dataset, err.pending and err.resume too)
 -- @usage local all, err = client:all_bindings({ ProjectName = "p" }, { concurrency = 20 })
 ---@param params imm.ListBindingsParams
 ---@param opts imm.PagerOptions|nil

@@ -29,6 +29,7 @@ local _M = {}
 ---@field providers { name: string, code: string, message: string }[]|nil NoCredentials: what each provider said
 ---@field file string|nil InvalidConfiguration: the credentials or token file at fault
 ---@field line integer|nil InvalidConfiguration: the line of `file` at fault, when known
+---@field resume string|nil from a parallel listing: the whole listing's state, for opts.resume
 ---@field phase string|nil UnsupportedPhase: the nginx phase
 ---@field sent boolean|nil transport failures: false when no byte of the request left
 ---@field binding imm.Binding|nil wait_binding: the binding as last seen
@@ -84,11 +85,14 @@ _M.codes = {
 local retryable_codes = {
   ConnectionFailed = true, Timeout = true,
   ServiceUnavailable = true, InternalError = true,
+  -- a request sent again with the nonce it had (a retry below imm): every
+  -- attempt is signed afresh, so a read goes again with a new nonce
+  SignatureNonceUsed = true,
 }
 
 --- Is a failure with this code and HTTP status worth another attempt?
--- Connection failures, timeouts, 5xx, `Throttling*`, `ServiceUnavailable`
--- and `InternalError`; never 4xx validation or authentication errors.
+-- Connection failures, timeouts, 5xx, `Throttling*`, `ServiceUnavailable`,
+-- `InternalError` and `SignatureNonceUsed`; never other 4xx validation or authentication errors.
 function _M.is_retryable(code, status)
   if retryable_codes[code] then return true end
   if type(code) == "string" and find(code, "^Throttling") then return true end

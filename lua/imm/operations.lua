@@ -83,6 +83,7 @@ _M.API_VERSION = api.version
 ---@field items string|nil the response field holding the list (actions without a schema)
 ---@field concurrency integer|nil 1-100; > 1 without DatasetName: a parallel listing (bindings only)
 ---@field prefetch boolean|nil fetch the next page while the caller works on this one
+---@field resume string|nil a failed parallel listing's err.resume: list what it had not handed over (bindings only)
 
 -- oss://<bucket>[/<prefix>/]: a bucket name has 3 to 63 lowercase letters,
 -- digits and hyphens and starts and ends with a letter or a digit; a prefix

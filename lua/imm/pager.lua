@@ -30,7 +30,7 @@ local bad_element = require("imm.response").bad_element
 local _M = {}
 
 local PAGER_OPTIONS = { max_items = true, page_size = true, start_token = true, items = true,
-  concurrency = true, prefetch = true }
+  concurrency = true, prefetch = true, resume = true }
 
 -- Without page_size, pages are as large as the action documents
 -- (`max_results` in the API description, 200 or 100): fewer round trips for
@@ -38,7 +38,8 @@ local PAGER_OPTIONS = { max_items = true, page_size = true, start_token = true, 
 _M.DEFAULT_PAGE_SIZE = operations.actions.ListDatasets.max_results
 
 -- Validates pager options; returns the normalised settings or nil, err.
-local function settings(action, params, opts)
+-- `parallel`: for a parallel listing, the only one that takes opts.resume.
+local function settings(action, params, opts, parallel)
   if params ~= nil and type(params) ~= "table" then
     return nil, errors.invalid(format("%s: parameters must be a table, got %s", tostring(action), type(params)))
   end
@@ -82,6 +83,13 @@ local function settings(action, params, opts)
   if c > 1 and action ~= "ListBindings" then
     return nil, errors.invalid(format("concurrency is for the binding listings (bindings, all_bindings), "
       .. "not %s", tostring(action)))
+  end
+  if opts.resume ~= nil then
+    if not parallel then
+      return nil, errors.invalid("resume (err.resume of a parallel listing) is for bindings and all_bindings "
+        .. "of a whole project, without DatasetName")
+    end
+    s.resume = opts.resume
   end
   if type(s.prefetch) ~= "boolean" then
     return nil, errors.invalid("prefetch must be a boolean, got " .. type(s.prefetch))

@@ -43,6 +43,11 @@ local fetch, settings, failed, repeated_token = pager.fetch, pager.settings, pag
 
 local _M = {}
 
+-- What a listing on a closed client (or one closed while it runs) gets.
+local function closed_error()
+  return errors.new("InvalidState", "the client is closed", { retryable = false, sent = false })
+end
+
 -- What a chain coroutine yields to the scheduler.
 local IO, SLEEP, RESULT = {}, {}, {}
 
@@ -206,6 +211,8 @@ ChainTransport.__index = ChainTransport
 --- Sends a request of the running chain; the chain yields until it is done.
 function ChainTransport:request(req)
   local L = self.listing
+  -- the client was closed while the listing ran: refused, as its own transport would
+  if L.origin.closed then return nil, closed_error() end
   local chain = L.current
   local h = pop(L.idle)
   if not h then
@@ -288,6 +295,66 @@ local function pending(L)
   return list
 end
 
+-- The resume state ------------------------------------------------------
+--
+-- Where a whole project listing stands after a failure, as one string
+-- (err.resume) that opts.resume takes back: the ListDatasets token still to
+-- fetch, or that ListDatasets is done; the datasets finished, so that one
+-- named again on a later ListDatasets page is not listed twice; and each
+-- unfinished dataset with the token of its first page not handed over.
+-- Every name and token is percent-encoded (RFC 3986), so the separators
+-- ! , : * never occur inside one and the text needs no quoting beyond the
+-- shell's.
+local RESUME_TAG = "imm-resume-1"
+local pct = core.percent_encode
+local function unpct(v)
+  return (v:gsub("%%(%x%x)", function(h) return string.char(tonumber(h, 16)) end))
+end
+
+local function resume_state(L, pend)
+  local ds, datasets = L.ds, "*"
+  if ds and not ds.done then datasets = ds.token and pct(ds.token) or "" end
+  local unfinished, open = {}, {}
+  for i = 1, #pend do
+    local p = pend[i]
+    unfinished[p.dataset] = true
+    open[i] = pct(p.dataset) .. (p.next_token and (":" .. pct(p.next_token)) or "")
+  end
+  -- the finished datasets matter only while ListDatasets has pages to come
+  local done = {}
+  if datasets ~= "*" then
+    for name in pairs(L.seen) do
+      if not unfinished[name] then done[#done + 1] = pct(name) end
+    end
+  end
+  table.sort(done)
+  return table.concat({ RESUME_TAG, pct(L.project), datasets, table.concat(done, ","),
+    table.concat(open, ",") }, "!")
+end
+
+-- Reads a resume state for project; returns { datasets = token|""|false,
+-- done = { names }, pending = { { name, token|nil } } }, or nil, message.
+local function read_resume(text, project)
+  if type(text) ~= "string" then return nil, "resume must be a string (err.resume), got " .. type(text) end
+  local tag, proj, datasets, done, open = text:match("^([^!]*)!([^!]*)!([^!]*)!([^!]*)!([^!]*)$")
+  if tag ~= RESUME_TAG then return nil, "resume is not a listing's err.resume" end
+  -- only the characters that resume_state writes
+  if text:find("[^%w%-%._~%%!,:*]") or (datasets ~= "*" and datasets:find("*", 1, true)) then
+    return nil, "resume is not a listing's err.resume"
+  end
+  if unpct(proj) ~= project then
+    return nil, "resume belongs to a listing of another project"
+  end
+  local st = { datasets = datasets ~= "*" and unpct(datasets), done = {}, pending = {} }
+  for name in done:gmatch("[^,]+") do st.done[#st.done + 1] = unpct(name) end
+  for entry in open:gmatch("[^,]+") do
+    local name, token = entry:match("^([^:]+):?(.*)$")
+    if not name then return nil, "resume is not a listing's err.resume" end
+    st.pending[#st.pending + 1] = { unpct(name), token ~= "" and unpct(token) or nil }
+  end
+  return st
+end
+
 -- One page of a chain, as pager.fetch gives it (page, list, n, next_token,
 -- or false, err), refusing a NextToken the chain has sent before.
 local function chain_fetch(L, chain)
@@ -321,9 +388,12 @@ local function on_result(L, chain, page, list, n, next_token)
   if chain.action == "ListDatasets" then
     L.busy = L.busy - 1
     local p = L.bindings_params
+    local seen = L.seen
     for i = 1, n do
       local name = list[i].DatasetName
-      if type(name) == "string" and name ~= "" then
+      -- a dataset named twice (on one page or two) is listed once
+      if type(name) == "string" and name ~= "" and not seen[name] then
+        seen[name] = true
         local bp = copy(p)
         bp.DatasetName = name
         push(L.want, new_chain(L, "ListBindings", bp, nil, name))
@@ -457,7 +527,9 @@ end
 -- when it ended.
 local function finish_if_done(L)
   if L.err then
-    L.err.pending = pending(L)
+    local pend = pending(L)
+    L.err.pending = pend
+    if L.seen then L.err.resume = resume_state(L, pend) end
     L:close()
     return true
   end
@@ -511,6 +583,7 @@ local function new_listing(client, s, n)
   }, Listing)
   local io, http_options = backend(client)
   L.io = io
+  L.origin = client.transport
   if http_options then
     L.http_options = http_options
     L.cc = chain_client(client, setmetatable({ listing = L }, ChainTransport))
@@ -679,8 +752,9 @@ end
 
 -- The public side -------------------------------------------------------
 
--- The listing of a whole project's bindings for client and pager options s.
-local function project_listing(client, params, s)
+-- The listing of a whole project's bindings for client and pager options s,
+-- from the start or from a resume state st (read_resume).
+local function project_listing(client, params, s, st)
   local n = s.concurrency
   local L = use_ngx(client) and ngx_listing(client, s, n) or new_listing(client, s, n)
   -- each chain follows its own tokens; the caller's max_items is counted
@@ -692,20 +766,45 @@ local function project_listing(client, params, s)
   local bp = copy(params)
   bp.NextToken, bp.DatasetName = nil, nil
   L.bindings_params = bp
-  local ds = new_chain(L, "ListDatasets", { ProjectName = params.ProjectName }, nil, nil)
-  ds.s = { items = "Datasets", size_param = "MaxResults", default_size = pager.DEFAULT_PAGE_SIZE }
-  push(L.want, ds)
+  -- every dataset given a chain, so a name ListDatasets repeats is skipped
+  L.seen, L.project = {}, params.ProjectName
+  if st then
+    for _, name in ipairs(st.done) do L.seen[name] = true end
+    for _, p in ipairs(st.pending) do
+      if not L.seen[p[1]] then
+        L.seen[p[1]] = true
+        local cp = copy(bp)
+        cp.DatasetName = p[1]
+        push(L.want, new_chain(L, "ListBindings", cp, p[2], p[1]))
+      end
+    end
+  end
+  if not st or st.datasets then
+    local ds = new_chain(L, "ListDatasets", { ProjectName = params.ProjectName },
+      st and st.datasets ~= "" and st.datasets or nil, nil)
+    ds.s = { items = "Datasets", size_param = "MaxResults", default_size = pager.DEFAULT_PAGE_SIZE }
+    push_front(L.want, ds)  -- first, so new chains keep coming
+    L.ds = ds
+  end
   return L
 end
 
--- Checks what settings() cannot: a parallel listing starts from the top.
-local function check(params, s)
+-- Checks what settings() cannot: a parallel listing starts from the top or
+-- from opts.resume, on an open client. Returns nil, the resume state (or
+-- nil), or an error.
+local function check(client, params, s)
   if type(params) ~= "table" or type(params.ProjectName) ~= "string" or params.ProjectName == "" then
     return errors.invalid("ListBindings: ProjectName is required")
   end
   if s.token ~= nil or params.NextToken ~= nil then
     return errors.invalid("a parallel listing (concurrency > 1 without DatasetName) starts at the "
-      .. "beginning: resume one dataset with DatasetName and start_token (see err.pending)")
+      .. "beginning: resume it with opts.resume = err.resume")
+  end
+  if type(client.transport) == "table" and client.transport.closed then return closed_error() end
+  if s.resume ~= nil then
+    local st, msg = read_resume(s.resume, params.ProjectName)
+    if not st then return errors.invalid(msg) end
+    return nil, st
   end
 end
 
@@ -718,7 +817,8 @@ end
 --- Is this a call for a parallel listing? (`client:bindings` and
 -- `client:all_bindings` dispatch here when it is.)
 function _M.wanted(params, opts)
-  return type(opts) == "table" and type(opts.concurrency) == "number" and opts.concurrency > 1
+  return type(opts) == "table"
+    and ((type(opts.concurrency) == "number" and opts.concurrency > 1) or opts.resume ~= nil)
     and not (type(params) == "table" and params.DatasetName ~= nil and params.DatasetName ~= "")
 end
 
@@ -763,21 +863,23 @@ end
 --- Every binding of a project, `concurrency` requests at a time.
 -- @return iterator, nil, nil, listing (`listing:close()` ends it early)
 function _M.bindings(client, params, opts)
-  local s, err = settings("ListBindings", params, opts)
+  local s, err = settings("ListBindings", params, opts, true)
   if not s then return failed(err) end
-  err = check(params, s)
+  local st
+  err, st = check(client, params, s)
   if err then return failed(err) end
-  return iterate(project_listing(client, params, s), "items")
+  return iterate(project_listing(client, params, s, st), "items")
 end
 
 --- Every binding of a project merged into `{ Bindings = { ... } }`.
 -- @return table, or nil, err (err.pending says where each dataset stands)
 function _M.all_bindings(client, params, opts)
-  local s, err = settings("ListBindings", params, opts)
+  local s, err = settings("ListBindings", params, opts, true)
   if not s then return nil, err end
-  err = check(params, s)
+  local st
+  err, st = check(client, params, s)
   if err then return nil, err end
-  local L = project_listing(client, params, s)
+  local L = project_listing(client, params, s, st)
   local all, count, limit = {}, 0, L.limit
   while true do
     local e, ferr = L:next_page()
@@ -796,6 +898,7 @@ end
 -- page k (the `prefetch = true` pager option): a listing of one chain and
 -- one slot. Memory: the page being read and the one on its way.
 function _M.prefetch(client, action, params, s, kind)
+  if type(client.transport) == "table" and client.transport.closed then return failed(closed_error()) end
   local L = use_ngx(client) and ngx_listing(client, s, 1) or new_listing(client, s, 1)
   local p = copy(params)
   local chain = new_chain(L, action, p, s.token or p.NextToken, nil)

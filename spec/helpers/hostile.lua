@@ -96,7 +96,8 @@ local LIMIT = 60
 -- `{ err = {...}, count, items_ok, elapsed, cut_off, trace, pages }`. a:
 -- `port`, `tls`, `transport`, `mode` ("page", "items", "pages", "listing"
 -- (`action`, `pager`; `pages` says what each page held), "all", "call",
--- "closed"), client options (`timeout`, `deadline`, `max_retries`,
+-- "twice": two pages on one client, "closed": a page, or with `pager` a
+-- listing and all_bindings, on a closed client), client options (`timeout`, `deadline`, `max_retries`,
 -- `security_token`, `debug`), `action` and `params` for "call", and pager
 -- options `pager` for "items" and "all" (`concurrency`, `prefetch`).
 function M.run(a)
@@ -161,11 +162,25 @@ function M.run(a)
     local res, err = c:call(a.action, params)
     out.err = error_fields(err)
     out.ok = res ~= nil
-  elseif mode == "closed" then
-    c:close()
+  elseif mode == "twice" then
+    -- the second call goes out on the connection the first one left open
     local res, err = c:list_bindings(params)
+    if res then res, err = c:list_bindings(params) end
     out.err = error_fields(err)
     out.ok = res ~= nil
+  elseif mode == "closed" then
+    c:close()
+    if a.pager then
+      -- a listing on a closed client: every kind must refuse it at once
+      local b, err = c:bindings(params, a.pager)()
+      out.err, out.ok = error_fields(err), b ~= false
+      local all, aerr = c:all_bindings(params, a.pager)
+      out.all_err, out.all_ok = error_fields(aerr), all ~= nil
+    else
+      local res, err = c:list_bindings(params)
+      out.err = error_fields(err)
+      out.ok = res ~= nil
+    end
   end
   out.elapsed = core.monotonic() - started
   c:close()

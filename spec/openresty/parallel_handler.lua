@@ -17,7 +17,7 @@ function _M.run()
     decoder = args.buggy and function() error("planted bug", 0) end or nil,
   })
   local opts = { concurrency = tonumber(args.concurrency), page_size = tonumber(args.page_size),
-    prefetch = args.prefetch == "1" or nil }
+    prefetch = args.prefetch == "1" or nil, resume = args.resume }
   local out = { items = {} }
   local t0 = ngx.now()
   local it, _, _, listing = c:bindings({ ProjectName = "immtest" }, opts)
@@ -25,7 +25,7 @@ function _M.run()
   for b, err in it do
     if not b then
       out.err = { code = err.code, dataset = err.dataset, next_token = err.next_token,
-        attempts = err.attempts, pending = err.pending }
+        attempts = err.attempts, pending = err.pending, resume = err.resume, action = err.action }
       break
     end
     out.items[#out.items + 1] = { b.DatasetName, b.URI }
