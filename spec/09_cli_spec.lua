@@ -310,6 +310,19 @@ describe("imm command line", function()
       end
     end)
 
+    it("gives a coded error and where to resume when the output cannot be written", function()
+      local first = cjson.decode((ok_run { "list-bindings", "--project", "immtest", "--max-results", "50" }))
+      srv.reset()
+      -- /dev/full: every write fails with ENOSPC
+      local p = io.popen(command { "list-bindings", "--project", "immtest", "--all", "--max-results", "50",
+        "--next-token", first.NextToken } .. " 2>&1 >/dev/full; echo \"exit=$?\"")
+      local all = p:read("*a")
+      p:close()
+      assert.matches("exit=1\n$", all)
+      assert.matches("imm: OutputFailed: cannot write the output", all, 1, true)
+      assert.equal(first.NextToken, all:match("resume with %-%-all %-%-next%-token (%S+)"))
+    end)
+
     it("shows its progress only when stderr is a terminal", function()
       -- not a terminal: nothing at all on stderr
       local _, err = ok_run { "list-bindings", "--project", "immtest", "--all", "--max-results", "20" }
