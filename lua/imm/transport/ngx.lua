@@ -63,17 +63,17 @@ local function is_address(host)
   return find(host, "^%d+%.%d+%.%d+%.%d+$") ~= nil or find(host, ":", 1, true) ~= nil
 end
 
+local function nap(seconds) ngx.sleep(seconds) end  -- spawn takes only a Lua function
+
 -- Connects within `ms`, name resolution included. ngx_lua resolves a host
 -- name with nginx's resolver_timeout (30 s by default), not the socket's
 -- timeouts, so a name is connected to from a light thread, raced against a
--- sleeping one; the loser is killed (nginx then drops the query). Every
--- thread is waited for or killed: ngx_lua hangs a coroutine of the caller's
--- (a pager) that yields with a finished thread not waited for. An address
--- costs no thread; a connection from the pool, or a name nginx has cached,
--- costs one that ends at once. Returns true, or nil and ngx_lua's error
--- ("timeout" when the time ran out).
-local function nap(seconds) ngx.sleep(seconds) end  -- spawn takes only a Lua function
-
+-- sleeping one; the loser is killed (the request stops waiting; nginx's own
+-- query runs on to resolver_timeout). Every thread is waited for or killed:
+-- ngx_lua hangs a coroutine of the caller's (a pager) that yields with a
+-- finished thread not waited for. An address costs no thread; a connection
+-- from the pool, or a name nginx has cached, costs one that ends at once.
+-- Returns true, or nil and ngx_lua's error ("timeout" when the time ran out).
 local function connect(sock, host, port, opts, ms)
   if is_address(host) then return sock:connect(host, port, opts) end
   local done = false
@@ -88,7 +88,7 @@ local function connect(sock, host, port, opts, ms)
   end
   local timer = spawn(nap, ms / 1000)
   local ok, cok, cerr = wait(th, timer)
-  if done then
+  if done or not ok then  -- the connect ended (or raised: the sleeper cannot)
     kill(timer)
     if not ok then return nil, tostring(cok) end
     return cok, cerr
