@@ -174,6 +174,116 @@ describe("OpenResty (ngx_lua cosockets)", function()
     assert.is_true(#srv.log() >= 2, "retried within the deadline")
   end)
 
+  -- issue 21, item 2: ngx_lua resolves a host name with nginx's
+  -- resolver_timeout, not the socket's timeouts
+  describe("host names", function()
+    local dns = {}
+    local ngx_dns
+
+    -- spec/helpers/dns_stub.py on loopback; returns its port
+    local function stub(name, flag)
+      local dir = fixture.tmpdir()
+      assert(fixture.sh("exec python3 spec/helpers/dns_stub.py --port-file " .. dir .. "/port " .. flag
+        .. " >" .. dir .. "/out 2>&1 & echo $! > " .. dir .. "/pid"))
+      local port
+      for _ = 1, 100 do
+        port = tonumber(fixture.read(dir .. "/port") or "")
+        if port then break end
+        require("imm.core").sleep(0.05)
+      end
+      assert(port, "dns_stub.py did not start: " .. tostring(fixture.read(dir .. "/out")))
+      dns[name] = { dir = dir, pid = fixture.read(dir .. "/pid"):match("%d+") }
+      return port
+    end
+
+    setup(function()
+      local silent, answering = stub("silent", "--silent"), stub("answering", "")
+      ngx_dns = nginx.run {
+        http = "resolver_timeout 20s;",
+        locations = ([[location = /silent { resolver 127.0.0.1:S ipv6=off; content_by_lua_block {
+        require("handler").call() } }
+      location = /named { resolver 127.0.0.1:A ipv6=off; content_by_lua_block { require("handler").call() } }]])
+          :gsub("S", tostring(silent)):gsub("A", tostring(answering)),
+      }
+    end)
+    teardown(function()
+      -- a graceful stop would wait out nginx's own pending query (20 s)
+      if ngx_dns then
+        ngx_dns.http:close()
+        fixture.kill(fixture.read(ngx_dns.dir .. "/nginx.pid"):match("%d+"), "TERM")
+        fixture.sh("rm -rf " .. ngx_dns.dir)
+      end
+      for _, d in pairs(dns) do
+        fixture.kill(d.pid)
+        fixture.sh("rm -rf " .. d.dir)
+      end
+    end)
+
+    it("end the attempt at its timeout when the resolver never answers, not at resolver_timeout", function()
+      local t0 = require("imm.core").monotonic()
+      local r = ngx_dns.get("/silent?" .. q { host = "imm.unanswered.test", port = srv.port, mode = "page",
+        timeout = 1, max_retries = 0 })
+      local took = require("imm.core").monotonic() - t0
+      assert.is_table(r.err)
+      assert.equal("Timeout", r.err.code, r.err.message)
+      assert.matches("imm.unanswered.test", r.err.message, 1, true)
+      assert.is_true(took < 4, "took " .. took .. " s with timeout = 1")
+      assert.equal(0, #srv.log())
+      -- from inside the item pager's coroutine too
+      t0 = require("imm.core").monotonic()
+      r = ngx_dns.get("/silent?" .. q { host = "imm.unanswered.test", port = srv.port, mode = "items",
+        timeout = 1, max_retries = 0 })
+      took = require("imm.core").monotonic() - t0
+      assert.equal("Timeout", r.err.code, r.err.message)
+      assert.is_true(took < 4, "took " .. took .. " s with timeout = 1, in the pager")
+      -- an address needs no resolver: the same location reaches the server
+      local ok = ngx_dns.get("/silent?" .. q { port = srv.port, mode = "page", max_results = 1, timeout = 1 })
+      assert.is_nil(ok.err)
+    end)
+
+    it("are connected to through a resolver that answers, and the connection is pooled", function()
+      for _ = 1, 2 do
+        local r = ngx_dns.get("/named?" .. q { host = "imm.local.test", port = srv.port, mode = "page",
+          max_results = 2, timeout = 2 })
+        assert.is_nil(r.err, r.err and r.err.message)
+        assert.equal(2, #r.uris)
+      end
+      local log = srv.log()
+      assert.equal(2, #log)
+      assert.equal(log[1].conn, log[2].conn, "the second call reused the first one's connection")
+      -- from inside the item pager's coroutine too
+      local expected = #assert(srv.client {}:all_bindings { ProjectName = "immtest" }).Bindings
+      local r = ngx_dns.get("/named?" .. q { host = "imm.local.test", port = srv.port, mode = "items",
+        page_size = 100, timeout = 2 })
+      assert.is_nil(r.err, r.err and r.err.message)
+      assert.equal(expected, #r.uris)
+    end)
+  end)
+
+  it("the example's nginx.conf and its resolver.conf command pass nginx -t", function()
+    local dir = fixture.tmpdir()
+    local conf = assert(fixture.read("examples/openresty/nginx.conf"))
+    local cmd = assert(conf:match("\n%s*#%s*(awk [^\n]*> resolver%.conf)\n"), "the awk line")
+    assert(fixture.sh("cd " .. dir .. " && " .. cmd))
+    local resolver = assert(fixture.read(dir .. "/resolver.conf"))
+    if resolver == "" then  -- no nameserver line here: any address does for the syntax
+      resolver = "resolver 127.0.0.1 ipv6=off;\n"
+      local f = assert(io.open(dir .. "/resolver.conf", "w"))
+      f:write(resolver)
+      f:close()
+    end
+    assert.matches("^resolver %S+ ipv6=off;\n$", resolver)
+    local f = assert(io.open(dir .. "/nginx.conf", "w"))
+    f:write(conf)
+    f:close()
+    local ok = fixture.sh("nginx -t -q -p " .. dir .. " -c " .. dir .. "/nginx.conf -e " .. dir .. "/err.log"
+      .. " 2>" .. dir .. "/out")
+    local why = fixture.read(dir .. "/out")
+    fixture.sh("rm -rf " .. dir)
+    assert.is_true(ok and true or false, why)
+    assert.matches("resolver_timeout %d+s;", conf)
+  end)
+
   describe("TLS", function()
     it("verifies the server with lua_ssl_trusted_certificate and uses SNI", function()
       local r = call("/call", { port = tls_srv.port, tls = 1, mode = "items", page_size = 100 })

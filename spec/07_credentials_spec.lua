@@ -652,6 +652,184 @@ describe("credential providers", function()
     end)
   end)
 
+  describe("the call's deadline (issue 21, item 1)", function()
+    local core = require "imm.core"
+    local token_file
+    before_each(function() token_file = write(tmp, "oidc/token", fake_cloud.OIDC_TOKEN .. "\n") end)
+
+    -- one provider of each kind whose server can stall; the target it calls
+    local kinds = {
+      { "credentials URI", "uri", "credentials URI http://127.0.0.1", function()
+        return assert(credentials.credentials_uri { uri = cloud.uri })
+      end },
+      { "RAM role ARN", "sts", "STS AssumeRole at 127.0.0.1", function()
+        return assert(credentials.ram_role_arn { role_arn = "acs:ram::1:role/r", role_session_name = "s",
+          access_key_id = fake_cloud.SOURCE_ID, access_key_secret = fake_cloud.SOURCE_SECRET,
+          sts_endpoint = cloud.url, env = {} })
+      end },
+      { "OIDC role ARN", "sts", "STS AssumeRoleWithOIDC at 127.0.0.1", function()
+        return assert(credentials.oidc_role_arn { role_arn = "acs:ram::1:role/r",
+          oidc_provider_arn = "acs:ram::1:oidc-provider/p", oidc_token_file = token_file,
+          sts_endpoint = cloud.url, env = {} })
+      end },
+      { "ECS RAM role", "imds", "metadata service at 127.0.0.1", function()
+        return assert(credentials.ecs_ram_role { metadata_endpoint = cloud.url, timeout = 10, env = {} })
+      end },
+    }
+
+    -- a call with deadline = 1 whose credentials server stalls for 8 s
+    local function stalled_call(kind, async_mode, chained)
+      cloud.fault { target = kind[2], mode = "slow", delay = 8, count = -1 }
+      local p = kind[4]()
+      if chained then p = assert(credentials.chain { p }) end
+      local c = assert(imm.new { endpoint = "http://127.0.0.1:1", protocol = "http", deadline = 1,
+        max_retries = 0, credentials = p, async = async_mode or nil })
+      local t0 = core.monotonic()
+      local res, err
+      if async_mode then
+        local ok
+        ok, res, err = imm.spawn(function() return c:list_bindings { ProjectName = "immtest" } end):join(20)
+        assert.is_true(ok)
+      else
+        res, err = c:list_bindings { ProjectName = "immtest" }
+      end
+      local elapsed = core.monotonic() - t0
+      assert.is_nil(res)
+      return err, elapsed
+    end
+
+    for _, kind in ipairs(kinds) do
+      it("holds while a stalled " .. kind[1] .. " server is asked for credentials", function()
+        local err, elapsed = stalled_call(kind)
+        assert.is_true(elapsed < 4, "took " .. elapsed .. " s with deadline = 1")
+        assert.equal("Timeout", err.code)
+        assert.matches(kind[3], err.message, 1, true)  -- the provider's own request timed out
+        assert.matches("deadline of 1s", err.message, 1, true)
+        assert_no_secrets(err)
+      end)
+    end
+
+    it("holds through a chain, and inside an async task (the task is not blocked)", function()
+      local err, elapsed = stalled_call(kinds[1], false, true)
+      assert.is_true(elapsed < 4, "chain: took " .. elapsed .. " s with deadline = 1")
+      assert.equal("NoCredentials", err.code)
+      assert.equal("Timeout", err.providers[1].code)
+      assert.matches(kinds[1][3], err.providers[1].message, 1, true)
+      cloud.reset()
+      err, elapsed = stalled_call(kinds[2], true)
+      assert.is_true(elapsed < 4, "async: took " .. elapsed .. " s with deadline = 1")
+      assert.equal("Timeout", err.code)
+    end)
+
+    it("serves still-valid credentials when their refresh stalls, in time for the call", function()
+      cloud.config { issue = { access_key_id = "STS.assumed", access_key_secret = "fake-secret-assumed",
+        security_token = "fake-token-assumed" } }
+      local srv = fixture.start { key_id = "STS.assumed", secret = "fake-secret-assumed",
+        token = "fake-token-assumed" }
+      local clock = fake_cloud.clock()
+      local p = assert(credentials.credentials_uri { uri = cloud.uri, clock = clock.now })
+      local c = assert(imm.new { endpoint = srv.url, credentials = p, deadline = 2, max_retries = 0 })
+      assert(c:list_bindings { ProjectName = "immtest", MaxResults = 1 })
+      clock.offset = 3600 - 800  -- stale, still valid
+      cloud.fault { target = "uri", mode = "slow", delay = 8, count = 1 }
+      local t0 = core.monotonic()
+      local res, err = c:list_bindings { ProjectName = "immtest", MaxResults = 1 }
+      local elapsed = core.monotonic() - t0
+      srv.stop()
+      assert.is_nil(err)
+      assert.equal(1, #res.Bindings)
+      assert.is_true(elapsed < 4, "took " .. elapsed .. " s with deadline = 2")
+    end)
+
+    it("lets a task run while another task's credentials are fetched", function()
+      cloud.fault { target = "uri", mode = "slow", delay = 0.5, count = 1 }
+      local c = assert(imm.new { endpoint = "http://127.0.0.1:1", protocol = "http", deadline = 3,
+        max_retries = 0, credentials = assert(credentials.credentials_uri { uri = cloud.uri }), async = true })
+      local ticks = 0
+      local fetching = imm.spawn(function() return c:list_bindings { ProjectName = "immtest" } end)
+      local ticker = imm.spawn(function()
+        while not fetching:done() do
+          ticks = ticks + 1
+          require("imm.async").sleep(0.05)
+        end
+      end)
+      assert.is_true(fetching:join(10))
+      assert.is_true(ticker:join(10))
+      assert.is_true(ticks > 2, "the other task ran " .. ticks .. " times during the fetch")
+    end)
+  end)
+
+  describe("echoed tokens (issue 21, item 3)", function()
+    -- every string an error holds, nested tables included, and tostring
+    local function strings(v, out, seen)
+      out, seen = out or {}, seen or {}
+      if type(v) == "string" then out[#out + 1] = v return out end
+      if type(v) ~= "table" or seen[v] then return out end
+      seen[v] = true
+      out[#out + 1] = tostring(v)
+      for k, x in pairs(v) do strings(k, out, seen) strings(x, out, seen) end
+      return out
+    end
+    local function assert_scrubbed(err, secret)
+      assert.is_table(err)
+      for _, s in ipairs(strings(err)) do
+        assert.is_nil(s:find(secret, 1, true), "secret in " .. s)
+      end
+    end
+
+    it("scrubs the source token from every field of an AssumeRole error, and from a chain's", function()
+      local token = "fake-token-source-echoed"
+      cloud.config { source = { security_token = token } }
+      cloud.fault { target = "sts", mode = "echo", count = -1 }
+      local src = assert(credentials.static { access_key_id = fake_cloud.SOURCE_ID,
+        access_key_secret = fake_cloud.SOURCE_SECRET, security_token = token })
+      local p = assert(credentials.ram_role_arn { role_arn = "acs:ram::1:role/r", source = src,
+        sts_endpoint = cloud.url, env = {} })
+      local err = no_creds(p)
+      assert.equal(400, err.status)
+      assert.matches("^Echo%.", err.code)
+      assert_scrubbed(err, token)
+      assert_no_secrets(err)
+      err = no_creds(assert(credentials.chain { p }))
+      assert.matches("^Echo%.", err.providers[1].code)
+      assert_scrubbed(err, token)
+      -- through a client, as a call returns it
+      local c = assert(imm.new { endpoint = "http://127.0.0.1:1", protocol = "http", credentials = p })
+      local _, cerr = c:list_bindings { ProjectName = "immtest" }
+      assert_scrubbed(cerr, token)
+    end)
+
+    it("scrubs the OIDC token from every field of an AssumeRoleWithOIDC error", function()
+      cloud.fault { target = "sts", mode = "echo", count = -1 }
+      local file = write(tmp, "oidc/token-echo", fake_cloud.OIDC_TOKEN .. "\n")
+      local p = assert(credentials.oidc_role_arn { role_arn = "acs:ram::1:role/r",
+        oidc_provider_arn = "acs:ram::1:oidc-provider/p", oidc_token_file = file,
+        sts_endpoint = cloud.url, env = {} })
+      local err = no_creds(p)
+      assert.matches("^Echo%.", err.code)
+      assert_scrubbed(err, fake_cloud.OIDC_TOKEN)
+      err = no_creds(assert(credentials.chain { p }))
+      assert_scrubbed(err, fake_cloud.OIDC_TOKEN)
+    end)
+
+    it("scrubs a role chain's source credentials: the first role's STS token", function()
+      -- the second AssumeRole is signed with the temporary keys of the first
+      cloud.config { issue = { access_key_id = "STS.first", access_key_secret = "fake-secret-first",
+        security_token = "fake-token-first" } }
+      local first = assert(credentials.ram_role_arn { role_arn = "acs:ram::1:role/first",
+        access_key_id = fake_cloud.SOURCE_ID, access_key_secret = fake_cloud.SOURCE_SECRET,
+        sts_endpoint = cloud.url, env = {} })
+      local second = assert(credentials.ram_role_arn { role_arn = "acs:ram::1:role/second", source = first,
+        sts_endpoint = cloud.url, env = {} })
+      assert(first:get())
+      cloud.fault { target = "sts", mode = "echo", count = -1 }
+      local err = no_creds(second)
+      assert.matches("^Echo%.", err.code)
+      assert_scrubbed(err, "fake-token-first")
+      assert_no_secrets(err)
+    end)
+  end)
+
   describe("CLI profile (~/.aliyun/config.json)", function()
     local home
     before_each(function()
@@ -1025,6 +1203,15 @@ describe("credential providers", function()
       end
       assert.is_true(old >= 1 and new >= 1, "old " .. old .. ", new " .. new)
       assert.equal(2, #cloud.log("uri"), "ten requests, one refresh")
+    end)
+
+    it("holds a call's deadline while the credentials URI stalls (issue 21, item 1)", function()
+      cloud.fault { target = "uri", mode = "slow", delay = 8, count = -1 }
+      local r = ngx_srv.get("/call?deadline=1&uri=" .. cloud.uri)
+      assert.is_false(r.ok)
+      assert.equal("Timeout", r.err, r.message)
+      assert.matches("credentials URI http://127.0.0.1", r.message, 1, true)
+      assert.is_true(r.took < 4, "took " .. r.took .. " s with deadline = 1")
     end)
   end)
 end)

@@ -267,6 +267,62 @@ describe("imm command line", function()
       assert.equal(205, n)
     end)
 
+    -- issue 21, item 8
+    it("prints every binding when one holds bytes that are not UTF-8 and a number beyond a double", function()
+      srv.fault { mode = "slow", delay = 0, count = 3 }
+      srv.fault { mode = "odd_values" }  -- the first binding of page 4 (the 151st)
+      local out, err, status = run { "list-bindings", "--project", "immtest", "--all", "--max-results", "50" }
+      assert.equal(0, status, "stderr: " .. err)
+      assert.equal("", err)
+      local lines = split_lines(out)
+      assert.equal(205, #lines)
+      local odd = lines[151]
+      assert.matches('"Odd":"\239\191\189\239\191\189"', odd, 1, true)  -- each bad byte is U+FFFD
+      assert.matches('"Big":1e999', odd, 1, true)
+      for _, l in ipairs(lines) do assert.is_table(cjson.decode(l)) end
+      -- one page, as one JSON object, the same way
+      srv.reset()
+      srv.fault { mode = "odd_values" }
+      out = ok_run { "list-bindings", "--project", "immtest", "--max-results", "2" }
+      assert.matches('"Big":1e999', out, 1, true)
+      assert.is_table(cjson.decode(out))
+    end)
+
+    it("gives a coded error and where to resume when a page cannot be printed", function()
+      -- page 3 holds a binding nested deeper than the JSON writer goes (128)
+      srv.fault { mode = "slow", delay = 0, count = 2 }
+      srv.fault { mode = "odd_values", depth = 200 }
+      local out, err, status = run { "list-bindings", "--project", "immtest", "--all", "--max-results", "50" }
+      assert.equal(1, status)
+      assert.equal(100, #split_lines(out), "the pages before it were printed")
+      assert.matches("^imm: InvalidResponse: ", err)
+      local token = err:match("resume with %-%-all %-%-next%-token (%S+)")
+      assert.is_string(token, err)
+      -- the token is page 3's: resuming prints it and the rest
+      srv.reset()
+      local rest = ok_run { "list-bindings", "--project", "immtest", "--all", "--max-results", "50",
+        "--next-token", token }
+      assert.equal(105, #split_lines(rest))
+      local seen = {}
+      for _, l in ipairs(split_lines(out .. rest)) do
+        assert.is_nil(seen[l], "printed twice: " .. l)
+        seen[l] = true
+      end
+    end)
+
+    it("gives a coded error and where to resume when the output cannot be written", function()
+      local first = cjson.decode((ok_run { "list-bindings", "--project", "immtest", "--max-results", "50" }))
+      srv.reset()
+      -- /dev/full: every write fails with ENOSPC
+      local p = io.popen(command { "list-bindings", "--project", "immtest", "--all", "--max-results", "50",
+        "--next-token", first.NextToken } .. " 2>&1 >/dev/full; echo \"exit=$?\"")
+      local all = p:read("*a")
+      p:close()
+      assert.matches("exit=1\n$", all)
+      assert.matches("imm: OutputFailed: cannot write the output", all, 1, true)
+      assert.equal(first.NextToken, all:match("resume with %-%-all %-%-next%-token (%S+)"))
+    end)
+
     it("shows its progress only when stderr is a terminal", function()
       -- not a terminal: nothing at all on stderr
       local _, err = ok_run { "list-bindings", "--project", "immtest", "--all", "--max-results", "20" }

@@ -408,6 +408,42 @@ describe("realistic calls", function()
     assert.is_nil(last().headers["content-type"])
   end)
 
+  -- issue 21, item 4: the check and the encoder must read a value the same
+  -- way; imm reads tables raw, so a proxy (a read-only wrapper) is refused
+  it("refuses a proxy table (__index or __pairs) with its path, and sends nothing", function()
+    local function readonly(t)
+      return setmetatable({}, { __index = t, __newindex = function() error("read-only") end,
+        __pairs = function() return next, t, nil end, __len = function() return #t end })
+    end
+    local target = { URI = "oss://b/out.mp4", Container = "mp4" }
+    local cases = {
+      { { Targets = readonly { target } }, "Targets" },
+      { { Targets = { readonly(target) } }, "Targets[1]" },
+      { { Targets = { { URI = "oss://b/o.mp4", Video = readonly { CRF = 23 } } } }, "Targets[1].Video" },
+      { { Targets = { setmetatable({ URI = "oss://b/o.mp4" }, { __index = { Container = "mp4" } }) } },
+        "Targets[1]" },
+    }
+    for _, case in ipairs(cases) do
+      local params = case[1]
+      params.ProjectName = "p"
+      params.Sources = { { URI = "oss://b/in.mp4" } }
+      local res, err = c:create_media_convert_task(params)
+      assert.is_nil(res, "a proxy at " .. case[2] .. " was sent as " .. tostring(last() and last().query.Targets))
+      assert.equal("InvalidParameter", err.code)
+      assert.matches("CreateMediaConvertTask: " .. case[2] .. " is a table with a metatable", err.message, 1, true)
+    end
+    -- the escape hatch reads tables raw too: a proxy there is refused alike
+    local res, err = c:call("SomeFutureAction", { Names = { "a", readonly { "b" } } })
+    assert.is_nil(res)
+    assert.matches("SomeFutureAction: Names[2] is a table with a metatable", err.message, 1, true)
+    assert.equal(0, #sent)
+    -- a metatable without __index or __pairs changes nothing that is read
+    local marked = setmetatable({ { URI = "oss://b/o.mp4" } }, { __tostring = function() return "m" end })
+    assert(c:create_media_convert_task { ProjectName = "p", Sources = { { URI = "oss://b/in.mp4" } },
+      Targets = marked })
+    assert.equal('[{"URI":"oss://b/o.mp4"}]', last().query.Targets)
+  end)
+
   it("refuses GET for an action with a form body", function()
     local res, err = c:call("ContextualAnswer", { ProjectName = "p", Messages = {} }, { method = "GET" })
     assert.is_nil(res)

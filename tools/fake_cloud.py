@@ -44,7 +44,9 @@ Control API (same port, never logged):
 
 Fault modes: error [status=500, code=InternalError]   malformed (a 200 that is not
 JSON)   slow [delay=1.0]   bad_expiration   missing_secret   code (Code "Failed")
-reset (close the connection without a reply).
+reset (close the connection without a reply)   echo (STS: a 400 error whose Code, RequestId,
+HostId, Message and Recommend repeat the SecurityToken or OIDCToken received, as a hostile or
+careless endpoint might).
 """
 
 import argparse
@@ -134,6 +136,8 @@ class State:
         self.reset()
 
     def reset(self):
+        # a request still stalled from before a reset is left out of the new log
+        self.generation = getattr(self, "generation", 0) + 1
         self.config = copy.deepcopy(DEFAULTS)
         self.faults = []
         self.log = []
@@ -278,6 +282,10 @@ def handle_sts(state, req, record, fault):
     record["params"] = {k: v for k, v in params.items() if k != "Signature"}
     if req["method"] != "POST":
         raise ApiError(400, "InvalidMethod", "Use POST.")
+    if fault and fault.get("mode") == "echo":
+        echoed = params.get("SecurityToken") or params.get("OIDCToken") or ""
+        return json_reply(400, {"RequestId": echoed, "HostId": echoed, "Code": "Echo." + echoed,
+                                "Message": "received " + echoed, "Recommend": "see " + echoed})
     if params.get("Version") != "2015-04-01":
         raise ApiError(400, "InvalidVersion", "Specified parameter Version is not valid.")
     if action == "AssumeRole":
@@ -441,8 +449,10 @@ class Handler(BaseHTTPRequestHandler):
         with state.lock:
             state.seq += 1
             record["seq"] = state.seq
+            generation = state.generation
             fault = state.take_fault(target) if target else None
         record["fault"] = fault and fault.get("mode")
+        record["generation"] = generation
         req = {"method": self.command, "path": url.path, "query": query, "form": form, "headers": headers}
         try:
             if fault and fault.get("mode") == "reset":
@@ -475,7 +485,8 @@ class Handler(BaseHTTPRequestHandler):
         record["status"] = status
         record["end"] = time.monotonic()
         with self.server.state.lock:
-            self.server.state.log.append(record)
+            if record.pop("generation", None) == self.server.state.generation:
+                self.server.state.log.append(record)
 
 
 class FakeCloud(ThreadingHTTPServer):

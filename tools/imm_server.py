@@ -75,6 +75,9 @@ Fault modes, with their numeric options:
     overrun                     Content-Length smaller than the body sent
     malformed   not_object   bindings_not_array   html502
     gzip_bomb [size=100 MiB]    big [size=5 MiB]
+    odd_values [depth=0]        the real reply, its first binding given "Odd": the bytes
+                                FF FE (not UTF-8), "Big": 1e400 (beyond a double) and,
+                                with depth, "Deep": arrays nested that deep
 reset and stall act before the signature is checked (no nonce is spent, as when
 the network fails); all others act only on requests whose signature verified.
 """
@@ -929,7 +932,7 @@ ACTIONS = {
 
 FAULT_MODES = ("throttle", "unavailable", "internal", "reset", "reset_after", "reset_mid_body", "slow", "stall",
                "trickle", "truncated", "overrun", "malformed", "not_object", "bindings_not_array",
-               "html502", "gzip_bomb", "big")
+               "html502", "gzip_bomb", "big", "odd_values")
 # Decided as soon as the request is read, before verification, because on the real
 # network these happen before the service sees the request (so no nonce is spent).
 CONNECTION_FAULTS = ("reset", "stall")
@@ -1301,6 +1304,10 @@ class ImmHandler(BaseHTTPRequestHandler):
                 reply = fault_reply(rule, req, request_id) if rule else None
                 if reply is None:
                     reply = action_reply(req, server.store, request_id)
+                    if rule and rule.mode == "odd_values" and reply.status == 200:
+                        depth = int(rule.option("depth", 0))
+                        deep = b'"Deep":' + b"[" * depth + b"]" * depth + b"," if depth > 0 else b""
+                        reply.body = reply.body.replace(b'"URI":', b'"Odd":"\xff\xfe","Big":1e400,' + deep + b'"URI":', 1)
             except ApiError as err:
                 reply = error_reply(err, request_id, req.host)
         server.log.update(record, fault=rule.mode if rule else None)

@@ -18,7 +18,7 @@ local endpoint = require "imm.endpoint"
 local signer = require "imm.signer"
 local decode = require "imm.decode"
 local credentials = require "imm.credentials"
-local scrub = require("imm.credentials.base").scrub
+local scrub_error = require("imm.credentials.base").scrub_error
 local transport = require "imm.transport"
 local pager = require "imm.pager"
 local parallel = require "imm.parallel"
@@ -349,10 +349,7 @@ function Client:_attempt(action, query, creds, def, method, fresh, form, timeout
     -- token), and a hostile server may echo the token anywhere: every
     -- string field of the error is scrubbed
     local secret, token = creds.access_key_secret, creds.security_token
-    local secrets = { secret, token, trimmed(secret), trimmed(token) }
-    for k, f in pairs(perr) do
-      if type(f) == "string" then perr[k] = scrub(f, secrets, 4) end
-    end
+    scrub_error(perr, { secret, token, trimmed(secret), trimmed(token) }, 4)
   end
   return v, perr
 end
@@ -454,17 +451,23 @@ function Client:call(action, params, opts)
   local t = self.transport
   if t.name == "curl" and not t.async and async.current() then
     -- it would block the whole loop, every other task with it, and say
-    -- nothing. (imm's own short credential fetches may still block.)
+    -- nothing.
     return nil, errors.new("InvalidConfiguration", "this client blocks, and it was called inside an imm "
       .. "task (imm.spawn), where it would stop every other task and the loop that calls imm.poll: "
       .. "make the client with async = true", { retryable = false, sent = false })
   end
 
-  local creds
-  creds, err = self.credentials:get()
-  if not creds then return nil, err end
-
+  -- the deadline holds from here: a credential fetch gets what is left of it
   local started = self.deadline and core.monotonic()
+  local creds
+  creds, err = self.credentials:get(started and { timeout = self.deadline } or nil)
+  if not creds then
+    if started and errors.is_error(err) and err.code == "Timeout" then
+      err.message = format("%s (fetching credentials within the deadline of %gs)", tostring(err.message),
+        self.deadline)
+    end
+    return nil, err
+  end
   local attempt, resigned = 0, false
   while true do
     attempt = attempt + 1

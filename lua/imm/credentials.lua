@@ -4,7 +4,10 @@
 -- `{ access_key_id, access_key_secret, security_token, expiration }` or
 -- `nil, err`. The client asks its provider on every call, so rotating
 -- providers (STS, ECS role, OIDC, ...) plug in without the client knowing;
--- they cache and refresh before expiry themselves.
+-- they cache and refresh before expiry themselves. `get(opts)` may be given
+-- `opts.timeout`, the seconds the caller can still wait (a client with a
+-- `deadline` passes what is left of it); imm's providers hold every request
+-- to it.
 --
 -- Secrets are held in closures, not in fields, so printing or iterating a
 -- provider or a client never shows them.
@@ -26,7 +29,7 @@ local _M = {}
 
 ---@class imm.CredentialsProvider
 ---@field name string e.g. "env", "ecs_ram_role", "chain"
----@field get fun(self: imm.CredentialsProvider): imm.Credentials|nil, imm.Error|nil
+---@field get fun(self: imm.CredentialsProvider, opts: { timeout: number|nil }|nil): imm.Credentials|nil, imm.Error|nil
 
 ---@class imm.CredentialsCommonOptions
 ---@field env table|(fun(name: string): string|nil)|nil replaces os.getenv (tests, sandboxes)

@@ -21,6 +21,7 @@
 -- @module imm.operations
 
 local type, pairs, ipairs, next, tostring, format = type, pairs, ipairs, next, tostring, string.format
+local getmetatable, rawget = getmetatable, rawget
 local floor, huge, lower, sub, byte, find, match = math.floor, math.huge, string.lower, string.sub, string.byte,
   string.find, string.match
 local errors = require "imm.errors"
@@ -295,6 +296,34 @@ end
 local MAX_DEPTH = 64
 local NULL = {}  -- JSON null in a decoded text, for the shape check only
 
+-- The path of the first table in `v` (itself included) whose metatable has
+-- __index or __pairs, or nil. The JSON encoder reads tables raw, as the
+-- service will see them; such a table (a read-only wrapper, a proxy) could
+-- show the checks other contents than the encoder sends, so it is refused.
+-- Walked raw, so nothing the caller wrote runs here.
+local function proxy_path(v, path, depth)
+  if type(v) ~= "table" or depth > MAX_DEPTH then return nil end
+  local mt = getmetatable(v)
+  if type(mt) == "table" and (rawget(mt, "__index") ~= nil or rawget(mt, "__pairs") ~= nil) then
+    return path
+  end
+  local k, x = next(v)
+  while k ~= nil do
+    if type(x) == "table" then
+      local sub_path = type(k) == "number" and format("%s[%s]", path, describe(k)) or (path .. "." .. tostring(k))
+      local p = proxy_path(x, sub_path, depth + 1)
+      if p then return p end
+    end
+    k, x = next(v, k)
+  end
+  return nil
+end
+
+local function proxy_error(action, path)
+  return nil, errors.invalid(format("%s: %s is a table with a metatable (__index or __pairs), which imm "
+    .. "does not follow: it sends tables as they are, so pass a plain copy", action, path))
+end
+
 -- What is wrong with `v` as a value of `shape`, or nil. `path` names it in
 -- the message (Targets[1].Video). `strict`: a model's unknown field is an
 -- error (a table from the caller); otherwise it is kept (a JSON text, the
@@ -376,6 +405,8 @@ local function json_value(action, name, shape, v)
     return nil, errors.invalid(format("%s: %s must be %s (a table, or its JSON text), got %s", action, name,
       _M.describe_shape(shape), describe(v)))
   end
+  local proxy = proxy_path(v, name, 0)
+  if proxy then return proxy_error(action, proxy) end
   local p = shape_problem(v, shape, name, true, 0)
   if p then return nil, errors.invalid(format("%s: %s", action, p)) end
   local s, err = json_encode(v, shape)
@@ -453,6 +484,8 @@ local function generic_value(action, name, v)
   end
   if t == "boolean" then return v and "true" or "false" end
   if t == "table" then
+    local proxy = proxy_path(v, name, 0)
+    if proxy then return proxy_error(action, proxy) end
     if next(v) == nil then
       return nil, errors.invalid(format("%s: %s is an empty table, which could mean [] or {}: "
         .. "leave it out, or pass the JSON text as a string", action, name))

@@ -27,4 +27,20 @@ function _M.get()
   })
 end
 
+-- One IMM call (to a closed port) under a deadline, with credentials from
+-- the URI: what it returned, and how long it took.
+function _M.call()
+  local args = ngx.req.get_uri_args()
+  local c = assert(require("imm").new { endpoint = "http://127.0.0.1:1", protocol = "http",
+    deadline = tonumber(args.deadline), max_retries = 0,
+    credentials = assert(credentials.credentials_uri { uri = args.uri }) })
+  local t0 = ngx.now()
+  local res, err = c:list_bindings { ProjectName = "immtest" }
+  ngx.update_time()
+  ngx.header["Content-Type"] = "application/json"
+  ngx.say(cjson.encode {
+    ok = res ~= nil, err = err and err.code, message = err and err.message, took = ngx.now() - t0,
+  })
+end
+
 return _M

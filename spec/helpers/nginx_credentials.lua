@@ -7,7 +7,8 @@ local M = {}
 --- Starts nginx; returns an object with url, get(path), error_log() and stop().
 function M.start()
   return nginx.run {
-    locations = [[location = /credentials { content_by_lua_block { require("helpers.credentials_handler").get() } }]],
+    locations = [[location = /credentials { content_by_lua_block { require("helpers.credentials_handler").get() } }
+      location = /call { content_by_lua_block { require("helpers.credentials_handler").call() } }]],
   }
 end
 

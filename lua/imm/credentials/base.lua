@@ -33,13 +33,32 @@ Provider.__tostring = function(p) return "imm.credentials." .. p.name end
 _M.Provider = Provider
 
 --- Wraps a `get` function as a provider. The only field is `name`; anything
--- secret stays in `get`'s closure.
+-- secret stays in `get`'s closure. The provider's `get(self, opts)` passes
+-- `opts` (`timeout`: seconds the caller can still wait, see `deadline`) on.
 -- @tparam string name
--- @tparam function get `() -> creds | nil, err`
+-- @tparam function get `(opts) -> creds | nil, err`
 -- @treturn table provider
 -- @usage return base.provider("env", function() ... end)
 function _M.provider(name, get)
-  return setmetatable({ name = name, get = function() return get() end }, Provider)
+  return setmetatable({ name = name, get = function(_, opts) return get(opts) end }, Provider)
+end
+
+--- The moment (`imm.core.monotonic` seconds) by which a credential request
+-- must end, from the `timeout` of `get`'s options, or nil for no bound.
+-- @tparam table|nil opts what `get` was given
+-- @usage local deadline = base.deadline(opts)
+function _M.deadline(opts)
+  local t = type(opts) == "table" and opts.timeout
+  if type(t) ~= "number" or t ~= t then return nil end
+  return core.monotonic() + t
+end
+
+--- `get`'s options for a provider asked on the way (a chain's entry, a
+-- role's source): what is left until `deadline`, or nil for no bound.
+-- @usage local c, err = source:get(base.left(deadline))
+function _M.left(deadline)
+  if not deadline then return nil end
+  return { timeout = deadline - core.monotonic() }
 end
 
 --- A provider whose real `get` is built on first use, once its
@@ -51,13 +70,13 @@ end
 -- @usage return base.lazy("credentials_uri", function() ... return base.cached(fetch, o) end)
 function _M.lazy(name, build)
   local get
-  return _M.provider(name, function()
+  return _M.provider(name, function(opts)
     if not get then
       local g, err = build()
       if not g then return nil, err end
       get = g
     end
-    return get()
+    return get(opts)
   end)
 end
 
@@ -331,6 +350,29 @@ function _M.scrub(s, secrets, n)
   return s
 end
 
+--- Scrubs (see `scrub`) every string field of an error, and of the tables
+-- it holds (a chain's `providers`), in place: a server may echo a secret in
+-- any field (`code`, `request_id`, `host_id`, ...), and `tostring(err)` is
+-- built from them.
+-- @tparam table err
+-- @tparam table secrets as for `scrub`
+-- @tparam[opt] number n as for `scrub`
+-- @treturn table err
+-- @usage base.scrub_error(err, { src.access_key_secret, src.security_token }, 2)
+function _M.scrub_error(err, secrets, n, seen)
+  seen = seen or {}
+  if type(err) ~= "table" or seen[err] then return err end
+  seen[err] = true
+  for k, v in pairs(err) do
+    if type(v) == "string" then
+      err[k] = _M.scrub(v, secrets, n)
+    elseif type(v) == "table" then
+      _M.scrub_error(v, secrets, n, seen)
+    end
+  end
+  return err
+end
+
 --- A trace function for a provider: `trace(fmt, ...)` sends one redacted
 -- line to the `debug` option's sink (see `imm.log.debug_sink`; `IMM_DEBUG=1`
 -- stands for `debug = true`), or does nothing. Callers pass only redacted
@@ -395,6 +437,8 @@ function _M.http(opts, defaults, trace)
       ca_file = opts.ca_file, insecure = opts.insecure,
       user_agent = USER_AGENT, max_response_bytes = 1024 * 1024,
       no_proxy = defaults.no_proxy,
+      -- libcurl: inside an imm task the fetch yields, so other tasks run on
+      async = true,
     },
     trace = trace,
   }, HTTP)
@@ -403,9 +447,19 @@ end
 --- Sends one request and traces it with secrets redacted.
 -- @tparam table req `method`, `url`, `headers`, `body`, and optionally
 --   `shown_url`, what the trace shows instead of the URL
+-- @tparam[opt] number deadline from `deadline`: the request gets at most
+--   what is left of it (a `Timeout` at once when nothing is)
 -- @return res `{ status, headers, body }`, or nil, err
--- @usage local res, err = http:request{ method = "GET", url = uri, headers = {} }
-function HTTP:request(req)
+-- @usage local res, err = http:request({ method = "GET", url = uri, headers = {} }, deadline)
+function HTTP:request(req, deadline)
+  if deadline then
+    local left = deadline - core.monotonic()
+    if left <= 0 then
+      return nil, errors.new("Timeout", "no time left for a credential request within the call's deadline",
+        { sent = false })
+    end
+    req.timeout = left
+  end
   local t, err = self.transport
   if not t then
     t, err = require("imm.transport").open(self.choice, self.topts)
@@ -481,9 +535,9 @@ end
 -- transport that yields (cosockets, a coroutine scheduler) then still works.
 local protected = (_VERSION ~= "Lua 5.1" or rawget(_G, "jit") ~= nil)
 
-local function run(fetch)
-  if not protected then return fetch() end
-  local ok, c, err = pcall(fetch)
+local function run(fetch, deadline)
+  if not protected then return fetch(deadline) end
+  local ok, c, err = pcall(fetch, deadline)
   if not ok then
     return nil, errors.new("InvalidResponse", "credential refresh raised: " .. tostring(c), { retryable = false })
   end
@@ -531,9 +585,9 @@ function _M.cached(fetch, o)
     end
   end
 
-  local function refresh(now)
+  local function refresh(now, deadline)
     busy = true
-    local c, err = run(fetch)
+    local c, err = run(fetch, deadline)
     busy = false
     if c and c.expiration and c.expiration <= now then
       c, err = nil, errors.new("InvalidResponse", format("the credentials received had expired at %s",
@@ -552,12 +606,12 @@ function _M.cached(fetch, o)
     return c, err
   end
 
-  local function wait(ngx)
+  local function wait(ngx, limit)
     if not sema then
       local ok, semaphore = pcall(require, "ngx.semaphore")
       if ok then sema = semaphore.new(0) end
     end
-    local deadline = ngx.now() + WAIT_LIMIT
+    local deadline = ngx.now() + limit
     while busy and ngx.now() < deadline do
       if sema then
         sema:wait(deadline - ngx.now())
@@ -567,27 +621,35 @@ function _M.cached(fetch, o)
     end
   end
 
-  return function()
+  return function(opts)
     local now = clock()
     if fresh(now) then return copy(creds) end
+    local deadline = _M.deadline(opts)
     if busy then
       if valid(now) then return copy(creds) end
       local ngx = ngx_waiter()
       if ngx then
         trace("waiting for the refresh another request started")
-        wait(ngx)
+        local limit = deadline and min(WAIT_LIMIT, deadline - core.monotonic()) or WAIT_LIMIT
+        if limit > 0 then wait(ngx, limit) end
         now = clock()
         if valid(now) then return copy(creds) end
         if busy then
-          return nil, errors.new("Timeout", format("waited %d s for another request's credential refresh",
-            WAIT_LIMIT), { retryable = true })
+          return nil, errors.new("Timeout", format("waited %g s for another request's credential refresh",
+            floor(limit * 1000 + 0.5) / 1000), { retryable = true })
         end
         return nil, last_err
       end
       -- A coroutine outside nginx cannot wait here: it refreshes too.
     end
     if valid(now) and now < next_try then return copy(creds) end
-    local c, err = refresh(now)
+    if deadline and valid(now) then
+      -- still-valid credentials in hand: the refresh gets half of what is
+      -- left, so the call keeps time for itself when the service stalls
+      local m = core.monotonic()
+      deadline = m + (deadline - m) / 2
+    end
+    local c, err = refresh(now, deadline)
     if c then return copy(c) end
     if valid(now) then
       trace("refresh failed (%s); serving the credentials valid until %s, next try in %d s",

@@ -43,7 +43,9 @@ function _M.new(list, opts)
   local n = #list
   local current  -- index of the kept provider
 
-  return base.provider("chain", function()
+  return base.provider("chain", function(get_opts)
+    -- each provider gets what is left of the caller's time
+    local deadline = base.deadline(get_opts)
     local reasons = {}
     local function failed(i, e)
       reasons[i] = {
@@ -54,14 +56,14 @@ function _M.new(list, opts)
       trace("%s: %s", reasons[i].name, reasons[i].message)
     end
     if current then
-      local c, e = list[current]:get()
+      local c, e = list[current]:get(base.left(deadline))
       if c then return c end
       failed(current, e)
       trace("%s no longer yields credentials; walking the chain again", label(list[current], current))
     end
     for i = 1, n do
       if not reasons[i] then
-        local c, e = list[i]:get()
+        local c, e = list[i]:get(base.left(deadline))
         if c then
           if current ~= i then trace("using %s", label(list[i], i)) end
           current = i

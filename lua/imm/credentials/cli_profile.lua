@@ -167,7 +167,7 @@ function _M.new(opts)
     local p, perr = make(name, 0)
     if not p then return nil, perr end
     trace("using profile %q (mode %s) of %s", safe(name), safe(by_name[name].mode), path)
-    return function() return p:get() end
+    return function(get_opts) return p:get(get_opts) end
   end
 
   return base.lazy("cli_profile", build)

@@ -47,9 +47,9 @@ function _M.new(opts)
     -- through a proxy, which would see the credentials in the reply
     local http = base.http(o, { connect_timeout = 5, timeout = 10, no_proxy = base.is_local_url(uri) },
       tracing and trace)
-    local function fetch()
-      local res, rerr = http:request { method = "GET", url = uri, shown_url = shown(uri),
-        headers = { accept = "application/json" } }
+    local function fetch(deadline)
+      local res, rerr = http:request({ method = "GET", url = uri, shown_url = shown(uri),
+        headers = { accept = "application/json" } }, deadline)
       if not res then
         rerr.message = where .. ": " .. tostring(rerr.message)
         return nil, rerr

@@ -81,11 +81,11 @@ function _M.new(opts)
         { status = res.status, retryable = res.status >= 500 })
     end
 
-    local function fetch()
+    local function fetch(deadline)
       -- IMDSv2 token (a secret: never traced, never in an error)
       local token
-      local res, rerr = http:request { method = "PUT", url = ep.base .. "/latest/api/token",
-        headers = { ["x-aliyun-ecs-metadata-token-ttl-seconds"] = TOKEN_TTL } }
+      local res, rerr = http:request({ method = "PUT", url = ep.base .. "/latest/api/token",
+        headers = { ["x-aliyun-ecs-metadata-token-ttl-seconds"] = TOKEN_TTL } }, deadline)
       if not res then
         rerr.message = format("metadata service at %s unreachable: %s", ep.authority, tostring(rerr.message))
         return nil, rerr
@@ -102,7 +102,7 @@ function _M.new(opts)
       local headers = token and { ["x-aliyun-ecs-metadata-token"] = token } or {}
 
       if not role then
-        res, rerr = http:request { method = "GET", url = ep.base .. CREDS_PATH, headers = headers }
+        res, rerr = http:request({ method = "GET", url = ep.base .. CREDS_PATH, headers = headers }, deadline)
         if not res then return nil, rerr end
         if res.status ~= 200 then return failed(res, "listing the instance's RAM role") end
         local name = match(res.body, "^%s*([^%s]+)")
@@ -118,7 +118,8 @@ function _M.new(opts)
         trace("discovered role %s", role)
       end
 
-      res, rerr = http:request { method = "GET", url = ep.base .. CREDS_PATH .. role, headers = headers }
+      res, rerr = http:request({ method = "GET", url = ep.base .. CREDS_PATH .. role, headers = headers },
+        deadline)
       if not res then return nil, rerr end
       if res.status ~= 200 then return failed(res, "for the credentials of role " .. role) end
       local where = format("metadata service reply for role %s", role)

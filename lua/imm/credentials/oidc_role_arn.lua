@@ -63,7 +63,7 @@ function _M.new(opts)
     if not ep then return nil, eerr end
     local session = o.role_session_name or getenv("ALIBABA_CLOUD_ROLE_SESSION_NAME")
       or ("imm-lua-" .. os_time())
-    local function fetch()
+    local function fetch(deadline)
       -- read at every refresh: the file is rotated under us
       local token, ferr = base.read_file(cfg.oidc_token_file)
       if not token then
@@ -81,7 +81,7 @@ function _M.new(opts)
       return sts.assume_role_with_oidc(http, ep, {
         RoleArn = cfg.role_arn, OIDCProviderArn = cfg.oidc_provider_arn, OIDCToken = token,
         RoleSessionName = session, DurationSeconds = format("%d", duration), Policy = o.policy,
-      })
+      }, deadline)
     end
     return base.cached(fetch, { stale = base.STALE_TEMPORARY, clock = o.clock, random = o.random, trace = trace })
   end

@@ -155,7 +155,7 @@ function _M.new(opts)
     end
     if not p then return bad(sec.line, format("section [%s]: %s", name, tostring(perr.message))) end
     trace("using section [%s] (type %s) of %s", name, t, path)
-    return function() return p:get() end
+    return function(get_opts) return p:get(get_opts) end
   end
 
   return base.lazy("profile", build)

@@ -69,8 +69,8 @@ function _M.new(opts)
   -- the policy and the external id stay in this closure
   local policy, external_id = o.policy, o.external_id
 
-  local function fetch()
-    local src, serr = source:get()
+  local function fetch(deadline)
+    local src, serr = source:get(base.left(deadline))
     if not src then
       return nil, errors.new(serr and serr.code or "NoCredentials",
         "no source credentials for AssumeRole: " .. tostring(serr and serr.message),
@@ -80,7 +80,7 @@ function _M.new(opts)
     return sts.assume_role(http, ep, src, {
       RoleArn = role_arn, RoleSessionName = session, DurationSeconds = format("%d", duration),
       Policy = policy, ExternalId = external_id,
-    })
+    }, deadline)
   end
   local get = base.cached(fetch, { stale = base.STALE_TEMPORARY, clock = o.clock, random = o.random, trace = trace })
   return base.provider("ram_role_arn", get)

@@ -45,7 +45,8 @@ end
 
 -- The credentials in an STS reply, or the error it carries. STS echoes its
 -- string to sign on SignatureDoesNotMatch, and with V2 that holds the
--- security token: `secrets` are scrubbed from every message.
+-- security token; an endpoint may echo a token in any field: `secrets` are
+-- scrubbed from every string of the error.
 local function parse(res, action, host, secrets)
   local where = format("STS %s at %s", action, host)
   if res.status < 200 or res.status > 299 then
@@ -53,8 +54,8 @@ local function parse(res, action, host, secrets)
     local err
     if type(decoded) == "table" and type(decoded.Code) == "string" then
       err = errors.from_service(res.status, res.headers, decoded, res.body)
-      err.message = base.scrub(where .. ": " .. tostring(err.message), secrets, 2)
-      if type(err.recommend) == "string" then err.recommend = base.scrub(err.recommend, secrets, 2) end
+      err.message = where .. ": " .. tostring(err.message)
+      base.scrub_error(err, secrets, #secrets)
     else
       err = errors.new("InvalidResponse", format("%s: HTTP %d with a body that is not an STS error (%d bytes)",
         where, res.status, #res.body), { status = res.status })
@@ -71,10 +72,11 @@ end
 -- @tparam table ep the STS endpoint
 -- @tparam table source creds `{ access_key_id, access_key_secret, security_token }`
 -- @tparam table params `RoleArn`, `RoleSessionName`, `DurationSeconds`, optional `Policy`, `ExternalId`
+-- @tparam[opt] number deadline see `imm.credentials.base.deadline`
 -- @return creds with `expiration`, or nil, err
 -- @usage local c, err = sts.assume_role(http, ep, src,
 --   { RoleArn = arn, RoleSessionName = "s", DurationSeconds = "3600" })
-function _M.assume_role(http, ep, source, params)
+function _M.assume_role(http, ep, source, params, deadline)
   local signed, code, msg = signer.sign {
     algorithm = "v2", method = "POST", authority = ep.authority,
     action = "AssumeRole", version = _M.VERSION, query = params,
@@ -83,10 +85,10 @@ function _M.assume_role(http, ep, source, params)
     security_token = source.security_token,
   }
   if not signed then return nil, errors.new(code, msg, { retryable = false }) end
-  local res, err = http:request {
+  local res, err = http:request({
     method = "POST", url = ep.base .. "/?" .. signed.query,
     headers = { host = ep.authority, accept = "application/json" }, body = "",
-  }
+  }, deadline)
   if not res then
     err.message = format("STS AssumeRole at %s: %s", ep.host, tostring(err.message))
     return nil, err
@@ -99,19 +101,20 @@ end
 -- @tparam table ep the STS endpoint
 -- @tparam table params `RoleArn`, `OIDCProviderArn`, `OIDCToken`, `RoleSessionName`,
 --   `DurationSeconds`, optional `Policy`
+-- @tparam[opt] number deadline see `imm.credentials.base.deadline`
 -- @return creds with `expiration`, or nil, err
 -- @usage local c, err = sts.assume_role_with_oidc(http, ep, params)
-function _M.assume_role_with_oidc(http, ep, params)
+function _M.assume_role_with_oidc(http, ep, params, deadline)
   local query = form {
     Action = "AssumeRoleWithOIDC", Version = _M.VERSION, Format = "JSON",
     Timestamp = signer.timestamp(os_time()),
   }
-  local res, err = http:request {
+  local res, err = http:request({
     method = "POST", url = ep.base .. "/?" .. query,
     headers = { host = ep.authority, accept = "application/json",
       ["content-type"] = "application/x-www-form-urlencoded" },
     body = form(params),
-  }
+  }, deadline)
   if not res then
     err.message = format("STS AssumeRoleWithOIDC at %s: %s", ep.host, tostring(err.message))
     return nil, err

@@ -9,7 +9,8 @@
 -- TLS trust inside nginx comes from `lua_ssl_trusted_certificate` in
 -- nginx.conf (ngx_lua has no per-socket CA file), and verification is on
 -- unless the client has `insecure = true`. Host names need a `resolver`
--- directive, as for any cosocket.
+-- directive, as for any cosocket; their resolution is held to the
+-- attempt's time (see `connect`).
 -- @module imm.transport.ngx
 
 local core = require "imm.core"
@@ -20,6 +21,11 @@ local setmetatable, tonumber, tostring, pairs, type = setmetatable, tonumber, to
 local concat, lower, find, match, format = table.concat, string.lower, string.find, string.match, string.format
 local sub, byte = string.sub, string.byte
 local floor, max, min = math.floor, math.max, math.min
+
+local spawn, wait, kill
+if type(ngx) == "table" and type(ngx.thread) == "table" then
+  spawn, wait, kill = ngx.thread.spawn, ngx.thread.wait, ngx.thread.kill
+end
 
 local _M = { name = "ngx" }
 _M.__index = _M
@@ -50,6 +56,45 @@ _M.LINE_MAX, _M.HEADERS_MAX = LINE_MAX, HEADERS_MAX
 function _M.phase_ok()
   local phase = ngx.get_phase()
   return COSOCKET_PHASES[phase] == true, phase
+end
+
+-- An address needs no resolver: IPv4 dotted quads and IPv6 literals.
+local function is_address(host)
+  return find(host, "^%d+%.%d+%.%d+%.%d+$") ~= nil or find(host, ":", 1, true) ~= nil
+end
+
+local function nap(seconds) ngx.sleep(seconds) end  -- spawn takes only a Lua function
+
+-- Connects within `ms`, name resolution included. ngx_lua resolves a host
+-- name with nginx's resolver_timeout (30 s by default), not the socket's
+-- timeouts, so a name is connected to from a light thread, raced against a
+-- sleeping one; the loser is killed (the request stops waiting; nginx's own
+-- query runs on to resolver_timeout). Every thread is waited for or killed:
+-- ngx_lua hangs a coroutine of the caller's (a pager) that yields with a
+-- finished thread not waited for. An address costs no thread; a connection
+-- from the pool, or a name nginx has cached, costs one that ends at once.
+-- Returns true, or nil and ngx_lua's error ("timeout" when the time ran out).
+local function connect(sock, host, port, opts, ms)
+  if is_address(host) then return sock:connect(host, port, opts) end
+  local done = false
+  local th = spawn(function()
+    local ok, err = sock:connect(host, port, opts)
+    done = true
+    return ok, err
+  end)
+  if done then
+    local _, cok, cerr = wait(th)
+    return cok, cerr
+  end
+  local timer = spawn(nap, ms / 1000)
+  local ok, cok, cerr = wait(th, timer)
+  if done or not ok then  -- the connect ended (or raised: the sleeper cannot)
+    kill(timer)
+    if not ok then return nil, tostring(cok) end
+    return cok, cerr
+  end
+  kill(th)
+  return nil, "timeout"
 end
 
 local function phase_error(phase)
@@ -292,11 +337,13 @@ function _M:request(req)
   -- nothing is ever put back into, so a stale keep-alive connection cannot
   -- fail it after it was written.
   if req.fresh then pool = pool .. ":fresh" end
-  local cok, err = sock:connect(host, port, { pool = pool, pool_size = self.pool_size })
+  local cok, err = connect(sock, host, port, { pool = pool, pool_size = self.pool_size },
+    min(self.connect_ms, timeout_ms))
   if not cok then
     -- sent = false: nothing reached the service, so even a mutation may be repeated
     if err == "timeout" then
-      return nil, errors.new("Timeout", "connect to " .. host .. ":" .. port .. " timed out", { sent = false })
+      return nil, errors.new("Timeout", "connect to " .. host .. ":" .. port .. " timed out"
+        .. (is_address(host) and "" or " (name resolution included)"), { sent = false })
     end
     local hint = find(err, "resolver", 1, true) and " (add a resolver directive to nginx.conf)" or ""
     return nil, errors.new("ConnectionFailed", "connect to " .. host .. ":" .. port .. " failed: " .. err .. hint,
