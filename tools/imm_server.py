@@ -34,7 +34,12 @@ ListBindings; StopBinding -> Stopped (with Reason); ResumeBinding -> Running;
 DeleteBinding removes it (GetBinding -> 404 ResourceNotFound).  Errors: 400
 MissingParameter / InvalidParameter.*, 404 ResourceNotFound, 409 ResourceAlreadyExist.
 Errors are JSON shaped like the service's: {"RequestId", "HostId", "Code", "Message",
-"Recommend"}.
+"Recommend"}.  Every bad request gets a 4xx in that shape, before any action: a request
+or header line over 64 KiB (414, 431), a body over MAX_BODY_BYTES (413, left unread), a
+Content-Length or chunk size that is not plain digits, a short body, a Transfer-Encoding
+other than chunked, HTTP/0.9 or 2.0, a malformed request line (400), an unknown method
+(405); JSON with NaN, Infinity, numbers out of range or nesting too deep (400).  No reply
+holds a non-finite number.  tools/fuzz_imm_server.py checks all of it.
 
 Data file: {"Projects": [name or {ProjectName, Description, Tags, ...}],
 "Datasets": [{ProjectName, DatasetName, ...}] (optional), "Bindings": [...]}; the
@@ -63,6 +68,8 @@ Control API (unsigned, same port, never counted as API requests):
     POST   /_imm/settings {"binding_start_delay": seconds} changes it (kept until reset)
     POST   /_imm/binding-state {ProjectName, DatasetName, URI, State[, Reason, Phase]}
                           forces a binding into a state (e.g. Failed), answers the binding
+A control request that fails (bad JSON, a field of the wrong type) gets a 400 in the
+service's shape, with "ok": false and "error" too.
 
 Fault modes, with their numeric options:
     throttle [retry_after_ms]   unavailable   internal
@@ -75,6 +82,7 @@ Fault modes, with their numeric options:
     overrun                     Content-Length smaller than the body sent
     malformed   not_object   bindings_not_array   html502
     gzip_bomb [size=100 MiB]    big [size=5 MiB]
+Options are numbers from 0 to FAULT_OPTION_LIMITS (delay and interval 3600 s, size 1 GiB).
 reset and stall act before the signature is checked (no nonce is spent, as when
 the network fails); all others act only on requests whose signature verified.
 """
