@@ -237,6 +237,8 @@ def known_cases():
         ("HTTP/2.0 in the request line", b"GET / HTTP/2.0\r\nHost: x\r\n\r\n", None),
         ("a request line of one word", b"NONSENSE\r\n\r\n", None),
         ("an HTTP/0.9 request", b"GET /\r\n", None),
+        ("empty lines before the request line", b"\r\n\r\n" + plain("GET", "/_imm/health"), None),
+        ("an empty line, then a request line over 64 KiB", b"\r\n" + plain("GET", "/?" + "a" * 70000), None),
         ("HEAD", plain("HEAD", "/"), None),
         ("Transfer-Encoding that is not chunked", plain("POST", "/", [b"Transfer-Encoding: gzip"], b"x"), None),
     ]

@@ -1351,7 +1351,7 @@ class ImmHandler(BaseHTTPRequestHandler):
         HTML page would not be JSON, and before the version is read it wrote
         the page without a status line."""
         code = {501: 405, 505: 400}.get(int(code), int(code))
-        if self.request_version in ("HTTP/0.9", ""):
+        if getattr(self, "request_version", "") in ("HTTP/0.9", ""):
             self.request_version = "HTTP/1.0"      # so that a status line and headers go out
         self.close_connection = True
         request_id = new_request_id()
@@ -1362,7 +1362,7 @@ class ImmHandler(BaseHTTPRequestHandler):
         self.send_header("Connection", "close")
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        if self.command != "HEAD":
+        if getattr(self, "command", None) != "HEAD":
             self.wfile.write(body)
 
     # -- API ------------------------------------------------------------------
