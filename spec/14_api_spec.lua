@@ -521,46 +521,6 @@ describe("pagers know the paging actions", function()
   end)
 end)
 
-describe("form bodies against the local server", function()
-  local srv
-  setup(function() srv = fixture.start() end)
-  teardown(function() if srv then srv.stop() end end)
-  before_each(function() srv.control("DELETE", "log") end)
-
-  for _, algorithm in ipairs { "ACS3-HMAC-SHA256", "v2" } do
-    it("are signed and verified (" .. algorithm .. ")", function()
-      local c = srv.client { signature_algorithm = algorithm }
-      local messages = { { Role = "user", Content = "a & b = c; 100% ✓" } }
-      local res, err = c:contextual_answer { ProjectName = "immtest", Messages = messages }
-      -- the local server has no ContextualAnswer, but it verified the signature first
-      assert.is_nil(res)
-      assert.equal("InvalidAction.NotFound", err.code, tostring(err))
-      local r = srv.log()[1]
-      assert.equal(algorithm == "v2" and "v2" or "v3-sha256", r.signature)
-      assert.equal(404, r.status)
-      assert.equal(FORM, r.headers["content-type"])
-      assert.same(messages, cjson.decode(r.params.Messages))
-      -- and a signature over different parameters is refused
-      local c2 = srv.client { signature_algorithm = algorithm }
-      local attempt = c2._attempt
-      c2._attempt = function(self, action, query, creds, def, method, fresh, form)
-        local t = self.transport
-        local orig = t.request
-        t.request = function(tr, req)
-          req.body = req.body .. "&Extra=1"  -- a parameter the signature does not cover
-          return orig(tr, req)
-        end
-        local v, e = attempt(self, action, query, creds, def, method, fresh, form)
-        t.request = orig
-        return v, e
-      end
-      res, err = c2:contextual_answer { ProjectName = "immtest", Messages = messages }
-      assert.is_nil(res)
-      assert.equal("SignatureDoesNotMatch", err.code, tostring(err))
-    end)
-  end
-end)
-
 describe("oversized parameters", function()
   local Q, B = operations.MAX_QUERY_BYTES, operations.MAX_BODY_BYTES
 
@@ -637,4 +597,44 @@ describe("oversized parameters", function()
     end
     assert.equal(0, #srv.log())
   end)
+end)
+
+describe("form bodies against the local server", function()
+  local srv
+  setup(function() srv = fixture.start() end)
+  teardown(function() if srv then srv.stop() end end)
+  before_each(function() srv.control("DELETE", "log") end)
+
+  for _, algorithm in ipairs { "ACS3-HMAC-SHA256", "v2" } do
+    it("are signed and verified (" .. algorithm .. ")", function()
+      local c = srv.client { signature_algorithm = algorithm }
+      local messages = { { Role = "user", Content = "a & b = c; 100% ✓" } }
+      local res, err = c:contextual_answer { ProjectName = "immtest", Messages = messages }
+      -- the local server has no ContextualAnswer, but it verified the signature first
+      assert.is_nil(res)
+      assert.equal("InvalidAction.NotFound", err.code, tostring(err))
+      local r = srv.log()[1]
+      assert.equal(algorithm == "v2" and "v2" or "v3-sha256", r.signature)
+      assert.equal(404, r.status)
+      assert.equal(FORM, r.headers["content-type"])
+      assert.same(messages, cjson.decode(r.params.Messages))
+      -- and a signature over different parameters is refused
+      local c2 = srv.client { signature_algorithm = algorithm }
+      local attempt = c2._attempt
+      c2._attempt = function(self, action, query, creds, def, method, fresh, form)
+        local t = self.transport
+        local orig = t.request
+        t.request = function(tr, req)
+          req.body = req.body .. "&Extra=1"  -- a parameter the signature does not cover
+          return orig(tr, req)
+        end
+        local v, e = attempt(self, action, query, creds, def, method, fresh, form)
+        t.request = orig
+        return v, e
+      end
+      res, err = c2:contextual_answer { ProjectName = "immtest", Messages = messages }
+      assert.is_nil(res)
+      assert.equal("SignatureDoesNotMatch", err.code, tostring(err))
+    end)
+  end
 end)
