@@ -143,6 +143,7 @@ server-check: build
 	@python3 tools/imm_server.py --check-vectors $(VECTORS)
 	@python3 tools/imm_server.py --check-vectors $(BODY_VECTORS)
 	@python3 tools/selftest_imm_server.py
+	@python3 tools/fuzz_imm_server.py --seed 1 --requests 1500 --seconds 30
 	@echo "imm: the official Node SDK against the local IMM server, and against imm ($(LUA))"
 	@IMM_LUA=$(LUA) IMM_CPATH='$(BUILD)/?.so' sh tools/sdk-check/run.sh
 

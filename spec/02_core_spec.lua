@@ -123,6 +123,25 @@ describe("imm.core", function()
       h:close()
     end)
 
+    it("refuses a request line and headers libcurl cannot send, as InvalidParameter, not OutOfMemory", function()
+      -- libcurl 7.88 takes a URL of 8000000 bytes at most and builds the
+      -- request line and headers in 1 MiB at most, and says "out of memory"
+      local h = assert(core.http { timeout = 2, connect_timeout = 1 })
+      for _, n in ipairs { 2 * 1024 * 1024, 9 * 1024 * 1024 } do
+        local ok, code, msg, status, sent = h:request("GET", "http://127.0.0.1:9/?q=" .. string.rep("a", n), {}, "")
+        assert.is_nil(ok)
+        assert.equal("InvalidParameter", code, msg)
+        assert.matches("1048576", msg, 1, true)
+        assert.is_nil(status)
+        assert.is_false(sent)
+      end
+      -- the headers count too
+      local ok, code = h:request("GET", "http://127.0.0.1:9/", { "X-Big: " .. string.rep("b", 1024 * 1024) }, "")
+      assert.is_nil(ok)
+      assert.equal("InvalidParameter", code)
+      h:close()
+    end)
+
     it("refuses other URL schemes", function()
       local h = assert(core.http { timeout = 1 })
       local ok, code = h:request("GET", "file:///etc/passwd", {}, "")

@@ -112,6 +112,61 @@ describe("HTTPS", function()
     assert(c:list_bindings { ProjectName = "immtest", MaxResults = 1 })
   end)
 
+  -- async: the clients run their calls in imm.spawn tasks, on the tasks' multi
+  for _, async in ipairs { false, true } do
+    local mode = async and " (async tasks)" or ""
+    it("verifies a new client against its ca_file as it is now, on reused and on new connections" .. mode, function()
+      local imm = require "imm"
+      local dir = fixture.tmpdir()
+      finally(function() fixture.sh("rm -rf " .. dir) end)
+      local path = dir .. "/trust.crt"
+      -- rewritten in place (same inode), as an editor or a config tool may do
+      local function put(name)
+        local pem = fixture.read(fixture.certs() .. "/" .. name)
+        local f = assert(io.open(path, "wb"))
+        f:write(pem)
+        f:close()
+      end
+      local function client()
+        return srv.client { ca_file = path, max_retries = 0, async = async or nil }
+      end
+      local function call(c, opts)
+        local function run()
+          return c:call("ListBindings", { ProjectName = "immtest", MaxResults = 1 }, opts)
+        end
+        if not async then return run() end
+        local ok, res, err = imm.spawn(run):join(30)
+        assert.is_true(ok, tostring(res))
+        return res, err
+      end
+      put("ca.crt")
+      local before = client()
+      -- parses the file and leaves a verified connection in the pool
+      assert(call(before))
+      local seen = #srv.log()
+      put("other-ca.crt") -- the server's CA is no longer trusted
+      local after = client()
+      local res, err = call(after)
+      assert.is_nil(res, "a connection verified against the old file was reused")
+      assert.equal("TLSError", err.code)
+      -- idempotent = false: sent on a new connection, never on a reused one
+      res, err = call(after, { idempotent = false })
+      assert.is_nil(res, "a new connection was verified against the old file's parsed store")
+      assert.equal("TLSError", err.code)
+      assert.equal(seen, #srv.log(), "nothing may reach the server over a channel the file no longer trusts")
+      -- the CA back, by rename this time: a newer client trusts it again
+      local f = assert(io.open(path .. ".new", "wb"))
+      f:write(fixture.read(fixture.certs() .. "/ca.crt"))
+      f:close()
+      assert(os.rename(path .. ".new", path))
+      local again = client()
+      assert(call(again))
+      before:close()
+      after:close()
+      again:close()
+    end)
+  end
+
   it("reuses the TLS connection across calls", function()
     local c = srv.client {}
     local before = srv.stats().connections

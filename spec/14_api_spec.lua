@@ -557,6 +557,84 @@ describe("pagers know the paging actions", function()
   end)
 end)
 
+describe("oversized parameters", function()
+  local Q, B = operations.MAX_QUERY_BYTES, operations.MAX_BODY_BYTES
+
+  it("have documented limits, below what libcurl can send", function()
+    assert.is_number(Q)
+    assert.is_number(B)
+    -- libcurl 7.88 builds the request line and headers in a buffer of 1 MiB
+    -- at most, and takes a URL of 8000000 bytes at most
+    assert.is_true(Q <= 512 * 1024, Q)
+    assert.is_true(B >= Q, B)
+  end)
+
+  it("are InvalidParameter naming the parameter and the limit, before anything is sent", function()
+    local c, sent = recorder()
+    for _, n in ipairs { 2 * 1024 * 1024, 9 * 1024 * 1024 } do
+      local res, err = c:list_bindings { ProjectName = string.rep("a", n) }
+      assert.is_nil(res)
+      assert.equal("InvalidParameter", err.code)
+      assert.matches("ProjectName", err.message, 1, true)
+      assert.matches(tostring(Q), err.message, 1, true)
+      assert.matches("query", err.message, 1, true)
+    end
+    -- a form body parameter, against the body's limit
+    local res, err = c:call("AddStoryFiles", { ProjectName = "p", DatasetName = "d",
+      ObjectId = string.rep("a", B), Files = { { URI = "oss://b/a.jpg" } } })
+    assert.is_nil(res)
+    assert.equal("InvalidParameter", err.code)
+    assert.matches("ObjectId", err.message, 1, true)
+    assert.matches(tostring(B), err.message, 1, true)
+    assert.matches("form body", err.message, 1, true)
+    assert.equal(0, #sent)
+  end)
+
+  it("are measured percent-encoded, all parameters of a place together, up to the byte", function()
+    local c, sent = recorder()
+    local name = "ProjectName="
+    -- exactly at the limit: sent
+    assert(c:list_bindings { ProjectName = string.rep("a", Q - #name) })
+    assert.equal(1, #sent)
+    -- one byte over
+    local res, err = c:list_bindings { ProjectName = string.rep("a", Q - #name + 1) }
+    assert.is_nil(res)
+    assert.equal("InvalidParameter", err.code)
+    -- "é" is 2 bytes, 6 once percent-encoded: a third of the limit in raw bytes is over
+    res, err = c:list_bindings { ProjectName = string.rep("é", math.floor(Q / 4)) }
+    assert.is_nil(res)
+    assert.equal("InvalidParameter", err.code)
+    -- two parameters that fit alone but not together: the larger is named
+    res, err = c:create_project { ProjectName = string.rep("p", math.floor(Q / 2)),
+      Description = string.rep("d", math.floor(Q / 2) + 10) }
+    assert.is_nil(res)
+    assert.equal("InvalidParameter", err.code)
+    assert.matches("Description", err.message, 1, true)
+    -- the body has its own, larger limit: a body parameter over the query's is sent
+    assert(c:call("AddStoryFiles", { ProjectName = "p", DatasetName = "d",
+      ObjectId = string.rep("a", Q + 1), Files = { { URI = "oss://b/a.jpg" } } }))
+    assert.equal(2, #sent)
+    -- an action without a schema sends everything in the query
+    res, err = c:call("NoSuchActionAnywhere", { Big = string.rep("a", Q) })
+    assert.is_nil(res)
+    assert.equal("InvalidParameter", err.code)
+    assert.matches("Big", err.message, 1, true)
+    assert.equal(2, #sent)
+  end)
+
+  it("never reach libcurl as OutOfMemory", function()
+    local srv = fixture.start()
+    finally(srv.stop)
+    local c = srv.client { max_retries = 0 }
+    for _, n in ipairs { 2 * 1024 * 1024, 9 * 1024 * 1024 } do
+      local res, err = c:list_bindings { ProjectName = string.rep("a", n) }
+      assert.is_nil(res)
+      assert.equal("InvalidParameter", err.code, tostring(err))
+    end
+    assert.equal(0, #srv.log())
+  end)
+end)
+
 describe("form bodies against the local server", function()
   local srv
   setup(function() srv = fixture.start() end)

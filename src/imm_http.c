@@ -16,6 +16,8 @@
 #include <zlib.h>
 
 #define IMM_ORIGIN_MAX 160
+#define IMM_HTTP_MAX_HEAD_BYTES (1024 * 1024) /* libcurl 7.88's DYN_HTTP_REQUEST */
+#define IMM_HTTP_HEAD_MARGIN (16 * 1024)
 #define IMM_H2_ORIGINS 16
 
 struct imm_http {
@@ -326,6 +328,20 @@ imm_http_status imm_http_start(imm_http *h, const imm_http_request *req, char *e
     if (i == 0 || req->method[i] != '\0') {
         SET_ERR("the HTTP method must be 1 to 16 letters A-Z");
         return IMM_HTTP_EINVAL;
+    }
+    {
+        /* libcurl 7.88 builds the request line and headers in 1 MiB at
+         * most and takes a URL of 8000000 bytes at most, and fails either
+         * as out of memory: refused here as the bad input it is. A margin
+         * is kept for the headers libcurl adds (Host, User-Agent, ...). */
+        size_t head = strlen(req->url) + 32;
+        for (i = 0; i < req->nheaders; i++)
+            head += strlen(req->headers[i]) + 2;
+        if (head > IMM_HTTP_MAX_HEAD_BYTES - IMM_HTTP_HEAD_MARGIN) {
+            SET_ERR("the request line and headers would take %zu bytes; libcurl sends at most %d, "
+                    "its own headers included", head, IMM_HTTP_MAX_HEAD_BYTES);
+            return IMM_HTTP_EINVAL;
+        }
     }
     imm_buf_clear(&h->body);
     imm_buf_clear(&h->headers);

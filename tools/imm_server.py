@@ -34,7 +34,12 @@ ListBindings; StopBinding -> Stopped (with Reason); ResumeBinding -> Running;
 DeleteBinding removes it (GetBinding -> 404 ResourceNotFound).  Errors: 400
 MissingParameter / InvalidParameter.*, 404 ResourceNotFound, 409 ResourceAlreadyExist.
 Errors are JSON shaped like the service's: {"RequestId", "HostId", "Code", "Message",
-"Recommend"}.
+"Recommend"}.  Every bad request gets a 4xx in that shape, before any action: a request
+or header line over 64 KiB (414, 431), a body over MAX_BODY_BYTES (413, left unread), a
+Content-Length or chunk size that is not plain digits, a short body, a Transfer-Encoding
+other than chunked, HTTP/0.9 or 2.0, a malformed request line (400), an unknown method
+(405); JSON with NaN, Infinity, numbers out of range or nesting too deep (400).  No reply
+holds a non-finite number.  tools/fuzz_imm_server.py checks all of it.
 
 Data file: {"Projects": [name or {ProjectName, Description, Tags, ...}],
 "Datasets": [{ProjectName, DatasetName, ...}] (optional), "Bindings": [...]}; the
@@ -63,6 +68,8 @@ Control API (unsigned, same port, never counted as API requests):
     POST   /_imm/settings {"binding_start_delay": seconds} changes it (kept until reset)
     POST   /_imm/binding-state {ProjectName, DatasetName, URI, State[, Reason, Phase]}
                           forces a binding into a state (e.g. Failed), answers the binding
+A control request that fails (bad JSON, a field of the wrong type) gets a 400 in the
+service's shape, with "ok": false and "error" too.
 
 Fault modes, with their numeric options:
     throttle [retry_after_ms]   unavailable   internal
@@ -78,6 +85,8 @@ Fault modes, with their numeric options:
     odd_values [depth=0]        the real reply, its first binding given "Odd": the bytes
                                 FF FE (not UTF-8), "Big": 1e400 (beyond a double) and,
                                 with depth, "Deep": arrays nested that deep
+Options are numbers from 0 to FAULT_OPTION_LIMITS (delay and interval 3600 s, size 1 GiB,
+depth 100000).
 reset and stall act before the signature is checked (no nonce is spent, as when
 the network fails); all others act only on requests whose signature verified.
 """
@@ -90,8 +99,10 @@ import functools
 import gzip
 import hashlib
 import hmac
+import http
 import itertools
 import json
+import math
 import os
 import re
 import signal
@@ -102,6 +113,7 @@ import struct
 import sys
 import threading
 import time
+import traceback
 import urllib.parse
 import uuid
 import zlib
@@ -328,18 +340,51 @@ def new_request_id():
 
 
 def json_bytes(obj):
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    # allow_nan=False: NaN and Infinity are not JSON, so none may leave the server
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8")
+
+
+def _not_json(text):
+    raise ValueError(f"{text} is not JSON")
+
+
+def _finite_float(text):
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
+def parse_json(data):
+    """JSON from a request: ValueError for anything that is not JSON, NaN,
+    Infinity and numbers out of range included, and for nesting too deep for
+    the parser (RecursionError)."""
+    try:
+        return json.loads(data, parse_constant=_not_json, parse_float=_finite_float)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply")
+
+
+def error_body(code, message, request_id, host):
+    """A service error document: {RequestId, HostId, Code, Message, Recommend}."""
+    return {
+        "RequestId": request_id,
+        "HostId": host,
+        "Code": code,
+        "Message": message,
+        "Recommend": f"https://api.aliyun.com/troubleshoot?q={code}&product=imm&requestId={request_id}",
+    }
 
 
 def error_reply(err, request_id, host):
-    body = {
-        "RequestId": request_id,
-        "HostId": host,
-        "Code": err.code,
-        "Message": err.message,
-        "Recommend": f"https://api.aliyun.com/troubleshoot?q={err.code}&product=imm&requestId={request_id}",
-    }
-    return Reply(err.status, json_bytes(body), request_id, headers=err.headers)
+    return Reply(err.status, json_bytes(error_body(err.code, err.message, request_id, host)), request_id,
+                 headers=err.headers)
+
+
+# Codes of the errors the server answers before a request reaches the API or
+# the control routes (framing, sizes, methods), by HTTP status.
+HTTP_ERROR_CODES = {400: "BadRequest", 404: "NotFound", 405: "MethodNotAllowed", 413: "RequestEntityTooLarge",
+                    414: "RequestURITooLong", 431: "RequestHeaderFieldsTooLarge", 500: "InternalError"}
 
 
 # ---------------------------------------------------------------------------
@@ -527,7 +572,8 @@ def verify_v3(req, creds, nonces, now):
         raise ApiError(400, "InvalidSecurityToken.Mismatch",
                        "x-acs-accesskey-id must name the AccessKey the SecurityToken belongs to.")
     _, string_to_sign, signature = compute_v3(req, auth, creds.secret)
-    if not hmac.compare_digest(signature, auth.signature.lower()):
+    # as bytes: compare_digest refuses str with non-ASCII characters (TypeError)
+    if not hmac.compare_digest(signature.encode(), auth.signature.lower().encode("utf-8")):
         raise signature_mismatch(string_to_sign)
     # The header is signed, so check it only now: a mismatch here means the client
     # hashed a different body than it sent, not that someone tampered with the header.
@@ -603,6 +649,8 @@ class BindingData:
         for i, binding in enumerate(_as_list(document["Bindings"])):
             if not isinstance(binding, dict) or not isinstance(binding.get("ProjectName"), str):
                 raise ValueError(f"Bindings[{i}] must be an object with a string ProjectName")
+            if not all(isinstance(binding.get(k, ""), (str, type(None))) for k in ("DatasetName", "URI")):
+                raise ValueError(f"Bindings[{i}]: DatasetName and URI must be strings")
             by_project[binding["ProjectName"]].append(binding)
         self.projects = set(projects) | set(by_project) | {d["ProjectName"] for d in self.dataset_records}
         self.by_project = {p: sorted(items, key=binding_key) for p, items in by_project.items()}
@@ -718,7 +766,7 @@ def parse_tags(value):
     if not value:
         return []
     try:
-        tags = json.loads(value)
+        tags = parse_json(value)
     except ValueError:
         raise ApiError(400, "InvalidParameter.Tag", f"The parameter Tag must be a JSON array, got {value[:60]!r}.")
     if not isinstance(tags, list) or not all(
@@ -896,9 +944,10 @@ class Store:
 
     def force_state(self, payload):
         """/_imm/binding-state: {ProjectName, DatasetName, URI, State[, Reason, Phase]}."""
-        if not isinstance(payload, dict) or payload.get("State") not in BINDING_STATES:
-            raise ValueError(f"binding-state needs ProjectName, DatasetName, URI and a State, one of: "
-                             f"{', '.join(BINDING_STATES)}")
+        if (not isinstance(payload, dict) or payload.get("State") not in BINDING_STATES
+                or not all(isinstance(payload.get(k), str) for k in ("ProjectName", "DatasetName", "URI"))):
+            raise ValueError(f"binding-state needs ProjectName, DatasetName and URI (strings) and a State, "
+                             f"one of: {', '.join(BINDING_STATES)}")
         with self.lock:
             b = self._find(payload.get("ProjectName"), payload.get("DatasetName"), payload.get("URI"))
             if b is None:
@@ -936,6 +985,9 @@ FAULT_MODES = ("throttle", "unavailable", "internal", "reset", "reset_after", "r
 # Decided as soon as the request is read, before verification, because on the real
 # network these happen before the service sees the request (so no nonce is spent).
 CONNECTION_FAULTS = ("reset", "stall")
+# The largest value of each fault option (seconds, ms, bytes); other options: as size.
+FAULT_OPTION_LIMITS = {"delay": 3600, "interval": 3600, "retry_after_ms": 3600 * 1000, "size": 1 << 30,
+                       "depth": 100000}
 
 HTML_502 = (b"<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
             b"<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
@@ -971,8 +1023,11 @@ def parse_fault_rule(obj):
         raise ValueError("match must be an object of parameter names and string values")
     options = {k: v for k, v in obj.items() if k not in ("mode", "count", "match")}
     for name, value in options.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"fault option {name} must be a non-negative number")
+        # finite and bounded: a sleep of 1e300 s raises, a size of 1e15 bytes
+        # would be built in memory, and GET /_imm/faults must stay JSON
+        limit = FAULT_OPTION_LIMITS.get(name, FAULT_OPTION_LIMITS["size"])
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= limit:
+            raise ValueError(f"fault option {name} must be a number from 0 to {limit}")
     return FaultRule(obj["mode"], count, options, dict(match))
 
 
@@ -1193,45 +1248,66 @@ class ImmHandler(BaseHTTPRequestHandler):
 
     def dispatch(self):
         path, _, raw_query = self.path.partition("?")
+        self.head_sent = False
         try:
             body = self.read_body()
         except BadRequest as err:
             self.close_connection = True
-            self.write_simple(err.status, json_bytes({"ok": False, "error": str(err)}))
+            self.write_error(err.status, str(err))
             return
-        if path.startswith("/_imm/"):
-            self.serve_control(path, body)
-        else:
-            self.serve_api(path, raw_query, body)
+        try:
+            if path.startswith("/_imm/"):
+                self.serve_control(path, body)
+            else:
+                self.serve_api(path, raw_query, body)
+        except Exception as err:      # a bug in this server: still an answer, and the traceback
+            sys.stderr.write(f"imm_server: {type(err).__name__} answering {self.command} {path}\n")
+            traceback.print_exc()
+            self.close_connection = True
+            if not self.head_sent:
+                self.write_error(500, f"the local server failed: {type(err).__name__}")
 
     def read_body(self):
-        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+        """The request body, at most MAX_BODY_BYTES, or BadRequest.  Only plain
+        digits make a Content-Length or a chunk size (int() would also take a
+        sign, "_" and other scripts' digits, and a size of -1 reads to EOF)."""
+        encoding = self.headers.get("Transfer-Encoding")
+        if encoding is not None:
+            if encoding.strip().lower() != "chunked":
+                raise BadRequest(400, f"unsupported Transfer-Encoding {encoding[:40]!r}: only chunked")
             return self.read_chunked_body()
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
+        lengths = self.headers.get_all("Content-Length") or ["0"]
+        if len(set(v.strip() for v in lengths)) != 1 or not re.fullmatch(r"[0-9]{1,20}", lengths[0].strip()):
             raise BadRequest(400, "bad Content-Length")
-        if length < 0 or length > MAX_BODY_BYTES:
-            raise BadRequest(413, "request body too large")
-        return self.rfile.read(length)
+        length = int(lengths[0])
+        if length > MAX_BODY_BYTES:
+            raise BadRequest(413, f"request body too large (over {MAX_BODY_BYTES} bytes)")
+        body = self.rfile.read(length)
+        if len(body) < length:
+            raise BadRequest(400, f"the body ended after {len(body)} of {length} bytes")
+        return body
 
     def read_chunked_body(self):
         parts, total = [], 0
         while True:
-            try:
-                size = int(self.rfile.readline(1024).split(b";")[0].strip(), 16)
-            except ValueError:
+            line = self.rfile.readline(1024)
+            m = re.fullmatch(rb"([0-9A-Fa-f]{1,16})[ \t]*(;[^\r\n]*)?\r?\n", line)
+            if not m:
                 raise BadRequest(400, "bad chunk size")
+            size = int(m.group(1), 16)
             if size == 0:
                 break
             total += size
             if total > MAX_BODY_BYTES:
-                raise BadRequest(413, "request body too large")
+                raise BadRequest(413, f"request body too large (over {MAX_BODY_BYTES} bytes)")
             parts.append(self.rfile.read(size))
-            self.rfile.readline()                   # CRLF after the chunk
-        while self.rfile.readline(1024).strip():    # trailers, up to the empty line
-            pass
-        return b"".join(parts)
+            if len(parts[-1]) < size or self.rfile.readline(3) not in (b"\r\n", b"\n"):
+                raise BadRequest(400, "a chunk is cut short or not followed by CRLF")
+        for _ in range(100):                         # trailers, up to the empty line
+            line = self.rfile.readline(8192)
+            if not line.strip():
+                return b"".join(parts)
+        raise BadRequest(400, "too many trailer lines")
 
     def request_headers(self):
         headers = {}
@@ -1245,18 +1321,67 @@ class ImmHandler(BaseHTTPRequestHandler):
     def serve_control(self, path, body):
         handler = self.server.control_routes.get((self.command, path))
         if handler is None:
-            self.write_simple(404, json_bytes({"ok": False, "error": f"no control endpoint {self.command} {path}"}))
+            self.write_error(404, f"no control endpoint {self.command} {path}")
             return
         try:
-            payload = json.loads(body or b"null") if self.command == "POST" else None
-            status, result = 200, handler(payload)
-        except ValueError as err:     # includes JSON decode errors
-            status, result = 400, {"ok": False, "error": str(err)}
-        self.write_simple(status, json_bytes(result))
+            payload = parse_json(body or b"null") if self.command == "POST" else None
+            result = json_bytes(handler(payload))
+        except (ValueError, TypeError) as err:   # JSON errors; fields of the wrong type
+            self.write_error(400, str(err))
+            return
+        self.write_simple(200, result)
 
     def write_simple(self, status, body):
         self.write_head(status, [("Content-Type", JSON_TYPE)], len(body))
         self.wfile.write(body)
+
+    def write_error(self, status, message):
+        """An error before the API or from the control routes: the service's
+        shape, with "ok": false and "error" as the control API always had."""
+        request_id = new_request_id()
+        host = self.headers.get("Host", "") if self.headers is not None else ""
+        doc = error_body(HTTP_ERROR_CODES.get(status, "BadRequest"), message, request_id, host)
+        self.write_simple(status, json_bytes({**doc, "ok": False, "error": message}))
+
+    # -- what http.server refuses itself --------------------------------------
+
+    def parse_request(self):
+        # RFC 9112 2.2: empty lines before a request line are ignored (http.server
+        # would hang up without a word)
+        for _ in range(4):
+            if self.raw_requestline not in (b"\r\n", b"\n"):
+                break
+            self.raw_requestline = self.rfile.readline(65537)
+        if len(self.raw_requestline) > 65536:
+            self.send_error(414)
+            return False
+        if not super().parse_request():
+            return False
+        if self.request_version == "HTTP/0.9":      # its reply would have no status line
+            self.send_error(400, "HTTP/0.9 requests are not served")
+            return False
+        return True
+
+    def send_error(self, code, message=None, explain=None):
+        """http.server's refusals (a bad request line or version, a line over
+        64 KiB, too many headers, an unknown method) as JSON in the service's
+        shape, and always 4xx: 501 (method) is 405, 505 (version) is 400.  Its
+        HTML page would not be JSON, and before the version is read it wrote
+        the page without a status line."""
+        code = {501: 405, 505: 400}.get(int(code), int(code))
+        if getattr(self, "request_version", "") in ("HTTP/0.9", ""):
+            self.request_version = "HTTP/1.0"      # so that a status line and headers go out
+        self.close_connection = True
+        request_id = new_request_id()
+        text = message or http.HTTPStatus(code).phrase
+        body = json_bytes(error_body(HTTP_ERROR_CODES.get(code, "BadRequest"), text, request_id, ""))
+        self.send_response(code)
+        self.send_header("Content-Type", JSON_TYPE)
+        self.send_header("Connection", "close")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if getattr(self, "command", None) != "HEAD":
+            self.wfile.write(body)
 
     # -- API ------------------------------------------------------------------
 
@@ -1377,6 +1502,7 @@ class ImmHandler(BaseHTTPRequestHandler):
                 self.close_connection = True
 
     def write_head(self, status, headers, content_length):
+        self.head_sent = True
         self.send_response(status)            # also sends Server and Date
         for name, value in headers:
             self.send_header(name, value)
@@ -1490,8 +1616,8 @@ class ImmServer(ThreadingHTTPServer):
         if not isinstance(payload, dict) or set(payload) - {"binding_start_delay"}:
             raise ValueError("settings: only binding_start_delay can be set")
         delay = payload.get("binding_start_delay", self.store.start_delay)
-        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0:
-            raise ValueError("binding_start_delay must be a non-negative number of seconds")
+        if isinstance(delay, bool) or not isinstance(delay, (int, float)) or not 0 <= delay <= 3600:
+            raise ValueError("binding_start_delay must be a number of seconds from 0 to 3600")
         self.store.start_delay = float(delay)
         return {"ok": True, **self.settings()}
 

@@ -24,6 +24,7 @@ local type, pairs, ipairs, next, tostring, format = type, pairs, ipairs, next, t
 local getmetatable, rawget = getmetatable, rawget
 local floor, huge, lower, sub, byte, find, match = math.floor, math.huge, string.lower, string.sub, string.byte,
   string.find, string.match
+local gsub = string.gsub
 local errors = require "imm.errors"
 local core = require "imm.core"
 local api = require "imm.api"
@@ -500,6 +501,40 @@ local function generic_value(action, name, v)
     action, name, t))
 end
 
+--- The most bytes the parameters of one request may take once
+-- percent-encoded, as the `name=value` pairs joined by `&` that are sent:
+-- in the query (the URL) and in a form body. libcurl 7.88 builds the request
+-- line and headers in 1 MiB at most (over it, or over a URL of 8000000
+-- bytes, it fails as if out of memory); half of that is left to the common
+-- parameters, the signature and the headers. A form body has no such bound:
+-- its limit keeps a mistaken value from being encoded and sent whole.
+_M.MAX_QUERY_BYTES = 512 * 1024
+_M.MAX_BODY_BYTES = 8 * 1024 * 1024
+
+-- The length of s percent-encoded (RFC 3986, as the signer encodes it).
+local function encoded_len(s)
+  local _, n = gsub(s, "[^A-Za-z0-9%-%._~]", "")
+  return #s + 2 * n
+end
+
+-- InvalidParameter naming the largest parameter when the encoded pairs of
+-- `params` (name -> string) take more than `limit` bytes, else nil.
+local function size_problem(action, params, place, limit)
+  -- at most 3 bytes per byte encoded: most calls end here, with no copy made
+  local bound = -1
+  for name, v in pairs(params) do bound = bound + 3 * (#name + #v) + 2 end
+  if bound <= limit then return nil end
+  local total, largest, largest_n = -1, nil, -1
+  for name, v in pairs(params) do
+    local n = encoded_len(name) + 1 + encoded_len(v)
+    total = total + n + 1
+    if n > largest_n or (n == largest_n and name < largest) then largest, largest_n = name, n end
+  end
+  if total <= limit then return nil end
+  return errors.invalid(format("%s: %s is too large: the parameters in the %s would take %d bytes "
+    .. "percent-encoded, over the limit of %d", action, largest, place, total, limit))
+end
+
 --- Checks `params` for `action` and encodes them as the official SDK does:
 -- two tables of strings, ready to sign.
 --
@@ -561,6 +596,9 @@ function _M.validate(action, params)
       end
     end
   end
+  local too_large = size_problem(action, query, "query", _M.MAX_QUERY_BYTES)
+    or body and size_problem(action, body, "form body", _M.MAX_BODY_BYTES)
+  if too_large then return nil, too_large end
   return query, body
 end
 

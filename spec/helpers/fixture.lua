@@ -68,10 +68,9 @@ function M.certs()
   local dir = M.cwd() .. "/build/test-certs"
   assert(sh("mkdir -p " .. dir))
   -- Made afresh at most once an hour, not for every spec file (busted
-  -- loads this module again for each): libcurl keeps a parsed CA file per
-  -- multi handle, keyed by its path, and blocking clients share one multi
-  -- per lua_State, so a CA rewritten under the same path mid-run would not
-  -- be read again.
+  -- loads this module again for each): a control handle (core.http, below)
+  -- keys the CA file by its path only, like libcurl, so it would not read a
+  -- CA rewritten under the same path mid-run; clients key it by content.
   local fresh = sh("test -n \"$(find " .. dir .. "/server.crt " .. dir .. "/other-ca.crt -mmin -60 2>/dev/null"
     .. " | sed -n 2p)\"")
   if not fresh then assert(sh("sh tools/gen_certs.sh " .. dir), "gen_certs.sh failed") end

@@ -24,9 +24,60 @@ local core = require "imm.core"
 local errors = require "imm.errors"
 local async = require "imm.async"
 local setmetatable, pairs, find = setmetatable, pairs, string.find
+local concat, io_open, sub = table.concat, io.open, string.sub
 
 local _M = { name = "curl" }
 _M.__index = _M
+
+-- libcurl keys its parsed CA store (kept in the multi handle, which every
+-- client of a lua_State shares) and its idle connections by the CA file's
+-- path as a string, so a file whose contents were replaced would stay
+-- trusted as first read, by every later client of the state. Each content of
+-- a path gets its own spelling of the path: the same content, the same
+-- spelling, so clients still share the parsed store and the connections; new
+-- content, a spelling libcurl has not seen, so it reads the file again and
+-- reuses no connection verified against another store.
+-- [path] = { n = spellings handed out, [sha-256 of the content] = spelling }
+local ca_spellings = {}
+
+-- The n-th other spelling of path: n in binary, most significant bit first,
+-- "./" for a 1 and "/" for a 0, inserted after a leading "/". Each spelling
+-- names the same file, they all differ, and they grow by two bytes when n
+-- doubles. The first is "./" (never "//", which POSIX leaves undefined).
+local function spelling(path, n)
+  local code, i = {}, 0
+  while n > 0 do
+    local bit = n % 2
+    i = i + 1
+    code[i] = bit == 1 and "./" or "/"
+    n = (n - bit) / 2
+  end
+  local msb_first = {}
+  for j = i, 1, -1 do msb_first[#msb_first + 1] = code[j] end
+  if sub(path, 1, 1) == "/" then return "/" .. concat(msb_first) .. sub(path, 2) end
+  return concat(msb_first) .. path
+end
+
+-- The spelling of path that stands for its content as it is now.
+local function ca_key(path)
+  local f = io_open(path, "rb")
+  -- unreadable: libcurl reports it (TLSError) when it connects
+  if not f then return path end
+  local pem = f:read("*a")
+  f:close()
+  local digest = pem and core.hash_hex("sha256", pem)
+  if not digest then return path end
+  local seen = ca_spellings[path]
+  if not seen then
+    seen = { n = 0, [digest] = path }
+    ca_spellings[path] = seen
+  end
+  if not seen[digest] then
+    seen.n = seen.n + 1
+    seen[digest] = spelling(path, seen.n)
+  end
+  return seen[digest]
+end
 
 local function open_handle(o)
   local h, code, msg = core.http(o)
@@ -43,7 +94,7 @@ function _M.new(opts)
   local o = {
     connect_timeout = opts.connect_timeout,
     timeout = opts.timeout,
-    ca_file = opts.ca_file,
+    ca_file = opts.ca_file and not opts.insecure and ca_key(opts.ca_file) or opts.ca_file,
     insecure = opts.insecure,
     user_agent = opts.user_agent,
     max_response_bytes = opts.max_response_bytes,
