@@ -95,7 +95,10 @@ function _M.settings(opts, known, defaults)
       .. tostring(b))
   end
   s.backoff = b
-  s.max_interval = s.max_interval or s.interval
+  if opts.max_interval == nil and (s.max_interval or 0) < s.interval then
+    -- a long interval with the default cap: the cap is the interval
+    s.max_interval = s.interval
+  end
   if s.max_interval < s.interval then
     return nil, errors.invalid(format("wait option max_interval (%gs) must not be below interval (%gs)",
       s.max_interval, s.interval))
@@ -108,6 +111,10 @@ function _M.settings(opts, known, defaults)
       s[k] = err
     end
   end
+  if opts.progress ~= nil and type(opts.progress) ~= "function" then
+    return nil, errors.invalid("wait option progress must be a function (response, polls, seconds waited)")
+  end
+  s.progress = opts.progress
   if opts.call ~= nil and type(opts.call) ~= "table" then
     return nil, errors.invalid("wait option call must be a table of call options")
   end
@@ -123,6 +130,7 @@ end
 -- returns a value (done: `run` returns it), nil (poll again) or nil, err
 -- (done: `run` returns nil, err); `timed_out(res, polls, waited)` builds
 -- the WaitTimeout error; `failed(err, last)` may add to a poll's error.
+-- `s.progress(res, polls, waited)`, when set, sees every response.
 -- `s.sleep(seconds, last)`, when set, waits instead of the transport (it
 -- returns true to poll again at once). Sleeps go through the client's
 -- transport; a cancelled task's sleep ends the wait with `Cancelled`.
@@ -137,6 +145,7 @@ function _M.run(client, s, poll, step, timed_out, failed)
       return nil, err
     end
     last = res
+    if s.progress then s.progress(res, polls, core.monotonic() - started) end
     local v
     v, err = step(res)
     if v ~= nil then return v end
@@ -159,7 +168,7 @@ end
 -- client:wait ------------------------------------------------------------
 
 local WAIT_OPTIONS = { done = true, match = true, fail = true, interval = true, backoff = true,
-  max_interval = true, timeout = true, call = true }
+  max_interval = true, timeout = true, call = true, progress = true }
 _M.WAIT_DEFAULTS = { interval = 5, timeout = 300, backoff = 1 }
 
 --- client:wait(action, params, opts): see imm.client.
@@ -204,7 +213,7 @@ end
 -- client:wait_task -------------------------------------------------------
 
 local TASK_OPTIONS = { interval = true, backoff = true, max_interval = true, timeout = true, call = true,
-  notifications = true }
+  notifications = true, progress = true }
 _M.TASK_DEFAULTS = { interval = 1, backoff = 1.5, max_interval = 30, timeout = 900 }
 
 --- Checks wait_task's options; with `creating`, the parameters come later
