@@ -341,6 +341,7 @@ describe("waiters", function()
       srv.script { succeeded }
       out, err, status = cli { "call", "ListProjects", "--wait" }
       assert.equal(2, status)
+      assert.equal("", out)
       assert.matches("create a task", err, 1, true)
       assert.equal(0, #srv.log())
     end)

@@ -191,7 +191,8 @@ function _M.wait(client, action, params, opts)
   local s, err = _M.settings(opts, WAIT_OPTIONS, _M.WAIT_DEFAULTS)
   if not s then return nil, err end
   s.done = s.done or s.match
-  -- bad parameters or call options fail here, before anything is sent
+  -- bad parameters fail here, before anything is sent (bad call options at
+  -- the first poll, before it is sent)
   local q, ferr = operations.validate(action, params)
   if not q then return nil, ferr end
   return _M.run(client, s,
@@ -207,7 +208,7 @@ function _M.wait(client, action, params, opts)
       return errors.new("WaitTimeout", format("%s did not answer what the wait asked for in %gs (%d polls, "
         .. "%.1fs)", action, s.timeout, polls, waited), { retryable = false, response = res })
     end,
-    function(err, last) err.response = last end)
+    function(e, last) e.response = last end)
 end
 
 -- client:wait_task -------------------------------------------------------
