@@ -149,6 +149,19 @@ describe("waiters", function()
     end)
   end
 
+  describe("inside nginx, with opts.notifications", function()
+    it("awaits imm.notification between polls instead of sleeping, and polls at once when one arrives", function()
+      srv.script { running, succeeded }
+      local r = run("nginx", { opts = { interval = 30, timeout = 60, notifications = "imm_tasks" },
+        fake_notification = true })
+      assert.is_nil(r.err, cjson.encode(r))
+      assert.equal("Succeeded", r.status)
+      assert.equal(2, #srv.log())
+      assert.same({ { "imm_tasks", "t-1", 30 } }, r.awaits)
+      assert.equal(0, r.naps, "no ngx.sleep: the notification woke the wait")
+    end)
+  end)
+
   describe("options", function()
     it("are checked before anything is sent", function()
       srv.script { succeeded }
@@ -163,6 +176,8 @@ describe("waiters", function()
         { function() return c:wait_task(P, { interval = 2, max_interval = 1 }) end, "max_interval" },
         { function() return c:wait_task(P, { notifications = 5 }) end, "lua_shared_dict" },
         { function() return c:wait_task(P, "fast") end, "must be a table" },
+        { function() return c:wait_task(P, { notifications = "imm_tasks" }) end, "only inside nginx" },
+        { function() return c:wait_task(P, { progress = true }) end, "progress" },
         { function() return c:wait_task({ ProjectName = "p", TaskId = "t-1" }) end, "TaskType" },
         { function() return c:wait("GetTask", P, { interval = 1 }) end, "done" },
         { function() return c:wait("GetTask", P) end, "done" },
@@ -187,6 +202,13 @@ describe("waiters", function()
         assert.matches(case[2], err.message, 1, true)
       end
       assert.equal(0, #srv.log(), "nothing was sent")
+    end)
+
+    it("wait = false is no wait: the call goes as usual", function()
+      srv.script { { status = 200, body = '{"RequestId":"r","Projects":[]}' } }
+      local res = assert(client():list_projects({}, { wait = false }))
+      assert.same({}, res.Projects)
+      assert.same({ "ListProjects" }, actions())
     end)
 
     it("back off by the factor up to max_interval, never past the timeout, through the transport's sleep", function()

@@ -360,7 +360,8 @@ local SKEW_CODES = {
   ["InvalidTimeStamp.Expired"] = true, ["InvalidTimeStamp"] = true, ["RequestTimeTooSkewed"] = true,
 }
 
-local CALL_OPTIONS = { method = true, idempotent = true }
+-- wait: Create*Task only, handled by imm.waiter (false: no wait)
+local CALL_OPTIONS = { method = true, idempotent = true, wait = true }
 local METHODS = { POST = true, GET = true }
 
 local function check_call_options(opts)
@@ -440,7 +441,7 @@ actions._invoke = Client._invoke
 ---@return imm.Error|nil err
 function Client:call(action, params, opts)
   must_be_client(self, "call")
-  if type(opts) == "table" and opts.wait ~= nil then
+  if type(opts) == "table" and opts.wait ~= nil and opts.wait ~= false then
     -- a Create*Task that waits for its task (imm.waiter, docs/tasks.md)
     local res, err = waiter.create_and_wait(self, action, params, opts)
     return res, err

@@ -9,7 +9,8 @@
 -- (docs/tasks.md).
 -- @module imm.waiter
 
-local type, pairs, next, tostring, format, min = type, pairs, next, tostring, string.format, math.min
+local type, pairs, ipairs, next, tostring, pcall = type, pairs, ipairs, next, tostring, pcall
+local format, min = string.format, math.min
 local find, sub = string.find, string.sub
 
 local core = require "imm.core"
@@ -79,7 +80,7 @@ function _M.settings(opts, known, defaults)
   local unknown = operations.unknown_key(opts, known, "wait option")
   if unknown then return nil, unknown end
   local s = {}
-  for _, k in pairs { "timeout", "interval", "max_interval" } do
+  for _, k in ipairs { "timeout", "interval", "max_interval" } do
     local v = opts[k]
     if v == nil then v = defaults[k] end
     if v ~= nil and not seconds_ok(v) then
@@ -104,7 +105,7 @@ function _M.settings(opts, known, defaults)
       s.max_interval, s.interval))
   end
   local ok, err
-  for _, k in pairs { "done", "match", "fail" } do
+  for _, k in ipairs { "done", "match", "fail" } do
     if known[k] then
       ok, err = predicate(opts, k)
       if not ok then return nil, err end
@@ -223,10 +224,22 @@ function _M.task_settings(opts)
   local s, err = _M.settings(opts, TASK_OPTIONS, _M.TASK_DEFAULTS)
   if not s then return nil, err end
   local n = opts and opts.notifications
-  if n ~= nil and (type(n) ~= "string" or n == "") then
-    return nil, errors.invalid("wait option notifications must be the name of a lua_shared_dict (a string)")
+  if n ~= nil then
+    if type(n) ~= "string" or n == "" then
+      return nil, errors.invalid("wait option notifications must be the name of a lua_shared_dict (a string)")
+    end
+    if not require("imm.transport").in_nginx() then
+      return nil, errors.invalid("wait option notifications works only inside nginx, where the push receiver "
+        .. "of docs/notifications.md runs")
+    end
+    -- loaded only when asked for: it needs nginx
+    local ok, mod = pcall(require, "imm.notification")
+    if not ok or type(mod) ~= "table" or type(mod.await) ~= "function" then
+      return nil, errors.invalid("wait option notifications needs imm.notification (docs/notifications.md): "
+        .. tostring(mod))
+    end
+    s.notifications, s.notification = n, mod
   end
-  s.notifications = n
   return s
 end
 
@@ -238,8 +251,8 @@ end
 local function wait_task(client, params, s)
   if s.notifications then
     -- the push receiver (docs/notifications.md) wakes us when IMM says the
-    -- task ended; loaded only when asked for, since it needs nginx
-    local notification = require "imm.notification"
+    -- task ended: poll at once then, instead of at the next interval
+    local notification = s.notification
     local dict, id = s.notifications, params.TaskId
     s.sleep = function(seconds)
       local msg = notification.await(dict, id, seconds)
