@@ -360,6 +360,10 @@ describe("waiters", function()
       assert.equal("Succeeded", cjson.decode(out).Status)
       assert.same({ "CreateMediaConvertTask", "GetTask", "GetTask" }, actions())
 
+      out, _, status = cli { "call", "CreateOfficeConversionTask", "--help" }
+      assert.equal(0, status)
+      assert.matches("TaskType OfficeConversion: --wait", out, 1, true)
+
       srv.script { succeeded }
       out, err, status = cli { "call", "ListProjects", "--wait" }
       assert.equal(2, status)
