@@ -360,9 +360,9 @@ describe("waiters", function()
       assert.equal("Succeeded", cjson.decode(out).Status)
       assert.same({ "CreateMediaConvertTask", "GetTask", "GetTask" }, actions())
 
-      out, _, status = cli { "call", "CreateOfficeConversionTask", "--help" }
-      assert.equal(0, status)
-      assert.matches("TaskType OfficeConversion: --wait", out, 1, true)
+      local help_out, _, help_status = cli { "call", "CreateOfficeConversionTask", "--help" }
+      assert.equal(0, help_status)
+      assert.matches("TaskType OfficeConversion: --wait", help_out, 1, true)
 
       srv.script { succeeded }
       out, err, status = cli { "call", "ListProjects", "--wait" }
