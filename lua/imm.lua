@@ -235,6 +235,38 @@ function _M.wait_binding(params, opts)
   return c:wait_binding(params, opts)
 end
 
+--- Polls GetTask until the task ends, on the default client (`client:wait_task`, docs/tasks.md).
+-- @tparam table params `ProjectName`, `TaskType`, `TaskId`
+-- @tparam[opt] table opts `interval`, `backoff`, `max_interval`, `timeout`, `call`, `notifications`
+-- @return GetTask's response once Succeeded, or nil, err (`TaskFailed`, `WaitTimeout`, ...)
+-- @usage local task, err = imm.wait_task{ ProjectName = "p", TaskType = "MediaConvert", TaskId = id }
+---@param params { ProjectName: string, TaskType: string, TaskId: string }
+---@param opts table|nil
+---@return imm.GetTaskResponse|nil res
+---@return imm.Error|nil err
+function _M.wait_task(params, opts)
+  local c, err = default()
+  if not c then return nil, err end
+  return c:wait_task(params, opts)
+end
+
+--- Polls any action until its response is done, on the default client (`client:wait`).
+-- @tparam string action e.g. "GetTask"
+-- @tparam table params
+-- @tparam table opts `done` or `match`, `fail`, `interval`, `backoff`, `max_interval`, `timeout`, `call`
+-- @return the response that was done, or nil, err (`WaitTimeout`, `WaitFailed`, ...)
+-- @usage local res, err = imm.wait("GetTask", params, { match = { Status = "Succeeded" } })
+---@param action string
+---@param params table|nil
+---@param opts table
+---@return table|nil res
+---@return imm.Error|nil err
+function _M.wait(action, params, opts)
+  local c, err = default()
+  if not c then return nil, err end
+  return c:wait(action, params, opts)
+end
+
 --- Lists one page of projects on the default client (`client:list_projects`).
 -- @tparam[opt] table params `MaxResults`, `NextToken`, `Prefix`, `Tag`
 -- @tparam[opt] table opts call options: `method`, `idempotent` (as for `client:call`)

@@ -877,7 +877,9 @@ end
 -- Changes state: retried only when the service cannot have acted on it.
 -- @tparam table params `CredentialConfig` (CredentialConfig, JSON), `Notification` (Notification, JSON),
 --   `Password` (string), `ProjectName` (string, required), `SourceURI` (string), `UserData` (string)
--- @tparam[opt] table opts call options (`idempotent`, `method`)
+-- @tparam[opt] table opts call options (`idempotent`, `method`), and `wait` (true or
+--   the options of `wait_task`): wait for the ArchiveFileInspection task and return
+--   GetTask's final response (docs/tasks.md)
 -- @return the decoded response table, or nil, err
 -- @usage local res, err = client:create_archive_file_inspection_task{ ProjectName = "..." }
 ---@param params imm.CreateArchiveFileInspectionTaskParams
@@ -971,7 +973,9 @@ end
 --   `PointCloudFields` (array of string, JSON, required), `PointCloudFileFormat` (string),
 --   `ProjectName` (string, required), `SourceURI` (string, required), `Tags` (map of any, JSON),
 --   `TargetURI` (string, required), `UserData` (string)
--- @tparam[opt] table opts call options (`idempotent`, `method`)
+-- @tparam[opt] table opts call options (`idempotent`, `method`), and `wait` (true or
+--   the options of `wait_task`): wait for the PointCloudCompress task and return
+--   GetTask's final response (docs/tasks.md)
 -- @return the decoded response table, or nil, err
 -- @usage local res, err = client:create_compress_point_cloud_task{ CompressMethod = "...", PointCloudFields = { ... }, ProjectName = "...", SourceURI = "...", TargetURI = "..." }
 ---@param params imm.CreateCompressPointCloudTaskParams
@@ -1074,7 +1078,9 @@ end
 -- @tparam table params `ImageQuality` (number), `Model` (string), `Notification` (Notification, JSON),
 --   `OriginalImageURI` (string), `ProjectName` (string, required), `SourceURI` (string, required),
 --   `StrengthLevel` (string), `TargetURI` (string), `WatermarkType` (string)
--- @tparam[opt] table opts call options (`idempotent`, `method`)
+-- @tparam[opt] table opts call options (`idempotent`, `method`), and `wait` (true or
+--   the options of `wait_task`): wait for the DecodeBlindWatermark task and return
+--   GetTask's final response (docs/tasks.md)
 -- @return the decoded response table, or nil, err
 -- @usage local res, err = client:create_decode_blind_watermark_task{ ProjectName = "...", SourceURI = "..." }
 ---@param params imm.CreateDecodeBlindWatermarkTaskParams
@@ -1106,7 +1112,9 @@ end
 -- @tparam table params `DatasetName` (string, required), `MaxResult` (number), `Notification` (Notification, JSON),
 --   `ProjectName` (string, required), `Sources` (array of CreateFacesSearchingTaskRequestSources, JSON),
 --   `UserData` (string)
--- @tparam[opt] table opts call options (`idempotent`, `method`)
+-- @tparam[opt] table opts call options (`idempotent`, `method`), and `wait` (true or
+--   the options of `wait_task`): wait for the FacesSearching task and return
+--   GetTask's final response (docs/tasks.md)
 -- @return the decoded response table, or nil, err
 -- @usage local res, err = client:create_faces_searching_task{ DatasetName = "...", ProjectName = "..." }
 ---@param params imm.CreateFacesSearchingTaskParams
@@ -1135,7 +1143,9 @@ end
 -- Changes state: retried only when the service cannot have acted on it.
 -- @tparam table params `DatasetName` (string, required), `Notification` (Notification, JSON),
 --   `ProjectName` (string, required), `Tags` (map of any, JSON), `UserData` (string)
--- @tparam[opt] table opts call options (`idempotent`, `method`)
+-- @tparam[opt] table opts call options (`idempotent`, `method`), and `wait` (true or
+--   the options of `wait_task`): wait for the FaceClustering task and return
+--   GetTask's final response (docs/tasks.md)
 -- @return the decoded response table, or nil, err
 -- @usage local res, err = client:create_figure_clustering_task{ DatasetName = "...", ProjectName = "..." }
 ---@param params imm.CreateFigureClusteringTaskParams
@@ -1168,7 +1178,9 @@ end
 -- @tparam table params `DatasetName` (string, required), `From` (string), `Froms` (array of string, JSON),
 --   `Notification` (Notification, JSON), `ProjectName` (string, required), `Tags` (map of any, JSON),
 --   `To` (string, required), `UserData` (string)
--- @tparam[opt] table opts call options (`idempotent`, `method`)
+-- @tparam[opt] table opts call options (`idempotent`, `method`), and `wait` (true or
+--   the options of `wait_task`): wait for the FigureClustersMerging task and return
+--   GetTask's final response (docs/tasks.md)
 -- @return the decoded response table, or nil, err
 -- @usage local res, err = client:create_figure_clusters_merging_task{ DatasetName = "...", ProjectName = "...", To = "..." }
 ---@param params imm.CreateFigureClustersMergingTaskParams
@@ -1203,7 +1215,9 @@ end
 --   `Notification` (Notification, JSON), `ProjectName` (string, required), `SourceManifestURI` (string),
 --   `Sources` (array of CreateFileCompressionTaskRequestSources, JSON), `TargetURI` (string, required),
 --   `UserData` (string)
--- @tparam[opt] table opts call options (`idempotent`, `method`)
+-- @tparam[opt] table opts call options (`idempotent`, `method`), and `wait` (true or
+--   the options of `wait_task`): wait for the FileCompression task and return
+--   GetTask's final response (docs/tasks.md)
 -- @return the decoded response table, or nil, err
 -- @usage local res, err = client:create_file_compression_task{ ProjectName = "...", TargetURI = "..." }
 ---@param params imm.CreateFileCompressionTaskParams
@@ -1236,7 +1250,9 @@ end
 -- @tparam table params `CredentialConfig` (CredentialConfig, JSON), `Notification` (Notification, JSON),
 --   `Password` (string), `ProjectName` (string, required), `SelectedFiles` (array of string, JSON),
 --   `SourceURI` (string, required), `TargetURI` (string), `UserData` (string)
--- @tparam[opt] table opts call options (`idempotent`, `method`)
+-- @tparam[opt] table opts call options (`idempotent`, `method`), and `wait` (true or
+--   the options of `wait_task`): wait for the FileUncompression task and return
+--   GetTask's final response (docs/tasks.md)
 -- @return the decoded response table, or nil, err
 -- @usage local res, err = client:create_file_uncompression_task{ ProjectName = "...", SourceURI = "..." }
 ---@param params imm.CreateFileUncompressionTaskParams
@@ -1275,7 +1291,9 @@ end
 --   `Notification` (Notification, JSON, body), `Output` (CreateHighlightTaskRequestOutput, JSON, body, required),
 --   `ProjectName` (string, required), `Sources` (array of CreateHighlightTaskRequestSources, JSON, body, required),
 --   `Tags` (map of any, JSON, body), `Type` (string, body, required), `UserData` (string, body)
--- @tparam[opt] table opts call options (`idempotent`, `method`)
+-- @tparam[opt] table opts call options (`idempotent`, `method`), and `wait` (true or
+--   the options of `wait_task`): wait for the Highlight task and return
+--   GetTask's final response (docs/tasks.md)
 -- @return the decoded response table, or nil, err
 -- @usage local res, err = client:create_highlight_task{ Output = { ... }, ProjectName = "...", Sources = { ... }, Type = "..." }
 ---@param params imm.CreateHighlightTaskParams
@@ -1309,7 +1327,9 @@ end
 -- @tparam table params `CredentialConfig` (CredentialConfig, JSON), `Interval` (number), `MaxFrames` (number),
 --   `Notification` (Notification, JSON), `ProjectName` (string, required), `Scenes` (array of string, JSON),
 --   `SourceURI` (string, required), `Tags` (map of any, JSON), `UserData` (string)
--- @tparam[opt] table opts call options (`idempotent`, `method`)
+-- @tparam[opt] table opts call options (`idempotent`, `method`), and `wait` (true or
+--   the options of `wait_task`): wait for the ImageModeration task and return
+--   GetTask's final response (docs/tasks.md)
 -- @return the decoded response table, or nil, err
 -- @usage local res, err = client:create_image_moderation_task{ ProjectName = "...", SourceURI = "..." }
 ---@param params imm.CreateImageModerationTaskParams
@@ -1351,7 +1371,9 @@ end
 --   `Padding` (number), `ProjectName` (string, required), `Quality` (number), `ScaleType` (string),
 --   `Sources` (array of CreateImageSplicingTaskRequestSources, JSON, required), `Tags` (map of any, JSON),
 --   `TargetURI` (string, required), `UserData` (string)
--- @tparam[opt] table opts call options (`idempotent`, `method`)
+-- @tparam[opt] table opts call options (`idempotent`, `method`), and `wait` (true or
+--   the options of `wait_task`): wait for the ImageSplicing task and return
+--   GetTask's final response (docs/tasks.md)
 -- @return the decoded response table, or nil, err
 -- @usage local res, err = client:create_image_splicing_task{ ProjectName = "...", Sources = { ... }, TargetURI = "..." }
 ---@param params imm.CreateImageSplicingTaskParams
@@ -1382,7 +1404,9 @@ end
 -- @tparam table params `CredentialConfig` (CredentialConfig, JSON), `Notification` (Notification, JSON),
 --   `ProjectName` (string, required), `Sources` (array of CreateImageToPDFTaskRequestSources, JSON, required),
 --   `Tags` (map of any, JSON), `TargetURI` (string, required), `UserData` (string)
--- @tparam[opt] table opts call options (`idempotent`, `method`)
+-- @tparam[opt] table opts call options (`idempotent`, `method`), and `wait` (true or
+--   the options of `wait_task`): wait for the ImageToPDF task and return
+--   GetTask's final response (docs/tasks.md)
 -- @return the decoded response table, or nil, err
 -- @usage local res, err = client:create_image_to_pdf_task{ ProjectName = "...", Sources = { ... }, TargetURI = "..." }
 ---@param params imm.CreateImageToPDFTaskParams
@@ -1416,7 +1440,9 @@ end
 --   `LocationOptions` (CreateLocationDateClusteringTaskRequestLocationOptions, JSON, required),
 --   `Notification` (Notification, JSON), `ProjectName` (string, required), `Tags` (map of any, JSON),
 --   `UserData` (string)
--- @tparam[opt] table opts call options (`idempotent`, `method`)
+-- @tparam[opt] table opts call options (`idempotent`, `method`), and `wait` (true or
+--   the options of `wait_task`): wait for the LocationDateClustering task and return
+--   GetTask's final response (docs/tasks.md)
 -- @return the decoded response table, or nil, err
 -- @usage local res, err = client:create_location_date_clustering_task{ DatasetName = "...", DateOptions = { ... }, LocationOptions = { ... }, ProjectName = "..." }
 ---@param params imm.CreateLocationDateClusteringTaskParams
@@ -1453,7 +1479,9 @@ end
 --   `Sources` (array of CreateMediaConvertTaskRequestSources, JSON, required), `Tags` (map of any, JSON),
 --   `TargetGroups` (array of CreateMediaConvertTaskRequestTargetGroups, JSON),
 --   `Targets` (array of CreateMediaConvertTaskRequestTargets, JSON), `UserData` (string)
--- @tparam[opt] table opts call options (`idempotent`, `method`)
+-- @tparam[opt] table opts call options (`idempotent`, `method`), and `wait` (true or
+--   the options of `wait_task`): wait for the MediaConvert task and return
+--   GetTask's final response (docs/tasks.md)
 -- @return the decoded response table, or nil, err
 -- @usage local res, err = client:create_media_convert_task{ ProjectName = "...", Sources = { ... } }
 ---@param params imm.CreateMediaConvertTaskParams
@@ -1516,7 +1544,9 @@ end
 --   `SourceURI` (string), `Sources` (array of CreateOfficeConversionTaskRequestSources, JSON, body),
 --   `StartPage` (number), `Tags` (map of any, JSON), `TargetType` (string, required), `TargetURI` (string),
 --   `TargetURIPrefix` (string), `TrimPolicy` (TrimPolicy, JSON), `UserData` (string)
--- @tparam[opt] table opts call options (`idempotent`, `method`)
+-- @tparam[opt] table opts call options (`idempotent`, `method`), and `wait` (true or
+--   the options of `wait_task`): wait for the OfficeConversion task and return
+--   GetTask's final response (docs/tasks.md)
 -- @return the decoded response table, or nil, err
 -- @usage local res, err = client:create_office_conversion_task{ ProjectName = "...", TargetType = "..." }
 ---@param params imm.CreateOfficeConversionTaskParams
@@ -1580,7 +1610,9 @@ end
 -- Changes state: retried only when the service cannot have acted on it.
 -- @tparam table params `DatasetName` (string, required), `Notification` (Notification, JSON),
 --   `ProjectName` (string, required), `Tags` (map of any, JSON), `UserData` (string)
--- @tparam[opt] table opts call options (`idempotent`, `method`)
+-- @tparam[opt] table opts call options (`idempotent`, `method`), and `wait` (true or
+--   the options of `wait_task`): wait for the SimilarImageClustering task and return
+--   GetTask's final response (docs/tasks.md)
 -- @return the decoded response table, or nil, err
 -- @usage local res, err = client:create_similar_image_clustering_task{ DatasetName = "...", ProjectName = "..." }
 ---@param params imm.CreateSimilarImageClusteringTaskParams
@@ -1687,7 +1719,9 @@ end
 -- @tparam table params `CredentialConfig` (CredentialConfig, JSON), `Notification` (Notification, JSON),
 --   `ProjectName` (string, required), `SourceURI` (string, required), `Tags` (map of any, JSON),
 --   `UserData` (string)
--- @tparam[opt] table opts call options (`idempotent`, `method`)
+-- @tparam[opt] table opts call options (`idempotent`, `method`), and `wait` (true or
+--   the options of `wait_task`): wait for the VideoLabelClassification task and return
+--   GetTask's final response (docs/tasks.md)
 -- @return the decoded response table, or nil, err
 -- @usage local res, err = client:create_video_label_classification_task{ ProjectName = "...", SourceURI = "..." }
 ---@param params imm.CreateVideoLabelClassificationTaskParams
@@ -1722,7 +1756,9 @@ end
 -- @tparam table params `CredentialConfig` (CredentialConfig, JSON), `Interval` (number), `MaxFrames` (number),
 --   `Notification` (Notification, JSON), `ProjectName` (string, required), `Scenes` (array of string, JSON),
 --   `SourceURI` (string, required), `Tags` (map of any, JSON), `UserData` (string)
--- @tparam[opt] table opts call options (`idempotent`, `method`)
+-- @tparam[opt] table opts call options (`idempotent`, `method`), and `wait` (true or
+--   the options of `wait_task`): wait for the VideoModeration task and return
+--   GetTask's final response (docs/tasks.md)
 -- @return the decoded response table, or nil, err
 -- @usage local res, err = client:create_video_moderation_task{ ProjectName = "...", SourceURI = "..." }
 ---@param params imm.CreateVideoModerationTaskParams

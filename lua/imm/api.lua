@@ -8,7 +8,8 @@
 -- model `{ fields = { Name = SHAPE } }`, the shape `imm.core.json_encode` takes. An action
 -- also has `idempotent` (see tools/gen_api.py for the rule), `form` (some parameters go
 -- in a body), and `items`/`page_size`/`max_results` (the documented largest page) when it
--- pages with NextToken.
+-- pages with NextToken, and `task_type` (the TaskType of the task it starts) when it
+-- creates a task; `task_statuses` says which GetTask statuses end a wait (api/task-types.json).
 -- @module imm.api
 
 local M = {}
@@ -777,6 +778,7 @@ A.CreateArchiveFileInspectionTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  task_type = "ArchiveFileInspection",
 }
 A.CreateBatch = {
   params = {
@@ -814,6 +816,7 @@ A.CreateCompressPointCloudTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  task_type = "PointCloudCompress",
 }
 A.CreateCustomizedStory = {
   params = {
@@ -857,6 +860,7 @@ A.CreateDecodeBlindWatermarkTask = {
     WatermarkType = { type = "string" },
   },
   idempotent = false,
+  task_type = "DecodeBlindWatermark",
 }
 A.CreateFacesSearchingTask = {
   params = {
@@ -868,6 +872,7 @@ A.CreateFacesSearchingTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  task_type = "FacesSearching",
 }
 A.CreateFigureClusteringTask = {
   params = {
@@ -878,6 +883,7 @@ A.CreateFigureClusteringTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  task_type = "FaceClustering",
 }
 A.CreateFigureClustersMergingTask = {
   params = {
@@ -891,6 +897,7 @@ A.CreateFigureClustersMergingTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  task_type = "FigureClustersMerging",
 }
 A.CreateFileCompressionTask = {
   params = {
@@ -904,6 +911,7 @@ A.CreateFileCompressionTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  task_type = "FileCompression",
 }
 A.CreateFileUncompressionTask = {
   params = {
@@ -917,6 +925,7 @@ A.CreateFileUncompressionTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  task_type = "FileUncompression",
 }
 A.CreateHighlightTask = {
   params = {
@@ -934,6 +943,7 @@ A.CreateHighlightTask = {
   },
   form = true,
   idempotent = false,
+  task_type = "Highlight",
 }
 A.CreateImageModerationTask = {
   params = {
@@ -948,6 +958,7 @@ A.CreateImageModerationTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  task_type = "ImageModeration",
 }
 A.CreateImageSplicingTask = {
   params = {
@@ -968,6 +979,7 @@ A.CreateImageSplicingTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  task_type = "ImageSplicing",
 }
 A.CreateImageToPDFTask = {
   params = {
@@ -980,6 +992,7 @@ A.CreateImageToPDFTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  task_type = "ImageToPDF",
 }
 A.CreateLocationDateClusteringTask = {
   params = {
@@ -992,6 +1005,7 @@ A.CreateLocationDateClusteringTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  task_type = "LocationDateClustering",
 }
 A.CreateMediaConvertTask = {
   params = {
@@ -1006,6 +1020,7 @@ A.CreateMediaConvertTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  task_type = "MediaConvert",
 }
 A.CreateOfficeConversionTask = {
   params = {
@@ -1044,6 +1059,7 @@ A.CreateOfficeConversionTask = {
   },
   form = true,
   idempotent = false,
+  task_type = "OfficeConversion",
 }
 A.CreateProject = {
   params = {
@@ -1070,6 +1086,7 @@ A.CreateSimilarImageClusteringTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  task_type = "SimilarImageClustering",
 }
 A.CreateStory = {
   params = {
@@ -1116,6 +1133,7 @@ A.CreateVideoLabelClassificationTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  task_type = "VideoLabelClassification",
 }
 A.CreateVideoModerationTask = {
   params = {
@@ -1130,6 +1148,7 @@ A.CreateVideoModerationTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  task_type = "VideoModeration",
 }
 A.DeleteBatch = {
   params = {
@@ -1853,4 +1872,10 @@ A.UpdateTrigger = {
   idempotent = false,
 }
 
-return { version = "2020-09-30", actions = A, models = M }
+local S = {
+  Running = "running",
+  Succeeded = "succeeded",
+  Failed = "failed",
+}
+
+return { version = "2020-09-30", actions = A, models = M, task_statuses = S }

@@ -25,6 +25,7 @@ local parallel = require "imm.parallel"
 local response = require "imm.response"
 local log = require "imm.log"
 local async = require "imm.async"
+local waiter = require "imm.waiter"
 
 local VERSION = "0.1.0"
 
@@ -359,7 +360,8 @@ local SKEW_CODES = {
   ["InvalidTimeStamp.Expired"] = true, ["InvalidTimeStamp"] = true, ["RequestTimeTooSkewed"] = true,
 }
 
-local CALL_OPTIONS = { method = true, idempotent = true }
+-- wait: Create*Task only, handled by imm.waiter (false: no wait)
+local CALL_OPTIONS = { method = true, idempotent = true, wait = true }
 local METHODS = { POST = true, GET = true }
 
 local function check_call_options(opts)
@@ -426,7 +428,8 @@ actions._invoke = Client._invoke
 -- @tparam table params
 -- @tparam[opt] table opts `method` ("POST", the default, or "GET": signed
 --   and sent with that method), `idempotent` (a boolean that overrides the
---   action's own flag)
+--   action's own flag), `wait` (a Create*Task action only: true or the
+--   options of `wait_task`; returns GetTask's final response)
 -- @return the decoded response table, or nil, err
 -- @usage local res, err = client:call("ListBindings", { ProjectName = "immtest" })
 -- @usage local res, err = client:call("CreateProject", { ProjectName = "p",
@@ -438,6 +441,11 @@ actions._invoke = Client._invoke
 ---@return imm.Error|nil err
 function Client:call(action, params, opts)
   must_be_client(self, "call")
+  if type(opts) == "table" and opts.wait ~= nil and opts.wait ~= false then
+    -- a Create*Task that waits for its task (imm.waiter, docs/tasks.md)
+    local res, err = waiter.create_and_wait(self, action, params, opts)
+    return res, err
+  end
   local query, form = operations.validate(action, params)
   if not query then return nil, form end
   local err
@@ -725,32 +733,21 @@ local STATES = { Ready = true, Running = true, Retrying = true, Stopped = true, 
 local TERMINAL = { Failed = "BindingFailed", Deleted = "BindingDeleted" }
 
 local function wait_settings(opts)
-  if opts == nil then opts = {} end
-  if type(opts) ~= "table" then return nil, errors.invalid("wait options must be a table") end
-  local unknown = operations.unknown_key(opts, WAIT_OPTIONS, "wait option")
-  if unknown then return nil, unknown end
-  local state = opts.state or "Running"
+  local s, err = waiter.settings(opts, WAIT_OPTIONS, { timeout = 300, interval = 5 })
+  if not s then return nil, err end
+  local state = opts and opts.state or "Running"
   if not STATES[state] then
     local hint = type(state) == "string" and operations.suggest(state, STATES)
     return nil, errors.invalid(format("wait option state must be a binding state such as \"Running\", got %s%s",
       tostring(state), hint and format(" (did you mean %q?)", hint) or ""))
   end
-  local s = { state = state }
-  for k, default in pairs { timeout = 300, interval = 5 } do
-    local v = opts[k]
-    if v == nil then v = default end
-    if type(v) ~= "number" or v ~= v or v <= 0 or v == math.huge then
-      return nil, errors.invalid(format("wait option %s must be a positive number of seconds, got %s",
-        k, tostring(v)))
-    end
-    s[k] = v
-  end
+  s.state = state
   return s
 end
 
 --- Polls `get_binding` until the binding is in `opts.state`. Waits between
 -- polls with the transport's sleep (`ngx.sleep` inside nginx), so a worker
--- is never blocked.
+-- is never blocked. A case of the general waiter (`client:wait`).
 -- @tparam table params `ProjectName`, `DatasetName`, `URI`
 -- @tparam[opt] table opts `state` (default "Running"), `timeout` (seconds,
 --   default 300), `interval` (seconds between polls, default 5)
@@ -767,36 +764,83 @@ function Client:wait_binding(params, opts)
   must_be_client(self, "wait_binding")
   local s, err = wait_settings(opts)
   if not s then return nil, err end
-  local started, polls, last = core.monotonic(), 0, nil
-  while true do
-    local res
-    res, err = self:get_binding(params)
-    polls = polls + 1
-    if not res then
-      err.binding = last
-      return nil, err
-    end
-    local b = res.Binding
-    if type(b) ~= "table" then
-      return nil, errors.new("InvalidResponse", "Binding is missing from the GetBinding response",
-        { request_id = res.RequestId, retryable = false, binding = last })
-    end
-    last = b
-    if b.State == s.state then return b end
-    local terminal = TERMINAL[b.State]
-    if terminal then
-      local reason = b.Reason and b.Reason ~= "" and (": " .. tostring(b.Reason)) or ""
-      return nil, errors.new(terminal, format("binding %s is %s%s (waited for %s)", tostring(b.URI),
-        tostring(b.State), reason, s.state), { retryable = false, binding = b, state = b.State })
-    end
-    local elapsed = core.monotonic() - started
-    if elapsed >= s.timeout then
-      return nil, errors.new("WaitTimeout", format("binding %s is still %s after %gs and %d polls (waited for %s)",
-        tostring(b.URI), tostring(b.State), s.timeout, polls, s.state),
-        { retryable = false, binding = b, state = b.State })
-    end
-    self.transport:sleep(min(s.interval, s.timeout - elapsed))
-  end
+  local last
+  local b
+  b, err = waiter.run(self, s,
+    function() return self:get_binding(params) end,
+    function(res)
+      local cur = res.Binding
+      if type(cur) ~= "table" then
+        return nil, errors.new("InvalidResponse", "Binding is missing from the GetBinding response",
+          { request_id = res.RequestId, retryable = false, binding = last })
+      end
+      last = cur
+      if cur.State == s.state then return cur end
+      local terminal = TERMINAL[cur.State]
+      if terminal then
+        local reason = cur.Reason and cur.Reason ~= "" and (": " .. tostring(cur.Reason)) or ""
+        return nil, errors.new(terminal, format("binding %s is %s%s (waited for %s)", tostring(cur.URI),
+          tostring(cur.State), reason, s.state), { retryable = false, binding = cur, state = cur.State })
+      end
+    end,
+    function(res, polls)
+      local cur = res.Binding
+      return errors.new("WaitTimeout", format("binding %s is still %s after %gs and %d polls (waited for %s)",
+        tostring(cur.URI), tostring(cur.State), s.timeout, polls, s.state),
+        { retryable = false, binding = cur, state = cur.State })
+    end,
+    function(e) e.binding = last end)
+  return b, err
+end
+
+-- Waiting for anything: tasks and the general waiter ----------------------
+
+--- Calls `action` until its response is what `opts.done` or `opts.match`
+-- asks for, sleeping between polls through the transport (`ngx.sleep`
+-- inside nginx, a timer inside an imm task): a general waiter. Each poll is
+-- a call with the client's rules, so a retryable failure is retried (and
+-- held to the client's `deadline`) before it ends the wait.
+-- @tparam string action e.g. "GetTask"
+-- @tparam table params the action's parameters
+-- @tparam table opts `done` (a function of the response, true when done) or
+--   `match` (a table of field = value, dotted paths allowed: `{ ["Binding.State"] = "Running" }`);
+--   `fail` (the same forms: a terminal failure), `interval` (seconds, default 5),
+--   `backoff` (factor, default 1), `max_interval` (the backoff's cap), `timeout`
+--   (default 300), `call` (call options for each poll)
+-- @return the response that was done; or nil, err: `WaitTimeout` (err.response,
+--   the last response), `WaitFailed` (what `fail` matched, err.response),
+--   `Cancelled`, or the error of a poll that failed after its retries
+-- @usage local res, err = client:wait("GetTask", { ProjectName = "p", TaskType = "MediaConvert",
+--   TaskId = id }, { match = { Status = "Succeeded" }, fail = { Status = "Failed" }, timeout = 600 })
+---@param action string
+---@param params table|nil
+---@param opts table
+---@return table|nil res
+---@return imm.Error|nil err
+function Client:wait(action, params, opts)
+  must_be_client(self, "wait")
+  local res, err = waiter.wait(self, action, params, opts)
+  return res, err
+end
+
+--- Polls GetTask until the task's Status is terminal (docs/tasks.md).
+-- @tparam table params `ProjectName`, `TaskType`, `TaskId`, as GetTask takes them
+-- @tparam[opt] table opts `interval` (seconds, default 1), `backoff` (default
+--   1.5), `max_interval` (default 30), `timeout` (default 900), `call` (call
+--   options for each poll), `notifications` (inside nginx: a lua_shared_dict
+--   the push receiver of docs/notifications.md writes to)
+-- @return GetTask's response once the task Succeeded; or nil, err: `TaskFailed`
+--   (err.task_code, err.task_message, err.task), `WaitTimeout` (err.task, the
+--   last response, err.state its Status), `Cancelled`, or a poll's error
+-- @usage local task, err = client:wait_task{ ProjectName = "p", TaskType = "MediaConvert", TaskId = id }
+---@param params { ProjectName: string, TaskType: string, TaskId: string }
+---@param opts table|nil
+---@return imm.GetTaskResponse|nil res
+---@return imm.Error|nil err
+function Client:wait_task(params, opts)
+  must_be_client(self, "wait_task")
+  local res, err = waiter.wait_task(self, params, opts)
+  return res, err
 end
 
 -- Projects and datasets ----------------------------------------------------

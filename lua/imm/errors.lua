@@ -33,7 +33,12 @@ local _M = {}
 ---@field phase string|nil UnsupportedPhase: the nginx phase
 ---@field sent boolean|nil transport failures: false when no byte of the request left
 ---@field binding imm.Binding|nil wait_binding: the binding as last seen
----@field state string|nil BindingFailed, BindingDeleted: the state that ended the wait
+---@field state string|nil BindingFailed, BindingDeleted, TaskFailed, WaitTimeout: the state or Status last seen
+---@field task table|nil wait_task: GetTask's last response
+---@field task_code string|nil TaskFailed: the task's own Code
+---@field task_message string|nil TaskFailed: the task's own Message
+---@field response table|nil client:wait: the last response (WaitTimeout, WaitFailed, a poll's error)
+---@field created table|nil the `wait` call option: the Create*Task response, when the wait failed
 
 local Error = {}
 Error.__index = Error
@@ -76,9 +81,11 @@ _M.codes = {
   InvalidConfiguration = "InvalidConfiguration",
   Cancelled = "Cancelled",                 -- the async task was cancelled (task:cancel())
   TaskError = "TaskError",                 -- an async task raised an error or yielded across imm
-  WaitTimeout = "WaitTimeout",             -- wait_binding: the state was not reached in time (err.binding)
+  WaitTimeout = "WaitTimeout",             -- a wait ran out of time (err.binding, err.task or err.response)
   BindingFailed = "BindingFailed",         -- wait_binding: the binding went Failed (err.binding)
   BindingDeleted = "BindingDeleted",       -- wait_binding: the binding went Deleted (err.binding)
+  TaskFailed = "TaskFailed",               -- wait_task: the task Failed (err.task_code, err.task_message, err.task)
+  WaitFailed = "WaitFailed",               -- client:wait: the fail option matched (err.response)
 }
 
 -- Transport failures that are safe to repeat for a read-only call.

@@ -77,6 +77,7 @@ _M.API_VERSION = api.version
 ---@class imm.CallOptions
 ---@field method "POST"|"GET"|nil the HTTP method, signed as such; default "POST"
 ---@field idempotent boolean|nil overrides the action's own flag (see `operations.is_idempotent`)
+---@field wait boolean|table|nil Create*Task only: wait for the task (true or wait_task's options; docs/tasks.md)
 
 ---@class imm.PagerOptions
 ---@field max_items integer|nil stop after this many items
