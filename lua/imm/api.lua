@@ -7,8 +7,9 @@
 -- "string", "number", "boolean", "any", `{ array = SHAPE }`, `{ map = SHAPE }` or a
 -- model `{ fields = { Name = SHAPE } }`, the shape `imm.core.json_encode` takes. An action
 -- also has `idempotent` (see tools/gen_api.py for the rule), `form` (some parameters go
--- in a body), and `items`/`page_size`/`max_results` (the documented largest page) when it
--- pages with NextToken.
+-- in a body), `items`/`page_size`/`max_results` (the documented largest page) when it
+-- pages with NextToken, and `response`, the names of its response's top-level fields (what
+-- `imm.stub` checks a queued reply against).
 -- @module imm.api
 
 local M = {}
@@ -676,6 +677,7 @@ A.AddImageMosaic = {
     Targets = { type = { array = M.AddImageMosaicRequestTargets }, json = true, required = true },
   },
   idempotent = false,
+  response = { "RequestId" },
 }
 A.AddStoryFiles = {
   params = {
@@ -686,6 +688,7 @@ A.AddStoryFiles = {
   },
   form = true,
   idempotent = false,
+  response = { "Files", "RequestId" },
 }
 A.AttachOSSBucket = {
   params = {
@@ -694,6 +697,7 @@ A.AttachOSSBucket = {
     ProjectName = { type = "string", required = true },
   },
   idempotent = false,
+  response = { "RequestId" },
 }
 A.BatchDeleteFileMeta = {
   params = {
@@ -702,6 +706,7 @@ A.BatchDeleteFileMeta = {
     URIs = { type = { array = "string" }, json = true, required = true },
   },
   idempotent = false,
+  response = { "RequestId" },
 }
 A.BatchGetFigureCluster = {
   params = {
@@ -710,6 +715,7 @@ A.BatchGetFigureCluster = {
     ProjectName = { type = "string", required = true },
   },
   idempotent = true,
+  response = { "FigureClusters", "RequestId" },
 }
 A.BatchGetFileMeta = {
   params = {
@@ -719,6 +725,7 @@ A.BatchGetFileMeta = {
     WithFields = { type = { array = "string" }, json = true },
   },
   idempotent = true,
+  response = { "Files", "RequestId" },
 }
 A.BatchIndexFileMeta = {
   params = {
@@ -729,6 +736,7 @@ A.BatchIndexFileMeta = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId" },
 }
 A.BatchUpdateFileMeta = {
   params = {
@@ -737,6 +745,7 @@ A.BatchUpdateFileMeta = {
     ProjectName = { type = "string", required = true },
   },
   idempotent = false,
+  response = { "Files", "RequestId" },
 }
 A.CompareImageFaces = {
   params = {
@@ -745,6 +754,7 @@ A.CompareImageFaces = {
     Source = { type = M.CompareImageFacesRequestSource, json = true },
   },
   idempotent = true,
+  response = { "RequestId", "Similarity" },
 }
 A.ContextualAnswer = {
   params = {
@@ -754,6 +764,7 @@ A.ContextualAnswer = {
   },
   form = true,
   idempotent = true,
+  response = { "Answer", "Code", "Message", "RequestId" },
   also_streams = "server-sent events (the SDK has a WithSSE variant)",
 }
 A.ContextualRetrieval = {
@@ -766,6 +777,7 @@ A.ContextualRetrieval = {
   },
   form = true,
   idempotent = true,
+  response = { "RequestId", "Results" },
 }
 A.CreateArchiveFileInspectionTask = {
   params = {
@@ -777,6 +789,7 @@ A.CreateArchiveFileInspectionTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
 }
 A.CreateBatch = {
   params = {
@@ -789,6 +802,7 @@ A.CreateBatch = {
   },
   form = true,
   idempotent = false,
+  response = { "Id", "RequestId" },
 }
 A.CreateBinding = {
   params = {
@@ -797,6 +811,7 @@ A.CreateBinding = {
     URI = { type = "string", required = true },
   },
   idempotent = false,
+  response = { "Binding", "RequestId" },
 }
 A.CreateCompressPointCloudTask = {
   params = {
@@ -814,6 +829,7 @@ A.CreateCompressPointCloudTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
 }
 A.CreateCustomizedStory = {
   params = {
@@ -828,6 +844,7 @@ A.CreateCustomizedStory = {
   },
   form = true,
   idempotent = false,
+  response = { "ObjectId", "RequestId" },
 }
 A.CreateDataset = {
   params = {
@@ -843,6 +860,7 @@ A.CreateDataset = {
     WorkflowParameters = { type = { array = M.WorkflowParameter }, json = true },
   },
   idempotent = false,
+  response = { "Dataset", "RequestId" },
 }
 A.CreateDecodeBlindWatermarkTask = {
   params = {
@@ -857,6 +875,7 @@ A.CreateDecodeBlindWatermarkTask = {
     WatermarkType = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
 }
 A.CreateFacesSearchingTask = {
   params = {
@@ -868,6 +887,7 @@ A.CreateFacesSearchingTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
 }
 A.CreateFigureClusteringTask = {
   params = {
@@ -878,6 +898,7 @@ A.CreateFigureClusteringTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
 }
 A.CreateFigureClustersMergingTask = {
   params = {
@@ -891,6 +912,7 @@ A.CreateFigureClustersMergingTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
 }
 A.CreateFileCompressionTask = {
   params = {
@@ -904,6 +926,7 @@ A.CreateFileCompressionTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
 }
 A.CreateFileUncompressionTask = {
   params = {
@@ -917,6 +940,7 @@ A.CreateFileUncompressionTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
 }
 A.CreateHighlightTask = {
   params = {
@@ -934,6 +958,7 @@ A.CreateHighlightTask = {
   },
   form = true,
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
 }
 A.CreateImageModerationTask = {
   params = {
@@ -948,6 +973,7 @@ A.CreateImageModerationTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
 }
 A.CreateImageSplicingTask = {
   params = {
@@ -968,6 +994,7 @@ A.CreateImageSplicingTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
 }
 A.CreateImageToPDFTask = {
   params = {
@@ -980,6 +1007,7 @@ A.CreateImageToPDFTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
 }
 A.CreateLocationDateClusteringTask = {
   params = {
@@ -992,6 +1020,7 @@ A.CreateLocationDateClusteringTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
 }
 A.CreateMediaConvertTask = {
   params = {
@@ -1006,6 +1035,7 @@ A.CreateMediaConvertTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
 }
 A.CreateOfficeConversionTask = {
   params = {
@@ -1044,6 +1074,7 @@ A.CreateOfficeConversionTask = {
   },
   form = true,
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
 }
 A.CreateProject = {
   params = {
@@ -1060,6 +1091,7 @@ A.CreateProject = {
     TemplateId = { type = "string" },
   },
   idempotent = false,
+  response = { "Project", "RequestId" },
 }
 A.CreateSimilarImageClusteringTask = {
   params = {
@@ -1070,6 +1102,7 @@ A.CreateSimilarImageClusteringTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
 }
 A.CreateStory = {
   params = {
@@ -1093,6 +1126,7 @@ A.CreateStory = {
   },
   form = true,
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
 }
 A.CreateTrigger = {
   params = {
@@ -1105,6 +1139,7 @@ A.CreateTrigger = {
   },
   form = true,
   idempotent = false,
+  response = { "Id", "RequestId" },
 }
 A.CreateVideoLabelClassificationTask = {
   params = {
@@ -1116,6 +1151,7 @@ A.CreateVideoLabelClassificationTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
 }
 A.CreateVideoModerationTask = {
   params = {
@@ -1130,6 +1166,7 @@ A.CreateVideoModerationTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
 }
 A.DeleteBatch = {
   params = {
@@ -1138,6 +1175,7 @@ A.DeleteBatch = {
   },
   form = true,
   idempotent = false,
+  response = { "RequestId" },
 }
 A.DeleteBinding = {
   params = {
@@ -1146,6 +1184,7 @@ A.DeleteBinding = {
     URI = { type = "string" },
   },
   idempotent = false,
+  response = { "RequestId" },
 }
 A.DeleteDataset = {
   params = {
@@ -1153,6 +1192,7 @@ A.DeleteDataset = {
     ProjectName = { type = "string", required = true },
   },
   idempotent = false,
+  response = { "RequestId" },
 }
 A.DeleteFileMeta = {
   params = {
@@ -1161,6 +1201,7 @@ A.DeleteFileMeta = {
     URI = { type = "string", required = true },
   },
   idempotent = false,
+  response = { "RequestId" },
 }
 A.DeleteLocationDateCluster = {
   params = {
@@ -1170,12 +1211,14 @@ A.DeleteLocationDateCluster = {
   },
   form = true,
   idempotent = false,
+  response = { "RequestId" },
 }
 A.DeleteProject = {
   params = {
     ProjectName = { type = "string", required = true },
   },
   idempotent = false,
+  response = { "RequestId" },
 }
 A.DeleteStory = {
   params = {
@@ -1184,6 +1227,7 @@ A.DeleteStory = {
     ProjectName = { type = "string", required = true },
   },
   idempotent = false,
+  response = { "RequestId" },
 }
 A.DeleteTrigger = {
   params = {
@@ -1192,12 +1236,14 @@ A.DeleteTrigger = {
   },
   form = true,
   idempotent = false,
+  response = { "RequestId" },
 }
 A.DetachOSSBucket = {
   params = {
     OSSBucket = { type = "string", required = true },
   },
   idempotent = false,
+  response = { "RequestId" },
 }
 A.DetectImageBodies = {
   params = {
@@ -1207,6 +1253,7 @@ A.DetectImageBodies = {
     SourceURI = { type = "string" },
   },
   idempotent = true,
+  response = { "Bodies", "RequestId" },
 }
 A.DetectImageCars = {
   params = {
@@ -1215,6 +1262,7 @@ A.DetectImageCars = {
     SourceURI = { type = "string", required = true },
   },
   idempotent = true,
+  response = { "Cars", "RequestId" },
 }
 A.DetectImageCodes = {
   params = {
@@ -1223,6 +1271,7 @@ A.DetectImageCodes = {
     SourceURI = { type = "string", required = true },
   },
   idempotent = true,
+  response = { "Codes", "RequestId" },
 }
 A.DetectImageCropping = {
   params = {
@@ -1233,6 +1282,7 @@ A.DetectImageCropping = {
     SourceURI = { type = "string" },
   },
   idempotent = true,
+  response = { "Croppings", "MatchedInclusionHints", "RequestId" },
 }
 A.DetectImageFaces = {
   params = {
@@ -1241,6 +1291,7 @@ A.DetectImageFaces = {
     SourceURI = { type = "string" },
   },
   idempotent = true,
+  response = { "Faces", "RequestId" },
 }
 A.DetectImageLabels = {
   params = {
@@ -1250,6 +1301,7 @@ A.DetectImageLabels = {
     Threshold = { type = "number" },
   },
   idempotent = true,
+  response = { "Labels", "RequestId" },
 }
 A.DetectImageScore = {
   params = {
@@ -1258,6 +1310,7 @@ A.DetectImageScore = {
     SourceURI = { type = "string" },
   },
   idempotent = true,
+  response = { "ImageScore", "RequestId" },
 }
 A.DetectImageTexts = {
   params = {
@@ -1266,6 +1319,7 @@ A.DetectImageTexts = {
     SourceURI = { type = "string", required = true },
   },
   idempotent = true,
+  response = { "OCRContents", "OCRTexts", "RequestId" },
 }
 A.DetectMediaMeta = {
   params = {
@@ -1274,6 +1328,11 @@ A.DetectMediaMeta = {
     SourceURI = { type = "string" },
   },
   idempotent = true,
+  response = {
+    "Addresses", "Album", "AlbumArtist", "Artist", "AudioStreams", "Bitrate", "Composer", "Duration",
+    "FormatLongName", "FormatName", "Language", "LatLong", "Performer", "ProduceTime", "ProgramCount", "RequestId",
+    "Size", "StartTime", "StreamCount", "Subtitles", "Title", "VideoHeight", "VideoStreams", "VideoWidth",
+  },
 }
 A.DetectTextAnomaly = {
   params = {
@@ -1281,6 +1340,7 @@ A.DetectTextAnomaly = {
     ProjectName = { type = "string", required = true },
   },
   idempotent = true,
+  response = { "RequestId", "Suggestion" },
 }
 A.EncodeBlindWatermark = {
   params = {
@@ -1292,6 +1352,7 @@ A.EncodeBlindWatermark = {
     TargetURI = { type = "string", required = true },
   },
   idempotent = false,
+  response = { "RequestId" },
 }
 A.ExtractDocumentText = {
   params = {
@@ -1301,6 +1362,7 @@ A.ExtractDocumentText = {
     SourceURI = { type = "string", required = true },
   },
   idempotent = true,
+  response = { "DocumentText", "RequestId" },
 }
 A.FuzzyQuery = {
   params = {
@@ -1317,6 +1379,7 @@ A.FuzzyQuery = {
   page_size = "MaxResults",
   max_results = 200,
   idempotent = true,
+  response = { "Files", "NextToken", "RequestId", "TotalHits" },
 }
 A.GenerateVideoPlaylist = {
   params = {
@@ -1334,6 +1397,9 @@ A.GenerateVideoPlaylist = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = {
+    "AudioPlaylist", "Duration", "MasterURI", "RequestId", "SubtitlePlaylist", "Token", "VideoPlaylist",
+  },
 }
 A.GenerateWebofficeToken = {
   params = {
@@ -1355,6 +1421,9 @@ A.GenerateWebofficeToken = {
     Watermark = { type = M.WebofficeWatermark, json = true },
   },
   idempotent = false,
+  response = {
+    "AccessToken", "AccessTokenExpiredTime", "RefreshToken", "RefreshTokenExpiredTime", "RequestId", "WebofficeURL",
+  },
 }
 A.GetBatch = {
   params = {
@@ -1362,6 +1431,7 @@ A.GetBatch = {
     ProjectName = { type = "string", required = true },
   },
   idempotent = true,
+  response = { "Batch", "RequestId" },
 }
 A.GetBinding = {
   params = {
@@ -1370,6 +1440,7 @@ A.GetBinding = {
     URI = { type = "string" },
   },
   idempotent = true,
+  response = { "Binding", "RequestId" },
 }
 A.GetDRMLicense = {
   params = {
@@ -1380,6 +1451,7 @@ A.GetDRMLicense = {
     ProtectionSystem = { type = "string" },
   },
   idempotent = true,
+  response = { "DeviceInfo", "License", "RequestId", "States" },
 }
 A.GetDataset = {
   params = {
@@ -1388,6 +1460,7 @@ A.GetDataset = {
     WithStatistics = { type = "boolean" },
   },
   idempotent = true,
+  response = { "Dataset", "RequestId" },
 }
 A.GetDecodeBlindWatermarkResult = {
   params = {
@@ -1396,6 +1469,10 @@ A.GetDecodeBlindWatermarkResult = {
     TaskType = { type = "string", required = true },
   },
   idempotent = true,
+  response = {
+    "Code", "Content", "EndTime", "EventId", "Message", "ProjectName", "RequestId", "StartTime", "Status", "TaskId",
+    "TaskType", "UserData",
+  },
 }
 A.GetFigureCluster = {
   params = {
@@ -1404,6 +1481,7 @@ A.GetFigureCluster = {
     ProjectName = { type = "string", required = true },
   },
   idempotent = true,
+  response = { "FigureCluster", "RequestId" },
 }
 A.GetFileMeta = {
   params = {
@@ -1413,6 +1491,7 @@ A.GetFileMeta = {
     WithFields = { type = { array = "string" }, json = true },
   },
   idempotent = true,
+  response = { "Files", "RequestId" },
 }
 A.GetImageModerationResult = {
   params = {
@@ -1421,12 +1500,17 @@ A.GetImageModerationResult = {
     TaskType = { type = "string", required = true },
   },
   idempotent = true,
+  response = {
+    "Code", "EndTime", "EventId", "Message", "ModerationResult", "ProjectName", "RequestId", "StartTime", "Status",
+    "TaskId", "TaskType", "UserData",
+  },
 }
 A.GetOSSBucketAttachment = {
   params = {
     OSSBucket = { type = "string", required = true },
   },
   idempotent = true,
+  response = { "CreateTime", "Description", "ProjectName", "RequestId", "UpdateTime" },
 }
 A.GetProject = {
   params = {
@@ -1434,6 +1518,7 @@ A.GetProject = {
     WithStatistics = { type = "boolean" },
   },
   idempotent = true,
+  response = { "Project", "RequestId" },
 }
 A.GetStory = {
   params = {
@@ -1442,6 +1527,7 @@ A.GetStory = {
     ProjectName = { type = "string", required = true },
   },
   idempotent = true,
+  response = { "RequestId", "Story" },
 }
 A.GetTask = {
   params = {
@@ -1451,6 +1537,10 @@ A.GetTask = {
     TaskType = { type = "string", required = true },
   },
   idempotent = true,
+  response = {
+    "Code", "EndTime", "EventId", "Message", "Progress", "ProjectName", "RequestId", "StartTime", "Status", "Tags",
+    "TaskId", "TaskRequestDefinition", "TaskType", "UserData",
+  },
 }
 A.GetTrigger = {
   params = {
@@ -1458,6 +1548,7 @@ A.GetTrigger = {
     ProjectName = { type = "string", required = true },
   },
   idempotent = true,
+  response = { "RequestId", "Trigger" },
 }
 A.GetVideoLabelClassificationResult = {
   params = {
@@ -1466,6 +1557,10 @@ A.GetVideoLabelClassificationResult = {
     TaskType = { type = "string", required = true },
   },
   idempotent = true,
+  response = {
+    "Code", "EndTime", "EventId", "Labels", "Message", "ProjectName", "RequestId", "StartTime", "Status", "TaskId",
+    "TaskType", "UserData",
+  },
 }
 A.GetVideoModerationResult = {
   params = {
@@ -1474,6 +1569,10 @@ A.GetVideoModerationResult = {
     TaskType = { type = "string", required = true },
   },
   idempotent = true,
+  response = {
+    "Code", "EndTime", "EventId", "Message", "ModerationResult", "ProjectName", "RequestId", "StartTime", "Status",
+    "TaskId", "TaskType", "UserData",
+  },
 }
 A.IndexFileMeta = {
   params = {
@@ -1484,6 +1583,7 @@ A.IndexFileMeta = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId" },
 }
 A.ListAttachedOSSBuckets = {
   params = {
@@ -1495,6 +1595,7 @@ A.ListAttachedOSSBuckets = {
   page_size = "MaxResults",
   max_results = 200,
   idempotent = true,
+  response = { "AttachedOSSBuckets", "NextToken", "RequestId" },
 }
 A.ListBatches = {
   params = {
@@ -1510,6 +1611,7 @@ A.ListBatches = {
   page_size = "MaxResults",
   max_results = 100,
   idempotent = true,
+  response = { "Batches", "NextToken", "RequestId" },
 }
 A.ListBindings = {
   params = {
@@ -1523,6 +1625,7 @@ A.ListBindings = {
   page_size = "MaxResults",
   max_results = 200,
   idempotent = true,
+  response = { "Bindings", "NextToken", "RequestId" },
 }
 A.ListDatasets = {
   params = {
@@ -1535,6 +1638,7 @@ A.ListDatasets = {
   page_size = "MaxResults",
   max_results = 200,
   idempotent = true,
+  response = { "Datasets", "NextToken", "RequestId" },
 }
 A.ListProjects = {
   params = {
@@ -1547,12 +1651,14 @@ A.ListProjects = {
   page_size = "MaxResults",
   max_results = 200,
   idempotent = true,
+  response = { "NextToken", "Projects", "RequestId" },
 }
 A.ListRegions = {
   params = {
     AcceptLanguage = { type = "string", required = true },
   },
   idempotent = true,
+  response = { "Regions", "RequestId" },
 }
 A.ListTasks = {
   params = {
@@ -1572,6 +1678,7 @@ A.ListTasks = {
   page_size = "MaxResults",
   max_results = 100,
   idempotent = true,
+  response = { "MaxResults", "NextToken", "ProjectName", "RequestId", "Tasks" },
 }
 A.ListTriggers = {
   params = {
@@ -1587,6 +1694,7 @@ A.ListTriggers = {
   page_size = "MaxResults",
   max_results = 100,
   idempotent = true,
+  response = { "NextToken", "RequestId", "Triggers" },
 }
 A.QueryFigureClusters = {
   params = {
@@ -1605,6 +1713,7 @@ A.QueryFigureClusters = {
   page_size = "MaxResults",
   max_results = 100,
   idempotent = true,
+  response = { "FigureClusters", "NextToken", "RequestId", "TotalCount" },
 }
 A.QueryLocationDateClusters = {
   params = {
@@ -1628,6 +1737,7 @@ A.QueryLocationDateClusters = {
   page_size = "MaxResults",
   max_results = 100,
   idempotent = true,
+  response = { "LocationDateClusters", "NextToken", "RequestId" },
 }
 A.QuerySimilarImageClusters = {
   params = {
@@ -1643,6 +1753,7 @@ A.QuerySimilarImageClusters = {
   page_size = "MaxResults",
   max_results = 100,
   idempotent = true,
+  response = { "NextToken", "RequestId", "SimilarImageClusters" },
 }
 A.QueryStories = {
   params = {
@@ -1667,6 +1778,7 @@ A.QueryStories = {
   page_size = "MaxResults",
   max_results = 100,
   idempotent = true,
+  response = { "NextToken", "RequestId", "Stories" },
 }
 A.RefreshWebofficeToken = {
   params = {
@@ -1676,6 +1788,7 @@ A.RefreshWebofficeToken = {
     RefreshToken = { type = "string", required = true },
   },
   idempotent = false,
+  response = { "AccessToken", "AccessTokenExpiredTime", "RefreshToken", "RefreshTokenExpiredTime", "RequestId" },
 }
 A.RemoveStoryFiles = {
   params = {
@@ -1686,6 +1799,7 @@ A.RemoveStoryFiles = {
   },
   form = true,
   idempotent = false,
+  response = { "RequestId" },
 }
 A.ResumeBatch = {
   params = {
@@ -1694,6 +1808,7 @@ A.ResumeBatch = {
   },
   form = true,
   idempotent = false,
+  response = { "RequestId" },
 }
 A.ResumeTrigger = {
   params = {
@@ -1702,6 +1817,7 @@ A.ResumeTrigger = {
   },
   form = true,
   idempotent = false,
+  response = { "RequestId" },
 }
 A.SearchImageFigureCluster = {
   params = {
@@ -1711,6 +1827,7 @@ A.SearchImageFigureCluster = {
     SourceURI = { type = "string" },
   },
   idempotent = true,
+  response = { "Clusters", "RequestId" },
 }
 A.SemanticQuery = {
   params = {
@@ -1724,6 +1841,7 @@ A.SemanticQuery = {
     WithFields = { type = { array = "string" }, json = true },
   },
   idempotent = true,
+  response = { "Files", "RequestId" },
 }
 A.SimpleQuery = {
   params = {
@@ -1742,6 +1860,7 @@ A.SimpleQuery = {
   page_size = "MaxResults",
   max_results = 100,
   idempotent = true,
+  response = { "Aggregations", "Files", "NextToken", "RequestId", "TotalHits" },
 }
 A.SuspendBatch = {
   params = {
@@ -1750,6 +1869,7 @@ A.SuspendBatch = {
   },
   form = true,
   idempotent = false,
+  response = { "RequestId" },
 }
 A.SuspendTrigger = {
   params = {
@@ -1758,6 +1878,7 @@ A.SuspendTrigger = {
   },
   form = true,
   idempotent = false,
+  response = { "RequestId" },
 }
 A.UpdateBatch = {
   params = {
@@ -1769,6 +1890,7 @@ A.UpdateBatch = {
   },
   form = true,
   idempotent = false,
+  response = { "RequestId" },
 }
 A.UpdateDataset = {
   params = {
@@ -1784,6 +1906,7 @@ A.UpdateDataset = {
     WorkflowParameters = { type = { array = M.WorkflowParameter }, json = true },
   },
   idempotent = false,
+  response = { "Dataset", "RequestId" },
 }
 A.UpdateFigureCluster = {
   params = {
@@ -1792,6 +1915,7 @@ A.UpdateFigureCluster = {
     ProjectName = { type = "string", required = true },
   },
   idempotent = false,
+  response = { "RequestId" },
 }
 A.UpdateFileMeta = {
   params = {
@@ -1800,6 +1924,7 @@ A.UpdateFileMeta = {
     ProjectName = { type = "string", required = true },
   },
   idempotent = false,
+  response = { "RequestId" },
 }
 A.UpdateLocationDateCluster = {
   params = {
@@ -1811,6 +1936,7 @@ A.UpdateLocationDateCluster = {
     Title = { type = "string" },
   },
   idempotent = false,
+  response = { "RequestId" },
 }
 A.UpdateProject = {
   params = {
@@ -1827,6 +1953,7 @@ A.UpdateProject = {
     TemplateId = { type = "string" },
   },
   idempotent = false,
+  response = { "Project", "RequestId" },
 }
 A.UpdateStory = {
   params = {
@@ -1840,6 +1967,7 @@ A.UpdateStory = {
   },
   form = true,
   idempotent = false,
+  response = { "RequestId" },
 }
 A.UpdateTrigger = {
   params = {
@@ -1851,6 +1979,7 @@ A.UpdateTrigger = {
   },
   form = true,
   idempotent = false,
+  response = { "RequestId" },
 }
 
 return { version = "2020-09-30", actions = A, models = M }
