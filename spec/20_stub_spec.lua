@@ -342,3 +342,31 @@ describe("imm.stub", function()
     raises('unknown stub option "orderd" (did you mean "ordered"?)', stubber.new, client(), { orderd = false })
   end)
 end)
+
+describe("imm.stub inside nginx", function()
+  local nginx = require "helpers.nginx"
+  local ngx_srv
+  setup(function()
+    ngx_srv = nginx.run {
+      locations = [[location = /stub { content_by_lua_block { require("stub_handler").run() } }]],
+    }
+  end)
+  teardown(function()
+    if ngx_srv then ngx_srv.stop() end
+  end)
+
+  it("answers typed calls, retries, pagers, parallel listings and waiters without a socket", function()
+    local r = ngx_srv.get("/stub")
+    assert.equal("ngx", r.transport)  -- the client's own transport, replaced by the stub
+    assert.equal("Running", r.get)
+    assert.same({ "t1", "t2" }, r.tasks)
+    assert.same({ "oss://d1/", "oss://d2/" }, r.parallel)
+    assert.equal("Running", r.waited)
+    -- the retry's backoff and the poll interval, both through ngx.sleep
+    assert.equal(2, #r.sleeps)
+    assert.equal(0.05, r.sleeps[2])
+    assert.same(r.sleeps, r.ngx_sleeps)
+    assert.equal(0, r.pending)
+    assert.equal(0, r.errors)
+  end)
+end)
