@@ -343,6 +343,29 @@ describe("imm.stub", function()
   end)
 end)
 
+describe("docs/testing.md", function()
+  -- the interpreter running the specs (read here: inside a vararg function
+  -- Lua 5.1 would see its own `arg`)
+  local LUA = arg and arg[-1] or "lua"
+
+  it("has a busted example of the stub that passes", function()
+    local doc = assert(fixture.read("docs/testing.md"))
+    local block = doc:match("```lua\n(%-%- spec/20_stub_spec.lua runs this block with busted\n.-)```")
+    assert.is_string(block, "the marked block is missing from docs/testing.md")
+    local dir = fixture.tmpdir()
+    local f = assert(io.open(dir .. "/stub_example_spec.lua", "w"))
+    f:write(block)
+    f:close()
+    -- not fixture.sh: an ASan build needs its LD_PRELOAD here
+    os.execute(table.concat({ LUA, "/usr/bin/busted", "-o", "TAP", dir .. "/stub_example_spec.lua", ">" .. dir
+      .. "/out", "2>&1;", "echo $? >" .. dir .. "/rc" }, " "))
+    local out, rc = fixture.read(dir .. "/out") or "", tonumber(fixture.read(dir .. "/rc"))
+    fixture.sh("rm -rf " .. dir)
+    assert.equal(0, rc, out)
+    assert.truthy(out:find("1..2", 1, true), out)  -- both tests ran
+  end)
+end)
+
 describe("imm.stub inside nginx", function()
   local nginx = require "helpers.nginx"
   local ngx_srv

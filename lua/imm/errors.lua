@@ -76,6 +76,7 @@ _M.codes = {
   InvalidConfiguration = "InvalidConfiguration",
   Cancelled = "Cancelled",                 -- the async task was cancelled (task:cancel())
   TaskError = "TaskError",                 -- an async task raised an error or yielded across imm
+  StubMismatch = "StubMismatch",           -- imm.stub: a request found no queued reply (tests only)
   WaitTimeout = "WaitTimeout",             -- wait_binding: the state was not reached in time (err.binding)
   BindingFailed = "BindingFailed",         -- wait_binding: the binding went Failed (err.binding)
   BindingDeleted = "BindingDeleted",       -- wait_binding: the binding went Deleted (err.binding)
