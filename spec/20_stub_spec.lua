@@ -233,6 +233,16 @@ describe("imm.stub", function()
     end
     assert.same({ "t1", "t2", "t3" }, ids)
     stub:assert_no_pending_responses()
+    -- the same pages with prefetch (a listing of one chain)
+    for i = 1, 2 do
+      stub:add_response("ListTasks", { RequestId = "r" .. i, Tasks = { { TaskId = "t" .. i } },
+        NextToken = i < 2 and ("n" .. i) or nil },
+        { ProjectName = "p", MaxResults = ANY, NextToken = i > 1 and "n1" or nil })
+    end
+    ids = {}
+    for t in c:tasks({ ProjectName = "p" }, { prefetch = true }) do ids[#ids + 1] = t.TaskId end
+    assert.same({ "t1", "t2" }, ids)
+    stub:assert_no_pending_responses()
   end)
 
   it("serves a parallel listing in any order with ordered = false, matched by parameters", function()
@@ -293,6 +303,17 @@ describe("imm.stub", function()
       assert.equal("r" .. i, rid)
     end
     stub:assert_no_pending_responses()
+  end)
+
+  it("refuses a blocking client inside a task, as the client's own transport is refused", function()
+    local c = client { async = false }
+    local stub = stubber.new(c)
+    stub:add_response("ListProjects", { RequestId = "r", Projects = {} })
+    local ok, res, err = imm.spawn(function() return c:list_projects() end):join()
+    assert.is_true(ok)
+    assert.is_nil(res)
+    assert.equal("InvalidConfiguration", err.code)
+    assert.equal(1, #stub:pending())
   end)
 
   it("waits for real with real_sleep, on the tasks' timers inside a task", function()

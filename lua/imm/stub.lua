@@ -40,6 +40,7 @@ local floor = math.floor
 local core = require "imm.core"
 local errors = require "imm.errors"
 local operations = require "imm.operations"
+local async = require "imm.async"
 
 local json_encode, json_decode, number_text = core.json_encode, core.json_decode, core.number_text
 
@@ -270,6 +271,13 @@ function Transport:request(req)
   local stub = self.stub
   if self.closed then
     return nil, errors.new("InvalidState", "the client is closed", { retryable = false })
+  end
+  local o = stub.original
+  if type(o) == "table" and o.name == "curl" and not o.async and async.current() then
+    -- refused as Client:call refuses the client's own transport there: the
+    -- code under test would stop every other task in production
+    return nil, errors.new("InvalidConfiguration", "this client blocks, and it was called inside an imm task "
+      .. "(imm.spawn): make the client with async = true", { retryable = false, sent = false })
   end
   local action, raw = read_request(req)
   local def = action and operations.actions[action]
