@@ -72,11 +72,11 @@ _M.codes = {
   HTTPError = "HTTPError",                 -- libcurl could not set up a handle or transfer
   NoCredentials = "NoCredentials",         -- no provider yielded credentials
   UnsupportedPhase = "UnsupportedPhase",   -- inside nginx, in a phase without cosockets
+  StubMismatch = "StubMismatch",           -- imm.stub: a request found no queued reply (tests only)
   -- a broken credentials file (err.file, err.line), or a blocking client called inside an async task
   InvalidConfiguration = "InvalidConfiguration",
   Cancelled = "Cancelled",                 -- the async task was cancelled (task:cancel())
   TaskError = "TaskError",                 -- an async task raised an error or yielded across imm
-  StubMismatch = "StubMismatch",           -- imm.stub: a request found no queued reply (tests only)
   WaitTimeout = "WaitTimeout",             -- wait_binding: the state was not reached in time (err.binding)
   BindingFailed = "BindingFailed",         -- wait_binding: the binding went Failed (err.binding)
   BindingDeleted = "BindingDeleted",       -- wait_binding: the binding went Deleted (err.binding)
