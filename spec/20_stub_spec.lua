@@ -280,6 +280,25 @@ describe("imm.stub", function()
     stub:assert_no_pending_responses()
   end)
 
+  it("serves repeated GetTask replies in order, as a task waiter polls them", function()
+    local c = client()
+    local stub = stubber.new(c)
+    local task = { ProjectName = "p", TaskType = "MediaConvert", TaskId = "t-1" }
+    for _, status in ipairs { "Running", "Running", "Succeeded" } do
+      stub:add_response("GetTask", { RequestId = "r", TaskId = "t-1", TaskType = "MediaConvert", Status = status,
+        Progress = status == "Succeeded" and 100 or 50 }, task)
+    end
+    local seen = {}
+    repeat
+      local res = assert(c:get_task(task))
+      seen[#seen + 1] = res.Status
+    until res.Status == "Succeeded"
+    assert.same({ "Running", "Running", "Succeeded" }, seen)
+    stub:assert_no_pending_responses()
+    raises('GetTask has no response field "State" (did you mean "Status"?)', stub.add_response, stub, "GetTask",
+      { RequestId = "r", State = "Running" })
+  end)
+
   it("serves calls of several async tasks at once", function()
     local c = client { async = true }
     local stub = stubber.new(c, { ordered = false })
