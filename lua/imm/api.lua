@@ -7,9 +7,11 @@
 -- "string", "number", "boolean", "any", `{ array = SHAPE }`, `{ map = SHAPE }` or a
 -- model `{ fields = { Name = SHAPE } }`, the shape `imm.core.json_encode` takes. An action
 -- also has `idempotent` (see tools/gen_api.py for the rule), `form` (some parameters go
--- in a body), and `items`/`page_size`/`max_results` (the documented largest page) when it
--- pages with NextToken, and `task_type` (the TaskType of the task it starts) when it
--- creates a task; `task_statuses` says which GetTask statuses end a wait (api/task-types.json).
+-- in a body), `items`/`page_size`/`max_results` (the documented largest page) when it
+-- pages with NextToken, `response`, the names of its response's top-level fields (what
+-- `imm.stub` checks a queued reply against), and `task_type` (the TaskType of the task it
+-- starts) when it creates a task; `task_statuses` says which GetTask statuses end a wait
+-- (api/task-types.json).
 -- @module imm.api
 
 local M = {}
@@ -677,6 +679,7 @@ A.AddImageMosaic = {
     Targets = { type = { array = M.AddImageMosaicRequestTargets }, json = true, required = true },
   },
   idempotent = false,
+  response = { "RequestId" },
 }
 A.AddStoryFiles = {
   params = {
@@ -687,6 +690,7 @@ A.AddStoryFiles = {
   },
   form = true,
   idempotent = false,
+  response = { "Files", "RequestId" },
 }
 A.AttachOSSBucket = {
   params = {
@@ -695,6 +699,7 @@ A.AttachOSSBucket = {
     ProjectName = { type = "string", required = true },
   },
   idempotent = false,
+  response = { "RequestId" },
 }
 A.BatchDeleteFileMeta = {
   params = {
@@ -703,6 +708,7 @@ A.BatchDeleteFileMeta = {
     URIs = { type = { array = "string" }, json = true, required = true },
   },
   idempotent = false,
+  response = { "RequestId" },
 }
 A.BatchGetFigureCluster = {
   params = {
@@ -711,6 +717,7 @@ A.BatchGetFigureCluster = {
     ProjectName = { type = "string", required = true },
   },
   idempotent = true,
+  response = { "FigureClusters", "RequestId" },
 }
 A.BatchGetFileMeta = {
   params = {
@@ -720,6 +727,7 @@ A.BatchGetFileMeta = {
     WithFields = { type = { array = "string" }, json = true },
   },
   idempotent = true,
+  response = { "Files", "RequestId" },
 }
 A.BatchIndexFileMeta = {
   params = {
@@ -730,6 +738,7 @@ A.BatchIndexFileMeta = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId" },
 }
 A.BatchUpdateFileMeta = {
   params = {
@@ -738,6 +747,7 @@ A.BatchUpdateFileMeta = {
     ProjectName = { type = "string", required = true },
   },
   idempotent = false,
+  response = { "Files", "RequestId" },
 }
 A.CompareImageFaces = {
   params = {
@@ -746,6 +756,7 @@ A.CompareImageFaces = {
     Source = { type = M.CompareImageFacesRequestSource, json = true },
   },
   idempotent = true,
+  response = { "RequestId", "Similarity" },
 }
 A.ContextualAnswer = {
   params = {
@@ -755,6 +766,7 @@ A.ContextualAnswer = {
   },
   form = true,
   idempotent = true,
+  response = { "Answer", "Code", "Message", "RequestId" },
   also_streams = "server-sent events (the SDK has a WithSSE variant)",
 }
 A.ContextualRetrieval = {
@@ -767,6 +779,7 @@ A.ContextualRetrieval = {
   },
   form = true,
   idempotent = true,
+  response = { "RequestId", "Results" },
 }
 A.CreateArchiveFileInspectionTask = {
   params = {
@@ -778,6 +791,7 @@ A.CreateArchiveFileInspectionTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
   task_type = "ArchiveFileInspection",
 }
 A.CreateBatch = {
@@ -791,6 +805,7 @@ A.CreateBatch = {
   },
   form = true,
   idempotent = false,
+  response = { "Id", "RequestId" },
 }
 A.CreateBinding = {
   params = {
@@ -799,6 +814,7 @@ A.CreateBinding = {
     URI = { type = "string", required = true },
   },
   idempotent = false,
+  response = { "Binding", "RequestId" },
 }
 A.CreateCompressPointCloudTask = {
   params = {
@@ -816,6 +832,7 @@ A.CreateCompressPointCloudTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
   task_type = "PointCloudCompress",
 }
 A.CreateCustomizedStory = {
@@ -831,6 +848,7 @@ A.CreateCustomizedStory = {
   },
   form = true,
   idempotent = false,
+  response = { "ObjectId", "RequestId" },
 }
 A.CreateDataset = {
   params = {
@@ -846,6 +864,7 @@ A.CreateDataset = {
     WorkflowParameters = { type = { array = M.WorkflowParameter }, json = true },
   },
   idempotent = false,
+  response = { "Dataset", "RequestId" },
 }
 A.CreateDecodeBlindWatermarkTask = {
   params = {
@@ -860,6 +879,7 @@ A.CreateDecodeBlindWatermarkTask = {
     WatermarkType = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
   task_type = "DecodeBlindWatermark",
 }
 A.CreateFacesSearchingTask = {
@@ -872,6 +892,7 @@ A.CreateFacesSearchingTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
   task_type = "FacesSearching",
 }
 A.CreateFigureClusteringTask = {
@@ -883,6 +904,7 @@ A.CreateFigureClusteringTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
   task_type = "FaceClustering",
 }
 A.CreateFigureClustersMergingTask = {
@@ -897,6 +919,7 @@ A.CreateFigureClustersMergingTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
   task_type = "FigureClustersMerging",
 }
 A.CreateFileCompressionTask = {
@@ -911,6 +934,7 @@ A.CreateFileCompressionTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
   task_type = "FileCompression",
 }
 A.CreateFileUncompressionTask = {
@@ -925,6 +949,7 @@ A.CreateFileUncompressionTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
   task_type = "FileUncompression",
 }
 A.CreateHighlightTask = {
@@ -943,6 +968,7 @@ A.CreateHighlightTask = {
   },
   form = true,
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
   task_type = "Highlight",
 }
 A.CreateImageModerationTask = {
@@ -958,6 +984,7 @@ A.CreateImageModerationTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
   task_type = "ImageModeration",
 }
 A.CreateImageSplicingTask = {
@@ -979,6 +1006,7 @@ A.CreateImageSplicingTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
   task_type = "ImageSplicing",
 }
 A.CreateImageToPDFTask = {
@@ -992,6 +1020,7 @@ A.CreateImageToPDFTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
   task_type = "ImageToPDF",
 }
 A.CreateLocationDateClusteringTask = {
@@ -1005,6 +1034,7 @@ A.CreateLocationDateClusteringTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
   task_type = "LocationDateClustering",
 }
 A.CreateMediaConvertTask = {
@@ -1020,6 +1050,7 @@ A.CreateMediaConvertTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
   task_type = "MediaConvert",
 }
 A.CreateOfficeConversionTask = {
@@ -1059,6 +1090,7 @@ A.CreateOfficeConversionTask = {
   },
   form = true,
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
   task_type = "OfficeConversion",
 }
 A.CreateProject = {
@@ -1076,6 +1108,7 @@ A.CreateProject = {
     TemplateId = { type = "string" },
   },
   idempotent = false,
+  response = { "Project", "RequestId" },
 }
 A.CreateSimilarImageClusteringTask = {
   params = {
@@ -1086,6 +1119,7 @@ A.CreateSimilarImageClusteringTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
   task_type = "SimilarImageClustering",
 }
 A.CreateStory = {
@@ -1110,6 +1144,7 @@ A.CreateStory = {
   },
   form = true,
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
 }
 A.CreateTrigger = {
   params = {
@@ -1122,6 +1157,7 @@ A.CreateTrigger = {
   },
   form = true,
   idempotent = false,
+  response = { "Id", "RequestId" },
 }
 A.CreateVideoLabelClassificationTask = {
   params = {
@@ -1133,6 +1169,7 @@ A.CreateVideoLabelClassificationTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
   task_type = "VideoLabelClassification",
 }
 A.CreateVideoModerationTask = {
@@ -1148,6 +1185,7 @@ A.CreateVideoModerationTask = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId", "TaskId" },
   task_type = "VideoModeration",
 }
 A.DeleteBatch = {
@@ -1157,6 +1195,7 @@ A.DeleteBatch = {
   },
   form = true,
   idempotent = false,
+  response = { "RequestId" },
 }
 A.DeleteBinding = {
   params = {
@@ -1165,6 +1204,7 @@ A.DeleteBinding = {
     URI = { type = "string" },
   },
   idempotent = false,
+  response = { "RequestId" },
 }
 A.DeleteDataset = {
   params = {
@@ -1172,6 +1212,7 @@ A.DeleteDataset = {
     ProjectName = { type = "string", required = true },
   },
   idempotent = false,
+  response = { "RequestId" },
 }
 A.DeleteFileMeta = {
   params = {
@@ -1180,6 +1221,7 @@ A.DeleteFileMeta = {
     URI = { type = "string", required = true },
   },
   idempotent = false,
+  response = { "RequestId" },
 }
 A.DeleteLocationDateCluster = {
   params = {
@@ -1189,12 +1231,14 @@ A.DeleteLocationDateCluster = {
   },
   form = true,
   idempotent = false,
+  response = { "RequestId" },
 }
 A.DeleteProject = {
   params = {
     ProjectName = { type = "string", required = true },
   },
   idempotent = false,
+  response = { "RequestId" },
 }
 A.DeleteStory = {
   params = {
@@ -1203,6 +1247,7 @@ A.DeleteStory = {
     ProjectName = { type = "string", required = true },
   },
   idempotent = false,
+  response = { "RequestId" },
 }
 A.DeleteTrigger = {
   params = {
@@ -1211,12 +1256,14 @@ A.DeleteTrigger = {
   },
   form = true,
   idempotent = false,
+  response = { "RequestId" },
 }
 A.DetachOSSBucket = {
   params = {
     OSSBucket = { type = "string", required = true },
   },
   idempotent = false,
+  response = { "RequestId" },
 }
 A.DetectImageBodies = {
   params = {
@@ -1226,6 +1273,7 @@ A.DetectImageBodies = {
     SourceURI = { type = "string" },
   },
   idempotent = true,
+  response = { "Bodies", "RequestId" },
 }
 A.DetectImageCars = {
   params = {
@@ -1234,6 +1282,7 @@ A.DetectImageCars = {
     SourceURI = { type = "string", required = true },
   },
   idempotent = true,
+  response = { "Cars", "RequestId" },
 }
 A.DetectImageCodes = {
   params = {
@@ -1242,6 +1291,7 @@ A.DetectImageCodes = {
     SourceURI = { type = "string", required = true },
   },
   idempotent = true,
+  response = { "Codes", "RequestId" },
 }
 A.DetectImageCropping = {
   params = {
@@ -1252,6 +1302,7 @@ A.DetectImageCropping = {
     SourceURI = { type = "string" },
   },
   idempotent = true,
+  response = { "Croppings", "MatchedInclusionHints", "RequestId" },
 }
 A.DetectImageFaces = {
   params = {
@@ -1260,6 +1311,7 @@ A.DetectImageFaces = {
     SourceURI = { type = "string" },
   },
   idempotent = true,
+  response = { "Faces", "RequestId" },
 }
 A.DetectImageLabels = {
   params = {
@@ -1269,6 +1321,7 @@ A.DetectImageLabels = {
     Threshold = { type = "number" },
   },
   idempotent = true,
+  response = { "Labels", "RequestId" },
 }
 A.DetectImageScore = {
   params = {
@@ -1277,6 +1330,7 @@ A.DetectImageScore = {
     SourceURI = { type = "string" },
   },
   idempotent = true,
+  response = { "ImageScore", "RequestId" },
 }
 A.DetectImageTexts = {
   params = {
@@ -1285,6 +1339,7 @@ A.DetectImageTexts = {
     SourceURI = { type = "string", required = true },
   },
   idempotent = true,
+  response = { "OCRContents", "OCRTexts", "RequestId" },
 }
 A.DetectMediaMeta = {
   params = {
@@ -1293,6 +1348,11 @@ A.DetectMediaMeta = {
     SourceURI = { type = "string" },
   },
   idempotent = true,
+  response = {
+    "Addresses", "Album", "AlbumArtist", "Artist", "AudioStreams", "Bitrate", "Composer", "Duration",
+    "FormatLongName", "FormatName", "Language", "LatLong", "Performer", "ProduceTime", "ProgramCount", "RequestId",
+    "Size", "StartTime", "StreamCount", "Subtitles", "Title", "VideoHeight", "VideoStreams", "VideoWidth",
+  },
 }
 A.DetectTextAnomaly = {
   params = {
@@ -1300,6 +1360,7 @@ A.DetectTextAnomaly = {
     ProjectName = { type = "string", required = true },
   },
   idempotent = true,
+  response = { "RequestId", "Suggestion" },
 }
 A.EncodeBlindWatermark = {
   params = {
@@ -1311,6 +1372,7 @@ A.EncodeBlindWatermark = {
     TargetURI = { type = "string", required = true },
   },
   idempotent = false,
+  response = { "RequestId" },
 }
 A.ExtractDocumentText = {
   params = {
@@ -1320,6 +1382,7 @@ A.ExtractDocumentText = {
     SourceURI = { type = "string", required = true },
   },
   idempotent = true,
+  response = { "DocumentText", "RequestId" },
 }
 A.FuzzyQuery = {
   params = {
@@ -1336,6 +1399,7 @@ A.FuzzyQuery = {
   page_size = "MaxResults",
   max_results = 200,
   idempotent = true,
+  response = { "Files", "NextToken", "RequestId", "TotalHits" },
 }
 A.GenerateVideoPlaylist = {
   params = {
@@ -1353,6 +1417,9 @@ A.GenerateVideoPlaylist = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = {
+    "AudioPlaylist", "Duration", "MasterURI", "RequestId", "SubtitlePlaylist", "Token", "VideoPlaylist",
+  },
 }
 A.GenerateWebofficeToken = {
   params = {
@@ -1374,6 +1441,9 @@ A.GenerateWebofficeToken = {
     Watermark = { type = M.WebofficeWatermark, json = true },
   },
   idempotent = false,
+  response = {
+    "AccessToken", "AccessTokenExpiredTime", "RefreshToken", "RefreshTokenExpiredTime", "RequestId", "WebofficeURL",
+  },
 }
 A.GetBatch = {
   params = {
@@ -1381,6 +1451,7 @@ A.GetBatch = {
     ProjectName = { type = "string", required = true },
   },
   idempotent = true,
+  response = { "Batch", "RequestId" },
 }
 A.GetBinding = {
   params = {
@@ -1389,6 +1460,7 @@ A.GetBinding = {
     URI = { type = "string" },
   },
   idempotent = true,
+  response = { "Binding", "RequestId" },
 }
 A.GetDRMLicense = {
   params = {
@@ -1399,6 +1471,7 @@ A.GetDRMLicense = {
     ProtectionSystem = { type = "string" },
   },
   idempotent = true,
+  response = { "DeviceInfo", "License", "RequestId", "States" },
 }
 A.GetDataset = {
   params = {
@@ -1407,6 +1480,7 @@ A.GetDataset = {
     WithStatistics = { type = "boolean" },
   },
   idempotent = true,
+  response = { "Dataset", "RequestId" },
 }
 A.GetDecodeBlindWatermarkResult = {
   params = {
@@ -1415,6 +1489,10 @@ A.GetDecodeBlindWatermarkResult = {
     TaskType = { type = "string", required = true },
   },
   idempotent = true,
+  response = {
+    "Code", "Content", "EndTime", "EventId", "Message", "ProjectName", "RequestId", "StartTime", "Status", "TaskId",
+    "TaskType", "UserData",
+  },
 }
 A.GetFigureCluster = {
   params = {
@@ -1423,6 +1501,7 @@ A.GetFigureCluster = {
     ProjectName = { type = "string", required = true },
   },
   idempotent = true,
+  response = { "FigureCluster", "RequestId" },
 }
 A.GetFileMeta = {
   params = {
@@ -1432,6 +1511,7 @@ A.GetFileMeta = {
     WithFields = { type = { array = "string" }, json = true },
   },
   idempotent = true,
+  response = { "Files", "RequestId" },
 }
 A.GetImageModerationResult = {
   params = {
@@ -1440,12 +1520,17 @@ A.GetImageModerationResult = {
     TaskType = { type = "string", required = true },
   },
   idempotent = true,
+  response = {
+    "Code", "EndTime", "EventId", "Message", "ModerationResult", "ProjectName", "RequestId", "StartTime", "Status",
+    "TaskId", "TaskType", "UserData",
+  },
 }
 A.GetOSSBucketAttachment = {
   params = {
     OSSBucket = { type = "string", required = true },
   },
   idempotent = true,
+  response = { "CreateTime", "Description", "ProjectName", "RequestId", "UpdateTime" },
 }
 A.GetProject = {
   params = {
@@ -1453,6 +1538,7 @@ A.GetProject = {
     WithStatistics = { type = "boolean" },
   },
   idempotent = true,
+  response = { "Project", "RequestId" },
 }
 A.GetStory = {
   params = {
@@ -1461,6 +1547,7 @@ A.GetStory = {
     ProjectName = { type = "string", required = true },
   },
   idempotent = true,
+  response = { "RequestId", "Story" },
 }
 A.GetTask = {
   params = {
@@ -1470,6 +1557,10 @@ A.GetTask = {
     TaskType = { type = "string", required = true },
   },
   idempotent = true,
+  response = {
+    "Code", "EndTime", "EventId", "Message", "Progress", "ProjectName", "RequestId", "StartTime", "Status", "Tags",
+    "TaskId", "TaskRequestDefinition", "TaskType", "UserData",
+  },
 }
 A.GetTrigger = {
   params = {
@@ -1477,6 +1568,7 @@ A.GetTrigger = {
     ProjectName = { type = "string", required = true },
   },
   idempotent = true,
+  response = { "RequestId", "Trigger" },
 }
 A.GetVideoLabelClassificationResult = {
   params = {
@@ -1485,6 +1577,10 @@ A.GetVideoLabelClassificationResult = {
     TaskType = { type = "string", required = true },
   },
   idempotent = true,
+  response = {
+    "Code", "EndTime", "EventId", "Labels", "Message", "ProjectName", "RequestId", "StartTime", "Status", "TaskId",
+    "TaskType", "UserData",
+  },
 }
 A.GetVideoModerationResult = {
   params = {
@@ -1493,6 +1589,10 @@ A.GetVideoModerationResult = {
     TaskType = { type = "string", required = true },
   },
   idempotent = true,
+  response = {
+    "Code", "EndTime", "EventId", "Message", "ModerationResult", "ProjectName", "RequestId", "StartTime", "Status",
+    "TaskId", "TaskType", "UserData",
+  },
 }
 A.IndexFileMeta = {
   params = {
@@ -1503,6 +1603,7 @@ A.IndexFileMeta = {
     UserData = { type = "string" },
   },
   idempotent = false,
+  response = { "EventId", "RequestId" },
 }
 A.ListAttachedOSSBuckets = {
   params = {
@@ -1514,6 +1615,7 @@ A.ListAttachedOSSBuckets = {
   page_size = "MaxResults",
   max_results = 200,
   idempotent = true,
+  response = { "AttachedOSSBuckets", "NextToken", "RequestId" },
 }
 A.ListBatches = {
   params = {
@@ -1529,6 +1631,7 @@ A.ListBatches = {
   page_size = "MaxResults",
   max_results = 100,
   idempotent = true,
+  response = { "Batches", "NextToken", "RequestId" },
 }
 A.ListBindings = {
   params = {
@@ -1542,6 +1645,7 @@ A.ListBindings = {
   page_size = "MaxResults",
   max_results = 200,
   idempotent = true,
+  response = { "Bindings", "NextToken", "RequestId" },
 }
 A.ListDatasets = {
   params = {
@@ -1554,6 +1658,7 @@ A.ListDatasets = {
   page_size = "MaxResults",
   max_results = 200,
   idempotent = true,
+  response = { "Datasets", "NextToken", "RequestId" },
 }
 A.ListProjects = {
   params = {
@@ -1566,12 +1671,14 @@ A.ListProjects = {
   page_size = "MaxResults",
   max_results = 200,
   idempotent = true,
+  response = { "NextToken", "Projects", "RequestId" },
 }
 A.ListRegions = {
   params = {
     AcceptLanguage = { type = "string", required = true },
   },
   idempotent = true,
+  response = { "Regions", "RequestId" },
 }
 A.ListTasks = {
   params = {
@@ -1591,6 +1698,7 @@ A.ListTasks = {
   page_size = "MaxResults",
   max_results = 100,
   idempotent = true,
+  response = { "MaxResults", "NextToken", "ProjectName", "RequestId", "Tasks" },
 }
 A.ListTriggers = {
   params = {
@@ -1606,6 +1714,7 @@ A.ListTriggers = {
   page_size = "MaxResults",
   max_results = 100,
   idempotent = true,
+  response = { "NextToken", "RequestId", "Triggers" },
 }
 A.QueryFigureClusters = {
   params = {
@@ -1624,6 +1733,7 @@ A.QueryFigureClusters = {
   page_size = "MaxResults",
   max_results = 100,
   idempotent = true,
+  response = { "FigureClusters", "NextToken", "RequestId", "TotalCount" },
 }
 A.QueryLocationDateClusters = {
   params = {
@@ -1647,6 +1757,7 @@ A.QueryLocationDateClusters = {
   page_size = "MaxResults",
   max_results = 100,
   idempotent = true,
+  response = { "LocationDateClusters", "NextToken", "RequestId" },
 }
 A.QuerySimilarImageClusters = {
   params = {
@@ -1662,6 +1773,7 @@ A.QuerySimilarImageClusters = {
   page_size = "MaxResults",
   max_results = 100,
   idempotent = true,
+  response = { "NextToken", "RequestId", "SimilarImageClusters" },
 }
 A.QueryStories = {
   params = {
@@ -1686,6 +1798,7 @@ A.QueryStories = {
   page_size = "MaxResults",
   max_results = 100,
   idempotent = true,
+  response = { "NextToken", "RequestId", "Stories" },
 }
 A.RefreshWebofficeToken = {
   params = {
@@ -1695,6 +1808,7 @@ A.RefreshWebofficeToken = {
     RefreshToken = { type = "string", required = true },
   },
   idempotent = false,
+  response = { "AccessToken", "AccessTokenExpiredTime", "RefreshToken", "RefreshTokenExpiredTime", "RequestId" },
 }
 A.RemoveStoryFiles = {
   params = {
@@ -1705,6 +1819,7 @@ A.RemoveStoryFiles = {
   },
   form = true,
   idempotent = false,
+  response = { "RequestId" },
 }
 A.ResumeBatch = {
   params = {
@@ -1713,6 +1828,7 @@ A.ResumeBatch = {
   },
   form = true,
   idempotent = false,
+  response = { "RequestId" },
 }
 A.ResumeTrigger = {
   params = {
@@ -1721,6 +1837,7 @@ A.ResumeTrigger = {
   },
   form = true,
   idempotent = false,
+  response = { "RequestId" },
 }
 A.SearchImageFigureCluster = {
   params = {
@@ -1730,6 +1847,7 @@ A.SearchImageFigureCluster = {
     SourceURI = { type = "string" },
   },
   idempotent = true,
+  response = { "Clusters", "RequestId" },
 }
 A.SemanticQuery = {
   params = {
@@ -1743,6 +1861,7 @@ A.SemanticQuery = {
     WithFields = { type = { array = "string" }, json = true },
   },
   idempotent = true,
+  response = { "Files", "RequestId" },
 }
 A.SimpleQuery = {
   params = {
@@ -1761,6 +1880,7 @@ A.SimpleQuery = {
   page_size = "MaxResults",
   max_results = 100,
   idempotent = true,
+  response = { "Aggregations", "Files", "NextToken", "RequestId", "TotalHits" },
 }
 A.SuspendBatch = {
   params = {
@@ -1769,6 +1889,7 @@ A.SuspendBatch = {
   },
   form = true,
   idempotent = false,
+  response = { "RequestId" },
 }
 A.SuspendTrigger = {
   params = {
@@ -1777,6 +1898,7 @@ A.SuspendTrigger = {
   },
   form = true,
   idempotent = false,
+  response = { "RequestId" },
 }
 A.UpdateBatch = {
   params = {
@@ -1788,6 +1910,7 @@ A.UpdateBatch = {
   },
   form = true,
   idempotent = false,
+  response = { "RequestId" },
 }
 A.UpdateDataset = {
   params = {
@@ -1803,6 +1926,7 @@ A.UpdateDataset = {
     WorkflowParameters = { type = { array = M.WorkflowParameter }, json = true },
   },
   idempotent = false,
+  response = { "Dataset", "RequestId" },
 }
 A.UpdateFigureCluster = {
   params = {
@@ -1811,6 +1935,7 @@ A.UpdateFigureCluster = {
     ProjectName = { type = "string", required = true },
   },
   idempotent = false,
+  response = { "RequestId" },
 }
 A.UpdateFileMeta = {
   params = {
@@ -1819,6 +1944,7 @@ A.UpdateFileMeta = {
     ProjectName = { type = "string", required = true },
   },
   idempotent = false,
+  response = { "RequestId" },
 }
 A.UpdateLocationDateCluster = {
   params = {
@@ -1830,6 +1956,7 @@ A.UpdateLocationDateCluster = {
     Title = { type = "string" },
   },
   idempotent = false,
+  response = { "RequestId" },
 }
 A.UpdateProject = {
   params = {
@@ -1846,6 +1973,7 @@ A.UpdateProject = {
     TemplateId = { type = "string" },
   },
   idempotent = false,
+  response = { "Project", "RequestId" },
 }
 A.UpdateStory = {
   params = {
@@ -1859,6 +1987,7 @@ A.UpdateStory = {
   },
   form = true,
   idempotent = false,
+  response = { "RequestId" },
 }
 A.UpdateTrigger = {
   params = {
@@ -1870,6 +1999,7 @@ A.UpdateTrigger = {
   },
   form = true,
   idempotent = false,
+  response = { "RequestId" },
 }
 
 local S = {

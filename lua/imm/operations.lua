@@ -134,8 +134,8 @@ local function binding_key(extra)
   return p
 end
 actions.StopBinding = { params = binding_key { Reason = { type = "string" } }, idempotent = false,
-  legacy = true }
-actions.ResumeBinding = { params = binding_key(), idempotent = false, legacy = true }
+  legacy = true, response = { "RequestId" } }
+actions.ResumeBinding = { params = binding_key(), idempotent = false, legacy = true, response = { "RequestId" } }
 
 -- A binding is named by all three of ProjectName, DatasetName and URI,
 -- which the service requires though the SDK marks only ProjectName. Only
