@@ -299,6 +299,31 @@ describe("imm.stub", function()
       { RequestId = "r", State = "Running" })
   end)
 
+  it("serves client:wait_task and a Create*Task call with opts.wait, recording their sleeps", function()
+    local c = client()
+    local stub = stubber.new(c)
+    local task = { ProjectName = "p", TaskType = "MediaConvert", TaskId = "t-2" }
+    for _, status in ipairs { "Running", "Succeeded" } do
+      stub:add_response("GetTask", { RequestId = "r", TaskId = "t-2", TaskType = "MediaConvert", Status = status }, task)
+    end
+    local res, err = c:wait_task(task, { interval = 2, backoff = 1 })
+    assert.is_nil(err)
+    assert.equal("Succeeded", res.Status)
+    assert.same({ 2 }, stub:sleeps())
+    -- the create call, then the polls of the wait it was asked for, then a failure
+    stub:add_response("CreateMediaConvertTask", { RequestId = "c", TaskId = "t-3", EventId = "e" })
+    stub:add_response("GetTask", { RequestId = "r", TaskId = "t-3", TaskType = "MediaConvert", Status = "Failed",
+      Code = "InvalidSource", Message = "no such object" },
+      { ProjectName = "p", TaskType = "MediaConvert", TaskId = "t-3" })
+    res, err = c:create_media_convert_task({ ProjectName = "p", Sources = { { URI = "oss://b/in.mp4" } },
+      Targets = { { URI = "oss://b/out.mp4" } } }, { wait = { interval = 1 } })
+    assert.is_nil(res)
+    assert.equal("TaskFailed", err.code)
+    assert.equal("InvalidSource", err.task_code)
+    assert.equal("t-3", err.created.TaskId)
+    stub:assert_no_pending_responses()
+  end)
+
   it("serves calls of several async tasks at once", function()
     local c = client { async = true }
     local stub = stubber.new(c, { ordered = false })
