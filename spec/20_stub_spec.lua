@@ -304,7 +304,8 @@ describe("imm.stub", function()
     local stub = stubber.new(c)
     local task = { ProjectName = "p", TaskType = "MediaConvert", TaskId = "t-2" }
     for _, status in ipairs { "Running", "Succeeded" } do
-      stub:add_response("GetTask", { RequestId = "r", TaskId = "t-2", TaskType = "MediaConvert", Status = status }, task)
+      stub:add_response("GetTask",
+        { RequestId = "r", TaskId = "t-2", TaskType = "MediaConvert", Status = status }, task)
     end
     local res, err = c:wait_task(task, { interval = 2, backoff = 1 })
     assert.is_nil(err)
