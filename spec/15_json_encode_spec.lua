@@ -412,3 +412,117 @@ describe("imm.core.number_text", function()
     assert.equal("0.7 0.30000000000000004 1.5e-7 5.684341886080802e-14 [1234.5678,1e+21]", out)
   end)
 end)
+
+-- Issue 21, item 9: the encoder allocates (key strings, key arrays), so the
+-- collector runs in the middle of a walk. Keys whose entries go away then
+-- (a weak value collected, a finalizer that edits the table) must not be
+-- read after they are freed (ASan: heap-use-after-free in
+-- imm_json_add_string), and a key that is gone is left out, as Lua no longer
+-- sees it; it is not "cannot encode a nil".
+describe("imm.core.json_encode while the collector runs", function()
+  local LONG = string.rep("x", 60)
+  local newproxy = newproxy -- luacheck: ignore (5.1 and LuaJIT only)
+
+  -- Runs f with the collector running all the time, and puts it back.
+  local function eager_gc(f)
+    local pause = collectgarbage("setpause", 0)
+    local mul = collectgarbage("setstepmul", 1000)
+    local ok, err = pcall(f)
+    collectgarbage("setpause", pause)
+    collectgarbage("setstepmul", mul)
+    assert(ok, err)
+  end
+
+  -- The text is one object whose keys are all in `keys`, each once, in
+  -- byte order.
+  local function check_object(text, err, keys)
+    assert.is_string(text, err)
+    local last = ""
+    for k in text:gmatch('"(key%d+x*)":') do
+      assert.is_true(keys[k] ~= nil, "a key that was never in the table: " .. k)
+      assert.is_true(k > last, "keys out of order or repeated: " .. k)
+      last = k
+    end
+    local n = 0
+    for k, v in text:gmatch('"(key%d+x*)":{"v":(%d+)}') do
+      assert.equal(keys[k], tonumber(v))
+      n = n + 1
+    end
+    return n
+  end
+
+  it("leaves out the entries of a weak-valued table that are collected meanwhile", function()
+    eager_gc(function()
+      local partial = 0
+      for _ = 1, 20 do
+        local t, keys, hold = setmetatable({}, { __mode = "v" }), {}, {}
+        for i = 1, 300 do
+          local k = ("key%04d"):format(i) .. LONG
+          keys[k] = i
+          hold[i] = { v = i } -- an object: encoding it allocates, so the collector runs
+          t[k] = hold[i]
+        end
+        hold = nil -- luacheck: ignore (from here on only the weak table refers to the values)
+        local text, err = core.json_encode(t)
+        local n = check_object(text, err, keys)
+        if n > 0 and n < 300 then partial = partial + 1 end
+      end
+      -- the check can fail: entries did go in the middle of a walk
+      assert.is_true(partial > 0, "no walk saw entries collected")
+    end)
+  end)
+
+  it("survives a finalizer that empties the table mid-walk", function()
+    local function finalized(f)
+      if _VERSION == "Lua 5.1" then -- tables get no __gc: a proxy does
+        local p = newproxy(true)
+        getmetatable(p).__gc = f
+        return p
+      end
+      return setmetatable({}, { __gc = f })
+    end
+    eager_gc(function()
+      local partial = 0
+      for _ = 1, 20 do
+        local t, keys = {}, {}
+        for i = 1, 300 do
+          local k = ("key%04d"):format(i) .. LONG
+          keys[k] = i
+          t[k] = { v = i }
+        end
+        -- a chain of garbage: each finalizer makes the next one, until the
+        -- walk has begun; the first to run after that empties the table
+        local st = { walking = false, live = true }
+        local function arm()
+          finalized(function()
+            if not st.live then return end
+            if st.walking then
+              for k in pairs(keys) do t[k] = nil end
+              st.live = false
+            else
+              arm()
+            end
+          end)
+        end
+        arm()
+        st.walking = true
+        local n = check_object(core.json_encode(t), nil, keys)
+        st.live = false
+        if n > 0 and n < 300 then partial = partial + 1 end
+        assert.is_nil(next(t)) -- the finalizer did run
+      end
+      assert.is_true(partial > 0, "no finalizer ran in the middle of a walk")
+    end)
+  end)
+end)
+
+describe("imm.core.json_encode names a key that is not finite", function()
+  it("as inf or -inf, not nan (issue 21)", function()
+    local text, err = core.json_encode({ [math.huge] = 1 })
+    assert.is_nil(text)
+    assert.equal("expected an array (keys 1..n) or an object (string keys), got a table with key inf", err)
+    text, err = core.json_encode({ [-math.huge] = 1 }, { array = "number" })
+    assert.is_nil(text)
+    assert.equal("expected an array (keys 1..n), got a table with key -inf", err)
+  end)
+end)

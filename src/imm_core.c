@@ -69,10 +69,13 @@ int luaopen_imm_core(lua_State *L);
 
 /* Copies a Lua table of string keys and string values into an imm_kv array
  * kept in a GC-owned userdata (so a later error cannot leak it). The
- * pointers stay valid while the table at `idx` is alive on the stack.
- * Leaves the userdata on the stack. */
+ * strings are anchored in a table of our own, not only the caller's: later
+ * allocations run the collector, and a finalizer could edit the caller's
+ * table and free them. Leaves the anchor and the userdata on the stack
+ * (the pointers are valid while they are there). */
 static imm_kv *table_to_kv(lua_State *L, int idx, const char *what, size_t *out_n) {
     size_t n = 0, i = 0;
+    int anchor;
     imm_kv *kv;
     idx = lua_absindex(L, idx);
     luaL_checktype(L, idx, LUA_TTABLE);
@@ -81,15 +84,24 @@ static imm_kv *table_to_kv(lua_State *L, int idx, const char *what, size_t *out_
         n++;
         lua_pop(L, 1);
     }
+    if (n > INT_MAX / 2)
+        luaL_error(L, "imm.core: too many %s entries", what);
+    lua_createtable(L, (int)(2 * n), 0);
+    anchor = lua_gettop(L);
     kv = compat_newuserdata(L, (n ? n : 1) * sizeof *kv);
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
         if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
             luaL_error(L, "imm.core: %s keys and values must be strings", what);
+        /* a finalizer run by the allocations above added entries */
+        if (i == n)
+            luaL_error(L, "imm.core: the %s table changed while it was read", what);
         kv[i].k = lua_tolstring(L, -2, &kv[i].klen);
         kv[i].v = lua_tolstring(L, -1, &kv[i].vlen);
+        lua_rawseti(L, anchor, (int)(2 * i + 2)); /* pops the value; preallocated, no allocation */
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, anchor, (int)(2 * i + 1));
         i++;
-        lua_pop(L, 1);
     }
     *out_n = i;
     return kv;
@@ -407,16 +419,16 @@ static size_t to_size(lua_State *L, lua_Number v, const char *what) {
 }
 
 /* A string option, or NULL. Only a real string: lua_tostring would turn a
- * number into a new string that nothing references once popped. */
+ * number into a new string that nothing references once popped. The value
+ * stays on the stack, which keeps the string alive: later allocations run
+ * the collector, and a finalizer could take it out of the table. */
 static const char *opt_string_field(lua_State *L, int t, const char *k) {
-    const char *v = NULL;
     lua_getfield(L, t, k);
     if (lua_type(L, -1) == LUA_TSTRING)
-        v = lua_tostring(L, -1);
-    else if (!lua_isnil(L, -1))
+        return lua_tostring(L, -1);
+    if (!lua_isnil(L, -1))
         luaL_error(L, "imm.core: option %s must be a string", k);
-    lua_pop(L, 1); /* the string stays referenced by the table */
-    return v;
+    return NULL;
 }
 
 /* nil, code, message: the run-time failure convention of this module */
@@ -516,8 +528,9 @@ static void push_headers(lua_State *L, const imm_buf *block) {
 /* Reads (method, url, header_lines, body [, fresh [, timeout]]) at stack
  * slots base..base+5 into req. fresh: use a new connection (for requests
  * that must not be sent twice). timeout: seconds this exchange may take at
- * most (nil: the handle's timeout). Header line pointers stay valid while
- * the table is on the stack. */
+ * most (nil: the handle's timeout). Leaves an anchor table (and maybe a
+ * userdata) on the stack: the header line pointers are valid while they
+ * stay there. */
 static void read_request(lua_State *L, int base, imm_http_request *req,
                          const char **stack_lines, size_t nstack) {
     const char **lines = stack_lines;
@@ -531,16 +544,21 @@ static void read_request(lua_State *L, int base, imm_http_request *req,
     if (!lua_isnoneornil(L, base + 5))
         req->timeout_ms = seconds_to_ms(L, luaL_checknumber(L, base + 5), "timeout");
     n = compat_rawlen(L, base + 2);
+    if (n > INT_MAX)
+        luaL_error(L, "imm.core: too many header lines");
+    /* The lines are anchored in a table of our own (left on the stack):
+     * allocations before the request starts run the collector, and a
+     * finalizer could edit the caller's table and free them. */
+    lua_createtable(L, (int)n, 0);
     if (n > nstack)
         lines = compat_newuserdata(L, n * sizeof *lines);
     for (i = 0; i < n; i++) {
         lua_rawgeti(L, base + 2, (int)i + 1);
-        /* strings only: a number's lua_tostring would be a temporary,
-         * freed once popped */
+        /* strings only: a number's lua_tostring would be a temporary */
         if (lua_type(L, -1) != LUA_TSTRING)
             luaL_error(L, "imm.core: header lines must be strings");
         lines[i] = lua_tostring(L, -1);
-        lua_pop(L, 1); /* still referenced by the table */
+        lua_rawseti(L, n > nstack ? -3 : -2, (int)i + 1); /* preallocated: no allocation */
     }
     req->headers = lines;
     req->nheaders = n;
@@ -874,10 +892,12 @@ typedef struct enc_ctx {
     enc_step path[IMM_JSONENC_MAX_DEPTH + 1];
 } enc_ctx;
 
-/* An object key, kept while the table that holds it is on the stack. */
+/* An object key: its bytes, and its slot in the table that keeps it alive
+ * (see enc_object). */
 typedef struct enc_key {
     const char *s;
     size_t len;
+    int slot;
 } enc_key;
 
 static int is_ident(const char *s, size_t n) {
@@ -1033,7 +1053,7 @@ static const char *push_key_desc(lua_State *L, int idx) {
         else
 #endif
         if (imm_json_number_text((double)lua_tonumber(L, idx), tmp) < 0)
-            snprintf(tmp, sizeof tmp, "%s", "nan");
+            snprintf(tmp, sizeof tmp, "%s", non_finite_name(lua_tonumber(L, idx)));
         return lua_pushfstring(L, "key %s", tmp);
     case LUA_TBOOLEAN:
         return lua_pushfstring(L, "key %s", lua_toboolean(L, idx) ? "true" : "false");
@@ -1134,20 +1154,31 @@ static int enc_object(enc_ctx *c, int t, int elem, int fields, size_t count) {
     lua_State *L = c->L;
     enc_key *keys;
     size_t i = 0, n;
-    int rc = 0;
+    int rc = 0, anchor, first = 1;
     if (imm_buf_addc(c->out, '{') != 0)
         return enc_nomem(c);
     if (count == 0)
         return imm_buf_addc(c->out, '}') == 0 ? 0 : enc_nomem(c);
+    /* The keys are anchored in a table of our own while their pointers are
+     * in use: the walk allocates, so the collector runs, and an entry that
+     * goes meanwhile (a weak value collected, a finalizer that edits the
+     * table) would free a key still to be written. enc_table checked that
+     * count fits an int. */
+    lua_createtable(L, (int)count, 0);
+    anchor = lua_gettop(L);
     /* GC-owned, so an error raised below cannot leak it */
     keys = compat_newuserdata(L, count * sizeof *keys);
     lua_pushnil(L);
     while (lua_next(L, t) != 0) {
         lua_pop(L, 1);
         /* census found `count` string keys; the bounds hold even if a __gc
-         * finalizer run by an allocation above has changed the table */
+         * finalizer run by an allocation above has changed the table. The
+         * anchor's array part is preallocated: nothing here allocates. */
         if (i < count && lua_type(L, -1) == LUA_TSTRING) {
+            lua_pushvalue(L, -1);
+            lua_rawseti(L, anchor, (int)i + 1);
             keys[i].s = lua_tolstring(L, -1, &keys[i].len);
+            keys[i].slot = (int)i + 1;
             i++;
         }
     }
@@ -1155,18 +1186,23 @@ static int enc_object(enc_ctx *c, int t, int elem, int fields, size_t count) {
     qsort(keys, n, sizeof *keys, cmp_keys);
     for (i = 0; i < n && rc == 0; i++) {
         int sub = 0;
-        if (i > 0 && imm_buf_addc(c->out, ',') != 0)
+        lua_rawgeti(L, anchor, keys[i].slot);
+        lua_rawget(L, t);
+        if (lua_isnil(L, -1)) { /* gone since the walk began: Lua no longer sees it */
+            lua_pop(L, 1);
+            continue;
+        }
+        if (!first && imm_buf_addc(c->out, ',') != 0)
             return enc_nomem(c);
+        first = 0;
         c->path[c->depth].key = keys[i].s;
         c->path[c->depth].klen = keys[i].len;
         if (enc_string(c, keys[i].s, keys[i].len, 1) != 0)
             return -1;
         if (imm_buf_addc(c->out, ':') != 0)
             return enc_nomem(c);
-        lua_pushlstring(L, keys[i].s, keys[i].len);
-        lua_rawget(L, t);
         if (fields != 0) {
-            lua_pushlstring(L, keys[i].s, keys[i].len);
+            lua_rawgeti(L, anchor, keys[i].slot);
             lua_rawget(L, fields);
             if (!lua_isnil(L, -1))
                 sub = lua_gettop(L);
@@ -1177,7 +1213,7 @@ static int enc_object(enc_ctx *c, int t, int elem, int fields, size_t count) {
         rc = enc_value(c, lua_gettop(L) - 1, sub);
         lua_pop(L, 2);
     }
-    lua_pop(L, 1); /* the key array */
+    lua_pop(L, 2); /* the key array and the anchor */
     if (rc == 0 && imm_buf_addc(c->out, '}') != 0)
         return enc_nomem(c);
     return rc;
@@ -1337,7 +1373,9 @@ static int enc_value(enc_ctx *c, int v, int s) {
  * JavaScript writes them (`core.number_text`); strings must be valid UTF-8
  * and are escaped as JSON.stringify escapes them (`/` is not). Nesting is
  * capped at 128 tables, which also ends reference cycles. Metatables are
- * ignored: a table is read raw and no metamethod is called.
+ * ignored: a table is read raw and no metamethod is called. An entry that
+ * goes while the table is written (a weak value collected, a finalizer) is
+ * left out.
  * @function json_encode
  * @param value the value to encode
  * @param[opt] shape the shape (a bad shape raises: it is a programming error)
