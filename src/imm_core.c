@@ -727,13 +727,13 @@ static int multi_add(lua_State *L) {
     if (st != IMM_HTTP_OK)
         return push_failure(L, http_code(st), err);
     id = imm_multi_add(m->m, u->h, err, sizeof err);
-    if (id == 0) {
+    if (id <= 0) {
         /* give the started exchange back so the handle stays usable */
         long status;
         int sent;
         char ignored[8];
         imm_http_finish(u->h, &status, &sent, ignored, sizeof ignored);
-        return push_failure(L, "HTTPError", err);
+        return push_failure(L, id < 0 ? "OutOfMemory" : "HTTPError", err);
     }
     lua_pushinteger(L, (lua_Integer)id);
     return 1;
@@ -761,10 +761,12 @@ static int multi_perform(lua_State *L) {
         return push_failure(L, "HTTPError", err);
     }
     lua_pushinteger(L, running);
-    /* The table comes first, sized for every attached transfer, so storing
-     * an id never allocates: next_done detaches a transfer, and an error
-     * raised after that would lose its completion (and strand its task). */
-    lua_createtable(L, imm_multi_count(m->m), 0);
+    /* The table comes first, sized for every transfer that can be
+     * reported (attached, or parked by a blocking request), so storing an
+     * id never allocates: next_done detaches or unparks a transfer, and an
+     * error raised after that would lose its completion (and strand its
+     * task). */
+    lua_createtable(L, imm_multi_unreported(m->m), 0);
     while ((h = imm_multi_next_done(m->m)) != NULL) {
         lua_pushinteger(L, (lua_Integer)imm_http_id(h));
         lua_rawseti(L, -2, ++n);

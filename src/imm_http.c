@@ -55,6 +55,7 @@ struct imm_multi {
     imm_sock *socks;            /* kept by on_socket: any fd number, unlike an fd_set */
     size_t nsocks, socks_cap;
     imm_http *parked;           /* done handles to report from imm_multi_next_done first */
+    int nparked;
     /* Origins that answered over HTTP/2: later transfers there wait for that
      * connection (PIPEWAIT) and share it instead of opening their own. Not
      * for HTTP/1.1 hosts, where waiting only delays the new connection. */
@@ -443,6 +444,7 @@ static void park(imm_multi *m, imm_http *h) {
     *p = h;
     h->parked_next = NULL;
     h->parked = m;
+    m->nparked++;
 }
 
 static void unpark(imm_http *h) {
@@ -452,6 +454,7 @@ static void unpark(imm_http *h) {
     for (p = &h->parked->parked; *p != NULL; p = &(*p)->parked_next) {
         if (*p == h) {
             *p = h->parked_next;
+            h->parked->nparked--;
             break;
         }
     }
@@ -477,9 +480,12 @@ imm_http_status imm_http_perform_on(imm_http *h, imm_multi *m, const imm_http_re
     st = imm_http_start(h, req, err, errlen);
     if (st != IMM_HTTP_OK)
         return st;
-    if (imm_multi_add(m, h, err, errlen) == 0) {
-        drop_request(h);
-        return IMM_HTTP_EOTHER;
+    {
+        long id = imm_multi_add(m, h, err, errlen);
+        if (id <= 0) {
+            drop_request(h);
+            return id < 0 ? IMM_HTTP_ENOMEM : IMM_HTTP_EOTHER;
+        }
     }
     /* The blocking call is the non-blocking one driven to completion. It
      * ends when libcurl ends the transfer: with a timeout set (the Lua
@@ -551,9 +557,12 @@ static int on_socket(CURL *e, curl_socket_t fd, int what, void *ud, void *sockp)
         if (m->nsocks == m->socks_cap) {
             size_t cap = m->socks_cap ? 2 * m->socks_cap : 8;
             imm_sock *p = realloc(m->socks, cap * sizeof *p);
+            /* Not -1: libcurl would give the whole multi up, and every
+             * transfer on it would end as if cancelled. imm_multi_add
+             * reserves room, so this is rare; the socket is then missing
+             * from imm_multi_sockets, while libcurl's own poll still sees it. */
             if (p == NULL)
-                return -1; /* libcurl 7.84+ fails the multi call with an error;
-                            * older ones ignore it, and only the list misses it */
+                return 0;
             m->socks = p;
             m->socks_cap = cap;
         }
@@ -618,11 +627,27 @@ void imm_multi_free(imm_multi *m) {
     free(m);
 }
 
+/* Sockets a transfer may hold at once: happy eyeballs tries two
+ * addresses, and the threaded resolver wakes the multi through a socket. */
+#define IMM_SOCKS_PER_TRANSFER 4
+
 long imm_multi_add(imm_multi *m, imm_http *h, char *err, size_t errlen) {
     CURLMcode mc;
+    size_t want = (size_t)(m->count + 1) * IMM_SOCKS_PER_TRANSFER;
     if (h->multi != NULL || h->state != 0) {
         SET_ERR("the HTTP handle is busy with another transfer");
         return 0;
+    }
+    /* Room for the socket callback, reserved here where running out of
+     * memory is an error value (see on_socket). */
+    if (m->socks_cap < want) {
+        imm_sock *p = realloc(m->socks, want * sizeof *p);
+        if (p == NULL) {
+            SET_ERR("out of memory");
+            return -1;
+        }
+        m->socks = p;
+        m->socks_cap = want;
     }
     {
         int i, h2 = 0;
@@ -634,7 +659,7 @@ long imm_multi_add(imm_multi *m, imm_http *h, char *err, size_t errlen) {
     mc = curl_multi_add_handle(m->m, h->curl);
     if (mc != CURLM_OK) {
         SET_ERR("curl_multi_add_handle: %s", curl_multi_strerror(mc));
-        return 0;
+        return mc == CURLM_OUT_OF_MEMORY ? -1 : 0;
     }
     h->multi = m;
     h->prev = NULL;
@@ -749,6 +774,10 @@ int imm_multi_sockets(imm_multi *m, void (*fn)(int fd, int rd, int wr, void *ud)
 
 int imm_multi_count(const imm_multi *m) {
     return m->count;
+}
+
+int imm_multi_unreported(const imm_multi *m) {
+    return m->count + m->nparked;
 }
 
 const imm_buf *imm_http_body(const imm_http *h) {

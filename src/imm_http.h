@@ -122,7 +122,8 @@ int imm_multi_h2_origins(const imm_multi *m);
 /* --- the multi: many transfers at once, driven by the caller ----------- */
 imm_multi *imm_multi_new(char *err, size_t errlen);
 void imm_multi_free(imm_multi *m);
-/* Attaches a started handle; returns its id (> 0), or 0 with err set. */
+/* Attaches a started handle; returns its id (> 0), or with err set -1 when
+ * out of memory and 0 for any other failure. */
 long imm_multi_add(imm_multi *m, imm_http *h, char *err, size_t errlen);
 /* Detaches a handle, aborting its transfer (cancellation). */
 void imm_multi_remove(imm_multi *m, imm_http *h);
@@ -144,6 +145,9 @@ long imm_multi_timeout(imm_multi *m);
 int imm_multi_sockets(imm_multi *m, void (*fn)(int fd, int rd, int wr, void *ud), void *ud);
 /* Handles attached now. */
 int imm_multi_count(const imm_multi *m);
+/* Handles attached or parked: the most imm_multi_next_done can return
+ * before the next imm_multi_perform. */
+int imm_multi_unreported(const imm_multi *m);
 
 /* The last response's body and raw header block (of the final response,
  * after any 1xx). Owned by the handle. */
