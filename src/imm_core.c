@@ -385,10 +385,15 @@ static const char *http_code(imm_http_status st) {
     }
 }
 
+/* The longest timeout in ms: 30 days, or less where a long cannot hold
+ * that (a 32-bit long ends at about 24.8 days), so the cast below is
+ * always defined. Both are exact as doubles. */
+#define MS_CAP ((double)LONG_MAX < 2592000000.0 ? (double)LONG_MAX : 2592000000.0)
+
 /* Seconds to whole milliseconds for libcurl, without undefined casts:
  * NaN and negatives raise (the Lua layer validates first), 0 stays 0 (no
  * timeout), anything above 0 but below 1 ms becomes 1 ms (0 would turn
- * the timeout off), and huge values are capped at 30 days. */
+ * the timeout off), and huge values are capped (MS_CAP). */
 static long seconds_to_ms(lua_State *L, lua_Number v, const char *what) {
     double ms;
     if (v != v || v < 0)
@@ -396,8 +401,8 @@ static long seconds_to_ms(lua_State *L, lua_Number v, const char *what) {
     if (v == 0)
         return 0;
     ms = (double)v * 1000.0;
-    if (ms > 30.0 * 86400 * 1000)
-        return 30L * 86400 * 1000;
+    if (ms > MS_CAP)
+        ms = MS_CAP;
     return ms < 1 ? 1 : (long)ms;
 }
 
@@ -685,7 +690,7 @@ static multi_ud *shared_multi(lua_State *L) {
         return u;
     lua_pushlightuserdata(L, (void *)&shared_key);
     if (l_multi(L) != 1) {
-        lua_pop(L, 4);
+        lua_pop(L, 5); /* the key, the closed userdata, nil, code, message */
         return NULL;
     }
     u = lua_touserdata(L, -1);
