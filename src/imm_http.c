@@ -28,7 +28,7 @@ struct imm_http {
     long timeout_ms;            /* the handle's own total timeout (0: none) */
     char errbuf[CURL_ERROR_SIZE];
     struct curl_slist *req_headers; /* this exchange's header list, libcurl reads it */
-    int state;                  /* 0 idle, 1 attached, 2 done awaiting finish */
+    imm_http_phase state;
     CURLcode rc;                /* the transfer's outcome once done */
     long id;
     imm_multi *multi;           /* attached to, or NULL */
@@ -288,7 +288,7 @@ imm_http_status imm_http_start(imm_http *h, const imm_http_request *req, char *e
     int is_post = strcmp(req->method, "POST") == 0;
     long timeout_ms;
 
-    if (h->state != 0) {
+    if (h->state != IMM_HTTP_IDLE) {
         SET_ERR("the HTTP handle is busy with another transfer");
         return IMM_HTTP_EINVAL;
     }
@@ -398,7 +398,7 @@ imm_http_status imm_http_finish(imm_http *h, long *status, int *sent, char *err,
     *sent = req_size > 0 || *status > 0;
     drop_request(h);
     unpark(h); /* read now: nothing is left to report */
-    h->state = 0;
+    h->state = IMM_HTTP_IDLE;
 
     st = classify(h->rc, h->too_large || h->headers_too_large);
     /* libcurl refuses a header line over its own cap (100 KB, before our
@@ -493,7 +493,7 @@ imm_http_status imm_http_perform_on(imm_http *h, imm_multi *m, const imm_http_re
      * stays silent keeps it waiting. Other transfers on a shared multi move
      * along too; those that end are parked for their owner's next
      * imm_multi_next_done. */
-    while (h->state == 1) {
+    while (h->state == IMM_HTTP_ATTACHED) {
         imm_http *d;
         if (imm_multi_perform(m, &running, err, errlen) != 0)
             break;
@@ -501,12 +501,12 @@ imm_http_status imm_http_perform_on(imm_http *h, imm_multi *m, const imm_http_re
             if (d != h)
                 park(m, d);
         }
-        if (h->state != 1)
+        if (h->state != IMM_HTTP_ATTACHED)
             break;
         if (imm_multi_wait(m, 1000, err, errlen) != 0)
             break;
     }
-    if (h->state == 1) { /* the multi itself failed: abort, report it */
+    if (h->state == IMM_HTTP_ATTACHED) { /* the multi itself failed: abort, report it */
         char keep[CURL_ERROR_SIZE];
         snprintf(keep, sizeof keep, "%s", err != NULL ? err : "");
         imm_multi_remove(m, h);
@@ -517,7 +517,7 @@ imm_http_status imm_http_perform_on(imm_http *h, imm_multi *m, const imm_http_re
     return imm_http_finish(h, status, sent, err, errlen);
 }
 
-int imm_http_state(const imm_http *h) {
+imm_http_phase imm_http_state(const imm_http *h) {
     return h->state;
 }
 
@@ -617,9 +617,9 @@ void imm_multi_free(imm_multi *m) {
     while (m->attached != NULL) {
         imm_http *h = m->attached;
         detach(h);
-        if (h->state == 1) { /* aborted: finish reports it as cancelled */
+        if (h->state == IMM_HTTP_ATTACHED) { /* aborted: finish reports it as cancelled */
             h->rc = CURLE_ABORTED_BY_CALLBACK;
-            h->state = 2;
+            h->state = IMM_HTTP_DONE;
         }
     }
     curl_multi_cleanup(m->m); /* may still call on_socket: m stays until after */
@@ -634,7 +634,7 @@ void imm_multi_free(imm_multi *m) {
 long imm_multi_add(imm_multi *m, imm_http *h, char *err, size_t errlen) {
     CURLMcode mc;
     size_t want = (size_t)(m->count + 1) * IMM_SOCKS_PER_TRANSFER;
-    if (h->multi != NULL || h->state != 0) {
+    if (h->multi != NULL || h->state != IMM_HTTP_IDLE) {
         SET_ERR("the HTTP handle is busy with another transfer");
         return 0;
     }
@@ -668,7 +668,7 @@ long imm_multi_add(imm_multi *m, imm_http *h, char *err, size_t errlen) {
         m->attached->prev = h;
     m->attached = h;
     m->count++;
-    h->state = 1;
+    h->state = IMM_HTTP_ATTACHED;
     /* ids only need to tell in-flight transfers apart; wrap long before
      * they could collide */
     if (++m->next_id <= 0 || m->next_id > 0x3fffffffL)
@@ -681,10 +681,10 @@ void imm_multi_remove(imm_multi *m, imm_http *h) {
     if (h->multi != m)
         return;
     detach(h);
-    if (h->state == 1) {
+    if (h->state == IMM_HTTP_ATTACHED) {
         h->rc = CURLE_ABORTED_BY_CALLBACK;
         snprintf(h->errbuf, sizeof h->errbuf, "transfer cancelled");
-        h->state = 2;
+        h->state = IMM_HTTP_DONE;
     }
 }
 
@@ -728,7 +728,7 @@ static imm_http *next_done_fresh(imm_multi *m) {
             continue;
         h->rc = msg->data.result; /* read before detach invalidates msg */
         detach(h);
-        h->state = 2;
+        h->state = IMM_HTTP_DONE;
         learn_h2(m, h);
         return h;
     }

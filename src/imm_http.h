@@ -108,9 +108,13 @@ imm_http_status imm_http_perform_on(imm_http *h, imm_multi *m, const imm_http_re
 imm_http_status imm_http_start(imm_http *h, const imm_http_request *req, char *err, size_t errlen);
 imm_http_status imm_http_finish(imm_http *h, long *status, int *sent, char *err, size_t errlen);
 
-/* 1 while the handle is attached to a multi, 2 when its transfer is done
- * and awaits imm_http_finish, 0 when idle. */
-int imm_http_state(const imm_http *h);
+/* Where a handle's exchange is. */
+typedef enum imm_http_phase {
+    IMM_HTTP_IDLE = 0,  /* no exchange: imm_http_start may begin one */
+    IMM_HTTP_ATTACHED,  /* started and attached to a multi, in flight */
+    IMM_HTTP_DONE       /* done (or removed), awaiting imm_http_finish */
+} imm_http_phase;
+imm_http_phase imm_http_state(const imm_http *h);
 /* An id unique within the handle's multi, set by imm_multi_add. */
 long imm_http_id(const imm_http *h);
 /* For tests: was CURLOPT_CAPATH unset (a CA file is in use), and did the
