@@ -469,7 +469,7 @@ describe("the C checks (spec/c/core_check.c, make core-check)", function()
     assert.matches("on a 64 KB stack: ok", text, 1, true)
   end)
 
-  it("survives a failing allocator over signing, JSON, HTTP, the multi and parked transfers: an error each time, no leak", function()
+  it("survives a failing allocator over signing, JSON, HTTP, the multi, parked transfers: an error each", function()
     local srv = raw_server(JSON_HEAD .. "Content-Length: 11\r\n\r\n" .. '{"ok":true}')
     local dir = fixture.tmpdir()
     local out = dir .. "/out"
