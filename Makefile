@@ -31,8 +31,8 @@ BUILD      ?= build/$(LUA_NAME)
 # with it, and spec/02 checks the rockspec against both
 VERSION    := $(shell sed -n 's/^local VERSION = "\(.*\)"$$/\1/p' lua/imm/client.lua)
 RUNTIMES   ?= lua5.1 lua5.2 lua5.3 lua5.4 luajit
-SRCS        = src/imm_buf.c src/imm_sign.c src/imm_http.c src/imm_json.c src/imm_jsonenc.c src/imm_core.c
-HDRS        = src/imm_buf.h src/imm_sign.h src/imm_http.h src/imm_json.h src/imm_jsonenc.h src/imm_preload.h include/imm.h
+SRCS        = src/imm_buf.c src/imm_sign.c src/imm_http.c src/imm_json.c src/imm_jsonenc.c src/imm_luaenc.c src/imm_core.c
+HDRS        = src/imm_buf.h src/imm_sign.h src/imm_http.h src/imm_json.h src/imm_jsonenc.h src/imm_luaenc.h src/imm_preload.h include/imm.h
 OBJS        = $(patsubst src/%.c,$(BUILD)/obj/%.o,$(SRCS))
 MODULE      = $(BUILD)/imm/core.so
 # libimm.a, for C hosts (include/imm.h): the module's objects, plus the Lua

@@ -1,6 +1,7 @@
 /*
  * libFuzzer target: the imm.core bindings (src/imm_core.c and everything
- * below it) called with argument values of any type, not only the strings
+ * below it, json_encode and number_text included) called with argument
+ * values of any type, not only the strings
  * and tables the Lua layer passes: nil, booleans, NaN, infinities, huge and
  * negative numbers, integers, strings with any bytes, and tables of those,
  * in every position. A binding may raise (misuse) or return nil, code,
@@ -107,6 +108,7 @@ static const char *driver =
     "local calls = {\n"
     "  'sign_v3', 'sign_v2', 'percent_encode', 'redact', 'hash_hex', 'hmac_hex', 'gunzip',\n"
     "  'json_decode', 'http', 'multi', 'sleep', 'request', 'add', 'wait', 'misc',\n"
+    "  'json_encode', 'number_text',\n"
     "}\n"
     "local URL = 'http://127.0.0.1:1/'\n"
     /* a numeric string converts too (luaL_checknumber): cap it as well */

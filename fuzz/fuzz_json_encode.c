@@ -13,6 +13,14 @@
  * encoded with an allocator that fails after a few allocations: the memory
  * error must unwind cleanly (ASan and LeakSanitizer check the rest).
  *
+ * The same bytes also build a value the decoder never makes (build_value
+ * in the driver): integers (number_text and json_encode must write them in
+ * full), tables with weak keys or values whose entries the collector may
+ * remove mid-walk, finalizers that empty a table while it is written,
+ * metatables (ignored: tables are read raw), under a shape or none. The
+ * answer must be valid JSON or nil and a message; then the same under
+ * memory pressure.
+ *
  * The first 8 bytes, as a double, also go through imm_json_number_text:
  * the text must read back as the same double (strtod), with no more digits
  * than the shortest %.{p}g that does.
@@ -88,7 +96,68 @@ static const char *driver =
     "  for k, x in pairs(v) do f[k] = shape_of(x, pick + 1) end\n"
     "  return { fields = f }\n"
     "end\n"
+    /* a value from the bytes of s, of kinds the decoder never makes */
+    "local tointeger, keep = math.tointeger, {}\n"
+    /* a collector that runs often, so that it runs in the middle of walks */
+    "collectgarbage('incremental', 25, 400)\n"
+    "local function build_value(s)\n"
+    "  local pos = 0\n"
+    "  local function b() pos = pos + 1 return s:byte(pos) or 0 end\n"
+    "  local function val(d)\n"
+    "    local t = b() % 9\n"
+    "    if t == 0 then\n"
+    "      local x = tointeger((b() - 128) * (b() + 1) * 2 ^ (b() % 56))\n"
+    "      if b() % 8 == 0 then x = b() % 2 == 0 and math.maxinteger or math.mininteger end\n"
+    "      return x or 0\n"
+    "    elseif t == 1 then return (b() - 128) / (b() + 1)\n"
+    "    elseif t == 2 then local n = b() % 48 local v = s:sub(pos + 1, pos + n) pos = pos + n return v\n"
+    "    elseif t == 3 then return b() % 2 == 0\n"
+    "    elseif t == 4 or d > 4 then return null\n"
+    "    end\n"
+    "    local mode = ({ false, 'k', 'v', 'kv' })[b() % 4 + 1]\n"
+    "    local tbl = mode and setmetatable({}, { __mode = mode }) or {}\n"
+    "    local array = b() % 2 == 0\n"
+    "    for i = 1, b() % 7 do\n"
+    "      local k = array and i or (b() % 3 == 0 and string.rep('k', 40 + b() % 40) .. i or 'k' .. i)\n"
+    "      local v = b() % 4 == 0 and {} or val(d + 1)\n"
+    /* some values are held elsewhere too: in a weak table only the others may go */
+    "      if b() % 2 == 0 then keep[#keep + 1] = v end\n"
+    "      tbl[k] = v\n"
+    "    end\n"
+    "    local m = b() % 4\n"
+    "    if m == 1 then\n"
+    "      setmetatable(tbl, { __index = function() error('a metamethod was called') end,\n"
+    "        __pairs = function() error('a metamethod was called') end, __mode = mode })\n"
+    "    elseif m == 2 then\n"
+    /* garbage whose finalizer empties the table, at a collection mid-walk */
+    "      setmetatable({}, { __gc = function() for k in pairs(tbl) do tbl[k] = nil end end })\n"
+    "    end\n"
+    "    return tbl\n"
+    "  end\n"
+    "  return val(0)\n"
+    "end\n"
+    "local function check_built(body, pick)\n"
+    "  local i = tointeger((pick % 2 == 0 and 1 or -1) * pick * 2 ^ (pick % 50))\n"
+    "  if i then\n"
+    "    local want = string.format('%d', i)\n"
+    "    assert(encode(i) == want and core.number_text(i) == want, 'an integer not in full: ' .. want)\n"
+    "  end\n"
+    "  local v = build_value(body)\n"
+    /* shape_of reads through metatables: a shape drawn blind instead */
+    "  local text, err = encode(v, ({ nil, 'any', { map = 'any' }, { array = 'any' } })[pick % 4 + 1])\n"
+    "  if text == nil then\n"
+    "    assert(type(err) == 'string', 'no message')\n"
+    /* an entry gone mid-walk is left out, never read as a nil value */
+    "    assert(not err:find('cannot encode a nil', 1, true), err)\n"
+    "  else\n"
+    "    local w, derr = decode(text, null)\n"
+    "    assert(w ~= nil, 'wrote invalid JSON: ' .. tostring(derr) .. ': ' .. text)\n"
+    "  end\n"
+    "  for j = #keep, 1, -1 do keep[j] = nil end\n"
+    "  return v\n"
+    "end\n"
     "return function(body, pick)\n"
+    "  built = check_built(body, pick)\n"
     "  local v = decode(body, null)\n"
     "  if v == nil then return end\n"
     "  local text, err = encode(v)\n"
@@ -219,6 +288,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
         abort();
     }
     lua_settop(L, 0);
+    /* the built value (weak tables, finalizers) with little memory */
+    lua_getglobal(L, "core");
+    lua_getfield(L, -1, "json_encode");
+    lua_getglobal(L, "built");
+    if (fuzz_pcall_starved(L, 1, 2, (long)(sum % 31)) != 0) {
+        fprintf(stderr, "fuzz_json_encode: odd error under memory pressure (a built value)\n");
+        abort();
+    }
+    lua_settop(L, 0);
+    lua_pushnil(L);
+    lua_setglobal(L, "built");
     lua_gc(L, LUA_GCSTEP, 0);
     return 0;
 fail:

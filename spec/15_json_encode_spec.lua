@@ -412,3 +412,138 @@ describe("imm.core.number_text", function()
     assert.equal("0.7 0.30000000000000004 1.5e-7 5.684341886080802e-14 [1234.5678,1e+21]", out)
   end)
 end)
+
+-- Issue 21, item 9: the encoder allocates (key strings, key arrays), so the
+-- collector runs in the middle of a walk. Keys whose entries go away then
+-- (a weak value collected, a finalizer that edits the table) must not be
+-- read after they are freed (ASan: heap-use-after-free in
+-- imm_json_add_string), and a key that is gone is left out, as Lua no longer
+-- sees it; it is not "cannot encode a nil".
+describe("imm.core.json_encode while the collector runs", function()
+  -- The walks run in a new interpreter: in a small heap the collector
+  -- finishes cycles in the middle of a walk; in the specs' heap of
+  -- megabytes, one walk allocates too little for that. The child fails
+  -- (an error, or under `make asan` the sanitizer's report) or prints in
+  -- how many of its 20 walks entries went during the call.
+  local CHILD = [[
+    local core = require "imm.core"
+    local which = ...
+    local LONG = string.rep("x", 60)
+    local N = 2000 -- a walk long enough for several cycles of the collector
+    local newproxy = newproxy
+    if _VERSION == "Lua 5.4" then collectgarbage("incremental") end
+    collectgarbage("setpause", 0)
+    collectgarbage("setstepmul", 1000)
+    -- The text is one object whose keys were all in `keys`, each once, in
+    -- byte order, each with its own value; returns how many.
+    local function check_object(text, err, keys)
+      assert(type(text) == "string", err)
+      local last, n = "", 0
+      for k in text:gmatch('"(key%d+x*)":') do
+        assert(keys[k] ~= nil, "a key that was never in the table: " .. k)
+        assert(k > last, "keys out of order or repeated: " .. k)
+        last = k
+      end
+      for k, v in text:gmatch('"(key%d+x*)":{"v":(%d+)}') do
+        assert(keys[k] == tonumber(v), "a wrong value for " .. k)
+        n = n + 1
+      end
+      return n
+    end
+    local function finalized(f)
+      if _VERSION == "Lua 5.1" then -- tables get no __gc: a proxy does
+        local p = newproxy(true)
+        getmetatable(p).__gc = f
+        return p
+      end
+      return setmetatable({}, { __gc = f })
+    end
+    local function count(t)
+      local n = 0
+      for _ in pairs(t) do n = n + 1 end
+      return n
+    end
+    local went = 0
+    for _ = 1, 20 do
+      local t, keys, hold = which == "weak" and setmetatable({}, { __mode = "v" }) or {}, {}, {}
+      for i = 1, N do
+        local k = ("key%04d"):format(i) .. LONG
+        keys[k] = i
+        hold[i] = { v = i } -- an object: encoding it allocates, so the collector runs
+        t[k] = hold[i]
+      end
+      -- A chain of garbage: each finalizer makes the next one, one per
+      -- cycle, until the walk has begun (and for "weak" two more cycles
+      -- have passed, so the keys have been gathered); that one empties the
+      -- table, or drops the only strong reference to the weak table's values.
+      local st = { walking = false, live = true, fired = false, hold = hold, skip = which == "weak" and 2 or 0 }
+      hold = nil -- luacheck: ignore
+      local function arm()
+        finalized(function()
+          if not st.live then return end
+          if st.walking and st.skip > 0 then
+            st.skip = st.skip - 1
+            arm()
+          elseif st.walking then
+            if which == "weak" then
+              st.hold = nil
+            else
+              for k in pairs(keys) do t[k] = nil end
+            end
+            st.live, st.fired = false, true
+          else
+            arm()
+          end
+        end)
+      end
+      arm()
+      st.walking = true -- nothing allocates from here to the call
+      local text, err = core.json_encode(t)
+      local after = count(t) -- nor from the call to here
+      st.live = false
+      local n = check_object(text, err, keys)
+      -- weak: entries went in the middle of the walk (some written, not
+      -- all); gc: the finalizer ran during the call
+      if st.fired and (which == "gc" or (n < N and after < N)) then went = went + 1 end
+    end
+    io.write("went ", went)
+  ]]
+
+  local function run_child(which)
+    local script = os.tmpname()
+    local f = assert(io.open(script, "w"))
+    f:write(CHILD)
+    f:close()
+    local lua = jit and "luajit" or "lua" .. _VERSION:match("%d+%.%d+")
+    local p = io.popen(format("LUA_CPATH=%q %s %s %s 2>&1", package.cpath, lua, script, which))
+    local out = p:read("*a")
+    p:close()
+    os.remove(script)
+    local went = tonumber(out:match("^went (%d+)$"))
+    assert(went, out)
+    return went
+  end
+
+  it("leaves out the entries of a weak-valued table that are collected meanwhile", function()
+    -- the check can fail: entries did go in the middle of a walk
+    assert.is_true(run_child("weak") > 0, "no entry was collected during a walk")
+  end)
+
+  -- (this one did not fail on the old code: there the finalizer ran before
+  -- the keys were gathered; it guards the walk against a table emptied
+  -- during the call)
+  it("survives a finalizer that empties the table during the call", function()
+    assert.is_true(run_child("gc") > 0, "no finalizer ran during a call")
+  end)
+end)
+
+describe("imm.core.json_encode names a key that is not finite", function()
+  it("as inf or -inf, not nan (issue 21)", function()
+    local text, err = core.json_encode({ [math.huge] = 1 })
+    assert.is_nil(text)
+    assert.equal("expected an array (keys 1..n) or an object (string keys), got a table with key inf", err)
+    text, err = core.json_encode({ [-math.huge] = 1 }, { array = "number" })
+    assert.is_nil(text)
+    assert.equal("expected an array (keys 1..n), got a table with key -inf", err)
+  end)
+end)

@@ -1,6 +1,7 @@
 /*
- * imm_core.c - the `imm.core` Lua module. With imm_json.c (which builds Lua
- * tables from JSON), the only C that includes Lua.
+ * imm_core.c - the `imm.core` Lua module: the binding. With imm_json.c
+ * (which builds Lua tables from JSON) and imm_luaenc.c (which walks Lua
+ * values into JSON), the only C that includes Lua.
  *
  * It exposes the signing layer (imm_sign.h) and one HTTP handle type
  * (imm_http.h) to the Lua modules under lua/imm/, which own everything a user
@@ -16,8 +17,6 @@
 #include <dlfcn.h>
 #include <errno.h>
 #include <limits.h>
-#include <math.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <stdint.h>
@@ -31,7 +30,7 @@
 
 #include "imm_http.h"
 #include "imm_json.h"
-#include "imm_jsonenc.h"
+#include "imm_luaenc.h"
 #include "imm_sign.h"
 
 /* The build passes IMM_VERSION (Makefile and rockspec alike). */
@@ -69,10 +68,13 @@ int luaopen_imm_core(lua_State *L);
 
 /* Copies a Lua table of string keys and string values into an imm_kv array
  * kept in a GC-owned userdata (so a later error cannot leak it). The
- * pointers stay valid while the table at `idx` is alive on the stack.
- * Leaves the userdata on the stack. */
+ * strings are anchored in a table of our own, not only the caller's: later
+ * allocations run the collector, and a finalizer could edit the caller's
+ * table and free them. Leaves the anchor and the userdata on the stack
+ * (the pointers are valid while they are there). */
 static imm_kv *table_to_kv(lua_State *L, int idx, const char *what, size_t *out_n) {
     size_t n = 0, i = 0;
+    int anchor;
     imm_kv *kv;
     idx = lua_absindex(L, idx);
     luaL_checktype(L, idx, LUA_TTABLE);
@@ -81,15 +83,24 @@ static imm_kv *table_to_kv(lua_State *L, int idx, const char *what, size_t *out_
         n++;
         lua_pop(L, 1);
     }
+    if (n > INT_MAX / 2)
+        luaL_error(L, "imm.core: too many %s entries", what);
+    lua_createtable(L, (int)(2 * n), 0);
+    anchor = lua_gettop(L);
     kv = compat_newuserdata(L, (n ? n : 1) * sizeof *kv);
     lua_pushnil(L);
     while (lua_next(L, idx) != 0) {
         if (lua_type(L, -2) != LUA_TSTRING || lua_type(L, -1) != LUA_TSTRING)
             luaL_error(L, "imm.core: %s keys and values must be strings", what);
+        /* a finalizer run by the allocations above added entries */
+        if (i == n)
+            luaL_error(L, "imm.core: the %s table changed while it was read", what);
         kv[i].k = lua_tolstring(L, -2, &kv[i].klen);
         kv[i].v = lua_tolstring(L, -1, &kv[i].vlen);
+        lua_rawseti(L, anchor, (int)(2 * i + 2)); /* pops the value; preallocated, no allocation */
+        lua_pushvalue(L, -1);
+        lua_rawseti(L, anchor, (int)(2 * i + 1));
         i++;
-        lua_pop(L, 1);
     }
     *out_n = i;
     return kv;
@@ -98,8 +109,11 @@ static imm_kv *table_to_kv(lua_State *L, int idx, const char *what, size_t *out_
 /* --- signing -------------------------------------------------------------- */
 
 /* The outputs of one signing call, boxed so __gc frees them on any error. */
+/* What a sign_box holds, and so what box_gc_now frees. */
+typedef enum box_kind { BOX_EMPTY = 0, BOX_ONE, BOX_V2, BOX_V3 } box_kind;
+
 typedef struct sign_box {
-    int kind; /* 0 empty, 1 = one buffer, 2 = v2, 3 = v3 */
+    box_kind kind;
     union {
         imm_buf one;
         imm_v3_output v3;
@@ -110,13 +124,13 @@ typedef struct sign_box {
 
 /* Frees a box's buffers as soon as their contents are in Lua. */
 static void box_gc_now(sign_box *b) {
-    if (b->kind == 3)
+    if (b->kind == BOX_V3)
         imm_v3_output_free(&b->u.v3);
-    else if (b->kind == 2)
+    else if (b->kind == BOX_V2)
         imm_v2_output_free(&b->u.v2);
-    else if (b->kind == 1)
+    else if (b->kind == BOX_ONE)
         imm_buf_free(&b->u.one);
-    b->kind = 0;
+    b->kind = BOX_EMPTY;
 }
 
 static int box_gc(lua_State *L) {
@@ -124,14 +138,14 @@ static int box_gc(lua_State *L) {
     return 0;
 }
 
-static sign_box *new_box(lua_State *L, int kind) {
+static sign_box *new_box(lua_State *L, box_kind kind) {
     sign_box *b = compat_newuserdata(L, sizeof *b);
-    b->kind = 0;
+    b->kind = BOX_EMPTY;
     luaL_getmetatable(L, BOX_MT);
     lua_setmetatable(L, -2);
-    if (kind == 3)
+    if (kind == BOX_V3)
         imm_v3_output_init(&b->u.v3);
-    else if (kind == 2)
+    else if (kind == BOX_V2)
         imm_v2_output_init(&b->u.v2);
     else
         imm_buf_init(&b->u.one);
@@ -173,7 +187,7 @@ static int l_sign_v3(lua_State *L) {
     debug = lua_toboolean(L, 9);
     in.query = table_to_kv(L, 4, "query", &in.nquery);
     in.headers = table_to_kv(L, 5, "header", &in.nheaders);
-    box = new_box(L, 3);
+    box = new_box(L, BOX_V3);
     err[0] = '\0';
     rc = imm_sign_v3(&in, &box->u.v3, err, sizeof err);
     if (rc != IMM_OK) {
@@ -203,7 +217,7 @@ static int l_sign_v2(lua_State *L) {
     sign_box *box;
     char err[256];
     kv = table_to_kv(L, 2, "parameter", &n);
-    box = new_box(L, 2);
+    box = new_box(L, BOX_V2);
     err[0] = '\0';
     rc = imm_sign_v2(method, kv, n, secret, slen, &box->u.v2, err, sizeof err);
     if (rc == IMM_OK) {
@@ -232,7 +246,7 @@ static int l_sign_v2(lua_State *L) {
 static int l_percent_encode(lua_State *L) {
     size_t n;
     const char *s = luaL_checklstring(L, 1, &n);
-    sign_box *box = new_box(L, 1);
+    sign_box *box = new_box(L, BOX_ONE);
     if (imm_percent_encode(&box->u.one, s, n) != IMM_OK)
         return luaL_error(L, "imm.core: out of memory"); /* __gc frees the box */
     push_bytes(L, &box->u.one);
@@ -254,7 +268,7 @@ static int l_redact(lua_State *L) {
         lua_settop(L, 1);
         return 1;
     }
-    box = new_box(L, 1);
+    box = new_box(L, BOX_ONE);
     box->u.one.sensitive = 1;
     if (imm_redact(&box->u.one, s, n, secret, slen, mask, mlen) != IMM_OK)
         return luaL_error(L, "imm.core: out of memory"); /* __gc frees the box */
@@ -373,10 +387,15 @@ static const char *http_code(imm_http_status st) {
     }
 }
 
+/* The longest timeout in ms: 30 days, or less where a long cannot hold
+ * that (a 32-bit long ends at about 24.8 days), so the cast below is
+ * always defined. Both are exact as doubles. */
+#define MS_CAP ((double)LONG_MAX < 2592000000.0 ? (double)LONG_MAX : 2592000000.0)
+
 /* Seconds to whole milliseconds for libcurl, without undefined casts:
  * NaN and negatives raise (the Lua layer validates first), 0 stays 0 (no
  * timeout), anything above 0 but below 1 ms becomes 1 ms (0 would turn
- * the timeout off), and huge values are capped at 30 days. */
+ * the timeout off), and huge values are capped (MS_CAP). */
 static long seconds_to_ms(lua_State *L, lua_Number v, const char *what) {
     double ms;
     if (v != v || v < 0)
@@ -384,8 +403,8 @@ static long seconds_to_ms(lua_State *L, lua_Number v, const char *what) {
     if (v == 0)
         return 0;
     ms = (double)v * 1000.0;
-    if (ms > 30.0 * 86400 * 1000)
-        return 30L * 86400 * 1000;
+    if (ms > MS_CAP)
+        ms = MS_CAP;
     return ms < 1 ? 1 : (long)ms;
 }
 
@@ -407,16 +426,16 @@ static size_t to_size(lua_State *L, lua_Number v, const char *what) {
 }
 
 /* A string option, or NULL. Only a real string: lua_tostring would turn a
- * number into a new string that nothing references once popped. */
+ * number into a new string that nothing references once popped. The value
+ * stays on the stack, which keeps the string alive: later allocations run
+ * the collector, and a finalizer could take it out of the table. */
 static const char *opt_string_field(lua_State *L, int t, const char *k) {
-    const char *v = NULL;
     lua_getfield(L, t, k);
     if (lua_type(L, -1) == LUA_TSTRING)
-        v = lua_tostring(L, -1);
-    else if (!lua_isnil(L, -1))
+        return lua_tostring(L, -1);
+    if (!lua_isnil(L, -1))
         luaL_error(L, "imm.core: option %s must be a string", k);
-    lua_pop(L, 1); /* the string stays referenced by the table */
-    return v;
+    return NULL;
 }
 
 /* nil, code, message: the run-time failure convention of this module */
@@ -516,8 +535,9 @@ static void push_headers(lua_State *L, const imm_buf *block) {
 /* Reads (method, url, header_lines, body [, fresh [, timeout]]) at stack
  * slots base..base+5 into req. fresh: use a new connection (for requests
  * that must not be sent twice). timeout: seconds this exchange may take at
- * most (nil: the handle's timeout). Header line pointers stay valid while
- * the table is on the stack. */
+ * most (nil: the handle's timeout). Leaves an anchor table (and maybe a
+ * userdata) on the stack: the header line pointers are valid while they
+ * stay there. */
 static void read_request(lua_State *L, int base, imm_http_request *req,
                          const char **stack_lines, size_t nstack) {
     const char **lines = stack_lines;
@@ -531,16 +551,21 @@ static void read_request(lua_State *L, int base, imm_http_request *req,
     if (!lua_isnoneornil(L, base + 5))
         req->timeout_ms = seconds_to_ms(L, luaL_checknumber(L, base + 5), "timeout");
     n = compat_rawlen(L, base + 2);
+    if (n > INT_MAX)
+        luaL_error(L, "imm.core: too many header lines");
+    /* The lines are anchored in a table of our own (left on the stack):
+     * allocations before the request starts run the collector, and a
+     * finalizer could edit the caller's table and free them. */
+    lua_createtable(L, (int)n, 0);
     if (n > nstack)
         lines = compat_newuserdata(L, n * sizeof *lines);
     for (i = 0; i < n; i++) {
         lua_rawgeti(L, base + 2, (int)i + 1);
-        /* strings only: a number's lua_tostring would be a temporary,
-         * freed once popped */
+        /* strings only: a number's lua_tostring would be a temporary */
         if (lua_type(L, -1) != LUA_TSTRING)
             luaL_error(L, "imm.core: header lines must be strings");
         lines[i] = lua_tostring(L, -1);
-        lua_pop(L, 1); /* still referenced by the table */
+        lua_rawseti(L, n > nstack ? -3 : -2, (int)i + 1); /* preallocated: no allocation */
     }
     req->headers = lines;
     req->nheaders = n;
@@ -625,9 +650,10 @@ static int http_result(lua_State *L) {
     char err[320];
     if (u->h == NULL)
         return push_closed(L, "HTTP handle");
-    if (imm_http_state(u->h) != 2)
-        return push_failure(L, "InvalidState", imm_http_state(u->h) == 1 ? "the transfer is still in flight"
-                                                                        : "no transfer has finished");
+    if (imm_http_state(u->h) != IMM_HTTP_DONE)
+        return push_failure(L, "InvalidState", imm_http_state(u->h) == IMM_HTTP_ATTACHED
+                                                   ? "the transfer is still in flight"
+                                                   : "no transfer has finished");
     err[0] = '\0';
     st = imm_http_finish(u->h, &status, &sent, err, sizeof err);
     return push_outcome(L, u->h, st, status, sent, err);
@@ -667,7 +693,7 @@ static multi_ud *shared_multi(lua_State *L) {
         return u;
     lua_pushlightuserdata(L, (void *)&shared_key);
     if (l_multi(L) != 1) {
-        lua_pop(L, 4);
+        lua_pop(L, 5); /* the key, the closed userdata, nil, code, message */
         return NULL;
     }
     u = lua_touserdata(L, -1);
@@ -709,13 +735,13 @@ static int multi_add(lua_State *L) {
     if (st != IMM_HTTP_OK)
         return push_failure(L, http_code(st), err);
     id = imm_multi_add(m->m, u->h, err, sizeof err);
-    if (id == 0) {
+    if (id <= 0) {
         /* give the started exchange back so the handle stays usable */
         long status;
         int sent;
         char ignored[8];
         imm_http_finish(u->h, &status, &sent, ignored, sizeof ignored);
-        return push_failure(L, "HTTPError", err);
+        return push_failure(L, id < 0 ? "OutOfMemory" : "HTTPError", err);
     }
     lua_pushinteger(L, (lua_Integer)id);
     return 1;
@@ -743,10 +769,12 @@ static int multi_perform(lua_State *L) {
         return push_failure(L, "HTTPError", err);
     }
     lua_pushinteger(L, running);
-    /* The table comes first, sized for every attached transfer, so storing
-     * an id never allocates: next_done detaches a transfer, and an error
-     * raised after that would lose its completion (and strand its task). */
-    lua_createtable(L, imm_multi_count(m->m), 0);
+    /* The table comes first, sized for every transfer that can be
+     * reported (attached, or parked by a blocking request), so storing an
+     * id never allocates: next_done detaches or unparks a transfer, and an
+     * error raised after that would lose its completion (and strand its
+     * task). */
+    lua_createtable(L, imm_multi_unreported(m->m), 0);
     while ((h = imm_multi_next_done(m->m)) != NULL) {
         lua_pushinteger(L, (lua_Integer)imm_http_id(h));
         lua_rawseti(L, -2, ++n);
@@ -830,7 +858,7 @@ static int l_gunzip(lua_State *L) {
     size_t n;
     const char *in = luaL_checklstring(L, 1, &n);
     size_t max = to_size(L, luaL_optnumber(L, 2, 0), "max_bytes");
-    sign_box *box = new_box(L, 1);
+    sign_box *box = new_box(L, BOX_ONE);
     char err[128];
     imm_http_status st;
     err[0] = '\0';
@@ -849,563 +877,6 @@ static int l_gunzip(lua_State *L) {
 
 static int l_backend(lua_State *L) {
     lua_pushstring(L, imm_http_backend_version());
-    return 1;
-}
-
-/* --- JSON encoding ---------------------------------------------------------- */
-
-/* What a shape asks for (see l_json_encode). */
-enum { SH_ANY, SH_STRING, SH_NUMBER, SH_BOOLEAN, SH_ARRAY, SH_MAP, SH_FIELDS };
-
-/* One step of the path to the value being encoded, for error messages. */
-typedef struct enc_step {
-    const char *key; /* NULL: an array index */
-    size_t klen;
-    lua_Integer index;
-} enc_step;
-
-typedef struct enc_ctx {
-    lua_State *L;
-    imm_buf *out;
-    int errslot; /* stack slot that receives the error message */
-    int depth;   /* tables open around the current value */
-    const char *name;
-    size_t namelen;
-    enc_step path[IMM_JSONENC_MAX_DEPTH + 1];
-} enc_ctx;
-
-/* An object key, kept while the table that holds it is on the stack. */
-typedef struct enc_key {
-    const char *s;
-    size_t len;
-} enc_key;
-
-static int is_ident(const char *s, size_t n) {
-    size_t i;
-    if (n == 0 || (s[0] >= '0' && s[0] <= '9'))
-        return 0;
-    for (i = 0; i < n; i++) {
-        char c = s[i];
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_'))
-            return 0;
-    }
-    return 1;
-}
-
-#define PATH_ENDS 8
-
-/* Adds a key to a message, quoted: at most 64 bytes, and anything but
- * printable ASCII as \xHH, so a message stays one readable line. */
-static void add_quoted(luaL_Buffer *b, const char *s, size_t len) {
-    size_t j, n = len > 64 ? 64 : len;
-    char tmp[8];
-    luaL_addchar(b, '"');
-    for (j = 0; j < n; j++) {
-        unsigned char ch = (unsigned char)s[j];
-        if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\') {
-            luaL_addchar(b, (char)ch);
-        } else {
-            snprintf(tmp, sizeof tmp, "\\x%02X", ch);
-            luaL_addstring(b, tmp);
-        }
-    }
-    luaL_addstring(b, n < len ? "...\"" : "\"");
-}
-
-/* Pushes the path of the value at depth `depth` as Lua would index it:
- * name.Key[2]["odd key"] (keys quoted by add_quoted). */
-static void push_path(enc_ctx *c, int depth) {
-    lua_State *L = c->L;
-    luaL_Buffer b;
-    int i, empty = c->namelen == 0; /* nothing written yet: no leading dot */
-    luaL_buffinit(L, &b);
-    luaL_addlstring(&b, c->name, c->namelen);
-    for (i = 1; i <= depth; i++) {
-        const enc_step *st = &c->path[i];
-        char tmp[IMM_JSONENC_NUMBER_MAX + 2];
-        /* a deep path (a cycle) keeps its two ends */
-        if (depth > 2 * PATH_ENDS && i > PATH_ENDS && i <= depth - PATH_ENDS) {
-            if (i == PATH_ENDS + 1)
-                luaL_addstring(&b, "...");
-            continue;
-        }
-        if (st->key == NULL) {
-            tmp[0] = '[';
-            imm_json_integer_text((long long)st->index, tmp + 1);
-            luaL_addstring(&b, tmp);
-            luaL_addchar(&b, ']');
-        } else if (st->klen <= 64 && is_ident(st->key, st->klen)) {
-            if (!empty)
-                luaL_addchar(&b, '.');
-            luaL_addlstring(&b, st->key, st->klen);
-        } else {
-            luaL_addchar(&b, '[');
-            add_quoted(&b, st->key, st->klen);
-            luaL_addchar(&b, ']');
-        }
-        empty = 0;
-    }
-    luaL_pushresult(&b);
-}
-
-/* Stores "path: message" (or just the message at an unnamed root) as the
- * error and returns -1, which every caller passes up unchanged. */
-static int enc_fail(enc_ctx *c, const char *fmt, ...) {
-    lua_State *L = c->L;
-    va_list ap;
-    luaL_checkstack(L, 10, "imm.core.json_encode");
-    push_path(c, c->depth);
-    if (compat_rawlen(L, -1) == 0) {
-        lua_pop(L, 1);
-        va_start(ap, fmt);
-        lua_pushvfstring(L, fmt, ap);
-        va_end(ap);
-    } else {
-        lua_pushliteral(L, ": ");
-        va_start(ap, fmt);
-        lua_pushvfstring(L, fmt, ap);
-        va_end(ap);
-        lua_concat(L, 3);
-    }
-    lua_replace(L, c->errslot);
-    return -1;
-}
-
-static const char *enc_typename(lua_State *L, int idx) {
-    if (lua_type(L, idx) == LUA_TLIGHTUSERDATA && lua_touserdata(L, idx) == NULL)
-        return "null";
-    return luaL_typename(L, idx);
-}
-
-static int enc_nomem(enc_ctx *c) {
-    return enc_fail(c, "out of memory");
-}
-
-static const char *non_finite_name(lua_Number x) {
-    return x != x ? "NaN" : x > 0 ? "inf" : "-inf";
-}
-
-/* Appends the number at idx: integers (5.3+) in full, floats as JavaScript
- * writes them. */
-static int enc_number(enc_ctx *c, int idx) {
-    char tmp[IMM_JSONENC_NUMBER_MAX];
-    int n;
-#if LUA_VERSION_NUM >= 503
-    if (lua_isinteger(c->L, idx))
-        n = imm_json_integer_text((long long)lua_tointeger(c->L, idx), tmp);
-    else
-#endif
-        n = imm_json_number_text((double)lua_tonumber(c->L, idx), tmp);
-    if (n < 0)
-        return enc_fail(c, "expected a finite number, got %s", non_finite_name(lua_tonumber(c->L, idx)));
-    return imm_buf_add(c->out, tmp, (size_t)n) == 0 ? 0 : enc_nomem(c);
-}
-
-static int enc_string(enc_ctx *c, const char *s, size_t n, int is_key) {
-    size_t bad = 0;
-    int rc = imm_json_add_string(c->out, s, n, &bad);
-    if (rc == IMM_JSONENC_EUTF8) {
-        char at[IMM_JSONENC_NUMBER_MAX];
-        imm_json_integer_text((long long)(bad + 1), at);
-        return enc_fail(c, "invalid UTF-8 in %s at byte %s", is_key ? "a key" : "a string", at);
-    }
-    return rc == IMM_JSONENC_OK ? 0 : enc_nomem(c);
-}
-
-/* Writes a table key (number, boolean, ...) into a message: `key 3`. */
-static const char *push_key_desc(lua_State *L, int idx) {
-    char tmp[IMM_JSONENC_NUMBER_MAX];
-    switch (lua_type(L, idx)) {
-    case LUA_TSTRING: {
-        luaL_Buffer b;
-        size_t n;
-        const char *k = lua_tolstring(L, idx, &n);
-        luaL_buffinit(L, &b);
-        luaL_addstring(&b, "key ");
-        add_quoted(&b, k, n);
-        luaL_pushresult(&b);
-        return lua_tostring(L, -1);
-    }
-    case LUA_TNUMBER:
-#if LUA_VERSION_NUM >= 503
-        if (lua_isinteger(L, idx))
-            imm_json_integer_text((long long)lua_tointeger(L, idx), tmp);
-        else
-#endif
-        if (imm_json_number_text((double)lua_tonumber(L, idx), tmp) < 0)
-            snprintf(tmp, sizeof tmp, "%s", "nan");
-        return lua_pushfstring(L, "key %s", tmp);
-    case LUA_TBOOLEAN:
-        return lua_pushfstring(L, "key %s", lua_toboolean(L, idx) ? "true" : "false");
-    default:
-        return lua_pushfstring(L, "a %s key", luaL_typename(L, idx));
-    }
-}
-
-/* How the keys of the table at t look. */
-typedef struct key_census {
-    size_t count;   /* all keys */
-    size_t nstr;    /* string keys */
-    size_t nseq;    /* integer keys >= 1 */
-    lua_Number max; /* the largest of those */
-} key_census;
-
-/* Counts the keys of table t. Leaves on the stack one key that keeps the
- * table from being an array (or nil): the first string key when all keys
- * are strings or positive integers, else the first key that is neither,
- * else the largest integer key (a hole). */
-static void census(lua_State *L, int t, key_census *k) {
-    int odd = 0, str = 0;
-    memset(k, 0, sizeof *k);
-    lua_pushnil(L); /* the slot for the reported key */
-    lua_pushnil(L);
-    while (lua_next(L, t) != 0) {
-        lua_pop(L, 1);
-        k->count++;
-        if (lua_type(L, -1) == LUA_TSTRING) {
-            k->nstr++;
-            if (!str && !odd) {
-                str = 1;
-                lua_pushvalue(L, -1);
-                lua_replace(L, -3);
-            }
-        } else if (lua_type(L, -1) == LUA_TNUMBER) {
-            lua_Number d = lua_tonumber(L, -1);
-            if (d >= 1 && d == floor(d) && d <= 9007199254740992.0) {
-                k->nseq++;
-                if (d > k->max)
-                    k->max = d;
-            } else if (!odd) {
-                odd = 1;
-                lua_pushvalue(L, -1);
-                lua_replace(L, -3);
-            }
-        } else if (!odd) {
-            odd = 1;
-            lua_pushvalue(L, -1);
-            lua_replace(L, -3);
-        }
-    }
-    if (!odd && !str && k->count > 0 && k->max != (lua_Number)k->nseq) {
-        lua_pushnumber(L, k->max);
-#if LUA_VERSION_NUM >= 503
-        lua_pop(L, 1);
-        lua_pushinteger(L, (lua_Integer)k->max);
-#endif
-        lua_replace(L, -2);
-    }
-}
-
-#define IS_ARRAY(k) ((k).count > 0 && (k).nstr == 0 && (k).nseq == (k).count && (k).max == (lua_Number)(k).count)
-
-static int enc_value(enc_ctx *c, int v, int s);
-
-static int enc_array(enc_ctx *c, int t, int elem, size_t n) {
-    lua_State *L = c->L;
-    size_t i;
-    int rc = 0;
-    if (imm_buf_addc(c->out, '[') != 0)
-        return enc_nomem(c);
-    for (i = 1; i <= n && rc == 0; i++) {
-        if (i > 1 && imm_buf_addc(c->out, ',') != 0)
-            return enc_nomem(c);
-        lua_rawgeti(L, t, (int)i);
-        c->path[c->depth].key = NULL;
-        c->path[c->depth].index = (lua_Integer)i;
-        rc = enc_value(c, lua_gettop(L), elem);
-        lua_pop(L, 1);
-    }
-    if (rc == 0 && imm_buf_addc(c->out, ']') != 0)
-        return enc_nomem(c);
-    return rc;
-}
-
-static int cmp_keys(const void *a, const void *b) {
-    const enc_key *x = a, *y = b;
-    int r = memcmp(x->s, y->s, x->len < y->len ? x->len : y->len);
-    if (r != 0)
-        return r;
-    return x->len < y->len ? -1 : x->len > y->len;
-}
-
-/* An object, keys in byte order. `elem`: the shape of every value (a map),
- * `fields`: a table of shapes by key (a model), or neither (0). */
-static int enc_object(enc_ctx *c, int t, int elem, int fields, size_t count) {
-    lua_State *L = c->L;
-    enc_key *keys;
-    size_t i = 0, n;
-    int rc = 0;
-    if (imm_buf_addc(c->out, '{') != 0)
-        return enc_nomem(c);
-    if (count == 0)
-        return imm_buf_addc(c->out, '}') == 0 ? 0 : enc_nomem(c);
-    /* GC-owned, so an error raised below cannot leak it */
-    keys = compat_newuserdata(L, count * sizeof *keys);
-    lua_pushnil(L);
-    while (lua_next(L, t) != 0) {
-        lua_pop(L, 1);
-        /* census found `count` string keys; the bounds hold even if a __gc
-         * finalizer run by an allocation above has changed the table */
-        if (i < count && lua_type(L, -1) == LUA_TSTRING) {
-            keys[i].s = lua_tolstring(L, -1, &keys[i].len);
-            i++;
-        }
-    }
-    n = i;
-    qsort(keys, n, sizeof *keys, cmp_keys);
-    for (i = 0; i < n && rc == 0; i++) {
-        int sub = 0;
-        if (i > 0 && imm_buf_addc(c->out, ',') != 0)
-            return enc_nomem(c);
-        c->path[c->depth].key = keys[i].s;
-        c->path[c->depth].klen = keys[i].len;
-        if (enc_string(c, keys[i].s, keys[i].len, 1) != 0)
-            return -1;
-        if (imm_buf_addc(c->out, ':') != 0)
-            return enc_nomem(c);
-        lua_pushlstring(L, keys[i].s, keys[i].len);
-        lua_rawget(L, t);
-        if (fields != 0) {
-            lua_pushlstring(L, keys[i].s, keys[i].len);
-            lua_rawget(L, fields);
-            if (!lua_isnil(L, -1))
-                sub = lua_gettop(L);
-        } else {
-            lua_pushnil(L); /* keeps the value one below the top */
-            sub = elem;
-        }
-        rc = enc_value(c, lua_gettop(L) - 1, sub);
-        lua_pop(L, 2);
-    }
-    lua_pop(L, 1); /* the key array */
-    if (rc == 0 && imm_buf_addc(c->out, '}') != 0)
-        return enc_nomem(c);
-    return rc;
-}
-
-/* Raises: a shape is the caller's data, so a bad one is a programming error. */
-static int bad_shape(enc_ctx *c, int s) {
-    lua_State *L = c->L;
-    push_path(c, c->depth);
-    return luaL_error(L, "imm.core.json_encode: bad shape (%s%s%s) for %s", lua_type(L, s) == LUA_TSTRING ? "\"" : "",
-                      lua_type(L, s) == LUA_TSTRING ? lua_tostring(L, s) : luaL_typename(L, s),
-                      lua_type(L, s) == LUA_TSTRING ? "\"" : "",
-                      compat_rawlen(L, -1) > 0 ? lua_tostring(L, -1) : "the value");
-}
-
-/* The kind of shape s (0: none); for a table shape, pushes its part
- * (array's or map's element shape, or the fields table) and stores its
- * slot, or 0 when that part is nil, in *part. */
-static int shape_kind(enc_ctx *c, int s, int *part) {
-    lua_State *L = c->L;
-    static const char *const kinds[] = {"array", "map", "fields"};
-    int i;
-    *part = 0;
-    if (s == 0)
-        return SH_ANY;
-    if (lua_type(L, s) == LUA_TSTRING) {
-        const char *k = lua_tostring(L, s);
-        if (strcmp(k, "any") == 0)
-            return SH_ANY;
-        if (strcmp(k, "string") == 0)
-            return SH_STRING;
-        if (strcmp(k, "number") == 0)
-            return SH_NUMBER;
-        if (strcmp(k, "boolean") == 0)
-            return SH_BOOLEAN;
-        return bad_shape(c, s);
-    }
-    if (lua_type(L, s) != LUA_TTABLE)
-        return bad_shape(c, s);
-    for (i = 0; i < 3; i++) {
-        lua_pushstring(L, kinds[i]);
-        lua_rawget(L, s);
-        if (!lua_isnil(L, -1)) {
-            if (i == 2 && lua_type(L, -1) != LUA_TTABLE)
-                return bad_shape(c, s);
-            *part = lua_gettop(L);
-            return SH_ARRAY + i;
-        }
-        lua_pop(L, 1);
-    }
-    return bad_shape(c, s);
-}
-
-static int enc_table(enc_ctx *c, int v, int kind, int part) {
-    lua_State *L = c->L;
-    key_census k;
-    int rc;
-    if (c->depth >= IMM_JSONENC_MAX_DEPTH)
-        return enc_fail(c, "nested deeper than %d tables (a reference cycle?)", IMM_JSONENC_MAX_DEPTH);
-    luaL_checkstack(L, 8, "imm.core.json_encode");
-    census(L, v, &k);
-    if (k.count > (size_t)INT_MAX) /* lua_rawgeti takes an int before 5.3 */
-        return enc_fail(c, "a table with more than %d keys", INT_MAX);
-    c->depth++;
-    if (kind == SH_ARRAY) {
-        if (k.count > 0 && !IS_ARRAY(k)) {
-            c->depth--;
-            push_key_desc(L, -1);
-            return enc_fail(c, "expected an array (keys 1..n), got a table with %s", lua_tostring(L, -1));
-        }
-        rc = enc_array(c, v, part, k.count);
-    } else if (kind == SH_MAP || kind == SH_FIELDS) {
-        if (k.nstr != k.count) {
-            c->depth--;
-            lua_pop(L, 1);
-            /* report the first key that is not a string */
-            lua_pushnil(L);
-            while (lua_next(L, v) != 0 && (lua_pop(L, 1), lua_type(L, -1) == LUA_TSTRING)) {
-            }
-            push_key_desc(L, -1);
-            return enc_fail(c, "expected an object (string keys), got a table with %s", lua_tostring(L, -1));
-        }
-        rc = enc_object(c, v, kind == SH_MAP ? part : 0, kind == SH_FIELDS ? part : 0, k.count);
-    } else if (IS_ARRAY(k)) {
-        rc = enc_array(c, v, 0, k.count);
-    } else if (k.nstr == k.count) {
-        rc = enc_object(c, v, 0, 0, k.count);
-    } else {
-        c->depth--;
-        if (k.nstr > 0 && k.nseq > 0 && k.nstr + k.nseq == k.count)
-            return enc_fail(c, "cannot encode a table with both string keys and integer keys");
-        push_key_desc(L, -1);
-        return enc_fail(c, "expected an array (keys 1..n) or an object (string keys), got a table with %s",
-                        lua_tostring(L, -1));
-    }
-    c->depth--;
-    lua_pop(L, 1); /* census's key */
-    return rc;
-}
-
-static const char *const shape_names[] = {"any", "a string", "a number", "a boolean",
-                                          "an array", "an object", "an object"};
-
-/* Appends the value at v as shape s (a stack slot, 0: infer). */
-static int enc_value(enc_ctx *c, int v, int s) {
-    lua_State *L = c->L;
-    int top = lua_gettop(L), part, kind, t = lua_type(L, v), rc;
-    luaL_checkstack(L, 4, "imm.core.json_encode");
-    kind = shape_kind(c, s, &part);
-    if (kind != SH_ANY) {
-        static const int want[] = {0, LUA_TSTRING, LUA_TNUMBER, LUA_TBOOLEAN,
-                                   LUA_TTABLE, LUA_TTABLE, LUA_TTABLE};
-        if (t != want[kind]) {
-            rc = enc_fail(c, "expected %s, got %s", shape_names[kind], enc_typename(L, v));
-            lua_settop(L, top);
-            return rc;
-        }
-    }
-    switch (t) {
-    case LUA_TSTRING: {
-        size_t n;
-        const char *str = lua_tolstring(L, v, &n);
-        rc = enc_string(c, str, n, 0);
-        break;
-    }
-    case LUA_TNUMBER:
-        rc = enc_number(c, v);
-        break;
-    case LUA_TBOOLEAN:
-        rc = imm_buf_adds(c->out, lua_toboolean(L, v) ? "true" : "false") == 0 ? 0 : enc_nomem(c);
-        break;
-    case LUA_TTABLE:
-        rc = enc_table(c, v, kind, part);
-        break;
-    case LUA_TLIGHTUSERDATA:
-        if (lua_touserdata(L, v) == NULL) { /* cjson.null, imm.decode's null */
-            rc = imm_buf_adds(c->out, "null") == 0 ? 0 : enc_nomem(c);
-            break;
-        }
-        /* fall through */
-    default:
-        rc = enc_fail(c, "cannot encode a %s", luaL_typename(L, v));
-    }
-    lua_settop(L, top);
-    return rc;
-}
-
-/***
- * Encodes a Lua value as JSON text, laid out as a shape says.
- *
- * Shapes: nil or "any" (infer: keys exactly 1..n make an array, string
- * keys an object, an empty table `{}`), "string", "number", "boolean",
- * `{array = SHAPE}`, `{map = SHAPE}` (an object with string keys),
- * `{fields = {Name = SHAPE, ...}}` (a model: an object whose unlisted keys
- * are inferred). An empty table becomes `[]` or `{}` as its shape says.
- * Object keys are written in byte order; integers in full, floats as
- * JavaScript writes them (`core.number_text`); strings must be valid UTF-8
- * and are escaped as JSON.stringify escapes them (`/` is not). Nesting is
- * capped at 128 tables, which also ends reference cycles. Metatables are
- * ignored: a table is read raw and no metamethod is called.
- * @function json_encode
- * @param value the value to encode
- * @param[opt] shape the shape (a bad shape raises: it is a programming error)
- * @tparam[opt] string name the value's name, to start error paths with
- * @treturn string the JSON text
- * @return nil, "path: message" when the value does not fit its shape or
- *   cannot be written, e.g. `Targets[2].URI: expected a string, got boolean`
- *   (array indices are Lua's, from 1)
- * @usage local text = core.json_encode({Tags = {}}, {fields = {Tags = {array = "string"}}})
- *   --> {"Tags":[]}
- */
-static int l_json_encode(lua_State *L) {
-    enc_ctx *c;
-    sign_box *box;
-    int rc;
-    lua_settop(L, 3);
-    if (!lua_isnil(L, 3))
-        luaL_checktype(L, 3, LUA_TSTRING);
-    /* the context (3 KB of path) lives in a userdata, off the C stack */
-    c = compat_newuserdata(L, sizeof *c); /* slot 4 */
-    box = new_box(L, 1);                  /* slot 5: owns the output */
-    lua_pushnil(L);                       /* slot 6: the error message */
-    c->L = L;
-    c->out = &box->u.one;
-    c->errslot = 6;
-    c->depth = 0;
-    c->name = lua_isnil(L, 3) ? "" : lua_tolstring(L, 3, &c->namelen);
-    if (lua_isnil(L, 3))
-        c->namelen = 0;
-    rc = enc_value(c, 1, lua_isnil(L, 2) ? 0 : 2);
-    if (rc != 0) {
-        box_gc_now(box);
-        lua_pushnil(L);
-        lua_pushvalue(L, 6);
-        return 2;
-    }
-    push_bytes(L, &box->u.one);
-    box_gc_now(box);
-    return 1;
-}
-
-/***
- * The JSON text of a number, for scalar parameters: integers (Lua 5.3+) in
- * full, floats as JavaScript's Number#toString writes them (the shortest
- * text that reads back as the same double: `0.7`, `1e+21`, `1e-7`; -0 is
- * `0`).
- * @function number_text
- * @tparam number n (anything else raises)
- * @treturn string the text
- * @return nil, message for NaN and infinities, which JSON cannot write
- * @usage core.number_text(0.1 + 0.2) --> "0.30000000000000004"
- */
-static int l_number_text(lua_State *L) {
-    char tmp[IMM_JSONENC_NUMBER_MAX];
-    int n;
-    luaL_checktype(L, 1, LUA_TNUMBER);
-#if LUA_VERSION_NUM >= 503
-    if (lua_isinteger(L, 1))
-        n = imm_json_integer_text((long long)lua_tointeger(L, 1), tmp);
-    else
-#endif
-        n = imm_json_number_text((double)lua_tonumber(L, 1), tmp);
-    if (n < 0) {
-        lua_pushnil(L);
-        lua_pushfstring(L, "expected a finite number, got %s", non_finite_name(lua_tonumber(L, 1)));
-        return 2;
-    }
-    lua_pushlstring(L, tmp, (size_t)n);
     return 1;
 }
 
@@ -1445,8 +916,8 @@ static const luaL_Reg core_funcs[] = {
     {"gunzip", l_gunzip},
     {"backend", l_backend},
     {"json_decode", imm_json_decode},
-    {"json_encode", l_json_encode},
-    {"number_text", l_number_text},
+    {"json_encode", imm_json_encode},
+    {"number_text", imm_number_text},
     {NULL, NULL}};
 
 /* A handle type's metatable: methods, and close as __gc and __close, so a

@@ -30,7 +30,7 @@ struct imm_http {
     long timeout_ms;            /* the handle's own total timeout (0: none) */
     char errbuf[CURL_ERROR_SIZE];
     struct curl_slist *req_headers; /* this exchange's header list, libcurl reads it */
-    int state;                  /* 0 idle, 1 attached, 2 done awaiting finish */
+    imm_http_phase state;
     CURLcode rc;                /* the transfer's outcome once done */
     long id;
     imm_multi *multi;           /* attached to, or NULL */
@@ -59,6 +59,7 @@ struct imm_multi {
     imm_sock *socks;            /* kept by on_socket: any fd number, unlike an fd_set */
     size_t nsocks, socks_cap;
     imm_http *parked;           /* done handles to report from imm_multi_next_done first */
+    int nparked;
     /* Origins that answered over HTTP/2: later transfers there wait for that
      * connection (PIPEWAIT) and share it instead of opening their own. Not
      * for HTTP/1.1 hosts, where waiting only delays the new connection. */
@@ -316,7 +317,7 @@ imm_http_status imm_http_start(imm_http *h, const imm_http_request *req, char *e
     int is_post = strcmp(req->method, "POST") == 0;
     long timeout_ms;
 
-    if (h->state != 0) {
+    if (h->state != IMM_HTTP_IDLE) {
         SET_ERR("the HTTP handle is busy with another transfer");
         return IMM_HTTP_EINVAL;
     }
@@ -442,7 +443,7 @@ imm_http_status imm_http_finish(imm_http *h, long *status, int *sent, char *err,
     *sent = req_size > 0 || *status > 0;
     drop_request(h);
     unpark(h); /* read now: nothing is left to report */
-    h->state = 0;
+    h->state = IMM_HTTP_IDLE;
 
     st = classify(h->rc, h->too_large || h->headers_too_large);
     if (h->resend_refused) {
@@ -495,6 +496,7 @@ static void park(imm_multi *m, imm_http *h) {
     *p = h;
     h->parked_next = NULL;
     h->parked = m;
+    m->nparked++;
 }
 
 static void unpark(imm_http *h) {
@@ -504,6 +506,7 @@ static void unpark(imm_http *h) {
     for (p = &h->parked->parked; *p != NULL; p = &(*p)->parked_next) {
         if (*p == h) {
             *p = h->parked_next;
+            h->parked->nparked--;
             break;
         }
     }
@@ -529,9 +532,12 @@ imm_http_status imm_http_perform_on(imm_http *h, imm_multi *m, const imm_http_re
     st = imm_http_start(h, req, err, errlen);
     if (st != IMM_HTTP_OK)
         return st;
-    if (imm_multi_add(m, h, err, errlen) == 0) {
-        drop_request(h);
-        return IMM_HTTP_EOTHER;
+    {
+        long id = imm_multi_add(m, h, err, errlen);
+        if (id <= 0) {
+            drop_request(h);
+            return id < 0 ? IMM_HTTP_ENOMEM : IMM_HTTP_EOTHER;
+        }
     }
     /* The blocking call is the non-blocking one driven to completion. It
      * ends when libcurl ends the transfer: with a timeout set (the Lua
@@ -539,7 +545,7 @@ imm_http_status imm_http_perform_on(imm_http *h, imm_multi *m, const imm_http_re
      * stays silent keeps it waiting. Other transfers on a shared multi move
      * along too; those that end are parked for their owner's next
      * imm_multi_next_done. */
-    while (h->state == 1) {
+    while (h->state == IMM_HTTP_ATTACHED) {
         imm_http *d;
         if (imm_multi_perform(m, &running, err, errlen) != 0)
             break;
@@ -547,12 +553,12 @@ imm_http_status imm_http_perform_on(imm_http *h, imm_multi *m, const imm_http_re
             if (d != h)
                 park(m, d);
         }
-        if (h->state != 1)
+        if (h->state != IMM_HTTP_ATTACHED)
             break;
         if (imm_multi_wait(m, 1000, err, errlen) != 0)
             break;
     }
-    if (h->state == 1) { /* the multi itself failed: abort, report it */
+    if (h->state == IMM_HTTP_ATTACHED) { /* the multi itself failed: abort, report it */
         char keep[CURL_ERROR_SIZE];
         snprintf(keep, sizeof keep, "%s", err != NULL ? err : "");
         imm_multi_remove(m, h);
@@ -563,7 +569,7 @@ imm_http_status imm_http_perform_on(imm_http *h, imm_multi *m, const imm_http_re
     return imm_http_finish(h, status, sent, err, errlen);
 }
 
-int imm_http_state(const imm_http *h) {
+imm_http_phase imm_http_state(const imm_http *h) {
     return h->state;
 }
 
@@ -603,9 +609,12 @@ static int on_socket(CURL *e, curl_socket_t fd, int what, void *ud, void *sockp)
         if (m->nsocks == m->socks_cap) {
             size_t cap = m->socks_cap ? 2 * m->socks_cap : 8;
             imm_sock *p = realloc(m->socks, cap * sizeof *p);
+            /* Not -1: libcurl would give the whole multi up, and every
+             * transfer on it would end as if cancelled. imm_multi_add
+             * reserves room, so this is rare; the socket is then missing
+             * from imm_multi_sockets, while libcurl's own poll still sees it. */
             if (p == NULL)
-                return -1; /* libcurl 7.84+ fails the multi call with an error;
-                            * older ones ignore it, and only the list misses it */
+                return 0;
             m->socks = p;
             m->socks_cap = cap;
         }
@@ -660,9 +669,9 @@ void imm_multi_free(imm_multi *m) {
     while (m->attached != NULL) {
         imm_http *h = m->attached;
         detach(h);
-        if (h->state == 1) { /* aborted: finish reports it as cancelled */
+        if (h->state == IMM_HTTP_ATTACHED) { /* aborted: finish reports it as cancelled */
             h->rc = CURLE_ABORTED_BY_CALLBACK;
-            h->state = 2;
+            h->state = IMM_HTTP_DONE;
         }
     }
     curl_multi_cleanup(m->m); /* may still call on_socket: m stays until after */
@@ -670,11 +679,27 @@ void imm_multi_free(imm_multi *m) {
     free(m);
 }
 
+/* Sockets a transfer may hold at once: happy eyeballs tries two
+ * addresses, and the threaded resolver wakes the multi through a socket. */
+#define IMM_SOCKS_PER_TRANSFER 4
+
 long imm_multi_add(imm_multi *m, imm_http *h, char *err, size_t errlen) {
     CURLMcode mc;
-    if (h->multi != NULL || h->state != 0) {
+    size_t want = (size_t)(m->count + 1) * IMM_SOCKS_PER_TRANSFER;
+    if (h->multi != NULL || h->state != IMM_HTTP_IDLE) {
         SET_ERR("the HTTP handle is busy with another transfer");
         return 0;
+    }
+    /* Room for the socket callback, reserved here where running out of
+     * memory is an error value (see on_socket). */
+    if (m->socks_cap < want) {
+        imm_sock *p = realloc(m->socks, want * sizeof *p);
+        if (p == NULL) {
+            SET_ERR("out of memory");
+            return -1;
+        }
+        m->socks = p;
+        m->socks_cap = want;
     }
     {
         int i, h2 = 0;
@@ -686,7 +711,7 @@ long imm_multi_add(imm_multi *m, imm_http *h, char *err, size_t errlen) {
     mc = curl_multi_add_handle(m->m, h->curl);
     if (mc != CURLM_OK) {
         SET_ERR("curl_multi_add_handle: %s", curl_multi_strerror(mc));
-        return 0;
+        return mc == CURLM_OUT_OF_MEMORY ? -1 : 0;
     }
     h->multi = m;
     h->prev = NULL;
@@ -695,7 +720,7 @@ long imm_multi_add(imm_multi *m, imm_http *h, char *err, size_t errlen) {
         m->attached->prev = h;
     m->attached = h;
     m->count++;
-    h->state = 1;
+    h->state = IMM_HTTP_ATTACHED;
     /* ids only need to tell in-flight transfers apart; wrap long before
      * they could collide */
     if (++m->next_id <= 0 || m->next_id > 0x3fffffffL)
@@ -708,10 +733,10 @@ void imm_multi_remove(imm_multi *m, imm_http *h) {
     if (h->multi != m)
         return;
     detach(h);
-    if (h->state == 1) {
+    if (h->state == IMM_HTTP_ATTACHED) {
         h->rc = CURLE_ABORTED_BY_CALLBACK;
         snprintf(h->errbuf, sizeof h->errbuf, "transfer cancelled");
-        h->state = 2;
+        h->state = IMM_HTTP_DONE;
     }
 }
 
@@ -755,7 +780,7 @@ static imm_http *next_done_fresh(imm_multi *m) {
             continue;
         h->rc = msg->data.result; /* read before detach invalidates msg */
         detach(h);
-        h->state = 2;
+        h->state = IMM_HTTP_DONE;
         learn_h2(m, h);
         return h;
     }
@@ -801,6 +826,10 @@ int imm_multi_sockets(imm_multi *m, void (*fn)(int fd, int rd, int wr, void *ud)
 
 int imm_multi_count(const imm_multi *m) {
     return m->count;
+}
+
+int imm_multi_unreported(const imm_multi *m) {
+    return m->count + m->nparked;
 }
 
 const imm_buf *imm_http_body(const imm_http *h) {

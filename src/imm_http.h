@@ -108,9 +108,13 @@ imm_http_status imm_http_perform_on(imm_http *h, imm_multi *m, const imm_http_re
 imm_http_status imm_http_start(imm_http *h, const imm_http_request *req, char *err, size_t errlen);
 imm_http_status imm_http_finish(imm_http *h, long *status, int *sent, char *err, size_t errlen);
 
-/* 1 while the handle is attached to a multi, 2 when its transfer is done
- * and awaits imm_http_finish, 0 when idle. */
-int imm_http_state(const imm_http *h);
+/* Where a handle's exchange is. */
+typedef enum imm_http_phase {
+    IMM_HTTP_IDLE = 0,  /* no exchange: imm_http_start may begin one */
+    IMM_HTTP_ATTACHED,  /* started and attached to a multi, in flight */
+    IMM_HTTP_DONE       /* done (or removed), awaiting imm_http_finish */
+} imm_http_phase;
+imm_http_phase imm_http_state(const imm_http *h);
 /* An id unique within the handle's multi, set by imm_multi_add. */
 long imm_http_id(const imm_http *h);
 /* For tests: was CURLOPT_CAPATH unset (a CA file is in use), and did the
@@ -122,7 +126,8 @@ int imm_multi_h2_origins(const imm_multi *m);
 /* --- the multi: many transfers at once, driven by the caller ----------- */
 imm_multi *imm_multi_new(char *err, size_t errlen);
 void imm_multi_free(imm_multi *m);
-/* Attaches a started handle; returns its id (> 0), or 0 with err set. */
+/* Attaches a started handle; returns its id (> 0), or with err set -1 when
+ * out of memory and 0 for any other failure. */
 long imm_multi_add(imm_multi *m, imm_http *h, char *err, size_t errlen);
 /* Detaches a handle, aborting its transfer (cancellation). */
 void imm_multi_remove(imm_multi *m, imm_http *h);
@@ -144,6 +149,9 @@ long imm_multi_timeout(imm_multi *m);
 int imm_multi_sockets(imm_multi *m, void (*fn)(int fd, int rd, int wr, void *ud), void *ud);
 /* Handles attached now. */
 int imm_multi_count(const imm_multi *m);
+/* Handles attached or parked: the most imm_multi_next_done can return
+ * before the next imm_multi_perform. */
+int imm_multi_unreported(const imm_multi *m);
 
 /* The last response's body and raw header block (of the final response,
  * after any 1xx). Owned by the handle. */

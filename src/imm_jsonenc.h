@@ -1,7 +1,7 @@
 /*
  * imm_jsonenc.h - the Lua-free half of the JSON encoder: number text and
  * string escaping. The table walk that drives them (shapes, key order,
- * error paths) lives in imm_core.c, the binding layer.
+ * error paths) lives in imm_luaenc.c.
  *
  * Numbers are written as JavaScript's Number.prototype.toString writes them
  * (ECMAScript Number::toString), which is also what JSON.stringify and the

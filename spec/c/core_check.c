@@ -8,7 +8,9 @@
  *     overflow kills the process.
  *
  *   core_check alloc DRIVER.lua URL
- *     a failing-allocator sweep over signing, JSON, HTTP and the multi. For
+ *     a failing-allocator sweep over signing, JSON, HTTP, the multi (one
+ *     reused, one new each time, and transfers parked on the shared multi
+ *     during a blocking request). For
  *     each operation the driver defines, the N-th allocation is made to
  *     fail, for N = 0, 1, 2, ... until the operation runs without reaching
  *     it; once with only that allocation failing, once with every later one
@@ -298,7 +300,7 @@ static int sweep(lua_State *L, const char *name, int all_after, long *points) {
 }
 
 static int run_alloc(const char *driver, const char *url) {
-    static const char *const ops[] = {"sign", "json", "http", "multi", NULL};
+    static const char *const ops[] = {"sign", "json", "http", "multi", "fresh_multi", "parked", NULL};
     lua_State *L;
     int i, status = 0;
     disarm();

@@ -11,7 +11,7 @@ local ops = {}
 -- itself divides by zero in its socket hash (under curl_multi_socket_all)
 -- when one of its allocations fails while a multi is reused across
 -- transfers. imm's, Lua's and OpenSSL's allocations still fail for them.
-ops.spare_curl = { multi = true }
+ops.spare_curl = { multi = true, fresh_multi = true, parked = true }
 
 local function canon(v)
   if type(v) ~= "table" then return type(v) .. ":" .. tostring(v) end
@@ -55,6 +55,9 @@ function ops.http()
   if not h then return nil, code end
   local status, body, headers = h:request("POST", url .. "/x?a=1", { "X-A: 1", "Accept: application/json" }, "body")
   h:close()
+  -- an allocation failure is OutOfMemory or a connection error, never
+  -- Cancelled, which says the caller cancelled (and is not retried)
+  if body == "Cancelled" then error("an allocation failure reported as Cancelled: " .. tostring(headers)) end
   if not status then return nil, body end
   return status .. " " .. body .. " " .. tostring(headers["content-type"])
 end
@@ -101,9 +104,100 @@ function ops.multi()
   end
 end
 
+-- Waits for transfer `id` on multi m to be reported done (then calls
+-- reported()), and returns h's result.
+local function await(m, h, id, reported)
+  local t0 = core.monotonic()
+  while true do
+    local running, done = m:perform()
+    if not running then return nil, done end
+    if done then
+      for _, d in ipairs(done) do
+        if d == id then
+          reported()
+          local status, body = h:result()
+          if not status then return nil, body end
+          return status .. " " .. body
+        end
+      end
+    end
+    if core.monotonic() - t0 > 5 then
+      error("the transfer's completion was lost: no perform reported it within 5 s")
+    end
+    local ok, code = m:wait(50)
+    if not ok then return nil, code end
+  end
+end
+
+-- The parked path (issue 21, item 10): a transfer on the shared multi that
+-- ends during a blocking request on the same multi is parked, detached
+-- from libcurl; the next perform must report it even when an allocation
+-- fails, as parallel listings rely on.
+local PH, BH, parked
+function ops.parked()
+  local m, code = core.shared_multi()
+  if not m then return nil, code end
+  if not PH then
+    PH, code = core.http { timeout = 5, connect_timeout = 5 }
+    if not PH then return nil, code end
+  end
+  if not BH then
+    BH, code = core.http { timeout = 5, connect_timeout = 5, shared = true }
+    if not BH then return nil, code end
+  end
+  if not parked then
+    local id, acode = m:add(PH, "GET", url .. "/parked", { "X-C: 3" }, "")
+    if not id then return nil, acode end
+    parked = id
+    -- blocking requests on the same multi until that transfer has ended
+    -- (count() leaves out a parked transfer)
+    for _ = 1, 50 do
+      if m:count() == 0 then break end
+      local status, bcode = BH:request("GET", url .. "/blocking", {}, "")
+      if not status then return nil, bcode end
+    end
+    if m:count() ~= 0 then error("the transfer did not end during 50 blocking requests") end
+  end
+  return await(m, PH, parked, function() parked = nil end)
+end
+
+-- A new multi for each call, driven as imm.async drives its multi: a
+-- failed perform is not the end (issue 21, item 11: a failed allocation in
+-- the socket callback made libcurl give the multi up, and then every
+-- transfer on it reported Cancelled, the caller's own cancel).
+function ops.fresh_multi()
+  local m, code = core.multi()
+  if not m then return nil, code end
+  local h, hcode = core.http { timeout = 5, connect_timeout = 5 }
+  if not h then m:close() return nil, hcode end
+  local result, rcode
+  local id, acode = m:add(h, "GET", url .. "/fresh", {}, "")
+  if not id then rcode = acode end
+  local t0 = core.monotonic()
+  while id and not result and not rcode do
+    local running, done = m:perform()
+    for _, d in ipairs(running and done or {}) do
+      if d == id then
+        local status, body, msg = h:result()
+        if body == "Cancelled" then error("an allocation failure reported as Cancelled: " .. tostring(msg)) end
+        if status then result = status .. " " .. body else rcode = body end
+      end
+    end
+    if not result and not rcode then
+      if core.monotonic() - t0 > 5 then error("the transfer's completion was lost") end
+      m:wait(50)
+    end
+  end
+  h:close()
+  m:close()
+  return result, rcode
+end
+
 function ops.close()
   if H then H:close() end
   if M then M:close() end
+  if PH then PH:close() end
+  if BH then BH:close() end
 end
 
 return ops
