@@ -19,12 +19,14 @@ Where to look:
 
 import base64
 import binascii
+import copy
 import datetime
 import functools
 import hashlib
 import json
 import math
 import re
+import threading
 import time
 
 __all__ = ["FileMetaError", "FileMetaStore", "ACTIONS"]
@@ -115,9 +117,10 @@ def _with_fields(params):
 
 
 def _project_fields(record, fields):
+    # A deep copy: the server may change a reply (its faults do) and must not change the store.
     if fields is None:
-        return dict(record)
-    return {name: record[name] for name in fields if name in record}
+        return copy.deepcopy(record)
+    return {name: copy.deepcopy(record[name]) for name in fields if name in record}
 
 
 URI_RE = re.compile(r"(oss|pds)://[^/\s]+/\S.*", re.S)
@@ -228,7 +231,7 @@ def make_file(project, dataset, given, now, previous=None):
         record["OSSURI"] = uri
         record["OSSObjectType"] = "Normal"
         record["OSSStorageClass"] = "Standard"
-    record.update({k: v for k, v in given.items() if k not in SYSTEM_FIELDS})
+    record.update({k: copy.deepcopy(v) for k, v in given.items() if k not in SYSTEM_FIELDS})
     record.update({"ProjectName": project, "DatasetName": dataset, "ObjectType": "file",
                    "ObjectId": _digest("object", project, dataset, uri),
                    "CreateTime": created, "UpdateTime": now})
@@ -635,6 +638,8 @@ class FileMetaStore:
         self._clock = clock or time.time
         self._files = {}          # (project, dataset, URI) -> record
         self._events = 0
+        # The server answers requests on several threads; one action at a time.
+        self._lock = threading.RLock()
 
     # -- plumbing -----------------------------------------------------------
 
@@ -645,11 +650,14 @@ class FileMetaStore:
             raise FileMetaError("InvalidAction.NotFound", f"The file metadata store has no action {action!r}.", 404)
         if not isinstance(params, dict):
             raise FileMetaError("InvalidParameter", "The parameters must be an object.")
-        return method(params)
+        with self._lock:
+            return method(params)
 
     def reset(self):
-        self._files.clear()
-        self._events = 0
+        """Forget every file (the control API's reset)."""
+        with self._lock:
+            self._files.clear()
+            self._events = 0
 
     def _dataset(self, params):
         project = _required_string(params, "ProjectName")
@@ -706,7 +714,7 @@ class FileMetaStore:
             raise _not_found(f"file {file['URI']} in dataset {dataset}")
         for name in UPDATABLE_FIELDS:
             if name in file:
-                record[name] = file[name]
+                record[name] = copy.deepcopy(file[name])
         record["UpdateTime"] = rfc3339nano(self._clock())
         return {}
 

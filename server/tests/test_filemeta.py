@@ -7,6 +7,7 @@ import os
 import random
 import re
 import sys
+import threading
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
@@ -206,6 +207,36 @@ class TestFiles(ErrorCase):
                               ("FuzzyQuery", {"Query": "x"}), ("DeleteFileMeta", {"URI": "oss://b/1"}),
                               ("BatchGetFileMeta", {"URIs": ["oss://b/1"]})):
             self.assertError("ResourceNotFound", call, store, action, DatasetName="gone", status=404, **extra)
+
+    def test_a_reply_is_a_copy(self):
+        index(self.store, {"URI": "oss://b/1", "CustomLabels": {"k": "v"}})
+        for res in (call(self.store, "GetFileMeta", URI="oss://b/1"), call(self.store, "SimpleQuery"),
+                    call(self.store, "GetFileMeta", URI="oss://b/1", WithFields=["CustomLabels"])):
+            res["Files"][0]["CustomLabels"]["k"] = "changed"
+            res["Files"][0]["Odd"] = 1
+        f = call(self.store, "GetFileMeta", URI="oss://b/1")["Files"][0]
+        self.assertEqual(f["CustomLabels"], {"k": "v"})
+        self.assertNotIn("Odd", f)
+
+    def test_threads_index_and_query_at_once(self):
+        errors = []
+
+        def work(n):
+            try:
+                for i in range(60):
+                    call(self.store, "IndexFileMeta", File={"URI": f"oss://b/{n}/{i}", "Size": i})
+                    call(self.store, "SimpleQuery", Query=leaf("Size", "gte", "0"), MaxResults="5")
+                    if i % 3 == 0:
+                        call(self.store, "DeleteFileMeta", URI=f"oss://b/{n}/{i}")
+            except Exception as e:      # noqa: BLE001 - any failure of a thread fails the test
+                errors.append(e)
+        threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        self.assertEqual(errors, [])
+        self.assertEqual(call(self.store, "SimpleQuery")["TotalHits"], 4 * 40)
 
     def test_a_bad_file_in_a_batch_indexes_none(self):
         self.assertError("MissingParameter", index, self.store, {"URI": "oss://b/1"}, {"Title": "no uri"})
