@@ -231,10 +231,17 @@ class TestFiles(ErrorCase):
             except Exception as e:      # noqa: BLE001 - any failure of a thread fails the test
                 errors.append(e)
         threads = [threading.Thread(target=work, args=(n,)) for n in range(4)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
+        # Switch threads as often as the interpreter can, so that an action left
+        # unlocked is caught in the middle (a dict changing while it is read).
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)
+        try:
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        finally:
+            sys.setswitchinterval(interval)
         self.assertEqual(errors, [])
         self.assertEqual(call(self.store, "SimpleQuery")["TotalHits"], 4 * 40)
 
