@@ -193,21 +193,29 @@ def rfc3339nano(seconds):
     return stamp.strftime("%Y-%m-%dT%H:%M:%S") + f".{nanos:09d}+08:00"
 
 
+ARRAY_FIELDS = ("Labels", "Figures", "Addresses")
+
+
 def _check_input_file(file, name):
+    """The request's file, checked; an array field sent as {} becomes [] (an
+    empty Lua table, as lua-cjson encodes it)."""
     if not isinstance(file, dict):
         raise _invalid(name, "an object (the InputFile model) is expected")
     if file.get("URI") is None or file.get("URI") == "":
         raise _missing(f"{name}.URI")
     _check_uri(name, file["URI"])
-    for key in ("CustomLabels",):
-        if key in file and not isinstance(file[key], dict):
-            raise _invalid(name, f"{key} must be an object")
-    for key in ("Labels", "Figures", "Addresses"):
+    file = dict(file)
+    if "CustomLabels" in file and not isinstance(file["CustomLabels"], dict):
+        raise _invalid(name, "CustomLabels must be an object")
+    for key in ARRAY_FIELDS:
+        if file.get(key) == {}:
+            file[key] = []
         if key in file and not (isinstance(file[key], list) and all(isinstance(e, dict) for e in file[key])):
             raise _invalid(name, f"{key} must be an array of objects")
     if "Size" in file and (isinstance(file["Size"], bool) or not isinstance(file["Size"], (int, float))
                            or file["Size"] < 0):
         raise _invalid(name, "Size must be a non-negative number")
+    return file
 
 
 def make_file(project, dataset, given, now, previous=None):
@@ -685,7 +693,7 @@ class FileMetaStore:
         file = params.get("File")
         if file is None:
             raise _missing("File")
-        _check_input_file(file, "File")
+        file = _check_input_file(file, "File")
         self._index(project, dataset, file, rfc3339nano(self._clock()))
         return {"EventId": self._event_id(project, dataset)}
 
@@ -696,8 +704,7 @@ class FileMetaStore:
             raise _missing("Files")
         if not isinstance(files, list) or not files or len(files) > MAX_BATCH:
             raise _invalid("Files", f"an array of 1 to {MAX_BATCH} files is expected")
-        for i, file in enumerate(files):
-            _check_input_file(file, f"Files.{i + 1}")
+        files = [_check_input_file(file, f"Files.{i + 1}") for i, file in enumerate(files)]
         now = rfc3339nano(self._clock())
         for file in files:      # all checked first: a bad file indexes none of them
             self._index(project, dataset, file, now)
@@ -708,7 +715,7 @@ class FileMetaStore:
         file = params.get("File")
         if file is None:
             raise _missing("File")
-        _check_input_file(file, "File")
+        file = _check_input_file(file, "File")
         record = self._files.get((project, dataset, file["URI"]))
         if record is None:
             raise _not_found(f"file {file['URI']} in dataset {dataset}")

@@ -124,6 +124,15 @@ class TestFiles(ErrorCase):
         self.assertEqual((f["ContentType"], f["MediaType"], f["Size"]), ("image/png", "image", 7))
         self.assertEqual((f["ProjectName"], f["ObjectType"]), (P, "file"))
 
+    def test_an_empty_lua_table_is_an_empty_array(self):
+        # lua-cjson encodes an empty table as {}
+        call(self.store, "IndexFileMeta", File={"URI": "oss://b/1", "Labels": {}, "CustomLabels": {}})
+        f = call(self.store, "GetFileMeta", URI="oss://b/1")["Files"][0]
+        self.assertEqual((f["Labels"], f["CustomLabels"]), ([], {}))
+        call(self.store, "UpdateFileMeta", File={"URI": "oss://b/1", "Figures": {}})
+        self.assertEqual(call(self.store, "GetFileMeta", URI="oss://b/1")["Files"][0]["Figures"], [])
+        self.assertEqual(query(self.store, leaf("Labels", "exist")), [])
+
     def test_event_ids_differ(self):
         a = call(self.store, "IndexFileMeta", File={"URI": "oss://b/1"})["EventId"]
         b = call(self.store, "IndexFileMeta", File={"URI": "oss://b/1"})["EventId"]
