@@ -797,6 +797,29 @@ def ref_sort(files, fields, orders):
     return [f["URI"] for f in out]
 
 
+def ref_aggregate(files, field, operation, groups):
+    values = [v for f in files for v in ref_values(f, field)]
+    numbers = [v for v in values if not isinstance(v, str)]
+    out = {"Field": field, "Operation": operation}
+    if operation == "group":
+        counts = {}
+        for v in values:
+            text = v if isinstance(v, str) else ("%d" % v if v == int(v) else repr(v))
+            counts[text] = counts.get(text, 0) + 1
+        out["Groups"] = [{"Value": t, "Count": counts[t]}
+                         for t in sorted(counts, key=lambda t: (-counts[t], t))][:groups]
+    elif operation == "count":
+        out["Value"] = len(values)
+    elif operation == "distinct":
+        out["Value"] = len(set(values))
+    elif operation == "sum":
+        out["Value"] = sum(numbers)
+    elif numbers:
+        out["Value"] = {"average": sum(numbers) / len(numbers) if numbers else None,
+                        "max": max(numbers), "min": min(numbers)}[operation]
+    return out
+
+
 class TestAgainstBruteForce(unittest.TestCase):
     def test_random_queries(self):
         rng = random.Random(20201930)
@@ -819,9 +842,12 @@ class TestAgainstBruteForce(unittest.TestCase):
                 self.assertEqual(got, want, f"round {round_}: query {q} sort {fields} {orders}")
                 total = call(store, "SimpleQuery", Query=q)["TotalHits"]
                 self.assertEqual(total, len(want))
-                count = call(store, "SimpleQuery", Query=q,
-                             Aggregations=[{"Field": "Size", "Operation": "sum"}])["Aggregations"][0]["Value"]
-                self.assertAlmostEqual(count, sum(f["Size"] for f in files if f["URI"] in want))
+                field = rng.choice(["Size", "CustomLabels.color", "CustomLabels.n", "Labels.LabelName"])
+                operation = rng.choice(["count", "sum", "average", "max", "min", "distinct", "group"])
+                got = call(store, "SimpleQuery", Query=q, Aggregations=[{"Field": field, "Operation": operation}],
+                           MaxResults="3")["Aggregations"][0]
+                hits = [f for f in files if f["URI"] in want]
+                self.assertEqual(got, ref_aggregate(hits, field, operation, 3), f"{operation} of {field} for {q}")
                 checked += 1
                 matched += len(want)
         # the generator must give queries that match something and queries that do not
