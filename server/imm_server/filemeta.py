@@ -348,9 +348,14 @@ def _leaf_predicate(field, operation, value):
 
 
 def _leaf_fields(node):
+    # Runs before the tree is checked: anything malformed is skipped here and
+    # refused by compile_query.
+    if not isinstance(node, dict):
+        return
     if node.get("Operation") in LEAF_OPERATIONS:
         yield node.get("Field")
-    for sub in node.get("SubQueries") or ():
+    subs = node.get("SubQueries")
+    for sub in subs if isinstance(subs, list) else ():
         yield from _leaf_fields(sub)
 
 

@@ -389,6 +389,9 @@ class TestOperators(ErrorCase):
             ("nested with a leaf below", {"Operation": "nested", "SubQueries": [leaf("Labels.LabelName", "eq", "x")]}),
             ("nested over two arrays", {"Operation": "nested", "SubQueries": [{"Operation": "and", "SubQueries": [
                 leaf("Labels.LabelName", "eq", "x"), leaf("Figures.Age", "gt", "3")]}]}),
+            ("nested over junk", {"Operation": "nested", "SubQueries": [{"Operation": "and", "SubQueries": ["x"]}]}),
+            ("nested over an object", {"Operation": "nested", "SubQueries": [
+                {"Operation": "and", "SubQueries": {"Field": "Labels.LabelName"}}]}),
             ("nested field not the leaves' array", {"Operation": "nested", "Field": "Figures", "SubQueries": [
                 {"Operation": "and", "SubQueries": [leaf("Labels.LabelName", "eq", "x")]}]}),
         ]
@@ -656,6 +659,39 @@ class TestBadInput(ErrorCase):
                 self.assertError(code, store.handle, action, params)
         # and nothing was indexed by any of them
         self.assertEqual(call(store, "SimpleQuery")["TotalHits"], 0)
+
+    def test_random_garbage_gets_an_error_value_never_a_crash(self):
+        rng = random.Random(7)
+        store = fixture_store()
+        atoms = [None, "", "x", "eq", "and", "nested", "not", "Labels", "Labels.LabelName", "Size", "1",
+                 0, -1, 1.5, True, [], {}, "oss://b/a/1.jpg", "desc", "asc,desc", "group", "sum"]
+        keys = ["Field", "Operation", "Value", "SubQueries", "URI", "CustomLabels", "Labels", "Size"]
+
+        def junk(depth=0):
+            roll = rng.random()
+            if depth > 3 or roll < 0.5:
+                return rng.choice(atoms)
+            if roll < 0.7:
+                return [junk(depth + 1) for _ in range(rng.randint(0, 3))]
+            return {rng.choice(keys): junk(depth + 1) for _ in range(rng.randint(0, 4))}
+
+        names = ["Query", "Aggregations", "Sort", "Order", "MaxResults", "NextToken", "WithFields",
+                 "WithoutTotalHits", "File", "Files", "URI", "URIs", "ProjectName", "DatasetName"]
+        answered = refused = 0
+        for _ in range(3000):
+            action = rng.choice(["SimpleQuery", "FuzzyQuery", "IndexFileMeta", "BatchIndexFileMeta",
+                                 "UpdateFileMeta", "GetFileMeta", "BatchGetFileMeta", "DeleteFileMeta"])
+            params = {"ProjectName": P, "DatasetName": D}
+            for name in rng.sample(names, rng.randint(1, 4)):
+                params[name] = junk()
+            try:
+                self.assertIsInstance(store.handle(action, params), dict)
+                answered += 1
+            except FileMetaError as e:
+                self.assertTrue(e.code and e.message and e.status in (400, 404), repr(e))
+                refused += 1
+        self.assertGreater(answered, 50)     # the junk reaches the actions' work, not only their checks
+        self.assertGreater(refused, 1000)
 
     def test_unknown_action_and_non_object_params(self):
         store = FileMetaStore()
