@@ -510,7 +510,7 @@ def _decode_token(spec, token):
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         signature, key = json.loads(raw.decode("utf-8"))
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError, RecursionError):
         raise _invalid("NextToken", f"{token[:60]!r} is not a token this server gave") from None
     if (signature != spec.signature() or not isinstance(key, list) or len(key) != len(spec.fields) + 1
             or not isinstance(key[-1], str)

@@ -3,6 +3,7 @@
     python3 -m unittest discover -s server/tests
 """
 
+import base64
 import os
 import random
 import re
@@ -500,7 +501,8 @@ class TestSortAndPaging(ErrorCase):
 
     def test_bad_tokens(self):
         first = call(self.store, "SimpleQuery", MaxResults="1", Sort="Size")
-        for token in ("garbage!", "e30", first["NextToken"][:-3] + "AAA"):
+        deep = base64.urlsafe_b64encode(b"[" * 100000).decode()
+        for token in ("garbage!", "e30", first["NextToken"][:-3] + "AAA", "\u00e9t\u00e9", deep):
             self.assertError("InvalidParameter.NextToken", call, self.store, "SimpleQuery", NextToken=token, Sort="Size")
         # a token is for the Sort and Order it was given with
         self.assertError("InvalidParameter.NextToken", call, self.store, "SimpleQuery",
