@@ -36,6 +36,7 @@ ACTIONS = ("IndexFileMeta", "BatchIndexFileMeta", "UpdateFileMeta", "GetFileMeta
 
 # The service's documented limits.
 MAX_BATCH = 100              # files per BatchIndexFileMeta, URIs per BatchGetFileMeta
+MAX_VALUE_DEPTH = 20         # ours: nesting of a file's values, so nothing below recurses without bound
 MAX_SUBQUERIES = 100         # SubQueries of one node
 MAX_QUERY_DEPTH = 5          # levels of SubQueries below the top node
 MAX_SORT_FIELDS = 5
@@ -196,6 +197,20 @@ def rfc3339nano(seconds):
 ARRAY_FIELDS = ("Labels", "Figures", "Addresses")
 
 
+def _depth(value):
+    """How deep arrays and objects nest in value, counted without recursion
+    (the value may nest as deep as the server's JSON parser allowed)."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, (dict, list)):
+            level += 1
+            deepest = max(deepest, level)
+            if level <= MAX_VALUE_DEPTH:
+                stack.extend((v, level) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 def _check_input_file(file, name):
     """The request's file, checked; an array field sent as {} becomes [] (an
     empty Lua table, as lua-cjson encodes it)."""
@@ -204,6 +219,8 @@ def _check_input_file(file, name):
     if file.get("URI") is None or file.get("URI") == "":
         raise _missing(f"{name}.URI")
     _check_uri(name, file["URI"])
+    if _depth(file) > MAX_VALUE_DEPTH:
+        raise _invalid(name, f"values nest more than {MAX_VALUE_DEPTH} levels deep")
     file = dict(file)
     if "CustomLabels" in file and not isinstance(file["CustomLabels"], dict):
         raise _invalid(name, "CustomLabels must be an object")
@@ -347,16 +364,16 @@ def _leaf_predicate(field, operation, value):
     return compare
 
 
-def _leaf_fields(node):
-    # Runs before the tree is checked: anything malformed is skipped here and
-    # refused by compile_query.
-    if not isinstance(node, dict):
+def _leaf_fields(node, depth=0):
+    # Runs before the tree is checked: anything malformed, or too deep, is
+    # skipped here and refused by compile_query.
+    if not isinstance(node, dict) or depth > MAX_QUERY_DEPTH:
         return
     if node.get("Operation") in LEAF_OPERATIONS:
         yield node.get("Field")
     subs = node.get("SubQueries")
     for sub in subs if isinstance(subs, list) else ():
-        yield from _leaf_fields(sub)
+        yield from _leaf_fields(sub, depth + 1)
 
 
 def compile_query(node, depth=0, prefix=""):

@@ -695,6 +695,28 @@ class TestBadInput(ErrorCase):
         self.assertGreater(answered, 50)     # the junk reaches the actions' work, not only their checks
         self.assertGreater(refused, 1000)
 
+    def test_values_nested_deep_are_refused_without_recursing(self):
+        store = FileMetaStore(clock=Clock())
+        deep = "x"
+        for _ in range(5000):
+            deep = {"k": [deep]}
+        self.assertError("InvalidParameter.File", call, store, "IndexFileMeta",
+                         File={"URI": "oss://b/1", "CustomLabels": {"a": deep}})
+        title = ["t"]
+        for _ in range(20):
+            title = [title]     # 21 levels
+        self.assertError("InvalidParameter.Files.1", index, store, {"URI": "oss://b/1", "Title": title})
+        ok = "x"
+        for _ in range(9):
+            ok = {"k": [ok]}
+        call(store, "IndexFileMeta", File={"URI": "oss://b/2", "CustomLabels": {"a": ok}})
+        self.assertEqual(call(store, "FuzzyQuery", Query="x")["TotalHits"], 1)
+        q = leaf("Labels.LabelName", "eq", "x")
+        for _ in range(5000):
+            q = {"Operation": "and", "SubQueries": [q]}
+        for top in ({"Operation": "nested", "SubQueries": [q]}, q):
+            self.assertError("InvalidParameter.Query", call, store, "SimpleQuery", Query=top)
+
     def test_unknown_action_and_non_object_params(self):
         store = FileMetaStore()
         self.assertError("InvalidAction.NotFound", store.handle, "ListBindings", {}, status=404)
