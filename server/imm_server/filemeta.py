@@ -654,8 +654,9 @@ def fuzzy_match(record, text):
 class FileMetaStore:
     """Indexed file metadata, keyed by (project, dataset, URI).
 
-    dataset_exists(project, dataset) -> bool is the server's: a request on a
-    dataset it does not know fails with 404 ResourceNotFound.  clock() gives the
+    dataset_exists(project, dataset) -> bool is the server's (called without the
+    store's lock held): a request on a dataset it does not know fails with 404
+    ResourceNotFound.  clock() gives the
     seconds since the epoch for CreateTime and UpdateTime.
 
     IndexFileMeta is asynchronous in IMM (it answers an EventId and indexes
@@ -680,8 +681,12 @@ class FileMetaStore:
             raise FileMetaError("InvalidAction.NotFound", f"The file metadata store has no action {action!r}.", 404)
         if not isinstance(params, dict):
             raise FileMetaError("InvalidParameter", "The parameters must be an object.")
+        # dataset_exists is the server's and may take the server's own lock: it
+        # is called without ours held, so the two locks are never taken in
+        # opposite orders.
+        project, dataset = self._dataset(params)
         with self._lock:
-            return method(params)
+            return method(project, dataset, params)
 
     def reset(self):
         """Forget every file (the control API's reset)."""
@@ -710,8 +715,7 @@ class FileMetaStore:
 
     # -- write --------------------------------------------------------------
 
-    def _IndexFileMeta(self, params):
-        project, dataset = self._dataset(params)
+    def _IndexFileMeta(self, project, dataset, params):
         file = params.get("File")
         if file is None:
             raise _missing("File")
@@ -719,8 +723,7 @@ class FileMetaStore:
         self._index(project, dataset, file, rfc3339nano(self._clock()))
         return {"EventId": self._event_id(project, dataset)}
 
-    def _BatchIndexFileMeta(self, params):
-        project, dataset = self._dataset(params)
+    def _BatchIndexFileMeta(self, project, dataset, params):
         files = params.get("Files")
         if files is None or files == {}:
             raise _missing("Files")
@@ -732,8 +735,7 @@ class FileMetaStore:
             self._index(project, dataset, file, now)
         return {"EventId": self._event_id(project, dataset)}
 
-    def _UpdateFileMeta(self, params):
-        project, dataset = self._dataset(params)
+    def _UpdateFileMeta(self, project, dataset, params):
         file = params.get("File")
         if file is None:
             raise _missing("File")
@@ -747,8 +749,7 @@ class FileMetaStore:
         record["UpdateTime"] = rfc3339nano(self._clock())
         return {}
 
-    def _DeleteFileMeta(self, params):
-        project, dataset = self._dataset(params)
+    def _DeleteFileMeta(self, project, dataset, params):
         uri = _check_uri("URI", _required_string(params, "URI"))
         # The service answers success whether or not the file was indexed.
         self._files.pop((project, dataset, uri), None)
@@ -756,8 +757,7 @@ class FileMetaStore:
 
     # -- read ---------------------------------------------------------------
 
-    def _GetFileMeta(self, params):
-        project, dataset = self._dataset(params)
+    def _GetFileMeta(self, project, dataset, params):
         uri = _check_uri("URI", _required_string(params, "URI"))
         fields = _with_fields(params)
         record = self._files.get((project, dataset, uri))
@@ -765,8 +765,7 @@ class FileMetaStore:
             raise _not_found(f"file {uri} in dataset {dataset}")
         return {"Files": [_project_fields(record, fields)]}
 
-    def _BatchGetFileMeta(self, params):
-        project, dataset = self._dataset(params)
+    def _BatchGetFileMeta(self, project, dataset, params):
         uris = params.get("URIs")
         if uris is None or uris == {}:
             raise _missing("URIs")
@@ -779,8 +778,7 @@ class FileMetaStore:
         found = [self._files.get((project, dataset, uri)) for uri in uris]
         return {"Files": [_project_fields(r, fields) for r in found if r is not None]}
 
-    def _SimpleQuery(self, params):
-        project, dataset = self._dataset(params)
+    def _SimpleQuery(self, project, dataset, params):
         predicate = compile_query(params.get("Query"))
         aggregations = params.get("Aggregations")
         if aggregations in ([], {}):
@@ -807,8 +805,7 @@ class FileMetaStore:
             result["TotalHits"] = len(matching)
         return result
 
-    def _FuzzyQuery(self, params):
-        project, dataset = self._dataset(params)
+    def _FuzzyQuery(self, project, dataset, params):
         text = _required_string(params, "Query")
         limit = _max_results(params, MAX_FUZZY_PAGE)
         fields = _with_fields(params)

@@ -255,6 +255,26 @@ class TestFiles(ErrorCase):
         self.assertEqual(errors, [])
         self.assertEqual(call(self.store, "SimpleQuery")["TotalHits"], 4 * 40)
 
+    def test_dataset_exists_is_called_without_the_store_locked(self):
+        # The server's callable may take the server's lock, which the server may
+        # hold while it calls the store: holding ours then could deadlock.
+        free = []
+
+        def exists(project, dataset):
+            def probe():
+                ok = store._lock.acquire(blocking=False)
+                if ok:
+                    store._lock.release()
+                free.append(ok)
+            t = threading.Thread(target=probe)
+            t.start()
+            t.join()
+            return True
+        store = FileMetaStore(dataset_exists=exists, clock=Clock())
+        call(store, "IndexFileMeta", File={"URI": "oss://b/1"})
+        call(store, "SimpleQuery")
+        self.assertEqual(free, [True, True])
+
     def test_a_bad_file_in_a_batch_indexes_none(self):
         self.assertError("MissingParameter", index, self.store, {"URI": "oss://b/1"}, {"Title": "no uri"})
         self.assertEqual(call(self.store, "SimpleQuery")["TotalHits"], 0)
