@@ -8,6 +8,14 @@ API description, parses its JSON parameters, and calls
 without RequestId or raises ``FileMetaError``.  What is supported, and where it
 differs from the service, is in FILEMETA.md beside this file.
 
+    store = FileMetaStore(dataset_exists=lambda project, dataset: ...)
+    try:
+        body = store.handle("SimpleQuery", {"ProjectName": "p", "DatasetName": "d",
+                                            "Query": {...}, "MaxResults": "10"})
+    except FileMetaError as e:
+        ...   # e.status, e.code, e.message: the service's error shape
+    store.reset()   # the control API's reset
+
 Where to look:
     FileMetaError                  the error value (code, message, status)
     make_file / UPDATABLE_FIELDS   a stored file: the request's fields and the derived ones
