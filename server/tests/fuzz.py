@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""A request fuzzer for tools/imm_server.py.  Standard library only.
+"""A request fuzzer for the local IMM server (server/imm_server/).  Standard library only.
 
-    python3 tools/fuzz_imm_server.py [--seed N] [--requests N] [--seconds S] [-v]
+    python3 server/tests/fuzz.py [--seed N] [--requests N] [--seconds S] [-v]
 
 Starts the local IMM server, then sends it the known bad requests (a non-ASCII
 ACS3 Signature, control requests with fields of the wrong type, a chunk size
@@ -41,7 +41,7 @@ import uuid
 from datetime import datetime, timezone
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SERVER = os.path.join(HERE, "imm_server.py")
+SERVER = os.path.join(HERE, "..", "imm_server")     # run as a directory (its __main__.py)
 KEY_ID, SECRET = "imm-local-id", "imm-local-secret"
 ERROR_FIELDS = ("RequestId", "HostId", "Code", "Message", "Recommend")
 ACTIONS = ("ListBindings", "CreateBinding", "GetBinding", "StopBinding", "ResumeBinding", "DeleteBinding",
