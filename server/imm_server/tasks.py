@@ -146,9 +146,11 @@ class TaskBoard:
             return {"TaskId": tid, "EventId": task["EventId"]}
 
     def view(self, task, with_definition=True):
+        """The task as GetTask answers it; TaskRequestDefinition is the request
+        only when RequestDefinition is true (else empty, so the field is there)."""
         out = {k: v for k, v in task.items() if not k.startswith("_")}
         if not with_definition:
-            out.pop("TaskRequestDefinition", None)
+            out["TaskRequestDefinition"] = ""
         return out
 
     def get(self, params):

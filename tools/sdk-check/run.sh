@@ -95,6 +95,13 @@ rc=0
 wait "$check_pid" || rc=$?
 check_pid=
 
+# Every action, called by the SDK core against the server (actions.js).
+echo "sdk-check: every action through the official SDK core against the local IMM server (actions.js)"
+"$node" "$here/actions.js" "127.0.0.1:$port" "$key_id" "$key_secret" &
+check_pid=$!
+wait "$check_pid" || rc=$?
+check_pid=
+
 # The differential check: every action sent by the SDK core and by imm to a
 # recorder of its own (sdkdiff.js starts it), compared request by request.
 if [ "${SDK_DIFF:-1}" = 0 ]; then
