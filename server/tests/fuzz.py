@@ -356,7 +356,7 @@ def start_server(tmp):
             break
         time.sleep(0.05)
     proc.kill()
-    raise SystemExit("fuzz_imm_server: the server did not start")
+    raise SystemExit("fuzz: the server did not start")
 
 
 def main():
@@ -408,7 +408,7 @@ def main():
             if growth > args.max_growth_mib:
                 failures.append("memory")
                 print(f"FAIL the server's peak RSS grew by {growth} MiB (at most {args.max_growth_mib})")
-            print(f"fuzz_imm_server: {len(cases) - len(failures)} of {len(cases)} requests answered well "
+            print(f"fuzz: {len(cases) - len(failures)} of {len(cases)} requests answered well "
                   f"(seed {args.seed}), peak RSS +{growth} MiB; statuses "
                   + " ".join(f"{k}:{v}" for k, v in sorted(statuses.items())))
         finally:
