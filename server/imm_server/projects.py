@@ -1,7 +1,7 @@
 """Projects and datasets: Create/Get/Update/Delete/List of each, and ListRegions."""
 
 from .replies import ApiError
-from .state import name_page, not_found, parse_tags, required, rfc3339_nano
+from .state import name_page, parse_tags, required, rfc3339_nano
 
 # Parameters a project or a dataset keeps as given (numbers as numbers)
 PROJECT_FIELDS = ("Description", "ServiceRole", "TemplateId", "ProjectMaxDatasetCount", "DatasetMaxBindCount",

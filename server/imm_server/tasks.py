@@ -141,6 +141,11 @@ class TaskBoard:
             if delay <= 0:
                 self._finish(task)
             else:
+                if len(self._due) >= 2 * MAX_TASKS:
+                    # entries of tasks evicted from the collection: drop them, so a
+                    # flood of long tasks cannot grow the heap past the tasks kept
+                    self._due = [e for e in self._due if self.tasks.find(e[2], e[3]) is not None]
+                    heapq.heapify(self._due)
                 heapq.heappush(self._due, (time.monotonic() + delay, next(self._seq), project, tid))
                 self._wake.notify()
             return {"TaskId": tid, "EventId": task["EventId"]}
