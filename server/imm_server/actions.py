@@ -35,6 +35,12 @@ def _filemeta_store(st):
 
 def _filemeta(st, action, params):
     store = _filemeta_store(st)
+    # one request at a time in the store, as every other family holds st.lock
+    with st.lock:
+        return _filemeta_locked(store, action, params)
+
+
+def _filemeta_locked(store, action, params):
     try:
         if action == "BatchDeleteFileMeta":
             for uri in params.get("URIs") or []:
