@@ -140,10 +140,11 @@ test: deps
 ## imm sends every action as the official SDK does (tools/sdk-check/sdkdiff.js)
 server-check: build
 	@echo "imm: local IMM server against the signing vectors"
-	@python3 tools/imm_server.py --check-vectors $(VECTORS)
-	@python3 tools/imm_server.py --check-vectors $(BODY_VECTORS)
-	@python3 tools/selftest_imm_server.py
-	@python3 tools/fuzz_imm_server.py --seed 1 --requests 1500 --seconds 30
+	@python3 server/imm_server --check-vectors $(VECTORS)
+	@python3 server/imm_server --check-vectors $(BODY_VECTORS)
+	@python3 -m unittest discover -s server/tests -p 'test_*.py'
+	@python3 server/tests/selftest.py
+	@python3 server/tests/fuzz.py --seed 1 --requests 1500 --seconds 30
 	@echo "imm: the official Node SDK against the local IMM server, and against imm ($(LUA))"
 	@IMM_LUA=$(LUA) IMM_CPATH='$(BUILD)/?.so' sh tools/sdk-check/run.sh
 
@@ -285,13 +286,18 @@ rockspec-check:
 	@sh tools/rockspec-check.sh
 
 INST_BINDIR ?= $(PREFIX)/bin
-# The C module, the Lua modules, and the local IMM server with its sample
-# data beside them (imm/server/), where bin/imm-server looks on package.path.
+# The C module, the Lua modules, and the local IMM server (imm/server/imm_server/)
+# with its sample data and the API description it reads (imm/server/api/)
+# beside them, where bin/imm-server looks on package.path.
+SERVER_FILES = $(wildcard server/imm_server/*.py)
 install-lua: $(MODULE)
-	install -d $(DESTDIR)$(INST_LIBDIR)/imm $(DESTDIR)$(INST_LUADIR)/imm/server
+	install -d $(DESTDIR)$(INST_LIBDIR)/imm $(DESTDIR)$(INST_LUADIR)/imm/server/imm_server \
+	  $(DESTDIR)$(INST_LUADIR)/imm/server/api
 	install -m 755 $(MODULE) $(DESTDIR)$(INST_LIBDIR)/imm/core.so
 	for f in $(LUA_FILES); do d=$(DESTDIR)$(INST_LUADIR)/$${f#lua/}; mkdir -p $${d%/*} && install -m 644 $$f $$d || exit 1; done
-	install -m 644 tools/imm_server.py tools/sample_bindings.json $(DESTDIR)$(INST_LUADIR)/imm/server/
+	install -m 644 $(SERVER_FILES) $(DESTDIR)$(INST_LUADIR)/imm/server/imm_server/
+	install -m 644 tools/sample_bindings.json $(DESTDIR)$(INST_LUADIR)/imm/server/
+	install -m 644 api/imm-2020-09-30.json api/task-types.json $(DESTDIR)$(INST_LUADIR)/imm/server/api/
 
 # install-rock: what `luarocks make` installs; LuaRocks itself installs bin/
 install-rock: install-lua

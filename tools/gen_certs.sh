@@ -1,5 +1,5 @@
 #!/bin/sh
-# Generate test TLS material for tools/imm_server.py --tls DIR.
+# Generate test TLS material for the local IMM server's --tls DIR (server/imm_server).
 #
 #   tools/gen_certs.sh DIR
 #

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate tools/sample_bindings.json, the default data set of tools/imm_server.py.
+"""Generate tools/sample_bindings.json, the default data set of the local IMM server (server/imm_server).
 
 Deterministic (fixed seed), so regenerating gives the same file byte for byte.
 

@@ -12,8 +12,8 @@ trap 'if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; fi; rm -rf "
 # a copy of what a release tarball holds, so the check sees what LuaRocks writes
 mkdir -p "$work/src/tools"
 cp -r "$top/imm-scm-1.rockspec" "$top/rockspecs" "$top/Makefile" "$top/lua" "$top/src" "$top/include" \
-  "$top/bin" "$work/src/"
-cp "$top/tools/imm_server.py" "$top/tools/sample_bindings.json" "$top/tools/embed_lua.py" "$work/src/tools/"
+  "$top/bin" "$top/server" "$top/api" "$work/src/"
+cp "$top/tools/sample_bindings.json" "$top/tools/embed_lua.py" "$work/src/tools/"
 version=$(sed -n 's/^local VERSION = "\(.*\)"$/\1/p' "$top/lua/imm/client.lua")
 for v in 5.4 5.1; do
   # the release rockspec for 5.4, the checkout's for 5.1: both are exercised
@@ -51,8 +51,8 @@ for v in 5.4 5.1; do
     [ $i -le 100 ] && kill -0 "$server" 2>/dev/null || { cat "$work/server-$v.log"; echo "imm: imm-server did not start" >&2; exit 1; }
     sleep 0.1
   done
-  tr "\\0" "\\n" <"/proc/$server/cmdline" | grep -q "^$tree/bin/../share/lua/$v/imm/server/imm_server.py$" ||
-    { echo "imm: imm-server did not run the installed imm_server.py" >&2; exit 1; }
+  tr "\\0" "\\n" <"/proc/$server/cmdline" | grep -q "^$tree/bin/../share/lua/$v/imm/server/imm_server$" ||
+    { echo "imm: imm-server did not run the installed imm_server package" >&2; exit 1; }
   curl -sf "http://127.0.0.1:$(cat "$work/port-$v")/_imm/health" | grep -q '"ok"' ||
     { echo "imm: the installed imm-server does not answer" >&2; exit 1; }
   kill "$server"; wait "$server" 2>/dev/null || true; server=
@@ -69,7 +69,7 @@ make -C "$top" --no-print-directory install LUA=lua5.4 PREFIX=/usr DESTDIR="$des
   LUA_CPATH="$dest/usr/lib/lua/5.4/?.so;/usr/lib/x86_64-linux-gnu/lua/5.4/?.so" \
   lua5.4 -e 'local imm = require "imm"; assert(require("imm.core")._VERSION == imm._VERSION)
     assert(require("imm.transport.ngx")); print("imm: installed under DESTDIR: " .. imm._VERSION)')
-"$dest/usr/bin/imm-server" --help 2>&1 | grep -q "^usage: imm_server.py" ||
+"$dest/usr/bin/imm-server" --help 2>&1 | grep -q "^usage: imm_server" ||
   { echo "imm: imm-server under DESTDIR does not find its server" >&2; exit 1; }
 head -1 "$dest/usr/bin/imm" | grep -qx '#!/usr/bin/env lua5.4' ||
   { echo "imm: bin/imm installed without the runtime in its first line" >&2; exit 1; }
@@ -82,7 +82,7 @@ for l in lua5.4 luajit; do
     eval \"\$(make -s -C '$top' env LUA=$l 2>/dev/null)\"
     $l -e 'local imm = require \"imm\"; assert(require(\"imm.core\")._VERSION == imm._VERSION)'
     imm --version | grep -q '^imm $version '
-    imm-server --help | grep -q '^usage: imm_server.py'
+    imm-server --help | grep -q '^usage: imm_server'
   ") || { echo "imm: eval \"\$(make env LUA=$l)\" does not give a working imm" >&2; exit 1; }
   echo "imm: eval \"\$(make env LUA=$l)\": the module, imm and imm-server from the checkout"
 done

@@ -6,7 +6,7 @@
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 tmp=$(mktemp -d)
-python3 "$here/imm_server.py" --port 0 --port-file "$tmp/port" --quiet >"$tmp/log" 2>&1 &
+python3 "$here/../server/imm_server" --port 0 --port-file "$tmp/port" --quiet >"$tmp/log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$tmp"' EXIT INT TERM
 i=0

@@ -1,4 +1,4 @@
--- Test fixture: starts the local IMM server (tools/imm_server.py) on
+-- Test fixture: starts the local IMM server (server/imm_server/) on
 -- loopback, optionally with TLS through certificates generated for the run,
 -- and talks to its control API (/_imm/...). Nothing here reaches beyond
 -- 127.0.0.1.
@@ -83,7 +83,7 @@ end
 function M.start(opts)
   opts = opts or {}
   local dir = M.tmpdir()
-  local args = { "python3 tools/imm_server.py --port 0 --quiet",
+  local args = { "python3 server/imm_server --port 0 --quiet",
     "--port-file " .. dir .. "/port" }
   if opts.tls then args[#args + 1] = "--tls " .. M.certs() end
   if opts.host then args[#args + 1] = "--host " .. opts.host end

@@ -78,7 +78,7 @@ local function run(args)
     if not err then err = select(2, c:delete_binding(key)) end
     out.err = error_fields(err)
   elseif mode == "form" then
-    -- an action with a form body (the local server verifies it, then has no such action)
+    -- an action with a form body (the local server verifies it, then answers it)
     local _, err = c:contextual_answer { ProjectName = params.ProjectName,
       Messages = { { Role = "user", Content = args.content or "hi" } } }
     out.err = error_fields(err)

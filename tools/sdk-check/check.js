@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 'use strict';
-// Checks that the local IMM server (tools/imm_server.py) accepts requests made by
+// Checks that the local IMM server (server/imm_server/) accepts requests made by
 // the official Alibaba Cloud Node.js SDK core, @alicloud/openapi-client (pinned in
 // package.json), called the way the generated IMM 2020-09-30 client calls
 // ListBindings: callApi with an RPC-style Params and the parameters in the query.

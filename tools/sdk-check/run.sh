@@ -1,5 +1,5 @@
 #!/bin/sh
-# Checks tools/imm_server.py against the official Alibaba Cloud Node.js SDK core
+# Checks the local IMM server (server/imm_server/) against the official Alibaba Cloud Node.js SDK core
 # (@alicloud/openapi-client, version pinned in package.json / package-lock.json).
 #
 #   sh tools/sdk-check/run.sh          (from anywhere; needs python3, node >= 18, npm)
@@ -72,7 +72,7 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 cd "$root"
-python3 tools/imm_server.py --host 127.0.0.1 --port 0 --port-file "$tmp/port" --quiet \
+python3 server/imm_server --host 127.0.0.1 --port 0 --port-file "$tmp/port" --quiet \
   --access-key-id "$key_id" --access-key-secret "$key_secret" >"$tmp/server.log" 2>&1 &
 pid=$!
 i=0
@@ -92,6 +92,13 @@ echo "sdk-check: local IMM server on 127.0.0.1:$port"
 "$node" "$here/check.js" "127.0.0.1:$port" "$key_id" "$key_secret" &
 check_pid=$!
 rc=0
+wait "$check_pid" || rc=$?
+check_pid=
+
+# Every action, called by the SDK core against the server (actions.js).
+echo "sdk-check: every action through the official SDK core against the local IMM server (actions.js)"
+"$node" "$here/actions.js" "127.0.0.1:$port" "$key_id" "$key_secret" &
+check_pid=$!
 wait "$check_pid" || rc=$?
 check_pid=
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""A request fuzzer for tools/imm_server.py.  Standard library only.
+"""A request fuzzer for the local IMM server (server/imm_server/).  Standard library only.
 
-    python3 tools/fuzz_imm_server.py [--seed N] [--requests N] [--seconds S] [-v]
+    python3 server/tests/fuzz.py [--seed N] [--requests N] [--seconds S] [-v]
 
 Starts the local IMM server, then sends it the known bad requests (a non-ASCII
 ACS3 Signature, control requests with fields of the wrong type, a chunk size
@@ -41,15 +41,22 @@ import uuid
 from datetime import datetime, timezone
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SERVER = os.path.join(HERE, "imm_server.py")
+SERVER = os.path.join(HERE, "..", "imm_server")     # run as a directory (its __main__.py)
 KEY_ID, SECRET = "imm-local-id", "imm-local-secret"
 ERROR_FIELDS = ("RequestId", "HostId", "Code", "Message", "Recommend")
-ACTIONS = ("ListBindings", "CreateBinding", "GetBinding", "StopBinding", "ResumeBinding", "DeleteBinding",
-           "CreateProject", "ListProjects", "CreateDataset", "ListDatasets", "NoSuchAction")
+# every action of the description, with its parameter names, and a few beyond it
+with open(os.path.join(HERE, "..", "..", "api", "imm-2020-09-30.json"), encoding="utf-8") as _f:
+    _API = json.load(_f)["actions"]
+PARAMS = {name: [p["name"] for p in a["params"]] for name, a in _API.items()}
+PARAMS.update({"StopBinding": ["ProjectName", "DatasetName", "URI", "Reason"],
+               "ResumeBinding": ["ProjectName", "DatasetName", "URI"], "NoSuchAction": ["ProjectName"]})
+ACTIONS = tuple(sorted(PARAMS))
 CONTROL = [("GET", "/_imm/health"), ("GET", "/_imm/log"), ("GET", "/_imm/stats"), ("GET", "/_imm/faults"),
            ("POST", "/_imm/faults"), ("DELETE", "/_imm/faults"), ("POST", "/_imm/data"),
            ("GET", "/_imm/settings"), ("POST", "/_imm/settings"), ("POST", "/_imm/binding-state"),
-           ("GET", "/_imm/nothing"), ("PUT", "/_imm/faults")]
+           ("GET", "/_imm/nothing"), ("PUT", "/_imm/faults"), ("POST", "/_imm/replies"), ("GET", "/_imm/replies"),
+           ("DELETE", "/_imm/replies"), ("POST", "/_imm/task-outcomes"), ("POST", "/_imm/task-state"),
+           ("POST", "/_imm/notify-target"), ("GET", "/_imm/notifications"), ("POST", "/_imm/records")]
 MAX_BODY_BYTES = 10 * 1024 * 1024
 
 
@@ -320,11 +327,13 @@ def random_framing(rng):
 
 def random_signed(rng):
     """Signed requests (V3, or V2 in the query) with odd parameter values."""
-    params = {"Action": rng.choice(ACTIONS)}
-    for name in rng.sample(["ProjectName", "DatasetName", "URI", "MaxResults", "NextToken", "Name", "Prefix",
-                            "Tag", "Description", "Reason"], rng.randrange(5)):
+    action = rng.choice(ACTIONS)
+    params = {"Action": action}
+    names = PARAMS[action] + ["ProjectName", "DatasetName", "URI", "MaxResults", "NextToken", "Tag"]
+    for name in rng.sample(names, min(len(names), rng.randrange(7))):
         params[name] = rng.choice(["immtest", "dataset001", "oss://examplebucket01/", "7", "-1", "201", "",
-                                   '[{"Key":"k","Value":"v"}]', '[{"Key":1}]', "[", "null", "{}",
+                                   '[{"Key":"k","Value":"v"}]', '[{"Key":1}]', "[", "null", "{}", "[]",
+                                   '[{"URI":"oss://b/o"}]', '{"Start":"2024-01-01T00:00:00Z"}', "true", "1e999",
                                    random_text(rng, 12), "immtest:x:", "immtest:dataset001:oss://x/"])
     if rng.random() < 0.7:
         sig = None if rng.random() < 0.8 else random_text(rng, 64)
@@ -356,7 +365,7 @@ def start_server(tmp):
             break
         time.sleep(0.05)
     proc.kill()
-    raise SystemExit("fuzz_imm_server: the server did not start")
+    raise SystemExit("fuzz: the server did not start")
 
 
 def main():
@@ -408,7 +417,7 @@ def main():
             if growth > args.max_growth_mib:
                 failures.append("memory")
                 print(f"FAIL the server's peak RSS grew by {growth} MiB (at most {args.max_growth_mib})")
-            print(f"fuzz_imm_server: {len(cases) - len(failures)} of {len(cases)} requests answered well "
+            print(f"fuzz: {len(cases) - len(failures)} of {len(cases)} requests answered well "
                   f"(seed {args.seed}), peak RSS +{growth} MiB; statuses "
                   + " ".join(f"{k}:{v}" for k, v in sorted(statuses.items())))
         finally:

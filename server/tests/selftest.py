@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""End-to-end self-test of tools/imm_server.py.  Standard library only.
+"""End-to-end self-test of the local IMM server (server/imm_server/).  Standard library only.
 
-    python3 tools/selftest_imm_server.py [-v]
+    python3 server/tests/selftest.py [-v]
 
 Starts the server (plain, with a security token, with --fault, and with --tls
 using certificates from tools/gen_certs.sh), then signs real V3 SHA-256, V3 SM3
@@ -16,6 +16,7 @@ import gzip
 import hashlib
 import hmac
 import http.client
+import http.server
 import json
 import os
 import re
@@ -34,9 +35,14 @@ import zlib
 from datetime import datetime, timedelta, timezone
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-SERVER = os.path.join(HERE, "imm_server.py")
-DATA_FILE = os.path.join(HERE, "sample_bindings.json")
-VECTORS = os.path.join(HERE, "..", "spec", "fixtures", "signing.json")
+TOP = os.path.normpath(os.path.join(HERE, "..", ".."))
+SERVER_DIR = os.path.join(TOP, "server")
+# run as a directory (its __main__.py); IMM_SERVER_UNDER_TEST runs the checks against another copy
+SERVER = os.environ.get("IMM_SERVER_UNDER_TEST") or os.path.join(SERVER_DIR, "imm_server")
+API = os.path.join(TOP, "api", "imm-2020-09-30.json")
+TOOLS = os.path.join(TOP, "tools")
+DATA_FILE = os.path.join(TOOLS, "sample_bindings.json")
+VECTORS = os.path.join(TOP, "spec", "fixtures", "signing.json")
 KEY_ID, SECRET = "imm-local-id", "imm-local-secret"
 SHA256, SM3 = "ACS3-HMAC-SHA256", "ACS3-HMAC-SM3"
 VERBOSE = "-v" in sys.argv
@@ -70,9 +76,9 @@ def sm3_ctor():
         hashlib.new("sm3")
         return lambda data=b"": hashlib.new("sm3", data)
     except ValueError:                      # OpenSSL without SM3: borrow the server's
-        sys.path.insert(0, HERE)
-        import imm_server
-        return imm_server.SM3
+        sys.path.insert(0, SERVER_DIR)
+        from imm_server import signing
+        return signing.SM3
 
 
 HASHES = {SHA256: hashlib.sha256, SM3: sm3_ctor()}
@@ -119,7 +125,7 @@ def check_signer_against_vectors():
 # ---------------------------------------------------------------------------
 
 class Server:
-    """python3 imm_server.py ... in a subprocess; stopped with SIGTERM on exit."""
+    """python3 server/imm_server ... in a subprocess; stopped with SIGTERM on exit."""
 
     def __init__(self, *extra, tls_dir=None, ssl_ctx=None):
         self.tmp = tempfile.mkdtemp(prefix="imm-selftest-")
@@ -681,7 +687,8 @@ def check_lifecycle(server):
     client = Client(server)
     check(call("GetBinding", **dict(key, URI="oss://lifecycle-bucket/"))[0] == 200, "reset_after: the action happened")
     server.control("POST", "/_imm/reset")
-    check(server.control("GET", "/_imm/settings")[1] == {"binding_start_delay": 0.3}, "reset: settings back")
+    check(server.control("GET", "/_imm/settings")[1] == {"binding_start_delay": 0.3, "task_delay": 0.2},
+          "reset: settings back")
     check(call("ListProjects")[1]["Projects"][-1]["ProjectName"] == "media-prod", "reset: created project gone")
     client.close()
 
@@ -708,7 +715,7 @@ def check_logging_and_banner():
 
 def check_tls():
     certs = tempfile.mkdtemp(prefix="imm-selftest-certs-")
-    subprocess.run(["sh", os.path.join(HERE, "gen_certs.sh"), certs], check=True)
+    subprocess.run(["sh", os.path.join(TOOLS, "gen_certs.sh"), certs], check=True)
     try:
         ctx = ssl.create_default_context(cafile=os.path.join(certs, "ca.crt"))
         with Server("--quiet", tls_dir=certs, ssl_ctx=ctx) as server:
@@ -761,19 +768,331 @@ def check_tls_with_curl(server, certs):
 
 def check_nonce_cache():
     """The server's memory of nonces is bounded: by the validity window, and by a cap."""
-    sys.path.insert(0, HERE)
-    import imm_server
-    cache = imm_server.NonceCache(cap=100)
+    sys.path.insert(0, SERVER_DIR)
+    from imm_server.signing import NonceCache
+    cache = NonceCache(cap=100)
     for i in range(1000):
         cache.add(f"n{i}")
     check(len(cache) == 100, f"the nonce cache holds at most its cap ({len(cache)} for a cap of 100)")
     check(not cache.add("n999"), "a recent nonce is still refused at the cap")
     check(cache.add("n0"), "the oldest nonces went first")
-    cache = imm_server.NonceCache(ttl=0.05)
+    cache = NonceCache(ttl=0.05)
     cache.add("old")
     time.sleep(0.1)
     cache.add("new")
     check(len(cache) == 1 and not cache.add("new"), "an expired nonce is forgotten, a live one kept")
+
+
+def api_caller(server):
+    client = Client(server)
+
+    def call(action, **params):
+        # JSON-encoded parameters are given as Python objects here
+        query = [(k, v if isinstance(v, str) else json.dumps(v)) for k, v in params.items()]
+        resp = client.v3(query, action=action)
+        return resp.status, resp.json()
+    return client, call
+
+
+def check_validation_against_description(server):
+    """Every request checked against api/imm-2020-09-30.json before any action."""
+    client, call = api_caller(server)
+    status, doc = call("GetTask", ProjectName="immtest", TaskType="MediaConvert")
+    check((status, doc.get("Code")) == (400, "MissingParameter") and "TaskId" in doc.get("Message", ""),
+          f"GetTask without TaskId -> 400 MissingParameter: {status} {doc}")
+    status, doc = call("CreateMediaConvertTask", ProjectName="immtest", Sources="[1")
+    check((status, doc.get("Code")) == (400, "InvalidParameter.Sources"), f"Sources not JSON -> 400: {status} {doc}")
+    status, doc = call("CreateMediaConvertTask", ProjectName="immtest", Sources=[{"URI": 5}])
+    check((status, doc.get("Code")) == (400, "InvalidParameter.Sources") and "Sources[0].URI" in doc["Message"],
+          f"Sources[0].URI a number -> 400 naming the path: {status} {doc}")
+    status, doc = call("DetectImageLabels", ProjectName="immtest", SourceURI="oss://b/o.jpg", Threshold="high")
+    check((status, doc.get("Code")) == (400, "InvalidParameter.Threshold"), f"a number that is not: {status} {doc}")
+    status, doc = call("GetDataset", ProjectName="immtest", DatasetName="dataset001", WithStatistics="yes")
+    check((status, doc.get("Code")) == (400, "InvalidParameter.WithStatistics"), f"a boolean that is not: {doc}")
+    check(set(doc) >= {"RequestId", "HostId", "Code", "Message", "Recommend"}, "validation errors: service shape")
+    client.close()
+
+
+def check_every_action_answers(server):
+    """All actions of the description answer 200 with every response field (a
+    stateful action may answer 404 for the resource it names: then its error is
+    in the service's shape)."""
+    with open(API, encoding="utf-8") as f:
+        desc = json.load(f)
+    client, call = api_caller(server)
+    answered, missing = 0, []
+    for name, action in sorted(desc["actions"].items()):
+        params = {}
+        for p in action["params"]:
+            # the required ones, and the names a family's resource needs
+            if not p.get("required") and p["name"] not in ("DatasetName", "URI"):
+                continue
+            params[p["name"]] = sample_value(desc, p["type"], p)
+        status, doc = call(name, **params)
+        if status == 200:
+            answered += 1
+            # NextToken is absent on a last page; SimpleQuery answers
+            # Aggregations only when the request asked for them
+            absent = [f for f in action["response"]["fields"] if f not in doc and f != "NextToken"
+                      and not (name == "SimpleQuery" and f == "Aggregations" and "Aggregations" not in params)]
+            if absent:
+                missing.append(f"{name}: {absent}")
+        elif not (status in (404, 409) and doc.get("Code") in ("ResourceNotFound", "ResourceAlreadyExist",
+                                                                 "ResourceNotEmpty")):
+            missing.append(f"{name}: {status} {doc.get('Code')} {doc.get('Message')}")
+    check(not missing, f"every action answers ({answered} of {len(desc['actions'])} with 200, the others with "
+                       f"a resource error): {missing[:6]}")
+    client.close()
+
+
+
+
+def sample_value(desc, typ, spec=None, depth=0):
+    """A value of type typ with every required field; scalars as the text sent."""
+    if spec is not None and spec.get("encoding") == "scalar":
+        name = spec["name"]
+        known = {"ProjectName": "immtest", "DatasetName": "dataset001", "TaskType": "MediaConvert",
+                 "AcceptLanguage": "en", "OSSBucket": "selftest-bucket"}
+        if name in known:
+            return known[name]
+        return {"number": "1", "boolean": "true"}.get(typ, spec.get("example") or "x")
+    if typ == "string":
+        return "oss://bucket/object.jpg"
+    if typ == "number":
+        return 1
+    if typ == "boolean":
+        return True
+    if typ == "any":
+        return "x"
+    if "array" in typ:
+        return [sample_value(desc, typ["array"], None, depth + 1)] if depth < 4 else []
+    if "map" in typ:
+        return {"k": sample_value(desc, typ["map"], None, depth + 1)} if depth < 4 else {}
+    model = desc["models"].get(typ["model"], {"fields": []})
+    return {f["name"]: sample_value(desc, f["type"], None, depth + 1)
+            for f in model["fields"] if f.get("required") and depth < 4}
+
+
+def check_tasks(server):
+    """Create*Task starts a task: Running, then Succeeded after the delay, or
+    Failed as a task outcome says; GetTask and ListTasks filter and page."""
+    client, call = api_caller(server)
+    server.control("POST", "/_imm/settings", {"task_delay": 0.3})
+    status, doc = call("CreateMediaConvertTask", ProjectName="immtest", Sources=[{"URI": "oss://b/in.mp4"}],
+                       UserData='{"id": 7}', Tags={"env": "test"})
+    check(status == 200 and doc.get("TaskId", "").startswith("MediaConvert-") and doc.get("EventId"),
+          f"CreateMediaConvertTask -> TaskId, EventId: {status} {doc}")
+    tid = doc.get("TaskId", "")
+    status, task = call("GetTask", ProjectName="immtest", TaskType="MediaConvert", TaskId=tid)
+    check(status == 200 and task.get("Status") == "Running" and task.get("UserData") == '{"id": 7}'
+          and task.get("Tags") == {"env": "test"}, f"GetTask at once: Running, UserData and Tags kept: {task}")
+    time.sleep(0.45)
+    status, task = call("GetTask", ProjectName="immtest", TaskType="MediaConvert", TaskId=tid)
+    check(task.get("Status") == "Succeeded" and task.get("EndTime"), f"Succeeded after the delay: {task}")
+    check(call("GetTask", ProjectName="immtest", TaskType="OfficeConversion", TaskId=tid)[1].get("Code")
+          == "ResourceNotFound", "GetTask with another TaskType -> 404")
+
+    status, _ = server.control("POST", "/_imm/task-outcomes", {"TaskType": "OfficeConversion", "Status": "Failed",
+                                                              "Code": "InvalidFile", "Message": "not a document"})
+    check(status == 200, "task outcome queued")
+    check(server.control("POST", "/_imm/task-outcomes", {"Status": "Maybe"})[0] == 400, "bad outcome refused")
+    server.control("POST", "/_imm/settings", {"task_delay": 0})
+    status, doc = call("CreateOfficeConversionTask", ProjectName="immtest", SourceURI="oss://b/a.docx",
+                       TargetType="pdf")
+    task = call("GetTask", ProjectName="immtest", TaskType="OfficeConversion", TaskId=doc.get("TaskId", ""))[1]
+    check((task.get("Status"), task.get("Code"), task.get("Message")) == ("Failed", "InvalidFile", "not a document"),
+          f"a queued outcome fails the task: {task}")
+    doc2 = call("CreateOfficeConversionTask", ProjectName="immtest", SourceURI="oss://b/a.docx", TargetType="pdf")[1]
+    task = call("GetTask", ProjectName="immtest", TaskType="OfficeConversion", TaskId=doc2.get("TaskId", ""))[1]
+    check(task.get("Status") == "Succeeded", f"an outcome is used once: {task}")
+
+    for i in range(5):
+        call("CreateFileCompressionTask", ProjectName="immtest", TargetURI=f"oss://b/{i}.zip")
+    seen, token, pages = [], None, 0
+    while pages < 10:
+        extra = {"NextToken": token} if token else {}
+        status, doc = call("ListTasks", ProjectName="immtest", TaskTypes=["FileCompression"], MaxResults="2", **extra)
+        seen += [t["TaskId"] for t in doc.get("Tasks", [])]
+        pages += 1
+        token = doc.get("NextToken")
+        if not token:
+            break
+    check(len(seen) == 5 and len(set(seen)) == 5 and pages == 3, f"ListTasks pages by 2 with TaskTypes: {pages} {seen}")
+    failed = call("ListTasks", ProjectName="immtest", Status="Failed")[1].get("Tasks", [])
+    check([t["TaskType"] for t in failed] == ["OfficeConversion"], f"ListTasks Status=Failed: {failed}")
+    doc = call("ListTasks", ProjectName="immtest", MaxResults="101")[1]
+    check(doc.get("Code") == "InvalidParameter.MaxResults", "ListTasks MaxResults over 100 -> 400")
+    future = {"Start": "2999-01-01T00:00:00Z"}
+    check(call("ListTasks", ProjectName="immtest", StartTimeRange=future)[1].get("Tasks") == [],
+          "ListTasks StartTimeRange in the future: none")
+    client.close()
+
+
+def check_families(server):
+    """Attachments, triggers, batches, stories and clusters keep state."""
+    client, call = api_caller(server)
+    check(call("AttachOSSBucket", ProjectName="immtest", OSSBucket="b1", Description="d")[0] == 200, "attach")
+    check(call("AttachOSSBucket", ProjectName="immtest", OSSBucket="b1")[1].get("Code") == "ResourceAlreadyExist",
+          "attach twice -> 409")
+    doc = call("GetOSSBucketAttachment", OSSBucket="b1")[1]
+    check(doc.get("ProjectName") == "immtest" and doc.get("Description") == "d", f"GetOSSBucketAttachment {doc}")
+    doc = call("ListAttachedOSSBuckets", ProjectName="immtest")[1]
+    check([b.get("OSSBucket") for b in doc.get("AttachedOSSBuckets", [])] == ["b1"], f"ListAttachedOSSBuckets {doc}")
+    check(call("DetachOSSBucket", OSSBucket="b1")[0] == 200 and
+          call("GetOSSBucketAttachment", OSSBucket="b1")[1].get("Code") == "ResourceNotFound", "detach")
+
+    for noun, plural in (("Trigger", "Triggers"), ("Batch", "Batches")):
+        ids = []
+        for i in range(3):
+            status, doc = call(f"Create{noun}", ProjectName="immtest", ServiceRole="AliyunIMMDefaultRole",
+                               Input={"OSS": {"Bucket": "b", "Prefix": f"p{i}/"}},
+                               Actions=[{"Name": "doc/convert"}], Tags={"n": str(i)})
+            ids.append(doc.get("Id"))
+        check(all(ids) and len(set(ids)) == 3, f"Create{noun} -> Id: {ids}")
+        rec = call(f"Get{noun}", ProjectName="immtest", Id=ids[0])[1].get(noun, {})
+        check(rec.get("State") == "Running" and rec.get("Input", {}).get("OSS", {}).get("Prefix") == "p0/",
+              f"Get{noun}: {rec}")
+        check(call(f"Suspend{noun}", ProjectName="immtest", Id=ids[0])[0] == 200 and
+              call(f"Get{noun}", ProjectName="immtest", Id=ids[0])[1][noun]["State"] == "Suspended", f"Suspend{noun}")
+        listed = call(f"List{plural}", ProjectName="immtest", State="Suspended")[1].get(plural, [])
+        check([r["Id"] for r in listed] == [ids[0]], f"List{plural} State=Suspended")
+        check(call(f"Resume{noun}", ProjectName="immtest", Id=ids[0])[0] == 200, f"Resume{noun}")
+        page1 = call(f"List{plural}", ProjectName="immtest", MaxResults="2")[1]
+        page2 = call(f"List{plural}", ProjectName="immtest", MaxResults="2", NextToken=page1.get("NextToken", ""))[1]
+        got = [r["Id"] for r in page1.get(plural, []) + page2.get(plural, [])]
+        check(got == ids and "NextToken" not in page2, f"List{plural} pages: {got}")
+        check(call(f"Update{noun}", ProjectName="immtest", Id=ids[1], Tags={"n": "x"})[0] == 200 and
+              call(f"Get{noun}", ProjectName="immtest", Id=ids[1])[1][noun]["Tags"] == {"n": "x"}, f"Update{noun}")
+        check(call(f"Delete{noun}", ProjectName="immtest", Id=ids[2])[0] == 200 and
+              call(f"Get{noun}", ProjectName="immtest", Id=ids[2])[1].get("Code") == "ResourceNotFound",
+              f"Delete{noun}")
+
+    scope = {"ProjectName": "immtest", "DatasetName": "dataset001"}
+    status, doc = call("CreateCustomizedStory", StoryName="trip", StoryType="TravelStory", StorySubType="Solo",
+                       Cover={"URI": "oss://b/c.jpg"}, Files=[{"URI": "oss://b/1.jpg"}], **scope)
+    oid = doc.get("ObjectId")
+    check(status == 200 and oid, f"CreateCustomizedStory -> ObjectId: {doc}")
+    check(call("AddStoryFiles", ObjectId=oid, Files=[{"URI": "oss://b/2.jpg"}], **scope)[0] == 200, "AddStoryFiles")
+    story = call("GetStory", ObjectId=oid, **scope)[1].get("Story", {})
+    check([f["URI"] for f in story.get("Files", [])] == ["oss://b/1.jpg", "oss://b/2.jpg"], f"GetStory files {story}")
+    check(call("RemoveStoryFiles", ObjectId=oid, Files=[{"URI": "oss://b/1.jpg"}], **scope)[0] == 200 and
+          len(call("GetStory", ObjectId=oid, **scope)[1]["Story"]["Files"]) == 1, "RemoveStoryFiles")
+    check(call("UpdateStory", ObjectId=oid, StoryName="trip 2", **scope)[0] == 200 and
+          [s["StoryName"] for s in call("QueryStories", StoryType="TravelStory", **scope)[1]["Stories"]]
+          == ["trip 2"], "UpdateStory, QueryStories")
+    status, doc = call("CreateStory", StoryType="TimeMemory", **scope)
+    check(status == 200 and doc.get("TaskId", "").startswith("CreateStory-"), f"CreateStory -> a task {doc}")
+    check(call("DeleteStory", ObjectId=oid, **scope)[0] == 200 and
+          call("GetStory", ObjectId=oid, **scope)[1].get("Code") == "ResourceNotFound", "DeleteStory")
+
+    clusters = [dict(scope, ObjectId=f"Cluster-{i}", Name=f"c{i}") for i in range(3)]
+    check(server.control("POST", "/_imm/records", {"FigureClusters": clusters})[0] == 200, "records loaded")
+    doc = call("QueryFigureClusters", MaxResults="2", WithTotalCount="true", **scope)[1]
+    check(len(doc.get("FigureClusters", [])) == 2 and doc.get("TotalCount") == 3 and doc.get("NextToken"),
+          f"QueryFigureClusters page: {doc}")
+    check(call("UpdateFigureCluster", FigureCluster={"ObjectId": "Cluster-1", "Name": "Ann"}, **scope)[0] == 200 and
+          call("GetFigureCluster", ObjectId="Cluster-1", **scope)[1]["FigureCluster"]["Name"] == "Ann",
+          "UpdateFigureCluster, GetFigureCluster")
+    doc = call("BatchGetFigureCluster", ObjectIds=["Cluster-0", "Cluster-2", "nope"], **scope)[1]
+    check([c["ObjectId"] for c in doc.get("FigureClusters", [])] == ["Cluster-0", "Cluster-2"], "BatchGetFigureCluster")
+
+    check(call("CreateDataset", ProjectName="immtest", DatasetName="tmp-ds", DatasetMaxFileCount="10")[0] == 200,
+          "CreateDataset")
+    check(call("UpdateDataset", ProjectName="immtest", DatasetName="tmp-ds", Description="x")[0] == 200 and
+          call("GetDataset", ProjectName="immtest", DatasetName="tmp-ds")[1]["Dataset"]["Description"] == "x",
+          "UpdateDataset, GetDataset")
+    check(call("DeleteDataset", ProjectName="immtest", DatasetName="tmp-ds")[0] == 200 and
+          call("GetDataset", ProjectName="immtest", DatasetName="tmp-ds")[1].get("Code") == "ResourceNotFound",
+          "DeleteDataset")
+    client.close()
+
+
+def check_analysis(server):
+    """Actions without state: the documented shape, the same for the same request."""
+    client, call = api_caller(server)
+    a = call("DetectImageLabels", ProjectName="immtest", SourceURI="oss://b/1.jpg")[1]
+    b = call("DetectImageLabels", ProjectName="immtest", SourceURI="oss://b/1.jpg")[1]
+    c = call("CompareImageFaces", ProjectName="immtest", Source={"URI1": "oss://b/1.jpg", "URI2": "oss://b/2.jpg"})[1]
+    d = call("CompareImageFaces", ProjectName="immtest", Source={"URI1": "oss://b/1.jpg", "URI2": "oss://b/3.jpg"})[1]
+    check(isinstance(a.get("Labels"), list) and a["Labels"] == b["Labels"], f"DetectImageLabels shape {a}")
+    check(isinstance(c.get("Similarity"), (int, float)) and c["Similarity"] != d["Similarity"],
+          f"CompareImageFaces: a number derived from the request {c} {d}")
+    t = call("GenerateWebofficeToken", ProjectName="immtest", SourceURI="oss://b/a.docx")[1]
+    check(all(isinstance(t.get(k), str) and t[k] for k in ("AccessToken", "RefreshToken", "WebofficeURL")),
+          f"GenerateWebofficeToken {t}")
+    client.close()
+
+
+def check_canned_replies(server):
+    client, call = api_caller(server)
+    status, _ = server.control("POST", "/_imm/replies", {"action": "GetProject", "body": {"Project": {"X": 1}}})
+    check(status == 200, "canned reply queued")
+    status, doc = call("GetProject", ProjectName="immtest")
+    check(status == 200 and doc.get("Project") == {"X": 1} and doc.get("RequestId"), f"canned body: {doc}")
+    check(call("GetProject", ProjectName="immtest")[1].get("Project", {}).get("ProjectName") == "immtest",
+          "a canned reply is used once")
+    server.control("POST", "/_imm/replies", {"action": "DetectImageLabels", "match": {"SourceURI": "oss://b/2.jpg"},
+                                             "error": {"code": "Throttling.User", "message": "slow", "status": 429}})
+    check(call("DetectImageLabels", ProjectName="immtest", SourceURI="oss://b/1.jpg")[0] == 200,
+          "a canned error with match: other requests pass it by")
+    status, doc = call("DetectImageLabels", ProjectName="immtest", SourceURI="oss://b/2.jpg")
+    check((status, doc.get("Code"), doc.get("Message")) == (429, "Throttling.User", "slow"), f"canned error {doc}")
+    for bad in ({"action": "Nope"}, {"action": "GetTask", "status": 99}, {"action": "GetTask", "body": [1]},
+                {"action": "GetTask", "error": {"message": "no code"}}, {"action": "GetTask", "extra": 1}):
+        check(server.control("POST", "/_imm/replies", bad)[0] == 400, f"bad canned reply refused: {bad}")
+    client.close()
+
+
+def check_notifications(server):
+    """A task's end is POSTed to the notification target, MNS-style."""
+    got = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            got.append((self.path, dict(self.headers), body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    receiver = http.server.HTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=receiver.serve_forever, daemon=True).start()
+    client, call = api_caller(server)
+    try:
+        url = f"http://127.0.0.1:{receiver.server_address[1]}/mns"
+        check(server.control("POST", "/_imm/notify-target", {"url": "http://example.com/x"})[0] == 400,
+              "a notify target off loopback is refused")
+        check(server.control("POST", "/_imm/notify-target", {"url": url})[0] == 200, "notify target set")
+        server.control("POST", "/_imm/settings", {"task_delay": 0.1})
+        server.control("POST", "/_imm/task-outcomes", {"Status": "Failed", "Code": "Bad", "Message": "no"})
+        doc = call("CreateFileCompressionTask", ProjectName="immtest", TargetURI="oss://b/x.zip", UserData="u1",
+                   Notification={"MNS": {"TopicName": "t"}})[1]
+        call("CreateFileCompressionTask", ProjectName="immtest", TargetURI="oss://b/y.zip")   # no Notification
+        deadline = time.time() + 5
+        while not got and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        check(len(got) == 1, f"one notification, for the task that asked: {len(got)}")
+        if got:
+            path, headers, body = got[0]
+            envelope = json.loads(body)
+            message = json.loads(envelope.get("Message", "{}"))
+            lower = {k.lower(): v for k, v in headers.items()}
+            check(path == "/mns" and lower.get("x-mns-version") == "2015-06-06", f"MNS-style push: {headers}")
+            check(envelope.get("MessageMD5") == hashlib.md5(envelope["Message"].encode()).hexdigest().upper(),
+                  "MessageMD5 of the message")
+            check({k: message.get(k) for k in ("TaskId", "TaskType", "Status", "Code", "Message", "UserData",
+                                                "ProjectName")} ==
+                  {"TaskId": doc.get("TaskId"), "TaskType": "FileCompression", "Status": "Failed", "Code": "Bad",
+                   "Message": "no", "UserData": "u1", "ProjectName": "immtest"} and message.get("EndTime"),
+                  f"the task message: {message}")
+        sent = server.control("GET", "/_imm/notifications")[1]
+        check(len(sent) == 1 and sent[0].get("status") == 204, f"GET /_imm/notifications: {sent}")
+    finally:
+        receiver.shutdown()
+        client.close()
 
 
 def main():
@@ -793,6 +1112,14 @@ def main():
         check_concurrency(server)
         check_data_control(server)
         check_lifecycle(server)
+    with Server("--quiet") as server:
+        check_validation_against_description(server)
+        check_tasks(server)
+        check_families(server)
+        check_analysis(server)
+        check_canned_replies(server)
+        check_notifications(server)
+        check_every_action_answers(server)
     check_security_token()
     check_cli_fault()
     check_logging_and_banner()
