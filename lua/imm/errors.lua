@@ -72,6 +72,7 @@ _M.codes = {
   HTTPError = "HTTPError",                 -- libcurl could not set up a handle or transfer
   NoCredentials = "NoCredentials",         -- no provider yielded credentials
   UnsupportedPhase = "UnsupportedPhase",   -- inside nginx, in a phase without cosockets
+  InvalidNotification = "InvalidNotification", -- imm.notification.parse: not an IMM task notification
   -- a broken credentials file (err.file, err.line), or a blocking client called inside an async task
   InvalidConfiguration = "InvalidConfiguration",
   Cancelled = "Cancelled",                 -- the async task was cancelled (task:cancel())
