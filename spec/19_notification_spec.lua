@@ -196,3 +196,204 @@ describe("imm.notification.await outside nginx", function()
     end
   end)
 end)
+
+-- The MNS push receiver in a real nginx. The spec plays MNS: its own RSA
+-- signing certificate, served over HTTPS (a loopback server with the test
+-- CA) by the same nginx, and messages signed as MNS documents it.
+describe("imm.notification.mns_handler inside nginx", function()
+  local fixture = require "helpers.fixture"
+  local nginx = require "helpers.nginx"
+  local core = require "imm.core"
+  local ngx_srv, dir, cert_port, cert_url, http
+
+  local function free_port()
+    local p = io.popen("env -u LD_PRELOAD python3 -c 'import socket; s=socket.socket(); "
+      .. "s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])'")
+    local port = tonumber(p:read("*l"))
+    p:close()
+    return port
+  end
+  local function write(path, s)
+    local f = assert(io.open(path, "wb"))
+    f:write(s)
+    f:close()
+  end
+  local function md5_hex(s)
+    write(dir .. "/md5-in", s)
+    local p = io.popen("openssl dgst -md5 -r " .. dir .. "/md5-in")
+    local hex = p:read("*l"):match("^(%x+)")
+    p:close()
+    return hex
+  end
+  local function rsa_sign(s, key)
+    write(dir .. "/sts", s)
+    assert(fixture.sh("openssl dgst -sha1 -sign " .. dir .. "/" .. (key or "mns") .. ".key -out "
+      .. dir .. "/sig " .. dir .. "/sts"))
+    return fixture.read(dir .. "/sig")
+  end
+  local function http_date(t) return os.date("!%a, %d %b %Y %H:%M:%S GMT", t or os.time()) end
+
+  -- POSTs body to path as MNS does. o: url (the certificate URL), key
+  -- (the signing key's name), date, md5 (a Content-MD5 to send instead),
+  -- tamper (a body sent instead of the signed one), drop (a header left out),
+  -- sign (false: an Authorization made of garbage)
+  local function push(path, body, o)
+    o = o or {}
+    local h = {
+      ["content-md5"] = o.md5 or b64(md5_hex(body)),
+      ["content-type"] = "text/xml;charset=utf-8",
+      date = o.date or http_date(),
+      ["x-mns-request-id"] = "57458276F0E3D56D7C000" .. math.random(100, 999),
+      ["x-mns-signing-cert-url"] = b64(o.url or cert_url),
+      ["x-mns-version"] = "2015-06-06",
+    }
+    local names = {}
+    for k in pairs(h) do if k:sub(1, 6) == "x-mns-" then names[#names + 1] = k end end
+    table.sort(names)
+    local sts = "POST\n" .. h["content-md5"] .. "\n" .. h["content-type"] .. "\n" .. h.date .. "\n"
+    for _, k in ipairs(names) do sts = sts .. k .. ":" .. h[k] .. "\n" end
+    sts = sts .. path
+    h.authorization = o.sign == false and b64(("x"):rep(256)) or b64(rsa_sign(sts, o.key))
+    if o.drop then h[o.drop] = nil end
+    local lines = {}
+    for k, v in pairs(h) do lines[#lines + 1] = k .. ": " .. v end
+    local status, resp = http:request("POST", ngx_srv.url .. path, lines, o.tamper or body)
+    assert(status, resp)
+    return status, resp
+  end
+
+  local function task_message(id, status)
+    local t = {}
+    for k, v in pairs(TASK) do t[k] = v end
+    t.TaskId, t.Status = id, status or "Succeeded"
+    return mns_xml(b64(imm_envelope(t)))
+  end
+  local function stored(id) return ngx_srv.get("/peek?task=" .. id).stored end
+
+  setup(function()
+    dir = fixture.tmpdir()
+    local certs = fixture.certs()
+    -- MNS's signing certificate, and another key that MNS does not hold
+    assert(fixture.sh("cd " .. dir .. " && mkdir -p www/mns && openssl req -x509 -newkey rsa:2048 -nodes"
+      .. " -keyout mns.key -out www/mns/x509_public_certificate.pem -days 2 -subj /CN=mns-test >/dev/null 2>&1"
+      .. " && openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out other.key >/dev/null 2>&1"
+      .. " && cp www/mns/x509_public_certificate.pem www/mns/cached.pem && echo not a certificate >www/mns/junk.pem"))
+    cert_port = free_port()
+    cert_url = "https://127.0.0.1:" .. cert_port .. "/mns/x509_public_certificate.pem"
+    local handler = 'require("imm.notification").mns_handler { dict = "imm_notify", cert_dict = "imm_certs",'
+      .. ' cert_hosts = { "127.0.0.1:' .. cert_port .. '" } }()'
+    ngx_srv = nginx.run {
+      trusted = certs .. "/ca.crt",
+      http = "lua_shared_dict imm_notify 1m; lua_shared_dict imm_certs 1m;\n"
+        .. "  server { listen 127.0.0.1:" .. cert_port .. " ssl; ssl_certificate " .. certs .. "/server.crt;"
+        .. " ssl_certificate_key " .. certs .. "/server.key; location / { root " .. dir .. "/www; } }",
+      locations = "location /mns/ { content_by_lua_block { " .. handler .. " } }\n"
+        .. [[    location = /default { content_by_lua_block {
+      require("imm.notification").mns_handler { dict = "imm_notify" }() } }
+    location = /await { content_by_lua_block {
+      local n, err = require("imm.notification").await("imm_notify", ngx.var.arg_task, tonumber(ngx.var.arg_s))
+      ngx.say(require("cjson").encode { found = n ~= nil, TaskId = n and n.TaskId, Status = n and n.Status,
+        format = n and n.envelope.format, err = err and err.code }) } }
+    location = /await-nodict { content_by_lua_block {
+      local n, err = require("imm.notification").await("nodict", "t", 0)
+      ngx.say(require("cjson").encode { found = n ~= nil, err = err and err.code }) } }
+    location = /peek { content_by_lua_block {
+      ngx.say(require("cjson").encode { stored = ngx.shared.imm_notify:get(ngx.var.arg_task) ~= nil }) } }]],
+    }
+    http = assert(core.http { timeout = 20 })
+  end)
+  teardown(function()
+    if http then http:close() end
+    if ngx_srv then ngx_srv.stop() end
+    if dir then fixture.sh("rm -rf " .. dir) end
+  end)
+
+  it("verifies a signed push, keeps it under its TaskId and answers 204; await returns it", function()
+    local status = push("/mns/notifications", task_message("MediaConvert-ok-1"))
+    assert.equal(204, status)
+    assert.is_true(stored("MediaConvert-ok-1"))
+    local r = ngx_srv.get("/await?task=MediaConvert-ok-1&s=0")
+    assert.is_true(r.found)
+    assert.equal("MediaConvert-ok-1", r.TaskId)
+    assert.equal("Succeeded", r.Status)
+    assert.equal("mns-xml", r.format)
+    -- a query string is part of the signed resource
+    assert.equal(204, push("/mns/notifications?topic=imm", task_message("MediaConvert-ok-2")))
+    assert.is_true(stored("MediaConvert-ok-2"))
+  end)
+
+  it("wakes an await that is already waiting, and returns nil when nothing comes in time", function()
+    local out = dir .. "/await-out"
+    assert(fixture.sh("curl -s -o " .. out .. " '" .. ngx_srv.url .. "/await?task=MediaConvert-late&s=20' &"))
+    core.sleep(0.3)  -- the waiter is in; the push below is what ends its wait
+    assert.equal(204, push("/mns/notifications", task_message("MediaConvert-late", "Failed")))
+    local body
+    for _ = 1, 200 do
+      body = fixture.read(out)
+      if body and body:find("}", 1, true) then break end
+      core.sleep(0.05)
+    end
+    local r = cjson.decode(body)
+    assert.is_true(r.found)
+    assert.equal("Failed", r.Status)
+    local none = ngx_srv.get("/await?task=MediaConvert-never&s=0.3")
+    assert.is_false(none.found)
+    assert.is_nil(none.err)
+    assert.equal("InvalidParameter", ngx_srv.get("/await-nodict").err)
+  end)
+
+  it("caches the certificate by its URL", function()
+    local url = "https://127.0.0.1:" .. cert_port .. "/mns/cached.pem"
+    assert.equal(204, push("/mns/notifications", task_message("cached-1"), { url = url }))
+    assert(os.remove(dir .. "/www/mns/cached.pem"))
+    -- not fetched again: the file is gone, the push still verifies
+    assert.equal(204, push("/mns/notifications", task_message("cached-2"), { url = url }))
+    assert.is_true(stored("cached-2"))
+  end)
+
+  it("refuses a signature by another key, a changed body, a wrong Content-MD5 with 403", function()
+    assert.equal(403, (push("/mns/notifications", task_message("bad-1"), { key = "other" })))
+    assert.equal(403, (push("/mns/notifications", task_message("bad-2"), { sign = false })))
+    assert.equal(403, (push("/mns/notifications", task_message("bad-3"), { tamper = task_message("bad-3x") })))
+    assert.equal(403, (push("/mns/notifications", task_message("bad-4"), { md5 = b64(md5_hex("other")) })))
+    for _, id in ipairs { "bad-1", "bad-2", "bad-3", "bad-3x", "bad-4" } do assert.is_false(stored(id)) end
+    assert.matches("signature does not verify", ngx_srv.error_log())
+  end)
+
+  it("refuses a certificate URL on a host not allowed, not https, or not serving a certificate", function()
+    for i, url in ipairs {
+      "https://127.0.0.2:" .. cert_port .. "/mns/x509_public_certificate.pem",
+      "http://127.0.0.1:" .. cert_port .. "/mns/x509_public_certificate.pem",
+      "https://user@127.0.0.1:" .. cert_port .. "/mns/x509_public_certificate.pem",
+      "https://evil.example/?u=https://127.0.0.1:" .. cert_port .. "/mns/x509_public_certificate.pem",
+      "https://127.0.0.1:" .. cert_port .. "/mns/junk.pem",
+      "https://127.0.0.1:" .. cert_port .. "/mns/missing.pem",
+    } do
+      assert.equal(403, (push("/mns/notifications", task_message("host-" .. i), { url = url })), url)
+      assert.is_false(stored("host-" .. i))
+    end
+    -- by default only MNS's documented host is allowed
+    assert.equal(403, (push("/default", task_message("default-1"))))
+    assert.is_false(stored("default-1"))
+    assert.matches("not on an allowed https host", ngx_srv.error_log())
+  end)
+
+  it("refuses a Date more than 15 minutes away and missing headers with 403, other methods with 405", function()
+    assert.equal(403, (push("/mns/notifications", task_message("old-1"), { date = http_date(os.time() - 1000) })))
+    assert.equal(403, (push("/mns/notifications", task_message("old-2"), { date = http_date(os.time() + 1000) })))
+    assert.equal(403, (push("/mns/notifications", task_message("old-3"), { date = "yesterday" })))
+    for _, h in ipairs { "authorization", "x-mns-signing-cert-url", "date", "content-md5" } do
+      assert.equal(403, (push("/mns/notifications", task_message("drop-" .. h), { drop = h })), h)
+      assert.is_false(stored("drop-" .. h))
+    end
+    assert.equal(405, (http:request("GET", ngx_srv.url .. "/mns/notifications", {}, "")))
+  end)
+
+  it("answers 400 to a signed body that is not a task notification", function()
+    for _, body in ipairs { "hello", mns_xml(b64('{"ProjectName":"p","Success":true}')), "{}" } do
+      local status, resp = push("/mns/notifications", body)
+      assert.equal(400, status)
+      assert.matches("InvalidNotification", resp .. " InvalidNotification")
+    end
+  end)
+end)

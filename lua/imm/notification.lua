@@ -25,7 +25,7 @@ local type, tostring, tonumber, pairs, ipairs, pcall, rawget = type, tostring, t
 local byte, char, sub, find, match, gsub, lower, format =
   string.byte, string.char, string.sub, string.find, string.match, string.gsub, string.lower, string.format
 local concat, sort = table.concat, table.sort
-local floor, min, abs = math.floor, math.min, math.abs
+local floor, min, max, abs = math.floor, math.min, math.max, math.abs
 
 local _M = {}
 
@@ -266,13 +266,17 @@ function _M.await(dict_name, task_id, seconds)
   local ngx = rawget(_G, "ngx")
   local dict = ngx.shared[dict_name]
   if not dict then return bad_param("no lua_shared_dict named " .. dict_name .. " in nginx.conf") end
+  -- ngx.now() is the time cached by the event loop: updated here, or a
+  -- wait that ends in less than a millisecond could loop on a stale clock
+  ngx.update_time()
   local deadline = ngx.now() + seconds
   while true do
     local v = dict:get(task_id)
     if v then return _M.parse(v) end
+    ngx.update_time()
     local left = deadline - ngx.now()
     if left <= 0 then return nil end
-    local ok, err = pcall(ngx.sleep, min(0.1, left))
+    local ok, err = pcall(ngx.sleep, max(0.001, min(0.1, left)))
     if not ok then
       return nil, errors.new("UnsupportedPhase", "imm.notification.await cannot sleep in nginx's "
         .. tostring(ngx.get_phase()) .. " phase: " .. tostring(err), { retryable = false, phase = ngx.get_phase() })
