@@ -204,7 +204,8 @@ describe("imm.notification.mns_handler inside nginx", function()
   local fixture = require "helpers.fixture"
   local nginx = require "helpers.nginx"
   local core = require "imm.core"
-  local ngx_srv, dir, cert_port, cert_url, http
+  local hostile = require "helpers.hostile"
+  local ngx_srv, dir, cert_port, cert_url, http, imm_srv
 
   local function free_port()
     local p = io.popen("env -u LD_PRELOAD python3 -c 'import socket; s=socket.socket(); "
@@ -282,9 +283,15 @@ describe("imm.notification.mns_handler inside nginx", function()
     cert_url = "https://127.0.0.1:" .. cert_port .. "/mns/x509_public_certificate.pem"
     local handler = 'require("imm.notification").mns_handler { dict = "imm_notify", cert_dict = "imm_certs",'
       .. ' cert_hosts = { "127.0.0.1:' .. cert_port .. '" } }()'
+    -- IMM, for the example gateway: the hostile server, scripted per test
+    imm_srv = hostile.start()
     ngx_srv = nginx.run {
       trusted = certs .. "/ca.crt",
+      env = "env IMM_ENDPOINT=" .. imm_srv.url .. ";\nenv ALIBABA_CLOUD_ACCESS_KEY_ID=" .. hostile.KEY_ID
+        .. ";\nenv ALIBABA_CLOUD_ACCESS_KEY_SECRET=" .. hostile.SECRET .. ";",
       http = "lua_shared_dict imm_notify 1m; lua_shared_dict imm_certs 1m;\n"
+        .. "  init_by_lua_block { local t = require('imm_tasks'); t.poll_interval = 0.3; t.task_timeout = 20;"
+        .. " t.receiver.cert_dict = 'imm_certs'; t.receiver.cert_hosts = { '127.0.0.1:" .. cert_port .. "' } }\n"
         .. "  server { listen 127.0.0.1:" .. cert_port .. " ssl; ssl_certificate " .. certs .. "/server.crt;"
         .. " ssl_certificate_key " .. certs .. "/server.key; location / { root " .. dir .. "/www; } }",
       locations = "location /mns/ { content_by_lua_block { " .. handler .. " } }\n"
@@ -297,14 +304,20 @@ describe("imm.notification.mns_handler inside nginx", function()
     location = /await-nodict { content_by_lua_block {
       local n, err = require("imm.notification").await("nodict", "t", 0)
       ngx.say(require("cjson").encode { found = n ~= nil, err = err and err.code }) } }
+    location = /convert { content_by_lua_block { require("imm_tasks").convert() } }
+    location = /example/mns { content_by_lua_block { require("imm_tasks").receive() } }
     location = /peek { content_by_lua_block {
-      ngx.say(require("cjson").encode { stored = ngx.shared.imm_notify:get(ngx.var.arg_task) ~= nil }) } }]],
+      local d = ngx.shared.imm_notify
+      local stored = d:get(ngx.var.arg_task) ~= nil
+      if ngx.var.arg_clear then d:delete(ngx.var.arg_task) end
+      ngx.say(require("cjson").encode { stored = stored }) } }]],
     }
     http = assert(core.http { timeout = 20 })
   end)
   teardown(function()
     if http then http:close() end
     if ngx_srv then ngx_srv.stop() end
+    if imm_srv then imm_srv.stop() end
     if dir then fixture.sh("rm -rf " .. dir) end
   end)
 
@@ -396,4 +409,72 @@ describe("imm.notification.mns_handler inside nginx", function()
       assert.matches("InvalidNotification", resp .. " InvalidNotification")
     end
   end)
+
+  -- examples/openresty/imm_tasks.lua: starts a conversion against IMM's
+  -- scripted replies (the hostile server) and answers when the task ended.
+  describe("the task gateway example (examples/openresty/imm_tasks.lua)", function()
+    local CREATED = { status = 200, body = '{"RequestId":"r-1","TaskId":"OfficeConversion-gw1","EventId":"e-1"}' }
+    local function get_task(status, code, message)
+      return { status = 200, body = cjson.encode { RequestId = "r-2", TaskId = "OfficeConversion-gw1",
+        TaskType = "OfficeConversion", ProjectName = "immtest", Status = status, Code = code or "",
+        Message = message or "" } }
+    end
+    local CONVERT = "/convert?project=immtest&source=oss://b/a.docx&target=oss://b/out/a.pdf"
+    local function clear() ngx_srv.get("/peek?task=OfficeConversion-gw1&clear=1") end
+
+    it("answers when the notification arrives, while GetTask still says Running", function()
+      clear()
+      imm_srv.script { CREATED, get_task("Running") }
+      local out = dir .. "/gw-out"
+      os.remove(out)
+      assert(fixture.sh("curl -s -o " .. out .. " -w '%{http_code}' '" .. ngx_srv.url .. CONVERT
+        .. "' >" .. out .. ".code &"))
+      -- the gateway has asked GetTask at least once: the task is running
+      for _ = 1, 200 do
+        if #imm_srv.log() >= 2 then break end
+        core.sleep(0.05)
+      end
+      assert.equal(204, push("/example/mns", task_message("OfficeConversion-gw1")))
+      local body
+      for _ = 1, 200 do
+        body = fixture.read(out)
+        if body and body:find("}", 1, true) then break end
+        core.sleep(0.05)
+      end
+      local r = cjson.decode(body)
+      assert.equal("notification", r.via)
+      assert.equal("Succeeded", r.Status)
+      assert.equal("200", fixture.read(out .. ".code"))
+      local log = imm_srv.log()
+      assert.equal("CreateOfficeConversionTask", log[1].headers["x-acs-action"])
+      assert.equal("GetTask", log[2].headers["x-acs-action"])
+    end)
+
+    it("falls back to polling GetTask when no notification comes", function()
+      clear()
+      imm_srv.script { CREATED, get_task("Running"), get_task("Succeeded") }
+      local status, body = http:request("GET", ngx_srv.url .. CONVERT, {}, "")
+      assert.equal(200, status, body)
+      local r = cjson.decode(body)
+      assert.equal("polling", r.via)
+      assert.equal("Succeeded", r.Status)
+      local log = imm_srv.log()
+      assert.equal(3, #log)
+      assert.equal("GetTask", log[3].headers["x-acs-action"])
+      assert.equal("OfficeConversion-gw1", log[3].params.TaskId)
+      assert.equal("OfficeConversion", log[3].params.TaskType)
+    end)
+
+    it("answers 502 with the task's Code and Message when it failed", function()
+      clear()
+      imm_srv.script { CREATED, get_task("Failed", "InvalidArgument", "the source is not a document") }
+      local status, body = http:request("GET", ngx_srv.url .. CONVERT, {}, "")
+      assert.equal(502, status, body)
+      local r = cjson.decode(body)
+      assert.equal("Failed", r.Status)
+      assert.equal("InvalidArgument", r.Code)
+      assert.equal("the source is not a document", r.Message)
+    end)
+  end)
 end)
+
