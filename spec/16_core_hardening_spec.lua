@@ -469,7 +469,7 @@ describe("the C checks (spec/c/core_check.c, make core-check)", function()
     assert.matches("on a 64 KB stack: ok", text, 1, true)
   end)
 
-  it("survives a failing allocator over signing, JSON, HTTP and the multi: an error each time, no leak", function()
+  it("survives a failing allocator over signing, RSA verification, JSON, HTTP and the multi: an error each time, no leak", function()
     local srv = raw_server(JSON_HEAD .. "Content-Length: 11\r\n\r\n" .. '{"ok":true}')
     local dir = fixture.tmpdir()
     local out = dir .. "/out"
@@ -480,7 +480,7 @@ describe("the C checks (spec/c/core_check.c, make core-check)", function()
     local text = fixture.read(out) or ""
     fixture.sh("rm -rf " .. dir)
     assert.is_true(ok, text)
-    for _, op in ipairs { "sign", "json", "http", "multi" } do
+    for _, op in ipairs { "sign", "rsa", "json", "http", "multi" } do
       local n = tonumber(text:match("alloc: " .. op .. ": each of (%d+) allocations"))
       assert.is_true(n and n > 5, op .. ": " .. text)
     end

@@ -128,6 +128,16 @@ static int no_passphrase(char *buf, int size, int rwflag, void *u) {
     return 0;
 }
 
+/* Did OpenSSL fail for want of memory? Then a parse or verification
+ * failure says nothing about the input, and must not be reported as if. */
+static int malloc_failed(void) {
+    unsigned long e;
+    while ((e = ERR_get_error()) != 0)
+        if (ERR_GET_REASON(e) == ERR_R_MALLOC_FAILURE)
+            return 1;
+    return 0;
+}
+
 /* The public key of the first certificate in pem, else of the first public
  * key; NULL if neither parses. */
 static EVP_PKEY *pem_public_key(const char *pem, size_t pemlen) {
@@ -171,8 +181,8 @@ int imm_rsa_verify(const char *pem, size_t pemlen, const void *data, size_t n,
     }
     pkey = pem_public_key(pem, pemlen);
     if (pkey == NULL) {
-        SET_ERR("not a PEM certificate or public key");
-        rc = IMM_EINVAL;
+        rc = malloc_failed() ? IMM_ENOMEM : IMM_EINVAL;
+        SET_ERR(rc == IMM_ENOMEM ? "out of memory" : "not a PEM certificate or public key");
         goto done;
     }
     if (EVP_PKEY_get_base_id(pkey) != EVP_PKEY_RSA) {
@@ -187,13 +197,20 @@ int imm_rsa_verify(const char *pem, size_t pemlen, const void *data, size_t n,
         goto done;
     }
     if (EVP_DigestVerifyInit(ctx, NULL, md, NULL, pkey) != 1) {
-        SET_ERR("RSA verification unavailable in this OpenSSL");
-        rc = IMM_ECRYPTO;
+        rc = malloc_failed() ? IMM_ENOMEM : IMM_ECRYPTO;
+        SET_ERR(rc == IMM_ENOMEM ? "out of memory" : "RSA verification unavailable in this OpenSSL");
         goto done;
     }
     /* 0 is a mismatch, a negative value a malformed signature: both are
-     * "not verified", since the signature is the sender's input */
+     * "not verified", since the signature is the sender's input. OpenSSL
+     * reports some allocation failures inside the RSA operation as a bad
+     * signature too: that fails closed, and is caught below when it can be */
+    ERR_clear_error();
     *verified = EVP_DigestVerify(ctx, sig, siglen, data, n) == 1;
+    if (!*verified && malloc_failed()) {
+        SET_ERR("out of memory");
+        rc = IMM_ENOMEM;
+    }
 done:
     EVP_MD_CTX_free(ctx);
     EVP_PKEY_free(pkey);
