@@ -180,6 +180,30 @@ describe("imm.notification.parse", function()
   end)
 end)
 
+describe("MNS's string to sign", function()
+  it("is the documented example's, from the request's headers in any order", function()
+    -- MNS's documentation, "sign a request that is sent to an endpoint"
+    local url_b64 = "aHR0cDovL21uc3Rlc3Qub3NzLWNuLWhhbmd6aG91LmFsaXl1bmNzLmNvbS94NTA5X3B1YmxpY19jZXJ0aWZpY2F0ZS5wZW0="
+    local headers = {
+      ["x-mns-version"] = "2015-06-06", host = "example.com", authorization = "c2lnbmF0dXJl",
+      ["x-mns-signing-cert-url"] = url_b64, date = "Wed, 25 May 2016 10:46:14 GMT",
+      ["content-type"] = "text/xml;charset=utf-8", ["x-mns-request-id"] = "57458276F0E3D56D7C00054B",
+      ["content-md5"] = "ZDgxNjY5ZjFlMDQ5MGM0YWMwMWE5ODlmZDVlYmQxYjI=", ["content-length"] = "300",
+    }
+    assert.equal("POST\nZDgxNjY5ZjFlMDQ5MGM0YWMwMWE5ODlmZDVlYmQxYjI=\ntext/xml;charset=utf-8\n"
+      .. "Wed, 25 May 2016 10:46:14 GMT\nx-mns-request-id:57458276F0E3D56D7C00054B\n"
+      .. "x-mns-signing-cert-url:" .. url_b64 .. "\nx-mns-version:2015-06-06\n/notifications",
+      notification._string_to_sign("POST", headers, "/notifications"))
+    -- the documented certificate URL is the documented host's
+    assert.equal("http://mnstest.oss-cn-hangzhou.aliyuncs.com/x509_public_certificate.pem",
+      notification._b64decode(url_b64))
+    assert.same({ "mnstest.oss-cn-hangzhou.aliyuncs.com" }, notification.MNS_CERT_HOSTS)
+    -- an x-mns- header given twice cannot be signed
+    headers["x-mns-version"] = { "2015-06-06", "2015-06-07" }
+    assert.is_nil(notification._string_to_sign("POST", headers, "/notifications"))
+  end)
+end)
+
 describe("imm.notification.await outside nginx", function()
   it("returns an error value: it waits with ngx.sleep only", function()
     local n, err = notification.await("imm_notify", "t-1", 1)
