@@ -82,6 +82,13 @@ describe("imm.notification.parse", function()
     t.Message = "caf\195\169"
     local s = xml_escape(imm_envelope(t)):gsub("caf\195\169", "caf&#xE9;")
     assert.equal("caf\195\169", assert(notification.parse(mns_xml(s))).Message)
+    -- escaped markup and ampersands in the message come back as they were
+    t.Message, t.UserData = "a & b <c> &amp; \"d\"", "x&y"
+    local n2 = assert(notification.parse(mns_xml(xml_escape(imm_envelope(t)))))
+    assert.equal("a & b <c> &amp; \"d\"", n2.Message)
+    assert.equal("x&y", n2.UserData)
+    -- a bare "&" is not XML
+    assert.is_nil(notification.parse(mns_xml(imm_envelope(t))))
   end)
 
   it("reads MNS's JSON format, the message base64-encoded or not", function()

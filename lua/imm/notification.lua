@@ -93,6 +93,8 @@ local function xml_text(s)
   local cdata = match(s, "^%s*<!%[CDATA%[(.-)%]%]>%s*$")
   if cdata then return cdata end
   if find(s, "<", 1, true) then return nil end
+  -- an "&" that starts no reference is malformed XML
+  if find((gsub(s, "&[^;&]*;", "")), "&", 1, true) then return nil end
   local bad = false
   local out = gsub(s, "&([^;&]*);", function(e)
     local r = ENTITIES[e]
@@ -103,7 +105,7 @@ local function xml_text(s)
     bad = true
     return ""
   end)
-  if bad or find(out, "&[^;]*$") then return nil end
+  if bad then return nil end
   return out
 end
 
