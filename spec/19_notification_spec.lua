@@ -174,6 +174,17 @@ describe("imm.notification.parse", function()
     assert.is_true(n_cases >= 20)
   end)
 
+  it("refuses a large hostile body without a quadratic pattern match", function()
+    -- with match("^%s*(.-)%s*$") and "<TopicOwner>(.-)</TopicOwner>" the
+    -- first two took over two minutes together; here they are merely refused
+    for _, body in ipairs { "{" .. (" "):rep(200000) .. "x", ("<TopicOwner>"):rep(20000),
+        "<Notification>" .. ("<TopicOwner>"):rep(20000) .. "<Message>e30=</Message></Notification>" } do
+      local n, err = notification.parse(body)
+      assert.is_nil(n)
+      assert.equal("InvalidNotification", err.code)
+    end
+  end)
+
   it("decodes base64 strictly", function()
     local d = notification._b64decode
     for _, s in ipairs { "", "a", "abc", "ab=c", "a===", "ab==cd==", "ab!d" } do

@@ -119,7 +119,29 @@ local function json_object(text)
   return v
 end
 
-local function trim(s) return match(s, "^[%s\239\187\191]*(.-)%s*$") end
+-- Without a BOM and surrounding white space. Not match("^%s*(.-)%s*$"),
+-- which takes quadratic time on a long run of inner white space.
+local function trim(s)
+  if sub(s, 1, 3) == "\239\187\191" then s = sub(s, 4) end
+  local i = find(s, "[^%s]")
+  if not i then return "" end
+  local j = #s
+  while j > i do
+    local c = byte(s, j)
+    if c == 32 or (c >= 9 and c <= 13) then j = j - 1 else break end
+  end
+  return sub(s, i, j)
+end
+
+-- The content of the first <name>...</name>, found with plain searches, so
+-- a body of many unclosed tags costs linear time.
+local function element(root, name)
+  local _, e = find(root, "<" .. name .. ">", 1, true)
+  if not e then return nil end
+  local c = find(root, "</" .. name .. ">", e + 1, true)
+  if not c then return nil end
+  return sub(root, e + 1, c - 1)
+end
 
 local message_object
 
@@ -201,10 +223,10 @@ function _M.parse(body)
     end
     local envelope = { format = "mns-xml" }
     for _, k in ipairs(MNS_FIELDS) do
-      local v = match(root, "<" .. k .. "%s*>(.-)</" .. k .. "%s*>")
+      local v = element(root, k)
       envelope[k] = v and xml_text(v)
     end
-    local m = match(root, "<Message%s*>(.-)</Message%s*>")
+    local m = element(root, "Message")
     if not m then return invalid("the MNS <Notification> has no <Message>") end
     m = xml_text(m)
     if not m then return invalid("the MNS <Message> is not well-formed XML text") end
