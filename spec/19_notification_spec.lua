@@ -321,12 +321,14 @@ describe("imm.notification.mns_handler inside nginx", function()
       .. " -keyout mns.key -out www/mns/x509_public_certificate.pem -days 2 -subj /CN=mns-test >/dev/null 2>&1"
       .. " && openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out other.key >/dev/null 2>&1"
       .. " && cp www/mns/x509_public_certificate.pem www/mns/cached.pem && echo not a certificate >www/mns/junk.pem"))
+    -- IMM, for the example gateway: the hostile server, scripted per test.
+    -- Started first: it binds a port of the kernel's choice, which could
+    -- otherwise be the one free_port just found (and released)
+    imm_srv = hostile.start()
     cert_port = free_port()
     cert_url = "https://127.0.0.1:" .. cert_port .. "/mns/x509_public_certificate.pem"
     local handler = 'require("imm.notification").mns_handler { dict = "imm_notify", cert_dict = "imm_certs",'
       .. ' cert_hosts = { "127.0.0.1:' .. cert_port .. '" } }()'
-    -- IMM, for the example gateway: the hostile server, scripted per test
-    imm_srv = hostile.start()
     ngx_srv = nginx.run {
       trusted = certs .. "/ca.crt",
       env = "env IMM_ENDPOINT=" .. imm_srv.url .. ";\nenv ALIBABA_CLOUD_ACCESS_KEY_ID=" .. hostile.KEY_ID
