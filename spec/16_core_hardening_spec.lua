@@ -469,7 +469,7 @@ describe("the C checks (spec/c/core_check.c, make core-check)", function()
     assert.matches("on a 64 KB stack: ok", text, 1, true)
   end)
 
-  it("survives a failing allocator over signing, RSA verification, JSON, HTTP and the multi: an error each time, no leak", function()
+  it("survives a failing allocator over signing, RSA, JSON, HTTP and the multi: an error each time, no leak", function()
     local srv = raw_server(JSON_HEAD .. "Content-Length: 11\r\n\r\n" .. '{"ok":true}')
     local dir = fixture.tmpdir()
     local out = dir .. "/out"
