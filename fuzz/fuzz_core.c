@@ -107,7 +107,7 @@ static const char *driver =
     "local core = ...\n"
     "local calls = {\n"
     "  'sign_v3', 'sign_v2', 'percent_encode', 'redact', 'hash_hex', 'hmac_hex', 'gunzip',\n"
-    "  'json_decode', 'http', 'multi', 'sleep', 'request', 'add', 'wait', 'misc',\n"
+    "  'json_decode', 'http', 'multi', 'sleep', 'request', 'add', 'wait', 'misc', 'rsa_verify',\n"
     "  'json_encode', 'number_text',\n"
     "}\n"
     "local URL = 'http://127.0.0.1:1/'\n"

@@ -168,3 +168,75 @@ describe("imm.core", function()
     assert.has_error(function() core.http("nope") end)
   end)
 end)
+
+-- rsa_verify checks an MNS push signature (imm.notification). The keys and
+-- certificates are made for the run with the openssl command.
+describe("core.rsa_verify", function()
+  local fixture = require "helpers.fixture"
+  local dir, cert, pubkey, eccert
+  local function slurp(p) local s = assert(fixture.read(p)) return s end
+  -- the signature of data by the RSA key, as `openssl dgst` makes it
+  local function sign(data, alg)
+    local f = assert(io.open(dir .. "/data", "wb"))
+    f:write(data)
+    f:close()
+    assert(fixture.sh("openssl dgst -" .. (alg or "sha1") .. " -sign " .. dir .. "/rsa.key -out "
+      .. dir .. "/sig " .. dir .. "/data"))
+    return slurp(dir .. "/sig")
+  end
+
+  setup(function()
+    dir = fixture.tmpdir()
+    assert(fixture.sh("cd " .. dir .. " && openssl req -x509 -newkey rsa:2048 -nodes -keyout rsa.key"
+      .. " -out rsa.crt -days 2 -subj /CN=imm-mns-test >/dev/null 2>&1"
+      .. " && openssl pkey -in rsa.key -pubout -out rsa.pub 2>/dev/null"
+      .. " && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ec.key"
+      .. " -out ec.crt -days 2 -subj /CN=imm-ec-test >/dev/null 2>&1"))
+    cert, pubkey, eccert = slurp(dir .. "/rsa.crt"), slurp(dir .. "/rsa.pub"), slurp(dir .. "/ec.crt")
+  end)
+  teardown(function() fixture.sh("rm -rf " .. dir) end)
+
+  it("verifies an RSA-SHA1 signature with the certificate's key, and SHA-256 when asked", function()
+    local data = "POST\nmd5\ntext/xml;charset=utf-8\nWed, 25 May 2016 10:46:14 GMT\nx-mns-version:2015-06-06\n/n"
+    local sig = sign(data)
+    assert.is_true(core.rsa_verify(cert, data, sig, "sha1"))
+    assert.is_true(core.rsa_verify(cert, data, sig))            -- SHA-1 is the default
+    assert.is_true(core.rsa_verify(pubkey, data, sig, "sha1"))  -- a bare public key too
+    assert.is_true(core.rsa_verify(cert, data, sign(data, "sha256"), "sha256"))
+  end)
+
+  it("returns false for a signature that does not match, of any size or shape", function()
+    local data = "string to sign"
+    local sig = sign(data)
+    assert.is_false(core.rsa_verify(cert, data .. "!", sig))    -- other data
+    assert.is_false(core.rsa_verify(cert, data, sig, "sha256")) -- other digest
+    local flipped = sig:sub(1, 10) .. string.char((sig:byte(11) + 1) % 256) .. sig:sub(12)
+    assert.is_false(core.rsa_verify(cert, data, flipped))
+    assert.is_false(core.rsa_verify(cert, data, ""))
+    assert.is_false(core.rsa_verify(cert, data, sig:sub(2)))
+    assert.is_false(core.rsa_verify(cert, data, sig .. sig))
+    assert.is_false(core.rsa_verify(cert, data, ("\255"):rep(256)))
+  end)
+
+  it("returns nil, InvalidCertificate for what is not an RSA certificate or key, never raising", function()
+    local sig = sign("x")
+    for _, pem in ipairs { "", "not a pem", cert:sub(1, 200), cert:gsub("[A-Za-z]", "A", 40),
+        "-----BEGIN CERTIFICATE-----\n-----END CERTIFICATE-----\n", ("\0"):rep(64), eccert } do
+      local ok, code, msg = core.rsa_verify(pem, "x", sig)
+      assert.is_nil(ok)
+      assert.equal("InvalidCertificate", code)
+      assert.is_string(msg)
+    end
+    local _, _, msg = core.rsa_verify(eccert, "x", sig)
+    assert.matches("not an RSA key", msg)
+  end)
+
+  it("raises on misuse: arguments that are not strings, an unknown digest", function()
+    local sig = sign("x")
+    assert.has_error(function() core.rsa_verify(nil, "x", sig) end)
+    assert.has_error(function() core.rsa_verify(cert, {}, sig) end)
+    assert.has_error(function() core.rsa_verify(cert, "x", false) end)
+    assert.has_error(function() core.rsa_verify(cert, "x", sig, "md5") end)
+    assert.has_error(function() core.rsa_verify(cert, "x", sig, 1) end)
+  end)
+end)

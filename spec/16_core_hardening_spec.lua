@@ -469,7 +469,7 @@ describe("the C checks (spec/c/core_check.c, make core-check)", function()
     assert.matches("on a 64 KB stack: ok", text, 1, true)
   end)
 
-  it("survives a failing allocator over signing, JSON, HTTP, the multi, parked transfers: an error each", function()
+  it("survives a failing allocator over signing, RSA, JSON, HTTP, the multi and parked transfers", function()
     local srv = raw_server(JSON_HEAD .. "Content-Length: 11\r\n\r\n" .. '{"ok":true}')
     local dir = fixture.tmpdir()
     local out = dir .. "/out"
@@ -483,7 +483,7 @@ describe("the C checks (spec/c/core_check.c, make core-check)", function()
     -- fresh_multi: a failed allocation in the socket callback was Cancelled
     -- (issue 21, item 11); parked: a transfer parked during a blocking
     -- request on the shared multi lost its completion (item 10)
-    for _, op in ipairs { "sign", "json", "http", "multi", "fresh_multi", "parked" } do
+    for _, op in ipairs { "sign", "rsa", "json", "http", "multi", "fresh_multi", "parked" } do
       local n = tonumber(text:match("alloc: " .. op .. ": each of (%d+) allocations"))
       assert.is_true(n and n > 5, op .. ": " .. text)
     end

@@ -295,6 +295,31 @@ static int l_hash_hex(lua_State *L) {
     return 1;
 }
 
+/* rsa_verify(pem, data, sig [, alg = "sha1"]) -> true | false
+ *   | nil, "InvalidCertificate", msg. The PEM and the signature are a remote
+ * sender's input, so they never raise; arguments of the wrong type do. */
+static int l_rsa_verify(lua_State *L) {
+    size_t pemlen, n, siglen;
+    const char *pem = luaL_checklstring(L, 1, &pemlen);
+    const char *data = luaL_checklstring(L, 2, &n);
+    const char *sig = luaL_checklstring(L, 3, &siglen);
+    imm_hash alg = lua_isnoneornil(L, 4) ? IMM_HASH_SHA1 : check_hash(L, 4);
+    char err[128];
+    int verified = 0;
+    int rc = imm_rsa_verify(pem, pemlen, data, n, (const unsigned char *)sig, siglen,
+                            alg, &verified, err, sizeof err);
+    if (rc == IMM_ENOMEM)
+        return luaL_error(L, "imm.core: out of memory");
+    if (rc != IMM_OK) {
+        lua_pushnil(L);
+        lua_pushstring(L, rc == IMM_EINVAL ? "InvalidCertificate" : "SigningFailed");
+        lua_pushstring(L, err);
+        return 3;
+    }
+    lua_pushboolean(L, verified);
+    return 1;
+}
+
 static int l_hmac_hex(lua_State *L) {
     imm_hash alg = check_hash(L, 1);
     size_t klen, n;
@@ -906,6 +931,7 @@ static const luaL_Reg core_funcs[] = {
     {"redact", l_redact},
     {"hash_hex", l_hash_hex},
     {"hmac_hex", l_hmac_hex},
+    {"rsa_verify", l_rsa_verify},
     {"nonce", l_nonce},
     {"random", l_random},
     {"sleep", l_sleep},

@@ -75,6 +75,18 @@ void imm_hex(const unsigned char *data, size_t n, char *out);
 int imm_hmac(imm_hash alg, const void *key, size_t keylen,
              const void *data, size_t n, unsigned char *out, unsigned int *outlen);
 
+/* Verifies an RSA (PKCS#1 v1.5) signature sig[0..siglen) over
+ * data[0..n), hashed with alg, against the public key of pem[0..pemlen): a
+ * PEM certificate or a PEM public key (the first one in the text). Sets
+ * *verified to 1 or 0 and returns IMM_OK; a signature of the wrong size or
+ * shape is simply not verified. Returns IMM_EINVAL when pem holds neither or
+ * the key is not RSA, IMM_ENOMEM, or IMM_ECRYPTO; err says why. Keeps
+ * nothing and leaves OpenSSL's error queue empty. No certificate chain is
+ * checked: the caller decides where it trusts the certificate from. */
+int imm_rsa_verify(const char *pem, size_t pemlen, const void *data, size_t n,
+                   const unsigned char *sig, size_t siglen, imm_hash alg,
+                   int *verified, char *err, size_t errlen);
+
 /* Fills out[0..n) from OpenSSL's CSPRNG (RAND_bytes). */
 int imm_random(unsigned char *out, size_t n);
 

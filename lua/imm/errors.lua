@@ -78,6 +78,7 @@ _M.codes = {
   NoCredentials = "NoCredentials",         -- no provider yielded credentials
   UnsupportedPhase = "UnsupportedPhase",   -- inside nginx, in a phase without cosockets
   StubMismatch = "StubMismatch",           -- imm.stub: a request found no queued reply (tests only)
+  InvalidNotification = "InvalidNotification", -- imm.notification.parse: not an IMM task notification
   -- a broken credentials file (err.file, err.line), or a blocking client called inside an async task
   InvalidConfiguration = "InvalidConfiguration",
   Cancelled = "Cancelled",                 -- the async task was cancelled (task:cancel())

@@ -300,7 +300,7 @@ static int sweep(lua_State *L, const char *name, int all_after, long *points) {
 }
 
 static int run_alloc(const char *driver, const char *url) {
-    static const char *const ops[] = {"sign", "json", "http", "multi", "fresh_multi", "parked", NULL};
+    static const char *const ops[] = {"sign", "rsa", "json", "http", "multi", "fresh_multi", "parked", NULL};
     lua_State *L;
     int i, status = 0;
     disarm();
