@@ -16,7 +16,8 @@ local deep_find = fixture.deep_find
 
 -- Secrets the fake cloud and these specs hand out.
 local SECRETS = { "fake-secret-", "fake-token-", fake_cloud.SOURCE_SECRET, fake_cloud.OIDC_TOKEN,
-  "imds-token-", "ini-secret", "cli-secret", "cli-sts-token", "env-secret", "env-token" }
+  "imds-token-", "ini-secret", "cli-secret", "cli-sts-token", "env-secret", "env-token",
+  "ext-secret", "ext-token", fake_cloud.SSO_TOKEN, "sso-stored-secret", "oauth-refresh" }
 
 local function assert_no_secrets(...)
   for i = 1, select("#", ...) do
@@ -864,7 +865,7 @@ describe("credential providers", function()
         { name = "oidc", mode = "OIDC", ram_role_arn = "acs:ram::1:role/oidc",
           oidc_provider_arn = "acs:ram::1:oidc-provider/p", oidc_token_file = token_file },
         { name = "loop", mode = "ChainableRamRoleArn", source_profile = "loop", ram_role_arn = "acs:ram::1:role/x" },
-        { name = "bad", mode = "CloudSSO" },
+        { name = "bad", mode = "RsaKeyPair" },
         { name = "half", mode = "AK", access_key_id = "cli-id" },
       } }
     end
@@ -928,7 +929,7 @@ describe("credential providers", function()
 
     local broken = {
       { "a missing profile", { ALIBABA_CLOUD_PROFILE = "nope" }, 'no profile named "nope"' },
-      { "an unknown mode", { ALIBABA_CLOUD_PROFILE = "bad" }, 'mode "CloudSSO"' },
+      { "an unknown mode", { ALIBABA_CLOUD_PROFILE = "bad" }, 'mode "RsaKeyPair"' },
       { "a missing field", { ALIBABA_CLOUD_PROFILE = "half" }, "needs access_key_secret" },
       { "a source_profile loop", { ALIBABA_CLOUD_PROFILE = "loop" }, "a loop?" },
     }
@@ -941,6 +942,209 @@ describe("credential providers", function()
         assert.matches(case[3], err.message, 1, true)
       end)
     end
+
+    describe("modes beyond the keys (issue 23, part 4)", function()
+      local core = require "imm.core"
+      local prog, calls, reply
+      before_each(function()
+        -- the fake External program: records each run's arguments, one a
+        -- line, then prints the reply file (or sleeps, for a stalled one)
+        calls, reply = tmp .. "/ext-calls", tmp .. "/ext-reply.json"
+        fixture.sh("rm -f " .. calls .. " " .. tmp .. "/ext-pwned")
+        prog = write(tmp, "ext-prog.sh", "#!/bin/sh\nprintf 'run\\n' >> " .. calls .. "\n"
+          .. "for a in \"$@\"; do printf 'arg %s\\n' \"$a\" >> " .. calls .. "; done\n"
+          .. "if [ -f " .. reply .. ".sleep ]; then sleep 30; fi\n"
+          .. "cat " .. reply .. "\nexit $(cat " .. reply .. ".rc 2>/dev/null || echo 0)\n")
+        fixture.sh("chmod 755 " .. prog .. " && rm -f " .. reply .. ".sleep " .. reply .. ".rc")
+      end)
+      local function ext_reply(t)
+        write(tmp, "ext-reply.json", type(t) == "string" and t or require("cjson").encode(t))
+      end
+      local function runs()
+        local n, args = 0, {}
+        for line in (fixture.read(calls) or ""):gmatch("[^\n]+") do
+          if line == "run" then n = n + 1 else args[#args + 1] = line:match("^arg (.*)$") end
+        end
+        return n, args
+      end
+      local function modes(extra)
+        local doc = { current = "ext", profiles = {
+          { name = "ext", mode = "External", process_command = prog .. " --profile  x $(touch "
+            .. tmp .. "/ext-pwned) a;b" },
+          { name = "ext-none", mode = "External" },
+          { name = "uri", mode = "CredentialsURI", credentials_uri = cloud.uri },
+          { name = "uri-env", mode = "CredentialsURI" },
+          { name = "sso", mode = "CloudSSO", cloud_sso_sign_in_url = cloud.url .. "/device/login",
+            access_token = fake_cloud.SSO_TOKEN, cloud_sso_access_token_expire = os.time() + 3600,
+            cloud_sso_account_id = "1234", cloud_sso_access_config = "ac-1" },
+          { name = "sso-old", mode = "CloudSSO", cloud_sso_sign_in_url = cloud.url .. "/device/login",
+            access_token = fake_cloud.SSO_TOKEN, cloud_sso_access_token_expire = os.time() - 60,
+            cloud_sso_account_id = "1234", cloud_sso_access_config = "ac-1" },
+          { name = "sso-stored", mode = "CloudSSO", cloud_sso_sign_in_url = cloud.url .. "/device/login",
+            access_token = fake_cloud.SSO_TOKEN, cloud_sso_access_token_expire = os.time() + 3600,
+            cloud_sso_account_id = "1234", cloud_sso_access_config = "ac-1", access_key_id = "STS.stored",
+            access_key_secret = "sso-stored-secret", sts_token = "ext-token-stored",
+            sts_expiration = os.time() + 1800 },
+          { name = "oauth", mode = "OAuth", oauth_site_type = "CN", oauth_refresh_token = "oauth-refresh",
+            access_key_id = "STS.oauth", access_key_secret = "sso-stored-secret", sts_token = "ext-token-o",
+            sts_expiration = os.time() + 1800 },
+          { name = "oauth-old", mode = "OAuth", oauth_site_type = "CN", oauth_refresh_token = "oauth-refresh",
+            access_key_id = "STS.oauth", access_key_secret = "sso-stored-secret", sts_token = "ext-token-o",
+            sts_expiration = os.time() - 60 },
+        } }
+        for _, p in ipairs(extra or {}) do doc.profiles[#doc.profiles + 1] = p end
+        return config(doc)
+      end
+
+      it("runs an External program without a shell, and keeps what it prints until it is due", function()
+        modes()
+        local expires = os.time() + 3600
+        ext_reply { mode = "StsToken", access_key_id = "STS.ext", access_key_secret = "ext-secret-1",
+          sts_token = "ext-token-1", expiration = base.format_time(expires) }
+        local clock = fake_cloud.clock()
+        local p = provider({}, { clock = clock.now })
+        local c = assert(p:get())
+        assert.same({ access_key_id = "STS.ext", access_key_secret = "ext-secret-1", security_token = "ext-token-1",
+          expiration = expires }, c)
+        local n, args = runs()
+        assert.equal(1, n)
+        -- split on white space as aliyun-cli does; nothing a shell would read
+        assert.same({ "--profile", "x", "$(touch", tmp .. "/ext-pwned)", "a;b" }, args)
+        assert.is_nil(fixture.read(tmp .. "/ext-pwned"))
+        assert(p:get())
+        assert.equal(1, (runs()), "cached until it is due")
+        clock.offset = 3600 - 60
+        assert(p:get())
+        assert.equal(2, (runs()), "run again when due")
+        assert_no_secrets(p)
+      end)
+
+      it("takes AK from an External program, and keeps it", function()
+        modes()
+        ext_reply { mode = "AK", access_key_id = "ext-id", access_key_secret = "ext-secret-ak" }
+        local p = provider()
+        assert.same({ access_key_id = "ext-id", access_key_secret = "ext-secret-ak" }, p:get())
+        assert(p:get())
+        assert.equal(1, (runs()))
+      end)
+
+      local ext_broken = {
+        { "a failed run", function() ext_reply "ext-secret-out"; write(tmp, "ext-reply.json.rc", "3") end,
+          "InvalidResponse", "exited with status 3" },
+        { "output that is not JSON", function() ext_reply "not json ext-secret-x" end,
+          "InvalidResponse", "not a JSON object" },
+        { "an unknown mode", function() ext_reply { mode = "RamRoleArn", access_key_id = "i",
+          access_key_secret = "ext-secret-y" } end, "InvalidResponse", 'mode "RamRoleArn"' },
+        { "a missing field", function() ext_reply { mode = "StsToken", access_key_id = "i",
+          access_key_secret = "ext-secret-y" } end, "InvalidResponse", "no sts_token" },
+        { "a bad expiration", function() ext_reply { mode = "AK", access_key_id = "i",
+          access_key_secret = "ext-secret-y", expiration = "ext-secret-soon" } end,
+          "InvalidResponse", "expiration" },
+      }
+      for _, case in ipairs(ext_broken) do
+        it("explains an External program's " .. case[1] .. ", never quoting its output", function()
+          modes()
+          case[2]()
+          local err = no_creds(provider())
+          assert.equal(case[3], err.code)
+          assert.matches(case[4], err.message, 1, true)
+          assert.matches("ext-prog.sh", err.message, 1, true)
+          assert_no_secrets(err)
+        end)
+      end
+
+      it("names an External profile without process_command, and a program that is not there", function()
+        modes { { name = "ext-missing", mode = "External", process_command = tmp .. "/no-such-prog" } }
+        local err = no_creds(provider({}, { profile = "ext-none" }))
+        assert.equal("InvalidConfiguration", err.code)
+        assert.matches("needs process_command", err.message, 1, true)
+        err = no_creds(provider({}, { profile = "ext-missing" }))
+        assert.equal("InvalidResponse", err.code)
+        assert.matches("no-such-prog", err.message, 1, true)
+      end)
+
+      it("holds the call's deadline while an External program hangs", function()
+        modes()
+        ext_reply { mode = "AK", access_key_id = "i", access_key_secret = "ext-secret-y" }
+        write(tmp, "ext-reply.json.sleep", "")
+        local c = assert(imm.new { endpoint = "http://127.0.0.1:1", protocol = "http", deadline = 1,
+          max_retries = 0, credentials = provider() })
+        local t0 = core.monotonic()
+        local res, err = c:list_bindings { ProjectName = "immtest" }
+        local elapsed = core.monotonic() - t0
+        assert.is_nil(res)
+        assert.equal("Timeout", err.code)
+        assert.matches("ext-prog.sh", err.message, 1, true)
+        assert.is_true(elapsed < 4, "took " .. elapsed .. " s with deadline = 1")
+      end)
+
+      it("fetches the profile's credentials_uri, or ALIBABA_CLOUD_CREDENTIALS_URI, for CredentialsURI", function()
+        modes()
+        local c = assert(provider({}, { profile = "uri" }):get())
+        assert.matches("^STS%.fake%-", c.access_key_id)
+        assert.equal(1, #cloud.log("uri"))
+        assert(provider({ ALIBABA_CLOUD_CREDENTIALS_URI = cloud.uri }, { profile = "uri-env" }):get())
+        assert.equal(2, #cloud.log("uri"))
+        local err = no_creds(provider({}, { profile = "uri-env" }))
+        assert.equal("InvalidConfiguration", err.code)
+        assert.matches("needs credentials_uri", err.message, 1, true)
+      end)
+
+      it("lets a task run while a CredentialsURI profile's credentials are fetched", function()
+        modes()
+        cloud.fault { target = "uri", mode = "slow", delay = 0.5, count = 1 }
+        local c = assert(imm.new { endpoint = "http://127.0.0.1:1", protocol = "http", deadline = 3,
+          max_retries = 0, credentials = provider({}, { profile = "uri" }), async = true })
+        local ticks = 0
+        local fetching = imm.spawn(function() return c:list_bindings { ProjectName = "immtest" } end)
+        local ticker = imm.spawn(function()
+          while not fetching:done() do
+            ticks = ticks + 1
+            require("imm.async").sleep(0.05)
+          end
+        end)
+        assert.is_true(fetching:join(10))
+        assert.is_true(ticker:join(10))
+        assert.equal(1, #cloud.log("uri"))
+        assert.is_true(ticks > 2, "the other task ran " .. ticks .. " times during the fetch")
+      end)
+
+      it("exchanges a valid CloudSSO access token for STS credentials, and uses stored ones first", function()
+        modes()
+        local c = assert(provider({}, { profile = "sso" }):get())
+        assert.matches("^STS%.fake%-", c.access_key_id)
+        local log = cloud.log("sso")
+        assert.equal(1, #log)
+        assert.equal("POST", log[1].method)
+        assert.equal("ok", log[1].signature)  -- the bearer token was the one the profile holds
+        assert.same({ AccountId = "1234", AccessConfigurationId = "ac-1" }, log[1].params)
+        cloud.reset()
+        c = assert(provider({}, { profile = "sso-stored" }):get())
+        assert.equal("STS.stored", c.access_key_id)
+        assert.equal(0, #cloud.log("sso"))
+        cloud.config { sso_token = "another" }
+        local err = no_creds(provider({}, { profile = "sso" }))
+        assert.equal("InvalidResponse", err.code)
+        assert.matches("HTTP 401", err.message, 1, true)
+        assert_no_secrets(err)
+      end)
+
+      it("says what to do for an expired CloudSSO sign-in, and for OAuth without valid STS", function()
+        modes()
+        local err = no_creds(provider({}, { profile = "sso-old" }))
+        assert.equal("InvalidConfiguration", err.code)
+        assert.matches("CloudSSO", err.message, 1, true)
+        assert.matches("aliyun configure --profile sso-old --mode CloudSSO", err.message, 1, true)
+        assert.equal(0, #cloud.log("sso"))
+        local c = assert(provider({}, { profile = "oauth" }):get())
+        assert.equal("STS.oauth", c.access_key_id)
+        err = no_creds(provider({}, { profile = "oauth-old" }))
+        assert.equal("InvalidConfiguration", err.code)
+        assert.matches("OAuth", err.message, 1, true)
+        assert.matches("External", err.message, 1, true)
+        assert_no_secrets(err)
+      end)
+    end)
 
     it("explains a file without profiles", function()
       config('{"current": "x"}')
