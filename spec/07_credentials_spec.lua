@@ -1409,6 +1409,30 @@ describe("credential providers", function()
       assert.equal(2, #cloud.log("uri"), "ten requests, one refresh")
     end)
 
+    it("runs an External program through ngx.pipe, held to the deadline, or refuses (issue 23, part 4)", function()
+      local ran = tmp .. "/ngx-ext-ran"
+      fixture.sh("rm -f " .. ran)
+      local prog = write(tmp, "ngx-ext.sh", "#!/bin/sh\ntouch " .. ran .. "\nif [ \"$1\" = hang ]; then sleep 30; fi\n"
+        .. "printf '{\"mode\":\"AK\",\"access_key_id\":\"ngx-ext-id\",\"access_key_secret\":\"ext-secret-n\"}'\n")
+      fixture.sh("chmod 755 " .. prog)
+      local r = ngx_srv.get("/external?deadline=5&cmd=" .. prog .. "%20ok")
+      assert_no_secrets(r)
+      if r.err == "InvalidConfiguration" then
+        -- this nginx has no ngx.pipe (Debian's lacks the socket cloexec
+        -- patch): a clear refusal, and the program never ran (no io.popen
+        -- blocking the worker)
+        assert.matches("need lua-resty-core's ngx.pipe", r.message, 1, true)
+        assert.is_nil(fixture.read(ran))
+        return
+      end
+      assert.is_nil(r.err, r.message)
+      assert.equal("ngx-ext-id", r.id)
+      r = ngx_srv.get("/external?deadline=1&cmd=" .. prog .. "%20hang")
+      assert.equal("Timeout", r.err, r.message)
+      assert.matches("ngx-ext.sh", r.message, 1, true)
+      assert.is_true(r.took < 4, "took " .. r.took .. " s with deadline = 1")
+    end)
+
     it("holds a call's deadline while the credentials URI stalls (issue 21, item 1)", function()
       cloud.fault { target = "uri", mode = "slow", delay = 8, count = -1 }
       local r = ngx_srv.get("/call?deadline=1&uri=" .. cloud.uri)

@@ -76,8 +76,8 @@ local function run_pipe(argv, limit)
   local ok, pipe = pcall(require, "ngx.pipe")
   if not ok or type(pipe) ~= "table" or type(pipe.spawn) ~= "function" then
     return nil, errors.new("InvalidConfiguration", "External credentials inside nginx need lua-resty-core's "
-      .. "ngx.pipe (io.popen would block the worker); use another mode, or OpenResty 1.15.8.1 or later",
-      { retryable = false })
+      .. "ngx.pipe (io.popen would block the worker); use another mode, or OpenResty 1.15.8.1 or later ("
+      .. match(tostring(pipe), "^[^\n]*") .. ")", { retryable = false })
   end
   local phase_ok, phase = require("imm.transport.ngx").phase_ok()
   if not phase_ok then
