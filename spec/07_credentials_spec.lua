@@ -954,8 +954,9 @@ describe("credential providers", function()
         prog = write(tmp, "ext-prog.sh", "#!/bin/sh\nprintf 'run\\n' >> " .. calls .. "\n"
           .. "for a in \"$@\"; do printf 'arg %s\\n' \"$a\" >> " .. calls .. "; done\n"
           .. "if [ -f " .. reply .. ".sleep ]; then sleep 30; fi\n"
+          .. "if [ -f " .. reply .. ".delay ]; then sleep $(cat " .. reply .. ".delay); fi\n"
           .. "cat " .. reply .. "\nexit $(cat " .. reply .. ".rc 2>/dev/null || echo 0)\n")
-        fixture.sh("chmod 755 " .. prog .. " && rm -f " .. reply .. ".sleep " .. reply .. ".rc")
+        fixture.sh("chmod 755 " .. prog .. " && rm -f " .. reply .. ".sleep " .. reply .. ".rc " .. reply .. ".delay")
       end)
       local function ext_reply(t)
         write(tmp, "ext-reply.json", type(t) == "string" and t or require("cjson").encode(t))
@@ -1076,6 +1077,51 @@ describe("credential providers", function()
         assert.equal("Timeout", err.code)
         assert.matches("ext-prog.sh", err.message, 1, true)
         assert.is_true(elapsed < 4, "took " .. elapsed .. " s with deadline = 1")
+      end)
+
+      -- a task that ticks while another task's call fetches its credentials
+      local function ticks_during(c)
+        local ticks = 0
+        local fetching = imm.spawn(function() return c:list_bindings { ProjectName = "immtest" } end)
+        local ticker = imm.spawn(function()
+          while not fetching:done() do
+            ticks = ticks + 1
+            require("imm.async").sleep(0.05)
+          end
+        end)
+        assert.is_true(fetching:join(10))
+        assert.is_true(ticker:join(10))
+        return ticks, select(2, fetching:result())
+      end
+
+      it("lets a task run while another task's External program runs, and holds the deadline there", function()
+        modes()
+        ext_reply { mode = "AK", access_key_id = "i", access_key_secret = "ext-secret-y" }
+        write(tmp, "ext-reply.json.delay", "0.6")
+        local ext_tmp = tmp .. "/ext-tmp"
+        fixture.sh("rm -rf " .. ext_tmp .. " && mkdir " .. ext_tmp)
+        local c = assert(imm.new { endpoint = "http://127.0.0.1:1", protocol = "http", deadline = 3,
+          max_retries = 0, credentials = provider { TMPDIR = ext_tmp }, async = true })
+        local ticks, res, err = ticks_during(c)
+        assert.is_nil(res)
+        assert.equal("ConnectionFailed", err.code)  -- the credentials came; the endpoint is closed
+        assert.equal(1, (runs()))
+        assert.is_true(ticks > 3, "the other task ran " .. ticks .. " times while the program ran")
+        -- a program that hangs: Timeout within the deadline, in a task too
+        write(tmp, "ext-reply.json.sleep", "")
+        c = assert(imm.new { endpoint = "http://127.0.0.1:1", protocol = "http", deadline = 1,
+          max_retries = 0, credentials = provider { TMPDIR = ext_tmp }, async = true })
+        local t0 = core.monotonic()
+        ticks, res, err = ticks_during(c)
+        local elapsed = core.monotonic() - t0
+        assert.is_nil(res)
+        assert.equal("Timeout", err.code)
+        assert.is_true(elapsed < 4, "took " .. elapsed .. " s with deadline = 1")
+        assert.is_true(ticks > 3, "the other task ran " .. ticks .. " times while the program hung")
+        -- what the programs printed went through files in TMPDIR: none is left
+        core.sleep(1.2)  -- the hung one is killed by now
+        local left = io.popen("ls -A " .. ext_tmp):read("*a")
+        assert.equal("", left)
       end)
 
       it("fetches the profile's credentials_uri, or ALIBABA_CLOUD_CREDENTIALS_URI, for CredentialsURI", function()

@@ -12,15 +12,20 @@
 -- The run is bounded by the call's deadline (else `timeout`, 60 s by
 -- default): past it the program and its process group are killed. Inside
 -- nginx it runs through lua-resty-core's `ngx.pipe`, which does not block
--- the worker; elsewhere through `io.popen` (a `/bin/sh` that only starts the
--- program, its arguments quoted), which blocks the calling thread, an
--- `imm.spawn` frame loop included, for as long as the program runs.
+-- the worker (without `ngx.pipe`, a clear error: never `io.popen` there).
+-- Elsewhere a `/bin/sh` only starts the program (its arguments quoted);
+-- outside a task `io.popen` blocks the calling thread while the program
+-- runs; inside an `imm.spawn` task the program runs in the background and
+-- the task polls for its output (a file of `TMPDIR`, readable by this user
+-- only, removed at once) with timers, so the frame loop goes on; only the
+-- start of `/bin/sh` (a fork and exec) holds it.
 -- @module imm.credentials.external
 
-local type, tostring, tonumber, ipairs, rawget, pcall = type, tostring, tonumber, ipairs, rawget, pcall
+local type, tostring, tonumber, ipairs, rawget, pcall, select = type, tostring, tonumber, ipairs, rawget, pcall,
+  select
 local format, match, gsub, gmatch, concat = string.format, string.match, string.gsub, string.gmatch, table.concat
-local ceil, huge = math.ceil, math.huge
-local io_popen = io.popen
+local ceil, floor, min, huge = math.ceil, math.floor, math.min, math.huge
+local io_popen, io_open, os_execute, os_remove = io.popen, io.open, os.execute, os.remove
 local core = require "imm.core"
 local errors = require "imm.errors"
 local base = require "imm.credentials.base"
@@ -44,31 +49,80 @@ local function shown(argv)
   return (gsub(argv[1], "[%c]", "?"))
 end
 
--- Runs argv outside nginx within `limit` seconds: stdout, and the exit
--- status (nil when the status is unknown), or nil, err.
+-- The shell text that runs argv within `limit` seconds and prints its
+-- output, then "\nimm-exit:STATUS".
 --
 -- /bin/sh only starts the program (every argument quoted, so nothing in
 -- them is read by the shell), in a session of its own where `setsid` is
 -- there, with a watchdog that kills it (and that session: a child that kept
 -- the pipe open would hold the read) when the time is up. The status comes
 -- back after the output, since Lua 5.1's `close` does not give it.
-local function run_popen(argv, limit)
+local function script_of(argv, limit)
   local q = {}
   for i, a in ipairs(argv) do q[i] = quote(a) end
   local cmd = concat(q, " ") .. " </dev/null &"
-  local script = "if command -v setsid >/dev/null 2>&1; then setsid " .. cmd .. " else " .. cmd .. " fi; p=$!; "
+  return "if command -v setsid >/dev/null 2>&1; then setsid " .. cmd .. " else " .. cmd .. " fi; p=$!; "
     .. format("(sleep %d; kill -9 -$p || kill -9 $p) >/dev/null 2>&1 & w=$!; ", ceil(limit))
     .. "wait $p 2>/dev/null; s=$?; kill $w 2>/dev/null; printf '\\nimm-exit:%s' \"$s\""
-  local f, err = io_popen(script, "r")
+end
+
+-- Splits what script_of printed: the output and the status (nil when the
+-- trailer is missing).
+local function split(out)
+  local body, status = match(out, "^(.*)\nimm%-exit:(%d+)$")
+  if not body then return out, nil end
+  return body, tonumber(status)
+end
+
+-- Runs argv outside a task: stdout and the status, or nil, err. Blocks the
+-- calling thread while the program runs.
+local function run_popen(argv, limit)
+  local f, err = io_popen(script_of(argv, limit), "r")
   if not f then
     return nil, errors.new("InvalidConfiguration", format("cannot run %s: %s", shown(argv), tostring(err)),
       { retryable = false })
   end
   local out = f:read("*a") or ""
   f:close()
-  local body, status = match(out, "^(.*)\nimm%-exit:(%d+)$")
-  if not body then return out, nil end
-  return body, tonumber(status)
+  return split(out)
+end
+
+local function remove(...)
+  for i = 1, select("#", ...) do os_remove((select(i, ...))) end
+end
+
+-- Runs argv inside an `imm.spawn` task without holding the frame loop: the
+-- program runs in the background, its output goes to a file of `tmpdir`
+-- made by this user only (umask 077, never over an existing name) and
+-- renamed when complete, and the task polls for it with timers. The file is
+-- removed as soon as it is read, or when the task stops waiting.
+local function run_task(argv, limit, tmpdir, async)
+  local r = core.random
+  local file = format("%s/imm-external-%08x%08x", tmpdir, floor(r() * 4294967296), floor(r() * 4294967296))
+  local part = file .. ".part"
+  os_execute("umask 077; set -C; { { " .. script_of(argv, limit) .. "; } >" .. quote(part) .. " && mv "
+    .. quote(part) .. " " .. quote(file) .. "; } </dev/null >/dev/null &")
+  local stop, pause = core.monotonic() + limit, 0.005
+  while true do
+    local h = io_open(file, "rb")
+    if h then
+      local out = h:read("*a") or ""
+      h:close()
+      remove(file)
+      return split(out)
+    end
+    local left = stop - core.monotonic()
+    if left <= 0 then
+      remove(file, part)
+      return nil, "timeout"
+    end
+    if not async.sleep(min(pause, left)) then
+      remove(file, part)
+      return nil, errors.new("Cancelled", format("the task was cancelled while External program %s ran",
+        shown(argv)), { retryable = false })
+    end
+    pause = min(pause * 2, 0.05)
+  end
 end
 
 -- Runs argv inside nginx through ngx.pipe (the worker goes on meanwhile).
@@ -164,6 +218,8 @@ function _M.new(opts)
     return nil, errors.invalid(what .. ": command must name a program")
   end
   local trace = base.tracer("external", o)
+  local getenv = base.getenv(o)
+  local async = require "imm.async"
   local name = shown(argv)
 
   local function fetch(deadline)
@@ -178,6 +234,8 @@ function _M.new(opts)
     local ngx = rawget(_G, "ngx")
     if type(ngx) == "table" and type(ngx.get_phase) == "function" then
       out, status = run_pipe(argv, limit)
+    elseif async.current() then
+      out, status = run_task(argv, limit, getenv("TMPDIR") or "/tmp", async)
     else
       out, status = run_popen(argv, limit)
     end
