@@ -101,7 +101,7 @@ local function run_task(argv, limit, tmpdir, async)
   local file = format("%s/imm-external-%08x%08x", tmpdir, floor(r() * 4294967296), floor(r() * 4294967296))
   local part = file .. ".part"
   os_execute("umask 077; set -C; { { " .. script_of(argv, limit) .. "; } >" .. quote(part) .. " && mv "
-    .. quote(part) .. " " .. quote(file) .. "; } </dev/null >/dev/null &")
+    .. quote(part) .. " " .. quote(file) .. " 2>/dev/null; } </dev/null >/dev/null &")
   local stop, pause = core.monotonic() + limit, 0.005
   while true do
     local h = io_open(file, "rb")
