@@ -1172,7 +1172,14 @@ describe("credential providers", function()
         local err = no_creds(provider({}, { profile = "sso" }))
         assert.equal("InvalidResponse", err.code)
         assert.matches("HTTP 401", err.message, 1, true)
+        assert.matches("aliyun configure --profile sso --mode CloudSSO", err.message, 1, true)
         assert_no_secrets(err)
+        -- stored credentials due for a refresh, which fails: still served while valid
+        local clock = fake_cloud.clock()
+        clock.offset = 1800 - 600
+        c = assert(provider({}, { profile = "sso-stored", clock = clock.now }):get())
+        assert.equal("STS.stored", c.access_key_id)
+        assert.equal(2, #cloud.log("sso"), "the refused exchange above, and this one")
       end)
 
       it("says what to do for an expired CloudSSO sign-in, and for OAuth without valid STS", function()

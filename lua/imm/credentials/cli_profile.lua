@@ -82,11 +82,20 @@ local function cloud_sso(p, o, bad, trace, tracing)
     AccessConfigurationId = p.cloud_sso_access_config }
   local clock = o.clock or os.time
 
+  local exchange
   local function fetch(deadline)
     local now = clock()
     if stored and stored.expiration - now > base.STALE_TEMPORARY then return copy(stored) end
+    local c, err = exchange(deadline, now)
+    if not c and stored and stored.expiration > now then
+      -- nothing newer yet: the stored ones serve while they are valid
+      trace("CloudSSO exchange failed (%s); serving the stored credentials", tostring(err and err.code))
+      return copy(stored)
+    end
+    return c, err
+  end
+  exchange = function(deadline, now)
     if not token or not token_exp or token_exp <= now then
-      if stored and stored.expiration > now then return copy(stored) end
       return bad(format("profile %q (mode CloudSSO): the access token of the CloudSSO sign-in has expired: %s",
         name, again))
     end

@@ -62,7 +62,9 @@ local function script_of(argv, limit)
   for i, a in ipairs(argv) do q[i] = quote(a) end
   local cmd = concat(q, " ") .. " </dev/null &"
   return "if command -v setsid >/dev/null 2>&1; then setsid " .. cmd .. " else " .. cmd .. " fi; p=$!; "
-    .. format("(sleep %d; kill -9 -$p || kill -9 $p) >/dev/null 2>&1 & w=$!; ", ceil(limit))
+    -- POSIX sleep takes whole seconds: a fraction where the sleep takes one
+    .. format("((sleep %.3f || sleep %d) 2>/dev/null; kill -9 -$p || kill -9 $p) >/dev/null 2>&1 & w=$!; ",
+      limit, ceil(limit))
     .. "wait $p 2>/dev/null; s=$?; kill $w 2>/dev/null; printf '\\nimm-exit:%s' \"$s\""
 end
 
