@@ -1182,6 +1182,18 @@ describe("credential providers", function()
         assert.equal(2, #cloud.log("sso"), "the refused exchange above, and this one")
       end)
 
+      it("lets a task run while another task's CloudSSO exchange waits for the portal", function()
+        modes()
+        cloud.fault { target = "sso", mode = "slow", delay = 0.5, count = 1 }
+        local c = assert(imm.new { endpoint = "http://127.0.0.1:1", protocol = "http", deadline = 3,
+          max_retries = 0, credentials = provider({}, { profile = "sso" }), async = true })
+        local ticks, res, err = ticks_during(c)
+        assert.is_nil(res)
+        assert.equal("ConnectionFailed", err.code)  -- the credentials came; the endpoint is closed
+        assert.equal(1, #cloud.log("sso"))
+        assert.is_true(ticks > 2, "the other task ran " .. ticks .. " times during the exchange")
+      end)
+
       it("says what to do for an expired CloudSSO sign-in, and for OAuth without valid STS", function()
         modes()
         local err = no_creds(provider({}, { profile = "sso-old" }))
