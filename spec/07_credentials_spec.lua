@@ -1124,6 +1124,60 @@ describe("credential providers", function()
         assert.equal("", left)
       end)
 
+      -- Debian's nginx has no ngx.pipe (it lacks the socket cloexec patch), so
+      -- the nginx spec below can only see the refusal: here a fake ngx.pipe
+      -- that keeps to lua-resty-core's documented API checks how imm drives it.
+      it("drives ngx.pipe as lua-resty-core documents it (a fake ngx.pipe)", function()
+        local saved = { ngx = rawget(_G, "ngx"), t = package.loaded["imm.transport.ngx"],
+          p = package.loaded["ngx.pipe"] }
+        local phase, script, seen = "content", nil, nil
+        rawset(_G, "ngx", { get_phase = function() return phase end })
+        package.loaded["imm.transport.ngx"] = nil
+        package.loaded["ngx.pipe"] = { spawn = function(argv, opts)
+          seen = { argv = argv, opts = opts, killed = {} }
+          local proc = {}
+          function proc.set_timeouts(_, ...) seen.timeouts = { ... } end
+          function proc.shutdown(_, what) seen.shutdown = what; return true end
+          function proc.stdout_read_all() return script.read[1], script.read[2], script.read[3] end
+          function proc.wait() return script.wait[1], script.wait[2], script.wait[3] end
+          function proc.kill(_, sig) seen.killed[#seen.killed + 1] = sig; return true end
+          return proc
+        end }
+        finally(function()
+          rawset(_G, "ngx", saved.ngx)
+          package.loaded["imm.transport.ngx"], package.loaded["ngx.pipe"] = saved.t, saved.p
+        end)
+        local function get(timeout)
+          local p = assert(credentials.external { command = "/opt/creds  --role a;b", debug = debug })
+          return p:get { timeout = timeout }
+        end
+        script = { read = { '{"mode":"AK","access_key_id":"ngx-id","access_key_secret":"ext-secret-p"}' },
+          wait = { true, "exit", 0 } }
+        local c = assert(get(5))
+        assert.equal("ngx-id", c.access_key_id)
+        assert.same({ "/opt/creds", "--role", "a;b" }, seen.argv)  -- a table: no shell
+        assert.equal("stdin", seen.shutdown)
+        for i = 1, 4 do
+          assert.is_true(seen.timeouts[i] > 4000 and seen.timeouts[i] <= 5000, "timeout " .. i)
+        end
+        -- a read that times out: the program is killed, and the call gets Timeout
+        script = { read = { nil, "timeout", '{"access_key_secret":"ext-secret-q' }, wait = { nil, "timeout" } }
+        local _, err = get(1)
+        assert.equal("Timeout", err.code)
+        assert.same({ 9 }, seen.killed)
+        -- a failed exit
+        script = { read = { "ext-secret-r" }, wait = { false, "exit", 3 } }
+        _, err = get(5)
+        assert.equal("InvalidResponse", err.code)
+        assert.matches("exited with status 3", err.message, 1, true)
+        assert_no_secrets(err)
+        -- a phase that cannot wait: refused, nothing spawned
+        phase, seen = "init_worker", nil
+        _, err = get(5)
+        assert.equal("UnsupportedPhase", err.code)
+        assert.is_nil(seen)
+      end)
+
       it("fetches the profile's credentials_uri, or ALIBABA_CLOUD_CREDENTIALS_URI, for CredentialsURI", function()
         modes()
         local c = assert(provider({}, { profile = "uri" }):get())
