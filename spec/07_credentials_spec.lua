@@ -16,7 +16,8 @@ local deep_find = fixture.deep_find
 
 -- Secrets the fake cloud and these specs hand out.
 local SECRETS = { "fake-secret-", "fake-token-", fake_cloud.SOURCE_SECRET, fake_cloud.OIDC_TOKEN,
-  "imds-token-", "ini-secret", "cli-secret", "cli-sts-token", "env-secret", "env-token" }
+  "imds-token-", "ini-secret", "cli-secret", "cli-sts-token", "env-secret", "env-token",
+  "ext-secret", "ext-token", fake_cloud.SSO_TOKEN, "sso-stored-secret", "oauth-refresh" }
 
 local function assert_no_secrets(...)
   for i = 1, select("#", ...) do
@@ -864,7 +865,7 @@ describe("credential providers", function()
         { name = "oidc", mode = "OIDC", ram_role_arn = "acs:ram::1:role/oidc",
           oidc_provider_arn = "acs:ram::1:oidc-provider/p", oidc_token_file = token_file },
         { name = "loop", mode = "ChainableRamRoleArn", source_profile = "loop", ram_role_arn = "acs:ram::1:role/x" },
-        { name = "bad", mode = "CloudSSO" },
+        { name = "bad", mode = "RsaKeyPair" },
         { name = "half", mode = "AK", access_key_id = "cli-id" },
       } }
     end
@@ -928,7 +929,7 @@ describe("credential providers", function()
 
     local broken = {
       { "a missing profile", { ALIBABA_CLOUD_PROFILE = "nope" }, 'no profile named "nope"' },
-      { "an unknown mode", { ALIBABA_CLOUD_PROFILE = "bad" }, 'mode "CloudSSO"' },
+      { "an unknown mode", { ALIBABA_CLOUD_PROFILE = "bad" }, 'mode "RsaKeyPair"' },
       { "a missing field", { ALIBABA_CLOUD_PROFILE = "half" }, "needs access_key_secret" },
       { "a source_profile loop", { ALIBABA_CLOUD_PROFILE = "loop" }, "a loop?" },
     }
@@ -941,6 +942,328 @@ describe("credential providers", function()
         assert.matches(case[3], err.message, 1, true)
       end)
     end
+
+    describe("modes beyond the keys (issue 23, part 4)", function()
+      local core = require "imm.core"
+      local prog, calls, reply
+      before_each(function()
+        -- the fake External program: records each run's arguments, one a
+        -- line, then prints the reply file (or sleeps, for a stalled one)
+        calls, reply = tmp .. "/ext-calls", tmp .. "/ext-reply.json"
+        fixture.sh("rm -f " .. calls .. " " .. tmp .. "/ext-pwned")
+        prog = write(tmp, "ext-prog.sh", "#!/bin/sh\nprintf 'run\\n' >> " .. calls .. "\n"
+          .. "for a in \"$@\"; do printf 'arg %s\\n' \"$a\" >> " .. calls .. "; done\n"
+          .. "if [ -f " .. reply .. ".sleep ]; then sleep 30; fi\n"
+          .. "if [ -f " .. reply .. ".delay ]; then sleep $(cat " .. reply .. ".delay); fi\n"
+          .. "cat " .. reply .. "\nexit $(cat " .. reply .. ".rc 2>/dev/null || echo 0)\n")
+        fixture.sh("chmod 755 " .. prog .. " && rm -f " .. reply .. ".sleep " .. reply .. ".rc " .. reply .. ".delay")
+      end)
+      local function ext_reply(t)
+        write(tmp, "ext-reply.json", type(t) == "string" and t or require("cjson").encode(t))
+      end
+      local function runs()
+        local n, args = 0, {}
+        for line in (fixture.read(calls) or ""):gmatch("[^\n]+") do
+          if line == "run" then n = n + 1 else args[#args + 1] = line:match("^arg (.*)$") end
+        end
+        return n, args
+      end
+      local function modes(extra)
+        local doc = { current = "ext", profiles = {
+          { name = "ext", mode = "External", process_command = prog .. " --profile  x $(touch "
+            .. tmp .. "/ext-pwned) a;b" },
+          { name = "ext-none", mode = "External" },
+          { name = "uri", mode = "CredentialsURI", credentials_uri = cloud.uri },
+          { name = "uri-env", mode = "CredentialsURI" },
+          { name = "sso", mode = "CloudSSO", cloud_sso_sign_in_url = cloud.url .. "/device/login",
+            access_token = fake_cloud.SSO_TOKEN, cloud_sso_access_token_expire = os.time() + 3600,
+            cloud_sso_account_id = "1234", cloud_sso_access_config = "ac-1" },
+          { name = "sso-old", mode = "CloudSSO", cloud_sso_sign_in_url = cloud.url .. "/device/login",
+            access_token = fake_cloud.SSO_TOKEN, cloud_sso_access_token_expire = os.time() - 60,
+            cloud_sso_account_id = "1234", cloud_sso_access_config = "ac-1" },
+          { name = "sso-stored", mode = "CloudSSO", cloud_sso_sign_in_url = cloud.url .. "/device/login",
+            access_token = fake_cloud.SSO_TOKEN, cloud_sso_access_token_expire = os.time() + 3600,
+            cloud_sso_account_id = "1234", cloud_sso_access_config = "ac-1", access_key_id = "STS.stored",
+            access_key_secret = "sso-stored-secret", sts_token = "ext-token-stored",
+            sts_expiration = os.time() + 1800 },
+          { name = "oauth", mode = "OAuth", oauth_site_type = "CN", oauth_refresh_token = "oauth-refresh",
+            access_key_id = "STS.oauth", access_key_secret = "sso-stored-secret", sts_token = "ext-token-o",
+            sts_expiration = os.time() + 1800 },
+          { name = "oauth-old", mode = "OAuth", oauth_site_type = "CN", oauth_refresh_token = "oauth-refresh",
+            access_key_id = "STS.oauth", access_key_secret = "sso-stored-secret", sts_token = "ext-token-o",
+            sts_expiration = os.time() - 60 },
+        } }
+        for _, p in ipairs(extra or {}) do doc.profiles[#doc.profiles + 1] = p end
+        return config(doc)
+      end
+
+      it("runs an External program without a shell, and keeps what it prints until it is due", function()
+        modes()
+        local expires = os.time() + 3600
+        ext_reply { mode = "StsToken", access_key_id = "STS.ext", access_key_secret = "ext-secret-1",
+          sts_token = "ext-token-1", expiration = base.format_time(expires) }
+        local clock = fake_cloud.clock()
+        local p = provider({}, { clock = clock.now })
+        local c = assert(p:get())
+        assert.same({ access_key_id = "STS.ext", access_key_secret = "ext-secret-1", security_token = "ext-token-1",
+          expiration = expires }, c)
+        local n, args = runs()
+        assert.equal(1, n)
+        -- split on white space as aliyun-cli does; nothing a shell would read
+        assert.same({ "--profile", "x", "$(touch", tmp .. "/ext-pwned)", "a;b" }, args)
+        assert.is_nil(fixture.read(tmp .. "/ext-pwned"))
+        assert(p:get())
+        assert.equal(1, (runs()), "cached until it is due")
+        clock.offset = 3600 - 60
+        assert(p:get())
+        assert.equal(2, (runs()), "run again when due")
+        assert_no_secrets(p)
+      end)
+
+      it("takes AK from an External program, and keeps it", function()
+        modes()
+        ext_reply { mode = "AK", access_key_id = "ext-id", access_key_secret = "ext-secret-ak" }
+        local p = provider()
+        assert.same({ access_key_id = "ext-id", access_key_secret = "ext-secret-ak" }, p:get())
+        assert(p:get())
+        assert.equal(1, (runs()))
+      end)
+
+      local ext_broken = {
+        { "a failed run", function() ext_reply "ext-secret-out"; write(tmp, "ext-reply.json.rc", "3") end,
+          "InvalidResponse", "exited with status 3" },
+        { "output that is not JSON", function() ext_reply "not json ext-secret-x" end,
+          "InvalidResponse", "not a JSON object" },
+        { "an unknown mode", function() ext_reply { mode = "RamRoleArn", access_key_id = "i",
+          access_key_secret = "ext-secret-y" } end, "InvalidResponse", 'mode "RamRoleArn"' },
+        { "a missing field", function() ext_reply { mode = "StsToken", access_key_id = "i",
+          access_key_secret = "ext-secret-y" } end, "InvalidResponse", "no sts_token" },
+        { "a bad expiration", function() ext_reply { mode = "AK", access_key_id = "i",
+          access_key_secret = "ext-secret-y", expiration = "ext-secret-soon" } end,
+          "InvalidResponse", "expiration" },
+      }
+      for _, case in ipairs(ext_broken) do
+        it("explains an External program's " .. case[1] .. ", never quoting its output", function()
+          modes()
+          case[2]()
+          local err = no_creds(provider())
+          assert.equal(case[3], err.code)
+          assert.matches(case[4], err.message, 1, true)
+          assert.matches("ext-prog.sh", err.message, 1, true)
+          assert_no_secrets(err)
+        end)
+      end
+
+      it("names an External profile without process_command, and a program that is not there", function()
+        modes { { name = "ext-missing", mode = "External", process_command = tmp .. "/no-such-prog" } }
+        local err = no_creds(provider({}, { profile = "ext-none" }))
+        assert.equal("InvalidConfiguration", err.code)
+        assert.matches("needs process_command", err.message, 1, true)
+        err = no_creds(provider({}, { profile = "ext-missing" }))
+        assert.equal("InvalidResponse", err.code)
+        assert.matches("no-such-prog", err.message, 1, true)
+      end)
+
+      it("holds the call's deadline while an External program hangs", function()
+        modes()
+        ext_reply { mode = "AK", access_key_id = "i", access_key_secret = "ext-secret-y" }
+        write(tmp, "ext-reply.json.sleep", "")
+        local c = assert(imm.new { endpoint = "http://127.0.0.1:1", protocol = "http", deadline = 1,
+          max_retries = 0, credentials = provider() })
+        local t0 = core.monotonic()
+        local res, err = c:list_bindings { ProjectName = "immtest" }
+        local elapsed = core.monotonic() - t0
+        assert.is_nil(res)
+        assert.equal("Timeout", err.code)
+        assert.matches("ext-prog.sh", err.message, 1, true)
+        assert.is_true(elapsed < 4, "took " .. elapsed .. " s with deadline = 1")
+      end)
+
+      -- a task that ticks while another task's call fetches its credentials
+      local function ticks_during(c)
+        local ticks = 0
+        local fetching = imm.spawn(function() return c:list_bindings { ProjectName = "immtest" } end)
+        local ticker = imm.spawn(function()
+          while not fetching:done() do
+            ticks = ticks + 1
+            require("imm.async").sleep(0.05)
+          end
+        end)
+        assert.is_true(fetching:join(10))
+        assert.is_true(ticker:join(10))
+        return ticks, select(2, fetching:result())
+      end
+
+      it("lets a task run while another task's External program runs, and holds the deadline there", function()
+        modes()
+        ext_reply { mode = "AK", access_key_id = "i", access_key_secret = "ext-secret-y" }
+        write(tmp, "ext-reply.json.delay", "0.6")
+        local ext_tmp = tmp .. "/ext-tmp"
+        fixture.sh("rm -rf " .. ext_tmp .. " && mkdir " .. ext_tmp)
+        local c = assert(imm.new { endpoint = "http://127.0.0.1:1", protocol = "http", deadline = 3,
+          max_retries = 0, credentials = provider { TMPDIR = ext_tmp }, async = true })
+        local ticks, res, err = ticks_during(c)
+        assert.is_nil(res)
+        assert.equal("ConnectionFailed", err.code)  -- the credentials came; the endpoint is closed
+        assert.equal(1, (runs()))
+        assert.is_true(ticks > 3, "the other task ran " .. ticks .. " times while the program ran")
+        -- a program that hangs: Timeout within the deadline, in a task too
+        write(tmp, "ext-reply.json.sleep", "")
+        c = assert(imm.new { endpoint = "http://127.0.0.1:1", protocol = "http", deadline = 1,
+          max_retries = 0, credentials = provider { TMPDIR = ext_tmp }, async = true })
+        local t0 = core.monotonic()
+        ticks, res, err = ticks_during(c)
+        local elapsed = core.monotonic() - t0
+        assert.is_nil(res)
+        assert.equal("Timeout", err.code)
+        assert.is_true(elapsed < 4, "took " .. elapsed .. " s with deadline = 1")
+        assert.is_true(ticks > 3, "the other task ran " .. ticks .. " times while the program hung")
+        -- what the programs printed went through files in TMPDIR: none is left
+        core.sleep(1.2)  -- the hung one is killed by now
+        local left = io.popen("ls -A " .. ext_tmp):read("*a")
+        assert.equal("", left)
+      end)
+
+      -- Debian's nginx has no ngx.pipe (it lacks the socket cloexec patch), so
+      -- the nginx spec below can only see the refusal: here a fake ngx.pipe
+      -- that keeps to lua-resty-core's documented API checks how imm drives it.
+      it("drives ngx.pipe as lua-resty-core documents it (a fake ngx.pipe)", function()
+        local saved = { ngx = rawget(_G, "ngx"), t = package.loaded["imm.transport.ngx"],
+          p = package.loaded["ngx.pipe"] }
+        local phase, script, seen = "content", nil, nil
+        rawset(_G, "ngx", { get_phase = function() return phase end })
+        package.loaded["imm.transport.ngx"] = nil
+        package.loaded["ngx.pipe"] = { spawn = function(argv, opts)
+          seen = { argv = argv, opts = opts, killed = {} }
+          local proc = {}
+          function proc.set_timeouts(_, ...) seen.timeouts = { ... } end
+          function proc.shutdown(_, what) seen.shutdown = what; return true end
+          function proc.stdout_read_all() return script.read[1], script.read[2], script.read[3] end
+          function proc.wait() return script.wait[1], script.wait[2], script.wait[3] end
+          function proc.kill(_, sig) seen.killed[#seen.killed + 1] = sig; return true end
+          return proc
+        end }
+        finally(function()
+          rawset(_G, "ngx", saved.ngx)
+          package.loaded["imm.transport.ngx"], package.loaded["ngx.pipe"] = saved.t, saved.p
+        end)
+        local function get(timeout)
+          local p = assert(credentials.external { command = "/opt/creds  --role a;b", debug = debug })
+          return p:get { timeout = timeout }
+        end
+        script = { read = { '{"mode":"AK","access_key_id":"ngx-id","access_key_secret":"ext-secret-p"}' },
+          wait = { true, "exit", 0 } }
+        local c = assert(get(5))
+        assert.equal("ngx-id", c.access_key_id)
+        assert.same({ "/opt/creds", "--role", "a;b" }, seen.argv)  -- a table: no shell
+        assert.equal("stdin", seen.shutdown)
+        for i = 1, 4 do
+          assert.is_true(seen.timeouts[i] > 4000 and seen.timeouts[i] <= 5000, "timeout " .. i)
+        end
+        -- a read that times out: the program is killed, and the call gets Timeout
+        script = { read = { nil, "timeout", '{"access_key_secret":"ext-secret-q' }, wait = { nil, "timeout" } }
+        local _, err = get(1)
+        assert.equal("Timeout", err.code)
+        assert.same({ 9 }, seen.killed)
+        -- a failed exit
+        script = { read = { "ext-secret-r" }, wait = { false, "exit", 3 } }
+        _, err = get(5)
+        assert.equal("InvalidResponse", err.code)
+        assert.matches("exited with status 3", err.message, 1, true)
+        assert_no_secrets(err)
+        -- a phase that cannot wait: refused, nothing spawned
+        phase, seen = "init_worker", nil
+        _, err = get(5)
+        assert.equal("UnsupportedPhase", err.code)
+        assert.is_nil(seen)
+      end)
+
+      it("fetches the profile's credentials_uri, or ALIBABA_CLOUD_CREDENTIALS_URI, for CredentialsURI", function()
+        modes()
+        local c = assert(provider({}, { profile = "uri" }):get())
+        assert.matches("^STS%.fake%-", c.access_key_id)
+        assert.equal(1, #cloud.log("uri"))
+        assert(provider({ ALIBABA_CLOUD_CREDENTIALS_URI = cloud.uri }, { profile = "uri-env" }):get())
+        assert.equal(2, #cloud.log("uri"))
+        local err = no_creds(provider({}, { profile = "uri-env" }))
+        assert.equal("InvalidConfiguration", err.code)
+        assert.matches("needs credentials_uri", err.message, 1, true)
+      end)
+
+      it("lets a task run while a CredentialsURI profile's credentials are fetched", function()
+        modes()
+        cloud.fault { target = "uri", mode = "slow", delay = 0.5, count = 1 }
+        local c = assert(imm.new { endpoint = "http://127.0.0.1:1", protocol = "http", deadline = 3,
+          max_retries = 0, credentials = provider({}, { profile = "uri" }), async = true })
+        local ticks = 0
+        local fetching = imm.spawn(function() return c:list_bindings { ProjectName = "immtest" } end)
+        local ticker = imm.spawn(function()
+          while not fetching:done() do
+            ticks = ticks + 1
+            require("imm.async").sleep(0.05)
+          end
+        end)
+        assert.is_true(fetching:join(10))
+        assert.is_true(ticker:join(10))
+        assert.equal(1, #cloud.log("uri"))
+        assert.is_true(ticks > 2, "the other task ran " .. ticks .. " times during the fetch")
+      end)
+
+      it("exchanges a valid CloudSSO access token for STS credentials, and uses stored ones first", function()
+        modes()
+        local c = assert(provider({}, { profile = "sso" }):get())
+        assert.matches("^STS%.fake%-", c.access_key_id)
+        local log = cloud.log("sso")
+        assert.equal(1, #log)
+        assert.equal("POST", log[1].method)
+        assert.equal("ok", log[1].signature)  -- the bearer token was the one the profile holds
+        assert.same({ AccountId = "1234", AccessConfigurationId = "ac-1" }, log[1].params)
+        cloud.reset()
+        c = assert(provider({}, { profile = "sso-stored" }):get())
+        assert.equal("STS.stored", c.access_key_id)
+        assert.equal(0, #cloud.log("sso"))
+        cloud.config { sso_token = "another" }
+        local err = no_creds(provider({}, { profile = "sso" }))
+        assert.equal("InvalidResponse", err.code)
+        assert.matches("HTTP 401", err.message, 1, true)
+        assert.matches("aliyun configure --profile sso --mode CloudSSO", err.message, 1, true)
+        assert_no_secrets(err)
+        -- stored credentials due for a refresh, which fails: still served while valid
+        local clock = fake_cloud.clock()
+        clock.offset = 1800 - 600
+        c = assert(provider({}, { profile = "sso-stored", clock = clock.now }):get())
+        assert.equal("STS.stored", c.access_key_id)
+        assert.equal(2, #cloud.log("sso"), "the refused exchange above, and this one")
+      end)
+
+      it("lets a task run while another task's CloudSSO exchange waits for the portal", function()
+        modes()
+        cloud.fault { target = "sso", mode = "slow", delay = 0.5, count = 1 }
+        local c = assert(imm.new { endpoint = "http://127.0.0.1:1", protocol = "http", deadline = 3,
+          max_retries = 0, credentials = provider({}, { profile = "sso" }), async = true })
+        local ticks, res, err = ticks_during(c)
+        assert.is_nil(res)
+        assert.equal("ConnectionFailed", err.code)  -- the credentials came; the endpoint is closed
+        assert.equal(1, #cloud.log("sso"))
+        assert.is_true(ticks > 2, "the other task ran " .. ticks .. " times during the exchange")
+      end)
+
+      it("says what to do for an expired CloudSSO sign-in, and for OAuth without valid STS", function()
+        modes()
+        local err = no_creds(provider({}, { profile = "sso-old" }))
+        assert.equal("InvalidConfiguration", err.code)
+        assert.matches("CloudSSO", err.message, 1, true)
+        assert.matches("aliyun configure --profile sso-old --mode CloudSSO", err.message, 1, true)
+        assert.equal(0, #cloud.log("sso"))
+        local c = assert(provider({}, { profile = "oauth" }):get())
+        assert.equal("STS.oauth", c.access_key_id)
+        err = no_creds(provider({}, { profile = "oauth-old" }))
+        assert.equal("InvalidConfiguration", err.code)
+        assert.matches("OAuth", err.message, 1, true)
+        assert.matches("External", err.message, 1, true)
+        assert_no_secrets(err)
+      end)
+    end)
 
     it("explains a file without profiles", function()
       config('{"current": "x"}')
@@ -1203,6 +1526,30 @@ describe("credential providers", function()
       end
       assert.is_true(old >= 1 and new >= 1, "old " .. old .. ", new " .. new)
       assert.equal(2, #cloud.log("uri"), "ten requests, one refresh")
+    end)
+
+    it("runs an External program through ngx.pipe, held to the deadline, or refuses (issue 23, part 4)", function()
+      local ran = tmp .. "/ngx-ext-ran"
+      fixture.sh("rm -f " .. ran)
+      local prog = write(tmp, "ngx-ext.sh", "#!/bin/sh\ntouch " .. ran .. "\nif [ \"$1\" = hang ]; then sleep 30; fi\n"
+        .. "printf '{\"mode\":\"AK\",\"access_key_id\":\"ngx-ext-id\",\"access_key_secret\":\"ext-secret-n\"}'\n")
+      fixture.sh("chmod 755 " .. prog)
+      local r = ngx_srv.get("/external?deadline=5&cmd=" .. prog .. "%20ok")
+      assert_no_secrets(r)
+      if r.err == "InvalidConfiguration" then
+        -- this nginx has no ngx.pipe (Debian's lacks the socket cloexec
+        -- patch): a clear refusal, and the program never ran (no io.popen
+        -- blocking the worker)
+        assert.matches("need lua-resty-core's ngx.pipe", r.message, 1, true)
+        assert.is_nil(fixture.read(ran))
+        return
+      end
+      assert.is_nil(r.err, r.message)
+      assert.equal("ngx-ext-id", r.id)
+      r = ngx_srv.get("/external?deadline=1&cmd=" .. prog .. "%20hang")
+      assert.equal("Timeout", r.err, r.message)
+      assert.matches("ngx-ext.sh", r.message, 1, true)
+      assert.is_true(r.took < 4, "took " .. r.took .. " s with deadline = 1")
     end)
 
     it("holds a call's deadline while the credentials URI stalls (issue 21, item 1)", function()

@@ -10,6 +10,7 @@ cloud.  One process on one loopback port plays all three:
   ECS metadata (IMDS)     PUT  /latest/api/token              IMDSv2 session token
                           GET  /latest/meta-data/ram/security-credentials/[ROLE]
   credentials URI         GET  /credentials
+  CloudSSO portal         POST /cloud-credentials             Bearer access token checked
 
 Standard library only.
 
@@ -30,13 +31,18 @@ a GET without a token gets 403) or v1 only ("v1": the token PUT gets 404).
 The PUT needs x-aliyun-ecs-metadata-token-ttl-seconds in 1..21600; a GET with
 an unknown token gets 401.
 
+The CloudSSO portal's CreateCloudCredential (as aliyun-cli calls it) needs
+"authorization: Bearer <sso_token>" and a JSON body with AccountId and
+AccessConfigurationId; it answers {"CloudCredential": {...}, "RequestId"}, or
+401 {"ErrorCode", "ErrorMessage"} for another token.
+
 Control API (same port, never logged):
     GET  /_fake/health    {"ok": true}
     GET  /_fake/log       one record per request: seq, target (sts|imds|uri),
                           method, path, action, params (no Signature; OIDCToken
                           shown, it is test data), token_in_query, headers
-                          (lowercase; the metadata token shown as "***"),
-                          signature ("ok" | "bad" | null), status, fault, start, end
+                          (lowercase; the metadata token and authorization shown as "***"),
+                          signature ("ok" | "bad" | null; sso: the bearer token), status, fault, start, end
     POST /_fake/config    merge a JSON object into the configuration (see DEFAULTS)
     POST /_fake/faults    {"target": "sts"|"imds"|"uri"|"any", "mode": M, "count": N, ...}
                           appends a rule; count 1 by default, -1 forever; FIFO
@@ -72,6 +78,8 @@ DEFAULTS = {
                "security_token": None},
     # what AssumeRoleWithOIDC accepts
     "oidc_token": "fake-oidc-token",
+    # the bearer token the CloudSSO portal accepts
+    "sso_token": "fake-sso-access-token",
     # fixed credentials to hand out; null fields are generated (STS.fake-N, ...)
     "issue": {"access_key_id": None, "access_key_secret": None, "security_token": None},
     # lifetime of what is handed out, in seconds; null: DurationSeconds for STS,
@@ -369,11 +377,37 @@ def handle_uri(state, req, record, fault):
     return json_reply(200, creds)
 
 
+# ---------------------------------------------------------------------------
+# CloudSSO portal: CreateCloudCredential
+# ---------------------------------------------------------------------------
+
+def handle_sso(state, req, record, fault, body):
+    if req["method"] != "POST":
+        return Reply(405, b"Method Not Allowed", "text/plain")
+    try:
+        params = json.loads(body or b"{}")
+    except ValueError:
+        params = None
+    record["params"] = params
+    auth = req["headers"].get("authorization", "")
+    record["signature"] = "ok" if auth == "Bearer " + state.config["sso_token"] else "bad"
+    if record["signature"] != "ok":
+        return json_reply(401, {"ErrorCode": "InvalidAccessToken", "ErrorMessage": "the access token is not valid"})
+    if not isinstance(params, dict) or not params.get("AccountId") or not params.get("AccessConfigurationId"):
+        return json_reply(400, {"ErrorCode": "MissingParameter", "ErrorMessage": "AccountId, AccessConfigurationId"})
+    with state.lock:
+        creds = state.new_credentials(3600)
+    creds = apply_credential_fault(fault, creds)
+    return json_reply(200, {"CloudCredential": creds, "RequestId": str(uuid.uuid4()).upper()})
+
+
 def target_of(path):
     if path == "/latest/api/token" or path.startswith(CREDS_PATH):
         return "imds"
     if path.startswith("/credentials"):
         return "uri"
+    if path == "/cloud-credentials":
+        return "sso"
     if path == "/":
         return "sts"
     return None
@@ -443,7 +477,7 @@ class Handler(BaseHTTPRequestHandler):
         if headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
             form = dict(parse_pairs(body.decode("utf-8", "replace")))
         target = target_of(url.path)
-        shown = {k: ("***" if k == "x-aliyun-ecs-metadata-token" else v) for k, v in headers.items()}
+        shown = {k: ("***" if k in ("x-aliyun-ecs-metadata-token", "authorization") else v) for k, v in headers.items()}
         record = {"target": target, "method": self.command, "path": url.path, "headers": shown,
                   "signature": None, "start": start}
         with state.lock:
@@ -474,6 +508,8 @@ class Handler(BaseHTTPRequestHandler):
                 reply = handle_imds(state, req, record, fault)
             elif target == "uri":
                 reply = handle_uri(state, req, record, fault)
+            elif target == "sso":
+                reply = handle_sso(state, req, record, fault, body)
             else:
                 reply = Reply(404, b"Not Found", "text/plain")
         except ApiError as err:

@@ -81,6 +81,9 @@ local _M = {}
 ---@class imm.CredentialsUriOptions : imm.CredentialsCommonOptions
 ---@field uri string|nil default ALIBABA_CLOUD_CREDENTIALS_URI
 
+---@class imm.ExternalOptions : imm.CredentialsCommonOptions
+---@field command string the program and its arguments, split on white space
+
 ---@class imm.RamRoleArnOptions : imm.StsOptions
 ---@field role_arn string|nil default ALIBABA_CLOUD_ROLE_ARN
 ---@field role_session_name string|nil
@@ -131,6 +134,11 @@ _M.ecs_ram_role = require("imm.credentials.ecs_ram_role").new
 -- @usage local p = imm.credentials.credentials_uri{ uri = "http://127.0.0.1:9000/creds" }
 ---@type fun(opts: imm.CredentialsUriOptions|nil): imm.CredentialsProvider|nil, imm.Error|nil
 _M.credentials_uri = require("imm.credentials.credentials_uri").new
+
+--- Credentials printed by a program (aliyun-cli's External mode). See `imm.credentials.external`.
+-- @usage local p = imm.credentials.external{ command = "/usr/local/bin/get-creds --role ops" }
+---@type fun(opts: imm.ExternalOptions): imm.CredentialsProvider|nil, imm.Error|nil
+_M.external = require("imm.credentials.external").new
 
 --- RAM role ARN: STS AssumeRole signed by a source credential. See `imm.credentials.ram_role_arn`.
 -- @usage local p = imm.credentials.ram_role_arn{ role_arn = arn, source = imm.credentials.env() }

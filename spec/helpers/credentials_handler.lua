@@ -43,4 +43,18 @@ function _M.call()
   })
 end
 
+-- Credentials from an External program (ngx.pipe) under a deadline: the
+-- key id it printed (never the secret), or the error, and how long it took.
+function _M.external()
+  local args = ngx.req.get_uri_args()
+  local p = assert(credentials.external { command = args.cmd })
+  local t0 = ngx.now()
+  local c, err = p:get { timeout = tonumber(args.deadline) }
+  ngx.update_time()
+  ngx.header["Content-Type"] = "application/json"
+  ngx.say(cjson.encode {
+    id = c and c.access_key_id, err = err and err.code, message = err and err.message, took = ngx.now() - t0,
+  })
+end
+
 return _M

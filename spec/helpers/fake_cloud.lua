@@ -9,6 +9,7 @@ local M = {}
 
 M.SOURCE_ID, M.SOURCE_SECRET = "fake-source-id", "fake-source-secret"
 M.OIDC_TOKEN = "fake-oidc-token"
+M.SSO_TOKEN = "fake-sso-access-token"  -- the CloudSSO access token the fake cloud accepts
 M.ROLE = "EcsRamRoleTest"
 
 --- Starts the fake cloud. Returns an object with url, port, stop() and

@@ -8,7 +8,8 @@ local M = {}
 function M.start()
   return nginx.run {
     locations = [[location = /credentials { content_by_lua_block { require("helpers.credentials_handler").get() } }
-      location = /call { content_by_lua_block { require("helpers.credentials_handler").call() } }]],
+      location = /call { content_by_lua_block { require("helpers.credentials_handler").call() } }
+      location = /external { content_by_lua_block { require("helpers.credentials_handler").external() } }]],
   }
 end
 

@@ -1,8 +1,16 @@
 --- A profile of the Alibaba Cloud CLI, from `~/.aliyun/config.json`.
 --
 -- The profile is `ALIBABA_CLOUD_PROFILE`, or else the file's `current`.
--- Modes: `AK`, `StsToken`, `RamRoleArn`, `EcsRamRole`, `OIDC` and
--- `ChainableRamRoleArn` (a role assumed with another profile's credentials).
+-- Modes: `AK`, `StsToken`, `RamRoleArn`, `EcsRamRole`, `OIDC`,
+-- `ChainableRamRoleArn` (a role assumed with another profile's credentials),
+-- `External` (a program that prints credentials, see
+-- `imm.credentials.external`), `CredentialsURI` (the profile's
+-- `credentials_uri`, else `ALIBABA_CLOUD_CREDENTIALS_URI`), `CloudSSO` (the
+-- STS credentials aliyun-cli stored while they are valid, then the stored
+-- access token exchanged on the CloudSSO portal, as aliyun-cli does) and
+-- `OAuth` (the STS credentials aliyun-cli stored, while they are valid).
+-- A sign-in that needs a browser is never attempted: the error says which
+-- `aliyun` command to run. imm never writes the file.
 -- `ALIBABA_CLOUD_CLI_PROFILE_DISABLED=true` turns the provider off.
 --
 -- The file is read on first use and, once it has yielded a provider, not
@@ -11,13 +19,16 @@
 -- @module imm.credentials.cli_profile
 
 local type, pairs, ipairs, tostring, tonumber = type, pairs, ipairs, tostring, tonumber
-local format, match, gsub, sub = string.format, string.match, string.gsub, string.sub
+local format, match, gsub, sub, lower = string.format, string.match, string.gsub, string.sub, string.lower
+local core = require "imm.core"
+local errors = require "imm.errors"
 local base = require "imm.credentials.base"
 
 local _M = {}
 
 local OPTIONS = { path = "string", profile = "string", metadata_endpoint = "string" }
-local MODES = "AK, StsToken, RamRoleArn, EcsRamRole, OIDC or ChainableRamRoleArn"
+local MODES = "AK, StsToken, RamRoleArn, EcsRamRole, OIDC, ChainableRamRoleArn, External, CredentialsURI, "
+  .. "CloudSSO or OAuth"
 local MAX_DEPTH = 5  -- ChainableRamRoleArn links
 
 local function str(v)
@@ -27,6 +38,107 @@ end
 
 local function safe(s)
   return (gsub(sub(tostring(s), 1, 40), "[^%w_%.%-]", "?"))
+end
+
+-- The STS credentials aliyun-cli stored in a CloudSSO or OAuth profile
+-- (`sts_expiration` in epoch seconds), or nil.
+local function stored_sts(p)
+  local exp = tonumber(p.sts_expiration)
+  if not (str(p.access_key_id) and str(p.access_key_secret) and str(p.sts_token) and exp and exp > 0) then
+    return nil
+  end
+  return { access_key_id = p.access_key_id, access_key_secret = p.access_key_secret,
+    security_token = p.sts_token, expiration = exp }
+end
+
+local function copy(c)
+  return { access_key_id = c.access_key_id, access_key_secret = c.access_key_secret,
+    security_token = c.security_token, expiration = c.expiration }
+end
+
+-- CloudSSO: the stored STS credentials while they are fresh, then the
+-- access token exchanged for new ones by the portal's CreateCloudCredential
+-- (`POST <sign-in scheme://host>/cloud-credentials`, a Bearer token and
+-- `{ AccountId, AccessConfigurationId }`), as aliyun-cli does. The access
+-- token itself comes from a browser or device sign-in, which imm never does.
+local function cloud_sso(p, o, bad, trace, tracing)
+  local name = safe(p.name)
+  local again = format("run `aliyun configure --profile %s --mode CloudSSO` (a browser or device sign-in), "
+    .. "then retry", name)
+  local scheme, host = match(p.cloud_sso_sign_in_url, "^([hH][tT][tT][pP][sS]?)://([^/?#@]+)")
+  if not scheme then
+    return bad(format("profile %q (mode CloudSSO): cloud_sso_sign_in_url is not an http(s) URL", name))
+  end
+  if not (str(p.cloud_sso_account_id) and str(p.cloud_sso_access_config)) then
+    return bad(format("profile %q (mode CloudSSO) has no account or access configuration: %s", name, again))
+  end
+  local token, token_exp = str(p.access_token), tonumber(p.cloud_sso_access_token_expire)
+  local stored = stored_sts(p)
+  local url = lower(scheme) .. "://" .. host .. "/cloud-credentials"
+  local where = "CloudSSO portal at " .. host
+  local http = base.http(o, { connect_timeout = 5, timeout = 10, no_proxy = base.is_local_url(url) },
+    tracing and trace)
+  local body = core.json_encode { AccountId = p.cloud_sso_account_id,
+    AccessConfigurationId = p.cloud_sso_access_config }
+  local clock = o.clock or os.time
+
+  local exchange
+  local function fetch(deadline)
+    local now = clock()
+    if stored and stored.expiration - now > base.STALE_TEMPORARY then return copy(stored) end
+    local c, err = exchange(deadline, now)
+    if not c and stored and stored.expiration > now then
+      -- nothing newer yet: the stored ones serve while they are valid
+      trace("CloudSSO exchange failed (%s); serving the stored credentials", tostring(err and err.code))
+      return copy(stored)
+    end
+    return c, err
+  end
+  exchange = function(deadline, now)
+    if not token or not token_exp or token_exp <= now then
+      return bad(format("profile %q (mode CloudSSO): the access token of the CloudSSO sign-in has expired: %s",
+        name, again))
+    end
+    local res, err = http:request({ method = "POST", url = url, body = body, headers = {
+      accept = "application/json", ["content-type"] = "application/json",
+      authorization = "Bearer " .. token } }, deadline)
+    if not res then
+      err.message = where .. ": " .. tostring(err.message)
+      return nil, base.scrub_error(err, { token }, 1)
+    end
+    if res.status ~= 200 then
+      local v = require("imm.decode").imm(res.body)
+      local code = type(v) == "table" and type(v.ErrorCode) == "string" and v.ErrorCode or nil
+      local msg = format("%s answered HTTP %d%s to CreateCloudCredential", where, res.status,
+        code and (" " .. gsub(sub(code, 1, 60), "[^%w%.%-_]", "?")) or "")
+      if res.status == 401 or res.status == 403 then msg = msg .. "; " .. again end
+      return nil, base.scrub_error(errors.new("InvalidResponse", msg,
+        { status = res.status, retryable = res.status >= 500 }), { token }, 1)
+    end
+    local v, jerr = base.json_object(res, where .. " reply")
+    if not v then return nil, jerr end
+    local c = v.CloudCredential
+    if type(c) ~= "table" then c = v end
+    return base.temporary(c, where .. " reply")
+  end
+  return base.cached(fetch, { stale = base.STALE_TEMPORARY, clock = o.clock, random = o.random, trace = trace })
+end
+
+-- OAuth: the STS credentials aliyun-cli stored, while they are valid. Its
+-- exchange of the refresh token is not a documented API, so imm leaves it
+-- to aliyun-cli.
+local function oauth(p, o, bad, trace)
+  local name = safe(p.name)
+  local stored = stored_sts(p)
+  local clock = o.clock or os.time
+  local function fetch()
+    if stored and stored.expiration > clock() then return copy(stored) end
+    return bad(format("profile %q (mode OAuth) holds no valid STS credentials, and imm does not exchange "
+      .. "OAuth tokens itself: run any `aliyun` command with --profile %s to refresh them (`aliyun configure "
+      .. "--profile %s --mode OAuth` to sign in again), or use an External profile whose program prints "
+      .. "fresh credentials", name, name, name))
+  end
+  return base.cached(fetch, { stale = 0, clock = o.clock, random = o.random, trace = trace })
 end
 
 --- A CLI profile.
@@ -46,7 +158,7 @@ function _M.new(opts)
   local o, err = base.options("credentials.cli_profile", opts, OPTIONS, base.STS, base.COMMON)
   if not o then return nil, err end
   local getenv = base.getenv(o)
-  local trace = base.tracer("cli_profile", o)
+  local trace, tracing = base.tracer("cli_profile", o)
   local inherited = base.pick(o, base.STS, base.COMMON)
   local common = base.pick(o, base.COMMON)
 
@@ -155,6 +267,22 @@ function _M.new(opts)
         if k then return needs(k) end
         sts.oidc_provider_arn, sts.oidc_token_file = p.oidc_provider_arn, p.oidc_token_file
         prov, perr = require("imm.credentials.oidc_role_arn").new(sts)
+      elseif mode == "External" then
+        local k = missing("process_command")
+        if k then return needs(k) end
+        prov, perr = require("imm.credentials.external").new(sub_opts({ command = p.process_command }, common))
+      elseif mode == "CredentialsURI" then
+        local uri = str(p.credentials_uri) or getenv("ALIBABA_CLOUD_CREDENTIALS_URI")
+        if not uri then return needs("credentials_uri (or ALIBABA_CLOUD_CREDENTIALS_URI)") end
+        prov, perr = require("imm.credentials.credentials_uri").new(sub_opts({ uri = uri }, common))
+      elseif mode == "CloudSSO" then
+        local k = missing("cloud_sso_sign_in_url")
+        if k then return needs(k .. format(": run `aliyun configure --profile %s --mode CloudSSO`", safe(name))) end
+        local get, gerr = cloud_sso(p, o, bad, trace, tracing)
+        if not get then return nil, gerr end
+        prov = base.provider("cloud_sso", get)
+      elseif mode == "OAuth" then
+        prov = base.provider("oauth", oauth(p, o, bad, trace))
       else
         return bad(format("profile %q has mode %q; imm reads %s", safe(name), safe(mode), MODES))
       end
