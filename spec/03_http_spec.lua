@@ -294,6 +294,16 @@ describe("proxies (libcurl)", function()
     assert.equal(1, #log)
     assert.same({ "socks", "ok", 200 }, { log[1].kind, log[1].auth, log[1].status })
     assert.equal(1, #tls_srv.log())
+    -- a rejected user, or none where the proxy wants one
+    for _, url in ipairs { "socks5h://gateway:s0cks-wr0ng@" .. authed.authority, "socks5h://" .. authed.authority } do
+      local res, err = list(tls_srv.client { proxy = url, max_retries = 2 })
+      assert.is_nil(res)
+      assert.equal("ProxyAuthenticationRequired", err.code, tostring(err))
+      assert.is_false(err.sent)
+      assert.is_nil(err.attempts and err.attempts > 1 or nil, "retried")
+      assert.is_false(fixture.deep_find(err, "s0cks-wr0ng"))
+    end
+    assert.equal(1, #tls_srv.log())
   end)
 
   it("no_proxy (a list or a comma string) sends matching hosts direct", function()
