@@ -260,6 +260,22 @@ describe("proxies (libcurl)", function()
     assert.equal(0, #srv.log() + #tls_srv.log(), "nothing reached the service")
   end)
 
+  it("carries parallel listings too, with the same error for a wrong password", function()
+    local c = srv.client { proxy = authed.auth_url() }
+    local n = 0
+    for b, err in c:bindings({ ProjectName = "immtest" }, { concurrency = 3, page_size = 50 }) do
+      assert(b, tostring(err))
+      n = n + 1
+    end
+    assert.is_true(n > 0)
+    assert.equal(#srv.log(), authed.count("forward"))
+    local wrong = srv.client { proxy = authed.auth_url(nil, "wr0ng-pass!word"), max_retries = 1 }
+    local b, err = wrong:bindings({ ProjectName = "immtest" }, { concurrency = 3 })()
+    assert.is_falsy(b)
+    assert.equal("ProxyAuthenticationRequired", err.code, tostring(err))
+    assert.is_false(fixture.deep_find(err, "wr0ng-pass"))
+  end)
+
   it("never puts the password in a failure's error (a proxy that is down)", function()
     local c = srv.client { proxy = "http://u:pr0xy-s3cret%2Fpw@127.0.0.1:9", max_retries = 0 }
     local res, err = list(c)
