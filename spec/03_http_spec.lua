@@ -260,6 +260,21 @@ describe("proxies (libcurl)", function()
     assert.equal(0, #srv.log() + #tls_srv.log(), "nothing reached the service")
   end)
 
+  it("carries async tasks' calls too (imm.spawn)", function()
+    local c = tls_srv.client { proxy = authed.auth_url(), async = true }
+    local ok, res, err = imm.spawn(function() return list(c) end):join(30)
+    assert.is_true(ok, tostring(res))
+    assert(res, tostring(err))
+    assert.equal(1, authed.count("connect"))
+    local wrong = tls_srv.client { proxy = authed.auth_url(nil, "wr0ng-pass!word"), async = true }
+    ok, res, err = imm.spawn(function() return list(wrong) end):join(30)
+    assert.is_true(ok, tostring(res))
+    assert.is_nil(res)
+    assert.equal("ProxyAuthenticationRequired", err.code)
+    assert.is_false(fixture.deep_find(err, "wr0ng-pass"))
+    assert.equal(1, #tls_srv.log())
+  end)
+
   it("carries parallel listings too, with the same error for a wrong password", function()
     local c = srv.client { proxy = authed.auth_url() }
     local n = 0
