@@ -174,8 +174,7 @@ function _M:request(req)
     end
     -- libcurl's messages name the proxy's host, not its password; scrubbed
     -- all the same, as the service's own errors are
-    return nil, scrub_error(errors.new(body, headers, { status = st, sent = sent,
-      retryable = body ~= "ProxyAuthenticationRequired" and nil }), self.secrets, 2)
+    return nil, scrub_error(errors.new(body, headers, { status = st, sent = sent }), self.secrets, 2)
   end
   -- IMM never asks for proxy credentials: a 407 is a forwarding proxy's
   if status == 407 then return nil, proxy.auth_failed(headers) end

@@ -147,7 +147,6 @@ function _M.new(opts)
   return t
 end
 
-
 local function parse_url(url)
   local scheme, authority, path = match(url, "^(https?)://([^/]+)(/.*)$")
   if not scheme then return nil end
