@@ -369,6 +369,19 @@ describe("proxies (libcurl)", function()
     assert.equal(6, #tls_srv.log())
   end)
 
+  it("matches no_proxy entries as libcurl does (the rule the nginx transport applies)", function()
+    local proxy = require "imm.proxy"
+    local hosts = assert(proxy.no_proxy(" Example.COM, .internal ,[::1], 10.1.2.3"))
+    assert.same({ "example.com", ".internal", "::1", "10.1.2.3" }, hosts)
+    for host, want in pairs { ["example.com"] = true, ["a.example.com"] = true, ["nonexample.com"] = false,
+      ["x.internal"] = true, internal = true, ["::1"] = true, ["[::1]"] = true, ["10.1.2.3"] = true,
+      ["10.1.2.30"] = false, ["example.com.evil.org"] = false } do
+      assert.equal(want, proxy.bypass(hosts, host), host)
+    end
+    assert.is_true(proxy.bypass({ "*" }, "imm.cn-hangzhou.aliyuncs.com"))
+    assert.is_false(proxy.bypass({}, "example.com"))
+  end)
+
   it("refuses a bad proxy or no_proxy with InvalidParameter, naming no password", function()
     local base = { endpoint = srv.url, access_key_id = fixture.KEY_ID, access_key_secret = fixture.SECRET }
     local function try(o)

@@ -542,6 +542,29 @@ describe("OpenResty through a proxy", function()
     assert.equal(0, #plain.log())
   end)
 
+  it("holds the CONNECT exchange to the attempt's time (a proxy that never answers)", function()
+    local dir = fixture.tmpdir()
+    finally(function() fixture.sh("rm -rf " .. dir) end)
+    local f = assert(io.open(dir .. "/reply", "wb"))
+    f:close()
+    assert(fixture.sh("exec python3 spec/helpers/raw_reply.py --port-file " .. dir .. "/port --log-file " .. dir
+      .. "/log --reply-file " .. dir .. "/reply --then stall --stall-limit 20 >/dev/null 2>&1 & echo $! >"
+      .. dir .. "/pid"))
+    local port
+    for _ = 1, 200 do
+      port = tonumber(fixture.read(dir .. "/port") or "")
+      if port then break end
+      require("imm.core").sleep(0.025)
+    end
+    finally(function() fixture.kill(fixture.read(dir .. "/pid"):match("%d+")) end)
+    local r = run { endpoint = tls_srv.url, proxy = "http://127.0.0.1:" .. port, timeout = 1 }
+    local c = r.calls[1]
+    assert.equal("Timeout", c.code, c.error)
+    assert.is_false(c.sent)
+    assert.matches("\"first\": \"CONNECT 127%.0%.0%.1:" .. tls_srv.port, fixture.read(dir .. "/log"))
+    assert.equal(0, #tls_srv.log())
+  end)
+
   it("a proxy that is down is ConnectionFailed with nothing sent, no password shown", function()
     local r = run { endpoint = tls_srv.url, proxy = "http://u:pr0xy-s3cret%2Fpw@127.0.0.1:9" }
     local c = r.calls[1]

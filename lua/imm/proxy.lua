@@ -100,7 +100,8 @@ function _M.no_proxy(v)
       return invalid(format("client option no_proxy: entry %d is not a host name, domain or address "
         .. "(address ranges and wildcards other than \"*\" alone are not supported)", i))
     end
-    list[i] = lower(entry)
+    -- "[::1]" as "::1", the form libcurl compares
+    list[i] = lower(match(entry, "^%[(.*)%]$") or entry)
   end
   return list
 end
