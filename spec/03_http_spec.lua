@@ -174,3 +174,285 @@ describe("HTTPS", function()
     assert.is_true(srv.stats().connections - before <= 1)
   end)
 end)
+
+-- Proxies on the libcurl transport, through the recording proxy of
+-- spec/helpers/proxy.py. The specs run with no_proxy=127.0.0.1 in the
+-- environment: an explicit proxy option must not be bypassed by it.
+describe("proxies (libcurl)", function()
+  local proxy_fixture = require "helpers.proxy"
+  local imm = require "imm"
+  local srv, tls_srv, plain, authed, tls_proxy
+  setup(function()
+    srv = fixture.start()
+    tls_srv = fixture.start { tls = true }
+    plain = proxy_fixture.start()
+    authed = proxy_fixture.start { auth = true }
+    tls_proxy = proxy_fixture.start { tls = true, auth = true }
+  end)
+  teardown(function()
+    for _, s in ipairs { srv, tls_srv, plain, authed, tls_proxy } do s.stop() end
+  end)
+  before_each(function()
+    srv.reset()
+    tls_srv.reset()
+    for _, p in ipairs { plain, authed, tls_proxy } do p.reset() end
+  end)
+
+  local function list(c)
+    return c:list_bindings { ProjectName = "immtest", MaxResults = 2 }
+  end
+
+  it("forwards a request to an http endpoint in absolute form", function()
+    local c = srv.client { proxy = plain.url }
+    assert(list(c))
+    assert(list(c))
+    local log = plain.log()
+    assert.equal(2, #log)
+    assert.equal("forward", log[1].kind)
+    assert.equal("POST", log[1].method)
+    assert.matches("^http://127%.0%.0%.1:" .. srv.port .. "/%?", log[1].target)
+    assert.equal(200, log[2].status)
+    assert.equal(log[1].conn, log[2].conn, "the connection to the proxy is kept alive")
+    assert.equal(2, #srv.log())
+  end)
+
+  it("tunnels to an https endpoint with CONNECT, once for several calls", function()
+    local c = tls_srv.client { proxy = plain.url }
+    for _ = 1, 3 do assert(list(c)) end
+    local log = plain.log()
+    assert.equal(1, #log)
+    assert.equal("connect", log[1].kind)
+    assert.equal("127.0.0.1:" .. tls_srv.port, log[1].target)
+    assert.equal(3, #tls_srv.log())
+  end)
+
+  it("sends Basic credentials from the URL, to http and https endpoints", function()
+    assert(list(srv.client { proxy = authed.auth_url() }))
+    assert(list(tls_srv.client { proxy = authed.auth_url() }))
+    local log = authed.log()
+    assert.equal(2, #log)
+    assert.same({ "forward", "ok" }, { log[1].kind, log[1].auth })
+    assert.same({ "connect", "ok" }, { log[2].kind, log[2].auth })
+  end)
+
+  it("a wrong or missing password is ProxyAuthenticationRequired, not retried, and never in an error", function()
+    local wrong = "wr0ng-pass!word"
+    for _, case in ipairs {
+      { srv, authed.auth_url(nil, wrong) }, { tls_srv, authed.auth_url(nil, wrong) },
+      { srv, authed.url }, { tls_srv, authed.url },
+    } do
+      local s, url = case[1], case[2]
+      local lines = {}
+      local c = s.client { proxy = url, debug = function(l) lines[#lines + 1] = l end }
+      local res, err = list(c)
+      assert.is_nil(res)
+      assert.equal("ProxyAuthenticationRequired", err.code, tostring(err))
+      assert.equal(407, err.status)
+      assert.is_false(err.retryable)
+      assert.is_nil(err.attempts and err.attempts > 1 or nil, "retried")
+      for _, secret in ipairs { wrong, "wr0ng-pass%21word", proxy_fixture.PASSWORD } do
+        assert.is_false(fixture.deep_find(err, secret), "the proxy password in the error")
+        assert.is_nil(tostring(err):find(secret, 1, true))
+        assert.is_nil(tostring(c):find(secret, 1, true))
+        assert.is_nil(table.concat(lines, "\n"):find(secret, 1, true))
+      end
+    end
+    assert.equal(0, #srv.log() + #tls_srv.log(), "nothing reached the service")
+  end)
+
+  it("carries async tasks' calls too (imm.spawn)", function()
+    local c = tls_srv.client { proxy = authed.auth_url(), async = true }
+    local ok, res, err = imm.spawn(function() return list(c) end):join(30)
+    assert.is_true(ok, tostring(res))
+    assert(res, tostring(err))
+    assert.equal(1, authed.count("connect"))
+    local wrong = tls_srv.client { proxy = authed.auth_url(nil, "wr0ng-pass!word"), async = true }
+    ok, res, err = imm.spawn(function() return list(wrong) end):join(30)
+    assert.is_true(ok, tostring(res))
+    assert.is_nil(res)
+    assert.equal("ProxyAuthenticationRequired", err.code)
+    assert.is_false(fixture.deep_find(err, "wr0ng-pass"))
+    assert.equal(1, #tls_srv.log())
+  end)
+
+  it("carries parallel listings too, with the same error for a wrong password", function()
+    local c = srv.client { proxy = authed.auth_url() }
+    local n = 0
+    for b, err in c:bindings({ ProjectName = "immtest" }, { concurrency = 3, page_size = 50 }) do
+      assert(b, tostring(err))
+      n = n + 1
+    end
+    assert.is_true(n > 0)
+    assert.equal(#srv.log(), authed.count("forward"))
+    local wrong = srv.client { proxy = authed.auth_url(nil, "wr0ng-pass!word"), max_retries = 1 }
+    local b, err = wrong:bindings({ ProjectName = "immtest" }, { concurrency = 3 })()
+    assert.is_falsy(b)
+    assert.equal("ProxyAuthenticationRequired", err.code, tostring(err))
+    assert.is_false(fixture.deep_find(err, "wr0ng-pass"))
+  end)
+
+  it("never puts the password in a failure's error (a proxy that is down)", function()
+    local c = srv.client { proxy = "http://u:pr0xy-s3cret%2Fpw@127.0.0.1:9", max_retries = 0 }
+    local res, err = list(c)
+    assert.is_nil(res)
+    assert.equal("ConnectionFailed", err.code)
+    assert.is_false(err.sent)
+    assert.is_false(fixture.deep_find(err, proxy_fixture.PASSWORD))
+    assert.is_false(fixture.deep_find(err, "pr0xy-s3cret%2Fpw"))
+  end)
+
+  it("verifies an https:// proxy with the client's ca_file", function()
+    assert(list(tls_srv.client { proxy = tls_proxy.auth_url() }))
+    assert(list(srv.client { proxy = tls_proxy.auth_url(), ca_file = fixture.certs() .. "/ca.crt" }))
+    local log = tls_proxy.log()
+    assert.equal(2, #log)
+    assert.same({ "connect", "ok" }, { log[1].kind, log[1].auth })
+    assert.same({ "forward", "ok" }, { log[2].kind, log[2].auth })
+    tls_proxy.reset()
+    -- a CA that did not sign the proxy's certificate: nothing passes
+    local c = srv.client { proxy = tls_proxy.auth_url(), ca_file = fixture.certs() .. "/other-ca.crt",
+      max_retries = 0 }
+    local res, err = list(c)
+    assert.is_nil(res)
+    assert.equal("TLSError", err.code)
+    assert.equal(0, #tls_proxy.log())
+    assert.is_false(fixture.deep_find(err, proxy_fixture.PASSWORD))
+  end)
+
+  it("goes through socks5h, with user:password", function()
+    assert(list(tls_srv.client { proxy = "socks5h://" .. authed.auth_url():match("^http://(.*)$") }))
+    local log = authed.log()
+    assert.equal(1, #log)
+    assert.same({ "socks", "ok", 200 }, { log[1].kind, log[1].auth, log[1].status })
+    assert.equal(1, #tls_srv.log())
+    -- a rejected user, or none where the proxy wants one
+    for _, url in ipairs { "socks5h://gateway:s0cks-wr0ng@" .. authed.authority, "socks5h://" .. authed.authority } do
+      local res, err = list(tls_srv.client { proxy = url, max_retries = 2 })
+      assert.is_nil(res)
+      assert.equal("ProxyAuthenticationRequired", err.code, tostring(err))
+      assert.is_false(err.sent)
+      assert.is_nil(err.attempts and err.attempts > 1 or nil, "retried")
+      assert.is_false(fixture.deep_find(err, "s0cks-wr0ng"))
+    end
+    assert.equal(1, #tls_srv.log())
+  end)
+
+  it("no_proxy (a list or a comma string) sends matching hosts direct", function()
+    for _, np in ipairs { { "127.0.0.1" }, "example.com, 127.0.0.1", { ".localhost", "127.0.0.1" } } do
+      assert(list(srv.client { proxy = plain.url, no_proxy = np }))
+    end
+    assert.equal(0, #plain.log())
+    assert.equal(3, #srv.log())
+    -- no match: through the proxy
+    assert(list(srv.client { proxy = plain.url, no_proxy = { "example.com", "127.0.0.2" } }))
+    assert(list(srv.client { proxy = plain.url, no_proxy = {} }))
+    assert.equal(2, #plain.log())
+  end)
+
+  it("never mixes proxied and direct connections in the shared cache", function()
+    local via = tls_srv.client { proxy = plain.url }
+    local direct = tls_srv.client {}
+    local authd = tls_srv.client { proxy = authed.auth_url() }
+    for _ = 1, 2 do
+      assert(list(via))
+      assert(list(direct))
+      assert(list(authd))
+    end
+    assert.equal(1, plain.count("connect"))
+    assert.equal(1, authed.count("connect"))
+    assert.equal(6, #tls_srv.log())
+    -- a client with a wrong password never rides the authenticated tunnel
+    local wrong = tls_srv.client { proxy = authed.auth_url(nil, "nope-nope"), max_retries = 0 }
+    local res, err = list(wrong)
+    assert.is_nil(res)
+    assert.equal("ProxyAuthenticationRequired", err.code)
+    assert.equal(6, #tls_srv.log())
+  end)
+
+  it("matches no_proxy entries as libcurl does (the rule the nginx transport applies)", function()
+    local proxy = require "imm.proxy"
+    local hosts = assert(proxy.no_proxy(" Example.COM, .internal ,[::1], 10.1.2.3"))
+    assert.same({ "example.com", ".internal", "::1", "10.1.2.3" }, hosts)
+    for host, want in pairs { ["example.com"] = true, ["a.example.com"] = true, ["nonexample.com"] = false,
+      ["x.internal"] = true, internal = true, ["::1"] = true, ["[::1]"] = true, ["10.1.2.3"] = true,
+      ["10.1.2.30"] = false, ["example.com.evil.org"] = false } do
+      assert.equal(want, proxy.bypass(hosts, host), host)
+    end
+    assert.is_true(proxy.bypass({ "*" }, "imm.cn-hangzhou.aliyuncs.com"))
+    assert.is_false(proxy.bypass({}, "example.com"))
+  end)
+
+  it("refuses a bad proxy or no_proxy with InvalidParameter, naming no password", function()
+    local base = { endpoint = srv.url, access_key_id = fixture.KEY_ID, access_key_secret = fixture.SECRET }
+    local function try(o)
+      local t = {}
+      for k, v in pairs(base) do t[k] = v end
+      for k, v in pairs(o) do t[k] = v end
+      return imm.new(t)
+    end
+    for _, bad in ipairs {
+      { proxy = true }, { proxy = 8080 }, { proxy = "" }, { proxy = "127.0.0.1:3128" },
+      { proxy = "ftp://u:hunter22@127.0.0.1:21" }, { proxy = "socks4://127.0.0.1:1080" },
+      { proxy = "http://" }, { proxy = "http://u:hunter22@" }, { proxy = "http://127.0.0.1:0" },
+      { proxy = "http://127.0.0.1:65536" }, { proxy = "http://127.0.0.1:3128/path" },
+      { proxy = "http://127.0.0.1:3128?q" }, { proxy = "http://u:hunter22@127.0.0.1:3128\r\nX: y" },
+      { proxy = "http://u:hun%zzter22@127.0.0.1:3128" }, { proxy = "http://exa mple:3128" },
+      { no_proxy = { 1 } }, { no_proxy = { "a b" } }, { no_proxy = "10.0.0.0/8" }, { no_proxy = true },
+      { no_proxy = { "*.example.com" } }, { no_proxy = { "x\r\n" } },
+    } do
+      local c, err = try(bad)
+      local k, v = next(bad)
+      assert.is_nil(c, k .. " = " .. tostring(v))
+      assert.equal("InvalidParameter", err.code)
+      assert.matches(k, err.message, 1, true)
+      assert.is_false(fixture.deep_find(err, "hunter22"), err.message)
+    end
+    assert.equal(0, #srv.log())
+  end)
+
+  -- libcurl reads the proxy variables; these run in a process of their own
+  -- whose environment names the recording proxy for every host
+  describe("and the environment", function()
+    local LUA = arg and arg[-1] or "lua"
+    local function run(chunk)
+      local dir = fixture.tmpdir()
+      local f = assert(io.open(dir .. "/t.lua", "w"))
+      f:write("local imm = require 'imm'\nlocal o = { endpoint = arg[1], access_key_id = arg[2], "
+        .. "access_key_secret = arg[3], max_retries = 0 }\n" .. chunk)
+      f:close()
+      local env = "env http_proxy=" .. plain.url .. " HTTP_PROXY=" .. plain.url .. " all_proxy=" .. plain.url
+        .. " no_proxy= NO_PROXY= "
+      local p = io.popen(env .. LUA .. " " .. dir .. "/t.lua " .. srv.url .. " " .. fixture.KEY_ID .. " "
+        .. fixture.SECRET .. " 2>&1")
+      local out = p:read("*a")
+      p:close()
+      fixture.sh("rm -rf " .. dir)
+      return out
+    end
+
+    it("applies without a proxy option, and proxy = false ignores it", function()
+      local out = run [[
+        local c = assert(imm.new(o))
+        print("env", assert(c:list_bindings { ProjectName = "immtest" }).RequestId ~= nil)
+      ]]
+      assert.matches("env%s+true", out)
+      assert.equal(1, #plain.log())
+      out = run [[
+        o.proxy = false
+        local c = assert(imm.new(o))
+        print("off", assert(c:list_bindings { ProjectName = "immtest" }).RequestId ~= nil)
+      ]]
+      assert.matches("off%s+true", out)
+      assert.equal(1, #plain.log(), "proxy = false went through the environment's proxy")
+      -- no_proxy alone replaces the environment's list
+      out = run [[
+        o.no_proxy = "127.0.0.1"
+        local c = assert(imm.new(o))
+        print("np", assert(c:list_bindings { ProjectName = "immtest" }).RequestId ~= nil)
+      ]]
+      assert.matches("np%s+true", out)
+      assert.equal(1, #plain.log())
+      assert.equal(3, #srv.log())
+    end)
+  end)
+end)

@@ -410,3 +410,167 @@ describe("OpenResty (ngx_lua cosockets)", function()
     end
   end)
 end)
+
+-- The proxy option on cosockets: CONNECT for https endpoints, absolute-form
+-- forwarding for http ones, through the recording proxy (spec/helpers/proxy.py).
+describe("OpenResty through a proxy", function()
+  local proxy_fixture = require "helpers.proxy"
+  local srv, tls_srv, plain, authed, ngx_srv
+  setup(function()
+    srv = fixture.start()
+    tls_srv = fixture.start { tls = true }
+    plain = proxy_fixture.start()
+    authed = proxy_fixture.start { auth = true }
+    ngx_srv = nginx.run { trusted = fixture.certs() .. "/ca.crt",
+      locations = "location = /proxy { content_by_lua_block { require('proxy_handler').run() } }" }
+  end)
+  teardown(function()
+    for _, s in ipairs { ngx_srv, srv, tls_srv, plain, authed } do
+      if s then s.stop() end
+    end
+  end)
+  before_each(function()
+    for _, s in ipairs { srv, tls_srv, plain, authed } do s.reset() end
+  end)
+
+  local function esc(s)
+    return (tostring(s):gsub("[^%w%-%._~]", function(ch) return string.format("%%%02X", ch:byte()) end))
+  end
+  local function run(args)
+    local parts = {}
+    for k, v in pairs(args) do parts[#parts + 1] = k .. "=" .. esc(v) end
+    return ngx_srv.get("/proxy?" .. table.concat(parts, "&"))
+  end
+  local function no_password(r, ...)
+    local text = require("cjson").encode(r)
+    for _, secret in ipairs { proxy_fixture.PASSWORD, "pr0xy-s3cret%2Fpw", ... } do
+      assert.is_nil(text:find(secret, 1, true), "a proxy password in " .. text)
+    end
+  end
+
+  it("forwards to an http endpoint in absolute form, keeping the proxy connection", function()
+    local r = run { endpoint = srv.url, proxy = plain.url, n = 2 }
+    assert.same({ { ok = true }, { ok = true } }, r.calls)
+    local log = plain.log()
+    assert.equal(2, #log)
+    assert.equal("forward", log[1].kind)
+    assert.matches("^http://127%.0%.0%.1:" .. srv.port .. "/%?", log[1].target)
+    assert.equal(log[1].conn, log[2].conn)
+    assert.equal(2, #srv.log())
+  end)
+
+  it("tunnels to an https endpoint with CONNECT, reusing the tunnel", function()
+    local r = run { endpoint = tls_srv.url, proxy = plain.url, n = 3 }
+    assert.same({ { ok = true }, { ok = true }, { ok = true } }, r.calls)
+    local log = plain.log()
+    assert.equal(1, #log)
+    assert.same({ "connect", "127.0.0.1:" .. tls_srv.port }, { log[1].kind, log[1].target })
+    assert.equal(3, #tls_srv.log())
+  end)
+
+  it("sends Basic credentials to the proxy, for http and https endpoints", function()
+    local r1 = run { endpoint = srv.url, proxy = authed.auth_url() }
+    local r2 = run { endpoint = tls_srv.url, proxy = authed.auth_url() }
+    assert.same({ { ok = true } }, r1.calls)
+    assert.same({ { ok = true } }, r2.calls)
+    local log = authed.log()
+    assert.same({ "forward", "ok" }, { log[1].kind, log[1].auth })
+    assert.same({ "connect", "ok" }, { log[2].kind, log[2].auth })
+  end)
+
+  it("a wrong or missing password is ProxyAuthenticationRequired, never retried, never shown", function()
+    for _, case in ipairs {
+      { srv, authed.auth_url(nil, "wr0ng-pass!word") }, { tls_srv, authed.auth_url(nil, "wr0ng-pass!word") },
+      { srv, authed.url }, { tls_srv, authed.url },
+    } do
+      local r = run { endpoint = case[1].url, proxy = case[2], max_retries = 3 }
+      local c = r.calls[1]
+      assert.equal("ProxyAuthenticationRequired", c.code, c.error)
+      assert.equal(407, c.status)
+      assert.is_false(c.retryable)
+      assert.is_nil(c.error:find("after", 1, true), "retried: " .. c.error)
+      no_password(r, "wr0ng-pass!word", "wr0ng-pass%21word")
+    end
+    assert.equal(0, #srv.log() + #tls_srv.log())
+  end)
+
+  it("keeps tunnels, proxied and direct connections apart in the pool", function()
+    -- the server's connection of each call: through a tunnel, the proxy's
+    local function conn_of(args)
+      local before = #tls_srv.log()
+      assert.same({ { ok = true } }, run(args).calls)
+      local log = tls_srv.log()
+      assert.equal(before + 1, #log)
+      return log[#log].conn
+    end
+    local a = conn_of { endpoint = tls_srv.url, proxy = authed.auth_url() }
+    local d = conn_of { endpoint = tls_srv.url, proxy = "false" }
+    local p = conn_of { endpoint = tls_srv.url, proxy = plain.url }
+    assert.are_not.equal(a, d, "a direct call rode the tunnel")
+    assert.are_not.equal(a, p, "another proxy's call rode the tunnel")
+    assert.are_not.equal(p, d)
+    assert.equal(a, conn_of { endpoint = tls_srv.url, proxy = authed.auth_url() }, "the tunnel is reused")
+    assert.equal(d, conn_of { endpoint = tls_srv.url, proxy = "false" }, "the direct connection is reused")
+    assert.is_true(authed.count("connect") <= 1)
+    -- the wrong password never rides the authenticated tunnel in the pool
+    local r = run { endpoint = tls_srv.url, proxy = authed.auth_url(nil, "nope-nope") }
+    assert.equal("ProxyAuthenticationRequired", r.calls[1].code)
+    assert.equal(5, #tls_srv.log())
+    -- http: a client without the proxy never rides a forwarding connection
+    assert.same({ { ok = true } }, run { endpoint = srv.url, proxy = plain.url }.calls)
+    assert.same({ { ok = true } }, run { endpoint = srv.url, proxy = "false" }.calls)
+    assert.equal(1, plain.count("forward"))
+    local log = srv.log()
+    assert.are_not.equal(log[1].conn, log[2].conn)
+  end)
+
+  it("no_proxy sends matching hosts direct", function()
+    local r = run { endpoint = srv.url, proxy = plain.url, no_proxy = "example.com,127.0.0.1" }
+    assert.same({ { ok = true } }, r.calls)
+    assert.same({ { ok = true } }, run { endpoint = tls_srv.url, proxy = plain.url, no_proxy = "127.0.0.1" }.calls)
+    assert.equal(0, #plain.log())
+    assert.same({ { ok = true } }, run { endpoint = srv.url, proxy = plain.url, no_proxy = "example.com" }.calls)
+    assert.equal(1, #plain.log())
+  end)
+
+  it("refuses socks5h:// and https:// proxies with InvalidParameter, naming them", function()
+    for _, scheme in ipairs { "socks5h", "https" } do
+      local r = run { endpoint = srv.url, proxy = scheme .. "://u:pr0xy-s3cret%2Fpw@127.0.0.1:" .. plain.port }
+      assert.equal("InvalidParameter", r.new_code)
+      assert.matches(scheme .. "://", r.new_error, 1, true)
+      no_password(r)
+    end
+    assert.equal(0, #plain.log())
+  end)
+
+  it("holds the CONNECT exchange to the attempt's time (a proxy that never answers)", function()
+    local dir = fixture.tmpdir()
+    finally(function() fixture.sh("rm -rf " .. dir) end)
+    local f = assert(io.open(dir .. "/reply", "wb"))
+    f:close()
+    assert(fixture.sh("exec python3 spec/helpers/raw_reply.py --port-file " .. dir .. "/port --log-file " .. dir
+      .. "/log --reply-file " .. dir .. "/reply --then stall --stall-limit 20 >/dev/null 2>&1 & echo $! >"
+      .. dir .. "/pid"))
+    local port
+    for _ = 1, 200 do
+      port = tonumber(fixture.read(dir .. "/port") or "")
+      if port then break end
+      require("imm.core").sleep(0.025)
+    end
+    finally(function() fixture.kill(fixture.read(dir .. "/pid"):match("%d+")) end)
+    local r = run { endpoint = tls_srv.url, proxy = "http://127.0.0.1:" .. port, timeout = 1 }
+    local c = r.calls[1]
+    assert.equal("Timeout", c.code, c.error)
+    assert.is_false(c.sent)
+    assert.matches("\"first\": \"CONNECT 127%.0%.0%.1:" .. tls_srv.port, fixture.read(dir .. "/log"))
+    assert.equal(0, #tls_srv.log())
+  end)
+
+  it("a proxy that is down is ConnectionFailed with nothing sent, no password shown", function()
+    local r = run { endpoint = tls_srv.url, proxy = "http://u:pr0xy-s3cret%2Fpw@127.0.0.1:9" }
+    local c = r.calls[1]
+    assert.equal("ConnectionFailed", c.code)
+    assert.is_false(c.sent)
+    no_password(r)
+  end)
+end)

@@ -1562,3 +1562,46 @@ describe("credential providers", function()
     end)
   end)
 end)
+
+-- Issue 23, part 3: the client's proxy carries its IMM requests only; the
+-- metadata service and a credentials URI on this host are always asked
+-- directly (the environment's proxy is covered by spec 16).
+describe("credential requests and the client's proxy", function()
+  local proxy_fixture = require "helpers.proxy"
+  local cloud, srv, recorder
+  setup(function()
+    cloud = fake_cloud.start()
+    srv = fixture.start()
+    recorder = proxy_fixture.start()
+  end)
+  teardown(function()
+    for _, s in ipairs { cloud, srv, recorder } do
+      if s then s.stop() end
+    end
+  end)
+
+  for _, case in ipairs {
+    { "the ECS metadata service", "imds", function()
+      return credentials.ecs_ram_role { metadata_endpoint = cloud.url, env = {} }
+    end },
+    { "a credentials URI", "uri", function() return credentials.credentials_uri { uri = cloud.uri } end },
+  } do
+    it(case[1] .. " is never asked through it", function()
+      cloud.reset()
+      recorder.reset()
+      local c = assert(imm.new { endpoint = srv.url, proxy = recorder.url, max_retries = 0,
+        credentials = assert(case[3]()) })
+      -- the fake cloud's keys are not the local server's: refused, but sent
+      local res, err = c:list_bindings { ProjectName = "immtest" }
+      assert.is_nil(res)
+      assert.equal("InvalidAccessKeyId.NotFound", err.code, tostring(err))
+      assert.is_true(#cloud.log(case[2]) >= 1, "the credentials were fetched")
+      local log = recorder.log()
+      assert.equal(1, #log, "only the IMM request went through the proxy")
+      assert.matches("^http://127%.0%.0%.1:" .. srv.port .. "/", log[1].target)
+      for _, rec in ipairs(log) do
+        assert.is_nil(rec.target:find(":" .. cloud.port, 1, true), "a credential request through the proxy")
+      end
+    end)
+  end
+end)

@@ -408,6 +408,7 @@ static const char *http_code(imm_http_status st) {
     case IMM_HTTP_EINVAL: return "InvalidParameter";
     case IMM_HTTP_ENOMEM: return "OutOfMemory";
     case IMM_HTTP_ECANCELLED: return "Cancelled";
+    case IMM_HTTP_EPROXYAUTH: return "ProxyAuthenticationRequired";
     default: return "HTTPError";
     }
 }
@@ -472,9 +473,11 @@ static int push_failure(lua_State *L, const char *code, const char *msg) {
 }
 
 /* http{connect_timeout=s, timeout=s, ca_file=, insecure=, user_agent=,
- *      max_response_bytes=, no_proxy=, shared=} -> handle, or nil, code, message.
- * no_proxy: never use a proxy (CURLOPT_NOPROXY "*"), for link-local
- * credential services whose replies a proxy must never see.
+ *      max_response_bytes=, no_proxy=, proxy=, shared=} -> handle, or nil, code, message.
+ * no_proxy: true never uses a proxy (CURLOPT_NOPROXY "*"), for link-local
+ * credential services whose replies a proxy must never see; a string is
+ * CURLOPT_NOPROXY's host list ("" for none, the environment's ignored).
+ * proxy: CURLOPT_PROXY, a URL; false for none, whatever the environment says.
  * shared: blocking requests go through the lua_State's shared multi (the
  * clients' handles); otherwise through the handle's own. */
 static int l_http(lua_State *L) {
@@ -491,9 +494,21 @@ static int l_http(lua_State *L) {
     lua_getfield(L, 1, "insecure");
     o.insecure = lua_toboolean(L, -1);
     lua_pop(L, 1);
+    /* no_proxy: true for none at all, or libcurl's list of hosts; the
+     * strings stay on the stack until imm_http_new has copied them */
     lua_getfield(L, 1, "no_proxy");
-    o.no_proxy = lua_toboolean(L, -1);
-    lua_pop(L, 1);
+    if (lua_type(L, -1) == LUA_TSTRING)
+        o.noproxy = lua_tostring(L, -1);
+    else
+        o.no_proxy = lua_toboolean(L, -1);
+    /* proxy: a URL, or false for none (the environment's ignored) */
+    lua_getfield(L, 1, "proxy");
+    if (lua_type(L, -1) == LUA_TBOOLEAN && !lua_toboolean(L, -1))
+        o.proxy = "";
+    else if (lua_type(L, -1) == LUA_TSTRING)
+        o.proxy = lua_tostring(L, -1);
+    else if (!lua_isnil(L, -1))
+        luaL_error(L, "imm.core: option proxy must be a string or false");
     /* created closed, then opened, so __gc is always safe */
     u = compat_newuserdata(L, sizeof *u);
     u->h = NULL;

@@ -229,9 +229,24 @@ imm_http *imm_http_new(const imm_http_options *opt, char *err, size_t errlen) {
     }
     OPT(CURLOPT_SSL_VERIFYPEER, opt->insecure ? 0L : 1L);
     OPT(CURLOPT_SSL_VERIFYHOST, opt->insecure ? 0L : 2L);
+    /* An https:// proxy (ours or the environment's) is trusted as the
+     * endpoint is: the same CA file, or the system store, and the same
+     * insecure; its CApath is dropped for the reason above. */
+    if (opt->ca_file != NULL)
+        OPT(CURLOPT_PROXY_CAINFO, opt->ca_file);
+    if (h->capath_cleared)
+        OPT(CURLOPT_PROXY_CAPATH, (char *)NULL);
+    OPT(CURLOPT_PROXY_SSL_VERIFYPEER, opt->insecure ? 0L : 1L);
+    OPT(CURLOPT_PROXY_SSL_VERIFYHOST, opt->insecure ? 0L : 2L);
+    /* libcurl keeps proxied and direct connections apart in its cache by
+     * itself (it matches the proxy, its credentials and the tunnel). */
+    if (opt->proxy != NULL)
+        OPT(CURLOPT_PROXY, opt->proxy);
     /* "*" matches every host: http_proxy and friends are ignored */
     if (opt->no_proxy)
         OPT(CURLOPT_NOPROXY, "*");
+    else if (opt->noproxy != NULL)
+        OPT(CURLOPT_NOPROXY, opt->noproxy);
 #undef OPT
     return h;
 }
@@ -306,6 +321,10 @@ static imm_http_status classify(CURLcode rc, int too_large) {
     case CURLE_URL_MALFORMAT:
     case CURLE_UNSUPPORTED_PROTOCOL:
         return IMM_HTTP_EINVAL;
+#if LIBCURL_VERSION_NUM >= 0x074900 /* CURLE_PROXY: 7.73 */
+    case CURLE_PROXY: /* a SOCKS proxy's refusal; credentials are told apart in finish */
+        return IMM_HTTP_ECONNECT;
+#endif
     default:
         return IMM_HTTP_EOTHER;
     }
@@ -426,6 +445,23 @@ static int headers_complete(const imm_buf *b) {
            (b->len >= 4 && memcmp(b->p + b->len - 4, "\r\n\r\n", 4) == 0);
 }
 
+/* Did the transfer fail because the proxy refused our credentials: a 407
+ * to CONNECT, or a SOCKS5 proxy rejecting the user (or wanting one)? */
+static int proxy_refused_credentials(imm_http *h) {
+    long code = 0;
+    if (curl_easy_getinfo(h->curl, CURLINFO_HTTP_CONNECTCODE, &code) == CURLE_OK && code == 407)
+        return 1;
+#if LIBCURL_VERSION_NUM >= 0x074900 /* CURLINFO_PROXY_ERROR: 7.73 */
+    if (h->rc == CURLE_PROXY) {
+        long px = 0;
+        if (curl_easy_getinfo(h->curl, CURLINFO_PROXY_ERROR, &px) == CURLE_OK &&
+            (px == CURLPX_USER_REJECTED || px == CURLPX_NO_AUTH))
+            return 1;
+    }
+#endif
+    return 0;
+}
+
 imm_http_status imm_http_finish(imm_http *h, long *status, int *sent, char *err, size_t errlen) {
     imm_http_status st;
     curl_off_t req_size = 0;
@@ -446,6 +482,15 @@ imm_http_status imm_http_finish(imm_http *h, long *status, int *sent, char *err,
     h->state = IMM_HTTP_IDLE;
 
     st = classify(h->rc, h->too_large || h->headers_too_large);
+    if (st != IMM_HTTP_OK && proxy_refused_credentials(h)) {
+        /* the proxy said no before anything reached the service; 407 is
+         * what an HTTP proxy answers, a SOCKS one has no status */
+        *sent = 0;
+        *status = 407;
+        SET_ERR("the proxy refused the credentials in the proxy URL (%s)",
+                h->errbuf[0] ? h->errbuf : curl_easy_strerror(h->rc));
+        return IMM_HTTP_EPROXYAUTH;
+    }
     if (h->resend_refused) {
         /* the request went out once, on a connection that then died */
         *sent = 1;

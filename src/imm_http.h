@@ -44,6 +44,7 @@ typedef enum imm_http_status {
     IMM_HTTP_EINVAL,      /* bad request input (CR/LF in a header...): InvalidParameter */
     IMM_HTTP_ENOMEM,
     IMM_HTTP_ECANCELLED,  /* removed from its multi mid-transfer: Cancelled */
+    IMM_HTTP_EPROXYAUTH,  /* the proxy refused our credentials (407, SOCKS auth): ProxyAuthenticationRequired */
     IMM_HTTP_EOTHER
 } imm_http_status;
 
@@ -57,6 +58,10 @@ typedef struct imm_http_options {
     const char *user_agent;
     size_t max_response_bytes;  /* decoded body cap; 0: unlimited */
     int no_proxy;               /* 1: never use a proxy, whatever the environment says */
+    const char *proxy;          /* CURLOPT_PROXY: a proxy URL, "" for none (the environment
+                                 * ignored); NULL: the environment's (http_proxy, ...) */
+    const char *noproxy;        /* CURLOPT_NOPROXY: hosts that bypass the proxy, "" for none
+                                 * (no_proxy of the environment ignored); NULL: the environment's */
 } imm_http_options;
 
 /* The most response header bytes (of one response) a handle accepts; more

@@ -48,6 +48,8 @@ local VERSION = "0.1.0"
 ---@field user_agent string|nil appended to imm's own
 ---@field max_response_bytes integer|nil default 64 MiB
 ---@field pool_size integer|nil ngx transport: idle connections kept per host and worker, default 256
+---@field proxy string|false|nil "http://[user:pass@]host:port" (also https://, socks5h://); false: none
+---@field no_proxy string|string[]|nil hosts and domains that bypass the proxy
 ---@field transport "curl"|"ngx"|table|function|nil
 ---@field decoder "imm"|"cjson"|function|nil
 ---@field big_integers "float"|"string"|nil "string": integers the runtime cannot hold exactly as their text
@@ -77,6 +79,8 @@ local OPTIONS = {
   pool_size = "number",
   -- true: inside an imm task (imm.spawn), calls yield instead of blocking
   async = "boolean",
+  -- a proxy URL or false (see imm.proxy), and the hosts that bypass it
+  proxy = { string = true, boolean = true }, no_proxy = { string = true, table = true },
   transport = { string = true, table = true, ["function"] = true },
   decoder = { string = true, ["function"] = true },
   -- "string": integers beyond 2^53 (5.1, LuaJIT) or int64 (5.3/5.4) as text
@@ -235,11 +239,14 @@ function Client.new(opts)
     return nil, errors.invalid("async = true needs the curl transport (inside nginx, "
       .. "calls never block: leave async unset there)")
   end
+  local via
+  via, err = require("imm.proxy").options(opts)
+  if not via then return nil, err end
   self.transport, err = transport.open(opts.transport, {
     connect_timeout = connect_timeout, timeout = timeout,
     ca_file = opts.ca_file, insecure = opts.insecure,
     user_agent = ua, max_response_bytes = max_bytes, async = opts.async,
-    pool_size = pool_size,
+    pool_size = pool_size, proxy = via.proxy, no_proxy = via.no_proxy,
   })
   if not self.transport then return nil, err end
   if opts.insecure then

@@ -68,6 +68,8 @@ _M.codes = {
   ConnectionFailed = "ConnectionFailed",   -- DNS, connect, reset, closed mid-reply; a transport's own error
   Timeout = "Timeout",                     -- connect_timeout, timeout or the call's deadline elapsed
   TLSError = "TLSError",                   -- handshake or certificate verification
+  -- the proxy refused the credentials in the proxy URL (407, SOCKS5); nothing was sent
+  ProxyAuthenticationRequired = "ProxyAuthenticationRequired",
   InvalidResponse = "InvalidResponse",     -- not what the service promises (bad JSON, HTML, a looping
                                            -- NextToken, a list element that is not an object, a line too long)
   Throttling = "Throttling",               -- HTTP 429 without an IMM error body (a proxy's page, nothing)

@@ -239,6 +239,8 @@ function ChainTransport:request(req)
   if not status then
     return nil, errors.new(body, headers, { status = st, sent = sent })
   end
+  -- a forwarding proxy refused the credentials, as transport/curl.lua says
+  if status == 407 then return nil, require("imm.proxy").auth_failed(headers) end
   return { status = status, body = body, headers = headers }
 end
 

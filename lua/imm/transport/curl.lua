@@ -23,6 +23,8 @@
 local core = require "imm.core"
 local errors = require "imm.errors"
 local async = require "imm.async"
+local proxy = require "imm.proxy"
+local scrub_error = require("imm.credentials.base").scrub_error
 local setmetatable, pairs, find = setmetatable, pairs, string.find
 local concat, io_open, sub = table.concat, io.open, string.sub
 
@@ -79,6 +81,19 @@ local function ca_key(path)
   return seen[digest]
 end
 
+-- core.http's proxy options from the transport's: `proxy` (parsed by
+-- imm.proxy, or false) and `no_proxy` (true, or a list of hosts). An
+-- explicit proxy comes with its own bypass list, so the environment's
+-- no_proxy is ignored then ("" is libcurl's "no host").
+local function proxy_options(opts)
+  local p, np = opts.proxy, opts.no_proxy
+  if type(np) == "table" then np = concat(np, ",") end
+  if type(p) == "table" then
+    return p.url, np or ""
+  end
+  return p, np
+end
+
 local function open_handle(o)
   local h, code, msg = core.http(o)
   if not h then return nil, errors.new(code, msg, { retryable = false }) end
@@ -87,8 +102,10 @@ end
 
 --- Opens a transport.
 -- @tparam table opts `connect_timeout`, `timeout` (seconds), `ca_file`,
---   `insecure`, `user_agent`, `max_response_bytes`, `async`, `no_proxy`
---   (never use a proxy, even when `http_proxy` and friends say so)
+--   `insecure`, `user_agent`, `max_response_bytes`, `async`, `proxy` (from
+--   `imm.proxy.options`: a parsed URL, or false for none; nil: the
+--   environment's `http_proxy` and friends), `no_proxy` (true: never use a
+--   proxy, whatever the environment says; or a list of hosts that bypass it)
 -- @return transport, or nil, err
 function _M.new(opts)
   local o = {
@@ -98,16 +115,17 @@ function _M.new(opts)
     insecure = opts.insecure,
     user_agent = opts.user_agent,
     max_response_bytes = opts.max_response_bytes,
-    no_proxy = opts.no_proxy,
     -- every client's blocking calls share one connection cache and parsed
     -- CA store per lua_State (imm.core's shared multi): a new client pays
     -- neither the handshake nor the CA parse again
     shared = true,
   }
+  o.proxy, o.no_proxy = proxy_options(opts)
   local h, err = open_handle(o)
   if not h then return nil, err end
   -- async: idle handles for concurrent tasks sharing this client
-  return setmetatable({ handle = h, async = opts.async and true or false, options = o, idle = {} }, _M)
+  return setmetatable({ handle = h, async = opts.async and true or false, options = o, idle = {},
+    secrets = proxy.secrets(opts.proxy) }, _M)
 end
 
 -- One handle per concurrent transfer; they go back to the idle list after.
@@ -154,8 +172,12 @@ function _M:request(req)
     if body == "ConnectionFailed" and find(headers or "", "chunked-encoding", 1, true) then
       return nil, errors.new("InvalidResponse", headers, { status = st, sent = sent, retryable = false })
     end
-    return nil, errors.new(body, headers, { status = st, sent = sent })
+    -- libcurl's messages name the proxy's host, not its password; scrubbed
+    -- all the same, as the service's own errors are
+    return nil, scrub_error(errors.new(body, headers, { status = st, sent = sent }), self.secrets, 2)
   end
+  -- IMM never asks for proxy credentials: a 407 is a forwarding proxy's
+  if status == 407 then return nil, proxy.auth_failed(headers) end
   return { status = status, body = body, headers = headers }
 end
 

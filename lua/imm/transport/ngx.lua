@@ -15,6 +15,8 @@
 
 local core = require "imm.core"
 local errors = require "imm.errors"
+local proxy = require "imm.proxy"
+local scrub_error = require("imm.credentials.base").scrub_error
 
 local ngx = ngx
 local setmetatable, tonumber, tostring, pairs, type = setmetatable, tonumber, tostring, pairs, type
@@ -116,14 +118,33 @@ function _M.new(opts)
     return nil, errors.invalid("ca_file is not used by the ngx transport: trust a CA with "
       .. "lua_ssl_trusted_certificate in nginx.conf")
   end
-  return setmetatable({
+  local via = type(opts.proxy) == "table" and opts.proxy or nil
+  -- cosockets cannot run TLS inside TLS (an https endpoint through an
+  -- https:// proxy), nor speak SOCKS: an http:// proxy does both endpoints
+  if via and via.scheme ~= "http" then
+    return nil, errors.invalid(format("client option proxy: %s:// proxies are not supported inside nginx "
+      .. "(cosockets); use an http:// proxy, which reaches https endpoints with CONNECT", via.scheme))
+  end
+  local t = setmetatable({
     connect_ms = floor((opts.connect_timeout or 5) * 1000),
     timeout = opts.timeout or 10,
     verify = not opts.insecure,
     user_agent = opts.user_agent,
     max_bytes = opts.max_response_bytes,
     pool_size = opts.pool_size or POOL_SIZE,
+    proxy = via,
+    no_proxy = type(opts.no_proxy) == "table" and opts.no_proxy or nil,
   }, _M)
+  if via and via.user then
+    local userpass = via.user .. ":" .. (via.password or "")
+    t.proxy_auth = "Basic " .. ngx.encode_base64(userpass)
+    -- pools are per credentials too (a hash: pool names are no place for a
+    -- password), so a tunnel the proxy let one user open is no one else's
+    t.proxy_key = sub(core.hash_hex("sha256", userpass), 1, 16)
+    t.secrets = proxy.secrets(via)
+    t.secrets[#t.secrets + 1] = t.proxy_auth
+  end
+  return t
 end
 
 local function parse_url(url)
@@ -308,8 +329,49 @@ local function read_response(self, rd, status, method, header_bytes)
   return { status = status, headers = headers, body = body }, nil, close_after or rd.leftover()
 end
 
---- Sends one request. Same contract as `imm.transport.curl`.
-function _M:request(req)
+-- Opens a tunnel to host:port through the proxy `sock` is connected to:
+-- CONNECT, then the proxy's reply, within the attempt's deadline. Returns
+-- true, or nil, err; nothing has reached the service either way.
+local function tunnel(self, sock, host, port, deadline)
+  local target = (find(host, ":", 1, true) and ("[" .. host .. "]") or host) .. ":" .. port
+  local out = { "CONNECT ", target, " HTTP/1.1\r\nHost: ", target, "\r\n" }
+  if self.proxy_auth then out[#out + 1] = "Proxy-Authorization: " .. self.proxy_auth .. "\r\n" end
+  out[#out + 1] = "\r\n"
+  local function failed(err, stage)
+    local e = io_error(err, stage)
+    e.sent = false
+    return nil, e
+  end
+  local left = deadline - ngx.now()
+  if left <= 0 then return failed("timeout", "CONNECT through the proxy") end
+  sock:settimeout(max(1, floor(left * 1000)))
+  local ok, err = sock:send(out)
+  if not ok then return failed(err, "sending CONNECT to the proxy") end
+  local rd = reader(sock, deadline)
+  local line
+  line, err = rd.line()
+  if not line then return failed(err, "reading the proxy's answer to CONNECT") end
+  local status = tonumber(match(line, "^HTTP/1%.[01] (%d%d%d)"))
+  local headers, bytes = {}, #line + 2
+  while status do
+    line, err = rd.line()
+    if not line then return failed(err, "reading the proxy's answer to CONNECT") end
+    bytes = bytes + #line + 2
+    if line == "" or bytes > HEADERS_MAX then break end
+    local name, value = match(line, "^([^:]+):%s*(.-)%s*$")
+    if name then headers[lower(name)] = value end
+  end
+  if status == 407 then return nil, proxy.auth_failed(headers) end
+  if not status or status < 200 or status > 299 or line ~= "" or rd.leftover() then
+    return nil, errors.new("ConnectionFailed", format("the proxy %s refused the tunnel to %s (%s)",
+      self.proxy.display, target, status and ("HTTP " .. status) or "not an HTTP reply"),
+      { sent = false, retryable = status ~= nil and status >= 500 })
+  end
+  return true
+end
+
+-- One exchange; `_M:request` scrubs the proxy's password from its errors.
+local function send(self, req)
   local ok, phase = _M.phase_ok()
   if not ok then return nil, phase_error(phase) end
   if self.closed then
@@ -333,21 +395,38 @@ function _M:request(req)
   -- Connections are pooled per scheme, host, port and verification mode, so a
   -- verified TLS connection is never handed to an unverified client or back.
   local pool = format("imm:%s:%s:%d:%s", scheme, host, port, self.verify and "v" or "nv")
+  -- Through a proxy, per proxy and credentials as well: a tunnel or a
+  -- forwarding connection is never reused directly, for another target, or
+  -- by a client with other credentials.
+  local via = self.proxy
+  if via and proxy.bypass(self.no_proxy, host) then via = nil end
+  local to_host, to_port, what = host, port, ""
+  if via then
+    pool = format("%s:via:%s:%d:%s", pool, via.host, via.port, self.proxy_key or "-")
+    to_host, to_port, what = match(via.host, "^%[(.*)%]$") or via.host, via.port, "the proxy "
+  end
   -- A request that must not go out twice gets a connection of its own: a pool
   -- nothing is ever put back into, so a stale keep-alive connection cannot
   -- fail it after it was written.
   if req.fresh then pool = pool .. ":fresh" end
-  local cok, err = connect(sock, host, port, { pool = pool, pool_size = self.pool_size },
+  local cok, err = connect(sock, to_host, to_port, { pool = pool, pool_size = self.pool_size },
     min(self.connect_ms, timeout_ms))
   if not cok then
     -- sent = false: nothing reached the service, so even a mutation may be repeated
     if err == "timeout" then
-      return nil, errors.new("Timeout", "connect to " .. host .. ":" .. port .. " timed out"
-        .. (is_address(host) and "" or " (name resolution included)"), { sent = false })
+      return nil, errors.new("Timeout", "connect to " .. what .. to_host .. ":" .. to_port .. " timed out"
+        .. (is_address(to_host) and "" or " (name resolution included)"), { sent = false })
     end
     local hint = find(err, "resolver", 1, true) and " (add a resolver directive to nginx.conf)" or ""
-    return nil, errors.new("ConnectionFailed", "connect to " .. host .. ":" .. port .. " failed: " .. err .. hint,
-      { sent = false })
+    return nil, errors.new("ConnectionFailed", "connect to " .. what .. to_host .. ":" .. to_port .. " failed: "
+      .. err .. hint, { sent = false })
+  end
+  if via and scheme == "https" and sock:getreusedtimes() == 0 then
+    local tok, terr = tunnel(self, sock, host, port, deadline)
+    if not tok then
+      sock:close()
+      return nil, terr
+    end
   end
   if scheme == "https" and sock:getreusedtimes() == 0 then
     sock:settimeout(left_ms())
@@ -364,7 +443,10 @@ function _M:request(req)
 
   -- The same header set the libcurl transport sends.
   local body = req.body or ""
-  local out = { req.method, " ", path, " HTTP/1.1\r\n" }
+  -- an http endpoint through a proxy: the absolute form, and our credentials
+  local forwarded = via and scheme == "http"
+  local out = { req.method, " ", forwarded and req.url or path, " HTTP/1.1\r\n" }
+  if forwarded and self.proxy_auth then out[#out + 1] = "Proxy-Authorization: " .. self.proxy_auth .. "\r\n" end
   local has = {}
   for k, v in pairs(req.headers) do
     local lk = lower(k)
@@ -440,7 +522,16 @@ function _M:request(req)
   else
     sock:setkeepalive(KEEPALIVE_MS, self.pool_size)
   end
+  -- IMM never asks for proxy credentials: a 407 is a forwarding proxy's
+  if status == 407 then return nil, proxy.auth_failed(res.headers) end
   return res
+end
+
+--- Sends one request. Same contract as `imm.transport.curl`.
+function _M:request(req)
+  local res, err = send(self, req)
+  if not res and self.secrets then scrub_error(err, self.secrets, #self.secrets) end
+  return res, err
 end
 
 --- Waits without blocking the worker.
