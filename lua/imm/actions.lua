@@ -596,8 +596,8 @@ local _M = {}
 ---@return imm.AddImageMosaicResponse|nil res
 ---@return imm.Error|nil err
 function _M:add_image_mosaic(params, opts)
-  local res, err = _M._invoke(self, "AddImageMosaic", "add_image_mosaic", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "AddImageMosaic", "add_image_mosaic", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.AddStoryFilesResponse
@@ -624,8 +624,8 @@ end
 ---@return imm.AddStoryFilesResponse|nil res
 ---@return imm.Error|nil err
 function _M:add_story_files(params, opts)
-  local res, err = _M._invoke(self, "AddStoryFiles", "add_story_files", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "AddStoryFiles", "add_story_files", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.AttachOSSBucketResponse
@@ -647,8 +647,8 @@ end
 ---@return imm.AttachOSSBucketResponse|nil res
 ---@return imm.Error|nil err
 function _M:attach_oss_bucket(params, opts)
-  local res, err = _M._invoke(self, "AttachOSSBucket", "attach_oss_bucket", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "AttachOSSBucket", "attach_oss_bucket", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.BatchDeleteFileMetaResponse
@@ -671,8 +671,8 @@ end
 ---@return imm.BatchDeleteFileMetaResponse|nil res
 ---@return imm.Error|nil err
 function _M:batch_delete_file_meta(params, opts)
-  local res, err = _M._invoke(self, "BatchDeleteFileMeta", "batch_delete_file_meta", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "BatchDeleteFileMeta", "batch_delete_file_meta", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.BatchGetFigureClusterResponse
@@ -696,8 +696,8 @@ end
 ---@return imm.BatchGetFigureClusterResponse|nil res
 ---@return imm.Error|nil err
 function _M:batch_get_figure_cluster(params, opts)
-  local res, err = _M._invoke(self, "BatchGetFigureCluster", "batch_get_figure_cluster", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "BatchGetFigureCluster", "batch_get_figure_cluster", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.BatchGetFileMetaResponse
@@ -722,8 +722,8 @@ end
 ---@return imm.BatchGetFileMetaResponse|nil res
 ---@return imm.Error|nil err
 function _M:batch_get_file_meta(params, opts)
-  local res, err = _M._invoke(self, "BatchGetFileMeta", "batch_get_file_meta", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "BatchGetFileMeta", "batch_get_file_meta", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.BatchIndexFileMetaResponse
@@ -749,8 +749,8 @@ end
 ---@return imm.BatchIndexFileMetaResponse|nil res
 ---@return imm.Error|nil err
 function _M:batch_index_file_meta(params, opts)
-  local res, err = _M._invoke(self, "BatchIndexFileMeta", "batch_index_file_meta", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "BatchIndexFileMeta", "batch_index_file_meta", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.BatchUpdateFileMetaResponse
@@ -774,8 +774,8 @@ end
 ---@return imm.BatchUpdateFileMetaResponse|nil res
 ---@return imm.Error|nil err
 function _M:batch_update_file_meta(params, opts)
-  local res, err = _M._invoke(self, "BatchUpdateFileMeta", "batch_update_file_meta", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "BatchUpdateFileMeta", "batch_update_file_meta", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CompareImageFacesResponse
@@ -799,8 +799,8 @@ end
 ---@return imm.CompareImageFacesResponse|nil res
 ---@return imm.Error|nil err
 function _M:compare_image_faces(params, opts)
-  local res, err = _M._invoke(self, "CompareImageFaces", "compare_image_faces", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CompareImageFaces", "compare_image_faces", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.ContextualAnswerResponse
@@ -827,8 +827,8 @@ end
 ---@return imm.ContextualAnswerResponse|nil res
 ---@return imm.Error|nil err
 function _M:contextual_answer(params, opts)
-  local res, err = _M._invoke(self, "ContextualAnswer", "contextual_answer", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "ContextualAnswer", "contextual_answer", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.ContextualRetrievalResponse
@@ -855,8 +855,8 @@ end
 ---@return imm.ContextualRetrievalResponse|nil res
 ---@return imm.Error|nil err
 function _M:contextual_retrieval(params, opts)
-  local res, err = _M._invoke(self, "ContextualRetrieval", "contextual_retrieval", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "ContextualRetrieval", "contextual_retrieval", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateArchiveFileInspectionTaskResponse
@@ -887,9 +887,9 @@ end
 ---@return imm.CreateArchiveFileInspectionTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_archive_file_inspection_task(params, opts)
-  local res, err = _M._invoke(self, "CreateArchiveFileInspectionTask",
+  local res, err, meta = _M._invoke(self, "CreateArchiveFileInspectionTask",
     "create_archive_file_inspection_task", params, opts)
-  return res, err
+  return res, err, meta
 end
 
 ---@class imm.CreateBatchResponse
@@ -918,8 +918,8 @@ end
 ---@return imm.CreateBatchResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_batch(params, opts)
-  local res, err = _M._invoke(self, "CreateBatch", "create_batch", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateBatch", "create_batch", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateBindingResponse
@@ -942,8 +942,8 @@ end
 ---@return imm.CreateBindingResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_binding(params, opts)
-  local res, err = _M._invoke(self, "CreateBinding", "create_binding", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateBinding", "create_binding", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateCompressPointCloudTaskResponse
@@ -983,9 +983,9 @@ end
 ---@return imm.CreateCompressPointCloudTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_compress_point_cloud_task(params, opts)
-  local res, err = _M._invoke(self, "CreateCompressPointCloudTask",
+  local res, err, meta = _M._invoke(self, "CreateCompressPointCloudTask",
     "create_compress_point_cloud_task", params, opts)
-  return res, err
+  return res, err, meta
 end
 
 ---@class imm.CreateCustomizedStoryResponse
@@ -1018,8 +1018,8 @@ end
 ---@return imm.CreateCustomizedStoryResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_customized_story(params, opts)
-  local res, err = _M._invoke(self, "CreateCustomizedStory", "create_customized_story", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateCustomizedStory", "create_customized_story", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateDatasetResponse
@@ -1052,8 +1052,8 @@ end
 ---@return imm.CreateDatasetResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_dataset(params, opts)
-  local res, err = _M._invoke(self, "CreateDataset", "create_dataset", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateDataset", "create_dataset", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateDecodeBlindWatermarkTaskResponse
@@ -1088,9 +1088,9 @@ end
 ---@return imm.CreateDecodeBlindWatermarkTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_decode_blind_watermark_task(params, opts)
-  local res, err = _M._invoke(self, "CreateDecodeBlindWatermarkTask",
+  local res, err, meta = _M._invoke(self, "CreateDecodeBlindWatermarkTask",
     "create_decode_blind_watermark_task", params, opts)
-  return res, err
+  return res, err, meta
 end
 
 ---@class imm.CreateFacesSearchingTaskResponse
@@ -1122,8 +1122,8 @@ end
 ---@return imm.CreateFacesSearchingTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_faces_searching_task(params, opts)
-  local res, err = _M._invoke(self, "CreateFacesSearchingTask", "create_faces_searching_task", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateFacesSearchingTask", "create_faces_searching_task", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateFigureClusteringTaskResponse
@@ -1153,8 +1153,9 @@ end
 ---@return imm.CreateFigureClusteringTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_figure_clustering_task(params, opts)
-  local res, err = _M._invoke(self, "CreateFigureClusteringTask", "create_figure_clustering_task", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateFigureClusteringTask",
+    "create_figure_clustering_task", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateFigureClustersMergingTaskResponse
@@ -1188,9 +1189,9 @@ end
 ---@return imm.CreateFigureClustersMergingTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_figure_clusters_merging_task(params, opts)
-  local res, err = _M._invoke(self, "CreateFigureClustersMergingTask",
+  local res, err, meta = _M._invoke(self, "CreateFigureClustersMergingTask",
     "create_figure_clusters_merging_task", params, opts)
-  return res, err
+  return res, err, meta
 end
 
 ---@class imm.CreateFileCompressionTaskResponse
@@ -1225,8 +1226,8 @@ end
 ---@return imm.CreateFileCompressionTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_file_compression_task(params, opts)
-  local res, err = _M._invoke(self, "CreateFileCompressionTask", "create_file_compression_task", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateFileCompressionTask", "create_file_compression_task", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateFileUncompressionTaskResponse
@@ -1260,8 +1261,9 @@ end
 ---@return imm.CreateFileUncompressionTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_file_uncompression_task(params, opts)
-  local res, err = _M._invoke(self, "CreateFileUncompressionTask", "create_file_uncompression_task", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateFileUncompressionTask",
+    "create_file_uncompression_task", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateHighlightTaskResponse
@@ -1301,8 +1303,8 @@ end
 ---@return imm.CreateHighlightTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_highlight_task(params, opts)
-  local res, err = _M._invoke(self, "CreateHighlightTask", "create_highlight_task", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateHighlightTask", "create_highlight_task", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateImageModerationTaskResponse
@@ -1337,8 +1339,8 @@ end
 ---@return imm.CreateImageModerationTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_image_moderation_task(params, opts)
-  local res, err = _M._invoke(self, "CreateImageModerationTask", "create_image_moderation_task", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateImageModerationTask", "create_image_moderation_task", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateImageSplicingTaskResponse
@@ -1381,8 +1383,8 @@ end
 ---@return imm.CreateImageSplicingTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_image_splicing_task(params, opts)
-  local res, err = _M._invoke(self, "CreateImageSplicingTask", "create_image_splicing_task", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateImageSplicingTask", "create_image_splicing_task", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateImageToPDFTaskResponse
@@ -1414,8 +1416,8 @@ end
 ---@return imm.CreateImageToPDFTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_image_to_pdf_task(params, opts)
-  local res, err = _M._invoke(self, "CreateImageToPDFTask", "create_image_to_pdf_task", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateImageToPDFTask", "create_image_to_pdf_task", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateLocationDateClusteringTaskResponse
@@ -1450,9 +1452,9 @@ end
 ---@return imm.CreateLocationDateClusteringTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_location_date_clustering_task(params, opts)
-  local res, err = _M._invoke(self, "CreateLocationDateClusteringTask",
+  local res, err, meta = _M._invoke(self, "CreateLocationDateClusteringTask",
     "create_location_date_clustering_task", params, opts)
-  return res, err
+  return res, err, meta
 end
 
 ---@class imm.CreateMediaConvertTaskResponse
@@ -1489,8 +1491,8 @@ end
 ---@return imm.CreateMediaConvertTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_media_convert_task(params, opts)
-  local res, err = _M._invoke(self, "CreateMediaConvertTask", "create_media_convert_task", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateMediaConvertTask", "create_media_convert_task", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateOfficeConversionTaskResponse
@@ -1554,8 +1556,9 @@ end
 ---@return imm.CreateOfficeConversionTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_office_conversion_task(params, opts)
-  local res, err = _M._invoke(self, "CreateOfficeConversionTask", "create_office_conversion_task", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateOfficeConversionTask",
+    "create_office_conversion_task", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateProjectResponse
@@ -1589,8 +1592,8 @@ end
 ---@return imm.CreateProjectResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_project(params, opts)
-  local res, err = _M._invoke(self, "CreateProject", "create_project", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateProject", "create_project", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateSimilarImageClusteringTaskResponse
@@ -1620,9 +1623,9 @@ end
 ---@return imm.CreateSimilarImageClusteringTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_similar_image_clustering_task(params, opts)
-  local res, err = _M._invoke(self, "CreateSimilarImageClusteringTask",
+  local res, err, meta = _M._invoke(self, "CreateSimilarImageClusteringTask",
     "create_similar_image_clustering_task", params, opts)
-  return res, err
+  return res, err, meta
 end
 
 ---@class imm.CreateStoryResponse
@@ -1666,8 +1669,8 @@ end
 ---@return imm.CreateStoryResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_story(params, opts)
-  local res, err = _M._invoke(self, "CreateStory", "create_story", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateStory", "create_story", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateTriggerResponse
@@ -1696,8 +1699,8 @@ end
 ---@return imm.CreateTriggerResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_trigger(params, opts)
-  local res, err = _M._invoke(self, "CreateTrigger", "create_trigger", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateTrigger", "create_trigger", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateVideoLabelClassificationTaskResponse
@@ -1729,9 +1732,9 @@ end
 ---@return imm.CreateVideoLabelClassificationTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_video_label_classification_task(params, opts)
-  local res, err = _M._invoke(self, "CreateVideoLabelClassificationTask",
+  local res, err, meta = _M._invoke(self, "CreateVideoLabelClassificationTask",
     "create_video_label_classification_task", params, opts)
-  return res, err
+  return res, err, meta
 end
 
 ---@class imm.CreateVideoModerationTaskResponse
@@ -1766,8 +1769,8 @@ end
 ---@return imm.CreateVideoModerationTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:create_video_moderation_task(params, opts)
-  local res, err = _M._invoke(self, "CreateVideoModerationTask", "create_video_moderation_task", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateVideoModerationTask", "create_video_moderation_task", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DeleteBatchResponse
@@ -1789,8 +1792,8 @@ end
 ---@return imm.DeleteBatchResponse|nil res
 ---@return imm.Error|nil err
 function _M:delete_batch(params, opts)
-  local res, err = _M._invoke(self, "DeleteBatch", "delete_batch", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DeleteBatch", "delete_batch", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DeleteBindingResponse
@@ -1812,8 +1815,8 @@ end
 ---@return imm.DeleteBindingResponse|nil res
 ---@return imm.Error|nil err
 function _M:delete_binding(params, opts)
-  local res, err = _M._invoke(self, "DeleteBinding", "delete_binding", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DeleteBinding", "delete_binding", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DeleteDatasetResponse
@@ -1834,8 +1837,8 @@ end
 ---@return imm.DeleteDatasetResponse|nil res
 ---@return imm.Error|nil err
 function _M:delete_dataset(params, opts)
-  local res, err = _M._invoke(self, "DeleteDataset", "delete_dataset", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DeleteDataset", "delete_dataset", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DeleteFileMetaResponse
@@ -1857,8 +1860,8 @@ end
 ---@return imm.DeleteFileMetaResponse|nil res
 ---@return imm.Error|nil err
 function _M:delete_file_meta(params, opts)
-  local res, err = _M._invoke(self, "DeleteFileMeta", "delete_file_meta", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DeleteFileMeta", "delete_file_meta", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DeleteLocationDateClusterResponse
@@ -1882,8 +1885,8 @@ end
 ---@return imm.DeleteLocationDateClusterResponse|nil res
 ---@return imm.Error|nil err
 function _M:delete_location_date_cluster(params, opts)
-  local res, err = _M._invoke(self, "DeleteLocationDateCluster", "delete_location_date_cluster", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DeleteLocationDateCluster", "delete_location_date_cluster", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DeleteProjectResponse
@@ -1903,8 +1906,8 @@ end
 ---@return imm.DeleteProjectResponse|nil res
 ---@return imm.Error|nil err
 function _M:delete_project(params, opts)
-  local res, err = _M._invoke(self, "DeleteProject", "delete_project", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DeleteProject", "delete_project", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DeleteStoryResponse
@@ -1927,8 +1930,8 @@ end
 ---@return imm.DeleteStoryResponse|nil res
 ---@return imm.Error|nil err
 function _M:delete_story(params, opts)
-  local res, err = _M._invoke(self, "DeleteStory", "delete_story", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DeleteStory", "delete_story", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DeleteTriggerResponse
@@ -1950,8 +1953,8 @@ end
 ---@return imm.DeleteTriggerResponse|nil res
 ---@return imm.Error|nil err
 function _M:delete_trigger(params, opts)
-  local res, err = _M._invoke(self, "DeleteTrigger", "delete_trigger", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DeleteTrigger", "delete_trigger", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DetachOSSBucketResponse
@@ -1971,8 +1974,8 @@ end
 ---@return imm.DetachOSSBucketResponse|nil res
 ---@return imm.Error|nil err
 function _M:detach_oss_bucket(params, opts)
-  local res, err = _M._invoke(self, "DetachOSSBucket", "detach_oss_bucket", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DetachOSSBucket", "detach_oss_bucket", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DetectImageBodiesResponse
@@ -1997,8 +2000,8 @@ end
 ---@return imm.DetectImageBodiesResponse|nil res
 ---@return imm.Error|nil err
 function _M:detect_image_bodies(params, opts)
-  local res, err = _M._invoke(self, "DetectImageBodies", "detect_image_bodies", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DetectImageBodies", "detect_image_bodies", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DetectImageCarsResponse
@@ -2022,8 +2025,8 @@ end
 ---@return imm.DetectImageCarsResponse|nil res
 ---@return imm.Error|nil err
 function _M:detect_image_cars(params, opts)
-  local res, err = _M._invoke(self, "DetectImageCars", "detect_image_cars", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DetectImageCars", "detect_image_cars", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DetectImageCodesResponse
@@ -2047,8 +2050,8 @@ end
 ---@return imm.DetectImageCodesResponse|nil res
 ---@return imm.Error|nil err
 function _M:detect_image_codes(params, opts)
-  local res, err = _M._invoke(self, "DetectImageCodes", "detect_image_codes", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DetectImageCodes", "detect_image_codes", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DetectImageCroppingResponse
@@ -2075,8 +2078,8 @@ end
 ---@return imm.DetectImageCroppingResponse|nil res
 ---@return imm.Error|nil err
 function _M:detect_image_cropping(params, opts)
-  local res, err = _M._invoke(self, "DetectImageCropping", "detect_image_cropping", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DetectImageCropping", "detect_image_cropping", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DetectImageFacesResponse
@@ -2100,8 +2103,8 @@ end
 ---@return imm.DetectImageFacesResponse|nil res
 ---@return imm.Error|nil err
 function _M:detect_image_faces(params, opts)
-  local res, err = _M._invoke(self, "DetectImageFaces", "detect_image_faces", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DetectImageFaces", "detect_image_faces", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DetectImageLabelsResponse
@@ -2126,8 +2129,8 @@ end
 ---@return imm.DetectImageLabelsResponse|nil res
 ---@return imm.Error|nil err
 function _M:detect_image_labels(params, opts)
-  local res, err = _M._invoke(self, "DetectImageLabels", "detect_image_labels", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DetectImageLabels", "detect_image_labels", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DetectImageScoreResponse
@@ -2151,8 +2154,8 @@ end
 ---@return imm.DetectImageScoreResponse|nil res
 ---@return imm.Error|nil err
 function _M:detect_image_score(params, opts)
-  local res, err = _M._invoke(self, "DetectImageScore", "detect_image_score", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DetectImageScore", "detect_image_score", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DetectImageTextsResponse
@@ -2177,8 +2180,8 @@ end
 ---@return imm.DetectImageTextsResponse|nil res
 ---@return imm.Error|nil err
 function _M:detect_image_texts(params, opts)
-  local res, err = _M._invoke(self, "DetectImageTexts", "detect_image_texts", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DetectImageTexts", "detect_image_texts", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DetectMediaMetaResponse
@@ -2223,8 +2226,8 @@ end
 ---@return imm.DetectMediaMetaResponse|nil res
 ---@return imm.Error|nil err
 function _M:detect_media_meta(params, opts)
-  local res, err = _M._invoke(self, "DetectMediaMeta", "detect_media_meta", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DetectMediaMeta", "detect_media_meta", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DetectTextAnomalyResponse
@@ -2246,8 +2249,8 @@ end
 ---@return imm.DetectTextAnomalyResponse|nil res
 ---@return imm.Error|nil err
 function _M:detect_text_anomaly(params, opts)
-  local res, err = _M._invoke(self, "DetectTextAnomaly", "detect_text_anomaly", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DetectTextAnomaly", "detect_text_anomaly", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.EncodeBlindWatermarkResponse
@@ -2273,8 +2276,8 @@ end
 ---@return imm.EncodeBlindWatermarkResponse|nil res
 ---@return imm.Error|nil err
 function _M:encode_blind_watermark(params, opts)
-  local res, err = _M._invoke(self, "EncodeBlindWatermark", "encode_blind_watermark", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "EncodeBlindWatermark", "encode_blind_watermark", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.ExtractDocumentTextResponse
@@ -2299,8 +2302,8 @@ end
 ---@return imm.ExtractDocumentTextResponse|nil res
 ---@return imm.Error|nil err
 function _M:extract_document_text(params, opts)
-  local res, err = _M._invoke(self, "ExtractDocumentText", "extract_document_text", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "ExtractDocumentText", "extract_document_text", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.FuzzyQueryResponse
@@ -2333,8 +2336,8 @@ end
 ---@return imm.FuzzyQueryResponse|nil res
 ---@return imm.Error|nil err
 function _M:fuzzy_query(params, opts)
-  local res, err = _M._invoke(self, "FuzzyQuery", "fuzzy_query", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "FuzzyQuery", "fuzzy_query", params, opts)
+  return res, err, meta
 end
 
 --- Every item of every FuzzyQuery page, one by one (the elements of `Files`), following NextToken.
@@ -2406,8 +2409,8 @@ end
 ---@return imm.GenerateVideoPlaylistResponse|nil res
 ---@return imm.Error|nil err
 function _M:generate_video_playlist(params, opts)
-  local res, err = _M._invoke(self, "GenerateVideoPlaylist", "generate_video_playlist", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "GenerateVideoPlaylist", "generate_video_playlist", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.GenerateWebofficeTokenResponse
@@ -2452,8 +2455,8 @@ end
 ---@return imm.GenerateWebofficeTokenResponse|nil res
 ---@return imm.Error|nil err
 function _M:generate_weboffice_token(params, opts)
-  local res, err = _M._invoke(self, "GenerateWebofficeToken", "generate_weboffice_token", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "GenerateWebofficeToken", "generate_weboffice_token", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.GetBatchResponse
@@ -2475,8 +2478,8 @@ end
 ---@return imm.GetBatchResponse|nil res
 ---@return imm.Error|nil err
 function _M:get_batch(params, opts)
-  local res, err = _M._invoke(self, "GetBatch", "get_batch", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "GetBatch", "get_batch", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.GetBindingResponse
@@ -2499,8 +2502,8 @@ end
 ---@return imm.GetBindingResponse|nil res
 ---@return imm.Error|nil err
 function _M:get_binding(params, opts)
-  local res, err = _M._invoke(self, "GetBinding", "get_binding", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "GetBinding", "get_binding", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.GetDRMLicenseResponse
@@ -2528,8 +2531,8 @@ end
 ---@return imm.GetDRMLicenseResponse|nil res
 ---@return imm.Error|nil err
 function _M:get_drm_license(params, opts)
-  local res, err = _M._invoke(self, "GetDRMLicense", "get_drm_license", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "GetDRMLicense", "get_drm_license", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.GetDatasetResponse
@@ -2553,8 +2556,8 @@ end
 ---@return imm.GetDatasetResponse|nil res
 ---@return imm.Error|nil err
 function _M:get_dataset(params, opts)
-  local res, err = _M._invoke(self, "GetDataset", "get_dataset", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "GetDataset", "get_dataset", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.GetDecodeBlindWatermarkResultResponse
@@ -2587,9 +2590,9 @@ end
 ---@return imm.GetDecodeBlindWatermarkResultResponse|nil res
 ---@return imm.Error|nil err
 function _M:get_decode_blind_watermark_result(params, opts)
-  local res, err = _M._invoke(self, "GetDecodeBlindWatermarkResult",
+  local res, err, meta = _M._invoke(self, "GetDecodeBlindWatermarkResult",
     "get_decode_blind_watermark_result", params, opts)
-  return res, err
+  return res, err, meta
 end
 
 ---@class imm.GetFigureClusterResponse
@@ -2613,8 +2616,8 @@ end
 ---@return imm.GetFigureClusterResponse|nil res
 ---@return imm.Error|nil err
 function _M:get_figure_cluster(params, opts)
-  local res, err = _M._invoke(self, "GetFigureCluster", "get_figure_cluster", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "GetFigureCluster", "get_figure_cluster", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.GetFileMetaResponse
@@ -2639,8 +2642,8 @@ end
 ---@return imm.GetFileMetaResponse|nil res
 ---@return imm.Error|nil err
 function _M:get_file_meta(params, opts)
-  local res, err = _M._invoke(self, "GetFileMeta", "get_file_meta", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "GetFileMeta", "get_file_meta", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.GetImageModerationResultResponse
@@ -2673,8 +2676,8 @@ end
 ---@return imm.GetImageModerationResultResponse|nil res
 ---@return imm.Error|nil err
 function _M:get_image_moderation_result(params, opts)
-  local res, err = _M._invoke(self, "GetImageModerationResult", "get_image_moderation_result", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "GetImageModerationResult", "get_image_moderation_result", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.GetOSSBucketAttachmentResponse
@@ -2698,8 +2701,8 @@ end
 ---@return imm.GetOSSBucketAttachmentResponse|nil res
 ---@return imm.Error|nil err
 function _M:get_oss_bucket_attachment(params, opts)
-  local res, err = _M._invoke(self, "GetOSSBucketAttachment", "get_oss_bucket_attachment", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "GetOSSBucketAttachment", "get_oss_bucket_attachment", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.GetProjectResponse
@@ -2721,8 +2724,8 @@ end
 ---@return imm.GetProjectResponse|nil res
 ---@return imm.Error|nil err
 function _M:get_project(params, opts)
-  local res, err = _M._invoke(self, "GetProject", "get_project", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "GetProject", "get_project", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.GetStoryResponse
@@ -2746,8 +2749,8 @@ end
 ---@return imm.GetStoryResponse|nil res
 ---@return imm.Error|nil err
 function _M:get_story(params, opts)
-  local res, err = _M._invoke(self, "GetStory", "get_story", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "GetStory", "get_story", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.GetTaskResponse
@@ -2784,8 +2787,8 @@ end
 ---@return imm.GetTaskResponse|nil res
 ---@return imm.Error|nil err
 function _M:get_task(params, opts)
-  local res, err = _M._invoke(self, "GetTask", "get_task", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "GetTask", "get_task", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.GetTriggerResponse
@@ -2807,8 +2810,8 @@ end
 ---@return imm.GetTriggerResponse|nil res
 ---@return imm.Error|nil err
 function _M:get_trigger(params, opts)
-  local res, err = _M._invoke(self, "GetTrigger", "get_trigger", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "GetTrigger", "get_trigger", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.GetVideoLabelClassificationResultResponse
@@ -2841,9 +2844,9 @@ end
 ---@return imm.GetVideoLabelClassificationResultResponse|nil res
 ---@return imm.Error|nil err
 function _M:get_video_label_classification_result(params, opts)
-  local res, err = _M._invoke(self, "GetVideoLabelClassificationResult",
+  local res, err, meta = _M._invoke(self, "GetVideoLabelClassificationResult",
     "get_video_label_classification_result", params, opts)
-  return res, err
+  return res, err, meta
 end
 
 ---@class imm.GetVideoModerationResultResponse
@@ -2876,8 +2879,8 @@ end
 ---@return imm.GetVideoModerationResultResponse|nil res
 ---@return imm.Error|nil err
 function _M:get_video_moderation_result(params, opts)
-  local res, err = _M._invoke(self, "GetVideoModerationResult", "get_video_moderation_result", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "GetVideoModerationResult", "get_video_moderation_result", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.IndexFileMetaResponse
@@ -2903,8 +2906,8 @@ end
 ---@return imm.IndexFileMetaResponse|nil res
 ---@return imm.Error|nil err
 function _M:index_file_meta(params, opts)
-  local res, err = _M._invoke(self, "IndexFileMeta", "index_file_meta", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "IndexFileMeta", "index_file_meta", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.ListAttachedOSSBucketsResponse
@@ -2929,8 +2932,8 @@ end
 ---@return imm.ListAttachedOSSBucketsResponse|nil res
 ---@return imm.Error|nil err
 function _M:list_attached_oss_buckets(params, opts)
-  local res, err = _M._invoke(self, "ListAttachedOSSBuckets", "list_attached_oss_buckets", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "ListAttachedOSSBuckets", "list_attached_oss_buckets", params, opts)
+  return res, err, meta
 end
 
 --- Every item of every ListAttachedOSSBuckets page, one by one (the elements of `AttachedOSSBuckets`),
@@ -2990,8 +2993,8 @@ end
 ---@return imm.ListBatchesResponse|nil res
 ---@return imm.Error|nil err
 function _M:list_batches(params, opts)
-  local res, err = _M._invoke(self, "ListBatches", "list_batches", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "ListBatches", "list_batches", params, opts)
+  return res, err, meta
 end
 
 --- Every item of every ListBatches page, one by one (the elements of `Batches`), following NextToken.
@@ -3048,8 +3051,8 @@ end
 ---@return imm.ListBindingsResponse|nil res
 ---@return imm.Error|nil err
 function _M:list_bindings(params, opts)
-  local res, err = _M._invoke(self, "ListBindings", "list_bindings", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "ListBindings", "list_bindings", params, opts)
+  return res, err, meta
 end
 
 --- Every item of every ListBindings page, one by one (the elements of `Bindings`), following NextToken.
@@ -3105,8 +3108,8 @@ end
 ---@return imm.ListDatasetsResponse|nil res
 ---@return imm.Error|nil err
 function _M:list_datasets(params, opts)
-  local res, err = _M._invoke(self, "ListDatasets", "list_datasets", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "ListDatasets", "list_datasets", params, opts)
+  return res, err, meta
 end
 
 --- Every item of every ListDatasets page, one by one (the elements of `Datasets`), following NextToken.
@@ -3162,8 +3165,8 @@ end
 ---@return imm.ListProjectsResponse|nil res
 ---@return imm.Error|nil err
 function _M:list_projects(params, opts)
-  local res, err = _M._invoke(self, "ListProjects", "list_projects", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "ListProjects", "list_projects", params, opts)
+  return res, err, meta
 end
 
 --- Every item of every ListProjects page, one by one (the elements of `Projects`), following NextToken.
@@ -3213,8 +3216,8 @@ end
 ---@return imm.ListRegionsResponse|nil res
 ---@return imm.Error|nil err
 function _M:list_regions(params, opts)
-  local res, err = _M._invoke(self, "ListRegions", "list_regions", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "ListRegions", "list_regions", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.ListTasksResponse
@@ -3252,8 +3255,8 @@ end
 ---@return imm.ListTasksResponse|nil res
 ---@return imm.Error|nil err
 function _M:list_tasks(params, opts)
-  local res, err = _M._invoke(self, "ListTasks", "list_tasks", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "ListTasks", "list_tasks", params, opts)
+  return res, err, meta
 end
 
 --- Every item of every ListTasks page, one by one (the elements of `Tasks`), following NextToken.
@@ -3312,8 +3315,8 @@ end
 ---@return imm.ListTriggersResponse|nil res
 ---@return imm.Error|nil err
 function _M:list_triggers(params, opts)
-  local res, err = _M._invoke(self, "ListTriggers", "list_triggers", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "ListTriggers", "list_triggers", params, opts)
+  return res, err, meta
 end
 
 --- Every item of every ListTriggers page, one by one (the elements of `Triggers`), following NextToken.
@@ -3378,8 +3381,8 @@ end
 ---@return imm.QueryFigureClustersResponse|nil res
 ---@return imm.Error|nil err
 function _M:query_figure_clusters(params, opts)
-  local res, err = _M._invoke(self, "QueryFigureClusters", "query_figure_clusters", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "QueryFigureClusters", "query_figure_clusters", params, opts)
+  return res, err, meta
 end
 
 --- Every item of every QueryFigureClusters page, one by one (the elements of `FigureClusters`),
@@ -3451,8 +3454,8 @@ end
 ---@return imm.QueryLocationDateClustersResponse|nil res
 ---@return imm.Error|nil err
 function _M:query_location_date_clusters(params, opts)
-  local res, err = _M._invoke(self, "QueryLocationDateClusters", "query_location_date_clusters", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "QueryLocationDateClusters", "query_location_date_clusters", params, opts)
+  return res, err, meta
 end
 
 --- Every item of every QueryLocationDateClusters page, one by one (the elements of `LocationDateClusters`),
@@ -3513,8 +3516,8 @@ end
 ---@return imm.QuerySimilarImageClustersResponse|nil res
 ---@return imm.Error|nil err
 function _M:query_similar_image_clusters(params, opts)
-  local res, err = _M._invoke(self, "QuerySimilarImageClusters", "query_similar_image_clusters", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "QuerySimilarImageClusters", "query_similar_image_clusters", params, opts)
+  return res, err, meta
 end
 
 --- Every item of every QuerySimilarImageClusters page, one by one (the elements of `SimilarImageClusters`),
@@ -3586,8 +3589,8 @@ end
 ---@return imm.QueryStoriesResponse|nil res
 ---@return imm.Error|nil err
 function _M:query_stories(params, opts)
-  local res, err = _M._invoke(self, "QueryStories", "query_stories", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "QueryStories", "query_stories", params, opts)
+  return res, err, meta
 end
 
 --- Every item of every QueryStories page, one by one (the elements of `Stories`), following NextToken.
@@ -3645,8 +3648,8 @@ end
 ---@return imm.RefreshWebofficeTokenResponse|nil res
 ---@return imm.Error|nil err
 function _M:refresh_weboffice_token(params, opts)
-  local res, err = _M._invoke(self, "RefreshWebofficeToken", "refresh_weboffice_token", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "RefreshWebofficeToken", "refresh_weboffice_token", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.RemoveStoryFilesResponse
@@ -3672,8 +3675,8 @@ end
 ---@return imm.RemoveStoryFilesResponse|nil res
 ---@return imm.Error|nil err
 function _M:remove_story_files(params, opts)
-  local res, err = _M._invoke(self, "RemoveStoryFiles", "remove_story_files", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "RemoveStoryFiles", "remove_story_files", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.ResumeBatchResponse
@@ -3695,8 +3698,8 @@ end
 ---@return imm.ResumeBatchResponse|nil res
 ---@return imm.Error|nil err
 function _M:resume_batch(params, opts)
-  local res, err = _M._invoke(self, "ResumeBatch", "resume_batch", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "ResumeBatch", "resume_batch", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.ResumeTriggerResponse
@@ -3718,8 +3721,8 @@ end
 ---@return imm.ResumeTriggerResponse|nil res
 ---@return imm.Error|nil err
 function _M:resume_trigger(params, opts)
-  local res, err = _M._invoke(self, "ResumeTrigger", "resume_trigger", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "ResumeTrigger", "resume_trigger", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.SearchImageFigureClusterResponse
@@ -3744,8 +3747,8 @@ end
 ---@return imm.SearchImageFigureClusterResponse|nil res
 ---@return imm.Error|nil err
 function _M:search_image_figure_cluster(params, opts)
-  local res, err = _M._invoke(self, "SearchImageFigureCluster", "search_image_figure_cluster", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "SearchImageFigureCluster", "search_image_figure_cluster", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.SemanticQueryResponse
@@ -3775,8 +3778,8 @@ end
 ---@return imm.SemanticQueryResponse|nil res
 ---@return imm.Error|nil err
 function _M:semantic_query(params, opts)
-  local res, err = _M._invoke(self, "SemanticQuery", "semantic_query", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "SemanticQuery", "semantic_query", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.SimpleQueryResponse
@@ -3813,8 +3816,8 @@ end
 ---@return imm.SimpleQueryResponse|nil res
 ---@return imm.Error|nil err
 function _M:simple_query(params, opts)
-  local res, err = _M._invoke(self, "SimpleQuery", "simple_query", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "SimpleQuery", "simple_query", params, opts)
+  return res, err, meta
 end
 
 --- Every item of every SimpleQuery page, one by one (the elements of `Files`), following NextToken.
@@ -3865,8 +3868,8 @@ end
 ---@return imm.SuspendBatchResponse|nil res
 ---@return imm.Error|nil err
 function _M:suspend_batch(params, opts)
-  local res, err = _M._invoke(self, "SuspendBatch", "suspend_batch", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "SuspendBatch", "suspend_batch", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.SuspendTriggerResponse
@@ -3888,8 +3891,8 @@ end
 ---@return imm.SuspendTriggerResponse|nil res
 ---@return imm.Error|nil err
 function _M:suspend_trigger(params, opts)
-  local res, err = _M._invoke(self, "SuspendTrigger", "suspend_trigger", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "SuspendTrigger", "suspend_trigger", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.UpdateBatchResponse
@@ -3915,8 +3918,8 @@ end
 ---@return imm.UpdateBatchResponse|nil res
 ---@return imm.Error|nil err
 function _M:update_batch(params, opts)
-  local res, err = _M._invoke(self, "UpdateBatch", "update_batch", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "UpdateBatch", "update_batch", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.UpdateDatasetResponse
@@ -3949,8 +3952,8 @@ end
 ---@return imm.UpdateDatasetResponse|nil res
 ---@return imm.Error|nil err
 function _M:update_dataset(params, opts)
-  local res, err = _M._invoke(self, "UpdateDataset", "update_dataset", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "UpdateDataset", "update_dataset", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.UpdateFigureClusterResponse
@@ -3973,8 +3976,8 @@ end
 ---@return imm.UpdateFigureClusterResponse|nil res
 ---@return imm.Error|nil err
 function _M:update_figure_cluster(params, opts)
-  local res, err = _M._invoke(self, "UpdateFigureCluster", "update_figure_cluster", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "UpdateFigureCluster", "update_figure_cluster", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.UpdateFileMetaResponse
@@ -3997,8 +4000,8 @@ end
 ---@return imm.UpdateFileMetaResponse|nil res
 ---@return imm.Error|nil err
 function _M:update_file_meta(params, opts)
-  local res, err = _M._invoke(self, "UpdateFileMeta", "update_file_meta", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "UpdateFileMeta", "update_file_meta", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.UpdateLocationDateClusterResponse
@@ -4025,8 +4028,8 @@ end
 ---@return imm.UpdateLocationDateClusterResponse|nil res
 ---@return imm.Error|nil err
 function _M:update_location_date_cluster(params, opts)
-  local res, err = _M._invoke(self, "UpdateLocationDateCluster", "update_location_date_cluster", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "UpdateLocationDateCluster", "update_location_date_cluster", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.UpdateProjectResponse
@@ -4060,8 +4063,8 @@ end
 ---@return imm.UpdateProjectResponse|nil res
 ---@return imm.Error|nil err
 function _M:update_project(params, opts)
-  local res, err = _M._invoke(self, "UpdateProject", "update_project", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "UpdateProject", "update_project", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.UpdateStoryResponse
@@ -4090,8 +4093,8 @@ end
 ---@return imm.UpdateStoryResponse|nil res
 ---@return imm.Error|nil err
 function _M:update_story(params, opts)
-  local res, err = _M._invoke(self, "UpdateStory", "update_story", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "UpdateStory", "update_story", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.UpdateTriggerResponse
@@ -4117,8 +4120,8 @@ end
 ---@return imm.UpdateTriggerResponse|nil res
 ---@return imm.Error|nil err
 function _M:update_trigger(params, opts)
-  local res, err = _M._invoke(self, "UpdateTrigger", "update_trigger", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "UpdateTrigger", "update_trigger", params, opts)
+  return res, err, meta
 end
 
 --- Pager name -> action name: the named item pagers above (each with its all_ twin).
