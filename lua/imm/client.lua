@@ -462,11 +462,16 @@ actions._invoke = Client._invoke
 -- `Throttling*` or a connection failure before the request was sent.
 -- @tparam string action e.g. "ListBindings"
 -- @tparam table params
--- @tparam[opt] table opts `method` ("POST", the default, or "GET": signed
---   and sent with that method), `idempotent` (a boolean that overrides the
---   action's own flag), `wait` (a Create*Task action only: true or the
---   options of `wait_task`; returns GetTask's final response)
--- @return the decoded response table, or nil, err
+-- @tparam[opt] table opts call options (docs/api.md, "Call options"):
+--   `method` ("POST", the default, or "GET": signed and sent with that
+--   method), `idempotent` (a boolean that overrides the action's own flag),
+--   `deadline`, `timeout`, `max_retries` (this call's, instead of the
+--   client's), `headers` (extra request headers), `meta`, `wait` (a
+--   Create*Task action only: true or the options of `wait_task`; returns
+--   GetTask's final response)
+-- @return the decoded response table, or nil, err; with `meta = true`, a
+--   third value on success: `{ action, request_id, status, attempts,
+--   elapsed, headers }`
 -- @usage local res, err = client:call("ListBindings", { ProjectName = "immtest" })
 -- @usage local res, err = client:call("CreateProject", { ProjectName = "p",
 --   Tag = { { Key = "env", Value = "test" } } })

@@ -3,7 +3,8 @@
 --   lua5.4 tools/sdk-check/imm_send.lua CASES.json HOST:PORT [SIGNATURE_ALGORITHM [call]]
 --
 -- CASES.json is an array of { id, action, params[, headers] } (params keyed by
--- wire name, as JSON; headers, when given, go as the call option headers). Each call goes to http://HOST:PORT with the generated method of the
+-- wire name, as JSON; headers, when given, go as the call option headers).
+-- Each call goes to http://HOST:PORT with the generated method of the
 -- action when the client has one (client:create_media_convert_task{...}),
 -- else, or with "call" as the fourth argument, with client:call(action, params). Prints one line per call:
 -- "ok ID method|call" or "err ID method|call CODE MESSAGE". Needs LUA_PATH and
