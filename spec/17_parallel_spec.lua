@@ -171,6 +171,21 @@ describe("parallel listing", function()
     assert.equal(1, err.attempts)
   end)
 
+  it("logs a hook that raises once per client, however many listings and chains run it", function()
+    local log = require "imm.log"
+    local lines = {}
+    local warn = log.warn
+    log.warn = function(m) lines[#lines + 1] = m end
+    finally(function() log.warn = warn end)
+    local c = srv.client { on_response = function() error("boom") end }
+    for _ = 1, 2 do
+      check_listing(d.Bindings, drain(c:bindings({ ProjectName = "immtest" }, { concurrency = 4, page_size = 10 })))
+    end
+    assert(c:list_bindings { ProjectName = "immtest", MaxResults = 1 })
+    assert.equal(1, #lines)
+    assert.matches("on_response", lines[1])
+  end)
+
   it("all_bindings and imm.bindings take concurrency too", function()
     srv.fault { mode = "slow", delay = 0.05, count = -1 }
     local c = srv.client {}

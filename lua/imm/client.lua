@@ -236,6 +236,9 @@ function Client.new(opts)
   if dbg == nil and os.getenv("IMM_DEBUG") == "1" then dbg = true end
   self.debug = log.debug_sink(dbg)
   self.on_request, self.on_response = opts.on_request, opts.on_response
+  -- the hooks that raised, logged once: made here, so the copies a
+  -- parallel listing makes of the client (imm.parallel) share it
+  self.hook_failed = {}
 
   if opts.async and transport.resolve(opts.transport) ~= "curl" then
     return nil, errors.invalid("async = true needs the curl transport (inside nginx, "
@@ -401,10 +404,6 @@ function Client:_hook(name, info)
   local ok, e = pcall(self[name], info)
   if not ok then
     local logged = self.hook_failed
-    if not logged then
-      logged = {}
-      self.hook_failed = logged
-    end
     if not logged[name] then
       logged[name] = true
       log.warn(format("the %s hook raised (logged once per client): %s", name, tostring(e)))
