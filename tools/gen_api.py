@@ -359,6 +359,7 @@ def gen_actions(api, src, tasks):
         o.append("---@param opts imm.CallOptions|nil")
         o.append(f"---@return imm.{name}Response|nil res")
         o.append("---@return imm.Error|nil err")
+        o.append("---@return imm.CallMeta|nil meta with opts.meta = true")
         o.append(f"function _M:{method}(params, opts)")
         line = f'  local res, err, meta = _M._invoke(self, "{name}", "{method}", params, opts)'
         if len(line) > MAX_LINE:

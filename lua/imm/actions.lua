@@ -595,6 +595,7 @@ local _M = {}
 ---@param opts imm.CallOptions|nil
 ---@return imm.AddImageMosaicResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:add_image_mosaic(params, opts)
   local res, err, meta = _M._invoke(self, "AddImageMosaic", "add_image_mosaic", params, opts)
   return res, err, meta
@@ -623,6 +624,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.AddStoryFilesResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:add_story_files(params, opts)
   local res, err, meta = _M._invoke(self, "AddStoryFiles", "add_story_files", params, opts)
   return res, err, meta
@@ -646,6 +648,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.AttachOSSBucketResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:attach_oss_bucket(params, opts)
   local res, err, meta = _M._invoke(self, "AttachOSSBucket", "attach_oss_bucket", params, opts)
   return res, err, meta
@@ -670,6 +673,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.BatchDeleteFileMetaResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:batch_delete_file_meta(params, opts)
   local res, err, meta = _M._invoke(self, "BatchDeleteFileMeta", "batch_delete_file_meta", params, opts)
   return res, err, meta
@@ -695,6 +699,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.BatchGetFigureClusterResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:batch_get_figure_cluster(params, opts)
   local res, err, meta = _M._invoke(self, "BatchGetFigureCluster", "batch_get_figure_cluster", params, opts)
   return res, err, meta
@@ -721,6 +726,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.BatchGetFileMetaResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:batch_get_file_meta(params, opts)
   local res, err, meta = _M._invoke(self, "BatchGetFileMeta", "batch_get_file_meta", params, opts)
   return res, err, meta
@@ -748,6 +754,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.BatchIndexFileMetaResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:batch_index_file_meta(params, opts)
   local res, err, meta = _M._invoke(self, "BatchIndexFileMeta", "batch_index_file_meta", params, opts)
   return res, err, meta
@@ -773,6 +780,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.BatchUpdateFileMetaResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:batch_update_file_meta(params, opts)
   local res, err, meta = _M._invoke(self, "BatchUpdateFileMeta", "batch_update_file_meta", params, opts)
   return res, err, meta
@@ -798,6 +806,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CompareImageFacesResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:compare_image_faces(params, opts)
   local res, err, meta = _M._invoke(self, "CompareImageFaces", "compare_image_faces", params, opts)
   return res, err, meta
@@ -826,6 +835,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.ContextualAnswerResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:contextual_answer(params, opts)
   local res, err, meta = _M._invoke(self, "ContextualAnswer", "contextual_answer", params, opts)
   return res, err, meta
@@ -854,6 +864,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.ContextualRetrievalResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:contextual_retrieval(params, opts)
   local res, err, meta = _M._invoke(self, "ContextualRetrieval", "contextual_retrieval", params, opts)
   return res, err, meta
@@ -886,6 +897,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateArchiveFileInspectionTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_archive_file_inspection_task(params, opts)
   local res, err, meta = _M._invoke(self, "CreateArchiveFileInspectionTask",
     "create_archive_file_inspection_task", params, opts)
@@ -917,6 +929,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateBatchResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_batch(params, opts)
   local res, err, meta = _M._invoke(self, "CreateBatch", "create_batch", params, opts)
   return res, err, meta
@@ -941,6 +954,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateBindingResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_binding(params, opts)
   local res, err, meta = _M._invoke(self, "CreateBinding", "create_binding", params, opts)
   return res, err, meta
@@ -982,6 +996,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateCompressPointCloudTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_compress_point_cloud_task(params, opts)
   local res, err, meta = _M._invoke(self, "CreateCompressPointCloudTask",
     "create_compress_point_cloud_task", params, opts)
@@ -1017,6 +1032,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateCustomizedStoryResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_customized_story(params, opts)
   local res, err, meta = _M._invoke(self, "CreateCustomizedStory", "create_customized_story", params, opts)
   return res, err, meta
@@ -1051,6 +1067,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateDatasetResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_dataset(params, opts)
   local res, err, meta = _M._invoke(self, "CreateDataset", "create_dataset", params, opts)
   return res, err, meta
@@ -1087,6 +1104,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateDecodeBlindWatermarkTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_decode_blind_watermark_task(params, opts)
   local res, err, meta = _M._invoke(self, "CreateDecodeBlindWatermarkTask",
     "create_decode_blind_watermark_task", params, opts)
@@ -1121,6 +1139,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateFacesSearchingTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_faces_searching_task(params, opts)
   local res, err, meta = _M._invoke(self, "CreateFacesSearchingTask", "create_faces_searching_task", params, opts)
   return res, err, meta
@@ -1152,6 +1171,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateFigureClusteringTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_figure_clustering_task(params, opts)
   local res, err, meta = _M._invoke(self, "CreateFigureClusteringTask",
     "create_figure_clustering_task", params, opts)
@@ -1188,6 +1208,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateFigureClustersMergingTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_figure_clusters_merging_task(params, opts)
   local res, err, meta = _M._invoke(self, "CreateFigureClustersMergingTask",
     "create_figure_clusters_merging_task", params, opts)
@@ -1225,6 +1246,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateFileCompressionTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_file_compression_task(params, opts)
   local res, err, meta = _M._invoke(self, "CreateFileCompressionTask", "create_file_compression_task", params, opts)
   return res, err, meta
@@ -1260,6 +1282,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateFileUncompressionTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_file_uncompression_task(params, opts)
   local res, err, meta = _M._invoke(self, "CreateFileUncompressionTask",
     "create_file_uncompression_task", params, opts)
@@ -1302,6 +1325,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateHighlightTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_highlight_task(params, opts)
   local res, err, meta = _M._invoke(self, "CreateHighlightTask", "create_highlight_task", params, opts)
   return res, err, meta
@@ -1338,6 +1362,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateImageModerationTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_image_moderation_task(params, opts)
   local res, err, meta = _M._invoke(self, "CreateImageModerationTask", "create_image_moderation_task", params, opts)
   return res, err, meta
@@ -1382,6 +1407,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateImageSplicingTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_image_splicing_task(params, opts)
   local res, err, meta = _M._invoke(self, "CreateImageSplicingTask", "create_image_splicing_task", params, opts)
   return res, err, meta
@@ -1415,6 +1441,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateImageToPDFTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_image_to_pdf_task(params, opts)
   local res, err, meta = _M._invoke(self, "CreateImageToPDFTask", "create_image_to_pdf_task", params, opts)
   return res, err, meta
@@ -1451,6 +1478,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateLocationDateClusteringTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_location_date_clustering_task(params, opts)
   local res, err, meta = _M._invoke(self, "CreateLocationDateClusteringTask",
     "create_location_date_clustering_task", params, opts)
@@ -1490,6 +1518,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateMediaConvertTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_media_convert_task(params, opts)
   local res, err, meta = _M._invoke(self, "CreateMediaConvertTask", "create_media_convert_task", params, opts)
   return res, err, meta
@@ -1555,6 +1584,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateOfficeConversionTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_office_conversion_task(params, opts)
   local res, err, meta = _M._invoke(self, "CreateOfficeConversionTask",
     "create_office_conversion_task", params, opts)
@@ -1591,6 +1621,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateProjectResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_project(params, opts)
   local res, err, meta = _M._invoke(self, "CreateProject", "create_project", params, opts)
   return res, err, meta
@@ -1622,6 +1653,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateSimilarImageClusteringTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_similar_image_clustering_task(params, opts)
   local res, err, meta = _M._invoke(self, "CreateSimilarImageClusteringTask",
     "create_similar_image_clustering_task", params, opts)
@@ -1668,6 +1700,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateStoryResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_story(params, opts)
   local res, err, meta = _M._invoke(self, "CreateStory", "create_story", params, opts)
   return res, err, meta
@@ -1698,6 +1731,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateTriggerResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_trigger(params, opts)
   local res, err, meta = _M._invoke(self, "CreateTrigger", "create_trigger", params, opts)
   return res, err, meta
@@ -1731,6 +1765,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateVideoLabelClassificationTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_video_label_classification_task(params, opts)
   local res, err, meta = _M._invoke(self, "CreateVideoLabelClassificationTask",
     "create_video_label_classification_task", params, opts)
@@ -1768,6 +1803,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateVideoModerationTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_video_moderation_task(params, opts)
   local res, err, meta = _M._invoke(self, "CreateVideoModerationTask", "create_video_moderation_task", params, opts)
   return res, err, meta
@@ -1791,6 +1827,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DeleteBatchResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:delete_batch(params, opts)
   local res, err, meta = _M._invoke(self, "DeleteBatch", "delete_batch", params, opts)
   return res, err, meta
@@ -1814,6 +1851,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DeleteBindingResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:delete_binding(params, opts)
   local res, err, meta = _M._invoke(self, "DeleteBinding", "delete_binding", params, opts)
   return res, err, meta
@@ -1836,6 +1874,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DeleteDatasetResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:delete_dataset(params, opts)
   local res, err, meta = _M._invoke(self, "DeleteDataset", "delete_dataset", params, opts)
   return res, err, meta
@@ -1859,6 +1898,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DeleteFileMetaResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:delete_file_meta(params, opts)
   local res, err, meta = _M._invoke(self, "DeleteFileMeta", "delete_file_meta", params, opts)
   return res, err, meta
@@ -1884,6 +1924,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DeleteLocationDateClusterResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:delete_location_date_cluster(params, opts)
   local res, err, meta = _M._invoke(self, "DeleteLocationDateCluster", "delete_location_date_cluster", params, opts)
   return res, err, meta
@@ -1905,6 +1946,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DeleteProjectResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:delete_project(params, opts)
   local res, err, meta = _M._invoke(self, "DeleteProject", "delete_project", params, opts)
   return res, err, meta
@@ -1929,6 +1971,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DeleteStoryResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:delete_story(params, opts)
   local res, err, meta = _M._invoke(self, "DeleteStory", "delete_story", params, opts)
   return res, err, meta
@@ -1952,6 +1995,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DeleteTriggerResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:delete_trigger(params, opts)
   local res, err, meta = _M._invoke(self, "DeleteTrigger", "delete_trigger", params, opts)
   return res, err, meta
@@ -1973,6 +2017,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DetachOSSBucketResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:detach_oss_bucket(params, opts)
   local res, err, meta = _M._invoke(self, "DetachOSSBucket", "detach_oss_bucket", params, opts)
   return res, err, meta
@@ -1999,6 +2044,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DetectImageBodiesResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:detect_image_bodies(params, opts)
   local res, err, meta = _M._invoke(self, "DetectImageBodies", "detect_image_bodies", params, opts)
   return res, err, meta
@@ -2024,6 +2070,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DetectImageCarsResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:detect_image_cars(params, opts)
   local res, err, meta = _M._invoke(self, "DetectImageCars", "detect_image_cars", params, opts)
   return res, err, meta
@@ -2049,6 +2096,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DetectImageCodesResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:detect_image_codes(params, opts)
   local res, err, meta = _M._invoke(self, "DetectImageCodes", "detect_image_codes", params, opts)
   return res, err, meta
@@ -2077,6 +2125,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DetectImageCroppingResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:detect_image_cropping(params, opts)
   local res, err, meta = _M._invoke(self, "DetectImageCropping", "detect_image_cropping", params, opts)
   return res, err, meta
@@ -2102,6 +2151,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DetectImageFacesResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:detect_image_faces(params, opts)
   local res, err, meta = _M._invoke(self, "DetectImageFaces", "detect_image_faces", params, opts)
   return res, err, meta
@@ -2128,6 +2178,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DetectImageLabelsResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:detect_image_labels(params, opts)
   local res, err, meta = _M._invoke(self, "DetectImageLabels", "detect_image_labels", params, opts)
   return res, err, meta
@@ -2153,6 +2204,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DetectImageScoreResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:detect_image_score(params, opts)
   local res, err, meta = _M._invoke(self, "DetectImageScore", "detect_image_score", params, opts)
   return res, err, meta
@@ -2179,6 +2231,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DetectImageTextsResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:detect_image_texts(params, opts)
   local res, err, meta = _M._invoke(self, "DetectImageTexts", "detect_image_texts", params, opts)
   return res, err, meta
@@ -2225,6 +2278,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DetectMediaMetaResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:detect_media_meta(params, opts)
   local res, err, meta = _M._invoke(self, "DetectMediaMeta", "detect_media_meta", params, opts)
   return res, err, meta
@@ -2248,6 +2302,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DetectTextAnomalyResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:detect_text_anomaly(params, opts)
   local res, err, meta = _M._invoke(self, "DetectTextAnomaly", "detect_text_anomaly", params, opts)
   return res, err, meta
@@ -2275,6 +2330,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.EncodeBlindWatermarkResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:encode_blind_watermark(params, opts)
   local res, err, meta = _M._invoke(self, "EncodeBlindWatermark", "encode_blind_watermark", params, opts)
   return res, err, meta
@@ -2301,6 +2357,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.ExtractDocumentTextResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:extract_document_text(params, opts)
   local res, err, meta = _M._invoke(self, "ExtractDocumentText", "extract_document_text", params, opts)
   return res, err, meta
@@ -2335,6 +2392,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.FuzzyQueryResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:fuzzy_query(params, opts)
   local res, err, meta = _M._invoke(self, "FuzzyQuery", "fuzzy_query", params, opts)
   return res, err, meta
@@ -2408,6 +2466,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GenerateVideoPlaylistResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:generate_video_playlist(params, opts)
   local res, err, meta = _M._invoke(self, "GenerateVideoPlaylist", "generate_video_playlist", params, opts)
   return res, err, meta
@@ -2454,6 +2513,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GenerateWebofficeTokenResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:generate_weboffice_token(params, opts)
   local res, err, meta = _M._invoke(self, "GenerateWebofficeToken", "generate_weboffice_token", params, opts)
   return res, err, meta
@@ -2477,6 +2537,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GetBatchResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:get_batch(params, opts)
   local res, err, meta = _M._invoke(self, "GetBatch", "get_batch", params, opts)
   return res, err, meta
@@ -2501,6 +2562,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GetBindingResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:get_binding(params, opts)
   local res, err, meta = _M._invoke(self, "GetBinding", "get_binding", params, opts)
   return res, err, meta
@@ -2530,6 +2592,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GetDRMLicenseResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:get_drm_license(params, opts)
   local res, err, meta = _M._invoke(self, "GetDRMLicense", "get_drm_license", params, opts)
   return res, err, meta
@@ -2555,6 +2618,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GetDatasetResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:get_dataset(params, opts)
   local res, err, meta = _M._invoke(self, "GetDataset", "get_dataset", params, opts)
   return res, err, meta
@@ -2589,6 +2653,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GetDecodeBlindWatermarkResultResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:get_decode_blind_watermark_result(params, opts)
   local res, err, meta = _M._invoke(self, "GetDecodeBlindWatermarkResult",
     "get_decode_blind_watermark_result", params, opts)
@@ -2615,6 +2680,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GetFigureClusterResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:get_figure_cluster(params, opts)
   local res, err, meta = _M._invoke(self, "GetFigureCluster", "get_figure_cluster", params, opts)
   return res, err, meta
@@ -2641,6 +2707,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GetFileMetaResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:get_file_meta(params, opts)
   local res, err, meta = _M._invoke(self, "GetFileMeta", "get_file_meta", params, opts)
   return res, err, meta
@@ -2675,6 +2742,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GetImageModerationResultResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:get_image_moderation_result(params, opts)
   local res, err, meta = _M._invoke(self, "GetImageModerationResult", "get_image_moderation_result", params, opts)
   return res, err, meta
@@ -2700,6 +2768,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GetOSSBucketAttachmentResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:get_oss_bucket_attachment(params, opts)
   local res, err, meta = _M._invoke(self, "GetOSSBucketAttachment", "get_oss_bucket_attachment", params, opts)
   return res, err, meta
@@ -2723,6 +2792,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GetProjectResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:get_project(params, opts)
   local res, err, meta = _M._invoke(self, "GetProject", "get_project", params, opts)
   return res, err, meta
@@ -2748,6 +2818,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GetStoryResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:get_story(params, opts)
   local res, err, meta = _M._invoke(self, "GetStory", "get_story", params, opts)
   return res, err, meta
@@ -2786,6 +2857,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GetTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:get_task(params, opts)
   local res, err, meta = _M._invoke(self, "GetTask", "get_task", params, opts)
   return res, err, meta
@@ -2809,6 +2881,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GetTriggerResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:get_trigger(params, opts)
   local res, err, meta = _M._invoke(self, "GetTrigger", "get_trigger", params, opts)
   return res, err, meta
@@ -2843,6 +2916,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GetVideoLabelClassificationResultResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:get_video_label_classification_result(params, opts)
   local res, err, meta = _M._invoke(self, "GetVideoLabelClassificationResult",
     "get_video_label_classification_result", params, opts)
@@ -2878,6 +2952,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GetVideoModerationResultResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:get_video_moderation_result(params, opts)
   local res, err, meta = _M._invoke(self, "GetVideoModerationResult", "get_video_moderation_result", params, opts)
   return res, err, meta
@@ -2905,6 +2980,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.IndexFileMetaResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:index_file_meta(params, opts)
   local res, err, meta = _M._invoke(self, "IndexFileMeta", "index_file_meta", params, opts)
   return res, err, meta
@@ -2931,6 +3007,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.ListAttachedOSSBucketsResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:list_attached_oss_buckets(params, opts)
   local res, err, meta = _M._invoke(self, "ListAttachedOSSBuckets", "list_attached_oss_buckets", params, opts)
   return res, err, meta
@@ -2992,6 +3069,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.ListBatchesResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:list_batches(params, opts)
   local res, err, meta = _M._invoke(self, "ListBatches", "list_batches", params, opts)
   return res, err, meta
@@ -3050,6 +3128,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.ListBindingsResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:list_bindings(params, opts)
   local res, err, meta = _M._invoke(self, "ListBindings", "list_bindings", params, opts)
   return res, err, meta
@@ -3107,6 +3186,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.ListDatasetsResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:list_datasets(params, opts)
   local res, err, meta = _M._invoke(self, "ListDatasets", "list_datasets", params, opts)
   return res, err, meta
@@ -3164,6 +3244,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.ListProjectsResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:list_projects(params, opts)
   local res, err, meta = _M._invoke(self, "ListProjects", "list_projects", params, opts)
   return res, err, meta
@@ -3215,6 +3296,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.ListRegionsResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:list_regions(params, opts)
   local res, err, meta = _M._invoke(self, "ListRegions", "list_regions", params, opts)
   return res, err, meta
@@ -3254,6 +3336,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.ListTasksResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:list_tasks(params, opts)
   local res, err, meta = _M._invoke(self, "ListTasks", "list_tasks", params, opts)
   return res, err, meta
@@ -3314,6 +3397,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.ListTriggersResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:list_triggers(params, opts)
   local res, err, meta = _M._invoke(self, "ListTriggers", "list_triggers", params, opts)
   return res, err, meta
@@ -3380,6 +3464,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.QueryFigureClustersResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:query_figure_clusters(params, opts)
   local res, err, meta = _M._invoke(self, "QueryFigureClusters", "query_figure_clusters", params, opts)
   return res, err, meta
@@ -3453,6 +3538,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.QueryLocationDateClustersResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:query_location_date_clusters(params, opts)
   local res, err, meta = _M._invoke(self, "QueryLocationDateClusters", "query_location_date_clusters", params, opts)
   return res, err, meta
@@ -3515,6 +3601,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.QuerySimilarImageClustersResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:query_similar_image_clusters(params, opts)
   local res, err, meta = _M._invoke(self, "QuerySimilarImageClusters", "query_similar_image_clusters", params, opts)
   return res, err, meta
@@ -3588,6 +3675,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.QueryStoriesResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:query_stories(params, opts)
   local res, err, meta = _M._invoke(self, "QueryStories", "query_stories", params, opts)
   return res, err, meta
@@ -3647,6 +3735,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.RefreshWebofficeTokenResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:refresh_weboffice_token(params, opts)
   local res, err, meta = _M._invoke(self, "RefreshWebofficeToken", "refresh_weboffice_token", params, opts)
   return res, err, meta
@@ -3674,6 +3763,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.RemoveStoryFilesResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:remove_story_files(params, opts)
   local res, err, meta = _M._invoke(self, "RemoveStoryFiles", "remove_story_files", params, opts)
   return res, err, meta
@@ -3697,6 +3787,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.ResumeBatchResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:resume_batch(params, opts)
   local res, err, meta = _M._invoke(self, "ResumeBatch", "resume_batch", params, opts)
   return res, err, meta
@@ -3720,6 +3811,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.ResumeTriggerResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:resume_trigger(params, opts)
   local res, err, meta = _M._invoke(self, "ResumeTrigger", "resume_trigger", params, opts)
   return res, err, meta
@@ -3746,6 +3838,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.SearchImageFigureClusterResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:search_image_figure_cluster(params, opts)
   local res, err, meta = _M._invoke(self, "SearchImageFigureCluster", "search_image_figure_cluster", params, opts)
   return res, err, meta
@@ -3777,6 +3870,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.SemanticQueryResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:semantic_query(params, opts)
   local res, err, meta = _M._invoke(self, "SemanticQuery", "semantic_query", params, opts)
   return res, err, meta
@@ -3815,6 +3909,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.SimpleQueryResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:simple_query(params, opts)
   local res, err, meta = _M._invoke(self, "SimpleQuery", "simple_query", params, opts)
   return res, err, meta
@@ -3867,6 +3962,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.SuspendBatchResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:suspend_batch(params, opts)
   local res, err, meta = _M._invoke(self, "SuspendBatch", "suspend_batch", params, opts)
   return res, err, meta
@@ -3890,6 +3986,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.SuspendTriggerResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:suspend_trigger(params, opts)
   local res, err, meta = _M._invoke(self, "SuspendTrigger", "suspend_trigger", params, opts)
   return res, err, meta
@@ -3917,6 +4014,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.UpdateBatchResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:update_batch(params, opts)
   local res, err, meta = _M._invoke(self, "UpdateBatch", "update_batch", params, opts)
   return res, err, meta
@@ -3951,6 +4049,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.UpdateDatasetResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:update_dataset(params, opts)
   local res, err, meta = _M._invoke(self, "UpdateDataset", "update_dataset", params, opts)
   return res, err, meta
@@ -3975,6 +4074,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.UpdateFigureClusterResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:update_figure_cluster(params, opts)
   local res, err, meta = _M._invoke(self, "UpdateFigureCluster", "update_figure_cluster", params, opts)
   return res, err, meta
@@ -3999,6 +4099,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.UpdateFileMetaResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:update_file_meta(params, opts)
   local res, err, meta = _M._invoke(self, "UpdateFileMeta", "update_file_meta", params, opts)
   return res, err, meta
@@ -4027,6 +4128,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.UpdateLocationDateClusterResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:update_location_date_cluster(params, opts)
   local res, err, meta = _M._invoke(self, "UpdateLocationDateCluster", "update_location_date_cluster", params, opts)
   return res, err, meta
@@ -4062,6 +4164,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.UpdateProjectResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:update_project(params, opts)
   local res, err, meta = _M._invoke(self, "UpdateProject", "update_project", params, opts)
   return res, err, meta
@@ -4092,6 +4195,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.UpdateStoryResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:update_story(params, opts)
   local res, err, meta = _M._invoke(self, "UpdateStory", "update_story", params, opts)
   return res, err, meta
@@ -4119,6 +4223,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.UpdateTriggerResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:update_trigger(params, opts)
   local res, err, meta = _M._invoke(self, "UpdateTrigger", "update_trigger", params, opts)
   return res, err, meta

@@ -585,6 +585,7 @@ end
 ---@param params imm.ListBindingsParams
 ---@return imm.ListBindingsResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function Client:list_bindings(params, opts)
   local res, err, meta = Client._invoke(self, "ListBindings", "list_bindings", params, opts)
   return res, err, meta
@@ -722,6 +723,7 @@ end
 ---@param params imm.BindingParams
 ---@return imm.CreateBindingResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function Client:create_binding(params, opts)
   local res, err, meta = Client._invoke(self, "CreateBinding", "create_binding", params, opts)
   return res, err, meta
@@ -738,6 +740,7 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GetBindingResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function Client:get_binding(params, opts)
   local res, err, meta = Client._invoke(self, "GetBinding", "get_binding", params, opts)
   return res, err, meta
@@ -753,6 +756,7 @@ end
 ---@param params imm.StopBindingParams
 ---@return { RequestId: string }|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function Client:stop_binding(params, opts)
   local res, err, meta = Client._invoke(self, "StopBinding", "stop_binding", params, opts)
   return res, err, meta
@@ -766,6 +770,7 @@ end
 ---@param params imm.BindingParams
 ---@return { RequestId: string }|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function Client:resume_binding(params, opts)
   local res, err, meta = Client._invoke(self, "ResumeBinding", "resume_binding", params, opts)
   return res, err, meta
@@ -781,6 +786,7 @@ end
 ---@param params imm.BindingParams
 ---@return { RequestId: string }|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function Client:delete_binding(params, opts)
   local res, err, meta = Client._invoke(self, "DeleteBinding", "delete_binding", params, opts)
   return res, err, meta
@@ -912,6 +918,7 @@ end
 ---@param params imm.ListProjectsParams|nil
 ---@return imm.ListProjectsResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function Client:list_projects(params, opts)
   local res, err, meta = Client._invoke(self, "ListProjects", "list_projects", params, opts)
   return res, err, meta
@@ -936,6 +943,7 @@ end
 ---@param params imm.ListDatasetsParams
 ---@return imm.ListDatasetsResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function Client:list_datasets(params, opts)
   local res, err, meta = Client._invoke(self, "ListDatasets", "list_datasets", params, opts)
   return res, err, meta
