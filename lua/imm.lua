@@ -115,7 +115,7 @@ end
 
 --- Lists one page of bindings on the default client (`client:list_bindings`).
 -- @tparam table params `ProjectName` (required), `DatasetName`, `MaxResults`, `NextToken`, `Name`
--- @tparam[opt] table opts call options: `method`, `idempotent` (as for `client:call`)
+-- @tparam[opt] table opts call options (docs/api.md, "Call options"; as for `client:call`)
 -- @return the response (`res.Bindings`, `res.NextToken`), or nil, err
 -- @usage local res, err = imm.list_bindings{ ProjectName = "immtest" }
 ---@param params imm.ListBindingsParams
@@ -131,7 +131,7 @@ end
 --- Calls any IMM action on the default client (`client:call`).
 -- @tparam string action e.g. "ListBindings"
 -- @tparam[opt] table params
--- @tparam[opt] table opts `method`, `idempotent`
+-- @tparam[opt] table opts call options (docs/api.md, "Call options")
 -- @return the decoded response table, or nil, err
 -- @usage local res, err = imm.call("ListProjects", { MaxResults = 10 })
 ---@param action string
@@ -147,7 +147,7 @@ end
 
 --- Creates a binding on the default client (`client:create_binding`).
 -- @tparam table params `ProjectName`, `DatasetName`, `URI`
--- @tparam[opt] table opts call options: `method`, `idempotent` (as for `client:call`)
+-- @tparam[opt] table opts call options (docs/api.md, "Call options"; as for `client:call`)
 -- @return the response (`res.Binding`), or nil, err
 -- @usage local res, err = imm.create_binding{ ProjectName = "p", DatasetName = "d", URI = "oss://b/photos/" }
 ---@param params imm.BindingParams
@@ -162,7 +162,7 @@ end
 
 --- Reads one binding on the default client (`client:get_binding`).
 -- @tparam table params `ProjectName`, `DatasetName`, `URI`
--- @tparam[opt] table opts call options: `method`, `idempotent` (as for `client:call`)
+-- @tparam[opt] table opts call options (docs/api.md, "Call options"; as for `client:call`)
 -- @return the response (`res.Binding`), or nil, err
 -- @usage local res, err = imm.get_binding{ ProjectName = "p", DatasetName = "d", URI = "oss://b/" }
 ---@param params imm.BindingParams
@@ -177,7 +177,7 @@ end
 
 --- Stops a binding on the default client (`client:stop_binding`).
 -- @tparam table params `ProjectName`, `DatasetName`, `URI`, `Reason`
--- @tparam[opt] table opts call options: `method`, `idempotent` (as for `client:call`)
+-- @tparam[opt] table opts call options (docs/api.md, "Call options"; as for `client:call`)
 -- @return the response, or nil, err
 -- @usage local res, err = imm.stop_binding{ ProjectName = "p", DatasetName = "d", URI = "oss://b/" }
 ---@param params imm.StopBindingParams
@@ -192,7 +192,7 @@ end
 
 --- Resumes a stopped binding on the default client (`client:resume_binding`).
 -- @tparam table params `ProjectName`, `DatasetName`, `URI`
--- @tparam[opt] table opts call options: `method`, `idempotent` (as for `client:call`)
+-- @tparam[opt] table opts call options (docs/api.md, "Call options"; as for `client:call`)
 -- @return the response, or nil, err
 -- @usage local res, err = imm.resume_binding{ ProjectName = "p", DatasetName = "d", URI = "oss://b/" }
 ---@param params imm.BindingParams
@@ -207,7 +207,7 @@ end
 
 --- Deletes a binding on the default client (`client:delete_binding`).
 -- @tparam table params `ProjectName`, `DatasetName`, `URI`
--- @tparam[opt] table opts call options: `method`, `idempotent` (as for `client:call`)
+-- @tparam[opt] table opts call options (docs/api.md, "Call options"; as for `client:call`)
 -- @return the response, or nil, err
 -- @usage local res, err = imm.delete_binding{ ProjectName = "p", DatasetName = "d", URI = "oss://b/" }
 ---@param params imm.BindingParams
@@ -269,7 +269,7 @@ end
 
 --- Lists one page of projects on the default client (`client:list_projects`).
 -- @tparam[opt] table params `MaxResults`, `NextToken`, `Prefix`, `Tag`
--- @tparam[opt] table opts call options: `method`, `idempotent` (as for `client:call`)
+-- @tparam[opt] table opts call options (docs/api.md, "Call options"; as for `client:call`)
 -- @return the response (`res.Projects`, `res.NextToken`), or nil, err
 -- @usage local res, err = imm.list_projects{ Prefix = "media-" }
 ---@param params imm.ListProjectsParams|nil
@@ -284,7 +284,7 @@ end
 
 --- Lists one page of a project's datasets on the default client (`client:list_datasets`).
 -- @tparam table params `ProjectName` (required), `MaxResults`, `NextToken`, `Prefix`
--- @tparam[opt] table opts call options: `method`, `idempotent` (as for `client:call`)
+-- @tparam[opt] table opts call options (docs/api.md, "Call options"; as for `client:call`)
 -- @return the response (`res.Datasets`, `res.NextToken`), or nil, err
 -- @usage local res, err = imm.list_datasets{ ProjectName = "immtest" }
 ---@param params imm.ListDatasetsParams

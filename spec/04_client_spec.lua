@@ -302,6 +302,291 @@ describe("client against the local IMM server", function()
     end)
   end)
 
+  describe("call options", function()
+    local function refused_call(opts, pattern)
+      local c = srv.client {}
+      local res, err = c:list_bindings({ ProjectName = "immtest" }, opts)
+      assert.is_nil(res)
+      assert.equal("InvalidParameter", err.code)
+      if pattern then assert.matches(pattern, err.message) end
+      assert.equal(0, #srv.log(), "a refused call must send nothing")
+      return err
+    end
+
+    it("refuses unknown names with a hint, bad types and ranges, before anything is sent", function()
+      refused_call({ deadlin = 1 }, 'did you mean "deadline"')
+      refused_call({ max_retires = 1 }, 'did you mean "max_retries"')
+      refused_call({ timeout = "1" }, "timeout")
+      refused_call({ timeout = 0 }, "timeout")
+      refused_call({ timeout = 0 / 0 }, "timeout")
+      refused_call({ deadline = -1 }, "deadline")
+      refused_call({ deadline = math.huge }, "deadline")
+      refused_call({ max_retries = 1.5 }, "max_retries")
+      refused_call({ max_retries = 21 }, "max_retries")
+      refused_call({ max_retries = "2" }, "max_retries")
+      refused_call({ headers = "traceparent: x" }, "headers")
+      refused_call({ headers = { "traceparent: x" } }, "header")
+      refused_call({ headers = { traceparent = 1 } }, "traceparent")
+      refused_call({ headers = { traceparent = "a\r\nEvil: 1" } }, "traceparent")
+      refused_call({ headers = { ["bad name"] = "x" } }, "bad name")
+      refused_call({ meta = "yes" }, "meta")
+    end)
+
+    it("refuses reserved headers, in any case", function()
+      for _, name in ipairs { "Authorization", "host", "HOST", "x-acs-date", "X-Acs-Signature-Nonce",
+          "x-acs-signature-method", "x-acs-signature-version", "x-acs-security-token", "Content-Length",
+          "content-type", "x-acs-content-sha256", "x-acs-action", "x-acs-version", "x-acs-accesskey-id",
+          "transfer-encoding", "connection", "user-agent", "accept-encoding", "expect" } do
+        refused_call({ headers = { [name] = "v" } }, "reserved")
+      end
+    end)
+
+    it("overrides max_retries for one call, both ways", function()
+      srv.fault { mode = "throttle", count = -1 }
+      local _, err = srv.client { max_retries = 3 }:list_bindings({ ProjectName = "immtest" }, { max_retries = 0 })
+      assert.equal("Throttling.User", err.code)
+      assert.equal(1, err.attempts)
+      assert.equal(1, #srv.log())
+      srv.reset()
+      srv.fault { mode = "throttle", count = 2 }
+      assert(srv.client { max_retries = 0 }:list_bindings({ ProjectName = "immtest", MaxResults = 1 },
+        { max_retries = 2 }))
+      assert.equal(3, #srv.log())
+    end)
+
+    it("overrides timeout for one call, both ways", function()
+      srv.fault { mode = "slow", delay = 1.5 }
+      local _, err = srv.client { timeout = 10, max_retries = 0 }:list_bindings({ ProjectName = "immtest" },
+        { timeout = 0.3 })
+      assert.equal("Timeout", err.code)
+      srv.reset()
+      srv.fault { mode = "slow", delay = 0.6 }
+      assert(srv.client { timeout = 0.2, max_retries = 0 }:list_bindings({ ProjectName = "immtest",
+        MaxResults = 1 }, { timeout = 5 }))
+    end)
+
+    it("overrides the deadline for one call", function()
+      srv.fault { mode = "throttle", count = -1, retry_after_ms = 400 }
+      local _, err = srv.client { max_retries = 20 }:list_bindings({ ProjectName = "immtest" }, { deadline = 0.5 })
+      assert.equal("Throttling.User", err.code)
+      assert.matches("deadline of 0.5s", err.message)
+      assert.is_true(err.attempts < 5)
+    end)
+
+    it("sends extra headers: x-acs-* signed, the others unsigned, as the official SDK signs them", function()
+      local c = srv.client {}
+      assert(c:list_bindings({ ProjectName = "immtest", MaxResults = 1 },
+        { headers = { traceparent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+          ["X-Acs-Trace-Id"] = "t-1" } }))
+      local h = srv.log()[1].headers
+      assert.equal("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01", h.traceparent)
+      assert.equal("t-1", h["x-acs-trace-id"])
+      -- the signed set, from the Authorization header imm sends
+      local seen
+      local t = function(req)
+        seen = req.headers
+        return { status = 200, headers = {}, body = '{"RequestId":"r","Bindings":[]}' }
+      end
+      local c2 = assert(imm.new { endpoint = "https://imm.test", access_key_id = "id", access_key_secret = "s",
+        transport = t })
+      assert(c2:list_bindings({ ProjectName = "p" }, { headers = { traceparent = "tp", ["x-acs-trace-id"] = "t" } }))
+      local auth
+      for k, v in pairs(seen) do if k:lower() == "authorization" then auth = v end end
+      local signed = auth:match("SignedHeaders=([^,]+)")
+      assert.matches("x%-acs%-trace%-id", signed)
+      assert.is_nil(signed:find("traceparent", 1, true))
+      local tp
+      for k, v in pairs(seen) do if k:lower() == "traceparent" then tp = v end end
+      assert.equal("tp", tp)
+    end)
+
+    it("sends extra headers with the V2 signature too", function()
+      assert(srv.client { signature_algorithm = "v2" }:list_bindings({ ProjectName = "immtest", MaxResults = 1 },
+        { headers = { traceparent = "tp-v2" } }))
+      assert.equal("tp-v2", srv.log()[1].headers.traceparent)
+    end)
+
+    it("returns the call's metadata as a third value only when asked", function()
+      local c = srv.client {}
+      local r0, e0, m0 = c:list_bindings { ProjectName = "immtest", MaxResults = 1 }
+      assert.is_table(r0)
+      assert.is_nil(e0)
+      assert.is_nil(m0, "no metadata unless asked")
+      srv.fault { mode = "throttle", count = 1 }
+      local res, err, meta = c:list_bindings({ ProjectName = "immtest", MaxResults = 1 }, { meta = true })
+      assert.is_nil(err)
+      assert.equal(res.RequestId, meta.request_id)
+      assert.equal(200, meta.status)
+      assert.equal(2, meta.attempts)
+      assert.is_number(meta.elapsed)
+      assert.is_true(meta.elapsed >= 0)
+      assert.is_string(meta.headers["content-type"])
+      assert.equal("ListBindings", meta.action)
+      local r2, e2, m2 = c:call("ListBindings", { ProjectName = "nope-no-such" }, { meta = true })
+      assert.is_nil(r2)
+      assert.is_table(e2)
+      assert.is_nil(m2)
+    end)
+  end)
+
+  describe("hooks", function()
+    local log = require "imm.log"
+
+    it("are refused unless functions", function()
+      local c, err = imm.new { endpoint = srv.url, access_key_id = "a", access_key_secret = "b", on_request = true }
+      assert.is_nil(c)
+      assert.equal("InvalidParameter", err.code)
+      c, err = imm.new { endpoint = srv.url, access_key_id = "a", access_key_secret = "b", on_respons = print }
+      assert.is_nil(c)
+      assert.matches('did you mean "on_response"', err.message)
+    end)
+
+    it("see every attempt, and never a secret", function()
+      local reqs, resps = {}, {}
+      local c = srv.client {
+        on_request = function(info) reqs[#reqs + 1] = info end,
+        on_response = function(info) resps[#resps + 1] = info end,
+      }
+      srv.fault { mode = "throttle", count = 1 }
+      assert(c:list_bindings({ ProjectName = "immtest", MaxResults = 1 }, { headers = { traceparent = "tp" } }))
+      assert.equal(2, #reqs)
+      assert.equal(2, #resps)
+      for i = 1, 2 do
+        assert.equal("ListBindings", reqs[i].action)
+        assert.equal(i, reqs[i].attempt)
+        assert.equal("POST", reqs[i].method)
+        assert.equal(srv.url .. "/", reqs[i].url:sub(1, #srv.url + 1))
+        assert.equal("tp", reqs[i].headers.traceparent)
+        assert.equal(i, resps[i].attempt)
+        assert.equal("ListBindings", resps[i].action)
+        assert.is_number(resps[i].elapsed)
+      end
+      assert.equal(429, resps[1].status)
+      assert.equal("Throttling.User", resps[1].code)
+      assert.is_true(resps[1].retry)
+      assert.is_string(resps[1].request_id)
+      assert.equal(200, resps[2].status)
+      assert.is_nil(resps[2].code)
+      assert.is_false(resps[2].retry)
+      assert.is_string(resps[2].request_id)
+      assert_no_secret(reqs, resps)
+      for _, info in ipairs(reqs) do
+        assert.is_false(deep_find(info, "Signature"), "a signature leaked")
+        for k in pairs(info.headers) do assert.is_nil(k:lower():find("authorization"), k) end
+      end
+    end)
+
+    it("never see the security token", function()
+      local token = "tok-" .. SECRET
+      local srv2 = fixture.start { token = token }
+      finally(srv2.stop)
+      local seen = {}
+      local c = srv2.client { security_token = token, signature_algorithm = "v2",
+        on_request = function(info) seen[#seen + 1] = info end,
+        on_response = function(info) seen[#seen + 1] = info end }
+      assert(c:list_bindings { ProjectName = "immtest", MaxResults = 1 })
+      assert.equal(2, #seen)
+      assert.is_false(deep_find(seen, token), "the token leaked")
+      assert.is_false(deep_find(seen, "tok-"), "the token leaked")
+      assert.is_nil(seen[1].url:find("Signature=[^*]"))
+      assert.is_nil(seen[1].url:find("SecurityToken=[^*]"))
+    end)
+
+    it("that raise do not break the call, and are logged once per client and hook", function()
+      local lines = {}
+      local warn = log.warn
+      log.warn = function(m) lines[#lines + 1] = m end
+      finally(function() log.warn = warn end)
+      local c = srv.client { on_request = function() error("boom-req") end,
+        on_response = function() error("boom-resp") end }
+      for _ = 1, 3 do assert(c:list_bindings { ProjectName = "immtest", MaxResults = 1 }) end
+      assert.equal(2, #lines)
+      table.sort(lines)
+      assert.matches("on_request", lines[1])
+      assert.matches("boom%-req", lines[1])
+      assert.matches("on_response", lines[2])
+      local c2 = srv.client { on_request = function() error("boom-req") end }
+      assert(c2:list_bindings { ProjectName = "immtest", MaxResults = 1 })
+      assert.equal(3, #lines)
+    end)
+
+    it("fire for every attempt of a failed call, with the error code and no retry at the end", function()
+      local resps = {}
+      local c = srv.client { max_retries = 1, on_response = function(info) resps[#resps + 1] = info end }
+      srv.fault { mode = "unavailable", count = -1 }
+      assert.is_nil(c:list_bindings { ProjectName = "immtest" })
+      assert.equal(2, #resps)
+      assert.is_true(resps[1].retry)
+      assert.is_false(resps[2].retry)
+      assert.equal("ServiceUnavailable", resps[2].code)
+      assert.equal(503, resps[2].status)
+    end)
+  end)
+
+  describe("call options on pagers and waiters", function()
+    it("pagers and item pagers take them", function()
+      local c = srv.client {}
+      local n = 0
+      for b in c:bindings({ ProjectName = "immtest" }, { max_items = 3, page_size = 1,
+          headers = { traceparent = "tp-pager" } }) do
+        assert(b)
+        n = n + 1
+      end
+      assert.equal(3, n)
+      assert(c:all("ListBindings", { ProjectName = "immtest" }, { max_items = 2, page_size = 1,
+        headers = { traceparent = "tp-all" } }))
+      for p in c:pages("ListBindings", { ProjectName = "immtest" }, { max_items = 1,
+          headers = { traceparent = "tp-pages" } }) do assert(p) end
+      local log = srv.log()
+      assert.equal(6, #log)
+      for i = 1, 3 do assert.equal("tp-pager", log[i].headers.traceparent) end
+      for i = 4, 5 do assert.equal("tp-all", log[i].headers.traceparent) end
+      assert.equal("tp-pages", log[6].headers.traceparent)
+      srv.reset()
+      srv.fault { mode = "throttle", count = -1 }
+      local all, err = c:all_bindings({ ProjectName = "immtest" }, { max_retries = 0 })
+      assert.is_nil(all)
+      assert.equal(1, err.attempts)
+    end)
+
+    it("pagers refuse bad call options before anything is sent", function()
+      local c = srv.client {}
+      local it = c:bindings({ ProjectName = "immtest" }, { headers = { Host = "x" } })
+      local ok, err = it()
+      assert.is_false(ok)
+      assert.equal("InvalidParameter", err.code)
+      local all
+      all, err = c:all("ListBindings", { ProjectName = "immtest" }, { timeot = 1 })
+      assert.is_nil(all)
+      assert.matches('did you mean "timeout"', err.message)
+      assert.equal(0, #srv.log())
+    end)
+
+    it("waiters take them in opts.call, checked before anything is sent", function()
+      local c = srv.client {}
+      local key = { ProjectName = "immtest", DatasetName = "dataset-1", URI = "oss://bucket-1/" }
+      local res, err = c:wait_binding(key, { state = "Running", timeout = 1, interval = 0.1,
+        call = { headers = { authorization = "x" } } })
+      assert.is_nil(res)
+      assert.equal("InvalidParameter", err.code)
+      res, err = c:wait_task({ ProjectName = "immtest", TaskType = "MediaConvert", TaskId = "t" },
+        { call = { deadlin = 2 } })
+      assert.is_nil(res)
+      assert.equal("InvalidParameter", err.code)
+      assert.equal(0, #srv.log())
+      res = c:wait("ListBindings", { ProjectName = "immtest", MaxResults = 1 },
+        { done = function() return true end, call = { headers = { traceparent = "tp-wait" } } })
+      assert(res)
+      assert.equal("tp-wait", srv.log()[1].headers.traceparent)
+      srv.reset()
+      res, err = c:wait_binding({ ProjectName = "immtest", DatasetName = "no-such-dataset", URI = "oss://nobucket/" },
+        { timeout = 1, interval = 0.1, call = { headers = { traceparent = "tp-wb" } } })
+      assert.is_nil(res)
+      assert.is_string(err.code)
+      assert.equal("tp-wb", srv.log()[1].headers.traceparent)
+    end)
+  end)
+
   describe("module-level API", function()
     it("uses the client set with imm.configure", function()
       assert(imm.configure { endpoint = srv.url, access_key_id = fixture.KEY_ID,

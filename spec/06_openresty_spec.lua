@@ -137,6 +137,62 @@ describe("OpenResty (ngx_lua cosockets)", function()
     assert.equal(6, #srv.log())
   end)
 
+  it("fires the hooks for every attempt on cosockets and on libcurl, with the call's headers", function()
+    for _, t in ipairs { "ngx", "curl" } do
+      srv.reset()
+      srv.fault { mode = "throttle", count = 1 }
+      local r = call("/call", { port = srv.port, mode = "items", page_size = 50, max_items = 60, hooks = 1,
+        traceparent = "tp-" .. t, transport = t })
+      assert.is_nil(r.err)
+      assert.equal(t, r.transport)
+      local log = srv.log()
+      assert.equal(3, #log)  -- throttled, retried, the second page
+      for _, rec in ipairs(log) do assert.equal("tp-" .. t, rec.headers.traceparent) end
+      local kinds = {}
+      for i, h in ipairs(r.hooks) do kinds[i] = string.format("%s %d", h.hook, h.info.attempt) end
+      assert.same({ "request 1", "response 1", "request 2", "response 2", "request 1", "response 1" }, kinds)
+      assert.equal(429, r.hooks[2].info.status)
+      assert.is_true(r.hooks[2].info.retry)
+      assert.equal(200, r.hooks[4].info.status)
+      assert.is_false(r.hooks[4].info.retry)
+      assert.equal("tp-" .. t, r.hooks[1].info.headers.traceparent)
+      assert.is_false(fixture.deep_find(r.hooks, fixture.SECRET), "a hook saw the secret")
+    end
+  end)
+
+  it("the example propagates traceparent and counts calls at /metrics", function()
+    local tid = "4bf92f3577b34da6a3ce929d0e0e4736"
+    local status = ngx_srv.raw("/bindings?project=immtest&dataset=dataset001", {
+      "traceparent: 00-" .. tid .. "-00f067aa0ba902b7-01" })
+    assert.equal(200, status)
+    local log = srv.log()
+    assert.is_true(#log > 0)
+    for _, rec in ipairs(log) do
+      -- the same trace, a span of the gateway's own
+      local v, t, span, flags = rec.headers.traceparent:match("^(%x%x)%-(%x+)%-(%x+)%-(%x%x)$")
+      assert.equal("00", v)
+      assert.equal(tid, t)
+      assert.equal(16, #span)
+      assert.are_not.equal("00f067aa0ba902b7", span)
+      assert.equal("01", flags)
+    end
+    srv.reset()
+    -- none incoming: a new trace
+    assert.equal(200, (ngx_srv.raw("/bindings?project=immtest&dataset=dataset001")))
+    local t2 = srv.log()[1].headers.traceparent:match("^00%-(%x+)%-%x+%-%x%x$")
+    assert.equal(32, #t2)
+    assert.are_not.equal(tid, t2)
+    assert.equal(404, (ngx_srv.raw("/bindings?project=nope")))
+    local st, text = ngx_srv.raw("/metrics")
+    assert.equal(200, st)
+    assert.matches("# TYPE imm_requests_total counter", text, 1, true)
+    local ok200 = tonumber(text:match('imm_requests_total{action="ListBindings",status="200",code=""} (%d+)'))
+    assert.equal(#log + 1, ok200)
+    local missing = tonumber(text:match(
+      'imm_requests_total{action="ListBindings",status="404",code="ResourceNotFound"} (%d+)'))
+    assert.equal(1, missing)
+  end)
+
   it("serves the examples/openresty handler", function()
     local status, body = ngx_srv.raw("/bindings?project=immtest&dataset=dataset001")
     assert.equal(200, status)

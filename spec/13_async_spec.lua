@@ -74,6 +74,28 @@ describe("async tasks", function()
     assert.is_true(iterations > 20 * 20, "the loop turned only " .. iterations .. " times")
   end)
 
+  it("fires the hooks for every attempt inside tasks, and takes call options there", function()
+    srv.fault { mode = "throttle", count = 2 }
+    local seen = {}
+    local c = srv.client { async = true, max_retries = 0,
+      on_request = function(info) seen[#seen + 1] = "request " .. info.attempt end,
+      on_response = function(info) seen[#seen + 1] = string.format("response %d %s", info.attempt,
+        tostring(info.retry)) end }
+    local task = imm.spawn(function()
+      return c:list_bindings({ ProjectName = "immtest", MaxResults = 1 },
+        { max_retries = 2, headers = { traceparent = "tp-task" }, meta = true })
+    end)
+    frame_loop()
+    local ok, res, err, meta = task:result()
+    assert.is_true(ok)
+    assert.is_nil(err)
+    assert.equal(1, #res.Bindings)
+    assert.equal(3, meta.attempts)
+    assert.same({ "request 1", "response 1 true", "request 2", "response 2 true", "request 3",
+      "response 3 false" }, seen)
+    for _, rec in ipairs(srv.log()) do assert.equal("tp-task", rec.headers.traceparent) end
+  end)
+
   it("does not wait in poll(0) while a retry timer runs", function()
     srv.fault { mode = "throttle", retry_after_ms = 400, count = 1 }
     local c = srv.client { async = true, max_retries = 2 }

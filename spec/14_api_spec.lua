@@ -900,8 +900,8 @@ describe("types of what comes back", function()
       end
     end
     for method, action in pairs(actions._actions) do
-      assert.matches("---@return imm." .. action .. "Response|nil res\n---@return imm.Error|nil err\nfunction _M:"
-        .. method .. "(", text, 1, true)
+      assert.matches("---@return imm." .. action .. "Response|nil res\n---@return imm.Error|nil err\n"
+        .. "---@return imm.CallMeta|nil meta with opts.meta = true\nfunction _M:" .. method .. "(", text, 1, true)
     end
     assert.matches("---@field TotalHits number|nil", text:match("@class imm.SimpleQueryResponse\n(.-)\n\n"), 1, true)
   end)

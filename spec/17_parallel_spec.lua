@@ -76,6 +76,18 @@ local function requests(log, action)
   return n
 end
 
+-- The server's log once it holds n records: the server writes a record
+-- after its reply, so the last ones may lag the listing's end a little.
+local function log_of(srv, n)
+  local log
+  for _ = 1, 100 do
+    log = srv.log()
+    if #log >= n then break end
+    core.sleep(0.02)
+  end
+  return log
+end
+
 describe("parallel listing", function()
   local srv, d
   setup(function()
@@ -115,6 +127,63 @@ describe("parallel listing", function()
       end
     end
     assert.equal(DATASETS * 4, taken)
+  end)
+
+  -- each request of the log carries the header; the hooks saw each attempt
+  local function check_hooks(seen, log, retried)
+    assert.equal(#log, seen.requests)
+    assert.equal(#log, seen.responses)
+    assert.equal(#log, seen.traceparent)
+    assert.equal(retried, seen.retried)
+    for _, rec in ipairs(log) do assert.equal("tp-par", rec.headers.traceparent) end
+  end
+
+  local function hooked(o)
+    local seen = { requests = 0, responses = 0, retried = 0, traceparent = 0 }
+    o.on_request = function(info)
+      seen.requests = seen.requests + 1
+      if info.headers.traceparent == "tp-par" then seen.traceparent = seen.traceparent + 1 end
+    end
+    o.on_response = function(info)
+      seen.responses = seen.responses + 1
+      if info.retry then seen.retried = seen.retried + 1 end
+    end
+    return srv.client(o), seen
+  end
+
+  it("takes call options for every chain, and fires the hooks for every attempt", function()
+    srv.fault { mode = "throttle", count = 3 }
+    local c, seen = hooked {}
+    local got, err = drain(c:bindings({ ProjectName = "immtest" }, { concurrency = 4, page_size = 10,
+      headers = { traceparent = "tp-par" } }))
+    assert.is_nil(err)
+    check_listing(d.Bindings, got)
+    local log = log_of(srv, 1 + DATASETS * 4 + 3)
+    assert.equal(1 + DATASETS * 4 + 3, #log)
+    check_hooks(seen, log, 3)
+    srv.reset()
+    srv.data(d)
+    srv.fault { mode = "throttle", count = -1 }
+    local all
+    all, err = c:all_bindings({ ProjectName = "immtest" }, { concurrency = 4, max_retries = 0 })
+    assert.is_nil(all)
+    assert.equal("Throttling.User", err.code)
+    assert.equal(1, err.attempts)
+  end)
+
+  it("logs a hook that raises once per client, however many listings and chains run it", function()
+    local log = require "imm.log"
+    local lines = {}
+    local warn = log.warn
+    log.warn = function(m) lines[#lines + 1] = m end
+    finally(function() log.warn = warn end)
+    local c = srv.client { on_response = function() error("boom") end }
+    for _ = 1, 2 do
+      check_listing(d.Bindings, drain(c:bindings({ ProjectName = "immtest" }, { concurrency = 4, page_size = 10 })))
+    end
+    assert(c:list_bindings { ProjectName = "immtest", MaxResults = 1 })
+    assert.equal(1, #lines)
+    assert.matches("on_response", lines[1])
   end)
 
   it("all_bindings and imm.bindings take concurrency too", function()
@@ -432,6 +501,36 @@ describe("parallel listing inside imm tasks", function()
     assert.is_true(turns > 80, "the frame loop was blocked")
   end)
 
+  it("fires the hooks for every attempt of every chain, with the call's headers", function()
+    srv.fault { mode = "throttle", count = 3 }
+    local seen = { requests = 0, responses = 0, retried = 0, traceparent = 0 }
+    local c = srv.client { async = true,
+      on_request = function(info)
+        seen.requests = seen.requests + 1
+        if info.headers.traceparent == "tp-par" then seen.traceparent = seen.traceparent + 1 end
+      end,
+      on_response = function(info)
+        seen.responses = seen.responses + 1
+        if info.retry then seen.retried = seen.retried + 1 end
+      end }
+    local task = imm.spawn(function()
+      return drain(c:bindings({ ProjectName = "immtest" }, { concurrency = 4, page_size = 10,
+        headers = { traceparent = "tp-par" } }))
+    end)
+    while imm.poll(0) > 0 do end
+    local ok, got, err = task:result()
+    assert.is_true(ok)
+    assert.is_nil(err)
+    check_listing(d.Bindings, got)
+    local log = log_of(srv, 1 + DATASETS * 4 + 3)
+    assert.equal(1 + DATASETS * 4 + 3, #log)
+    assert.equal(#log, seen.requests)
+    assert.equal(#log, seen.responses)
+    assert.equal(#log, seen.traceparent)
+    assert.equal(3, seen.retried)
+    for _, rec in ipairs(log) do assert.equal("tp-par", rec.headers.traceparent) end
+  end)
+
   it("an async client outside a task drives imm.poll itself; a listing may move between tasks", function()
     srv.fault { mode = "slow", delay = 0.05, count = -1 }
     local c = srv.client { async = true }
@@ -670,6 +769,20 @@ describe("parallel listing inside nginx", function()
     assert.is_nil(r.err)
     assert.is_true(check_listing(d.Bindings, got) > DATASETS, "the datasets did not interleave")
     assert.equal(5, fixture.peak_in_flight(srv.log()))
+  end)
+
+  it("fires the hooks for every attempt on the light threads, with the call's headers", function()
+    srv.fault { mode = "throttle", count = 3 }
+    local r, got = list { concurrency = 4, page_size = 10, hooks = 1, traceparent = "tp-ngx" }
+    assert.is_nil(r.err)
+    check_listing(d.Bindings, got)
+    local log = log_of(srv, 1 + DATASETS * 4 + 3)
+    assert.equal(1 + DATASETS * 4 + 3, #log)
+    assert.equal(#log, r.hooks.requests)
+    assert.equal(#log, r.hooks.responses)
+    assert.equal(#log, r.hooks.traceparent)
+    assert.equal(3, r.hooks.retried)
+    for _, rec in ipairs(log) do assert.equal("tp-ngx", rec.headers.traceparent) end
   end)
 
   it("reports a failed chain once, with err.dataset and err.next_token", function()

@@ -359,12 +359,13 @@ def gen_actions(api, src, tasks):
         o.append("---@param opts imm.CallOptions|nil")
         o.append(f"---@return imm.{name}Response|nil res")
         o.append("---@return imm.Error|nil err")
+        o.append("---@return imm.CallMeta|nil meta with opts.meta = true")
         o.append(f"function _M:{method}(params, opts)")
-        line = f'  local res, err = _M._invoke(self, "{name}", "{method}", params, opts)'
+        line = f'  local res, err, meta = _M._invoke(self, "{name}", "{method}", params, opts)'
         if len(line) > MAX_LINE:
-            line = f'  local res, err = _M._invoke(self, "{name}",\n    "{method}", params, opts)'
+            line = f'  local res, err, meta = _M._invoke(self, "{name}",\n    "{method}", params, opts)'
         o.append(line)
-        o.append("  return res, err")
+        o.append("  return res, err, meta")
         o.append("end")
         o.append("")
         if paging:

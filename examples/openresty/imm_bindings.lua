@@ -13,7 +13,18 @@
 -- 502 for any other failure of IMM's. Change the numbers in
 -- init_by_lua_block, before the first request:
 --   init_by_lua_block { require("imm_bindings").options.deadline = 3 }
+--
+-- Tracing and metrics, in plain ngx_lua:
+-- - OpenTelemetry-style propagation: the caller's W3C `traceparent` (or a
+--   new trace when it sent none) goes to IMM with a span id of our own, as
+--   the call option `headers`;
+-- - Prometheus-style counters: the client's `on_response` hook counts each
+--   attempt in `lua_shared_dict imm_metrics` (every worker adds to the same
+--   counters), and
+--     location = /metrics { content_by_lua_block { require("imm_bindings").metrics() } }
+--   serves them in the text exposition format.
 local imm = require "imm"
+local core = require "imm.core"
 local cjson = require "cjson.safe"
 
 local ngx = ngx
@@ -27,6 +38,36 @@ _M.options = {
   connect_timeout = 1,
 }
 
+-- Counts one attempt: by action, HTTP status (0: no reply) and error code.
+-- A hook must not raise into the call (imm logs it once and goes on), and
+-- it never sees a secret.
+local function count(info)
+  local dict = ngx.shared.imm_metrics
+  if not dict then return end
+  local key = string.format('imm_requests_total{action="%s",status="%d",code="%s"}', info.action,
+    info.status or 0, info.code or "")
+  dict:incr(key, 1, 0)
+  dict:incr("imm_request_seconds_sum", info.elapsed, 0)
+  dict:incr("imm_request_seconds_count", 1, 0)
+  if info.retry then dict:incr("imm_retries_total", 1, 0) end
+end
+
+-- The traceparent to send: the caller's trace with a span of ours, or a
+-- new sampled trace. W3C Trace Context: version-traceid-parentid-flags.
+local function traceparent()
+  local incoming = ngx.var.http_traceparent
+  local trace, flags
+  if incoming then
+    local v, t, p, f = incoming:match("^(%x%x)%-(%x+)%-(%x+)%-(%x%x)$")
+    if v and v ~= "ff" and #t == 32 and #p == 16 and t ~= string.rep("0", 32) and p ~= string.rep("0", 16) then
+      trace, flags = t:lower(), f
+    end
+  end
+  -- imm.core.nonce(): 32 random hex digits
+  trace = trace or core.nonce()
+  return string.format("00-%s-%s-%s", trace, core.nonce():sub(1, 16), flags or "01")
+end
+
 -- One client per worker, made on the first request. It holds no
 -- connection: cosockets belong to a request, and go back to nginx's
 -- keep-alive pool after each call.
@@ -34,7 +75,7 @@ local client
 
 local function get_client()
   if client then return client end
-  local o = {}
+  local o = { on_response = count }
   for k, v in pairs(_M.options) do o[k] = v end
   local ep = getenv("IMM_ENDPOINT")
   if ep and ep ~= "" then o.endpoint = ep else o.region = getenv("ALIBABA_CLOUD_REGION_ID") end
@@ -71,7 +112,7 @@ function _M.list()
   end
   local params = { ProjectName = project, DatasetName = ngx.var.arg_dataset }
   local sent = 0
-  for b, err in c:bindings(params, { page_size = 100 }) do
+  for b, err in c:bindings(params, { page_size = 100, headers = { traceparent = traceparent() } }) do
     if not b then
       ngx.log(ngx.ERR, tostring(err))  -- never contains the secret
       if sent == 0 then
@@ -87,6 +128,34 @@ function _M.list()
     if sent % 100 == 0 then ngx.flush() end
   end
   if sent == 0 then ngx.header.content_type = "application/x-ndjson" end
+end
+
+local HELP = {
+  imm_requests_total = "IMM attempts by action, HTTP status (0: none) and error code.",
+  imm_retries_total = "IMM attempts that were retried.",
+  imm_request_seconds = "Seconds per IMM attempt.",
+}
+local TYPE = { imm_requests_total = "counter", imm_retries_total = "counter", imm_request_seconds = "summary" }
+
+--- The counters of every worker, in Prometheus' text exposition format.
+function _M.metrics()
+  local dict = ngx.shared.imm_metrics
+  ngx.header.content_type = "text/plain; version=0.0.4"
+  if not dict then return ngx.say("# lua_shared_dict imm_metrics is not configured") end
+  local keys = dict:get_keys(0)
+  table.sort(keys)
+  local families, lines = {}, {}
+  for _, k in ipairs(keys) do
+    local name = k:match("^[%w_]+")
+    local family = name:gsub("_sum$", ""):gsub("_count$", "")
+    if not families[family] then
+      families[family] = true
+      lines[#lines + 1] = string.format("# HELP %s %s\n# TYPE %s %s", family, HELP[family] or family,
+        family, TYPE[family] or "untyped")
+    end
+    lines[#lines + 1] = k .. " " .. tostring(dict:get(k))
+  end
+  ngx.print(table.concat(lines, "\n"), "\n")
 end
 
 return _M

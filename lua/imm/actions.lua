@@ -595,9 +595,10 @@ local _M = {}
 ---@param opts imm.CallOptions|nil
 ---@return imm.AddImageMosaicResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:add_image_mosaic(params, opts)
-  local res, err = _M._invoke(self, "AddImageMosaic", "add_image_mosaic", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "AddImageMosaic", "add_image_mosaic", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.AddStoryFilesResponse
@@ -623,9 +624,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.AddStoryFilesResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:add_story_files(params, opts)
-  local res, err = _M._invoke(self, "AddStoryFiles", "add_story_files", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "AddStoryFiles", "add_story_files", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.AttachOSSBucketResponse
@@ -646,9 +648,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.AttachOSSBucketResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:attach_oss_bucket(params, opts)
-  local res, err = _M._invoke(self, "AttachOSSBucket", "attach_oss_bucket", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "AttachOSSBucket", "attach_oss_bucket", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.BatchDeleteFileMetaResponse
@@ -670,9 +673,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.BatchDeleteFileMetaResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:batch_delete_file_meta(params, opts)
-  local res, err = _M._invoke(self, "BatchDeleteFileMeta", "batch_delete_file_meta", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "BatchDeleteFileMeta", "batch_delete_file_meta", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.BatchGetFigureClusterResponse
@@ -695,9 +699,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.BatchGetFigureClusterResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:batch_get_figure_cluster(params, opts)
-  local res, err = _M._invoke(self, "BatchGetFigureCluster", "batch_get_figure_cluster", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "BatchGetFigureCluster", "batch_get_figure_cluster", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.BatchGetFileMetaResponse
@@ -721,9 +726,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.BatchGetFileMetaResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:batch_get_file_meta(params, opts)
-  local res, err = _M._invoke(self, "BatchGetFileMeta", "batch_get_file_meta", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "BatchGetFileMeta", "batch_get_file_meta", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.BatchIndexFileMetaResponse
@@ -748,9 +754,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.BatchIndexFileMetaResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:batch_index_file_meta(params, opts)
-  local res, err = _M._invoke(self, "BatchIndexFileMeta", "batch_index_file_meta", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "BatchIndexFileMeta", "batch_index_file_meta", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.BatchUpdateFileMetaResponse
@@ -773,9 +780,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.BatchUpdateFileMetaResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:batch_update_file_meta(params, opts)
-  local res, err = _M._invoke(self, "BatchUpdateFileMeta", "batch_update_file_meta", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "BatchUpdateFileMeta", "batch_update_file_meta", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CompareImageFacesResponse
@@ -798,9 +806,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CompareImageFacesResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:compare_image_faces(params, opts)
-  local res, err = _M._invoke(self, "CompareImageFaces", "compare_image_faces", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CompareImageFaces", "compare_image_faces", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.ContextualAnswerResponse
@@ -826,9 +835,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.ContextualAnswerResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:contextual_answer(params, opts)
-  local res, err = _M._invoke(self, "ContextualAnswer", "contextual_answer", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "ContextualAnswer", "contextual_answer", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.ContextualRetrievalResponse
@@ -854,9 +864,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.ContextualRetrievalResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:contextual_retrieval(params, opts)
-  local res, err = _M._invoke(self, "ContextualRetrieval", "contextual_retrieval", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "ContextualRetrieval", "contextual_retrieval", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateArchiveFileInspectionTaskResponse
@@ -886,10 +897,11 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateArchiveFileInspectionTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_archive_file_inspection_task(params, opts)
-  local res, err = _M._invoke(self, "CreateArchiveFileInspectionTask",
+  local res, err, meta = _M._invoke(self, "CreateArchiveFileInspectionTask",
     "create_archive_file_inspection_task", params, opts)
-  return res, err
+  return res, err, meta
 end
 
 ---@class imm.CreateBatchResponse
@@ -917,9 +929,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateBatchResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_batch(params, opts)
-  local res, err = _M._invoke(self, "CreateBatch", "create_batch", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateBatch", "create_batch", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateBindingResponse
@@ -941,9 +954,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateBindingResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_binding(params, opts)
-  local res, err = _M._invoke(self, "CreateBinding", "create_binding", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateBinding", "create_binding", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateCompressPointCloudTaskResponse
@@ -982,10 +996,11 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateCompressPointCloudTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_compress_point_cloud_task(params, opts)
-  local res, err = _M._invoke(self, "CreateCompressPointCloudTask",
+  local res, err, meta = _M._invoke(self, "CreateCompressPointCloudTask",
     "create_compress_point_cloud_task", params, opts)
-  return res, err
+  return res, err, meta
 end
 
 ---@class imm.CreateCustomizedStoryResponse
@@ -1017,9 +1032,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateCustomizedStoryResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_customized_story(params, opts)
-  local res, err = _M._invoke(self, "CreateCustomizedStory", "create_customized_story", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateCustomizedStory", "create_customized_story", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateDatasetResponse
@@ -1051,9 +1067,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateDatasetResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_dataset(params, opts)
-  local res, err = _M._invoke(self, "CreateDataset", "create_dataset", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateDataset", "create_dataset", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateDecodeBlindWatermarkTaskResponse
@@ -1087,10 +1104,11 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateDecodeBlindWatermarkTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_decode_blind_watermark_task(params, opts)
-  local res, err = _M._invoke(self, "CreateDecodeBlindWatermarkTask",
+  local res, err, meta = _M._invoke(self, "CreateDecodeBlindWatermarkTask",
     "create_decode_blind_watermark_task", params, opts)
-  return res, err
+  return res, err, meta
 end
 
 ---@class imm.CreateFacesSearchingTaskResponse
@@ -1121,9 +1139,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateFacesSearchingTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_faces_searching_task(params, opts)
-  local res, err = _M._invoke(self, "CreateFacesSearchingTask", "create_faces_searching_task", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateFacesSearchingTask", "create_faces_searching_task", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateFigureClusteringTaskResponse
@@ -1152,9 +1171,11 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateFigureClusteringTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_figure_clustering_task(params, opts)
-  local res, err = _M._invoke(self, "CreateFigureClusteringTask", "create_figure_clustering_task", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateFigureClusteringTask",
+    "create_figure_clustering_task", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateFigureClustersMergingTaskResponse
@@ -1187,10 +1208,11 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateFigureClustersMergingTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_figure_clusters_merging_task(params, opts)
-  local res, err = _M._invoke(self, "CreateFigureClustersMergingTask",
+  local res, err, meta = _M._invoke(self, "CreateFigureClustersMergingTask",
     "create_figure_clusters_merging_task", params, opts)
-  return res, err
+  return res, err, meta
 end
 
 ---@class imm.CreateFileCompressionTaskResponse
@@ -1224,9 +1246,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateFileCompressionTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_file_compression_task(params, opts)
-  local res, err = _M._invoke(self, "CreateFileCompressionTask", "create_file_compression_task", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateFileCompressionTask", "create_file_compression_task", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateFileUncompressionTaskResponse
@@ -1259,9 +1282,11 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateFileUncompressionTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_file_uncompression_task(params, opts)
-  local res, err = _M._invoke(self, "CreateFileUncompressionTask", "create_file_uncompression_task", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateFileUncompressionTask",
+    "create_file_uncompression_task", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateHighlightTaskResponse
@@ -1300,9 +1325,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateHighlightTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_highlight_task(params, opts)
-  local res, err = _M._invoke(self, "CreateHighlightTask", "create_highlight_task", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateHighlightTask", "create_highlight_task", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateImageModerationTaskResponse
@@ -1336,9 +1362,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateImageModerationTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_image_moderation_task(params, opts)
-  local res, err = _M._invoke(self, "CreateImageModerationTask", "create_image_moderation_task", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateImageModerationTask", "create_image_moderation_task", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateImageSplicingTaskResponse
@@ -1380,9 +1407,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateImageSplicingTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_image_splicing_task(params, opts)
-  local res, err = _M._invoke(self, "CreateImageSplicingTask", "create_image_splicing_task", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateImageSplicingTask", "create_image_splicing_task", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateImageToPDFTaskResponse
@@ -1413,9 +1441,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateImageToPDFTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_image_to_pdf_task(params, opts)
-  local res, err = _M._invoke(self, "CreateImageToPDFTask", "create_image_to_pdf_task", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateImageToPDFTask", "create_image_to_pdf_task", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateLocationDateClusteringTaskResponse
@@ -1449,10 +1478,11 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateLocationDateClusteringTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_location_date_clustering_task(params, opts)
-  local res, err = _M._invoke(self, "CreateLocationDateClusteringTask",
+  local res, err, meta = _M._invoke(self, "CreateLocationDateClusteringTask",
     "create_location_date_clustering_task", params, opts)
-  return res, err
+  return res, err, meta
 end
 
 ---@class imm.CreateMediaConvertTaskResponse
@@ -1488,9 +1518,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateMediaConvertTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_media_convert_task(params, opts)
-  local res, err = _M._invoke(self, "CreateMediaConvertTask", "create_media_convert_task", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateMediaConvertTask", "create_media_convert_task", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateOfficeConversionTaskResponse
@@ -1553,9 +1584,11 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateOfficeConversionTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_office_conversion_task(params, opts)
-  local res, err = _M._invoke(self, "CreateOfficeConversionTask", "create_office_conversion_task", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateOfficeConversionTask",
+    "create_office_conversion_task", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateProjectResponse
@@ -1588,9 +1621,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateProjectResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_project(params, opts)
-  local res, err = _M._invoke(self, "CreateProject", "create_project", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateProject", "create_project", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateSimilarImageClusteringTaskResponse
@@ -1619,10 +1653,11 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateSimilarImageClusteringTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_similar_image_clustering_task(params, opts)
-  local res, err = _M._invoke(self, "CreateSimilarImageClusteringTask",
+  local res, err, meta = _M._invoke(self, "CreateSimilarImageClusteringTask",
     "create_similar_image_clustering_task", params, opts)
-  return res, err
+  return res, err, meta
 end
 
 ---@class imm.CreateStoryResponse
@@ -1665,9 +1700,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateStoryResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_story(params, opts)
-  local res, err = _M._invoke(self, "CreateStory", "create_story", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateStory", "create_story", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateTriggerResponse
@@ -1695,9 +1731,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateTriggerResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_trigger(params, opts)
-  local res, err = _M._invoke(self, "CreateTrigger", "create_trigger", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateTrigger", "create_trigger", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.CreateVideoLabelClassificationTaskResponse
@@ -1728,10 +1765,11 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateVideoLabelClassificationTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_video_label_classification_task(params, opts)
-  local res, err = _M._invoke(self, "CreateVideoLabelClassificationTask",
+  local res, err, meta = _M._invoke(self, "CreateVideoLabelClassificationTask",
     "create_video_label_classification_task", params, opts)
-  return res, err
+  return res, err, meta
 end
 
 ---@class imm.CreateVideoModerationTaskResponse
@@ -1765,9 +1803,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.CreateVideoModerationTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:create_video_moderation_task(params, opts)
-  local res, err = _M._invoke(self, "CreateVideoModerationTask", "create_video_moderation_task", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "CreateVideoModerationTask", "create_video_moderation_task", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DeleteBatchResponse
@@ -1788,9 +1827,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DeleteBatchResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:delete_batch(params, opts)
-  local res, err = _M._invoke(self, "DeleteBatch", "delete_batch", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DeleteBatch", "delete_batch", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DeleteBindingResponse
@@ -1811,9 +1851,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DeleteBindingResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:delete_binding(params, opts)
-  local res, err = _M._invoke(self, "DeleteBinding", "delete_binding", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DeleteBinding", "delete_binding", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DeleteDatasetResponse
@@ -1833,9 +1874,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DeleteDatasetResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:delete_dataset(params, opts)
-  local res, err = _M._invoke(self, "DeleteDataset", "delete_dataset", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DeleteDataset", "delete_dataset", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DeleteFileMetaResponse
@@ -1856,9 +1898,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DeleteFileMetaResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:delete_file_meta(params, opts)
-  local res, err = _M._invoke(self, "DeleteFileMeta", "delete_file_meta", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DeleteFileMeta", "delete_file_meta", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DeleteLocationDateClusterResponse
@@ -1881,9 +1924,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DeleteLocationDateClusterResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:delete_location_date_cluster(params, opts)
-  local res, err = _M._invoke(self, "DeleteLocationDateCluster", "delete_location_date_cluster", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DeleteLocationDateCluster", "delete_location_date_cluster", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DeleteProjectResponse
@@ -1902,9 +1946,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DeleteProjectResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:delete_project(params, opts)
-  local res, err = _M._invoke(self, "DeleteProject", "delete_project", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DeleteProject", "delete_project", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DeleteStoryResponse
@@ -1926,9 +1971,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DeleteStoryResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:delete_story(params, opts)
-  local res, err = _M._invoke(self, "DeleteStory", "delete_story", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DeleteStory", "delete_story", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DeleteTriggerResponse
@@ -1949,9 +1995,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DeleteTriggerResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:delete_trigger(params, opts)
-  local res, err = _M._invoke(self, "DeleteTrigger", "delete_trigger", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DeleteTrigger", "delete_trigger", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DetachOSSBucketResponse
@@ -1970,9 +2017,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DetachOSSBucketResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:detach_oss_bucket(params, opts)
-  local res, err = _M._invoke(self, "DetachOSSBucket", "detach_oss_bucket", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DetachOSSBucket", "detach_oss_bucket", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DetectImageBodiesResponse
@@ -1996,9 +2044,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DetectImageBodiesResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:detect_image_bodies(params, opts)
-  local res, err = _M._invoke(self, "DetectImageBodies", "detect_image_bodies", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DetectImageBodies", "detect_image_bodies", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DetectImageCarsResponse
@@ -2021,9 +2070,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DetectImageCarsResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:detect_image_cars(params, opts)
-  local res, err = _M._invoke(self, "DetectImageCars", "detect_image_cars", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DetectImageCars", "detect_image_cars", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DetectImageCodesResponse
@@ -2046,9 +2096,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DetectImageCodesResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:detect_image_codes(params, opts)
-  local res, err = _M._invoke(self, "DetectImageCodes", "detect_image_codes", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DetectImageCodes", "detect_image_codes", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DetectImageCroppingResponse
@@ -2074,9 +2125,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DetectImageCroppingResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:detect_image_cropping(params, opts)
-  local res, err = _M._invoke(self, "DetectImageCropping", "detect_image_cropping", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DetectImageCropping", "detect_image_cropping", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DetectImageFacesResponse
@@ -2099,9 +2151,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DetectImageFacesResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:detect_image_faces(params, opts)
-  local res, err = _M._invoke(self, "DetectImageFaces", "detect_image_faces", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DetectImageFaces", "detect_image_faces", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DetectImageLabelsResponse
@@ -2125,9 +2178,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DetectImageLabelsResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:detect_image_labels(params, opts)
-  local res, err = _M._invoke(self, "DetectImageLabels", "detect_image_labels", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DetectImageLabels", "detect_image_labels", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DetectImageScoreResponse
@@ -2150,9 +2204,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DetectImageScoreResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:detect_image_score(params, opts)
-  local res, err = _M._invoke(self, "DetectImageScore", "detect_image_score", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DetectImageScore", "detect_image_score", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DetectImageTextsResponse
@@ -2176,9 +2231,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DetectImageTextsResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:detect_image_texts(params, opts)
-  local res, err = _M._invoke(self, "DetectImageTexts", "detect_image_texts", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DetectImageTexts", "detect_image_texts", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DetectMediaMetaResponse
@@ -2222,9 +2278,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DetectMediaMetaResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:detect_media_meta(params, opts)
-  local res, err = _M._invoke(self, "DetectMediaMeta", "detect_media_meta", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DetectMediaMeta", "detect_media_meta", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.DetectTextAnomalyResponse
@@ -2245,9 +2302,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.DetectTextAnomalyResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:detect_text_anomaly(params, opts)
-  local res, err = _M._invoke(self, "DetectTextAnomaly", "detect_text_anomaly", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "DetectTextAnomaly", "detect_text_anomaly", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.EncodeBlindWatermarkResponse
@@ -2272,9 +2330,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.EncodeBlindWatermarkResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:encode_blind_watermark(params, opts)
-  local res, err = _M._invoke(self, "EncodeBlindWatermark", "encode_blind_watermark", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "EncodeBlindWatermark", "encode_blind_watermark", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.ExtractDocumentTextResponse
@@ -2298,9 +2357,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.ExtractDocumentTextResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:extract_document_text(params, opts)
-  local res, err = _M._invoke(self, "ExtractDocumentText", "extract_document_text", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "ExtractDocumentText", "extract_document_text", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.FuzzyQueryResponse
@@ -2332,9 +2392,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.FuzzyQueryResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:fuzzy_query(params, opts)
-  local res, err = _M._invoke(self, "FuzzyQuery", "fuzzy_query", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "FuzzyQuery", "fuzzy_query", params, opts)
+  return res, err, meta
 end
 
 --- Every item of every FuzzyQuery page, one by one (the elements of `Files`), following NextToken.
@@ -2405,9 +2466,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GenerateVideoPlaylistResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:generate_video_playlist(params, opts)
-  local res, err = _M._invoke(self, "GenerateVideoPlaylist", "generate_video_playlist", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "GenerateVideoPlaylist", "generate_video_playlist", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.GenerateWebofficeTokenResponse
@@ -2451,9 +2513,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GenerateWebofficeTokenResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:generate_weboffice_token(params, opts)
-  local res, err = _M._invoke(self, "GenerateWebofficeToken", "generate_weboffice_token", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "GenerateWebofficeToken", "generate_weboffice_token", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.GetBatchResponse
@@ -2474,9 +2537,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GetBatchResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:get_batch(params, opts)
-  local res, err = _M._invoke(self, "GetBatch", "get_batch", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "GetBatch", "get_batch", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.GetBindingResponse
@@ -2498,9 +2562,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GetBindingResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:get_binding(params, opts)
-  local res, err = _M._invoke(self, "GetBinding", "get_binding", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "GetBinding", "get_binding", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.GetDRMLicenseResponse
@@ -2527,9 +2592,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GetDRMLicenseResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:get_drm_license(params, opts)
-  local res, err = _M._invoke(self, "GetDRMLicense", "get_drm_license", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "GetDRMLicense", "get_drm_license", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.GetDatasetResponse
@@ -2552,9 +2618,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GetDatasetResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:get_dataset(params, opts)
-  local res, err = _M._invoke(self, "GetDataset", "get_dataset", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "GetDataset", "get_dataset", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.GetDecodeBlindWatermarkResultResponse
@@ -2586,10 +2653,11 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GetDecodeBlindWatermarkResultResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:get_decode_blind_watermark_result(params, opts)
-  local res, err = _M._invoke(self, "GetDecodeBlindWatermarkResult",
+  local res, err, meta = _M._invoke(self, "GetDecodeBlindWatermarkResult",
     "get_decode_blind_watermark_result", params, opts)
-  return res, err
+  return res, err, meta
 end
 
 ---@class imm.GetFigureClusterResponse
@@ -2612,9 +2680,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GetFigureClusterResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:get_figure_cluster(params, opts)
-  local res, err = _M._invoke(self, "GetFigureCluster", "get_figure_cluster", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "GetFigureCluster", "get_figure_cluster", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.GetFileMetaResponse
@@ -2638,9 +2707,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GetFileMetaResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:get_file_meta(params, opts)
-  local res, err = _M._invoke(self, "GetFileMeta", "get_file_meta", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "GetFileMeta", "get_file_meta", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.GetImageModerationResultResponse
@@ -2672,9 +2742,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GetImageModerationResultResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:get_image_moderation_result(params, opts)
-  local res, err = _M._invoke(self, "GetImageModerationResult", "get_image_moderation_result", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "GetImageModerationResult", "get_image_moderation_result", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.GetOSSBucketAttachmentResponse
@@ -2697,9 +2768,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GetOSSBucketAttachmentResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:get_oss_bucket_attachment(params, opts)
-  local res, err = _M._invoke(self, "GetOSSBucketAttachment", "get_oss_bucket_attachment", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "GetOSSBucketAttachment", "get_oss_bucket_attachment", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.GetProjectResponse
@@ -2720,9 +2792,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GetProjectResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:get_project(params, opts)
-  local res, err = _M._invoke(self, "GetProject", "get_project", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "GetProject", "get_project", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.GetStoryResponse
@@ -2745,9 +2818,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GetStoryResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:get_story(params, opts)
-  local res, err = _M._invoke(self, "GetStory", "get_story", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "GetStory", "get_story", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.GetTaskResponse
@@ -2783,9 +2857,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GetTaskResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:get_task(params, opts)
-  local res, err = _M._invoke(self, "GetTask", "get_task", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "GetTask", "get_task", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.GetTriggerResponse
@@ -2806,9 +2881,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GetTriggerResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:get_trigger(params, opts)
-  local res, err = _M._invoke(self, "GetTrigger", "get_trigger", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "GetTrigger", "get_trigger", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.GetVideoLabelClassificationResultResponse
@@ -2840,10 +2916,11 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GetVideoLabelClassificationResultResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:get_video_label_classification_result(params, opts)
-  local res, err = _M._invoke(self, "GetVideoLabelClassificationResult",
+  local res, err, meta = _M._invoke(self, "GetVideoLabelClassificationResult",
     "get_video_label_classification_result", params, opts)
-  return res, err
+  return res, err, meta
 end
 
 ---@class imm.GetVideoModerationResultResponse
@@ -2875,9 +2952,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GetVideoModerationResultResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:get_video_moderation_result(params, opts)
-  local res, err = _M._invoke(self, "GetVideoModerationResult", "get_video_moderation_result", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "GetVideoModerationResult", "get_video_moderation_result", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.IndexFileMetaResponse
@@ -2902,9 +2980,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.IndexFileMetaResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:index_file_meta(params, opts)
-  local res, err = _M._invoke(self, "IndexFileMeta", "index_file_meta", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "IndexFileMeta", "index_file_meta", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.ListAttachedOSSBucketsResponse
@@ -2928,9 +3007,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.ListAttachedOSSBucketsResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:list_attached_oss_buckets(params, opts)
-  local res, err = _M._invoke(self, "ListAttachedOSSBuckets", "list_attached_oss_buckets", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "ListAttachedOSSBuckets", "list_attached_oss_buckets", params, opts)
+  return res, err, meta
 end
 
 --- Every item of every ListAttachedOSSBuckets page, one by one (the elements of `AttachedOSSBuckets`),
@@ -2989,9 +3069,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.ListBatchesResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:list_batches(params, opts)
-  local res, err = _M._invoke(self, "ListBatches", "list_batches", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "ListBatches", "list_batches", params, opts)
+  return res, err, meta
 end
 
 --- Every item of every ListBatches page, one by one (the elements of `Batches`), following NextToken.
@@ -3047,9 +3128,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.ListBindingsResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:list_bindings(params, opts)
-  local res, err = _M._invoke(self, "ListBindings", "list_bindings", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "ListBindings", "list_bindings", params, opts)
+  return res, err, meta
 end
 
 --- Every item of every ListBindings page, one by one (the elements of `Bindings`), following NextToken.
@@ -3104,9 +3186,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.ListDatasetsResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:list_datasets(params, opts)
-  local res, err = _M._invoke(self, "ListDatasets", "list_datasets", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "ListDatasets", "list_datasets", params, opts)
+  return res, err, meta
 end
 
 --- Every item of every ListDatasets page, one by one (the elements of `Datasets`), following NextToken.
@@ -3161,9 +3244,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.ListProjectsResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:list_projects(params, opts)
-  local res, err = _M._invoke(self, "ListProjects", "list_projects", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "ListProjects", "list_projects", params, opts)
+  return res, err, meta
 end
 
 --- Every item of every ListProjects page, one by one (the elements of `Projects`), following NextToken.
@@ -3212,9 +3296,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.ListRegionsResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:list_regions(params, opts)
-  local res, err = _M._invoke(self, "ListRegions", "list_regions", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "ListRegions", "list_regions", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.ListTasksResponse
@@ -3251,9 +3336,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.ListTasksResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:list_tasks(params, opts)
-  local res, err = _M._invoke(self, "ListTasks", "list_tasks", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "ListTasks", "list_tasks", params, opts)
+  return res, err, meta
 end
 
 --- Every item of every ListTasks page, one by one (the elements of `Tasks`), following NextToken.
@@ -3311,9 +3397,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.ListTriggersResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:list_triggers(params, opts)
-  local res, err = _M._invoke(self, "ListTriggers", "list_triggers", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "ListTriggers", "list_triggers", params, opts)
+  return res, err, meta
 end
 
 --- Every item of every ListTriggers page, one by one (the elements of `Triggers`), following NextToken.
@@ -3377,9 +3464,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.QueryFigureClustersResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:query_figure_clusters(params, opts)
-  local res, err = _M._invoke(self, "QueryFigureClusters", "query_figure_clusters", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "QueryFigureClusters", "query_figure_clusters", params, opts)
+  return res, err, meta
 end
 
 --- Every item of every QueryFigureClusters page, one by one (the elements of `FigureClusters`),
@@ -3450,9 +3538,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.QueryLocationDateClustersResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:query_location_date_clusters(params, opts)
-  local res, err = _M._invoke(self, "QueryLocationDateClusters", "query_location_date_clusters", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "QueryLocationDateClusters", "query_location_date_clusters", params, opts)
+  return res, err, meta
 end
 
 --- Every item of every QueryLocationDateClusters page, one by one (the elements of `LocationDateClusters`),
@@ -3512,9 +3601,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.QuerySimilarImageClustersResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:query_similar_image_clusters(params, opts)
-  local res, err = _M._invoke(self, "QuerySimilarImageClusters", "query_similar_image_clusters", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "QuerySimilarImageClusters", "query_similar_image_clusters", params, opts)
+  return res, err, meta
 end
 
 --- Every item of every QuerySimilarImageClusters page, one by one (the elements of `SimilarImageClusters`),
@@ -3585,9 +3675,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.QueryStoriesResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:query_stories(params, opts)
-  local res, err = _M._invoke(self, "QueryStories", "query_stories", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "QueryStories", "query_stories", params, opts)
+  return res, err, meta
 end
 
 --- Every item of every QueryStories page, one by one (the elements of `Stories`), following NextToken.
@@ -3644,9 +3735,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.RefreshWebofficeTokenResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:refresh_weboffice_token(params, opts)
-  local res, err = _M._invoke(self, "RefreshWebofficeToken", "refresh_weboffice_token", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "RefreshWebofficeToken", "refresh_weboffice_token", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.RemoveStoryFilesResponse
@@ -3671,9 +3763,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.RemoveStoryFilesResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:remove_story_files(params, opts)
-  local res, err = _M._invoke(self, "RemoveStoryFiles", "remove_story_files", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "RemoveStoryFiles", "remove_story_files", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.ResumeBatchResponse
@@ -3694,9 +3787,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.ResumeBatchResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:resume_batch(params, opts)
-  local res, err = _M._invoke(self, "ResumeBatch", "resume_batch", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "ResumeBatch", "resume_batch", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.ResumeTriggerResponse
@@ -3717,9 +3811,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.ResumeTriggerResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:resume_trigger(params, opts)
-  local res, err = _M._invoke(self, "ResumeTrigger", "resume_trigger", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "ResumeTrigger", "resume_trigger", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.SearchImageFigureClusterResponse
@@ -3743,9 +3838,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.SearchImageFigureClusterResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:search_image_figure_cluster(params, opts)
-  local res, err = _M._invoke(self, "SearchImageFigureCluster", "search_image_figure_cluster", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "SearchImageFigureCluster", "search_image_figure_cluster", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.SemanticQueryResponse
@@ -3774,9 +3870,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.SemanticQueryResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:semantic_query(params, opts)
-  local res, err = _M._invoke(self, "SemanticQuery", "semantic_query", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "SemanticQuery", "semantic_query", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.SimpleQueryResponse
@@ -3812,9 +3909,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.SimpleQueryResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:simple_query(params, opts)
-  local res, err = _M._invoke(self, "SimpleQuery", "simple_query", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "SimpleQuery", "simple_query", params, opts)
+  return res, err, meta
 end
 
 --- Every item of every SimpleQuery page, one by one (the elements of `Files`), following NextToken.
@@ -3864,9 +3962,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.SuspendBatchResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:suspend_batch(params, opts)
-  local res, err = _M._invoke(self, "SuspendBatch", "suspend_batch", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "SuspendBatch", "suspend_batch", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.SuspendTriggerResponse
@@ -3887,9 +3986,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.SuspendTriggerResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:suspend_trigger(params, opts)
-  local res, err = _M._invoke(self, "SuspendTrigger", "suspend_trigger", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "SuspendTrigger", "suspend_trigger", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.UpdateBatchResponse
@@ -3914,9 +4014,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.UpdateBatchResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:update_batch(params, opts)
-  local res, err = _M._invoke(self, "UpdateBatch", "update_batch", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "UpdateBatch", "update_batch", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.UpdateDatasetResponse
@@ -3948,9 +4049,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.UpdateDatasetResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:update_dataset(params, opts)
-  local res, err = _M._invoke(self, "UpdateDataset", "update_dataset", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "UpdateDataset", "update_dataset", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.UpdateFigureClusterResponse
@@ -3972,9 +4074,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.UpdateFigureClusterResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:update_figure_cluster(params, opts)
-  local res, err = _M._invoke(self, "UpdateFigureCluster", "update_figure_cluster", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "UpdateFigureCluster", "update_figure_cluster", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.UpdateFileMetaResponse
@@ -3996,9 +4099,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.UpdateFileMetaResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:update_file_meta(params, opts)
-  local res, err = _M._invoke(self, "UpdateFileMeta", "update_file_meta", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "UpdateFileMeta", "update_file_meta", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.UpdateLocationDateClusterResponse
@@ -4024,9 +4128,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.UpdateLocationDateClusterResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:update_location_date_cluster(params, opts)
-  local res, err = _M._invoke(self, "UpdateLocationDateCluster", "update_location_date_cluster", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "UpdateLocationDateCluster", "update_location_date_cluster", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.UpdateProjectResponse
@@ -4059,9 +4164,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.UpdateProjectResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:update_project(params, opts)
-  local res, err = _M._invoke(self, "UpdateProject", "update_project", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "UpdateProject", "update_project", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.UpdateStoryResponse
@@ -4089,9 +4195,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.UpdateStoryResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:update_story(params, opts)
-  local res, err = _M._invoke(self, "UpdateStory", "update_story", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "UpdateStory", "update_story", params, opts)
+  return res, err, meta
 end
 
 ---@class imm.UpdateTriggerResponse
@@ -4116,9 +4223,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.UpdateTriggerResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function _M:update_trigger(params, opts)
-  local res, err = _M._invoke(self, "UpdateTrigger", "update_trigger", params, opts)
-  return res, err
+  local res, err, meta = _M._invoke(self, "UpdateTrigger", "update_trigger", params, opts)
+  return res, err, meta
 end
 
 --- Pager name -> action name: the named item pagers above (each with its all_ twin).

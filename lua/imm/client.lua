@@ -26,6 +26,7 @@ local response = require "imm.response"
 local log = require "imm.log"
 local async = require "imm.async"
 local waiter = require "imm.waiter"
+local callopts = require "imm.callopts"
 
 local VERSION = "0.1.0"
 
@@ -57,6 +58,8 @@ local VERSION = "0.1.0"
 ---@field async boolean|nil true: inside an imm task (imm.spawn), calls yield instead of blocking
 ---@field clock (fun(): number)|nil epoch seconds, for deterministic tests
 ---@field nonce (fun(): string)|nil the signature nonce, for deterministic tests
+---@field on_request fun(info: table)|nil called before each attempt (docs/api.md, "Hooks")
+---@field on_response fun(info: table)|nil called after each attempt
 
 ---@class imm.Client
 local Client = {}
@@ -90,6 +93,8 @@ local OPTIONS = {
   debug = { boolean = true, ["function"] = true },
   -- for deterministic tests: functions returning epoch seconds and a nonce
   clock = "function", nonce = "function",
+  -- hooks around each attempt, for logs, metrics and traces (docs/api.md, "Hooks")
+  on_request = "function", on_response = "function",
 }
 
 local function check_options(opts)
@@ -234,6 +239,10 @@ function Client.new(opts)
   local dbg = opts.debug
   if dbg == nil and os.getenv("IMM_DEBUG") == "1" then dbg = true end
   self.debug = log.debug_sink(dbg)
+  self.on_request, self.on_response = opts.on_request, opts.on_response
+  -- the hooks that raised, logged once: made here, so the copies a
+  -- parallel listing makes of the client (imm.parallel) share it
+  self.hook_failed = {}
 
   if opts.async and transport.resolve(opts.transport) ~= "curl" then
     return nil, errors.invalid("async = true needs the curl transport (inside nginx, "
@@ -243,7 +252,9 @@ function Client.new(opts)
   via, err = require("imm.proxy").options(opts)
   if not via then return nil, err end
   self.transport, err = transport.open(opts.transport, {
-    connect_timeout = connect_timeout, timeout = timeout,
+    -- every attempt passes its own cap (Client:call), which a call's
+    -- timeout option may raise above the client's, up to this
+    connect_timeout = connect_timeout, timeout = math.max(timeout, callopts.MAX_SECONDS),
     ca_file = opts.ca_file, insecure = opts.insecure,
     user_agent = ua, max_response_bytes = max_bytes, async = opts.async,
     pool_size = pool_size, proxy = via.proxy, no_proxy = via.no_proxy,
@@ -291,6 +302,26 @@ local function mask(line, token)
   return line
 end
 
+-- What a hook may see of the headers: never the signature or the token.
+local HIDDEN = { authorization = true, ["x-acs-security-token"] = true }
+local function shown_headers(h)
+  local t = {}
+  for k, v in pairs(h) do
+    if not HIDDEN[string.lower(k)] then t[k] = v end
+  end
+  return t
+end
+
+-- The URL without secrets: V2 carries the signature and the token in the
+-- query.
+local function shown_url(url, creds)
+  url = gsub(url, "([?&]Signature=)[^&]*", "%1***")
+  url = gsub(url, "([?&]SecurityToken=)[^&]*", "%1***")
+  local token = creds.security_token
+  if token and token ~= "" then url = mask(url, token) end
+  return url
+end
+
 -- What a transport failed with, as an imm error: a table or function
 -- transport may return `nil, "message"`, or nothing at all.
 local function transport_failure(err)
@@ -303,8 +334,11 @@ end
 -- `method` is "POST" unless the call asked for "GET"; `fresh` asks the
 -- transport for a new connection (mutations: see may_retry). `form`, when
 -- a table, holds the parameters that go in an x-www-form-urlencoded body;
--- `timeout`, when given, caps the attempt (what is left of the deadline).
-function Client:_attempt(action, query, creds, def, method, fresh, form, timeout)
+-- `timeout`, when given, caps the attempt (what is left of the deadline);
+-- `extra`: the call's own headers (imm.callopts), `attempt` its number for
+-- the hooks. Returns the value or nil, err; then the transport's response
+-- (nil when it failed) and the attempt's seconds.
+function Client:_attempt(action, query, creds, def, method, fresh, form, timeout, extra, attempt)
   method = method or "POST"
   local ep = self.endpoint
   local signed, code, msg = signer.sign {
@@ -312,7 +346,7 @@ function Client:_attempt(action, query, creds, def, method, fresh, form, timeout
     action = action, version = operations.API_VERSION, query = query, form = form,
     date = self.clock() + self.clock_offset, nonce = self.nonce(),
     access_key_id = creds.access_key_id, access_key_secret = creds.access_key_secret,
-    security_token = creds.security_token, debug = self.debug ~= nil,
+    security_token = creds.security_token, debug = self.debug ~= nil, headers = extra,
   }
   if not signed then
     return nil, errors.new(code, msg, { retryable = false })
@@ -330,8 +364,14 @@ function Client:_attempt(action, query, creds, def, method, fresh, form, timeout
 
   local headers = signed.headers
   headers.accept = "application/json"
+  if self.on_request then
+    self:_hook("on_request", { action = action, attempt = attempt or 1, method = method,
+      url = shown_url(url, creds), headers = shown_headers(headers) })
+  end
+  local t0 = core.monotonic()
   local res, err = self.transport:request { method = method, url = url, headers = headers, body = signed.body,
     fresh = fresh, timeout = timeout }
+  local elapsed = core.monotonic() - t0
   local v, perr
   if not res then
     perr = transport_failure(err)
@@ -359,34 +399,29 @@ function Client:_attempt(action, query, creds, def, method, fresh, form, timeout
     local secret, token = creds.access_key_secret, creds.security_token
     scrub_error(perr, { secret, token, trimmed(secret), trimmed(token) }, 4)
   end
-  return v, perr
+  return v, perr, type(res) == "table" and res or nil, elapsed
+end
+
+-- Hooks ---------------------------------------------------------------------
+
+-- Calls a hook; one that raises never breaks the call, and is logged once
+-- per client and hook (a hook that fails on every attempt would flood
+-- the log otherwise).
+function Client:_hook(name, info)
+  local ok, e = pcall(self[name], info)
+  if not ok then
+    local logged = self.hook_failed
+    if not logged[name] then
+      logged[name] = true
+      log.warn(format("the %s hook raised (logged once per client): %s", name, tostring(e)))
+    end
+  end
 end
 
 -- Codes by which the service says our timestamp is outside its window.
 local SKEW_CODES = {
   ["InvalidTimeStamp.Expired"] = true, ["InvalidTimeStamp"] = true, ["RequestTimeTooSkewed"] = true,
 }
-
--- wait: Create*Task only, handled by imm.waiter (false: no wait)
-local CALL_OPTIONS = { method = true, idempotent = true, wait = true }
-local METHODS = { POST = true, GET = true }
-
-local function check_call_options(opts)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then
-    return nil, errors.invalid("call options must be a table, got " .. type(opts))
-  end
-  local unknown = operations.unknown_key(opts, CALL_OPTIONS, "call option")
-  if unknown then return nil, unknown end
-  if opts.method ~= nil and not METHODS[opts.method] then
-    return nil, errors.invalid(format("call option method must be \"POST\" or \"GET\", got %s",
-      tostring(opts.method)))
-  end
-  if opts.idempotent ~= nil and type(opts.idempotent) ~= "boolean" then
-    return nil, errors.invalid("call option idempotent must be a boolean")
-  end
-  return opts
-end
 
 -- May a failed attempt be made again? A read: whenever the failure is
 -- retryable. A mutation: only when the service cannot have acted on it,
@@ -414,8 +449,8 @@ end
 -- Every typed method: checked, then a call (see imm.actions).
 function Client._invoke(self, action, name, params, opts)
   must_be_client(self, name, 4)
-  local res, err = self:call(action, params, opts)
-  return res, err
+  local res, err, meta = self:call(action, params, opts)
+  return res, err, meta
 end
 actions._invoke = Client._invoke
 
@@ -433,11 +468,16 @@ actions._invoke = Client._invoke
 -- `Throttling*` or a connection failure before the request was sent.
 -- @tparam string action e.g. "ListBindings"
 -- @tparam table params
--- @tparam[opt] table opts `method` ("POST", the default, or "GET": signed
---   and sent with that method), `idempotent` (a boolean that overrides the
---   action's own flag), `wait` (a Create*Task action only: true or the
---   options of `wait_task`; returns GetTask's final response)
--- @return the decoded response table, or nil, err
+-- @tparam[opt] table opts call options (docs/api.md, "Call options"):
+--   `method` ("POST", the default, or "GET": signed and sent with that
+--   method), `idempotent` (a boolean that overrides the action's own flag),
+--   `deadline`, `timeout`, `max_retries` (this call's, instead of the
+--   client's), `headers` (extra request headers), `meta`, `wait` (a
+--   Create*Task action only: true or the options of `wait_task`; returns
+--   GetTask's final response)
+-- @return the decoded response table, or nil, err; with `meta = true`, a
+--   third value on success: `{ action, request_id, status, attempts,
+--   elapsed, headers }`
 -- @usage local res, err = client:call("ListBindings", { ProjectName = "immtest" })
 -- @usage local res, err = client:call("CreateProject", { ProjectName = "p",
 --   Tag = { { Key = "env", Value = "test" } } })
@@ -455,9 +495,9 @@ function Client:call(action, params, opts)
   end
   local query, form = operations.validate(action, params)
   if not query then return nil, form end
-  local err
-  opts, err = check_call_options(opts)
-  if not opts then return nil, err end
+  local err, extra
+  opts, extra = callopts.check(opts)
+  if not opts then return nil, extra end
   if form and opts.method == "GET" then
     return nil, errors.invalid(format("%s sends a form body, so it cannot be sent with GET", action))
   end
@@ -472,14 +512,19 @@ function Client:call(action, params, opts)
       .. "make the client with async = true", { retryable = false, sent = false })
   end
 
+  -- the call's options override the client's for this call only
+  local deadline = opts.deadline or self.deadline
+  local cap = opts.timeout or self.timeout
+  local max_retries = opts.max_retries or self.max_retries
   -- the deadline holds from here: a credential fetch gets what is left of it
-  local started = self.deadline and core.monotonic()
+  local t0 = core.monotonic()
+  local started = deadline and t0
   local creds
-  creds, err = self.credentials:get(started and { timeout = self.deadline } or nil)
+  creds, err = self.credentials:get(started and { timeout = deadline } or nil)
   if not creds then
     if started and errors.is_error(err) and err.code == "Timeout" then
       err.message = format("%s (fetching credentials within the deadline of %gs)", tostring(err.message),
-        self.deadline)
+        deadline)
     end
     return nil, err
   end
@@ -487,41 +532,54 @@ function Client:call(action, params, opts)
   while true do
     attempt = attempt + 1
     -- the deadline bounds the whole call: each attempt gets what is left
-    local timeout
+    local timeout = cap
     if started then
-      timeout = self.deadline - (core.monotonic() - started)
+      timeout = deadline - (core.monotonic() - started)
       if timeout <= 0 then
-        return nil, errors.new("Timeout", format("deadline of %gs reached after %d attempts", self.deadline,
+        return nil, errors.new("Timeout", format("deadline of %gs reached after %d attempts", deadline,
           attempt - 1), { attempts = attempt - 1 })
       end
-      timeout = min(timeout, self.timeout)
+      timeout = min(timeout, cap)
     end
-    local res
-    res, err = self:_attempt(action, query, creds, def, opts.method, not idempotent, form, timeout)
-    if res then return res end
+    local res, raw, elapsed
+    res, err, raw, elapsed = self:_attempt(action, query, creds, def, opts.method, not idempotent, form, timeout,
+      extra, attempt)
+    if res then
+      if self.on_response then
+        self:_hook("on_response", { action = action, attempt = attempt, status = raw and raw.status,
+          request_id = res.RequestId, elapsed = elapsed, retry = false })
+      end
+      if opts.meta then
+        return res, nil, { action = action, request_id = res.RequestId, status = raw and raw.status,
+          attempts = attempt, elapsed = core.monotonic() - t0, headers = raw and raw.headers or {} }
+      end
+      return res
+    end
     err.attempts = attempt
+    local delay  -- nil: no further attempt
     if SKEW_CODES[err.code] and err.server_time and not resigned then
       -- Our clock is off: learn the offset from the reply's Date header,
       -- keep it for later calls, and sign once more at once.
       resigned = true
       self.clock_offset = err.server_time - self.clock()
-    else
-      if err.retryable and not may_retry(err, idempotent) then
-        err.retryable = false
-        err.message = err.message .. format(" (not retried: %s changes state and the request may have "
-          .. "reached the service)", action)
-        return nil, err
+      delay = 0
+    elseif err.retryable and not may_retry(err, idempotent) then
+      err.retryable = false
+      err.message = err.message .. format(" (not retried: %s changes state and the request may have "
+        .. "reached the service)", action)
+    elseif err.retryable and attempt <= max_retries then
+      delay = backoff(attempt, err)
+      if started and core.monotonic() + delay - started > deadline then
+        err.message = err.message .. format(" (deadline of %gs reached after %d attempts)", deadline, attempt)
+        delay = nil
       end
-      if not err.retryable or attempt > self.max_retries then
-        return nil, err
-      end
-      local delay = backoff(attempt, err)
-      if started and core.monotonic() + delay - started > self.deadline then
-        err.message = err.message .. format(" (deadline of %gs reached after %d attempts)", self.deadline, attempt)
-        return nil, err
-      end
-      self.transport:sleep(delay)
     end
+    if self.on_response then
+      self:_hook("on_response", { action = action, attempt = attempt, status = err.status,
+        request_id = err.request_id, code = err.code, elapsed = elapsed, retry = delay ~= nil })
+    end
+    if not delay then return nil, err end
+    if delay > 0 then self.transport:sleep(delay) end
   end
 end
 
@@ -534,9 +592,10 @@ end
 ---@param params imm.ListBindingsParams
 ---@return imm.ListBindingsResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function Client:list_bindings(params, opts)
-  local res, err = Client._invoke(self, "ListBindings", "list_bindings", params, opts)
-  return res, err
+  local res, err, meta = Client._invoke(self, "ListBindings", "list_bindings", params, opts)
+  return res, err, meta
 end
 
 --- Iterates over pages of any NextToken action.
@@ -671,9 +730,10 @@ end
 ---@param params imm.BindingParams
 ---@return imm.CreateBindingResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function Client:create_binding(params, opts)
-  local res, err = Client._invoke(self, "CreateBinding", "create_binding", params, opts)
-  return res, err
+  local res, err, meta = Client._invoke(self, "CreateBinding", "create_binding", params, opts)
+  return res, err, meta
 end
 
 --- Reads one binding (GetBinding). Retried like every read.
@@ -687,9 +747,10 @@ end
 ---@param opts imm.CallOptions|nil
 ---@return imm.GetBindingResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function Client:get_binding(params, opts)
-  local res, err = Client._invoke(self, "GetBinding", "get_binding", params, opts)
-  return res, err
+  local res, err, meta = Client._invoke(self, "GetBinding", "get_binding", params, opts)
+  return res, err, meta
 end
 
 --- Stops a binding (StopBinding): its state becomes `Stopped`, with the
@@ -702,9 +763,10 @@ end
 ---@param params imm.StopBindingParams
 ---@return { RequestId: string }|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function Client:stop_binding(params, opts)
-  local res, err = Client._invoke(self, "StopBinding", "stop_binding", params, opts)
-  return res, err
+  local res, err, meta = Client._invoke(self, "StopBinding", "stop_binding", params, opts)
+  return res, err, meta
 end
 
 --- Resumes a stopped binding (ResumeBinding). Not retried blindly.
@@ -715,9 +777,10 @@ end
 ---@param params imm.BindingParams
 ---@return { RequestId: string }|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function Client:resume_binding(params, opts)
-  local res, err = Client._invoke(self, "ResumeBinding", "resume_binding", params, opts)
-  return res, err
+  local res, err, meta = Client._invoke(self, "ResumeBinding", "resume_binding", params, opts)
+  return res, err, meta
 end
 
 --- Deletes a binding (DeleteBinding). Not retried blindly: when a call
@@ -730,12 +793,13 @@ end
 ---@param params imm.BindingParams
 ---@return { RequestId: string }|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function Client:delete_binding(params, opts)
-  local res, err = Client._invoke(self, "DeleteBinding", "delete_binding", params, opts)
-  return res, err
+  local res, err, meta = Client._invoke(self, "DeleteBinding", "delete_binding", params, opts)
+  return res, err, meta
 end
 
-local WAIT_OPTIONS = { state = true, timeout = true, interval = true }
+local WAIT_OPTIONS = { state = true, timeout = true, interval = true, call = true }
 local STATES = { Ready = true, Running = true, Retrying = true, Stopped = true, Failed = true, Deleted = true }
 local TERMINAL = { Failed = "BindingFailed", Deleted = "BindingDeleted" }
 
@@ -757,14 +821,15 @@ end
 -- is never blocked. A case of the general waiter (`client:wait`).
 -- @tparam table params `ProjectName`, `DatasetName`, `URI`
 -- @tparam[opt] table opts `state` (default "Running"), `timeout` (seconds,
---   default 300), `interval` (seconds between polls, default 5)
+--   default 300), `interval` (seconds between polls, default 5), `call`
+--   (call options for each poll: docs/api.md, "Call options")
 -- @return the binding once in that state; or nil, err: `WaitTimeout` when
 --   the time ran out, `BindingFailed` or `BindingDeleted` when the binding
 --   reached that terminal state instead (both with `err.binding`, the
 --   binding as last seen), or the error of a failed `get_binding`
 -- @usage local b, err = client:wait_binding(key, { state = "Running", timeout = 60, interval = 2 })
 ---@param params imm.BindingParams
----@param opts { state: string|nil, timeout: number|nil, interval: number|nil }|nil
+---@param opts { state: string|nil, timeout: number|nil, interval: number|nil, call: imm.CallOptions|nil }|nil
 ---@return imm.Binding|nil binding
 ---@return imm.Error|nil err
 function Client:wait_binding(params, opts)
@@ -774,7 +839,7 @@ function Client:wait_binding(params, opts)
   local last
   local b
   b, err = waiter.run(self, s,
-    function() return self:get_binding(params) end,
+    function() return self:get_binding(params, s.call) end,
     function(res)
       local cur = res.Binding
       if type(cur) ~= "table" then
@@ -860,9 +925,10 @@ end
 ---@param params imm.ListProjectsParams|nil
 ---@return imm.ListProjectsResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function Client:list_projects(params, opts)
-  local res, err = Client._invoke(self, "ListProjects", "list_projects", params, opts)
-  return res, err
+  local res, err, meta = Client._invoke(self, "ListProjects", "list_projects", params, opts)
+  return res, err, meta
 end
 
 --- Iterates over projects one by one, following NextToken.
@@ -884,9 +950,10 @@ end
 ---@param params imm.ListDatasetsParams
 ---@return imm.ListDatasetsResponse|nil res
 ---@return imm.Error|nil err
+---@return imm.CallMeta|nil meta with opts.meta = true
 function Client:list_datasets(params, opts)
-  local res, err = Client._invoke(self, "ListDatasets", "list_datasets", params, opts)
-  return res, err
+  local res, err, meta = Client._invoke(self, "ListDatasets", "list_datasets", params, opts)
+  return res, err, meta
 end
 
 --- Iterates over a project's datasets one by one, following NextToken.

@@ -78,6 +78,19 @@ _M.API_VERSION = api.version
 ---@field method "POST"|"GET"|nil the HTTP method, signed as such; default "POST"
 ---@field idempotent boolean|nil overrides the action's own flag (see `operations.is_idempotent`)
 ---@field wait boolean|table|nil Create*Task only: wait for the task (true or wait_task's options; docs/tasks.md)
+---@field deadline number|nil seconds for this call with its retries (overrides the client's)
+---@field timeout number|nil seconds for one attempt of this call (overrides the client's)
+---@field max_retries integer|nil 0-20, for this call (overrides the client's)
+---@field headers table<string,string>|nil extra request headers, e.g. traceparent (docs/api.md, "Call options")
+---@field meta boolean|nil true: a successful call returns res, nil, meta (imm.CallMeta)
+
+---@class imm.CallMeta
+---@field action string
+---@field request_id string|nil
+---@field status integer the HTTP status
+---@field attempts integer
+---@field elapsed number seconds, the whole call
+---@field headers table<string,string> the response headers (lowercase names)
 
 ---@class imm.PagerOptions
 ---@field max_items integer|nil stop after this many items
@@ -87,6 +100,7 @@ _M.API_VERSION = api.version
 ---@field concurrency integer|nil 1-100; > 1 without DatasetName: a parallel listing (bindings only)
 ---@field prefetch boolean|nil fetch the next page while the caller works on this one
 ---@field resume string|nil a failed parallel listing's err.resume: list what it had not handed over (bindings only)
+---@field deadline number|nil a call option, for each page (so are timeout, max_retries, headers, idempotent)
 
 -- oss://<bucket>[/<prefix>/]: a bucket name has 3 to 63 lowercase letters,
 -- digits and hyphens and starts and ends with a letter or a digit; a prefix

@@ -24,13 +24,16 @@ local co_create, co_resume, co_yield, co_status = coroutine.create, coroutine.re
 local errors = require "imm.errors"
 local WAIT = require("imm.async").WAIT
 local operations = require "imm.operations"
+local callopts = require "imm.callopts"
 local transport = require "imm.transport"
 local bad_element = require("imm.response").bad_element
 
 local _M = {}
 
 local PAGER_OPTIONS = { max_items = true, page_size = true, start_token = true, items = true,
-  concurrency = true, prefetch = true, resume = true }
+  concurrency = true, prefetch = true, resume = true,
+  -- call options, for each page's call (imm.callopts)
+  method = true, idempotent = true, deadline = true, timeout = true, max_retries = true, headers = true }
 
 -- Without page_size, pages are as large as the action documents
 -- (`max_results` in the API description, 200 or 100): fewer round trips for
@@ -49,6 +52,11 @@ local function settings(action, params, opts, parallel)
   end
   local unknown = operations.unknown_key(opts, PAGER_OPTIONS, "pager option")
   if unknown then return nil, unknown end
+  local call = callopts.pick(opts)
+  if call then
+    local ok, cerr = callopts.check(call)
+    if not ok then return nil, cerr end
+  end
   local def = operations.actions[action]
   local s = {
     items = opts.items or (def and def.items),
@@ -58,6 +66,7 @@ local function settings(action, params, opts, parallel)
     token = opts.start_token,
     concurrency = opts.concurrency or 1,
     prefetch = opts.prefetch or false,
+    call = call,
     -- known listings get their largest page; for others the service decides
     default_size = def and def.page_size and operations.max_page_size(action, params) or nil,
   }
@@ -119,7 +128,7 @@ local function fetch(client, action, p, s, token, seen)
     size = min(size, s.max_items - seen)
   end
   p[s.size_param] = size
-  local page, err = client:call(action, p)
+  local page, err = client:call(action, p, s.call)
   if not page then
     err.next_token = token
     return false, err

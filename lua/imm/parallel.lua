@@ -784,7 +784,9 @@ local function project_listing(client, params, s, st)
   if not st or st.datasets then
     local ds = new_chain(L, "ListDatasets", { ProjectName = params.ProjectName },
       st and st.datasets ~= "" and st.datasets or nil, nil)
-    ds.s = { items = "Datasets", size_param = "MaxResults", default_size = pager.DEFAULT_PAGE_SIZE }
+    -- the call options hold for the ListDatasets pages too
+    ds.s = { items = "Datasets", size_param = "MaxResults", default_size = pager.DEFAULT_PAGE_SIZE,
+      call = s.call }
     push_front(L.want, ds)  -- first, so new chains keep coming
     L.ds = ds
   end

@@ -65,9 +65,14 @@ end
 --   parameters that travel in an x-www-form-urlencoded body; the body is
 --   sent, with its content type, whenever `form` is a table, even empty),
 --   `body` (without `form`), `date` (epoch seconds), `nonce`,
---   `access_key_id`, `access_key_secret`, `security_token`, `debug`.
+--   `access_key_id`, `access_key_secret`, `security_token`, `debug`,
+--   `headers` (extra headers, lowercase name -> value: call option
+--   `headers`, checked by `imm.callopts`).
 --   V3 hashes the body into `x-acs-content-sha256`; V2 signs the form
 --   parameters with the query ones, as the official openapi-util does.
+--   Extra headers are signed as the official SDK signs them: with V3, the
+--   `x-acs-*` ones (with host and content-type); the others, and every one
+--   with V2, are sent unsigned.
 -- @treturn table `{ query = "encoded query string", headers = {name -> value},
 --   body = the body to send, canonical_request = ..., string_to_sign = ... }`
 --   (the last two with `debug`)
@@ -94,6 +99,9 @@ function _M.sign(r)
     local q, sig, sts = core.sign_v2(r.method, p, r.access_key_secret, r.debug)
     if not q then return nil, sig, sts end
     local headers = { host = r.authority }
+    if r.headers then
+      for k, v in pairs(r.headers) do headers[k] = v end
+    end
     if form then
       headers["content-type"] = content_type
       -- signed with the rest, but sent in the body only
@@ -116,6 +124,11 @@ function _M.sign(r)
     h["x-acs-accesskey-id"] = r.access_key_id
   end
   if content_type then h["content-type"] = content_type end
+  if r.headers then
+    -- the C signer signs host, content-type and x-acs-* only, as
+    -- openapi-util does: the others travel unsigned
+    for k, v in pairs(r.headers) do h[k] = v end
+  end
   local q, auth, creq, sts = core.sign_v3(algorithm, r.method, r.path or "/", r.query, h,
     payload, r.access_key_id, r.access_key_secret, r.debug)
   if not q then return nil, auth, creq end

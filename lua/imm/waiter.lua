@@ -16,6 +16,7 @@ local find, sub = string.find, string.sub
 local core = require "imm.core"
 local errors = require "imm.errors"
 local operations = require "imm.operations"
+local callopts = require "imm.callopts"
 local api = require "imm.api"
 
 local _M = {}
@@ -116,8 +117,16 @@ function _M.settings(opts, known, defaults)
     return nil, errors.invalid("wait option progress must be a function (response, polls, seconds waited)")
   end
   s.progress = opts.progress
-  if opts.call ~= nil and type(opts.call) ~= "table" then
-    return nil, errors.invalid("wait option call must be a table of call options")
+  if opts.call ~= nil then
+    if type(opts.call) ~= "table" then
+      return nil, errors.invalid("wait option call must be a table of call options")
+    end
+    -- checked now, so a bad one is refused before the first poll is sent
+    local checked, cerr = callopts.check(opts.call)
+    if not checked then return nil, cerr end
+    if opts.call.wait ~= nil or opts.call.meta ~= nil then
+      return nil, errors.invalid("wait option call takes call options for each poll, not wait or meta")
+    end
   end
   s.call = opts.call
   return s
@@ -307,6 +316,9 @@ function _M.create_and_wait(client, action, params, opts)
   end
   local s, err = _M.task_settings(w)
   if not s then return nil, err end
+  if opts.meta ~= nil then
+    return nil, errors.invalid("call option meta is for calls that do not wait (wait returns GetTask's response)")
+  end
   local call = {}
   for k, v in pairs(opts) do
     if k ~= "wait" then call[k] = v end

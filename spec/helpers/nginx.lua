@@ -85,9 +85,9 @@ http {
       .. "\n" .. (fixture.read(dir .. "/error.log") or ""):sub(-2000))
     return require("cjson").decode(body)
   end
-  --- GET a path; returns status and raw body.
-  function ngx_srv.raw(path)
-    local status, body = ngx_srv.http:request("GET", ngx_srv.url .. path, {}, "")
+  --- GET a path, with header lines if given; returns status and raw body.
+  function ngx_srv.raw(path, headers)
+    local status, body = ngx_srv.http:request("GET", ngx_srv.url .. path, headers or {}, "")
     return status, body
   end
   function ngx_srv.error_log() return fixture.read(dir .. "/error.log") or "" end
@@ -107,6 +107,7 @@ function M.start(opts)
   return M.run {
     env = opts.env, trusted = opts.trusted,
     http = [[lua_shared_dict imm_test 1m;
+  lua_shared_dict imm_metrics 1m;
   init_by_lua_block {
     require("handler").init()
     -- the example's gateway limits, short enough for a spec
@@ -125,7 +126,8 @@ function M.start(opts)
       header_filter_by_lua_block { require("handler").header_phase() }
     }
     location = /shared { content_by_lua_block { require("handler").shared() } }
-    location = /bindings { content_by_lua_block { require("imm_bindings").list() } }]],
+    location = /bindings { content_by_lua_block { require("imm_bindings").list() } }
+    location = /metrics { content_by_lua_block { require("imm_bindings").metrics() } }]],
   }
 end
 

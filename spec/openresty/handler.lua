@@ -10,8 +10,9 @@ local _M = {}
 
 local KEY_ID, SECRET = "imm-local-id", "imm-local-secret"
 
--- Builds a client for the local IMM server named by the query arguments.
-local function client_from(args)
+-- Builds a client for the local IMM server named by the query arguments;
+-- with `seen`, its hooks record what they were given there.
+local function client_from(args, seen)
   local scheme = args.tls == "1" and "https" or "http"
   return imm.new {
     endpoint = scheme .. "://" .. (args.host or "127.0.0.1") .. ":" .. args.port,
@@ -20,6 +21,8 @@ local function client_from(args)
     insecure = args.insecure == "1" or nil,
     transport = args.transport,
     signature_algorithm = args.alg,
+    on_request = seen and function(info) seen[#seen + 1] = { hook = "request", info = info } end,
+    on_response = seen and function(info) seen[#seen + 1] = { hook = "response", info = info } end,
   }
 end
 
@@ -31,11 +34,13 @@ end
 
 -- Runs one scenario and returns a table describing the outcome.
 local function run(args)
-  local c, cerr = client_from(args)
+  local seen = args.hooks == "1" and {} or nil
+  local c, cerr = client_from(args, seen)
   if not c then return { err = error_fields(cerr) } end
   local mode, params = args.mode or "page", { ProjectName = args.project or "immtest" }
-  local opts = { max_items = tonumber(args.max_items), page_size = tonumber(args.page_size) }
-  local out = { transport = transport.resolve(args.transport), phase = ngx.get_phase(), uris = {} }
+  local opts = { max_items = tonumber(args.max_items), page_size = tonumber(args.page_size),
+    headers = args.traceparent and { traceparent = args.traceparent } or nil }
+  local out = { transport = transport.resolve(args.transport), phase = ngx.get_phase(), uris = {}, hooks = seen }
   if mode == "page" then
     params.MaxResults = tonumber(args.max_results)
     local res, err = c:list_bindings(params)

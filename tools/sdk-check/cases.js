@@ -164,4 +164,15 @@ function realisticCases() {
   return cases.map(([action, params, known], i) => ({ id: `real:${i + 1}:${action}`, action, params, known }));
 }
 
-module.exports = { fullCases, realisticCases, NUMBERS, STRINGS };
+// headerCases(): a few realistic calls again with extra request headers (imm's
+// call option `headers`, the SDK's OpenApiRequest.headers): a W3C traceparent,
+// which both sides send unsigned, and an x-acs-* header, which both sign.
+const EXTRA_HEADERS = { traceparent: '00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01',
+  'x-acs-trace-id': 'trace 1/2' };
+
+function headerCases() {
+  return realisticCases().slice(0, 4).map((c) => Object.assign({}, c, {
+    id: c.id.replace(/^real:/, 'headers:'), headers: EXTRA_HEADERS }));
+}
+
+module.exports = { fullCases, realisticCases, headerCases, EXTRA_HEADERS, NUMBERS, STRINGS };

@@ -2,8 +2,9 @@
 --
 --   lua5.4 tools/sdk-check/imm_send.lua CASES.json HOST:PORT [SIGNATURE_ALGORITHM [call]]
 --
--- CASES.json is an array of { id, action, params } (params keyed by wire name,
--- as JSON). Each call goes to http://HOST:PORT with the generated method of the
+-- CASES.json is an array of { id, action, params[, headers] } (params keyed by
+-- wire name, as JSON; headers, when given, go as the call option headers).
+-- Each call goes to http://HOST:PORT with the generated method of the
 -- action when the client has one (client:create_media_convert_task{...}),
 -- else, or with "call" as the fourth argument, with client:call(action, params). Prints one line per call:
 -- "ok ID method|call" or "err ID method|call CODE MESSAGE". Needs LUA_PATH and
@@ -46,12 +47,13 @@ local client = assert(imm.new {
 
 for _, case in ipairs(cases) do
   local params = integers(case.params)
+  local opts = case.headers and { headers = case.headers } or nil
   local method = not only_call and client[snake(case.action)]
   local via = type(method) == "function" and "method" or "call"
   -- pcall: a call that raises is reported as such, and the other calls still run
   local ok, res, err = pcall(function()
-    if via == "method" then return method(client, params) end
-    return client:call(case.action, params)
+    if via == "method" then return method(client, params, opts) end
+    return client:call(case.action, params, opts)
   end)
   if not ok then
     res, err = nil, { code = "raised", message = res }

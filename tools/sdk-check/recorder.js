@@ -4,7 +4,7 @@
 // clients can send the same call to it and their requests can be compared.
 //
 // Each record: { method, path, action, query, contentType, body, json, bodyText,
-// contentSha256, bodySha256 }, where query and body are the decoded parameters
+// contentSha256, bodySha256, signedHeaders, headers }, where query and body are the decoded parameters
 // (name -> string; the query with RFC 3986 rules, a form body with HTML form
 // rules, where '+' is a space), json holds each parameter whose value is a JSON
 // object or array, decoded by decodeJsonValue(), which keeps each number's text
@@ -66,6 +66,9 @@ function record(req, bodyBuf) {
     json,
     bodyText,
     contentSha256: req.headers['x-acs-content-sha256'] || null,
+    // V3: the names the signature covers; every header, for the extra ones
+    signedHeaders: (/SignedHeaders=([^,]*)/.exec(req.headers.authorization || '') || [])[1] || null,
+    headers: Object.assign({}, req.headers),
     bodySha256: crypto.createHash('sha256').update(bodyBuf).digest('hex'),
   };
 }

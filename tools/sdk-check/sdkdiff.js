@@ -42,7 +42,7 @@ const { OpenApiUtil, $OpenApiUtil } = require('@alicloud/openapi-core');
 const $dara = require('@darabonba/typescript');
 
 const recorder = require('./recorder');
-const { fullCases, realisticCases } = require('./cases');
+const { fullCases, realisticCases, headerCases } = require('./cases');
 
 const root = path.resolve(__dirname, '..', '..');
 const args = process.argv.slice(2);
@@ -116,6 +116,7 @@ async function sdkSend(client, c) {
   const req = {};
   if (spec.params.some((p) => p.in === 'query')) req.query = OpenApiUtil.query(query);
   if (spec.params.some((p) => p.in === 'body')) req.body = OpenApiUtil.parseToMap(body);
+  if (c.headers) req.headers = Object.assign({}, c.headers);
   const params = new $OpenApiUtil.Params({
     action: c.action, version: '2020-09-30', protocol: 'HTTPS', pathname: spec.path || '/',
     method: spec.method || 'POST', authType: 'AK', style: 'RPC', reqBodyType: 'formData', bodyType: 'json',
@@ -205,7 +206,7 @@ function paramsOf(rec) {
 
 // What the compared requests held, so the summary says what was covered.
 const stats = { params: 0, query: 0, body: 0, json: 0, scalarFloats: 0, jsonNumbers: 0, jsonFloats: 0,
-  bigIntegers: 0, emptyArrays: 0, emptyObjects: 0 };
+  bigIntegers: 0, emptyArrays: 0, emptyObjects: 0, headers: 0 };
 
 function count(v) {
   if (Array.isArray(v)) {
@@ -235,6 +236,17 @@ function compare(c, sdk, imm) {
   }
   if (imm.contentSha256 !== null && imm.contentSha256 !== imm.bodySha256) {
     diffs.push('imm: x-acs-content-sha256 is not the SHA-256 of the body sent');
+  }
+  // extra headers: each sent with the same value, and signed by both or neither
+  for (const name of Object.keys(c.headers || {})) {
+    const signed = (r) => (r.signedHeaders || '').split(';').includes(name);
+    if (sdk.headers[name] !== imm.headers[name]) {
+      diffs.push(`header ${name}: SDK ${show(String(sdk.headers[name]))}, imm ${show(String(imm.headers[name]))}`);
+    }
+    if (signed(sdk) !== signed(imm)) {
+      diffs.push(`header ${name}: the SDK ${signed(sdk) ? 'signs' : 'does not sign'} it, imm ${signed(imm) ? 'does' : 'does not'}`);
+    }
+    stats.headers += 1;
   }
   const spec = new Map(api.actions[c.action].params.map((p) => [p.name, p]));
   const a = paramsOf(sdk);
@@ -325,7 +337,11 @@ async function runSet(label, cases, rec, algorithm, how) {
 async function main() {
   let full = fullCases(api);
   let real = realisticCases();
-  if (ONLY) { full = full.filter((c) => c.action === ONLY); real = real.filter((c) => c.action === ONLY); }
+  let withHeaders = headerCases();
+  if (ONLY) {
+    full = full.filter((c) => c.action === ONLY); real = real.filter((c) => c.action === ONLY);
+    withHeaders = withHeaders.filter((c) => c.action === ONLY);
+  }
   const bad = full.concat(real).map((c) => [c.id, checkCase(c)]).filter(([, p]) => p.length);
   if (bad.length) {
     for (const [id, p] of bad) console.log(`BAD CASE ${id}: ${p.join('; ')}`);
@@ -337,7 +353,7 @@ async function main() {
   let knownAll = 0;
   const via = {};
   const sets = [['all-fields', full], ['realistic', real], ['realistic-v2', real, 'v2'],
-    ['realistic-call', real, undefined, 'call']];
+    ['realistic-call', real, undefined, 'call'], ['headers', withHeaders], ['headers-v2', withHeaders, 'v2']];
   try {
     for (const [label, cases, algorithm, how] of sets) {
       const r = await runSet(label, cases, rec, algorithm, how);
@@ -354,7 +370,7 @@ async function main() {
   console.log(`sdkdiff: compared ${stats.params} parameters (${stats.query} in the query, ${stats.body} in a form body; `
     + `${stats.json} JSON values holding ${stats.jsonNumbers} numbers, ${stats.jsonFloats} of them floats and `
     + `${stats.bigIntegers} integers of 15+ digits, ${stats.emptyArrays} empty arrays, ${stats.emptyObjects} empty objects; `
-    + `${stats.scalarFloats} scalar floats)`);
+    + `${stats.scalarFloats} scalar floats; ${stats.headers} extra headers)`);
   console.log(`sdkdiff: ${total} calls: ${identical} identical, ${total - identical} differ`
     + `${knownAll ? ` (${knownAll} of them known differences, which do not fail the check)` : ''}`);
   return total - identical - knownAll === 0 ? 0 : 1;
