@@ -457,3 +457,145 @@ describe("imm.notification.mns_handler inside nginx", function()
   end)
 end)
 
+
+-- End to end, as in production but on loopback: imm inside nginx creates a
+-- task on the local IMM server (server/imm_server, through imm.testing),
+-- which ends it after its task delay and pushes the notification, signed
+-- as MNS signs it with the spec's key, to the MNS receiver of that nginx;
+-- the receiver verifies it (its certificate fetched over HTTPS) and wakes
+-- the wait_task waiting with opts.notifications.
+describe("end to end: imm in nginx, the local IMM server and its signed pushes", function()
+  local fixture = require "helpers.fixture"
+  local nginx = require "helpers.nginx"
+  local testing = require "imm.testing"
+  local core = require "imm.core"
+  local ngx_srv, dir, srv, signer
+  local TASK_DELAY = 2   -- seconds the server's tasks stay Running
+
+  setup(function()
+    dir = fixture.tmpdir()
+    local certs = fixture.certs()
+    -- started before mns.new picks the certificate's port (see helpers/mns.lua)
+    srv = assert(testing.start { args = { "--task-delay", tostring(TASK_DELAY) } })
+    signer = mns.new(dir, certs)
+    local hosts = "{ '" .. signer.cert_host .. "' }"
+    ngx_srv = nginx.run {
+      trusted = certs .. "/ca.crt",
+      env = "env IMM_ENDPOINT=" .. srv.url .. ";\nenv ALIBABA_CLOUD_ACCESS_KEY_ID=" .. testing.access_key_id
+        .. ";\nenv ALIBABA_CLOUD_ACCESS_KEY_SECRET=" .. testing.access_key_secret .. ";\nenv IMM_MNS_TOPIC=imm-tasks;",
+      http = "lua_shared_dict imm_notify 1m;\n"
+        .. "  init_by_lua_block { local t = require('imm_tasks'); t.poll_interval = 30; t.task_timeout = 60;"
+        .. " t.receiver.cert_hosts = " .. hosts .. " }\n  " .. signer:server_block(),
+      locations = "location = /mns/notifications { content_by_lua_block { require('imm.notification')"
+        .. ".mns_handler { dict = 'imm_notify', cert_hosts = " .. hosts .. " }() } }\n"
+        .. [[    location = /task { content_by_lua_block { require("task_e2e_handler").run() } }
+    location = /convert { content_by_lua_block { require("imm_tasks").convert() } }
+    location = /example/mns { content_by_lua_block { require("imm_tasks").receive() } }
+    location = /peek { content_by_lua_block {
+      ngx.say(require("cjson").encode { stored = ngx.shared.imm_notify:get(ngx.var.arg_task) ~= nil }) } }]],
+    }
+  end)
+  teardown(function()
+    if ngx_srv then ngx_srv.stop() end
+    if srv then srv:stop() end
+    if dir then fixture.sh("rm -rf " .. dir) end
+  end)
+
+  -- the server pushes to `path` of the nginx, signed with `key` (the MNS key by default)
+  local function target(path, key)
+    assert(srv:notify_target(ngx_srv.url .. path, { signing_key = signer:key_pem(key), cert_url = signer.cert_url }))
+  end
+  local function sent(task_id)
+    for _, rec in ipairs(assert(srv:control("GET", "notifications"))) do
+      if rec.TaskId == task_id then return rec end
+    end
+  end
+  local function get_tasks(task_id)
+    local n = 0
+    for _, rec in ipairs(assert(srv:log())) do
+      if rec.action == "GetTask" and rec.params.TaskId == task_id then n = n + 1 end
+    end
+    return n
+  end
+  -- GETs path on the nginx in the background, and waits for the answer
+  -- (within 20 s: well before the 30 s poll interval, so only the push ends a wait)
+  local gets = 0
+  local function get(path)
+    gets = gets + 1  -- a file per request: a late answer cannot pass for the next one's
+    local body, code = mns.background_get(ngx_srv.url .. path, dir .. "/out-" .. gets)(20)
+    assert(body, path .. ": no answer within 20 s\n" .. ngx_srv.error_log():sub(-2000))
+    return cjson.decode(body), code
+  end
+
+  it("wait_task wakes on the server's signed push, verified by mns_handler", function()
+    target("/mns/notifications")
+    local r = get("/task?user=job-7")
+    assert.is_nil(r.raised)
+    assert.is_nil(r.err, cjson.encode(r))
+    assert.equal("Succeeded", r.status)
+    assert.equal("job-7", r.user_data)
+    -- woken by the notification (await returned it), not by the 30 s interval
+    assert.equal(1, #r.awaits, cjson.encode(r.awaits))
+    assert.is_true(r.awaits[1].woke)
+    assert.equal("Succeeded", r.awaits[1].status)
+    assert.equal(2, get_tasks(r.task_id), "one GetTask before the push, one after")
+    local rec = sent(r.task_id)
+    assert.equal(204, rec.status, cjson.encode(rec))
+    assert.is_true(ngx_srv.get("/peek?task=" .. r.task_id).stored)
+  end)
+
+  it("a Failed outcome ends the wait with TaskFailed and the task's Code and Message", function()
+    target("/mns/notifications")
+    assert(srv:task_outcome { TaskType = "MediaConvert", Code = "InvalidFile", Message = "the source is not a video" })
+    local r = get("/task")
+    assert.equal("TaskFailed", r.err and r.err.code, cjson.encode(r))
+    assert.equal("InvalidFile", r.err.task_code)
+    assert.equal("the source is not a video", r.err.task_message)
+    assert.equal(1, #r.awaits)
+    assert.is_true(r.awaits[1].woke)
+    assert.equal("Failed", r.awaits[1].status)
+    assert.equal(204, sent(r.err.created).status)
+  end)
+
+  it("the receiver refuses a push signed with another key, and an unsigned one", function()
+    local c = assert(srv:client { timeout = 5 })
+    for _, how in ipairs { "other", "unsigned" } do
+      if how == "other" then
+        target("/mns/notifications", "other")
+      else
+        assert(srv:notify_target(ngx_srv.url .. "/mns/notifications"))
+      end
+      -- ends at once (delay 0), so the push goes out without a wait
+      assert(srv:task_outcome { TaskType = "MediaConvert", Status = "Succeeded", delay = 0 })
+      local res = assert(c:create_media_convert_task { ProjectName = "immtest",
+        Sources = { { URI = "oss://imm-test/in.mp4" } }, Targets = { { URI = "oss://imm-test/o.mp4",
+        Container = "mp4" } }, Notification = { MNS = { TopicName = "imm-tasks" } } })
+      local rec
+      for _ = 1, 200 do
+        rec = sent(res.TaskId)
+        if rec then break end
+        core.sleep(0.05)
+      end
+      assert.equal(403, rec and rec.status, how .. ": " .. cjson.encode(rec or {}))
+      assert.is_false(ngx_srv.get("/peek?task=" .. res.TaskId).stored)
+    end
+    c:close()
+  end)
+
+  it("the task gateway example answers from the server's signed push", function()
+    target("/example/mns")
+    local r, code = get("/convert?project=immtest&source=oss://imm-test/a.docx&target=oss://imm-test/out/a.pdf")
+    assert.equal(200, code, cjson.encode(r))
+    assert.equal("notification", r.via)
+    assert.equal("Succeeded", r.Status)
+    assert.equal(204, sent(r.TaskId).status)
+
+    assert(srv:task_outcome { TaskType = "OfficeConversion", Code = "InvalidFile", Message = "not a document" })
+    r, code = get("/convert?project=immtest&source=oss://imm-test/b.txt&target=oss://imm-test/out/b.pdf")
+    assert.equal(502, code, cjson.encode(r))
+    assert.equal("notification", r.via)
+    assert.equal("Failed", r.Status)
+    assert.equal("InvalidFile", r.Code)
+    assert.equal("not a document", r.Message)
+  end)
+end)
