@@ -496,8 +496,9 @@ describe("end to end: imm in nginx, the local IMM server and its signed pushes",
     }
   end)
   teardown(function()
-    if ngx_srv then ngx_srv.stop() end
+    -- the server first: stopping an nginx still holding a hung wait raises
     if srv then srv:stop() end
+    if ngx_srv then ngx_srv.stop() end
     if dir then fixture.sh("rm -rf " .. dir) end
   end)
 
