@@ -9,6 +9,7 @@ local imm = require "imm"
 local fixture = require "helpers.fixture"
 local nginx = require "helpers.nginx"
 local hostile = require "helpers.hostile"
+local mns = require "helpers.mns"
 local W = require "helpers.waiter_run"
 
 local LUA = arg[-1] or "lua"
@@ -18,14 +19,29 @@ local running, succeeded, failed, created, unavailable = W.running, W.succeeded,
 local function q(s) return "'" .. s:gsub("'", "'\\''") .. "'" end
 
 describe("waiters", function()
-  local srv, ngx_srv
+  local srv, ngx_srv, dir, signer, push_http
   setup(function()
     srv = hostile.start()
-    ngx_srv = nginx.run { locations = "location = /wait { content_by_lua_block { require('waiter_handler').run() } }" }
+    -- MNS for the push receiver that wakes wait_task (helpers/mns.lua)
+    dir = fixture.tmpdir()
+    local certs = fixture.certs()
+    signer = mns.new(dir, certs)
+    ngx_srv = nginx.run {
+      trusted = certs .. "/ca.crt",
+      http = "lua_shared_dict imm_tasks 1m;\n  " .. signer:server_block(),
+      locations = "location = /wait { content_by_lua_block { require('waiter_handler').run() } }\n"
+        .. "    location = /mns { content_by_lua_block { require('imm.notification').mns_handler {"
+        .. " dict = 'imm_tasks', cert_hosts = { '" .. signer.cert_host .. "' } }() } }\n"
+        .. "    location = /forget { content_by_lua_block { ngx.shared.imm_tasks:delete(ngx.var.arg_task)"
+        .. " ngx.say('{}') } }",
+    }
+    push_http = assert(core.http { timeout = 20 })
   end)
   teardown(function()
+    if push_http then push_http:close() end
     if ngx_srv then ngx_srv.stop() end
     if srv then srv.stop() end
+    if dir then fixture.sh("rm -rf " .. dir) end
   end)
 
   local function actions()
@@ -159,6 +175,85 @@ describe("waiters", function()
       assert.equal(2, #srv.log())
       assert.same({ { "imm_tasks", "t-1", 30 } }, r.awaits)
       assert.equal(0, r.naps, "no ngx.sleep: the notification woke the wait")
+    end)
+
+    -- the real imm.notification.await, woken by a push that MNS signed and
+    -- the receiver (mns_handler) verified and kept in the shared dict
+    local function notify(id, status)
+      local msg = cjson.encode { TaskId = id, TaskType = "MediaConvert", Status = status or "Succeeded",
+        ProjectName = "p", Code = "", Message = "" }
+      local body = cjson.encode { TopicName = "imm-tasks", MessageId = "m-" .. id, Message = msg }
+      assert.equal(204, (signer:push(push_http, ngx_srv.url, "/mns", body)))
+    end
+    local function forget(id) ngx_srv.get("/forget?task=" .. id) end
+    local function wait_url(a)
+      a.port = srv.port
+      return ngx_srv.url .. "/wait?a=" .. core.percent_encode(cjson.encode(a))
+    end
+
+    it("returns once the signed push lands, where GetTask said Running and the interval is 30 s", function()
+      forget("t-1")
+      srv.script { running }
+      local result = mns.background_get(wait_url { opts = { interval = 30, timeout = 60,
+        notifications = "imm_tasks" }, watch_awaits = true }, dir .. "/wait-out")
+      for _ = 1, 400 do  -- the first GetTask has been answered: the task is Running
+        if #srv.log() >= 1 then break end
+        core.sleep(0.05)
+      end
+      assert.equal(1, #srv.log())
+      srv.script { succeeded }   -- IMM's task ends, and IMM says so through MNS
+      notify("t-1")
+      -- well before the 30 s interval: only the notification can end this wait
+      local body, code = result(20)
+      assert(body, "no answer within 20 s: the wait did not wake on the notification")
+      assert.equal(200, code)
+      local r = cjson.decode(body)
+      assert.is_nil(r.raised)
+      assert.is_nil(r.err, body)
+      assert.equal("Succeeded", r.status)
+      assert.equal(1, #srv.log(), "one GetTask after the push: two in all")
+      assert.equal(1, #r.awaits)
+      assert.same({ "imm_tasks", "t-1", 30 }, { r.awaits[1].dict, r.awaits[1].id, r.awaits[1].seconds })
+      assert.is_true(r.awaits[1].woke, "await returned the notification, not nil at the end of 30 s")
+    end)
+
+    it("falls back to polling GetTask when no message comes", function()
+      forget("t-1")
+      srv.script { running, running, succeeded }
+      local r = run("nginx", { opts = { interval = 0.05, backoff = 1, timeout = 10, notifications = "imm_tasks" },
+        watch_awaits = true })
+      assert.is_nil(r.err, cjson.encode(r))
+      assert.equal("Succeeded", r.status)
+      assert.equal(3, #srv.log())
+      assert.equal(2, #r.awaits)
+      for _, aw in ipairs(r.awaits) do
+        assert.is_false(aw.woke)
+        assert.is_nil(aw.err)
+      end
+    end)
+
+    it("sleeps the interval again when GetTask still says Running after the notification", function()
+      -- the notification is kept (for its ttl), so await would answer at
+      -- once every time: a wait that kept asking it would poll without a pause
+      forget("t-1")
+      notify("t-1")
+      srv.script { running }
+      local r = run("nginx", { opts = { interval = 0.2, backoff = 1, timeout = 1, notifications = "imm_tasks" },
+        watch_awaits = true })
+      assert.equal("WaitTimeout", r.err.code, cjson.encode(r))
+      local polls = #srv.log()
+      -- 1 s at 0.2 s: about 5 polls after the one the notification brought
+      assert.is_true(polls >= 3, polls .. " polls")
+      assert.is_true(polls <= 10, polls .. " polls: GetTask was polled without a pause")
+      forget("t-1")
+    end)
+
+    it("refuses a notifications dict that nginx does not have, sending nothing", function()
+      srv.script { running }
+      local r = run("nginx", { opts = { interval = 0.05, timeout = 1, notifications = "no_such_dict" } })
+      assert.equal("InvalidParameter", r.err.code, cjson.encode(r))
+      assert.matches("no_such_dict", r.err.message, 1, true)
+      assert.equal(0, #srv.log())
     end)
   end)
 

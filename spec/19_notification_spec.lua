@@ -20,19 +20,8 @@ local function imm_envelope(task)
     time = "1724133063161", content = cjson.encode(task or TASK),
   }
 end
-local B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
-local function b64(s)
-  local out = {}
-  for i = 1, #s, 3 do
-    local a, b, c = s:byte(i, i + 2)
-    local n = a * 65536 + (b or 0) * 256 + (c or 0)
-    local q = { math.floor(n / 262144), math.floor(n / 4096) % 64, math.floor(n / 64) % 64, n % 64 }
-    for j = 1, 4 do out[#out + 1] = B64:sub(q[j] + 1, q[j] + 1) end
-    if not c then out[#out] = "=" end
-    if not b then out[#out - 1] = "=" end
-  end
-  return table.concat(out)
-end
+local mns = require "helpers.mns"
+local b64 = mns.b64
 local function xml_escape(s)
   return (s:gsub("&", "&amp;"):gsub("<", "&lt;"):gsub(">", "&gt;"):gsub('"', "&quot;"))
 end
@@ -247,63 +236,12 @@ describe("imm.notification.mns_handler inside nginx", function()
   local nginx = require "helpers.nginx"
   local core = require "imm.core"
   local hostile = require "helpers.hostile"
-  local ngx_srv, dir, cert_port, cert_url, http, imm_srv
+  local ngx_srv, dir, cert_port, http, imm_srv, signer
 
-  local function free_port()
-    local p = io.popen("env -u LD_PRELOAD python3 -c 'import socket; s=socket.socket(); "
-      .. "s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])'")
-    local port = tonumber(p:read("*l"))
-    p:close()
-    return port
-  end
-  local function write(path, s)
-    local f = assert(io.open(path, "wb"))
-    f:write(s)
-    f:close()
-  end
-  local function md5_hex(s)
-    write(dir .. "/md5-in", s)
-    local p = io.popen("openssl dgst -md5 -r " .. dir .. "/md5-in")
-    local hex = p:read("*l"):match("^(%x+)")
-    p:close()
-    return hex
-  end
-  local function rsa_sign(s, key)
-    write(dir .. "/sts", s)
-    assert(fixture.sh("openssl dgst -sha1 -sign " .. dir .. "/" .. (key or "mns") .. ".key -out "
-      .. dir .. "/sig " .. dir .. "/sts"))
-    return fixture.read(dir .. "/sig")
-  end
-  local function http_date(t) return os.date("!%a, %d %b %Y %H:%M:%S GMT", t or os.time()) end
-
-  -- POSTs body to path as MNS does. o: url (the certificate URL), key
-  -- (the signing key's name), date, md5 (a Content-MD5 to send instead),
-  -- tamper (a body sent instead of the signed one), drop (a header left out),
-  -- sign (false: an Authorization made of garbage)
-  local function push(path, body, o)
-    o = o or {}
-    local h = {
-      ["content-md5"] = o.md5 or b64(md5_hex(body)),
-      ["content-type"] = "text/xml;charset=utf-8",
-      date = o.date or http_date(),
-      ["x-mns-request-id"] = "57458276F0E3D56D7C000" .. math.random(100, 999),
-      ["x-mns-signing-cert-url"] = b64(o.url or cert_url),
-      ["x-mns-version"] = "2015-06-06",
-    }
-    local names = {}
-    for k in pairs(h) do if k:sub(1, 6) == "x-mns-" then names[#names + 1] = k end end
-    table.sort(names)
-    local sts = "POST\n" .. h["content-md5"] .. "\n" .. h["content-type"] .. "\n" .. h.date .. "\n"
-    for _, k in ipairs(names) do sts = sts .. k .. ":" .. h[k] .. "\n" end
-    sts = sts .. path
-    h.authorization = o.sign == false and b64(("x"):rep(256)) or b64(rsa_sign(sts, o.key))
-    if o.drop then h[o.drop] = nil end
-    local lines = {}
-    for k, v in pairs(h) do lines[#lines + 1] = k .. ": " .. v end
-    local status, resp = http:request("POST", ngx_srv.url .. path, lines, o.tamper or body)
-    assert(status, resp)
-    return status, resp
-  end
+  local function http_date(t) return mns.http_date(t) end
+  local function md5_hex(s) return signer:md5_hex(s) end
+  -- POSTs body to path as MNS does (helpers/mns.lua's push)
+  local function push(path, body, o) return signer:push(http, ngx_srv.url, path, body, o) end
 
   local function task_message(id, status)
     local t = {}
@@ -316,17 +254,15 @@ describe("imm.notification.mns_handler inside nginx", function()
   setup(function()
     dir = fixture.tmpdir()
     local certs = fixture.certs()
-    -- MNS's signing certificate, and another key that MNS does not hold
-    assert(fixture.sh("cd " .. dir .. " && mkdir -p www/mns && openssl req -x509 -newkey rsa:2048 -nodes"
-      .. " -keyout mns.key -out www/mns/x509_public_certificate.pem -days 2 -subj /CN=mns-test >/dev/null 2>&1"
-      .. " && openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out other.key >/dev/null 2>&1"
-      .. " && cp www/mns/x509_public_certificate.pem www/mns/cached.pem && echo not a certificate >www/mns/junk.pem"))
     -- IMM, for the example gateway: the hostile server, scripted per test.
     -- Started first: it binds a port of the kernel's choice, which could
-    -- otherwise be the one free_port just found (and released)
+    -- otherwise be the one mns.new just found (and released)
     imm_srv = hostile.start()
-    cert_port = free_port()
-    cert_url = "https://127.0.0.1:" .. cert_port .. "/mns/x509_public_certificate.pem"
+    -- MNS's signing certificate, and another key that MNS does not hold
+    signer = mns.new(dir, certs)
+    cert_port = signer.cert_port
+    assert(fixture.sh("cd " .. dir .. " && cp www/mns/x509_public_certificate.pem www/mns/cached.pem"
+      .. " && echo not a certificate >www/mns/junk.pem"))
     local handler = 'require("imm.notification").mns_handler { dict = "imm_notify", cert_dict = "imm_certs",'
       .. ' cert_hosts = { "127.0.0.1:' .. cert_port .. '" } }()'
     ngx_srv = nginx.run {
@@ -336,8 +272,7 @@ describe("imm.notification.mns_handler inside nginx", function()
       http = "lua_shared_dict imm_notify 1m; lua_shared_dict imm_certs 1m;\n"
         .. "  init_by_lua_block { local t = require('imm_tasks'); t.poll_interval = 0.3; t.task_timeout = 20;"
         .. " t.receiver.cert_dict = 'imm_certs'; t.receiver.cert_hosts = { '127.0.0.1:" .. cert_port .. "' } }\n"
-        .. "  server { listen 127.0.0.1:" .. cert_port .. " ssl; ssl_certificate " .. certs .. "/server.crt;"
-        .. " ssl_certificate_key " .. certs .. "/server.key; location / { root " .. dir .. "/www; } }",
+        .. "  " .. signer:server_block(),
       locations = "location /mns/ { content_by_lua_block { " .. handler .. " } }\n"
         .. [[    location = /default { content_by_lua_block {
       require("imm.notification").mns_handler { dict = "imm_notify" }() } }
@@ -522,3 +457,146 @@ describe("imm.notification.mns_handler inside nginx", function()
   end)
 end)
 
+
+-- End to end, as in production but on loopback: imm inside nginx creates a
+-- task on the local IMM server (server/imm_server, through imm.testing),
+-- which ends it after its task delay and pushes the notification, signed
+-- as MNS signs it with the spec's key, to the MNS receiver of that nginx;
+-- the receiver verifies it (its certificate fetched over HTTPS) and wakes
+-- the wait_task waiting with opts.notifications.
+describe("end to end: imm in nginx, the local IMM server and its signed pushes", function()
+  local fixture = require "helpers.fixture"
+  local nginx = require "helpers.nginx"
+  local testing = require "imm.testing"
+  local core = require "imm.core"
+  local ngx_srv, dir, srv, signer
+  local TASK_DELAY = 2   -- seconds the server's tasks stay Running
+
+  setup(function()
+    dir = fixture.tmpdir()
+    local certs = fixture.certs()
+    -- started before mns.new picks the certificate's port (see helpers/mns.lua)
+    srv = assert(testing.start { args = { "--task-delay", tostring(TASK_DELAY) } })
+    signer = mns.new(dir, certs)
+    local hosts = "{ '" .. signer.cert_host .. "' }"
+    ngx_srv = nginx.run {
+      trusted = certs .. "/ca.crt",
+      env = "env IMM_ENDPOINT=" .. srv.url .. ";\nenv ALIBABA_CLOUD_ACCESS_KEY_ID=" .. testing.access_key_id
+        .. ";\nenv ALIBABA_CLOUD_ACCESS_KEY_SECRET=" .. testing.access_key_secret .. ";\nenv IMM_MNS_TOPIC=imm-tasks;",
+      http = "lua_shared_dict imm_notify 1m;\n"
+        .. "  init_by_lua_block { local t = require('imm_tasks'); t.poll_interval = 30; t.task_timeout = 60;"
+        .. " t.receiver.cert_hosts = " .. hosts .. " }\n  " .. signer:server_block(),
+      locations = "location = /mns/notifications { content_by_lua_block { require('imm.notification')"
+        .. ".mns_handler { dict = 'imm_notify', cert_hosts = " .. hosts .. " }() } }\n"
+        .. [[    location = /task { content_by_lua_block { require("task_e2e_handler").run() } }
+    location = /convert { content_by_lua_block { require("imm_tasks").convert() } }
+    location = /example/mns { content_by_lua_block { require("imm_tasks").receive() } }
+    location = /peek { content_by_lua_block {
+      ngx.say(require("cjson").encode { stored = ngx.shared.imm_notify:get(ngx.var.arg_task) ~= nil }) } }]],
+    }
+  end)
+  teardown(function()
+    -- the server first: stopping an nginx still holding a hung wait raises
+    if srv then srv:stop() end
+    if ngx_srv then ngx_srv.stop() end
+    if dir then fixture.sh("rm -rf " .. dir) end
+  end)
+
+  -- the server pushes to `path` of the nginx, signed with `key` (the MNS key by default)
+  local function target(path, key)
+    assert(srv:notify_target(ngx_srv.url .. path, { signing_key = signer:key_pem(key), cert_url = signer.cert_url }))
+  end
+  local function sent(task_id)
+    for _, rec in ipairs(assert(srv:control("GET", "notifications"))) do
+      if rec.TaskId == task_id then return rec end
+    end
+  end
+  local function get_tasks(task_id)
+    local n = 0
+    for _, rec in ipairs(assert(srv:log())) do
+      if rec.action == "GetTask" and rec.params.TaskId == task_id then n = n + 1 end
+    end
+    return n
+  end
+  -- GETs path on the nginx in the background, and waits for the answer
+  -- (within 20 s: well before the 30 s poll interval, so only the push ends a wait)
+  local gets = 0
+  local function get(path)
+    gets = gets + 1  -- a file per request: a late answer cannot pass for the next one's
+    local body, code = mns.background_get(ngx_srv.url .. path, dir .. "/out-" .. gets)(20)
+    assert(body, path .. ": no answer within 20 s\n" .. ngx_srv.error_log():sub(-2000))
+    return cjson.decode(body), code
+  end
+
+  it("wait_task wakes on the server's signed push, verified by mns_handler", function()
+    target("/mns/notifications")
+    local r = get("/task?user=job-7")
+    assert.is_nil(r.raised)
+    assert.is_nil(r.err, cjson.encode(r))
+    assert.equal("Succeeded", r.status)
+    assert.equal("job-7", r.user_data)
+    -- woken by the notification (await returned it), not by the 30 s interval
+    assert.equal(1, #r.awaits, cjson.encode(r.awaits))
+    assert.is_true(r.awaits[1].woke)
+    assert.equal("Succeeded", r.awaits[1].status)
+    assert.equal(2, get_tasks(r.task_id), "one GetTask before the push, one after")
+    local rec = sent(r.task_id)
+    assert.equal(204, rec.status, cjson.encode(rec))
+    assert.is_true(ngx_srv.get("/peek?task=" .. r.task_id).stored)
+  end)
+
+  it("a Failed outcome ends the wait with TaskFailed and the task's Code and Message", function()
+    target("/mns/notifications")
+    assert(srv:task_outcome { TaskType = "MediaConvert", Code = "InvalidFile", Message = "the source is not a video" })
+    local r = get("/task")
+    assert.equal("TaskFailed", r.err and r.err.code, cjson.encode(r))
+    assert.equal("InvalidFile", r.err.task_code)
+    assert.equal("the source is not a video", r.err.task_message)
+    assert.equal(1, #r.awaits)
+    assert.is_true(r.awaits[1].woke)
+    assert.equal("Failed", r.awaits[1].status)
+    assert.equal(204, sent(r.err.created).status)
+  end)
+
+  it("the receiver refuses a push signed with another key, and an unsigned one", function()
+    local c = assert(srv:client { timeout = 5 })
+    for _, how in ipairs { "other", "unsigned" } do
+      if how == "other" then
+        target("/mns/notifications", "other")
+      else
+        assert(srv:notify_target(ngx_srv.url .. "/mns/notifications"))
+      end
+      -- ends at once (delay 0), so the push goes out without a wait
+      assert(srv:task_outcome { TaskType = "MediaConvert", Status = "Succeeded", delay = 0 })
+      local res = assert(c:create_media_convert_task { ProjectName = "immtest",
+        Sources = { { URI = "oss://imm-test/in.mp4" } }, Targets = { { URI = "oss://imm-test/o.mp4",
+        Container = "mp4" } }, Notification = { MNS = { TopicName = "imm-tasks" } } })
+      local rec
+      for _ = 1, 200 do
+        rec = sent(res.TaskId)
+        if rec then break end
+        core.sleep(0.05)
+      end
+      assert.equal(403, rec and rec.status, how .. ": " .. cjson.encode(rec or {}))
+      assert.is_false(ngx_srv.get("/peek?task=" .. res.TaskId).stored)
+    end
+    c:close()
+  end)
+
+  it("the task gateway example answers from the server's signed push", function()
+    target("/example/mns")
+    local r, code = get("/convert?project=immtest&source=oss://imm-test/a.docx&target=oss://imm-test/out/a.pdf")
+    assert.equal(200, code, cjson.encode(r))
+    assert.equal("notification", r.via)
+    assert.equal("Succeeded", r.Status)
+    assert.equal(204, sent(r.TaskId).status)
+
+    assert(srv:task_outcome { TaskType = "OfficeConversion", Code = "InvalidFile", Message = "not a document" })
+    r, code = get("/convert?project=immtest&source=oss://imm-test/b.txt&target=oss://imm-test/out/b.pdf")
+    assert.equal(502, code, cjson.encode(r))
+    assert.equal("notification", r.via)
+    assert.equal("Failed", r.Status)
+    assert.equal("InvalidFile", r.Code)
+    assert.equal("not a document", r.Message)
+  end)
+end)

@@ -203,13 +203,16 @@ end
 
 --- Sends task notifications to `url` (http:// on loopback); opts:
 -- `envelope` ("mns" or "raw"), `all` (every task, not only those whose
--- request had a Notification). `nil` stops them.
+-- request had a Notification), `topic`, and `signing_key` (an RSA private
+-- key in PEM) with `cert_url` (its certificate's URL) to sign them as MNS
+-- does. `nil` stops them.
 -- @treturn table|nil reply, err as `control`
 -- @usage srv:notify_target("http://127.0.0.1:9000/mns")
 function Server:notify_target(url, opts)
   if url == nil then return self:control("POST", "notify-target", core.null) end
   opts = opts or {}
-  return self:control("POST", "notify-target", { url = url, envelope = opts.envelope, all = opts.all })
+  return self:control("POST", "notify-target", { url = url, envelope = opts.envelope, all = opts.all,
+    topic = opts.topic, signing_key = opts.signing_key, cert_url = opts.cert_url })
 end
 
 --- The request log (one record per API request).

@@ -9,7 +9,7 @@
 -- (docs/tasks.md).
 -- @module imm.waiter
 
-local type, pairs, ipairs, next, tostring, pcall = type, pairs, ipairs, next, tostring, pcall
+local type, pairs, ipairs, next, tostring, pcall, rawget = type, pairs, ipairs, next, tostring, pcall, rawget
 local format, min = string.format, math.min
 local find, sub = string.find, string.sub
 
@@ -241,6 +241,10 @@ function _M.task_settings(opts)
       return nil, errors.invalid("wait option notifications works only inside nginx, where the push receiver "
         .. "of docs/notifications.md runs")
     end
+    -- else every await would fail at once, and the wait would poll without a pause
+    if not rawget(_G, "ngx").shared[n] then
+      return nil, errors.invalid("wait option notifications: no lua_shared_dict named " .. n .. " in nginx.conf")
+    end
     -- loaded only when asked for: it needs nginx
     local ok, mod = pcall(require, "imm.notification")
     if not ok or type(mod) ~= "table" or type(mod.await) ~= "function" then
@@ -263,9 +267,21 @@ local function wait_task(client, params, s)
     -- task ended: poll at once then, instead of at the next interval
     local notification = s.notification
     local dict, id = s.notifications, params.TaskId
+    local woken = false
     s.sleep = function(seconds)
-      local msg = notification.await(dict, id, seconds)
-      return type(msg) == "table" or nil
+      -- the notification stays in the dict, so after it woke us once await
+      -- would answer at once every time: a GetTask still saying Running
+      -- (or an await that fails) is waited for by plain sleeps
+      if woken then return client.transport:sleep(seconds) end
+      local msg, err = notification.await(dict, id, seconds)
+      if type(msg) == "table" then
+        woken = true
+        return true
+      end
+      if err then
+        woken = true
+        return client.transport:sleep(seconds)
+      end
     end
   end
   local statuses = _M.task_statuses

@@ -4,7 +4,8 @@ python3 server/imm_server (the directory), or bin/imm-server.
     imm_server --port N [--host 127.0.0.1] [--tls CERTDIR] [--bindings-file F.json]
                [--access-key-id ID --access-key-secret S [--security-token T]]
                [--port-file PATH] [--fault MODE[:COUNT]]... [--binding-start-delay SECONDS]
-               [--task-delay SECONDS] [--api FILE] [--quiet]
+               [--task-delay SECONDS] [--notify-key PEMFILE --notify-cert-url URL]
+               [--api FILE] [--quiet]
     imm_server --check-vectors PATH/TO/signing.json   (or signing_body.json)
 """
 
@@ -26,6 +27,7 @@ if __package__ in (None, ""):
 
 from .faults import FAULT_MODES, parse_fault_arg
 from .http import ImmServer
+from .notify import parse_signing
 from .signing import Credentials, check_vectors
 from .state import DEFAULT_BINDING_START_DELAY, BindingData
 from .tasks import DEFAULT_TASK_DELAY
@@ -72,6 +74,10 @@ def parse_args(argv):
                    help="how long a new binding stays Ready before it is Running (default %(default)s)")
     p.add_argument("--task-delay", type=float, default=DEFAULT_TASK_DELAY, metavar="SECONDS",
                    help="how long a task stays Running before it ends (default %(default)s)")
+    p.add_argument("--notify-key", metavar="PEMFILE",
+                   help="sign task notifications as MNS does with this RSA private key (with --notify-cert-url)")
+    p.add_argument("--notify-cert-url", metavar="URL",
+                   help="the URL of the signing key's certificate, sent in x-mns-signing-cert-url")
     p.add_argument("--api", metavar="FILE", help="the API description (default: api/imm-2020-09-30.json)")
     p.add_argument("--quiet", action="store_true", help="no per-request log lines")
     p.add_argument("--check-vectors", metavar="FILE", help="check the signer against a vectors file and exit")
@@ -82,7 +88,16 @@ def parse_args(argv):
         p.error("--binding-start-delay must be from 0 to 3600 seconds")
     if not 0 <= args.task_delay <= 3600:
         p.error("--task-delay must be from 0 to 3600 seconds")
+    if (args.notify_key is None) != (args.notify_cert_url is None):
+        p.error("--notify-key and --notify-cert-url go together")
     return args
+
+
+def notify_signing(args):
+    if args.notify_key is None:
+        return None
+    with open(args.notify_key, encoding="ascii") as f:
+        return parse_signing(f.read(), args.notify_cert_url)
 
 
 def write_port_file(path, port):
@@ -114,7 +129,7 @@ def main(argv=None):
         server = ImmServer((args.host, args.port),
                            Credentials(args.access_key_id, args.access_key_secret, args.security_token),
                            data, ssl_context, args.fault, args.quiet, args.binding_start_delay,
-                           args.task_delay, Description.load(args.api))
+                           args.task_delay, Description.load(args.api), notify_signing(args))
     except (OSError, ValueError, KeyError) as err:
         print(f"imm_server: {err}", file=sys.stderr)
         return 2

@@ -7,7 +7,7 @@ with a 400 in the service's error shape."""
 
 import threading
 
-from . import bindings, figures
+from . import bindings, figures, notify
 from .faults import parse_fault_rule
 from .replies import ApiError
 from .state import BindingData
@@ -179,7 +179,7 @@ def routes(server):
         ("POST", "/_imm/task-outcomes"): add_outcome,
         ("DELETE", "/_imm/task-outcomes"): clear_outcomes,
         ("POST", "/_imm/task-state"): lambda payload: server.board.force(payload),
-        ("GET", "/_imm/notify-target"): lambda _: {"target": server.notifier.target},
+        ("GET", "/_imm/notify-target"): lambda _: {"target": notify.public(server.notifier.target)},
         ("POST", "/_imm/notify-target"): server.notifier.set_target,
         ("GET", "/_imm/notifications"): lambda _: server.notifier.snapshot(),
         ("DELETE", "/_imm/notifications"): clear_notifications,

@@ -396,13 +396,13 @@ class ImmServer(ThreadingHTTPServer):
 
     def __init__(self, address, creds, data, ssl_context=None, faults=(), quiet=False,
                  binding_start_delay=DEFAULT_BINDING_START_DELAY, task_delay=DEFAULT_TASK_DELAY,
-                 description=None):
+                 description=None, notify_signing=None):
         self.address_family = socket.AF_INET6 if ":" in address[0] else socket.AF_INET
         self.creds, self.ssl_context, self.quiet = creds, ssl_context, quiet
         self.description = description or Description.load()
         self.startup_data = data
         self.startup_start_delay, self.startup_task_delay = binding_start_delay, task_delay
-        self.notifier = Notifier()
+        self.notifier = Notifier(notify_signing)
         self.board = TaskBoard(self.notifier, task_delay)
         self.state = None
         self.replace_state(data)

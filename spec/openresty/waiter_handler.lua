@@ -16,14 +16,23 @@ function _M.run()
   -- a stand-in for the push receiver's imm.notification (docs/notifications.md):
   -- a notification "arrives" at once for every await
   local awaits = {}
+  local real = package.loaded["imm.notification"]
   if a.fake_notification then
     package.loaded["imm.notification"] = { await = function(dict, id, seconds)
       awaits[#awaits + 1] = { dict, id, seconds }
       return { TaskId = id, Status = "Succeeded" }
     end }
+  elseif a.watch_awaits then
+    -- the real await, watched: what each call was asked and what it returned
+    local notification = require "imm.notification"
+    package.loaded["imm.notification"] = setmetatable({ await = function(dict, id, seconds)
+      local n, err = notification.await(dict, id, seconds)
+      awaits[#awaits + 1] = { dict = dict, id = id, seconds = seconds, woke = n ~= nil, err = err and err.code }
+      return n, err
+    end }, { __index = notification })
   end
   local ok, out = pcall(waiter_run.run, a)
-  package.loaded["imm.notification"] = nil
+  package.loaded["imm.notification"] = real
   ngx.sleep = sleep  -- luacheck: ignore
   if ok then out.awaits = awaits end
   if not ok then out = { raised = tostring(out) } end
