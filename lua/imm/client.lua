@@ -86,6 +86,9 @@ local OPTIONS = {
   debug = { boolean = true, ["function"] = true },
   -- for deterministic tests: functions returning epoch seconds and a nonce
   clock = "function", nonce = "function",
+  -- client-side token buckets (imm.ratelimit), and credentials kept in a
+  -- lua_shared_dict for every worker (imm.credentials.shared)
+  rate_limit = "table", credentials_cache = "table",
 }
 
 local function check_options(opts)
@@ -164,6 +167,14 @@ function Client.new(opts)
     if not self.credentials then return nil, err end
   else
     self.credentials = credentials.default()
+  end
+  if opts.credentials_cache then
+    self.credentials, err = require("imm.credentials.shared").new(self.credentials, opts.credentials_cache)
+    if not self.credentials then return nil, err end
+  end
+  if opts.rate_limit then
+    self.limiter, err = require("imm.ratelimit").new(opts.rate_limit)
+    if not self.limiter then return nil, err end
   end
 
   local connect_timeout, timeout
@@ -489,8 +500,14 @@ function Client:call(action, params, opts)
       end
       timeout = min(timeout, self.timeout)
     end
+    if self.limiter then
+      local ok, lerr = self.limiter:acquire(action, timeout, function(s) self.transport:sleep(s) end)
+      if not ok then lerr.attempts = attempt - 1 return nil, lerr end
+      if timeout then timeout = math.max(0.001, min(timeout, self.deadline - (core.monotonic() - started))) end
+    end
     local res
     res, err = self:_attempt(action, query, creds, def, opts.method, not idempotent, form, timeout)
+    if self.limiter then self.limiter:feedback(err) end
     if res then return res end
     err.attempts = attempt
     if SKEW_CODES[err.code] and err.server_time and not resigned then

@@ -1,0 +1,52 @@
+-- spec/21 inside nginx: one client per worker and per set of options (the
+-- JSON in ?o=), so the rate limiter's and the credentials' shared state is
+-- what the workers have in common.
+local cjson = require "cjson"
+local imm = require "imm"
+
+local _M = {}
+
+local clients = {}
+
+local function client(o, make)
+  local raw = ngx.var.arg_o and ngx.unescape_uri(ngx.var.arg_o) or "{}"
+  local c = clients[raw]
+  if not c then
+    local err
+    c, err = make(cjson.decode(raw))
+    if not c then
+      ngx.say(cjson.encode { new_error = tostring(err) })
+      return nil
+    end
+    clients[raw] = c
+  end
+  return c, o
+end
+
+local function reply(t)
+  t.pid = ngx.worker.pid()
+  ngx.say(cjson.encode(t))
+end
+
+--- One ListProjects call through a client with a rate limit.
+function _M.call()
+  local c = client(nil, function(o) return imm.new(o) end)
+  if not c then return end
+  local res, err = c:call("ListProjects", {})
+  reply { ok = res ~= nil, code = err and err.code, message = err and err.message }
+end
+
+--- The credentials of a client whose provider is a credentials URI
+-- (o.uri), kept in o.credentials_cache when given.
+function _M.creds()
+  local c = client(nil, function(o)
+    local p = assert(imm.credentials.credentials_uri { uri = o.uri })
+    return imm.new { endpoint = "http://127.0.0.1:1", credentials = p, credentials_cache = o.credentials_cache }
+  end)
+  if not c then return end
+  ngx.sleep(tonumber(ngx.var.arg_pause) or 0)
+  local creds, err = c.credentials:get { timeout = 5 }
+  reply { id = creds and creds.access_key_id, code = err and err.code }
+end
+
+return _M
