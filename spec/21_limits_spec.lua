@@ -151,7 +151,12 @@ local function q(t)
 end
 
 local LOCATIONS = [[location = /call { content_by_lua_block { require("limits_handler").call() } }
-    location = /creds { content_by_lua_block { require("limits_handler").creds() } }]]
+    location = /creds { content_by_lua_block { require("limits_handler").creds() } }
+    location = /logphase {
+      content_by_lua_block { ngx.say("ok") }
+      log_by_lua_block { require("limits_handler").log_phase() }
+    }
+    location = /logphase_result { content_by_lua_block { require("limits_handler").log_phase_result() } }]]
 
 local function count(replies, f)
   local n, pids = 0, {}
@@ -191,6 +196,20 @@ describe("limits inside nginx, 4 workers", function()
     assert.equal(200, ok, ngx_srv.error_log():sub(-2000))
     assert.is_true(workers >= 2)
     assert.is_true(peak <= 22, "peak " .. peak)
+  end)
+
+  it("from log_by_lua: UnsupportedPhase, never a raise from the limiter's or the credentials' sleep", function()
+    local o = { endpoint = srv.url, access_key_id = fixture.KEY_ID, access_key_secret = fixture.SECRET }
+    local status = ngx_srv.raw("/logphase?o=" .. q(o))
+    assert.equal(200, status)
+    local r
+    for _ = 1, 50 do  -- the log phase runs after the reply
+      r = ngx_srv.get("/logphase_result")
+      if r.codes or r.raised then break end
+      core.sleep(0.05)
+    end
+    assert.is_nil(r.raised)
+    assert.same({ "UnsupportedPhase", "UnsupportedPhase" }, r.codes)
   end)
 
   it("credentials expiring every 2 s, over 10 s: one refresh per expiry for the whole nginx", function()

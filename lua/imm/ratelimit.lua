@@ -161,7 +161,7 @@ function _M.new(o)
     rate = o.rate, burst = burst, per_action = o.per_action == true, adaptive = o.adaptive == true,
     min_rate = min_rate, max_wait = o.max_wait or 10, key = o.key or "imm:rl",
     -- adaptive state, per client unless a shared dict holds it
-    cur = o.rate, last_cut = -huge, last_gain = core.monotonic(),
+    cur = o.rate,
   }, Limiter)
   local ngx = rawget(_G, "ngx")
   if o.dict then
@@ -203,6 +203,11 @@ end
 -- @return true, or nil, err (`RateLimited`, not retryable, nothing sent)
 -- @usage local ok, err = limiter:acquire("ListBindings", left, function(s) transport:sleep(s) end)
 function Limiter:acquire(action, left, sleep)
+  local ngx = rawget(_G, "ngx")
+  if type(ngx) == "table" and type(ngx.get_phase) == "function" and not require("imm.transport.ngx").phase_ok() then
+    -- no sleeping here (log_by_lua, ...): the attempt itself answers UnsupportedPhase
+    return true
+  end
   local longest = self.max_wait
   if left then longest = min(longest, max(0, left)) end
   local rate = self:_rate()
@@ -229,26 +234,41 @@ function Limiter:acquire(action, left, sleep)
   return true
 end
 
+-- Adaptive state: the moments of the last cut and of the last gain, in the
+-- dict when there is one (so the workers cut and grow one shared rate).
+function Limiter:_mark(name, v)
+  if self.dict then
+    if v then self.dict:set(self.key .. ":" .. name, v) return v end
+    return self.dict:get(self.key .. ":" .. name)
+  end
+  if v then self[name] = v return v end
+  return self[name]
+end
+
 --- Adaptive mode: what an attempt's outcome says about the rate.
 -- @tparam table|nil err the attempt's error, nil on success
+-- @usage limiter:feedback(err)
 function Limiter:feedback(err)
   if not self.adaptive then return end
   local now = core.monotonic()
   local cur = self:_rate()
-  if err and type(err.code) == "string" and (find(err.code, "^Throttling") or err.status == 429) then
+  if err and (err.status == 429 or (type(err.code) == "string" and find(err.code, "^Throttling"))) then
     -- concurrent throttled attempts are one signal: cut once a second
-    local last = self.dict and self.dict:get(self.key .. ":cut") or self.last_cut
-    if now - last >= 1 then
-      if self.dict then self.dict:set(self.key .. ":cut", now) else self.last_cut = now end
+    if now - (self:_mark("last_cut") or -huge) >= 1 then
+      self:_mark("last_cut", now)
       self:_set_rate(max(self.min_rate, cur / 2))
     end
-    self.last_gain = now
+    self:_mark("last_gain", now)
   elseif cur < self.rate then
-    local gained = (now - self.last_gain) * self.rate / 10
-    if gained > 0 then self:_set_rate(min(self.rate, cur + gained)) end
-    self.last_gain = now
+    -- a tenth of the configured rate back for each second since the last
+    -- gain (or cut)
+    local last = self:_mark("last_gain") or now
+    if now > last then
+      self:_mark("last_gain", now)
+      self:_set_rate(min(self.rate, cur + (now - last) * self.rate / 10))
+    end
   else
-    self.last_gain = now
+    self:_mark("last_gain", now)
   end
 end
 

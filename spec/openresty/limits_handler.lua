@@ -49,4 +49,28 @@ function _M.creds()
   reply { id = creds and creds.access_key_id, code = err and err.code }
 end
 
+--- From log_by_lua (no ngx.sleep, no cosockets): two calls through a
+-- client with a rate limit of 1/s and shared credentials; what they
+-- returned, or what they raised, goes to the imm_limits dict.
+function _M.log_phase()
+  local ok, out = pcall(function()
+    local o = cjson.decode(ngx.unescape_uri(ngx.var.arg_o))
+    local p = assert(imm.credentials.static { access_key_id = o.access_key_id,
+      access_key_secret = o.access_key_secret })
+    local c = assert(imm.new { endpoint = o.endpoint, credentials = p, credentials_cache = { dict = "imm" },
+      rate_limit = { rate = 1, dict = "imm_limits", key = "log-phase" } })
+    local codes = {}
+    for i = 1, 2 do
+      local _, err = c:call("ListProjects", {})
+      codes[i] = err and err.code or "ok"
+    end
+    return codes
+  end)
+  ngx.shared.imm_limits:set("log_phase", cjson.encode(ok and { codes = out } or { raised = tostring(out) }))
+end
+
+function _M.log_phase_result()
+  ngx.say(ngx.shared.imm_limits:get("log_phase") or "{}")
+end
+
 return _M

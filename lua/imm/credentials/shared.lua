@@ -106,7 +106,8 @@ function _M.new(provider, o)
   end
 
   local function get(opts)
-    if pass_through then return provider:get(opts) end
+    -- a phase without ngx.sleep (log_by_lua, ...): the provider's own rules
+    if pass_through or not require("imm.transport.ngx").phase_ok() then return provider:get(opts) end
     local deadline = base.deadline(opts)
     local limit = deadline and min(WAIT_LIMIT, deadline - core.monotonic()) or WAIT_LIMIT
     ngx.update_time()
