@@ -11,16 +11,17 @@ local imm = require "imm"
 local fixture = require "helpers.fixture"
 
 -- The most requests whose start falls within any window of `span` seconds.
+-- Also: where that window starts, in seconds from the first start.
 local function peak_per_window(log, span)
   local t = {}
   for _, r in ipairs(log) do t[#t + 1] = r.start end
   table.sort(t)
-  local best, j = 0, 1
+  local best, at, j = 0, 0, 1
   for i = 1, #t do
     while t[i] - t[j] >= span do j = j + 1 end
-    if i - j + 1 > best then best = i - j + 1 end
+    if i - j + 1 > best then best, at = i - j + 1, t[j] - t[1] end
   end
-  return best
+  return best, at
 end
 
 local function note(fmt, ...)
@@ -150,6 +151,19 @@ local function q(t)
   return (cjson.encode(t):gsub("[^%w]", function(c) return string.format("%%%02X", c:byte()) end))
 end
 
+-- Warms the workers up (modules loaded, clients made, connections to the
+-- server pooled) through the bucket of another action, then clears the
+-- server's log: a cold worker's first request is slower than the rest, so
+-- it would reach the server late, next to a later slot's request, and the
+-- count would measure nginx's start-up instead of the limit.
+local function warm_up(srv, bases, o)
+  local urls = {}
+  for i = 1, 40 do urls[i] = bases[i % #bases + 1] .. "/call?action=ListDatasets&o=" .. q(o) end
+  local replies = parallel_get(urls, 40)
+  for _, r in ipairs(replies) do assert(r.ok, cjson.encode(r)) end
+  srv.control("DELETE", "log")
+end
+
 local LOCATIONS = [[location = /call { content_by_lua_block { require("limits_handler").call() } }
     location = /creds { content_by_lua_block { require("limits_handler").creds() } }
     location = /logphase {
@@ -184,15 +198,16 @@ describe("limits inside nginx, 4 workers", function()
   it("20 QPS on one action, 200 requests at once: at most 22 start in any second", function()
     local o = { endpoint = srv.url, access_key_id = fixture.KEY_ID, access_key_secret = fixture.SECRET,
       deadline = 20, rate_limit = { rate = 20, per_action = true, dict = "imm_limits" } }
+    warm_up(srv, { ngx_srv.url }, o)
     local urls = {}
     for i = 1, 200 do urls[i] = ngx_srv.url .. "/call?o=" .. q(o) end
     local replies = parallel_get(urls, 200)
     local ok, workers = count(replies, function(r) return r.ok end)
     local log = srv.log()
-    local peak = peak_per_window(log, 1)
+    local peak, at = peak_per_window(log, 1)
     note("4 workers, 20 QPS (burst 1) on ListProjects, 200 requests at once: %d answered, %d reached "
-      .. "the server over %.2fs, at most %d in any second (workers used: %d)", ok, #log,
-      log[#log].start - log[1].start, peak, workers)
+      .. "the server over %.2fs, at most %d in any second (from +%.2fs; workers used: %d)", ok, #log,
+      log[#log].start - log[1].start, peak, at, workers)
     assert.equal(200, ok, ngx_srv.error_log():sub(-2000))
     assert.is_true(workers >= 2)
     assert.is_true(peak <= 22, "peak " .. peak)
@@ -280,15 +295,16 @@ describe("a rate limit in Redis, shared by two nginx", function()
     local o = { endpoint = srv.url, access_key_id = fixture.KEY_ID, access_key_secret = fixture.SECRET,
       deadline = 20, rate_limit = { rate = 20, per_action = true, key = "imm:spec21",
         redis = { port = redis_port, password = "imm-test-pass", db = 1, timeout = 1 } } }
+    warm_up(srv, { ngx_a.url, ngx_b.url }, o)
     local urls = {}
     for i = 1, 200 do urls[i] = (i % 2 == 0 and ngx_a or ngx_b).url .. "/call?o=" .. q(o) end
     local replies = parallel_get(urls, 200)
     local ok = count(replies, function(r) return r.ok end)
     local log = srv.log()
-    local peak = peak_per_window(log, 1)
+    local peak, at = peak_per_window(log, 1)
     note("two nginx (2 workers each), one Redis bucket of 20 QPS (burst 1), 200 requests at once: "
-      .. "%d answered, %d reached the server over %.2fs, at most %d in any second", ok, #log,
-      log[#log].start - log[1].start, peak)
+      .. "%d answered, %d reached the server over %.2fs, at most %d in any second (from +%.2fs)", ok, #log,
+      log[#log].start - log[1].start, peak, at)
     assert.equal(200, ok, ngx_a.error_log():sub(-2000) .. ngx_b.error_log():sub(-2000))
     assert.is_true(peak <= 22, "peak " .. peak)
     -- the script's key lives in the database chosen, with an expiry

@@ -97,12 +97,15 @@ local function dict_store(dict)
     step = function(key, interval, tau, longest)
       -- shared dict operations are atomic one by one, not as a get/set pair:
       -- a short lock (add with a TTL, so a crashed worker cannot keep it)
+      -- The holder is another worker (another process) that never yields
+      -- while it holds the lock, so a short busy retry beats a sleep, which
+      -- would delay this request by a timer tick or more.
       local lock = key .. ":lock"
-      local spins = 0
+      local tries = 0
       while not dict:add(lock, true, 0.1) do
-        spins = spins + 1
-        if spins > 200 then return nil, nil, "the lock of " .. key .. " stays taken" end
-        ngx.sleep(0.001)
+        tries = tries + 1
+        if tries > 1200 then return nil, nil, "the lock of " .. key .. " stays taken" end
+        if tries % 100 == 0 then ngx.sleep(0.001) end
       end
       ngx.update_time()
       local now = ngx.now()
@@ -177,7 +180,9 @@ function _M.new(o)
     r.host, r.port = r.host or "127.0.0.1", r.port or 6379
     if r.port ~= floor(r.port) or r.port < 1 or r.port > 65535 then return bad("redis port must be 1 to 65535") end
     if r.timeout ~= nil and not positive(r.timeout) then return bad("redis timeout must be positive") end
-    r.pool = format("imm-redis:%s:%d:%d", r.host, r.port, r.db or 0)
+    -- pooled connections are authenticated: one pool per user, password and db
+    r.pool = format("imm-redis:%s:%d:%d:%s:%s", r.host, r.port, r.db or 0, r.username or "",
+      r.password and ngx.md5(r.password) or "")
     self.store = redis_store(r)
   else
     self.store = local_store()

@@ -28,11 +28,12 @@ local function reply(t)
   ngx.say(cjson.encode(t))
 end
 
---- One ListProjects call through a client with a rate limit.
+--- One call (?action=, default ListProjects) through a client with a rate limit.
 function _M.call()
   local c = client(nil, function(o) return imm.new(o) end)
   if not c then return end
-  local res, err = c:call("ListProjects", {})
+  local action = ngx.var.arg_action or "ListProjects"
+  local res, err = c:call(action, action == "ListDatasets" and { ProjectName = "immtest" } or {})
   reply { ok = res ~= nil, code = err and err.code, message = err and err.message }
 end
 

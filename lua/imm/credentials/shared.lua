@@ -10,7 +10,7 @@
 -- Credentials without an expiration (fixed keys) are never stored.
 -- @module imm.credentials.shared
 
-local type, tostring, tonumber, pairs, setmetatable = type, tostring, tonumber, pairs, setmetatable
+local type, tostring, tonumber, pairs, pcall, setmetatable = type, tostring, tonumber, pairs, pcall, setmetatable
 local format, sub, find = string.format, string.sub, string.find
 local min, floor = math.min, math.floor
 
@@ -91,7 +91,13 @@ function _M.new(provider, o)
   end
 
   local function refresh(opts, c, valid)
-    local nc, err = provider:get(opts)
+    -- the lock must go whatever the provider does (nginx runs LuaJIT, whose
+    -- pcall a cosocket may yield across)
+    local ok, nc, err = pcall(provider.get, provider, opts)
+    if not ok then
+      dict:delete(lock)
+      return nil, errors.new("InvalidResponse", "credential provider raised: " .. tostring(nc), { retryable = false })
+    end
     if nc and nc.expiration then
       ngx.update_time()
       local t = ngx.now()
