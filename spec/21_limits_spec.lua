@@ -73,6 +73,29 @@ describe("rate_limit in one process", function()
     assert.is_true(peak_per_window(srv.log(), 1) > 6)
   end)
 
+  it("inside imm tasks, a call waits for its slot without blocking the loop", function()
+    local c = srv.client { async = true, rate_limit = { rate = 5, burst = 1 } }
+    local tasks = {}
+    for i = 1, 3 do
+      tasks[i] = imm.spawn(function()
+        for _ = 1, 3 do assert(c:call("ListProjects", {})) end
+        return true
+      end)
+    end
+    local turns = 0
+    while imm.poll(0) > 0 do
+      turns = turns + 1
+      core.sleep(0.001)
+    end
+    for i = 1, 3 do assert.is_true(tasks[i]:result()) end
+    local log = srv.log()
+    assert.equal(9, #log)
+    assert.is_true(peak_per_window(log, 1) <= 6)
+    -- 9 slots 0.2 s apart: a limiter that slept the whole process would
+    -- leave the loop a few turns, not hundreds
+    assert.is_true(turns > 200, "the loop turned " .. turns .. " times")
+  end)
+
   it("gives each action its own bucket with per_action", function()
     local c = srv.client { rate_limit = { rate = 1, burst = 1, per_action = true, max_wait = 0 } }
     assert(c:call("ListProjects", {}))

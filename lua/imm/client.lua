@@ -29,6 +29,17 @@ local waiter = require "imm.waiter"
 
 local VERSION = "0.1.0"
 
+---@class imm.RateLimitOptions
+---@field rate number requests a second
+---@field burst integer|nil default 1
+---@field per_action boolean|nil one bucket per action
+---@field max_wait number|nil seconds, without a deadline; default 10
+---@field key string|nil the bucket's name, default "imm:rl"
+---@field adaptive boolean|nil halve on Throttling, grow back
+---@field min_rate number|nil adaptive floor
+---@field dict string|nil a lua_shared_dict: every worker
+---@field redis table|nil host, port, password, username, db, timeout, pool_size, keepalive: every host
+
 ---@class imm.ClientOptions
 ---@field region string|nil e.g. "cn-hangzhou"
 ---@field endpoint string|nil "host", "host:port" or "http(s)://host[:port]"
@@ -55,6 +66,8 @@ local VERSION = "0.1.0"
 ---@field async boolean|nil true: inside an imm task (imm.spawn), calls yield instead of blocking
 ---@field clock (fun(): number)|nil epoch seconds, for deterministic tests
 ---@field nonce (fun(): string)|nil the signature nonce, for deterministic tests
+---@field rate_limit imm.RateLimitOptions|nil a client-side token bucket (docs/openresty.md)
+---@field credentials_cache { dict: string, key: string|nil, lock_timeout: number|nil }|nil inside nginx
 
 ---@class imm.Client
 local Client = {}
