@@ -58,7 +58,7 @@ describe("rate_limit in one process", function()
   end)
 
   it("holds a client to its rate: at most rate + burst requests start in any second", function()
-    local c = srv.client { rate_limit = { rate = 5, burst = 1 } }
+    local c = srv.client { rate_limit = { rate = 5, burst = 1, key = "t1" } }
     for _ = 1, 12 do assert(c:call("ListProjects", {})) end
     local log = srv.log()
     assert.equal(12, #log)
@@ -74,7 +74,7 @@ describe("rate_limit in one process", function()
   end)
 
   it("inside imm tasks, a call waits for its slot without blocking the loop", function()
-    local c = srv.client { async = true, rate_limit = { rate = 5, burst = 1 } }
+    local c = srv.client { async = true, rate_limit = { rate = 5, burst = 1, key = "t2" } }
     local tasks = {}
     for i = 1, 3 do
       tasks[i] = imm.spawn(function()
@@ -96,8 +96,20 @@ describe("rate_limit in one process", function()
     assert.is_true(turns > 200, "the loop turned " .. turns .. " times")
   end)
 
+  it("shares one bucket between the clients of a Lua state with the same key", function()
+    local a = srv.client { rate_limit = { rate = 1, burst = 1, max_wait = 0, key = "t8" } }
+    local b = srv.client { rate_limit = { rate = 1, burst = 1, max_wait = 0, key = "t8" } }
+    local other = srv.client { rate_limit = { rate = 1, burst = 1, max_wait = 0, key = "t9" } }
+    assert(a:call("ListProjects", {}))
+    local res, err = b:call("ListProjects", {})
+    assert.is_nil(res)
+    assert.equal("RateLimited", err.code)
+    assert(other:call("ListProjects", {}))
+    assert.equal(2, #srv.log())
+  end)
+
   it("gives each action its own bucket with per_action", function()
-    local c = srv.client { rate_limit = { rate = 1, burst = 1, per_action = true, max_wait = 0 } }
+    local c = srv.client { rate_limit = { rate = 1, burst = 1, per_action = true, max_wait = 0, key = "t3" } }
     assert(c:call("ListProjects", {}))
     assert(c:call("ListDatasets", { ProjectName = "immtest" }))
     local res, err = c:call("ListProjects", {})
@@ -107,7 +119,7 @@ describe("rate_limit in one process", function()
   end)
 
   it("fails with RateLimited, not retried and nothing sent, when no slot comes within the deadline", function()
-    local c = srv.client { deadline = 0.3, max_retries = 3, rate_limit = { rate = 1, burst = 1 } }
+    local c = srv.client { deadline = 0.3, max_retries = 3, rate_limit = { rate = 1, burst = 1, key = "t4" } }
     assert(c:call("ListProjects", {}))
     local res, err = c:call("ListProjects", {})
     assert.is_nil(res)
@@ -117,7 +129,7 @@ describe("rate_limit in one process", function()
     assert.equal("ListProjects", err.action)
     assert.equal(1, #srv.log())
     -- max_wait bounds a call without a deadline the same way
-    local c2 = srv.client { rate_limit = { rate = 1, burst = 1, max_wait = 0.1 } }
+    local c2 = srv.client { rate_limit = { rate = 1, burst = 1, max_wait = 0.1, key = "t5" } }
     assert(c2:call("ListProjects", {}))
     res, err = c2:call("ListProjects", {})
     assert.is_nil(res)
@@ -126,7 +138,7 @@ describe("rate_limit in one process", function()
   end)
 
   it("adaptive: a Throttling answer halves the rate, and it grows back", function()
-    local c = srv.client { max_retries = 0, rate_limit = { rate = 10, burst = 1, adaptive = true } }
+    local c = srv.client { max_retries = 0, rate_limit = { rate = 10, burst = 1, adaptive = true, key = "t6" } }
     srv.fault { mode = "throttle", count = 1 }
     local _, err = c:call("ListProjects", {})
     assert.equal("Throttling.User", err.code)
@@ -137,7 +149,7 @@ describe("rate_limit in one process", function()
     -- halved to 5/s, and growing by 1/s each second: never 10 in a second
     assert.is_true(peak <= 7, "peak " .. peak)
     -- and without adaptive the same bucket lets 10 through in a second
-    local c2 = srv.client { max_retries = 0, rate_limit = { rate = 10, burst = 1 } }
+    local c2 = srv.client { max_retries = 0, rate_limit = { rate = 10, burst = 1, key = "t7" } }
     srv.fault { mode = "throttle", count = 1 }
     c2:call("ListProjects", {})
     srv.reset()

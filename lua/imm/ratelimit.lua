@@ -1,6 +1,7 @@
 --- Client-side rate limiting: a token bucket per action, or one for all
--- actions, kept in the client (per process), in a `lua_shared_dict` (every
--- worker of one nginx), or in Redis (every host of a fleet).
+-- actions, kept in the Lua state (every client of it with the same `key`),
+-- in a `lua_shared_dict` (every worker of one nginx), or in Redis (every
+-- host of a fleet).
 --
 -- The bucket is kept as GCRA's single number, the "theoretical arrival
 -- time" (`tat`): one request every `1/rate` seconds, and up to `burst` at
@@ -77,8 +78,11 @@ end
 
 -- -- Stores: step(key, interval, tau, longest) -> wait | nil, wait | nil, nil, message
 
+-- The buckets of this Lua state, by key: clients with the same `key` share
+-- one, as they would in a dict or in Redis.
+local tats = {}
+
 local function local_store()
-  local tats = {}
   return {
     step = function(key, interval, tau, longest)
       local now = core.monotonic()
@@ -87,7 +91,6 @@ local function local_store()
       tats[key] = tat
       return wait
     end,
-    shared = {},  -- adaptive state
   }
 end
 
