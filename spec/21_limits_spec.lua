@@ -262,6 +262,23 @@ describe("limits inside nginx, 4 workers", function()
     assert.same({ "UnsupportedPhase", "UnsupportedPhase" }, r.codes)
   end)
 
+  it("shared credentials: a failing provider's error comes back, and its lock does not outlive it", function()
+    local cloud = require("helpers.fake_cloud").start()
+    finally(cloud.stop)
+    cloud.fault { target = "uri", mode = "error", status = 500, count = -1 }
+    local o = { uri = cloud.uri, credentials_cache = { dict = "imm", key = "failing" } }
+    for i = 1, 3 do
+      -- the first holds the lock for up to 5 s; a lock left behind would
+      -- make the next ones wait their 1 s out and answer Timeout
+      local r = ngx_srv.get("/creds?timeout=" .. (i == 1 and 5 or 1) .. "&o=" .. q(o))
+      assert.is_nil(r.id)
+      -- the provider's own error each time, not a Timeout behind a stuck lock
+      assert.is_not_nil(r.code)
+      assert.are_not.equal("Timeout", r.code)
+    end
+    assert.equal(3, #cloud.log("uri"))
+  end)
+
   it("credentials expiring every 2 s, over 10 s: one refresh per expiry for the whole nginx", function()
     local cloud = require("helpers.fake_cloud").start()
     finally(cloud.stop)
@@ -345,6 +362,21 @@ describe("a rate limit in Redis, shared by two nginx", function()
     -- the script's key lives in the database chosen, with an expiry
     assert.truthy(fixture.sh(string.format("redis-cli -p %d -a imm-test-pass --no-auth-warning -n 1 "
       .. "pttl 'imm:spec21:ListProjects' | grep -qv -- '^-'", redis_port)))
+  end)
+
+  it("loads the script again (EVAL) after Redis forgot it (SCRIPT FLUSH)", function()
+    assert(fixture.sh(string.format("redis-cli -p %d -a imm-test-pass --no-auth-warning script flush >/dev/null",
+      redis_port)))
+    local o = { endpoint = srv.url, access_key_id = fixture.KEY_ID, access_key_secret = fixture.SECRET,
+      rate_limit = { rate = 1, max_wait = 0, key = "imm:flush", redis = { port = redis_port,
+        password = "imm-test-pass" } } }
+    srv.control("DELETE", "log")
+    local first = ngx_a.get("/call?o=" .. q(o))
+    local second = ngx_a.get("/call?o=" .. q(o))
+    assert.is_true(first.ok)
+    assert.equal("RateLimited", second.code)
+    assert.equal(1, #srv.log())
+    assert.falsy(ngx_a.error_log():find("NOSCRIPT", 1, true))
   end)
 
   it("a wrong password: calls go through unlimited and the log says why, without the password", function()

@@ -46,8 +46,8 @@ function _M.creds()
   end)
   if not c then return end
   ngx.sleep(tonumber(ngx.var.arg_pause) or 0)
-  local creds, err = c.credentials:get { timeout = 5 }
-  reply { id = creds and creds.access_key_id, code = err and err.code }
+  local creds, err = c.credentials:get { timeout = tonumber(ngx.var.arg_timeout) or 5 }
+  reply { id = creds and creds.access_key_id, code = err and err.code, message = err and err.message }
 end
 
 --- From log_by_lua (no ngx.sleep, no cosockets): two calls through a
