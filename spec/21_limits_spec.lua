@@ -248,6 +248,36 @@ describe("limits inside nginx, 4 workers", function()
     assert.is_true(peak <= 22, "peak " .. peak)
   end)
 
+  it("adaptive with a dict: one Throttling answer slows every worker down", function()
+    local o = { endpoint = srv.url, access_key_id = fixture.KEY_ID, access_key_secret = fixture.SECRET,
+      deadline = 20, max_retries = 0,
+      rate_limit = { rate = 10, dict = "imm_limits", key = "adaptive", adaptive = true } }
+    warm_up(srv, { ngx_srv.url }, o)
+    srv.fault { mode = "throttle", count = 1 }
+    local urls = {}
+    for i = 1, 30 do urls[i] = ngx_srv.url .. "/call?o=" .. q(o) end
+    -- three at a time: a slot is taken when a call asks for it, so calls
+    -- already waiting keep theirs; the ones after the answer see the cut
+    local replies = parallel_get(urls, 3)
+    local ok, workers = count(replies, function(r) return r.ok end)
+    local log = srv.log()
+    table.sort(log, function(a, b) return a.start < b.start end)
+    -- the requests that started in the second after the throttled one
+    local t0, after = nil, 0
+    for _, r in ipairs(log) do
+      if r.fault == "throttle" then t0 = r.start end
+    end
+    assert.is_not_nil(t0)
+    for _, r in ipairs(log) do
+      if r.start > t0 and r.start - t0 < 1 then after = after + 1 end
+    end
+    note("4 workers, adaptive 10 QPS in a dict: %d requests started in the second after a Throttling answer "
+      .. "(%d answered; workers used: %d)", after, ok, workers)
+    assert.equal(29, ok)
+    -- halved to 5/s for every worker (growing by 1/s): not the 10 of the configured rate
+    assert.is_true(after <= 7, after .. " requests")
+  end)
+
   it("from log_by_lua: UnsupportedPhase, never a raise from the limiter's or the credentials' sleep", function()
     local o = { endpoint = srv.url, access_key_id = fixture.KEY_ID, access_key_secret = fixture.SECRET }
     local status = ngx_srv.raw("/logphase?o=" .. q(o))
