@@ -108,6 +108,14 @@ describe("rate_limit in one process", function()
     assert.equal(2, #srv.log())
   end)
 
+  it("writes Redis commands in RESP (imm.redis, no nginx needed for that)", function()
+    local redis = require "imm.redis"
+    assert.equal("*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", redis.command { "GET", "k" })
+    assert.equal("*3\r\n$7\r\nEVALSHA\r\n$2\r\nab\r\n$1\r\n0\r\n", redis.command { "EVALSHA", "ab", 0 })
+    -- lengths are bytes, so binary and multi-byte values go through whole
+    assert.equal("*1\r\n$4\r\n\0\r\n\xc3\r\n", redis.command { "\0\r\n\xc3" })
+  end)
+
   it("gives each action its own bucket with per_action", function()
     local c = srv.client { rate_limit = { rate = 1, burst = 1, per_action = true, max_wait = 0, key = "t3" } }
     assert(c:call("ListProjects", {}))
