@@ -136,13 +136,19 @@ describe("rate_limit in one process", function()
     assert.is_false(err.sent)
     assert.equal("ListProjects", err.action)
     assert.equal(1, #srv.log())
-    -- max_wait bounds a call without a deadline the same way
+    -- max_wait bounds a call without a deadline the same way, and one with
+    -- a longer deadline too
     local c2 = srv.client { rate_limit = { rate = 1, burst = 1, max_wait = 0.1, key = "t5" } }
     assert(c2:call("ListProjects", {}))
     res, err = c2:call("ListProjects", {})
     assert.is_nil(res)
     assert.equal("RateLimited", err.code)
-    assert.equal(2, #srv.log())
+    local c3 = srv.client { deadline = 5, rate_limit = { rate = 1, burst = 1, max_wait = 0.1, key = "t10" } }
+    assert(c3:call("ListProjects", {}))
+    res, err = c3:call("ListProjects", {})
+    assert.is_nil(res)
+    assert.equal("RateLimited", err.code)
+    assert.equal(3, #srv.log())
   end)
 
   it("adaptive: a Throttling answer halves the rate, and it grows back", function()
@@ -240,7 +246,7 @@ describe("limits inside nginx, 4 workers", function()
 
   it("20 QPS on one action, 200 requests at once: at most 22 start in any second", function()
     local o = { endpoint = srv.url, access_key_id = fixture.KEY_ID, access_key_secret = fixture.SECRET,
-      deadline = 20, rate_limit = { rate = 20, per_action = true, dict = "imm_limits" } }
+      deadline = 20, rate_limit = { rate = 20, per_action = true, max_wait = 20, dict = "imm_limits" } }
     warm_up(srv, { ngx_srv.url }, o)
     local urls = {}
     for i = 1, 200 do urls[i] = ngx_srv.url .. "/call?o=" .. q(o) end
@@ -383,7 +389,7 @@ describe("a rate limit in Redis, shared by two nginx", function()
 
   it("holds 20 QPS for both together", function()
     local o = { endpoint = srv.url, access_key_id = fixture.KEY_ID, access_key_secret = fixture.SECRET,
-      deadline = 20, rate_limit = { rate = 20, per_action = true, key = "imm:spec21",
+      deadline = 20, rate_limit = { rate = 20, per_action = true, max_wait = 20, key = "imm:spec21",
         redis = { port = redis_port, password = "imm-test-pass", db = 1, timeout = 1 } } }
     warm_up(srv, { ngx_a.url, ngx_b.url }, o)
     local urls = {}

@@ -33,7 +33,7 @@ local VERSION = "0.1.0"
 ---@field rate number requests a second
 ---@field burst integer|nil default 1
 ---@field per_action boolean|nil one bucket per action
----@field max_wait number|nil seconds, without a deadline; default 10
+---@field max_wait number|nil the longest wait for a slot, default 10 (and within the deadline)
 ---@field key string|nil the bucket's name, default "imm:rl"
 ---@field adaptive boolean|nil halve on Throttling, grow back
 ---@field min_rate number|nil adaptive floor

@@ -206,7 +206,7 @@ end
 
 --- Takes a slot for `action`, sleeping until it comes (through `sleep`).
 -- @tparam string action
--- @tparam number|nil left seconds the call may still wait (its deadline), else `max_wait`
+-- @tparam number|nil left seconds left of the call's deadline (the wait is also at most `max_wait`)
 -- @tparam function sleep `(seconds)`
 -- @return true, or nil, err (`RateLimited`, not retryable, nothing sent)
 -- @usage local ok, err = limiter:acquire("ListBindings", left, function(s) transport:sleep(s) end)
