@@ -361,6 +361,8 @@ end)
 describe("a rate limit in Redis, shared by two nginx", function()
   local srv, redis_pid, redis_dir, ngx_a, ngx_b, redis_port
   setup(function()
+    assert(fixture.sh("command -v redis-server >/dev/null && command -v redis-cli >/dev/null"),
+      "spec 21 needs redis-server and redis-cli: sh tools/install-deps.sh test")
     srv = fixture.start()
     redis_dir = fixture.tmpdir()
     local p = io.popen("env -u LD_PRELOAD python3 -c 'import socket; s=socket.socket(); "
@@ -371,11 +373,14 @@ describe("a rate limit in Redis, shared by two nginx", function()
       .. "--requirepass imm-test-pass --dir %s >%s/log 2>&1 & echo $! >%s/pid", redis_port, redis_dir,
       redis_dir, redis_dir)), "could not start redis-server (sh tools/install-deps.sh test)")
     redis_pid = fixture.read(redis_dir .. "/pid"):match("%d+")
+    local up = false
     for _ = 1, 100 do
-      if fixture.sh(string.format("redis-cli -p %d -a imm-test-pass --no-auth-warning ping >/dev/null 2>&1",
-        redis_port)) then break end
+      up = fixture.sh(string.format("redis-cli -p %d -a imm-test-pass --no-auth-warning ping 2>/dev/null "
+        .. "| grep -q PONG", redis_port))
+      if up then break end
       core.sleep(0.05)
     end
+    assert(up, "redis-server did not start:\n" .. (fixture.read(redis_dir .. "/log") or ""))
     ngx_a = nginx.run { workers = 2, locations = LOCATIONS }
     ngx_b = nginx.run { workers = 2, locations = LOCATIONS }
   end)
