@@ -7,12 +7,13 @@ demo_pkgs="pkg-config openssl ca-certificates libssl-dev libcurl4-openssl-dev zl
   lua5.4 liblua5.4-dev lua-cjson"
 # love, xvfb, xauth, libgl1-mesa-dri: make love-check runs the LÖVE example on
 # a virtual display with mesa's software OpenGL
+# redis-server: spec 21 starts its own on loopback (the rate-limit bucket shared across hosts)
 # libtsan2: gcc's ThreadSanitizer runtime for make host-check (gcc-12 on amd64
 # already pulls it in; named so a minimal install says what it needs)
 test_pkgs="$demo_pkgs lua5.1 liblua5.1-0-dev lua5.2 liblua5.2-dev lua5.3 liblua5.3-dev
   luajit2 libluajit2-5.1-dev
   lua-busted lua-check lua-luv lua-ldoc luarocks valgrind cppcheck curl clang libclang-rt-14-dev libtsan2
-  nginx libnginx-mod-http-lua lua-resty-core
+  nginx libnginx-mod-http-lua lua-resty-core redis-server
   love xvfb xauth libgl1-mesa-dri"
 
 case "${1:-test}" in
@@ -50,12 +51,12 @@ apt-get update -qq
 # package from starting its system service on :80 while it is installed
 # (policy-rc.d exit 101 = "not now"), unless the machine already has a policy.
 case " $missing " in
-  *" nginx "*)
+  *" nginx "*|*" redis-server "*)
     if [ ! -e /usr/sbin/policy-rc.d ]; then
       printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
       chmod 755 /usr/sbin/policy-rc.d
       trap 'rm -f /usr/sbin/policy-rc.d' EXIT
-      echo "imm: nginx is for the tests only; its system service is not started"
+      echo "imm: nginx and redis-server are for the tests only; their system services are not started"
     fi ;;
 esac
 # shellcheck disable=SC2086

@@ -30,6 +30,17 @@ local callopts = require "imm.callopts"
 
 local VERSION = "0.1.0"
 
+---@class imm.RateLimitOptions
+---@field rate number requests a second
+---@field burst integer|nil default 1
+---@field per_action boolean|nil one bucket per action
+---@field max_wait number|nil the longest wait for a slot, default 10 (and within the deadline)
+---@field key string|nil the bucket's name, default "imm:rl"
+---@field adaptive boolean|nil halve on Throttling, grow back
+---@field min_rate number|nil adaptive floor
+---@field dict string|nil a lua_shared_dict: every worker
+---@field redis table|nil host, port, password, username, db, timeout, pool_size, keepalive: every host
+
 ---@class imm.ClientOptions
 ---@field region string|nil e.g. "cn-hangzhou"
 ---@field endpoint string|nil "host", "host:port" or "http(s)://host[:port]"
@@ -60,6 +71,8 @@ local VERSION = "0.1.0"
 ---@field nonce (fun(): string)|nil the signature nonce, for deterministic tests
 ---@field on_request fun(info: table)|nil called before each attempt (docs/api.md, "Hooks")
 ---@field on_response fun(info: table)|nil called after each attempt
+---@field rate_limit imm.RateLimitOptions|nil a client-side token bucket (docs/openresty.md)
+---@field credentials_cache { dict: string, key: string|nil, lock_timeout: number|nil }|nil inside nginx
 
 ---@class imm.Client
 local Client = {}
@@ -95,6 +108,9 @@ local OPTIONS = {
   clock = "function", nonce = "function",
   -- hooks around each attempt, for logs, metrics and traces (docs/api.md, "Hooks")
   on_request = "function", on_response = "function",
+  -- client-side token buckets (imm.ratelimit), and credentials kept in a
+  -- lua_shared_dict for every worker (imm.credentials.shared)
+  rate_limit = "table", credentials_cache = "table",
 }
 
 local function check_options(opts)
@@ -173,6 +189,14 @@ function Client.new(opts)
     if not self.credentials then return nil, err end
   else
     self.credentials = credentials.default()
+  end
+  if opts.credentials_cache then
+    self.credentials, err = require("imm.credentials.shared").new(self.credentials, opts.credentials_cache)
+    if not self.credentials then return nil, err end
+  end
+  if opts.rate_limit then
+    self.limiter, err = require("imm.ratelimit").new(opts.rate_limit)
+    if not self.limiter then return nil, err end
   end
 
   local connect_timeout, timeout
@@ -541,9 +565,17 @@ function Client:call(action, params, opts)
       end
       timeout = min(timeout, cap)
     end
+    if self.limiter then
+      -- a slot of the client-side rate limit, within what is left of the deadline
+      local ok, lerr = self.limiter:acquire(action, started and timeout or nil,
+        function(sec) self.transport:sleep(sec) end)
+      if not ok then lerr.attempts = attempt - 1 return nil, lerr end
+      if started then timeout = math.max(0.001, min(timeout, deadline - (core.monotonic() - started))) end
+    end
     local res, raw, elapsed
     res, err, raw, elapsed = self:_attempt(action, query, creds, def, opts.method, not idempotent, form, timeout,
       extra, attempt)
+    if self.limiter then self.limiter:feedback(err) end
     if res then
       if self.on_response then
         self:_hook("on_response", { action = action, attempt = attempt, status = raw and raw.status,

@@ -22,8 +22,9 @@ end
 --- Starts an nginx with ngx_lua that loads imm from the working tree.
 -- opts.http: extra lines for the http block; opts.locations: the server
 -- block's body; opts.env: main-level `env` lines; opts.trusted: a CA file for
--- lua_ssl_trusted_certificate. Returns an object with url, get(path),
--- raw(path), error_log() and stop().
+-- lua_ssl_trusted_certificate; opts.workers: worker processes (1; more listen
+-- with reuseport, so the kernel spreads connections over them). Returns an
+-- object with url, get(path), raw(path), error_log() and stop().
 function M.run(opts)
   local repo = fixture.cwd()
   local so = repo .. "/build/luajit/imm/core.so"
@@ -39,7 +40,7 @@ ENV
 user root root;
 daemon on;
 master_process on;
-worker_processes 1;
+worker_processes WORKERS;
 pid DIR/nginx.pid;
 error_log DIR/error.log info;
 events { worker_connections 256; }
@@ -52,7 +53,7 @@ http {
   TRUST
   HTTP
   server {
-    listen 127.0.0.1:PORT;
+    listen 127.0.0.1:PORT REUSEPORT;
     LOCATIONS
   }
 }
@@ -64,6 +65,8 @@ http {
     :gsub("HTTP", function() return opts.http or "" end)
     :gsub("LOCATIONS", function() return opts.locations or "" end)
     :gsub("LUAPATH", function() return repo .. "/" .. lua_path end)
+    :gsub("WORKERS", tostring(opts.workers or 1))
+    :gsub("REUSEPORT", (opts.workers or 1) > 1 and "reuseport" or "")
     :gsub("DIR", dir):gsub("REPO", repo):gsub("PORT", tostring(port))
   sh("mkdir -p " .. dir .. "/tmp " .. dir .. "/logs")
   local f = assert(io.open(dir .. "/nginx.conf", "w"))
