@@ -259,11 +259,16 @@ describe("limits inside nginx, 4 workers", function()
       log[#log].start - log[1].start, peak, at, workers)
     assert.equal(200, ok, ngx_srv.error_log():sub(-2000))
     assert.is_true(workers >= 2)
-    -- The bucket grants at most 21 slots in any second (rate 20, burst 1);
-    -- what the server sees can bunch by a request when a loaded host delays
-    -- one send past the next slot (22 was seen under load, 21 on a quiet
-    -- host). Without the limit all 200 arrive within a second.
-    assert.is_true(peak <= 22 + 1, "peak " .. peak)
+    -- The bucket grants at most 21 slots in any second (rate 20, burst 1),
+    -- and 101 in any five. What the server sees can bunch when a loaded
+    -- host wakes a sleeping request late (21 on a quiet host; 22-24 seen
+    -- with other test suites running), so the one-second figure is held
+    -- loosely and the five-second one tightly; without the limit all 200
+    -- arrive within a second.
+    assert.is_true(peak <= 25, "peak " .. peak)
+    local peak5 = peak_per_window(log, 5)
+    assert.is_true(peak5 <= 103, "peak over 5 s " .. peak5)
+    assert.is_true(log[#log].start - log[1].start >= 9, "200 requests at 20 QPS took less than 9 s")
   end)
 
   it("adaptive with a dict: one Throttling answer slows every worker down", function()
@@ -411,11 +416,16 @@ describe("a rate limit in Redis, shared by two nginx", function()
       .. "%d answered, %d reached the server over %.2fs, at most %d in any second (from +%.2fs)", ok, #log,
       log[#log].start - log[1].start, peak, at)
     assert.equal(200, ok, ngx_a.error_log():sub(-2000) .. ngx_b.error_log():sub(-2000))
-    -- The bucket grants at most 21 slots in any second (rate 20, burst 1);
-    -- what the server sees can bunch by a request when a loaded host delays
-    -- one send past the next slot (22 was seen under load, 21 on a quiet
-    -- host). Without the limit all 200 arrive within a second.
-    assert.is_true(peak <= 22 + 1, "peak " .. peak)
+    -- The bucket grants at most 21 slots in any second (rate 20, burst 1),
+    -- and 101 in any five. What the server sees can bunch when a loaded
+    -- host wakes a sleeping request late (21 on a quiet host; 22-24 seen
+    -- with other test suites running), so the one-second figure is held
+    -- loosely and the five-second one tightly; without the limit all 200
+    -- arrive within a second.
+    assert.is_true(peak <= 25, "peak " .. peak)
+    local peak5 = peak_per_window(log, 5)
+    assert.is_true(peak5 <= 103, "peak over 5 s " .. peak5)
+    assert.is_true(log[#log].start - log[1].start >= 9, "200 requests at 20 QPS took less than 9 s")
     -- the script's key lives in the database chosen, with an expiry
     assert.truthy(fixture.sh(string.format("redis-cli -p %d -a imm-test-pass --no-auth-warning -n 1 "
       .. "pttl 'imm:spec21:ListProjects' | grep -qv -- '^-'", redis_port)))
