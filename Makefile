@@ -317,4 +317,5 @@ clean:
 	rm -rf build
 
 help:
-	@grep -E '^## ' Makefile | sed 's/^## /  make /'
+	@# a "## " line that names no target continues the one above it
+	@grep -E '^## ' Makefile | sed -E 's/^## ([A-Za-z0-9_-]+:)/  make \1/; s/^## /      /'

@@ -97,3 +97,23 @@ describe("the code examples of README.md and docs/", function()
     end)
   end
 end)
+
+describe("make help", function()
+  it("lists only targets of the Makefile", function()
+    local p = io.popen("make -s --no-print-directory help 2>&1")
+    local out = p:read("*a")
+    p:close()
+    local makefile = assert(fixture.read("Makefile"))
+    local n = 0
+    for line in out:gmatch("[^\n]+") do
+      local target = line:match("^  make ([%w_%-]+):")
+      if target then
+        n = n + 1
+        assert.is_truthy(makefile:find("\n" .. target:gsub("%-", "%%-") .. ":"), "not a target: " .. line)
+      else
+        assert.matches("^      ", line, "neither a target nor its continuation: " .. line)
+      end
+    end
+    assert.is_true(n >= 10, out)
+  end)
+end)
