@@ -117,3 +117,29 @@ describe("make help", function()
     assert.is_true(n >= 10, out)
   end)
 end)
+
+describe("docs/api.md's client options table", function()
+  it("names every option imm.new accepts", function()
+    local src = assert(fixture.read("lua/imm/client.lua"))
+    local block = assert(src:match("\nlocal OPTIONS = (%b{})"), "OPTIONS in lua/imm/client.lua")
+    local doc = assert(fixture.read("docs/api.md"))
+    local tbl = assert(doc:match("\n| option | default | meaning |\n(.-)\n\n"), "the options table")
+    local documented = {}
+    for row in tbl:gmatch("[^\n]+") do
+      local first = row:match("^| ([^|]*) |")
+      for name in (first or ""):gmatch("`([%w_]+)`") do documented[name] = true end
+    end
+    local n = 0
+    for line in block:gmatch("[^\n]+") do
+      if not line:match("^%s*%-%-") then
+        for name in line:gmatch("([%a_][%w_]*) = [\"{]") do
+          if name ~= "string" and name ~= "table" and name ~= "boolean" then
+            n = n + 1
+            assert.is_true(documented[name] or false, "client option " .. name .. " is missing from docs/api.md")
+          end
+        end
+      end
+    end
+    assert.is_true(n >= 25, "only " .. n .. " options read")
+  end)
+end)
