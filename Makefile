@@ -186,6 +186,7 @@ lint:
 	@echo "imm: docs check"
 	@lua5.4 tools/check-docs.lua lua/imm.lua lua/imm/*.lua lua/imm/*/*.lua
 	@$(MAKE) --no-print-directory docs
+	@lua5.4 tools/check-ldoc.lua build/docs lua/imm/actions.lua
 	@echo "imm: luacheck"
 	@luacheck -q lua spec examples bin/imm tools/sdk-check/imm_send.lua
 	@echo "imm: cppcheck"
@@ -316,4 +317,5 @@ clean:
 	rm -rf build
 
 help:
-	@grep -E '^## ' Makefile | sed 's/^## /  make /'
+	@# a "## " line that names no target continues the one above it
+	@grep -E '^## ' Makefile | sed -E 's/^## ([A-Za-z0-9_-]+:)/  make \1/; s/^## /      /'

@@ -8,13 +8,15 @@ source = {
   url = "file://./",
 }
 description = {
-  summary = "Alibaba Cloud Intelligent Media Management (IMM) client: ListBindings and any RPC action",
+  summary = "Alibaba Cloud Intelligent Media Management (IMM) client: every action of API 2020-09-30, pagers, waiters, OpenResty",
   detailed = [[
 A Lua client for Alibaba Cloud IMM, API version 2020-09-30. A C core signs
 requests with OpenSSL (ACS3-HMAC-SHA256, ACS3-HMAC-SM3, V2) and sends them
 with libcurl; a Lua layer returns plain tables and follows NextToken with a
 coroutine pager.
 ]],
+  -- a placeholder until the repository is published (as in the 0.1.0 rockspec)
+  homepage = "https://github.com/imm-lua/imm",
   license = "MIT",
 }
 dependencies = {

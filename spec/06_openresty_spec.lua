@@ -341,6 +341,72 @@ describe("OpenResty (ngx_lua cosockets)", function()
     assert.matches("resolver_timeout %d+s;", conf)
   end)
 
+  -- docs/openresty.md's steps on the example as shipped: copy nginx.conf into
+  -- a prefix, fix its two paths, write resolver.conf with its awk line, run
+  -- `nginx -p DIR -c DIR/nginx.conf` with the environment it names, query
+  -- /bindings. Only the listen port is swapped for a free one, so parallel
+  -- runs cannot collide.
+  it("the example runs as docs/openresty.md says, on a port of its own", function()
+    local conf = assert(fixture.read("examples/openresty/nginx.conf"))
+    local port = tonumber(conf:match("\n%s*listen 127%.0%.0%.1:(%d+);"))
+    local server_port = tonumber(assert(fixture.read("README.md")):match("imm%-server %-%-port (%d+)"))
+    assert.is_number(port)
+    assert.is_number(server_port)
+    assert.are_not.equal(server_port, port, "the example listens on imm-server's documented port")
+    local doc = assert(fixture.read("docs/openresty.md"))
+    assert.is_truthy(doc:find("127.0.0.1:" .. port, 1, true), "docs/openresty.md names the example's port")
+
+    local repo, dir = fixture.cwd(), fixture.tmpdir()
+    local function swap(from, to)
+      local i, j = conf:find(from, 1, true)
+      assert(i, "nginx.conf no longer has " .. from)
+      conf = conf:sub(1, i - 1) .. to .. conf:sub(j + 1)
+    end
+    swap("/usr/local/share/lua/5.1/?.lua", repo .. "/lua/?.lua")
+    swap("/path/to/examples/openresty/?.lua", repo .. "/examples/openresty/?.lua")
+    swap("/usr/local/lib/lua/5.1/?.so", repo .. "/build/luajit/?.so")
+    local free = io.popen("env -u LD_PRELOAD python3 -c 'import socket; s=socket.socket(); "
+      .. "s.bind((\"127.0.0.1\", 0)); print(s.getsockname()[1])'")
+    local run_port = tonumber(free:read("*l"))
+    free:close()
+    swap("listen 127.0.0.1:" .. port .. ";", "listen 127.0.0.1:" .. run_port .. ";")
+    local cmd = assert(conf:match("\n%s*#%s*(awk [^\n]*> resolver%.conf)\n"), "the awk line")
+    assert(fixture.sh("cd " .. dir .. " && " .. cmd))
+    if fixture.read(dir .. "/resolver.conf") == "" then  -- no nameserver here; nothing is resolved
+      local r = assert(io.open(dir .. "/resolver.conf", "w"))
+      r:write("resolver 127.0.0.1 ipv6=off;\n")
+      r:close()
+    end
+    local f = assert(io.open(dir .. "/nginx.conf", "w"))
+    f:write(conf)
+    f:close()
+    local http = assert(require("imm.core").http { timeout = 10 })
+    local function stop()
+      local pid = fixture.read(dir .. "/nginx.pid")
+      if pid then fixture.kill(pid:match("%d+"), "QUIT") end
+      http:close()
+    end
+    finally(function() stop(); fixture.sh("rm -rf " .. dir) end)
+    local started = fixture.sh(table.concat({ "env",
+      "IMM_ENDPOINT=" .. srv.url, "ALIBABA_CLOUD_ACCESS_KEY_ID=" .. fixture.KEY_ID,
+      "ALIBABA_CLOUD_ACCESS_KEY_SECRET=" .. fixture.SECRET,
+      "nginx -p " .. dir .. " -c " .. dir .. "/nginx.conf 2>" .. dir .. "/err" }, " "))
+    assert.is_true(started and true or false, fixture.read(dir .. "/err"))
+    local status, body
+    for _ = 1, 100 do
+      status, body = http:request("GET", "http://127.0.0.1:" .. run_port .. "/bindings?project=immtest", {}, "")
+      if status then break end
+      require("imm.core").sleep(0.05)
+    end
+    assert.equal(200, status, tostring(body) .. "\n" .. (fixture.read(dir .. "/err") or ""))
+    local expected = assert(srv.client {}:all_bindings { ProjectName = "immtest" }).Bindings
+    local lines = {}
+    for line in body:gmatch("[^\n]+") do lines[#lines + 1] = require("cjson").decode(line) end
+    assert.equal(#expected, #lines)
+    assert.equal(expected[1].URI, lines[1].URI)
+    assert.equal(expected[#expected].URI, lines[#lines].URI)
+  end)
+
   describe("TLS", function()
     it("verifies the server with lua_ssl_trusted_certificate and uses SNI", function()
       local r = call("/call", { port = tls_srv.port, tls = 1, mode = "items", page_size = 100 })

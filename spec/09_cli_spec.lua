@@ -395,6 +395,25 @@ describe("imm command line", function()
       assert.equal(0, #srv.log())
     end)
 
+    -- a command-line tool does not probe the ECS metadata service
+    -- (100.100.100.200) unless asked: ALIBABA_CLOUD_ECS_METADATA names the role.
+    -- The endpoint is a closed loopback port, so even a probe stays here.
+    it("without keys, asks the ECS metadata service only when ALIBABA_CLOUD_ECS_METADATA is set", function()
+      local env = { ALIBABA_CLOUD_ACCESS_KEY_ID = false, ALIBABA_CLOUD_ACCESS_KEY_SECRET = false, HOME = srv.dir,
+        IMM_DEBUG = "1", ALIBABA_CLOUD_ECS_METADATA = false, ALIBABA_CLOUD_ECS_METADATA_DISABLED = false,
+        ALIBABA_CLOUD_ECS_METADATA_ENDPOINT = "http://127.0.0.1:9" }
+      local _, err, status = run({ "list-bindings", "--project", "immtest" }, env)
+      assert.equal(1, status)
+      assert.matches("NoCredentials", err)
+      assert.is_nil(err:find("127.0.0.1:9/", 1, true), err)
+      assert.matches("ecs_ram_role: [^\n]*ALIBABA_CLOUD_ECS_METADATA", err)
+      env.ALIBABA_CLOUD_ECS_METADATA = "SomeRole"
+      _, err, status = run({ "list-bindings", "--project", "immtest" }, env)
+      assert.equal(1, status)
+      assert.is_truthy(err:find("127.0.0.1:9/latest/", 1, true), err)
+      assert.equal(0, #srv.log())
+    end)
+
     it("reads keys from a named profile with --profile", function()
       -- a shared credentials file (INI) in a HOME of its own
       local home = srv.dir .. "/home"

@@ -202,6 +202,23 @@ describe("examples", function()
     assert.is_true(frames and frames > 15, text)
   end)
 
+  -- docs/openresty.md's packages do not install lua-cjson: the handlers
+  -- must load (and encode) with imm alone
+  it("the OpenResty handlers need no lua-cjson", function()
+    for _, name in ipairs { "imm_bindings", "imm_tasks" } do
+      local saved, asked = {}, {}
+      for _, m in ipairs { "cjson", "cjson.safe" } do
+        saved[m] = { package.loaded[m], package.preload[m] }
+        package.loaded[m] = nil
+        package.preload[m] = function() asked[#asked + 1] = m; error("module '" .. m .. "' not found") end
+      end
+      local ok, err = pcall(dofile, "examples/openresty/" .. name .. ".lua")
+      for m, v in pairs(saved) do package.loaded[m], package.preload[m] = v[1], v[2] end
+      assert.is_true(ok, name .. ": " .. tostring(err))
+      assert.same({}, asked, name)
+    end
+  end)
+
   it("exits 1 with the error on stderr when the call fails", function()
     local out, rc = run("list_bindings.lua", "no-such-project")
     assert.equal(1, rc)

@@ -270,6 +270,18 @@ describe("parallel listing", function()
     assert.equal(0, #srv.log())
   end)
 
+  -- docs/api.md: pages is always sequential, so it refuses concurrency
+  -- rather than run one request at a time
+  it("pages refuses concurrency above 1, ListBindings included, before sending anything", function()
+    local c = srv.client {}
+    local p, err = c:pages("ListBindings", { ProjectName = "immtest" }, { concurrency = 5 })()
+    assert.is_false(p)
+    assert.equal("InvalidParameter", err.code)
+    assert.matches("pages", err.message)
+    assert.equal(0, #srv.log())
+    assert.is_table(c:pages("ListBindings", { ProjectName = "immtest" }, { concurrency = 1 })())
+  end)
+
   it("yields false, err once when a chain fails for good, stops the rest, and resumes from err.pending", function()
     local c = srv.client { max_retries = 1 }
     local token = "immtest:ds-07:oss://bucket-0010"

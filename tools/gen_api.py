@@ -253,7 +253,11 @@ def sample(t, models, depth=0):
 
 
 def gen_actions(api, src, tasks):
+    # the blank line keeps the header out of LDoc's module block: LDoc reads
+    # a block that opens with "--" as a plain comment, and then took the
+    # first function's doc for the module's
     o = [header(src, api),
+         "",
          "--- Every IMM action as a method of the client (`client:detect_image_labels{ ... }`) and of",
          "-- the module (`imm.detect_image_labels{ ... }`, on the default client). Each validates its",
          "-- parameters against `imm.api` before sending and returns the decoded response table as is,",

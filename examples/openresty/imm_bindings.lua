@@ -25,11 +25,16 @@
 --   serves them in the text exposition format.
 local imm = require "imm"
 local core = require "imm.core"
-local cjson = require "cjson.safe"
 
 local ngx = ngx
 local getenv = os.getenv
 local _M = {}
+
+-- imm's own JSON encoder (imm.core.json_encode): no lua-cjson to install
+local function json(v)
+  local text, err = core.json_encode(v)
+  return text or core.json_encode { error = "EncodeError", message = err }
+end
 
 --- Client options beyond the environment's.
 _M.options = {
@@ -88,7 +93,7 @@ end
 local function fail(status, code, message)
   ngx.status = status
   ngx.header.content_type = "application/json"
-  ngx.say(cjson.encode { error = code, message = message })
+  ngx.say(json { error = code, message = message })
 end
 
 -- What a gateway answers for an imm error: 504 when IMM did not answer in
@@ -119,11 +124,11 @@ function _M.list()
         return fail(status_for(err), err.code, err.message)
       end
       -- headers are gone already: end the stream with an error line
-      ngx.say(cjson.encode { error = err.code, message = err.message, next_token = err.next_token })
+      ngx.say(json { error = err.code, message = err.message, next_token = err.next_token })
       return
     end
     if sent == 0 then ngx.header.content_type = "application/x-ndjson" end
-    ngx.say(cjson.encode(b))
+    ngx.say(json(b))
     sent = sent + 1
     if sent % 100 == 0 then ngx.flush() end
   end

@@ -18,11 +18,17 @@
 -- worker of this nginx. Both run on cosockets: nothing blocks a worker.
 local imm = require "imm"
 local notification = require "imm.notification"
-local cjson = require "cjson.safe"
+local core = require "imm.core"
 
 local ngx = ngx
 local getenv = os.getenv
 local _M = {}
+
+-- imm's own JSON encoder (imm.core.json_encode): no lua-cjson to install
+local function json(v)
+  local text, err = core.json_encode(v)
+  return text or core.json_encode { error = "EncodeError", message = err }
+end
 
 --- Client options beyond the environment's, and the waiting.
 _M.options = { deadline = 5, timeout = 2, connect_timeout = 1 }
@@ -50,7 +56,7 @@ end
 local function answer(status, t)
   ngx.status = status
   ngx.header.content_type = "application/json"
-  ngx.say(cjson.encode(t))
+  ngx.say(json(t))
   return ngx.exit(status)
 end
 

@@ -286,6 +286,12 @@ end
 function _M.pages(client, action, params, opts)
   local s, err = settings(action, params, opts)
   if not s then return failed(err) end
+  -- pages are handed over in order, one request at a time: refuse rather
+  -- than accept a concurrency that would not apply
+  if s.concurrency > 1 then
+    return failed(errors.invalid(format("concurrency is for bindings, all_bindings, items and all; "
+      .. "pages of %s are always sequential", tostring(action))))
+  end
   if s.prefetch then return require("imm.parallel").prefetch(client, action, params, s, "pages") end
   local co  -- nil: not started; false: ended
   return function()
