@@ -179,7 +179,7 @@ gen:
 lint:
 	@echo "imm: generated code is up to date (tools/gen_api.py)"
 	@tmp=$$(mktemp -d) && python3 tools/gen_api.py --out $$tmp && \
-	  for f in api.lua actions.lua; do \
+	  for f in api.lua actions.lua actions_meta.lua; do \
 	    diff -u lua/imm/$$f $$tmp/$$f >/dev/null || { echo "lua/imm/$$f is stale or edited by hand: run make gen" >&2; \
 	      diff -u lua/imm/$$f $$tmp/$$f | head -20 >&2; rm -rf $$tmp; exit 1; }; \
 	  done; rm -rf $$tmp
