@@ -286,7 +286,9 @@ rockspec-check:
 	@sh tools/rockspec-check.sh
 
 INST_BINDIR ?= $(PREFIX)/bin
-# The C module, the Lua modules, and the local IMM server (imm/server/imm_server/)
+# The C module, the Lua modules (precompiled where the runtime's compiler is
+# found, Lua 5.2-5.4 by default: tools/install-lua.sh, IMM_BYTECODE=0|1; the
+# sources always go to imm/lua-src/ beside them), and the local IMM server (imm/server/imm_server/)
 # with its sample data and the API description it reads (imm/server/api/)
 # beside them, where bin/imm-server looks on package.path.
 SERVER_FILES = $(wildcard server/imm_server/*.py)
@@ -294,7 +296,9 @@ install-lua: $(MODULE)
 	install -d $(DESTDIR)$(INST_LIBDIR)/imm $(DESTDIR)$(INST_LUADIR)/imm/server/imm_server \
 	  $(DESTDIR)$(INST_LUADIR)/imm/server/api
 	install -m 755 $(MODULE) $(DESTDIR)$(INST_LIBDIR)/imm/core.so
-	for f in $(LUA_FILES); do d=$(DESTDIR)$(INST_LUADIR)/$${f#lua/}; mkdir -p $${d%/*} && install -m 644 $$f $$d || exit 1; done
+	for f in $(LUA_FILES); do d=$(DESTDIR)$(INST_LUADIR)/$${f#lua/}; mkdir -p $${d%/*} && \
+	  sh tools/install-lua.sh "$(LUA)" $${f#lua/} $$d || exit 1; done
+	for f in $(LUA_FILES); do d=$(DESTDIR)$(INST_LUADIR)/imm/lua-src/$${f#lua/}; mkdir -p $${d%/*} && install -m 644 $$f $$d || exit 1; done
 	install -m 644 $(SERVER_FILES) $(DESTDIR)$(INST_LUADIR)/imm/server/imm_server/
 	install -m 644 tools/sample_bindings.json $(DESTDIR)$(INST_LUADIR)/imm/server/
 	install -m 644 api/imm-2020-09-30.json api/task-types.json $(DESTDIR)$(INST_LUADIR)/imm/server/api/

@@ -88,4 +88,37 @@ print("task:" .. tostring(select(2, t:result())))
     assert.matches("@classmod imm.actions", meta, 1, true)
     assert.matches("---@return imm.ListBindingsResponse|nil res", meta, 1, true)
   end)
+
+  it("installs precompiled modules for Lua 5.2-5.4, with the sources beside them, and they load", function()
+    local name = LUA:match("[^/]*$")
+    if name == "luajit" or name == "lua5.1" then
+      -- they share share/lua/5.1 and refuse each other's bytecode: sources there by default
+      return
+    end
+    local dest = os.tmpname()
+    os.remove(dest)
+    local out = run(string.format([[os.exit(os.execute("make -s install-lua LUA=%s DESTDIR=%s PREFIX=/p >/dev/null 2>&1") == true and 0 or 1)]],
+      LUA, dest))
+    local dir = dest .. "/p/share/lua/" .. name:match("%d%.%d")
+    local function head(path)
+      local f = io.open(path, "rb")
+      if not f then return nil end
+      local s = f:read(4)
+      f:close()
+      return s
+    end
+    local client, src, meta = head(dir .. "/imm/client.lua"), head(dir .. "/imm/lua-src/imm/client.lua"),
+      head(dir .. "/imm/actions_meta.lua")
+    local loads = run(string.format([[package.path = "%s/?.lua"
+package.cpath = "%s/p/lib/lua/%s/?.so"
+local imm = require "imm"
+print(imm._VERSION, type(assert(imm.new{ region = "cn-hangzhou", access_key_id = "a", access_key_secret = "b" }).list_bindings))]],
+      dir, dest, name:match("%d%.%d")))
+    os.execute("rm -rf " .. dest)
+    assert.equal("", out)
+    assert.equal("\27Lua", client)
+    assert.equal("--- ", src)  -- the source, as in lua/
+    assert.equal("-- G", meta)
+    assert.matches("^%d+%.%d+%.%d+\tfunction\n$", loads)
+  end)
 end)
