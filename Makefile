@@ -168,6 +168,7 @@ async-specs:
 ## docs: LDoc HTML in build/docs (LuaLS ---@ annotations are stripped for LDoc)
 docs:
 	@rm -rf build/docs-src build/docs && mkdir -p build/docs-src && cp -r lua README.md config.ld build/docs-src/
+	@mv build/docs-src/lua/imm/actions_meta.lua build/docs-src/lua/imm/actions.lua  # imm.actions with its comments
 	@find build/docs-src/lua -name '*.lua' -exec sed -i '/^---@/d' {} +
 	@cd build/docs-src && ldoc -d ../docs . | grep -v "^reading\|^format\|^output" ; \
 	  echo "imm: documentation in build/docs/index.html"

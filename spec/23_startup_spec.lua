@@ -97,8 +97,8 @@ print("task:" .. tostring(select(2, t:result())))
     end
     local dest = os.tmpname()
     os.remove(dest)
-    local out = run(string.format([[os.exit(os.execute("make -s install-lua LUA=%s DESTDIR=%s PREFIX=/p >/dev/null 2>&1") == true and 0 or 1)]],
-      LUA, dest))
+    local make = string.format("make -s install-lua LUA=%s DESTDIR=%s PREFIX=/p >/dev/null 2>&1", LUA, dest)
+    local out = run(string.format("local ok = os.execute(%q) os.exit((ok == true or ok == 0) and 0 or 1)", make))
     local dir = dest .. "/p/share/lua/" .. name:match("%d%.%d")
     local function head(path)
       local f = io.open(path, "rb")
@@ -112,7 +112,8 @@ print("task:" .. tostring(select(2, t:result())))
     local loads = run(string.format([[package.path = "%s/?.lua"
 package.cpath = "%s/p/lib/lua/%s/?.so"
 local imm = require "imm"
-print(imm._VERSION, type(assert(imm.new{ region = "cn-hangzhou", access_key_id = "a", access_key_secret = "b" }).list_bindings))]],
+local c = assert(imm.new{ region = "cn-hangzhou", access_key_id = "a", access_key_secret = "b" })
+print(imm._VERSION, type(c.list_bindings))]],
       dir, dest, name:match("%d%.%d")))
     os.execute("rm -rf " .. dest)
     assert.equal("", out)
