@@ -168,6 +168,7 @@ async-specs:
 ## docs: LDoc HTML in build/docs (LuaLS ---@ annotations are stripped for LDoc)
 docs:
 	@rm -rf build/docs-src build/docs && mkdir -p build/docs-src && cp -r lua README.md config.ld build/docs-src/
+	@mv build/docs-src/lua/imm/actions_meta.lua build/docs-src/lua/imm/actions.lua  # imm.actions with its comments
 	@find build/docs-src/lua -name '*.lua' -exec sed -i '/^---@/d' {} +
 	@cd build/docs-src && ldoc -d ../docs . | grep -v "^reading\|^format\|^output" ; \
 	  echo "imm: documentation in build/docs/index.html"
@@ -179,7 +180,7 @@ gen:
 lint:
 	@echo "imm: generated code is up to date (tools/gen_api.py)"
 	@tmp=$$(mktemp -d) && python3 tools/gen_api.py --out $$tmp && \
-	  for f in api.lua actions.lua; do \
+	  for f in api.lua actions.lua actions_meta.lua; do \
 	    diff -u lua/imm/$$f $$tmp/$$f >/dev/null || { echo "lua/imm/$$f is stale or edited by hand: run make gen" >&2; \
 	      diff -u lua/imm/$$f $$tmp/$$f | head -20 >&2; rm -rf $$tmp; exit 1; }; \
 	  done; rm -rf $$tmp
@@ -287,7 +288,9 @@ rockspec-check:
 	@sh tools/rockspec-check.sh
 
 INST_BINDIR ?= $(PREFIX)/bin
-# The C module, the Lua modules, and the local IMM server (imm/server/imm_server/)
+# The C module, the Lua modules (precompiled where the runtime's compiler is
+# found, Lua 5.2-5.4 by default: tools/install-lua.sh, IMM_BYTECODE=0|1; the
+# sources always go to imm/lua-src/ beside them), and the local IMM server (imm/server/imm_server/)
 # with its sample data and the API description it reads (imm/server/api/)
 # beside them, where bin/imm-server looks on package.path.
 SERVER_FILES = $(wildcard server/imm_server/*.py)
@@ -295,7 +298,9 @@ install-lua: $(MODULE)
 	install -d $(DESTDIR)$(INST_LIBDIR)/imm $(DESTDIR)$(INST_LUADIR)/imm/server/imm_server \
 	  $(DESTDIR)$(INST_LUADIR)/imm/server/api
 	install -m 755 $(MODULE) $(DESTDIR)$(INST_LIBDIR)/imm/core.so
-	for f in $(LUA_FILES); do d=$(DESTDIR)$(INST_LUADIR)/$${f#lua/}; mkdir -p $${d%/*} && install -m 644 $$f $$d || exit 1; done
+	for f in $(LUA_FILES); do d=$(DESTDIR)$(INST_LUADIR)/$${f#lua/}; mkdir -p $${d%/*} && \
+	  sh tools/install-lua.sh "$(LUA)" $${f#lua/} $$d || exit 1; done
+	for f in $(LUA_FILES); do d=$(DESTDIR)$(INST_LUADIR)/imm/lua-src/$${f#lua/}; mkdir -p $${d%/*} && install -m 644 $$f $$d || exit 1; done
 	install -m 644 $(SERVER_FILES) $(DESTDIR)$(INST_LUADIR)/imm/server/imm_server/
 	install -m 644 tools/sample_bindings.json $(DESTDIR)$(INST_LUADIR)/imm/server/
 	install -m 644 api/imm-2020-09-30.json api/task-types.json $(DESTDIR)$(INST_LUADIR)/imm/server/api/

@@ -19,15 +19,22 @@
 local pairs, getenv = pairs, os.getenv
 local Client = require "imm.client"
 local errors = require "imm.errors"
-local async = require "imm.async"
+local async = require("imm.lazy")("imm.async")  -- loaded by the first task
 local failed = require("imm.pager").failed  -- the iterator a pager returns for bad input
 
 local _M = {
   _VERSION = Client._VERSION,
   errors = errors,
   credentials = require "imm.credentials",
-  async = async,
 }
+-- imm.async, the module itself, on first read of the field
+setmetatable(_M, { __index = function(t, k)
+  if k == "async" then
+    local m = require "imm.async"
+    rawset(t, k, m)
+    return m
+  end
+end })
 
 --- Starts `fn(...)` as a task for non-blocking calls outside nginx: an
 -- `async = true` client used inside it yields instead of blocking, and

@@ -3,8 +3,8 @@
 
 Usage: python3 tools/gen_api.py [--api api/imm-2020-09-30.json] [--out lua/imm]
 
-Reads the API description (api/README.md gives its format) and writes two Lua
-modules into OUT, both committed and never edited by hand:
+Reads the API description (api/README.md gives its format) and writes three Lua
+modules into OUT, all committed and never edited by hand:
   api.lua      the data: per action its parameters (wire name, place, encoding,
                type as a shape of core.json_encode, required), its paging list
                field and documented largest page (max_results), whether it is
@@ -14,7 +14,8 @@ modules into OUT, both committed and never edited by hand:
                per paging action (PAGER RULE below), with LDoc comments and
                LuaLS annotations (parameters, and each response as
                imm.<Action>Response); imm.client mixes them into the client,
-               imm into the module
+               imm into the module. The loaded actions.lua carries no comments:
+               they go to actions_meta.lua, which LDoc and editors read
 `make lint` runs this into a scratch directory and fails on any difference.
 
 Idempotent: an action that cannot change stored state, so that it is retried
@@ -453,8 +454,30 @@ def check_task_types(api, tasks):
             raise SystemExit(f"gen_api: {name}: TaskType must be letters and digits")
 
 
+def strip_comments(text):
+    """The loaded module: the generated code without its comment lines (all but
+    the first, which says it is generated), since compiling the LDoc/LuaLS
+    blocks was most of require's cost; actions_meta.lua keeps them."""
+    lines, out = text.split("\n"), []
+    for i, line in enumerate(lines):
+        if i > 0 and line.lstrip().startswith("--"):
+            continue
+        if line == "" and out and out[-1] == "":
+            continue
+        out.append(line)
+    return "\n".join(out)
+
+
+def meta_file(text):
+    """What LDoc (config.ld) and editors read: the same code with every
+    comment; imm never loads it (LuaLS's @meta names the module it describes)."""
+    first, rest = text.split("\n", 1)
+    return (first + "\n-- LDoc and LuaLS read this file; imm loads actions.lua, the same code without comments.\n"
+            + "---@meta imm.actions\n" + rest)
+
+
 def main(argv):
-    ap = argparse.ArgumentParser(description="Generates lua/imm/api.lua and lua/imm/actions.lua.")
+    ap = argparse.ArgumentParser(description="Generates lua/imm/api.lua, lua/imm/actions.lua and actions_meta.lua.")
     ap.add_argument("--api", default="api/imm-2020-09-30.json")
     ap.add_argument("--task-types", default="api/task-types.json")
     ap.add_argument("--out", default="lua/imm")
@@ -466,7 +489,9 @@ def main(argv):
     check_task_types(api, tasks)
     src = args.api.replace(os.sep, "/")
     os.makedirs(args.out, exist_ok=True)
-    for fname, text in (("api.lua", gen_api(api, src, tasks)), ("actions.lua", gen_actions(api, src, tasks))):
+    actions = gen_actions(api, src, tasks)
+    for fname, text in (("api.lua", gen_api(api, src, tasks)), ("actions.lua", strip_comments(actions)),
+                        ("actions_meta.lua", meta_file(actions))):
         path = os.path.join(args.out, fname)
         tmp = path + ".tmp"
         with open(tmp, "w", encoding="utf-8") as f:

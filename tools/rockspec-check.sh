@@ -13,7 +13,7 @@ trap 'if [ -n "$server" ]; then kill "$server" 2>/dev/null || true; fi; rm -rf "
 mkdir -p "$work/src/tools"
 cp -r "$top/imm-scm-1.rockspec" "$top/rockspecs" "$top/Makefile" "$top/lua" "$top/src" "$top/include" \
   "$top/bin" "$top/server" "$top/api" "$work/src/"
-cp "$top/tools/sample_bindings.json" "$top/tools/embed_lua.py" "$work/src/tools/"
+cp "$top/tools/sample_bindings.json" "$top/tools/embed_lua.py" "$top/tools/install-lua.sh" "$work/src/tools/"
 version=$(sed -n 's/^local VERSION = "\(.*\)"$/\1/p' "$top/lua/imm/client.lua")
 for v in 5.4 5.1; do
   # the release rockspec for 5.4, the checkout's for 5.1: both are exercised

@@ -21,11 +21,13 @@ local credentials = require "imm.credentials"
 local scrub_error = require("imm.credentials.base").scrub_error
 local transport = require "imm.transport"
 local pager = require "imm.pager"
-local parallel = require "imm.parallel"
+local lazy = require "imm.lazy"  -- first use loads them: require "imm" stays short
+local parallel = lazy "imm.parallel"
 local response = require "imm.response"
 local log = require "imm.log"
-local async = require "imm.async"
-local waiter = require "imm.waiter"
+local async = lazy "imm.async"
+local waiter = lazy "imm.waiter"
+local loaded = package.loaded
 local callopts = require "imm.callopts"
 
 local VERSION = "0.1.0"
@@ -528,7 +530,7 @@ function Client:call(action, params, opts)
   local def = operations.actions[action]
   local idempotent = operations.is_idempotent(action, opts.idempotent)
   local t = self.transport
-  if t.name == "curl" and not t.async and async.current() then
+  if t.name == "curl" and not t.async and loaded["imm.async"] and async.current() then
     -- it would block the whole loop, every other task with it, and say
     -- nothing.
     return nil, errors.new("InvalidConfiguration", "this client blocks, and it was called inside an imm "

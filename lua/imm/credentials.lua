@@ -113,37 +113,37 @@ _M.env = require("imm.credentials.env").new
 --- OIDC role ARN (RRSA): STS AssumeRoleWithOIDC. See `imm.credentials.oidc_role_arn`.
 -- @usage local p = imm.credentials.oidc_role_arn()
 ---@type fun(opts: imm.OidcRoleArnOptions|nil): imm.CredentialsProvider|nil, imm.Error|nil
-_M.oidc_role_arn = require("imm.credentials.oidc_role_arn").new
+_M.oidc_role_arn = nil  -- loaded on first use (LAZY below)
 
 --- A profile of `~/.aliyun/config.json`. See `imm.credentials.cli_profile`.
 -- @usage local p = imm.credentials.cli_profile{ profile = "prod" }
 ---@type fun(opts: imm.CliProfileOptions|nil): imm.CredentialsProvider|nil, imm.Error|nil
-_M.cli_profile = require("imm.credentials.cli_profile").new
+_M.cli_profile = nil  -- loaded on first use (LAZY below)
 
 --- A section of the shared credentials file. See `imm.credentials.profile`.
 -- @usage local p = imm.credentials.profile{ profile = "default" }
 ---@type fun(opts: imm.ProfileOptions|nil): imm.CredentialsProvider|nil, imm.Error|nil
-_M.profile = require("imm.credentials.profile").new
+_M.profile = nil  -- loaded on first use (LAZY below)
 
 --- ECS RAM role through the metadata service. See `imm.credentials.ecs_ram_role`.
 -- @usage local p = imm.credentials.ecs_ram_role()
 ---@type fun(opts: imm.EcsRamRoleOptions|nil): imm.CredentialsProvider|nil, imm.Error|nil
-_M.ecs_ram_role = require("imm.credentials.ecs_ram_role").new
+_M.ecs_ram_role = nil  -- loaded on first use (LAZY below)
 
 --- Credentials from `ALIBABA_CLOUD_CREDENTIALS_URI`. See `imm.credentials.credentials_uri`.
 -- @usage local p = imm.credentials.credentials_uri{ uri = "http://127.0.0.1:9000/creds" }
 ---@type fun(opts: imm.CredentialsUriOptions|nil): imm.CredentialsProvider|nil, imm.Error|nil
-_M.credentials_uri = require("imm.credentials.credentials_uri").new
+_M.credentials_uri = nil  -- loaded on first use (LAZY below)
 
 --- Credentials printed by a program (aliyun-cli's External mode). See `imm.credentials.external`.
 -- @usage local p = imm.credentials.external{ command = "/usr/local/bin/get-creds --role ops" }
 ---@type fun(opts: imm.ExternalOptions): imm.CredentialsProvider|nil, imm.Error|nil
-_M.external = require("imm.credentials.external").new
+_M.external = nil  -- loaded on first use (LAZY below)
 
 --- RAM role ARN: STS AssumeRole signed by a source credential. See `imm.credentials.ram_role_arn`.
 -- @usage local p = imm.credentials.ram_role_arn{ role_arn = arn, source = imm.credentials.env() }
 ---@type fun(opts: imm.RamRoleArnOptions): imm.CredentialsProvider|nil, imm.Error|nil
-_M.ram_role_arn = require("imm.credentials.ram_role_arn").new
+_M.ram_role_arn = nil  -- loaded on first use (LAZY below)
 
 --- Tries providers in order and keeps the first that yields credentials.
 -- When none does, one `NoCredentials` error names each provider and why, and
@@ -151,6 +151,18 @@ _M.ram_role_arn = require("imm.credentials.ram_role_arn").new
 -- @usage local p = imm.credentials.chain{ imm.credentials.env(), imm.credentials.profile() }
 ---@type fun(list: imm.CredentialsProvider[], opts: imm.ChainOptions|nil): imm.CredentialsProvider|nil, imm.Error|nil
 _M.chain = require("imm.credentials.chain").new
+
+-- The providers above that are nil: their modules load on first read, so
+-- `require "imm"` does not compile them.
+local LAZY = { oidc_role_arn = true, cli_profile = true, profile = true, ecs_ram_role = true,
+               credentials_uri = true, external = true, ram_role_arn = true }
+setmetatable(_M, { __index = function(t, k)
+  if LAZY[k] then
+    local f = require("imm.credentials." .. k).new
+    rawset(t, k, f)
+    return f
+  end
+end })
 
 -- What default() passes on to each provider.
 local DEFAULT_OPTIONS = {}

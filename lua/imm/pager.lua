@@ -22,7 +22,7 @@ local floor, min = math.floor, math.min
 local co_create, co_resume, co_yield, co_status = coroutine.create, coroutine.resume,
   coroutine.yield, coroutine.status
 local errors = require "imm.errors"
-local WAIT = require("imm.async").WAIT
+local loaded = package.loaded
 local operations = require "imm.operations"
 local callopts = require "imm.callopts"
 local transport = require "imm.transport"
@@ -224,9 +224,11 @@ end
 
 -- Resumes a pager coroutine. An async client inside an imm task waits by
 -- yielding WAIT: pass it up to the task and its answer back down.
+-- (No task can yield WAIT before imm.async is loaded, so it is not loaded here.)
 local function resume(co, ...)
   local ok, a, b = co_resume(co, ...)
-  while ok and a == WAIT and co_status(co) == "suspended" do
+  local async = ok and a ~= nil and loaded["imm.async"]
+  while async and ok and a == async.WAIT and co_status(co) == "suspended" do
     ok, a, b = co_resume(co, co_yield(a, b))
   end
   return ok, a, b

@@ -22,7 +22,7 @@
 
 local core = require "imm.core"
 local errors = require "imm.errors"
-local async = require "imm.async"
+local async = require("imm.lazy")("imm.async")  -- only async clients use it
 local proxy = require "imm.proxy"
 local scrub_error = require("imm.credentials.base").scrub_error
 local setmetatable, pairs, find = setmetatable, pairs, string.find
