@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/err.h>
@@ -273,6 +274,36 @@ int imm_random(unsigned char *out, size_t n) {
     }
     return IMM_OK;
 }
+
+#define NONCE_POOL 32
+
+#if defined(__GNUC__)
+/* per thread: no lock, and no nonce handed to two threads */
+static __thread unsigned char nonce_pool[NONCE_POOL * 16];
+static __thread int nonce_left;
+static __thread pid_t nonce_pid;
+
+int imm_nonce16(unsigned char out[16]) {
+    pid_t pid = getpid();
+    unsigned char *n;
+    if (nonce_left == 0 || nonce_pid != pid) {
+        if (imm_random(nonce_pool, sizeof nonce_pool) != IMM_OK) {
+            nonce_left = 0;
+            return IMM_ECRYPTO;
+        }
+        nonce_left = NONCE_POOL;
+        nonce_pid = pid;
+    }
+    n = nonce_pool + (size_t)(--nonce_left) * 16;
+    memcpy(out, n, 16);
+    OPENSSL_cleanse(n, 16);
+    return IMM_OK;
+}
+#else
+int imm_nonce16(unsigned char out[16]) {
+    return imm_random(out, 16);
+}
+#endif
 
 /* ---------------------------------------------------------------------- */
 
