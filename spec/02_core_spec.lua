@@ -57,6 +57,14 @@ describe("imm.core", function()
   it("computes HMACs (RFC 4231 case 2)", function()
     assert.equal("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
       core.hmac_hex("sha256", "Jefe", "what do ya want for nothing?"))
+    -- case 6: a key longer than the block is hashed first
+    assert.equal("60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
+      core.hmac_hex("sha256", ("\170"):rep(131), "Test Using Larger Than Block-Size Key - Hash Key First"))
+    -- case 1
+    assert.equal("b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7",
+      core.hmac_hex("sha256", ("\11"):rep(20), "Hi There"))
+    -- RFC 2202 case 1 (V2 signs with HMAC-SHA1)
+    assert.equal("b617318655057264e28bc0b6fb378c8ef146be00", core.hmac_hex("sha1", ("\11"):rep(20), "Hi There"))
   end)
 
   it("issues 100k distinct 128-bit nonces", function()
