@@ -171,6 +171,38 @@ static unsigned slot_of(const char *k, size_t len, unsigned bits) {
     return (unsigned)(h >> (32 - bits));
 }
 
+/* memcmp(a, b, n) == 0 for the short strings the caches hold, inline:
+ * the library call cost more than the compare. Loads go through memcpy,
+ * which compiles to plain unaligned loads, and never past a + n. */
+static int same_bytes(const char *a, const char *b, size_t n) {
+    uint64_t x, y;
+    uint32_t u, v;
+    if (n >= 8) {
+        for (; n > 8; a += 8, b += 8, n -= 8) {
+            memcpy(&x, a, 8);
+            memcpy(&y, b, 8);
+            if (x != y)
+                return 0;
+        }
+        memcpy(&x, a + n - 8, 8); /* the last 8 bytes, overlapping */
+        memcpy(&y, b + n - 8, 8);
+        return x == y;
+    }
+    if (n >= 4) {
+        memcpy(&u, a, 4);
+        memcpy(&v, b, 4);
+        if (u != v)
+            return 0;
+        memcpy(&u, a + n - 4, 4);
+        memcpy(&v, b + n - 4, 4);
+        return u == v;
+    }
+    for (; n > 0; n--)
+        if (*a++ != *b++)
+            return 0;
+    return 1;
+}
+
 /* Pushes a string from a cache of stack slots when the same bytes were
  * seen before in this document: lua_pushvalue skips hashing and interning
  * them again. A slot is checked byte for byte, so a collision only costs a
@@ -179,7 +211,7 @@ static void push_cached(jstate *j, const char *k, size_t len, int first_idx,
                         struct jcache *c, unsigned bits) {
     lua_State *L = j->L;
     unsigned h = slot_of(k, len, bits);
-    if (c[h].len == len && memcmp(c[h].k, k, len) == 0) {
+    if (c[h].len == len && same_bytes(c[h].k, k, len)) {
         lua_pushvalue(L, first_idx + (int)h);
         return;
     }
