@@ -107,8 +107,8 @@ def fmt(n):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--short", type=int, default=20, help="calls of the short run (20)")
-    ap.add_argument("--long", type=int, default=60, help="calls of the long run (60)")
+    ap.add_argument("--short", type=int, default=200, help="calls of the short run (200): past LuaJIT's trace compiling")
+    ap.add_argument("--long", type=int, default=600, help="calls of the long run (600)")
     ap.add_argument("--runtimes", default="lua5.4,luajit")
     ap.add_argument("--stages", default=",".join(STAGES + ["startup", "limits"]))
     ap.add_argument("--json", help="also write the figures to this file")
