@@ -57,7 +57,7 @@ BODY_VECTORS ?= spec/fixtures/signing_body.json
 SPECS      ?= spec
 RUN_PREFIX ?=
 
-.PHONY: all gen build lib host-check core-check async-specs deps deps-demo demo test server-check fuzz soak bench matrix unit docs lint test-lua5.4 test-luajit lint asan valgrind \
+.PHONY: all gen build lib host-check core-check async-specs deps deps-demo demo test server-check fuzz soak bench bench-instr matrix unit docs lint test-lua5.4 test-luajit lint asan valgrind \
         rockspec-check install install-rock install-lua rock env love-check clean help
 
 all: build
@@ -249,6 +249,19 @@ fuzz: $(addprefix build/fuzz/,$(FUZZ_TARGETS))
 ## bench: imm against the official Node SDK and the libcurl limits, on a loopback nginx, then at 20/50 ms RTT (BENCH_ARGS=--latency-only: only that; bench/README.md)
 bench:
 	@sh bench/bench.sh $(BENCH_ARGS)
+
+## bench-instr: instructions per call (callgrind), per stage and for start-up, Lua 5.4 and LuaJIT, next to the libcurl limits (bench/README.md)
+bench-instr:
+	@$(MAKE) --no-print-directory -s build LUA=lua5.4 BUILD=build/lua5.4
+	@$(MAKE) --no-print-directory -s build LUA=luajit BUILD=build/luajit
+	@mkdir -p build/bench
+	@$(CC) -O2 -g -std=c99 $(WARN) $$(pkg-config --cflags libcurl) bench/curl_loop.c \
+	  -o build/bench/curl_loop $$(pkg-config --libs libcurl)
+	@$(CC) -O2 -g -std=c99 $(WARN) -DBENCH_CJSON $$(pkg-config --cflags libcurl lua5.4) bench/curl_loop.c \
+	  -o build/bench/curl_cjson_loop $$(pkg-config --libs libcurl lua5.4)
+	@$(CC) -O2 -g -std=c99 $(WARN) -DBENCH_CJSON -DBENCH_LUAJIT $$(pkg-config --cflags libcurl luajit) bench/curl_loop.c \
+	  -o build/bench/curl_cjson_jit_loop $$(pkg-config --libs libcurl luajit)
+	@python3 bench/instr.py $(INSTR_ARGS)
 
 ## soak: 100k list calls against the local IMM server; prints RSS growth (SOAK_CALLS=N)
 SOAK_CALLS ?= 100000

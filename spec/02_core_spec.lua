@@ -65,6 +65,14 @@ describe("imm.core", function()
   it("computes HMACs (RFC 4231 case 2)", function()
     assert.equal("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
       core.hmac_hex("sha256", "Jefe", "what do ya want for nothing?"))
+    -- case 6: a key longer than the block is hashed first
+    assert.equal("60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54",
+      core.hmac_hex("sha256", ("\170"):rep(131), "Test Using Larger Than Block-Size Key - Hash Key First"))
+    -- case 1
+    assert.equal("b0344c61d8db38535ca8afceaf0bf12b881dc200c9833da726e9376c2e32cff7",
+      core.hmac_hex("sha256", ("\11"):rep(20), "Hi There"))
+    -- RFC 2202 case 1 (V2 signs with HMAC-SHA1)
+    assert.equal("b617318655057264e28bc0b6fb378c8ef146be00", core.hmac_hex("sha1", ("\11"):rep(20), "Hi There"))
   end)
 
   it("issues 100k distinct 128-bit nonces", function()
@@ -75,6 +83,56 @@ describe("imm.core", function()
       assert(not seen[x], "nonce repeated")
       seen[x] = true
     end
+  end)
+
+  -- imm.response's element check, moved from Lua to C: it must answer as
+  -- the Lua loop did, on random lists, metatables and explicit counts too.
+  it("finds the first list element that is not an object, as the Lua loop did", function()
+    local function reference(list, n)
+      for i = 1, n or #list do
+        local e = list[i]
+        if type(e) ~= "table" or e[1] ~= nil then return i end
+      end
+      return nil
+    end
+    assert.equal(reference, reference) -- the reference itself can tell a bad element
+    assert.equal(2, reference({ {}, 5 }))
+    local null = require("imm.decode").null
+    local proxy = setmetatable({}, { __index = function(_, k) return k == 1 and "x" or nil end })
+    local kinds = {
+      function() return {} end,
+      function() return { a = 1 } end,
+      function() return { 1 } end,
+      function() return proxy end,
+      function() return setmetatable({}, { __index = {} }) end,
+      function() return 7 end,
+      function() return false end,
+      function() return "s" end,
+      function() return null end,
+    }
+    local seed = 7
+    local function rnd(k) seed = (seed * 16807) % 2147483647; return seed % k + 1 end
+    local answers = {}
+    for _ = 1, 2000 do
+      local list = {}
+      local len = rnd(12) - 1
+      for i = 1, len do list[i] = kinds[rnd(rnd(8) == 1 and #kinds or 2)]() end
+      local n
+      if rnd(4) == 1 then n = rnd(len + 2) - 1 end
+      if rnd(10) == 1 then
+        list = setmetatable({}, { __index = list, __len = function() return len end })
+      end
+      local want, got = reference(list, n), core.bad_element(list, n)
+      assert.equal(want, got)
+      answers[tostring(want)] = true
+    end
+    assert.is_true(answers["nil"] and answers["1"] and answers["2"] and true)
+    local big = {}
+    for i = 1, 100 do big[i] = { ProjectName = "p" } end
+    assert.is_nil(core.bad_element(big))
+    big[100] = { "array" }
+    assert.equal(100, core.bad_element(big))
+    assert.equal(require("imm.response").bad_element, core.bad_element)
   end)
 
   it("draws jitter in [0, 1)", function()

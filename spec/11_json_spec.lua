@@ -662,6 +662,49 @@ describe("imm.core.json_decode", function()
     assert.is_true(failed > 500 and failed < 2900, "mutants that fail: " .. failed)
   end)
 
+  -- The decoder keeps repeated keys and short values in caches of slots
+  -- (src/imm_json.c): strings that land in one slot must never be mixed up.
+  -- These are made to collide: the same length and the same first, middle
+  -- and last bytes, differing in one other byte; lengths at the caches'
+  -- limits; the same text escaped and not.
+  it("keeps look-alike keys and short values apart (its string caches)", function()
+    seed = 20261206
+    local function lookalike(len, k)
+      -- k picks the byte that differs; bytes 1, len and len/2 stay fixed
+      local b = {}
+      for i = 1, len do b[i] = 97 + (i % 7) end
+      local free = {}
+      for i = 2, len - 1 do
+        if i ~= math.floor(len / 2) + 1 and i ~= math.floor((len - 1) / 4) + 1 then free[#free + 1] = i end
+      end
+      if #free > 0 then b[free[(k - 1) % #free + 1]] = 65 + math.floor((k - 1) / #free) % 26 end
+      return char((table.unpack or unpack)(b))
+    end
+    local strs = {}
+    for _, len in ipairs { 1, 2, 3, 5, 8, 11, 16, 23, 24, 25, 26, 39, 40, 41, 42 } do
+      for k = 1, 12 do strs[#strs + 1] = lookalike(len, k) end
+    end
+    local distinct = {}
+    for _, x in ipairs(strs) do distinct[x] = true end
+    local nd = 0
+    for _ in pairs(distinct) do nd = nd + 1 end
+    assert.is_true(nd > 120, "look-alike strings: " .. nd)
+    for n = 1, 60 do
+      local recs = {}
+      for r = 1, 40 do
+        local fields = {}
+        for f = 1, rnd(8) do
+          local key, val = pick(strs), pick(strs)
+          if rnd(5) == 1 then val = val:gsub("a", "\\u0061") end -- same text, escaped
+          fields[f] = format('"%s":"%s"', key, val)
+        end
+        recs[r] = "{" .. concat(fields, ",") .. "}"
+      end
+      local text = "[" .. concat(recs, ",") .. "]"
+      assert_agree(text, "look-alikes #" .. n)
+    end
+  end)
+
   it("marks empty arrays when asked, so they can be written back as []", function()
     local doc = '{"a":[],"b":{},"c":[{"d":[]},{"e":{}}],"e":[1],"f":[{"g":[]},{"g":[2]}],"h":[[],[[]]]}'
     assert.is_nil(getmetatable(assert(core.json_decode(doc, null)).a))

@@ -340,14 +340,68 @@ static int l_hmac_hex(lua_State *L) {
     return 1;
 }
 
-/* nonce() -> 32 lower-case hex characters from RAND_bytes (128 bits) */
+/* nonce() -> 32 lower-case hex characters from RAND_bytes (128 bits),
+ * through imm_nonce16's pool */
 static int l_nonce(lua_State *L) {
     unsigned char r[16];
     char hex[33];
-    if (imm_random(r, sizeof r) != IMM_OK)
+    if (imm_nonce16(r) != IMM_OK)
         return luaL_error(L, "imm.core: RAND_bytes failed");
     imm_hex(r, sizeof r, hex);
     lua_pushstring(L, hex);
+    return 1;
+}
+
+/* bad_element(list [, n]) -> the index of the first of list[1..n] (n
+ * defaults to #list) that is not a table or is an array (its [1] is not
+ * nil), or nil. imm.response's check of every list element, here because
+ * the loop in Lua 5.4 cost more per page than a tenth of the decoding.
+ * Tables with a metatable are read through it, as the Lua loop did. */
+static int l_bad_element(lua_State *L) {
+    lua_Number n;
+    lua_Integer i;
+    int meta;
+    luaL_checktype(L, 1, LUA_TTABLE);
+    if (lua_isnoneornil(L, 2)) {
+#if LUA_VERSION_NUM >= 502
+        n = (lua_Number)luaL_len(L, 1);
+#else
+        n = (lua_Number)lua_objlen(L, 1);
+#endif
+    } else {
+        n = luaL_checknumber(L, 2);
+    }
+    meta = lua_getmetatable(L, 1);
+    if (meta)
+        lua_pop(L, 1);
+    for (i = 1; (lua_Number)i <= n; i++) {
+        int bad;
+        if (meta) {
+            lua_pushinteger(L, i);
+            lua_gettable(L, 1);
+        } else {
+            lua_rawgeti(L, 1, (int)i);
+        }
+        if (lua_type(L, -1) != LUA_TTABLE) {
+            bad = 1;
+        } else {
+            if (lua_getmetatable(L, -1)) {
+                lua_pop(L, 1);
+                lua_pushinteger(L, 1);
+                lua_gettable(L, -2);
+            } else {
+                lua_rawgeti(L, -1, 1);
+            }
+            bad = !lua_isnil(L, -1);
+            lua_pop(L, 1);
+        }
+        lua_pop(L, 1);
+        if (bad) {
+            lua_pushinteger(L, i);
+            return 1;
+        }
+    }
+    lua_pushnil(L);
     return 1;
 }
 
@@ -949,6 +1003,7 @@ static const luaL_Reg core_funcs[] = {
     {"rsa_verify", l_rsa_verify},
     {"nonce", l_nonce},
     {"random", l_random},
+    {"bad_element", l_bad_element},
     {"sleep", l_sleep},
     {"monotonic", l_monotonic},
     {"http", l_http},

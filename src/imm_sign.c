@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/err.h>
@@ -110,15 +111,54 @@ int imm_digest(imm_hash alg, const void *data, size_t n,
     return IMM_OK;
 }
 
+/* HMAC (RFC 2104) over the digest fetched once. OpenSSL 3's one-shot
+ * HMAC() fetches the HMAC method and the digest by name on every call,
+ * which cost a quarter of a request's signing; the two passes here reuse
+ * the digest we hold. Every key-derived byte is wiped before returning. */
+#define HMAC_BLOCK_MAX 128
+
 int imm_hmac(imm_hash alg, const void *key, size_t keylen,
              const void *data, size_t n, unsigned char *out, unsigned int *outlen) {
     const EVP_MD *md = md_get(alg);
-    if (md == NULL || keylen > 0x7fffffff ||
-        HMAC(md, key, (int)keylen, data, n, out, outlen) == NULL) {
-        ERR_clear_error();
-        return IMM_ECRYPTO;
+    unsigned char k0[HMAC_BLOCK_MAX], pad[HMAC_BLOCK_MAX], inner[EVP_MAX_MD_SIZE];
+    unsigned int ilen = 0;
+    EVP_MD_CTX *ctx;
+    int block, i, ok;
+    if (md == NULL || (block = EVP_MD_get_block_size(md)) <= 0 || block > HMAC_BLOCK_MAX)
+        goto fail;
+    ctx = EVP_MD_CTX_new();
+    if (ctx == NULL)
+        goto fail;
+    memset(k0, 0, sizeof k0);
+    if (keylen > (size_t)block) {
+        /* a key longer than a block is hashed first */
+        ok = EVP_DigestInit_ex(ctx, md, NULL) && EVP_DigestUpdate(ctx, key, keylen) &&
+             EVP_DigestFinal_ex(ctx, k0, &ilen);
+        if (!ok) {
+            EVP_MD_CTX_free(ctx);
+            OPENSSL_cleanse(k0, sizeof k0);
+            goto fail;
+        }
+    } else if (keylen > 0) {
+        memcpy(k0, key, keylen);
     }
-    return IMM_OK;
+    for (i = 0; i < block; i++)
+        pad[i] = (unsigned char)(k0[i] ^ 0x36);
+    ok = EVP_DigestInit_ex(ctx, md, NULL) && EVP_DigestUpdate(ctx, pad, (size_t)block) &&
+         EVP_DigestUpdate(ctx, data, n) && EVP_DigestFinal_ex(ctx, inner, &ilen);
+    for (i = 0; ok && i < block; i++)
+        pad[i] = (unsigned char)(k0[i] ^ 0x5c);
+    ok = ok && EVP_DigestInit_ex(ctx, md, NULL) && EVP_DigestUpdate(ctx, pad, (size_t)block) &&
+         EVP_DigestUpdate(ctx, inner, ilen) && EVP_DigestFinal_ex(ctx, out, outlen);
+    EVP_MD_CTX_free(ctx);
+    OPENSSL_cleanse(k0, sizeof k0);
+    OPENSSL_cleanse(pad, sizeof pad);
+    OPENSSL_cleanse(inner, sizeof inner);
+    if (ok)
+        return IMM_OK;
+fail:
+    ERR_clear_error();
+    return IMM_ECRYPTO;
 }
 
 /* No passphrase, ever: OpenSSL's default callback would prompt on the
@@ -273,6 +313,36 @@ int imm_random(unsigned char *out, size_t n) {
     }
     return IMM_OK;
 }
+
+#define NONCE_POOL 32
+
+#if defined(__GNUC__)
+/* per thread: no lock, and no nonce handed to two threads */
+static __thread unsigned char nonce_pool[NONCE_POOL * 16];
+static __thread int nonce_left;
+static __thread pid_t nonce_pid;
+
+int imm_nonce16(unsigned char out[16]) {
+    pid_t pid = getpid();
+    unsigned char *n;
+    if (nonce_left == 0 || nonce_pid != pid) {
+        if (imm_random(nonce_pool, sizeof nonce_pool) != IMM_OK) {
+            nonce_left = 0;
+            return IMM_ECRYPTO;
+        }
+        nonce_left = NONCE_POOL;
+        nonce_pid = pid;
+    }
+    n = nonce_pool + (size_t)(--nonce_left) * 16;
+    memcpy(out, n, 16);
+    OPENSSL_cleanse(n, 16);
+    return IMM_OK;
+}
+#else
+int imm_nonce16(unsigned char out[16]) {
+    return imm_random(out, 16);
+}
+#endif
 
 /* ---------------------------------------------------------------------- */
 

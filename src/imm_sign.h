@@ -90,6 +90,13 @@ int imm_rsa_verify(const char *pem, size_t pemlen, const void *data, size_t n,
 /* Fills out[0..n) from OpenSSL's CSPRNG (RAND_bytes). */
 int imm_random(unsigned char *out, size_t n);
 
+/* Fills out[0..16) with a signature nonce: CSPRNG bytes as imm_random's,
+ * drawn from a per-thread pool refilled 32 nonces at a time, because one
+ * RAND_bytes call per request cost more than the HMAC. A pool is dropped
+ * when the process id changes (a fork), so a child never repeats its
+ * parent's nonces, and every nonce is wiped from the pool as it is taken. */
+int imm_nonce16(unsigned char out[16]);
+
 /* --- V3: ACS3-HMAC-SHA256 / ACS3-HMAC-SM3 ------------------------------ */
 
 typedef struct imm_v3_input {
