@@ -173,6 +173,42 @@ describe("HTTPS", function()
     for _ = 1, 3 do assert(c:list_bindings { ProjectName = "immtest", MaxResults = 1 }) end
     assert.is_true(srv.stats().connections - before <= 1)
   end)
+
+  -- The fan-out of a parallel listing opens one connection per chain, each
+  -- on its own easy handle of the same multi: they resume the TLS session
+  -- of the first (h:debug().tls_resumed, a test hook), but never a session
+  -- verified against another CA store (the curl transport's other spelling
+  -- of the path for a replaced CA file).
+  it("resumes the TLS session on the other handles of a multi, never across CA stores", function()
+    local core = require "imm.core"
+    local ca = fixture.certs() .. "/ca.crt"
+    local function handle(file) return assert(core.http { ca_file = file, timeout = 10, shared = true }) end
+    local function get(h)
+      local status = h:request("GET", srv.url .. "/", {}, nil, true)
+      assert.is_number(status)
+      return h:debug().tls_resumed
+    end
+    local first, second, other = handle(ca), handle(ca), handle(ca:gsub("^/", "/./"))
+    finally(function() first:close() second:close() other:close() end)
+    get(first) -- a full handshake, or a session left by an earlier spec
+    assert.is_true(get(second), "a new connection on another handle did a full handshake")
+    assert.is_false(get(other), "a session crossed CA stores")
+    -- multis of their own: the same holds on core.multi and the tasks' multi
+    local m = core.multi()
+    finally(function() m:close() end)
+    local a, b = assert(core.http { ca_file = ca, timeout = 10 }), assert(core.http { ca_file = ca, timeout = 10 })
+    finally(function() a:close() b:close() end)
+    for i, h in ipairs { a, b } do
+      assert(m:add(h, "GET", srv.url .. "/", {}, nil, true))
+      local done
+      repeat
+        done = select(2, assert(m:perform()))
+        if not done then assert(m:wait(100)) end
+      until done
+      assert.is_number((h:result()))
+      if i == 2 then assert.is_true(h:debug().tls_resumed, "no resumption on a core.multi") end
+    end
+  end)
 end)
 
 -- Proxies on the libcurl transport, through the recording proxy of

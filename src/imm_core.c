@@ -720,17 +720,20 @@ static int http_request(lua_State *L) {
     return push_outcome(L, u->h, st, status, sent, err);
 }
 
-/* h:debug() -> { capath_cleared = bool, pipewait = bool }, for the specs. */
+/* h:debug() -> { capath_cleared = bool, pipewait = bool, tls_resumed = bool },
+ * for the specs. */
 static int http_debug(lua_State *L) {
     http_ud *u = luaL_checkudata(L, 1, HTTP_MT);
     int capath = 0, pipewait = 0;
     if (u->h != NULL)
         imm_http_debug(u->h, &capath, &pipewait);
-    lua_createtable(L, 0, 2);
+    lua_createtable(L, 0, 3);
     lua_pushboolean(L, capath);
     lua_setfield(L, -2, "capath_cleared");
     lua_pushboolean(L, pipewait);
     lua_setfield(L, -2, "pipewait");
+    lua_pushboolean(L, u->h != NULL && imm_http_tls_resumed(u->h));
+    lua_setfield(L, -2, "tls_resumed");
     return 1;
 }
 

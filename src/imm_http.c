@@ -13,6 +13,7 @@
  * is ready; it stays in libcurl's API and ABI. */
 #define CURL_DISABLE_DEPRECATION 1
 #include <curl/curl.h>
+#include <openssl/ssl.h>
 #include <zlib.h>
 
 #define IMM_ORIGIN_MAX 160
@@ -43,6 +44,7 @@ struct imm_http {
     int pipewait;               /* the last transfer waited to multiplex on an h2 connection */
     int sends;                  /* requests this exchange has put on a connection */
     int resend_refused;         /* libcurl's re-send of the request was stopped (on_prereq) */
+    int tls_resumed;            /* this exchange's TLS connection resumed a session (test hook) */
 };
 
 /* A socket libcurl waits on, as its socket callback last described it. */
@@ -53,6 +55,14 @@ typedef struct imm_sock {
 
 struct imm_multi {
     CURLM *m;
+    /* TLS sessions shared by every easy handle while it is attached: each
+     * client (and each chain of a parallel listing) has its own handle, and
+     * libcurl keeps sessions per handle otherwise, so every new connection
+     * of a fan-out did a full handshake. libcurl only resumes a session
+     * whose SSL config (CA file path included) matches, so the curl
+     * transport's spellings of a replaced CA file keep them apart. NULL if
+     * it could not be made: handles then keep their own. */
+    CURLSH *share;
     imm_http *attached;         /* every handle added and not yet removed */
     int count;
     long next_id;
@@ -144,6 +154,14 @@ static int on_prereq(void *ud, char *primary_ip, char *local_ip, int primary_por
     (void)local_ip;
     (void)primary_port;
     (void)local_port;
+    {
+        /* A test hook (imm_http_tls_resumed), read here while the
+         * connection is the transfer's. */
+        struct curl_tlssessioninfo *ti = NULL;
+        h->tls_resumed = curl_easy_getinfo(h->curl, CURLINFO_TLS_SSL_PTR, &ti) == CURLE_OK &&
+                         ti != NULL && ti->backend == CURLSSLBACKEND_OPENSSL &&
+                         ti->internals != NULL && SSL_session_reused(ti->internals) == 1;
+    }
     if (h->sends++ > 0) {
         h->resend_refused = 1;
         return CURL_PREREQFUNC_ABORT;
@@ -369,6 +387,7 @@ imm_http_status imm_http_start(imm_http *h, const imm_http_request *req, char *e
     h->headers_too_large = 0;
     h->sends = 0;
     h->resend_refused = 0;
+    h->tls_resumed = 0;
     {
         /* the origin, for the multi's list of HTTP/2 hosts */
         const char *sep = strstr(req->url, "://");
@@ -623,6 +642,10 @@ void imm_http_debug(const imm_http *h, int *capath_cleared, int *pipewait) {
     *pipewait = h->pipewait;
 }
 
+int imm_http_tls_resumed(const imm_http *h) {
+    return h->tls_resumed;
+}
+
 int imm_multi_h2_origins(const imm_multi *m) {
     return m->nh2;
 }
@@ -686,6 +709,13 @@ imm_multi *imm_multi_new(char *err, size_t errlen) {
         SET_ERR("curl_multi_setopt(CURLMOPT_SOCKETFUNCTION) failed");
         return NULL;
     }
+    /* No lock functions: a multi is used by one thread at a time. */
+    m->share = curl_share_init();
+    if (m->share != NULL &&
+        curl_share_setopt(m->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK) {
+        curl_share_cleanup(m->share);
+        m->share = NULL;
+    }
     return m;
 }
 
@@ -695,6 +725,11 @@ static void detach(imm_http *h) {
     if (m == NULL)
         return;
     curl_multi_remove_handle(m->m, h->curl);
+    /* Off the share while idle, so the share never outlives a handle's use
+     * of it (curl_share_cleanup refuses a share in use) and a handle can
+     * move to another multi. The sessions stay in the share. */
+    if (m->share != NULL)
+        curl_easy_setopt(h->curl, CURLOPT_SHARE, (CURLSH *)NULL);
     if (h->prev != NULL)
         h->prev->next = h->next;
     else
@@ -720,6 +755,7 @@ void imm_multi_free(imm_multi *m) {
         }
     }
     curl_multi_cleanup(m->m); /* may still call on_socket: m stays until after */
+    curl_share_cleanup(m->share); /* every handle left it in detach */
     free(m->socks);
     free(m);
 }
@@ -753,8 +789,14 @@ long imm_multi_add(imm_multi *m, imm_http *h, char *err, size_t errlen) {
         h->pipewait = h2;
         curl_easy_setopt(h->curl, CURLOPT_PIPEWAIT, (long)h2);
     }
+    /* Set while idle (libcurl refuses it mid-transfer); a failure only
+     * costs the resumption. */
+    if (m->share != NULL)
+        curl_easy_setopt(h->curl, CURLOPT_SHARE, m->share);
     mc = curl_multi_add_handle(m->m, h->curl);
     if (mc != CURLM_OK) {
+        if (m->share != NULL)
+            curl_easy_setopt(h->curl, CURLOPT_SHARE, (CURLSH *)NULL);
         SET_ERR("curl_multi_add_handle: %s", curl_multi_strerror(mc));
         return mc == CURLM_OUT_OF_MEMORY ? -1 : 0;
     }

@@ -125,6 +125,10 @@ long imm_http_id(const imm_http *h);
 /* For tests: was CURLOPT_CAPATH unset (a CA file is in use), and did the
  * last transfer wait to multiplex (CURLOPT_PIPEWAIT, an HTTP/2 origin)? */
 void imm_http_debug(const imm_http *h, int *capath_cleared, int *pipewait);
+/* For tests: did the last exchange's TLS connection resume a session
+ * (OpenSSL's SSL_session_reused)? The handles of one multi share their TLS
+ * sessions while attached to it. */
+int imm_http_tls_resumed(const imm_http *h);
 /* For tests: how many origins the multi knows to speak HTTP/2. */
 int imm_multi_h2_origins(const imm_multi *m);
 
