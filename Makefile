@@ -58,7 +58,7 @@ SPECS      ?= spec
 RUN_PREFIX ?=
 
 .PHONY: all gen build lib host-check core-check async-specs deps deps-demo demo test server-check fuzz soak bench matrix unit docs lint test-lua5.4 test-luajit lint asan valgrind \
-        rockspec-check install install-rock install-lua rock env love-check clean help
+        rockspec-check dist release install uninstall install-rock install-lua rock env love-check clean help
 
 all: build
 
@@ -281,9 +281,15 @@ love-check:
 	@$(MAKE) --no-print-directory build LUA=luajit
 	@sh tools/love-check.sh
 
-## rockspec-check: `luarocks make --deps-mode=none` into a scratch tree, 5.4 and 5.1
+## rockspec-check: `luarocks make --deps-mode=none` into a scratch tree, 5.4 and 5.1; README's install lines, make dist offline, make uninstall
 rockspec-check:
 	@sh tools/rockspec-check.sh
+	@sh tools/dist-check.sh
+
+## dist: build/dist/imm-$(VERSION)-1.src.rock from the working tree; `luarocks install` of it needs no network
+DIST_DIR ?= build/dist
+dist:
+	@sh tools/dist.sh $(VERSION) $(DIST_DIR)
 
 INST_BINDIR ?= $(PREFIX)/bin
 # The C module, the Lua modules, and the local IMM server (imm/server/imm_server/)
@@ -311,6 +317,20 @@ install: build install-lua
 	install -d $(DESTDIR)$(PREFIX)/lib/imm/$(LUA_NAME) $(DESTDIR)$(PREFIX)/include
 	install -m 644 $(LIB) $(DESTDIR)$(PREFIX)/lib/imm/$(LUA_NAME)/libimm.a
 	install -m 644 include/imm.h $(DESTDIR)$(PREFIX)/include/imm.h
+
+## uninstall: remove what `make install` put there (the same LUA, PREFIX, DESTDIR)
+# imm/server/ is imm's own directory (the server writes __pycache__ there);
+# elsewhere only imm's files, then its directories once they are empty
+uninstall:
+	rm -f $(DESTDIR)$(INST_BINDIR)/imm $(DESTDIR)$(INST_BINDIR)/imm-server $(DESTDIR)$(PREFIX)/include/imm.h \
+	  $(DESTDIR)$(PREFIX)/lib/imm/$(LUA_NAME)/libimm.a $(DESTDIR)$(INST_LIBDIR)/imm/core.so \
+	  $(addprefix $(DESTDIR)$(INST_LUADIR)/,$(patsubst lua/%,%,$(LUA_FILES)))
+	rm -rf $(DESTDIR)$(INST_LUADIR)/imm/server
+	for d in $$(cd lua && find imm -depth -type d) $(DESTDIR)$(INST_LIBDIR)/imm $(DESTDIR)$(PREFIX)/lib/imm/$(LUA_NAME) \
+	  $(DESTDIR)$(PREFIX)/lib/imm; do \
+	  case $$d in /*) ;; *) d=$(DESTDIR)$(INST_LUADIR)/$$d;; esac; \
+	  if [ -d "$$d" ]; then rmdir "$$d" 2>/dev/null || true; fi; \
+	done
 
 clean:
 	rm -rf build

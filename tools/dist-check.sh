@@ -1,0 +1,55 @@
+#!/bin/sh
+# Part of `make rockspec-check`: what a new user and a packager do, as written.
+#  1. README.md's LuaRocks lines for Lua 5.4, run as they stand in a clean
+#     shell whose HOME is a scratch directory, then `require "imm"` on lua5.4.
+#  2. `make dist`, then `luarocks install` of the .src.rock with no network.
+#  3. `make install` then `make uninstall` under one DESTDIR: nothing is left.
+set -eu
+top=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+version=$(sed -n 's/^local VERSION = "\(.*\)"$/\1/p' "$top/lua/imm/client.lua")
+require_imm='local imm = require "imm"; assert(require("imm.core")._VERSION == imm._VERSION); print(imm._VERSION)'
+
+# 1. the first code block under "## Install": its luarocks and eval lines for 5.4
+awk '/^## Install/ { s = 1 } s && /^```sh/ { b = 1; next } b && /^```/ { exit } b' "$top/README.md" | grep -E '^(luarocks|eval).*5\.4' | sed 's/ *#.*$//' >"$work/readme.sh" || true
+echo "imm: README.md's install lines for Lua 5.4:"
+sed 's/^/  /' "$work/readme.sh"
+grep -q '^luarocks ' "$work/readme.sh" && grep -q '^eval ' "$work/readme.sh" ||
+  { echo "imm: dist-check FAILED: README.md's Install block shows no luarocks ... 5.4 and eval line" >&2; exit 1; }
+mkdir -p "$work/home" "$work/src"
+(cd "$top" && git ls-files --cached --others --exclude-standard | while IFS= read -r f; do
+  [ -f "$f" ] && printf '%s\n' "$f"; done | tar -cf - -T -) | tar -xf - -C "$work/src"
+(cd "$work/src" && env -i PATH="$PATH" HOME="$work/home" sh -ec "
+  $(cat "$work/readme.sh")
+  lua5.4 -e '$require_imm'" >"$work/readme.log" 2>&1) ||
+  { cat "$work/readme.log"; echo "imm: dist-check FAILED: README.md's install lines do not give lua5.4 a working imm" >&2; exit 1; }
+echo "imm: README.md's install lines: lua5.4 loads imm $(tail -1 "$work/readme.log") from $work/home"
+
+# 2. make dist, installed offline (no network namespace at all where we may make one)
+make -C "$top" --no-print-directory dist DIST_DIR="$work/dist" >"$work/dist.log" 2>&1 ||
+  { cat "$work/dist.log"; echo "imm: dist-check FAILED: make dist" >&2; exit 1; }
+rock="$work/dist/imm-$version-1.src.rock"
+offline=
+unshare -n true 2>/dev/null && offline="unshare -n"
+unshare -rn true 2>/dev/null && [ -z "$offline" ] && offline="unshare -rn"
+(cd "$work" && env -i PATH="$PATH" HOME="$work/home" $offline luarocks --lua-version=5.4 install \
+   --tree="$work/tree-dist" --deps-mode=none "$rock" >"$work/install-rock.log" 2>&1) ||
+  { cat "$work/install-rock.log"; echo "imm: dist-check FAILED: luarocks install $rock" >&2; exit 1; }
+(cd "$work" && env -i PATH="$PATH" HOME="$work" sh -ec "
+  eval \"\$(luarocks --lua-version=5.4 --tree='$work/tree-dist' path)\"
+  lua5.4 -e '$require_imm'
+  lua5.4 -e 'assert(package.searchpath(\"imm\", package.path):find(\"$work/tree-dist\", 1, true))'") ||
+  { echo "imm: dist-check FAILED: the installed rock does not load" >&2; exit 1; }
+echo "imm: make dist: $(basename "$rock") installs (${offline:-network not isolated: no unshare}) and loads"
+
+# 3. make install, make uninstall
+dest="$work/destdir"
+for t in install uninstall; do
+  make -C "$top" --no-print-directory $t LUA=lua5.4 PREFIX=/usr DESTDIR="$dest" >"$work/$t.log" 2>&1 ||
+    { cat "$work/$t.log"; echo "imm: dist-check FAILED: make $t" >&2; exit 1; }
+  [ $t = uninstall ] || [ -n "$(find "$dest" -type f)" ] || { echo "imm: make install installed nothing" >&2; exit 1; }
+done
+left=$(find "$dest" -mindepth 1 \( -type f -o -type l -o -name '*imm*' \) -print)
+[ -z "$left" ] || { echo "imm: dist-check FAILED: make uninstall left:" >&2; echo "$left" >&2; exit 1; }
+echo "imm: make uninstall removes all that make install put under DESTDIR"
