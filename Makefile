@@ -291,6 +291,11 @@ DIST_DIR ?= build/dist
 dist:
 	@sh tools/dist.sh $(VERSION) $(DIST_DIR)
 
+## release: `make release VERSION=x.y.z`: clean tree, version written everywhere, spec 02 and `make check` (RELEASE_CHECK=...), a commit, the tag vx.y.z, make dist
+RELEASE_CHECK ?= check
+release:
+	@sh tools/release.sh $(VERSION) "$(RELEASE_CHECK)"
+
 INST_BINDIR ?= $(PREFIX)/bin
 # The C module, the Lua modules, and the local IMM server (imm/server/imm_server/)
 # with its sample data and the API description it reads (imm/server/api/)

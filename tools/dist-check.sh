@@ -53,3 +53,32 @@ done
 left=$(find "$dest" -mindepth 1 \( -type f -o -type l -o -name '*imm*' \) -print)
 [ -z "$left" ] || { echo "imm: dist-check FAILED: make uninstall left:" >&2; echo "$left" >&2; exit 1; }
 echo "imm: make uninstall removes all that make install put under DESTDIR"
+
+# 4. make release, in a clone of the last commit (this repository is never tagged)
+git clone -q "$top" "$work/clone"
+cd "$work/clone"
+git config user.email release-check@imm.invalid && git config user.name "imm release-check"
+# the releases refused before anything is written
+for bad in "VERSION=9.9" "VERSION=v9.9.9" "VERSION=9.9.9"; do
+  if make --no-print-directory release $bad RELEASE_CHECK= >"$work/release.log" 2>&1; then
+    cat "$work/release.log"; echo "imm: dist-check FAILED: make release $bad did not refuse" >&2; exit 1
+  fi
+  [ -z "$(git status --porcelain)" ] || { echo "imm: dist-check FAILED: a refused release changed the tree" >&2; exit 1; }
+done
+printf '\n## [9.9.9] - Unreleased\n\n- release-check\n' >>CHANGELOG.md
+touch untracked-file
+make --no-print-directory release VERSION=9.9.9 RELEASE_CHECK= >"$work/release.log" 2>&1 &&
+  { echo "imm: dist-check FAILED: make release ran on an unclean tree" >&2; exit 1; }
+grep -q "the tree has changes" "$work/release.log" || { cat "$work/release.log"; exit 1; }
+rm untracked-file && git commit -qam "changelog 9.9.9"
+make --no-print-directory release VERSION=9.9.9 RELEASE_CHECK= >"$work/release.log" 2>&1 ||
+  { cat "$work/release.log"; echo "imm: dist-check FAILED: make release VERSION=9.9.9" >&2; exit 1; }
+git rev-parse -q --verify refs/tags/v9.9.9 >/dev/null || { echo "imm: dist-check FAILED: no tag v9.9.9" >&2; exit 1; }
+[ "$(git describe --tags --exact-match HEAD)" = v9.9.9 ] && [ -z "$(git status --porcelain)" ] &&
+  grep -q '^local VERSION = "9.9.9"$' lua/imm/client.lua && grep -q '^version = "9.9.9-1"$' rockspecs/imm-9.9.9-1.rockspec &&
+  grep -q '^  tag = "v9.9.9",$' rockspecs/imm-9.9.9-1.rockspec && grep -q "^## \[9.9.9\] - 20[0-9-]*$" CHANGELOG.md &&
+  [ -f build/dist/imm-9.9.9-1.src.rock ] ||
+  { cat "$work/release.log"; echo "imm: dist-check FAILED: make release VERSION=9.9.9 did not write, tag and pack" >&2; exit 1; }
+make --no-print-directory release VERSION=9.9.9 RELEASE_CHECK= >"$work/release.log" 2>&1 &&
+  { echo "imm: dist-check FAILED: make release ran twice for one tag" >&2; exit 1; }
+echo "imm: make release VERSION=9.9.9 (in a clone): refuses bad versions, an unclean tree and a second run; writes, tags v9.9.9, packs"
