@@ -11,6 +11,17 @@ trap 'rm -rf "$work"' EXIT
 version=$(sed -n 's/^local VERSION = "\(.*\)"$/\1/p' "$top/lua/imm/client.lua")
 require_imm='local imm = require "imm"; assert(require("imm.core")._VERSION == imm._VERSION); print(imm._VERSION)'
 
+# 0. NOTICE names the sources of what was taken, as the files themselves name them
+sdk=$(sed -n 's/^ *"source": "[^"]*\(@alicloud\/imm20200930 [0-9.]*[0-9]\).*/\1/p' "$top/api/imm-2020-09-30.json")
+util=$(sed -n 's/.*Computed by the official \(@alicloud\/openapi-util [0-9.]*[0-9]\).*/\1/p' "$top/spec/fixtures/signing.json")
+for f in LICENSE NOTICE AUTHORS; do [ -s "$top/$f" ] || { echo "imm: dist-check FAILED: no $f" >&2; exit 1; }; done
+for s in "$sdk" "$util" "api/imm-2020-09-30.json" "api/task-types.json" "spec/fixtures/signing.json" "Apache License"; do
+  [ -n "$s" ] && grep -qF "$s" "$top/NOTICE" || { echo "imm: dist-check FAILED: NOTICE does not name '$s'" >&2; exit 1; }
+done
+grep -q "the imm authors" "$top/LICENSE" && grep -q "^[^#].*<.*@.*>$" "$top/AUTHORS" ||
+  { echo "imm: dist-check FAILED: AUTHORS lists none of the imm authors LICENSE names" >&2; exit 1; }
+echo "imm: NOTICE names $sdk, $util and the files taken from them; AUTHORS lists the imm authors"
+
 # 1. the first code block under "## Install": its luarocks and eval lines for 5.4
 awk '/^## Install/ { s = 1 } s && /^```sh/ { b = 1; next } b && /^```/ { exit } b' "$top/README.md" | grep -E '^(luarocks|eval).*5\.4' | sed 's/ *#.*$//' >"$work/readme.sh" || true
 echo "imm: README.md's install lines for Lua 5.4:"
@@ -30,6 +41,8 @@ echo "imm: README.md's install lines: lua5.4 loads imm $(tail -1 "$work/readme.l
 make -C "$top" --no-print-directory dist DIST_DIR="$work/dist" >"$work/dist.log" 2>&1 ||
   { cat "$work/dist.log"; echo "imm: dist-check FAILED: make dist" >&2; exit 1; }
 rock="$work/dist/imm-$version-1.src.rock"
+unzip -l "$rock" | grep -q " imm/NOTICE$" && unzip -l "$rock" | grep -q " imm/AUTHORS$" ||
+  { echo "imm: dist-check FAILED: the rock lacks NOTICE or AUTHORS" >&2; exit 1; }
 offline=
 unshare -n true 2>/dev/null && offline="unshare -n"
 unshare -rn true 2>/dev/null && [ -z "$offline" ] && offline="unshare -rn"
