@@ -58,7 +58,7 @@ SPECS      ?= spec
 RUN_PREFIX ?=
 
 .PHONY: all gen build lib host-check core-check async-specs deps deps-demo demo test server-check fuzz soak bench bench-instr matrix unit docs lint test-lua5.4 test-luajit lint asan valgrind \
-        rockspec-check install install-rock install-lua rock env love-check clean help
+        check specs spec-prep rockspec-check dist release install uninstall install-rock install-lua rock env love-check clean help
 
 all: build
 
@@ -126,10 +126,7 @@ demo: deps-demo
 test: deps
 	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory server-check
-	@$(MAKE) --no-print-directory matrix
-	@$(MAKE) --no-print-directory async-specs
-	@$(MAKE) --no-print-directory asan
-	@$(MAKE) --no-print-directory valgrind
+	@$(MAKE) --no-print-directory specs
 	@$(MAKE) --no-print-directory host-check
 	@$(MAKE) --no-print-directory love-check
 	@$(MAKE) --no-print-directory rockspec-check
@@ -148,9 +145,39 @@ server-check: build
 	@echo "imm: the official Node SDK against the local IMM server, and against imm ($(LUA))"
 	@IMM_LUA=$(LUA) IMM_CPATH='$(BUILD)/?.so' sh tools/sdk-check/run.sh
 
-## matrix: the specs on every runtime, each in its own build directory
-matrix:
-	@for l in $(RUNTIMES); do $(MAKE) --no-print-directory unit LUA=$$l EXTRA_CFLAGS=-Werror || exit 1; done
+## check: the specs on one runtime (LUA, default lua5.4) and lint, side by side: the quick check before a commit (make test runs every check)
+# The spec files in CHECK_SHARDS busted runs (every CHECK_SHARDS-th file in
+# each): most of a run's time is spent waiting on loopback servers and timeouts.
+CHECK_SHARDS ?= 3
+check_shard   = $(shell ls spec/*_spec.lua | awk 'NR % $(CHECK_SHARDS) == $(1) % $(CHECK_SHARDS)')
+check: PREP_RUNTIMES = $(LUA_NAME)
+check: spec-prep
+	@bash tools/parallel.sh $(SPEC_LOGS) $$(($(CHECK_SHARDS) + 1)) lint '$(MAKE) --no-print-directory lint' \
+	  $(foreach i,$(shell seq 1 $(CHECK_SHARDS)),specs-$(LUA_NAME)-$(i) '$(MAKE) --no-print-directory unit LUA=$(LUA) \
+	  EXTRA_CFLAGS=-Werror SPEC_NOTE="part $(i)/$(CHECK_SHARDS)" SPECS="$(call check_shard,$(i))"')
+
+## matrix: the specs on every runtime, each in its own build directory, side by side (PARALLEL_JOBS at once; logs in build/logs/)
+# The runs share no port (each server asks the kernel for one) and no temporary
+# file (mktemp); spec-prep builds first what they would all build into one place.
+PARALLEL_JOBS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); [ $$n -gt 2 ] && echo $$n || echo 2)
+SPEC_LOGS   ?= build/logs
+SPEC_UNIT    = $(foreach l,$(RUNTIMES),specs-$(l) '$(MAKE) --no-print-directory unit LUA=$(l) EXTRA_CFLAGS=-Werror')
+matrix: spec-prep
+	@bash tools/parallel.sh $(SPEC_LOGS) $(PARALLEL_JOBS) $(SPEC_UNIT)
+
+## specs: matrix, async-specs, asan and valgrind side by side (PARALLEL_JOBS at once), as make test runs them
+specs: spec-prep
+	@bash tools/parallel.sh $(SPEC_LOGS) $(PARALLEL_JOBS) valgrind '$(MAKE) --no-print-directory valgrind' \
+	  asan '$(MAKE) --no-print-directory asan' $(SPEC_UNIT) \
+	  $(foreach l,lua5.4 luajit,async-$(l) '$(MAKE) --no-print-directory async-specs ASYNC_RUNTIMES=$(l)')
+
+# spec-prep: every runtime's build (and the LuaJIT one the nginx specs load),
+# spec 16's C checks and the test certificates, made once before parallel runs
+PREP_RUNTIMES ?= $(RUNTIMES)
+spec-prep:
+	@for l in $(sort $(PREP_RUNTIMES) luajit); do $(MAKE) --no-print-directory build LUA=$$l EXTRA_CFLAGS=-Werror || exit 1; done
+	@$(MAKE) --no-print-directory core-check >/dev/null
+	@mkdir -p build/test-certs && sh tools/gen_certs.sh build/test-certs >/dev/null
 
 ## unit: the busted specs on one runtime (LUA=lua5.1 ... lua5.4, luajit)
 unit: build
@@ -161,8 +188,9 @@ unit: build
 
 ## async-specs: the client, pager, reliability and lifecycle specs again, every call inside an async task (Lua 5.4, LuaJIT)
 ASYNC_SPECS = spec/04_client_spec.lua spec/05_pager_spec.lua spec/08_reliability_spec.lua spec/12_lifecycle_spec.lua
+ASYNC_RUNTIMES ?= lua5.4 luajit
 async-specs:
-	@for l in lua5.4 luajit; do $(MAKE) --no-print-directory unit LUA=$$l SPEC_NOTE="in async mode" \
+	@for l in $(ASYNC_RUNTIMES); do $(MAKE) --no-print-directory unit LUA=$$l SPEC_NOTE="in async mode" \
 	  BUSTED_ARGS=--helper=spec/helpers/async_mode.lua SPECS="$(ASYNC_SPECS)" || exit 1; done
 
 ## docs: LDoc HTML in build/docs (LuaLS ---@ annotations are stripped for LDoc)
@@ -296,9 +324,20 @@ love-check:
 	@$(MAKE) --no-print-directory build LUA=luajit
 	@sh tools/love-check.sh
 
-## rockspec-check: `luarocks make --deps-mode=none` into a scratch tree, 5.4 and 5.1
+## rockspec-check: `luarocks make --deps-mode=none` into a scratch tree, 5.4 and 5.1; README's install lines, make dist offline, make uninstall
 rockspec-check:
 	@sh tools/rockspec-check.sh
+	@sh tools/dist-check.sh
+
+## dist: build/dist/imm-$(VERSION)-1.src.rock from the working tree; `luarocks install` of it needs no network
+DIST_DIR ?= build/dist
+dist:
+	@sh tools/dist.sh $(VERSION) $(DIST_DIR)
+
+## release: `make release VERSION=x.y.z`: clean tree, version written everywhere, spec 02 and `make check` (RELEASE_CHECK=...), a commit, the tag vx.y.z, make dist
+RELEASE_CHECK ?= check
+release:
+	@sh tools/release.sh $(VERSION) "$(RELEASE_CHECK)"
 
 INST_BINDIR ?= $(PREFIX)/bin
 # The C module, the Lua modules (precompiled where the runtime's compiler is
@@ -330,6 +369,20 @@ install: build install-lua
 	install -d $(DESTDIR)$(PREFIX)/lib/imm/$(LUA_NAME) $(DESTDIR)$(PREFIX)/include
 	install -m 644 $(LIB) $(DESTDIR)$(PREFIX)/lib/imm/$(LUA_NAME)/libimm.a
 	install -m 644 include/imm.h $(DESTDIR)$(PREFIX)/include/imm.h
+
+## uninstall: remove what `make install` put there (the same LUA, PREFIX, DESTDIR)
+# imm/server/ is imm's own directory (the server writes __pycache__ there);
+# elsewhere only imm's files, then its directories once they are empty
+uninstall:
+	rm -f $(DESTDIR)$(INST_BINDIR)/imm $(DESTDIR)$(INST_BINDIR)/imm-server $(DESTDIR)$(PREFIX)/include/imm.h \
+	  $(DESTDIR)$(PREFIX)/lib/imm/$(LUA_NAME)/libimm.a $(DESTDIR)$(INST_LIBDIR)/imm/core.so \
+	  $(addprefix $(DESTDIR)$(INST_LUADIR)/,$(patsubst lua/%,%,$(LUA_FILES)))
+	rm -rf $(DESTDIR)$(INST_LUADIR)/imm/server
+	for d in $$(cd lua && find imm -depth -type d) $(DESTDIR)$(INST_LIBDIR)/imm $(DESTDIR)$(PREFIX)/lib/imm/$(LUA_NAME) \
+	  $(DESTDIR)$(PREFIX)/lib/imm; do \
+	  case $$d in /*) ;; *) d=$(DESTDIR)$(INST_LUADIR)/$$d;; esac; \
+	  if [ -d "$$d" ]; then rmdir "$$d" 2>/dev/null || true; fi; \
+	done
 
 clean:
 	rm -rf build

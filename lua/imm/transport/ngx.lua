@@ -430,7 +430,11 @@ local function send(self, req)
   end
   if scheme == "https" and sock:getreusedtimes() == 0 then
     sock:settimeout(left_ms())
-    local sok, serr = sock:sslhandshake(nil, host, self.verify)
+    -- pcall: Debian 12's lua-resty-core can fail an assertion inside
+    -- sslhandshake when a verification failure races a busy worker
+    -- (openresty/lua-resty-core#499); that is a TLS failure, not a raise
+    local pok, sok, serr = pcall(sock.sslhandshake, sock, nil, host, self.verify)
+    if not pok then sok, serr = nil, sok end
     if not sok then
       sock:close()
       if serr == "timeout" then
