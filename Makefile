@@ -371,13 +371,14 @@ install: build install-lua
 	install -m 644 include/imm.h $(DESTDIR)$(PREFIX)/include/imm.h
 
 ## uninstall: remove what `make install` put there (the same LUA, PREFIX, DESTDIR)
-# imm/server/ is imm's own directory (the server writes __pycache__ there);
+# imm/server/ and imm/lua-src/ (the sources beside the bytecode) are imm's
+# own directories (the server writes __pycache__ there);
 # elsewhere only imm's files, then its directories once they are empty
 uninstall:
 	rm -f $(DESTDIR)$(INST_BINDIR)/imm $(DESTDIR)$(INST_BINDIR)/imm-server $(DESTDIR)$(PREFIX)/include/imm.h \
 	  $(DESTDIR)$(PREFIX)/lib/imm/$(LUA_NAME)/libimm.a $(DESTDIR)$(INST_LIBDIR)/imm/core.so \
 	  $(addprefix $(DESTDIR)$(INST_LUADIR)/,$(patsubst lua/%,%,$(LUA_FILES)))
-	rm -rf $(DESTDIR)$(INST_LUADIR)/imm/server
+	rm -rf $(DESTDIR)$(INST_LUADIR)/imm/server $(DESTDIR)$(INST_LUADIR)/imm/lua-src
 	for d in $$(cd lua && find imm -depth -type d) $(DESTDIR)$(INST_LIBDIR)/imm $(DESTDIR)$(PREFIX)/lib/imm/$(LUA_NAME) \
 	  $(DESTDIR)$(PREFIX)/lib/imm; do \
 	  case $$d in /*) ;; *) d=$(DESTDIR)$(INST_LUADIR)/$$d;; esac; \
