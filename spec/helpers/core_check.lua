@@ -109,48 +109,6 @@ function ops.http()
   return status .. " " .. body .. " " .. tostring(headers["content-type"])
 end
 
--- The multi and its handle live across calls: a transfer that an
--- allocation failure interrupted must still be reported done by a later
--- perform (a lost completion would strand its task forever).
-local M, H, pending
-function ops.multi()
-  if not M then
-    local m, code = core.multi()
-    if not m then return nil, code end
-    M = m
-  end
-  if not H then
-    local h, code = core.http { timeout = 5, connect_timeout = 5 }
-    if not h then return nil, code end
-    H = h
-  end
-  if not pending then
-    local id, code = M:add(H, "GET", url .. "/y", { "X-B: 2" }, "")
-    if not id then return nil, code end
-    pending = id
-  end
-  local t0 = core.monotonic()
-  while true do
-    local running, done = M:perform()
-    if not running then return nil, done end
-    if done then
-      for _, id in ipairs(done) do
-        if id == pending then
-          pending = nil
-          local status, body = H:result()
-          if not status then return nil, body end
-          return status .. " " .. body
-        end
-      end
-    end
-    if core.monotonic() - t0 > 5 then
-      error("the transfer's completion was lost: no perform reported it within 5 s")
-    end
-    local ok, code = M:wait(50)
-    if not ok then return nil, code end
-  end
-end
-
 -- Waits for transfer `id` on multi m to be reported done (then calls
 -- reported()), and returns h's result.
 local function await(m, h, id, reported)
@@ -174,6 +132,29 @@ local function await(m, h, id, reported)
     local ok, code = m:wait(50)
     if not ok then return nil, code end
   end
+end
+
+-- The multi and its handle live across calls: a transfer that an
+-- allocation failure interrupted must still be reported done by a later
+-- perform (a lost completion would strand its task forever).
+local M, H, pending
+function ops.multi()
+  if not M then
+    local m, code = core.multi()
+    if not m then return nil, code end
+    M = m
+  end
+  if not H then
+    local h, code = core.http { timeout = 5, connect_timeout = 5 }
+    if not h then return nil, code end
+    H = h
+  end
+  if not pending then
+    local id, code = M:add(H, "GET", url .. "/y", { "X-B: 2" }, "")
+    if not id then return nil, code end
+    pending = id
+  end
+  return await(M, H, pending, function() pending = nil end)
 end
 
 -- The parked path (issue 21, item 10): a transfer on the shared multi that
