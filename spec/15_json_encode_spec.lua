@@ -380,12 +380,8 @@ describe("imm.core.number_text", function()
   end)
 
   it("does not depend on LC_NUMERIC (a de_DE locale, built with localedef)", function()
-    local locpath = os.tmpname()
-    os.remove(locpath)
-    if not have("localedef")
-      or not os.execute("mkdir -p " .. locpath .. " && localedef -i de_DE -f UTF-8 "
-        .. locpath .. "/de_DE.UTF-8 >/dev/null 2>&1; test -d " .. locpath .. "/de_DE.UTF-8") then
-      os.execute("rm -rf " .. locpath)
+    local locpath = require("helpers.fixture").de_locale()
+    if not locpath then
       pending("localedef cannot build de_DE.UTF-8 here")
       return
     end

@@ -60,6 +60,18 @@ function M.tmpdir()
   return d
 end
 
+--- Builds a de_DE.UTF-8 locale (decimal comma) with localedef into a new
+-- directory, for the LC_NUMERIC specs. Returns the directory (to pass as
+-- LOCPATH, and to remove afterwards), or nil when localedef cannot build it.
+function M.de_locale()
+  local dir = M.tmpdir()
+  local built = os.execute("command -v localedef >/dev/null 2>&1 && localedef -i de_DE -f UTF-8 " .. dir
+    .. "/de_DE.UTF-8 >/dev/null 2>&1; test -d " .. dir .. "/de_DE.UTF-8")
+  if built == true or built == 0 then return dir end  -- 5.1 returns a status, later versions true or nil
+  os.execute("rm -rf " .. dir)
+  return nil
+end
+
 --- Generates a CA, a server certificate for 127.0.0.1/localhost and a
 -- second, unrelated CA. Returns the directory.
 function M.certs()
