@@ -173,9 +173,15 @@ class State:
                 return dict(rule)
         return None
 
-    def new_credentials(self, default_lifetime):
-        self.issued += 1
-        n = self.issued
+    def new_credentials(self, default_lifetime, generation):
+        # A request stalled from before a reset (a slow fault the client gave up on) must not take a
+        # number from the new generation: a test counting on fake-token-1 would see fake-token-2.
+        if generation == self.generation:
+            self.issued += 1
+            n = self.issued
+        else:
+            self.stale = getattr(self, "stale", 0) + 1
+            n = f"stale-{self.stale}"
         fixed = self.config["issue"]
         lifetime = self.config["expires_in"] or default_lifetime
         creds = {
@@ -313,7 +319,7 @@ def handle_sts(state, req, record, fault):
     else:
         raise ApiError(400, "InvalidAction.NotFound", "Specified api is not found.")
     with state.lock:
-        creds = state.new_credentials(duration)
+        creds = state.new_credentials(duration, record["generation"])
     return sts_reply(state, apply_credential_fault(fault, creds), params)
 
 
@@ -356,7 +362,7 @@ def handle_imds(state, req, record, fault):
     if rest != role:
         return Reply(404, b"Not Found", "text/plain")
     with state.lock:
-        creds = state.new_credentials(21600)
+        creds = state.new_credentials(21600, record["generation"])
     creds = apply_credential_fault(fault, creds)
     creds["LastUpdated"] = iso(time.time())
     creds["Code"] = "Failed" if fault and fault.get("mode") == "code" else "Success"
@@ -371,7 +377,7 @@ def handle_uri(state, req, record, fault):
     if req["method"] != "GET":
         return Reply(405, b"Method Not Allowed", "text/plain")
     with state.lock:
-        creds = state.new_credentials(3600)
+        creds = state.new_credentials(3600, record["generation"])
     creds = apply_credential_fault(fault, creds)
     creds["Code"] = "Failed" if fault and fault.get("mode") == "code" else "Success"
     return json_reply(200, creds)
@@ -396,7 +402,7 @@ def handle_sso(state, req, record, fault, body):
     if not isinstance(params, dict) or not params.get("AccountId") or not params.get("AccessConfigurationId"):
         return json_reply(400, {"ErrorCode": "MissingParameter", "ErrorMessage": "AccountId, AccessConfigurationId"})
     with state.lock:
-        creds = state.new_credentials(3600)
+        creds = state.new_credentials(3600, record["generation"])
     creds = apply_credential_fault(fault, creds)
     return json_reply(200, {"CloudCredential": creds, "RequestId": str(uuid.uuid4()).upper()})
 

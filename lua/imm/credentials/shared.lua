@@ -122,7 +122,18 @@ function _M.new(provider, o)
       local c, fresh, valid = read(ngx.now())
       if fresh then return c end
       local hold = deadline and min(lock_timeout, deadline - core.monotonic()) or lock_timeout
-      if hold > 0 and dict:add(lock, true, hold) then return refresh(opts, c, valid) end
+      if hold > 0 and dict:add(lock, true, hold) then
+        -- read again under the lock: another worker may have stored a fresh
+        -- copy and let go of the lock between our read and our add
+        ngx.update_time()
+        local c2, fresh2, valid2 = read(ngx.now())
+        if fresh2 then
+          dict:delete(lock)
+          return c2
+        end
+        if c2 then c, valid = c2, valid2 end
+        return refresh(opts, c, valid)
+      end
       -- another worker is refreshing: its still-valid copy meanwhile
       if valid then return c end
       ngx.sleep(0.01)
