@@ -69,6 +69,25 @@ describe("pagers", function()
     assert.equal(5, #srv.log())
   end)
 
+  it("all_bindings that fails mid-way gives back what it had (err.partial) and where to go on", function()
+    local want = load(23)
+    local second = assert(c:list_bindings { ProjectName = "p", MaxResults = 5 }).NextToken
+    local third = assert(c:list_bindings { ProjectName = "p", MaxResults = 5, NextToken = second }).NextToken
+    srv.reset()
+    srv.data { Projects = { "p" }, Bindings = want }
+    srv.fault { mode = "internal", count = -1, match = { NextToken = third } }
+    local all, err = c:all_bindings({ ProjectName = "p" }, { page_size = 5, max_retries = 0 })
+    assert.is_nil(all)
+    assert.equal("InternalError", err.code)
+    assert.equal(10, #err.partial.Bindings)
+    assert.equal(third, err.next_token)
+    srv.control("DELETE", "faults")
+    local rest = assert(c:all_bindings({ ProjectName = "p" }, { page_size = 5, start_token = err.next_token }))
+    local got = err.partial.Bindings
+    for _, b in ipairs(rest.Bindings) do got[#got + 1] = b end
+    same_uris(want, got)
+  end)
+
   it("stops after max_items and asks only for what it needs", function()
     local want = load(30)
     local got = collect(c:bindings({ ProjectName = "p" }, { page_size = 10, max_items = 15 }))

@@ -339,6 +339,24 @@ describe("parallel listing", function()
     assert.equal(#rest, #all.Bindings)
   end)
 
+  it("all_bindings that fails gives back what it had (err.partial): with err.resume, each binding once", function()
+    local big = many(450)
+    srv.data(big)
+    local c = srv.client { max_retries = 0 }
+    srv.fault { mode = "slow", delay = 1, count = 1, match = { NextToken = "m-0200" } }
+    srv.fault { mode = "internal", count = -1, match = { DatasetName = "m-0010" } }
+    local all, err = c:all_bindings({ ProjectName = "immtest" }, { concurrency = 4 })
+    assert.is_nil(all)
+    assert.equal("InternalError", err.code)
+    assert.is_table(err.partial)
+    assert.is_true(#err.partial.Bindings > 0, "nothing had come back before the failure: the case is not covered")
+    srv.control("DELETE", "faults")
+    local rest = assert(c:all_bindings({ ProjectName = "immtest" }, { concurrency = 4, resume = err.resume }))
+    local got = err.partial.Bindings
+    for _, b in ipairs(rest.Bindings) do got[#got + 1] = b end
+    check_listing(big.Bindings, got)
+  end)
+
   it("resumes from err.resume after ListDatasets itself failed, and again after a second failure", function()
     local big = many(450)
     srv.data(big)

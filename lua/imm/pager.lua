@@ -352,7 +352,12 @@ function _M.all(client, action, params, opts)
     for i = 1, n do all[count + i] = list[i] end
     count = count + n
   end)
-  if not ok then return nil, werr end
+  if not ok then
+    -- nothing is lost: what came before the failure goes back with it, and
+    -- err.next_token continues right after it
+    if type(werr) == "table" then werr.partial = { [s.items] = all } end
+    return nil, werr
+  end
   return { [s.items] = all }
 end
 

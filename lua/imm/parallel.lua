@@ -888,7 +888,11 @@ function _M.all_bindings(client, params, opts)
   while true do
     local e, ferr = L:next_page()
     if e == nil then break end
-    if e == false then return nil, ferr end
+    if e == false then
+      -- what was collected goes back with err.resume, which continues after it
+      if type(ferr) == "table" then ferr.partial = { Bindings = all } end
+      return nil, ferr
+    end
     local m = e.n
     if limit then m = min(m, limit - count) end
     for j = 1, m do all[count + j] = e.list[j] end
