@@ -228,7 +228,7 @@ asan:
 	@$(MAKE) --no-print-directory unit LUA=lua5.4 BUILD=build/asan SPEC_NOTE="under ASan+UBSan" \
 	  CFLAGS="$(ASAN_CFLAGS)" EXTRA_CFLAGS=-Werror \
 	  RUN_PREFIX='env LD_PRELOAD="$(shell $(CC) -print-file-name=libasan.so) $(shell $(CC) -print-file-name=libubsan.so)" \
-	  ASAN_OPTIONS=detect_leaks=1:exitcode=23 \
+	  ASAN_OPTIONS=detect_leaks=1:exitcode=23 IMM_PYTHON=$(CURDIR)/spec/helpers/python_unpreloaded.sh \
 	  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1'
 
 ## valgrind: one pass of every spec under memcheck; a leak or error fails it

@@ -66,7 +66,7 @@ end
 --- Starts a local IMM server on a free loopback port.
 -- opts: `args` (a list of extra command-line arguments, e.g.
 -- `{ "--task-delay", "0" }`), `server` (the package's directory), `python`
--- (default `python3`), `timeout` (seconds to wait for it, default 15).
+-- (default `IMM_PYTHON`, then `python3`), `timeout` (seconds to wait for it, default 15).
 -- @tparam[opt] table opts
 -- @treturn table|nil the server handle, or nil
 -- @treturn table err (`ServerNotStarted`) on failure
@@ -84,7 +84,7 @@ function _M.start(opts)
   local dir = p and p:read("*l")
   if p then p:close() end
   if not dir or dir == "" then return nil, errors.new("ServerNotStarted", "mktemp -d failed") end
-  local args = { "exec", quote(opts.python or "python3"), quote(script), "--port 0 --quiet",
+  local args = { "exec", quote(opts.python or os_getenv("IMM_PYTHON") or "python3"), quote(script), "--port 0 --quiet",
     "--port-file", quote(dir .. "/port") }
   for _, a in ipairs(opts.args or {}) do args[#args + 1] = quote(a) end
   local cmd = concat(args, " ") .. " >" .. quote(dir .. "/log") .. " 2>&1 & echo $! >" .. quote(dir .. "/pid")
