@@ -690,14 +690,14 @@ long imm_http_id(const imm_http *h) {
 
 /* --- the multi -------------------------------------------------------- */
 
-/* libcurl's socket callback: keeps the list of sockets and what each waits
- * for. curl_multi_fdset would do without it, but an fd_set cannot hold a
- * descriptor numbered FD_SETSIZE (1024) or above, and libcurl leaves those
- * out, so a host with many files open would be told of no socket at all. */
 #ifdef IMM_PRECONNECT
 static void pc_learn(imm_multi *m, curl_socket_t fd);
 #endif
 
+/* libcurl's socket callback: keeps the list of sockets and what each waits
+ * for. curl_multi_fdset would do without it, but an fd_set cannot hold a
+ * descriptor numbered FD_SETSIZE (1024) or above, and libcurl leaves those
+ * out, so a host with many files open would be told of no socket at all. */
 static int on_socket(CURL *e, curl_socket_t fd, int what, void *ud, void *sockp) {
     imm_multi *m = ud;
     size_t i;
