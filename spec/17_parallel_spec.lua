@@ -880,6 +880,28 @@ describe("pre-connected sockets", function()
     check_listing(d.Bindings, got)
     assert.equal(was.opened, counters().opened)
     assert.is_true(proxy.count() > 0, "the requests went through the proxy")
+    -- nor with one from the environment (a process of its own: libcurl reads it there)
+    local dir = fixture.tmpdir()
+    local f = assert(io.open(dir .. "/t.lua", "w"))
+    f:write([[
+      local imm, core = require "imm", require "imm.core"
+      local c = assert(imm.new { endpoint = arg[1], access_key_id = arg[2], access_key_secret = arg[3] })
+      local n = 0
+      for b, e in c:bindings({ ProjectName = "immtest" }, { concurrency = 4, page_size = 10 }) do
+        assert(b, tostring(e))
+        n = n + 1
+      end
+      print("listed", n, "opened", (core.shared_multi():preconnected()))
+    ]])
+    f:close()
+    proxy.reset()
+    local p = io.popen("env http_proxy=" .. proxy.url .. " no_proxy= NO_PROXY= " .. (arg and arg[-1] or "lua")
+      .. " " .. dir .. "/t.lua " .. srv.url .. " " .. fixture.KEY_ID .. " " .. fixture.SECRET .. " 2>&1")
+    local out = p:read("*a")
+    p:close()
+    fixture.sh("rm -rf " .. dir)
+    assert.matches("listed%s+60%s+opened%s+0", out)
+    assert.is_true(proxy.count() > 0, "the requests went through the proxy")
     -- the C side refuses it too
     local m = core.multi()
     local h = core.http { timeout = 5, proxy = proxy.url }
