@@ -4,6 +4,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -753,7 +754,9 @@ static void pc_learn(imm_multi *m, curl_socket_t fd) {
         getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &ylen) != 0 || type != SOCK_STREAM)
         return;
     m->pc_watch = NULL;
-    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tlen) != 0 || tlen < sizeof ti ||
+    /* an older kernel than the headers fills less of tcp_info */
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tlen) != 0 ||
+        tlen < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof ti.tcpi_bytes_received ||
         ti.tcpi_bytes_received > 0) {
         m->pc_want = 0;
         return;
