@@ -108,11 +108,10 @@ function Blocking.add(be, chain, h, method, url, lines, body, fresh, timeout)
   local id, code, msg = m:add(h, method, url, lines, body, fresh, timeout)
   if not id then return nil, code, msg end
   owners[m][id] = chain
-  if chain.action == "ListDatasets" and not be.preconnect then
+  if chain.action == "ListDatasets" and be.preconnect == nil then
     -- while ListDatasets is in flight, the TCP handshakes of the chains'
-    -- connections (all but the one ListDatasets leaves idle)
-    be.preconnect = true
-    m:preconnect(h, min(chain.listing.n - 1, 32))
+    -- connections (all but the one ListDatasets leaves idle); once a listing
+    be.preconnect = m:preconnect(h, min(chain.listing.n - 1, 32))
   end
   return id
 end
@@ -120,7 +119,7 @@ end
 --- Closes the pre-connected sockets no chain took.
 function Blocking.release(be)
   if be.preconnect then
-    be.preconnect = nil
+    be.preconnect = false
     be.m:preconnect(nil, 0)
   end
 end
