@@ -762,6 +762,174 @@ describe("connections", function()
   end)
 end)
 
+-- Issue 24: while ListDatasets is in flight, the TCP handshakes of the
+-- chains' connections (core's m:preconnect). Each test has a server of its
+-- own, so ListDatasets opens a new connection, as a first listing does.
+describe("pre-connected sockets", function()
+  local proxy_fixture = require "helpers.proxy"
+
+  -- The descriptors this process holds open.
+  local pid = assert(fixture.read("/proc/self/stat")):match("^(%d+)")
+  local function fds()
+    local p = assert(io.popen("ls /proc/" .. pid .. "/fd"))
+    local n = 0
+    for _ in p:lines() do n = n + 1 end
+    p:close()
+    return n - 1  -- the pipe to ls
+  end
+
+  -- The pre-connect counters of the blocking chains' multi.
+  local function counters()
+    local opened, used, idle = core.shared_multi():preconnected()
+    return { opened = opened, used = used, idle = idle }
+  end
+
+  -- Connections the server accepted since `before`, once it has caught up
+  -- with want (its accept loop may lag the client's connect()).
+  local function accepted(srv, before, want)
+    local n
+    for _ = 1, 100 do
+      n = srv.stats().connections - before
+      if n >= want then break end
+      core.sleep(0.02)
+    end
+    return n
+  end
+
+  -- The connections that carried API requests, from the server's log.
+  local function carried(log)
+    local seen, n = {}, 0
+    for _, rec in ipairs(log) do
+      if rec.action and not seen[rec.conn] then seen[rec.conn], n = true, n + 1 end
+    end
+    return n
+  end
+
+  for _, tls in ipairs { false, true } do
+    it("a fan-out takes them for its new connections, with the same bindings (" .. (tls and "https" or "http") .. ")",
+      function()
+        local srv = fixture.start { tls = tls }
+        finally(srv.stop)
+        local d = data(6, 25)
+        srv.data(d)
+        -- slow replies: the chains surely overlap and need connections of their own
+        srv.fault { mode = "slow", delay = 0.03, count = -1 }
+        local before, was = srv.stats().connections, counters()
+        local c = srv.client {}
+        local got, err = drain(c:bindings({ ProjectName = "immtest" }, { concurrency = 5, page_size = 10 }))
+        assert.is_nil(err)
+        check_listing(d.Bindings, got)
+        local now = counters()
+        local opened, used = now.opened - was.opened, now.used - was.used
+        assert.equal(4, opened, "concurrency - 1 opened while ListDatasets was in flight")
+        assert.is_true(used >= 1, "no chain took a pre-connected socket")
+        assert.equal(0, now.idle, "the unused ones are closed when the listing ends")
+        -- every connection the server accepted carried requests, or was a
+        -- pre-connected one no chain took; the control calls' connection aside
+        local log = log_of(srv, 1 + 6 * 3)
+        local conns = carried(log)
+        assert.equal(conns + (opened - used), accepted(srv, before, conns + opened - used))
+        assert.is_true(conns >= 1 + used)
+      end)
+  end
+
+  it("leaves no descriptor behind: unused sockets closed on preconnect(nil, 0) and with the multi", function()
+    local srv = fixture.start {}
+    finally(srv.stop)
+    local base = fds()
+    local m = core.multi()
+    local function run(hs)
+      -- fresh: new connections, whatever libcurl's scheduling would reuse
+      for _, h in ipairs(hs) do assert(m:add(h, "GET", srv.url .. "/_imm/health", {}, "", true)) end
+      local left = #hs
+      while left > 0 do
+        local running, done = m:perform()
+        assert(running, done)
+        left = left - #(done or {})
+        if left > 0 then m:wait(100) end
+      end
+      for _, h in ipairs(hs) do assert.equal(200, (h:result())) end
+    end
+    local h0 = core.http { timeout = 5 }
+    assert(m:add(h0, "GET", srv.url .. "/_imm/health", {}, ""))
+    assert.is_true(m:preconnect(h0, 3))
+    local running, done
+    repeat
+      running, done = m:perform()
+      assert(running, done)
+      if not done then m:wait(100) end
+    until done
+    assert.equal(200, (h0:result()))
+    assert.same({ 3, 0, 3 }, { m:preconnected() })
+    -- two new connections take two of them; one stays unused
+    local hs = { core.http { timeout = 5 }, core.http { timeout = 5 } }
+    run(hs)
+    assert.same({ 3, 2, 1 }, { m:preconnected() })
+    local held = fds()
+    m:preconnect(nil, 0)
+    assert.equal(held - 1, fds())
+    assert.same({ 3, 2, 0 }, { m:preconnected() })
+    -- armed again, on a new connection (fresh), and closed with the multi unused
+    assert(m:add(h0, "GET", srv.url .. "/_imm/health", {}, "", true))
+    assert.is_true(m:preconnect(h0, 3))
+    repeat
+      running, done = m:perform()
+      assert(running, done)
+      if not done then m:wait(100) end
+    until done
+    assert.equal(200, (h0:result()))
+    assert.same({ 6, 2, 3 }, { m:preconnected() })
+    m:close()
+    h0:close()
+    for _, h in ipairs(hs) do h:close() end
+    assert.equal(base, fds())
+  end)
+
+  it("never with a proxy: the fan-out connects through it as before", function()
+    local srv = fixture.start {}
+    local proxy = proxy_fixture.start()
+    finally(function() srv.stop() proxy.stop() end)
+    local d = data(4, 15)
+    srv.data(d)
+    local was = counters()
+    local c = srv.client { proxy = proxy.url }
+    local got, err = drain(c:bindings({ ProjectName = "immtest" }, { concurrency = 4, page_size = 10 }))
+    assert.is_nil(err)
+    check_listing(d.Bindings, got)
+    assert.equal(was.opened, counters().opened)
+    assert.is_true(proxy.count() > 0, "the requests went through the proxy")
+    -- nor with one from the environment (a process of its own: libcurl reads it there)
+    local dir = fixture.tmpdir()
+    local f = assert(io.open(dir .. "/t.lua", "w"))
+    f:write([[
+      local imm, core = require "imm", require "imm.core"
+      local c = assert(imm.new { endpoint = arg[1], access_key_id = arg[2], access_key_secret = arg[3] })
+      local n = 0
+      for b, e in c:bindings({ ProjectName = "immtest" }, { concurrency = 4, page_size = 10 }) do
+        assert(b, tostring(e))
+        n = n + 1
+      end
+      print("listed", n, "opened", (core.shared_multi():preconnected()))
+    ]])
+    f:close()
+    proxy.reset()
+    local p = io.popen("env http_proxy=" .. proxy.url .. " no_proxy= NO_PROXY= " .. (arg and arg[-1] or "lua")
+      .. " " .. dir .. "/t.lua " .. srv.url .. " " .. fixture.KEY_ID .. " " .. fixture.SECRET .. " 2>&1")
+    local out = p:read("*a")
+    p:close()
+    fixture.sh("rm -rf " .. dir)
+    assert.matches("listed%s+60%s+opened%s+0", out)
+    assert.is_true(proxy.count() > 0, "the requests went through the proxy")
+    -- the C side refuses it too
+    local m = core.multi()
+    local h = core.http { timeout = 5, proxy = proxy.url }
+    assert(m:add(h, "GET", srv.url .. "/_imm/health", {}, ""))
+    assert.is_false(m:preconnect(h, 3))
+    m:close()
+    h:close()
+  end)
+end)
+
 describe("parallel listing inside nginx", function()
   local nginx = require "helpers.nginx"
   local cjson = require "cjson"

@@ -943,6 +943,31 @@ static int multi_count(lua_State *L) {
     return 1;
 }
 
+/* m:preconnect(h, n) -> armed: once h's transfer on m is on a new
+ * connection, n more TCP connections to its peer are opened for m's next
+ * transfers (imm_multi_preconnect); m:preconnect(nil, 0) closes the unused. */
+static int multi_preconnect(lua_State *L) {
+    multi_ud *m = check_multi(L);
+    http_ud *u = lua_isnoneornil(L, 2) ? NULL : luaL_checkudata(L, 2, HTTP_MT);
+    lua_Number n = luaL_optnumber(L, 3, 0);
+    int k = n >= 1 && n <= 1024 ? (int)n : 0;
+    lua_pushboolean(L, m->m != NULL && imm_multi_preconnect(m->m, u != NULL ? u->h : NULL, k));
+    return 1;
+}
+
+/* m:preconnected() -> opened, used, idle: the pre-connected sockets (tests) */
+static int multi_preconnected(lua_State *L) {
+    multi_ud *m = check_multi(L);
+    long opened = 0, used = 0;
+    int idle = 0;
+    if (m->m != NULL)
+        imm_multi_preconnected(m->m, &opened, &used, &idle);
+    lua_pushinteger(L, (lua_Integer)opened);
+    lua_pushinteger(L, (lua_Integer)used);
+    lua_pushinteger(L, (lua_Integer)idle);
+    return 3;
+}
+
 static int multi_close(lua_State *L) {
     multi_ud *m = check_multi(L);
     imm_multi_free(m->m); /* detaches every handle still attached */
@@ -993,6 +1018,8 @@ static const luaL_Reg multi_methods[] = {
     {"sockets", multi_sockets},
     {"count", multi_count},
     {"h2_origins", multi_h2_origins},
+    {"preconnect", multi_preconnect},
+    {"preconnected", multi_preconnected},
     {"close", multi_close},
     {NULL, NULL}};
 

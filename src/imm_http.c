@@ -2,7 +2,9 @@
  * multi interface; see imm_http.h. */
 #include "imm_http.h"
 
+#include <errno.h>
 #include <pthread.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +22,22 @@
 #define IMM_HTTP_MAX_HEAD_BYTES (1024 * 1024) /* libcurl 7.88's DYN_HTTP_REQUEST */
 #define IMM_HTTP_HEAD_MARGIN (16 * 1024)
 #define IMM_H2_ORIGINS 16
+
+/* Pre-connected sockets (imm_multi_preconnect) need Linux: libcurl 7.88
+ * calls connect() on a socket it is handed even when told it is connected
+ * (fixed in 8.0), and only Linux answers 0 to that for a non-blocking
+ * connect whose handshake is over; TCP_INFO tells a new connection from a
+ * reused one. */
+#ifdef __linux__
+#define IMM_PRECONNECT 1
+#include <fcntl.h>
+#include <linux/tcp.h> /* TCP_INFO's tcpi_bytes_received; glibc's netinet/tcp.h lacks it */
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+#endif
+#define IMM_PRECONNECT_MAX 32
 
 struct imm_http {
     CURL *curl;
@@ -45,6 +63,9 @@ struct imm_http {
     int sends;                  /* requests this exchange has put on a connection */
     int resend_refused;         /* libcurl's re-send of the request was stopped (on_prereq) */
     int tls_resumed;            /* this exchange's TLS connection resumed a session (test hook) */
+    int proxied;                /* 1: a proxy option, 0: none, -1: the environment's, if any */
+    int pc_hooked;              /* the pre-connect socket callbacks are set */
+    curl_socket_t pc_handed;    /* the pre-connected socket just handed to libcurl */
 };
 
 /* A socket libcurl waits on, as its socket callback last described it. */
@@ -75,6 +96,18 @@ struct imm_multi {
      * for HTTP/1.1 hosts, where waiting only delays the new connection. */
     char h2[IMM_H2_ORIGINS][IMM_ORIGIN_MAX];
     int nh2;
+#ifdef IMM_PRECONNECT
+    /* Pre-connected sockets (imm_multi_preconnect): pc_watch's peer is
+     * learnt in on_socket, pc_want connections to it are opened in
+     * imm_multi_perform, and on_opensocket hands them to libcurl. */
+    imm_http *pc_watch;
+    int pc_want;
+    struct sockaddr_storage pc_peer;
+    socklen_t pc_peerlen;       /* 0: no peer known */
+    curl_socket_t pc_fd[IMM_PRECONNECT_MAX];
+    int pc_n;
+#endif
+    long pc_opened, pc_used;    /* test hook */
 };
 
 static pthread_once_t global_once = PTHREAD_ONCE_INIT;
@@ -184,6 +217,8 @@ imm_http *imm_http_new(const imm_http_options *opt, char *err, size_t errlen) {
     imm_buf_init(&h->headers);
     h->max_body = opt->max_response_bytes;
     h->timeout_ms = opt->timeout_ms > 0 ? opt->timeout_ms : 0;
+    h->proxied = opt->no_proxy ? 0 : opt->proxy != NULL ? opt->proxy[0] != '\0' : -1;
+    h->pc_handed = CURL_SOCKET_BAD;
     c = h->curl = curl_easy_init();
     if (c == NULL) {
         free(h);
@@ -656,6 +691,10 @@ long imm_http_id(const imm_http *h) {
 
 /* --- the multi -------------------------------------------------------- */
 
+#ifdef IMM_PRECONNECT
+static void pc_learn(imm_multi *m, curl_socket_t fd);
+#endif
+
 /* libcurl's socket callback: keeps the list of sockets and what each waits
  * for. curl_multi_fdset would do without it, but an fd_set cannot hold a
  * descriptor numbered FD_SETSIZE (1024) or above, and libcurl leaves those
@@ -665,6 +704,10 @@ static int on_socket(CURL *e, curl_socket_t fd, int what, void *ud, void *sockp)
     size_t i;
     (void)e;
     (void)sockp;
+#ifdef IMM_PRECONNECT
+    if (m->pc_watch != NULL && e == m->pc_watch->curl && what != CURL_POLL_REMOVE)
+        pc_learn(m, fd);
+#endif
     for (i = 0; i < m->nsocks; i++)
         if (m->socks[i].fd == fd)
             break;
@@ -690,6 +733,178 @@ static int on_socket(CURL *e, curl_socket_t fd, int what, void *ud, void *sockp)
     }
     m->socks[i].what = what;
     return 0;
+}
+
+/* --- pre-connected sockets ---------------------------------------------- */
+
+#ifdef IMM_PRECONNECT
+/* A socket of the watched transfer: its peer once TCP is up (getpeername
+ * fails while connecting; the threaded resolver's socketpair is no TCP
+ * peer). A connection that has received bytes is a reused one, whose
+ * fan-out has idle connections to reuse too: nothing to open then. */
+static void pc_learn(imm_multi *m, curl_socket_t fd) {
+    struct sockaddr_storage peer;
+    socklen_t len = sizeof peer;
+    struct tcp_info ti;
+    socklen_t tlen = sizeof ti;
+    int type = 0;
+    socklen_t ylen = sizeof type;
+    if (getpeername(fd, (struct sockaddr *)&peer, &len) != 0 ||
+        (peer.ss_family != AF_INET && peer.ss_family != AF_INET6) ||
+        getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &ylen) != 0 || type != SOCK_STREAM)
+        return;
+    m->pc_watch = NULL;
+    /* an older kernel than the headers fills less of tcp_info */
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tlen) != 0 ||
+        tlen < offsetof(struct tcp_info, tcpi_bytes_received) + sizeof ti.tcpi_bytes_received ||
+        ti.tcpi_bytes_received > 0) {
+        m->pc_want = 0;
+        return;
+    }
+    m->pc_peer = peer;
+    m->pc_peerlen = len;
+}
+
+/* Opens the wanted connections, non-blocking. Only a connect() left in
+ * progress is kept: libcurl 7.88 connects a handed socket again, and Linux
+ * answers 0 to that only while the socket is still marked connecting. */
+static void pc_open(imm_multi *m) {
+    while (m->pc_want > 0 && m->pc_n < IMM_PRECONNECT_MAX) {
+        int fd = socket(m->pc_peer.ss_family, SOCK_STREAM, IPPROTO_TCP);
+        int fl = fd >= 0 ? fcntl(fd, F_GETFL, 0) : -1;
+        m->pc_want--;
+        if (fl < 0 || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0 ||
+            connect(fd, (struct sockaddr *)&m->pc_peer, m->pc_peerlen) == 0 || errno != EINPROGRESS) {
+            if (fd >= 0)
+                close(fd);
+            break;
+        }
+        m->pc_fd[m->pc_n++] = fd;
+        m->pc_opened++;
+    }
+    m->pc_want = 0;
+}
+
+/* 1: connected, the server has neither sent nor closed; 0: still
+ * connecting; -1: failed or closed. */
+static int pc_state(curl_socket_t fd) {
+    struct pollfd p;
+    int e = 0;
+    socklen_t len = sizeof e;
+    p.fd = fd;
+    p.events = POLLIN | POLLOUT;
+    p.revents = 0;
+    if (poll(&p, 1, 0) < 0)
+        return -1;
+    if (p.revents == 0)
+        return 0;
+    return p.revents == POLLOUT && getsockopt(fd, SOL_SOCKET, SO_ERROR, &e, &len) == 0 && e == 0 ? 1 : -1;
+}
+
+static int pc_same_peer(const imm_multi *m, const struct curl_sockaddr *a) {
+    struct sockaddr_storage s;
+    if (a->addrlen != m->pc_peerlen || a->addrlen > sizeof s)
+        return 0;
+    memcpy(&s, &a->addr, a->addrlen);
+    if (s.ss_family == AF_INET && m->pc_peer.ss_family == AF_INET) {
+        const struct sockaddr_in *x = (const void *)&s, *y = (const void *)&m->pc_peer;
+        return x->sin_port == y->sin_port && x->sin_addr.s_addr == y->sin_addr.s_addr;
+    }
+    if (s.ss_family == AF_INET6 && m->pc_peer.ss_family == AF_INET6) {
+        const struct sockaddr_in6 *x = (const void *)&s, *y = (const void *)&m->pc_peer;
+        return x->sin6_port == y->sin6_port && x->sin6_scope_id == y->sin6_scope_id &&
+               memcmp(&x->sin6_addr, &y->sin6_addr, sizeof x->sin6_addr) == 0;
+    }
+    return 0;
+}
+
+/* libcurl's socket(): a pre-connected socket to exactly this address if
+ * one is ready, else a new one as libcurl would make it. */
+static curl_socket_t on_opensocket(void *ud, curlsocktype purpose, struct curl_sockaddr *a) {
+    imm_http *h = ud;
+    imm_multi *m = h->multi;
+    h->pc_handed = CURL_SOCKET_BAD;
+    if (m != NULL && m->pc_n > 0 && purpose == CURLSOCKTYPE_IPCXN && a->socktype == SOCK_STREAM &&
+        pc_same_peer(m, a)) {
+        int i = 0;
+        while (i < m->pc_n) {
+            curl_socket_t fd = m->pc_fd[i];
+            int st = pc_state(fd);
+            if (st == 0) {
+                i++;
+                continue;
+            }
+            m->pc_fd[i] = m->pc_fd[--m->pc_n];
+            if (st < 0) {
+                close(fd);
+                continue;
+            }
+            m->pc_used++;
+            h->pc_handed = fd;
+            return fd;
+        }
+    }
+    return socket(a->family, a->socktype, a->protocol);
+}
+
+static int on_sockopt(void *ud, curl_socket_t fd, curlsocktype purpose) {
+    imm_http *h = ud;
+    (void)purpose;
+    if (fd != CURL_SOCKET_BAD && fd == h->pc_handed) {
+        h->pc_handed = CURL_SOCKET_BAD;
+        return CURL_SOCKOPT_ALREADY_CONNECTED;
+    }
+    return CURL_SOCKOPT_OK;
+}
+
+static void pc_drop(imm_multi *m) {
+    while (m->pc_n > 0)
+        close(m->pc_fd[--m->pc_n]);
+    m->pc_watch = NULL;
+    m->pc_want = 0;
+    m->pc_peerlen = 0;
+}
+
+/* Whether libcurl may send h's transfers through a proxy: its option, or
+ * any proxy variable libcurl 7.88 reads (no_proxy is not weighed). */
+static int pc_proxied(const imm_http *h) {
+    static const char *const vars[] = {"http_proxy", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"};
+    size_t i;
+    if (h->proxied >= 0)
+        return h->proxied;
+    for (i = 0; i < sizeof vars / sizeof vars[0]; i++) {
+        const char *v = getenv(vars[i]);
+        if (v != NULL && v[0] != '\0')
+            return 1;
+    }
+    return 0;
+}
+#endif
+
+int imm_multi_preconnect(imm_multi *m, imm_http *h, int n) {
+#ifdef IMM_PRECONNECT
+    pc_drop(m);
+    if (h == NULL || n <= 0 || h->multi != m || pc_proxied(h))
+        return 0;
+    m->pc_watch = h;
+    m->pc_want = n < IMM_PRECONNECT_MAX ? n : IMM_PRECONNECT_MAX;
+    return 1;
+#else
+    (void)m;
+    (void)h;
+    (void)n;
+    return 0;
+#endif
+}
+
+void imm_multi_preconnected(const imm_multi *m, long *opened, long *used, int *idle) {
+    *opened = m->pc_opened;
+    *used = m->pc_used;
+#ifdef IMM_PRECONNECT
+    *idle = m->pc_n;
+#else
+    *idle = 0;
+#endif
 }
 
 imm_multi *imm_multi_new(char *err, size_t errlen) {
@@ -730,6 +945,10 @@ static void detach(imm_http *h) {
      * move to another multi. The sessions stay in the share. */
     if (m->share != NULL)
         curl_easy_setopt(h->curl, CURLOPT_SHARE, (CURLSH *)NULL);
+#ifdef IMM_PRECONNECT
+    if (m->pc_watch == h) /* ended before its peer was known */
+        pc_drop(m);
+#endif
     if (h->prev != NULL)
         h->prev->next = h->next;
     else
@@ -755,6 +974,9 @@ void imm_multi_free(imm_multi *m) {
         }
     }
     curl_multi_cleanup(m->m); /* may still call on_socket: m stays until after */
+#ifdef IMM_PRECONNECT
+    pc_drop(m);
+#endif
     curl_share_cleanup(m->share); /* every handle left it in detach */
     free(m->socks);
     free(m);
@@ -789,6 +1011,15 @@ long imm_multi_add(imm_multi *m, imm_http *h, char *err, size_t errlen) {
         h->pipewait = h2;
         curl_easy_setopt(h->curl, CURLOPT_PIPEWAIT, (long)h2);
     }
+#ifdef IMM_PRECONNECT
+    if (!h->pc_hooked) { /* once per handle: the callbacks find the multi through h */
+        curl_easy_setopt(h->curl, CURLOPT_OPENSOCKETFUNCTION, on_opensocket);
+        curl_easy_setopt(h->curl, CURLOPT_OPENSOCKETDATA, h);
+        curl_easy_setopt(h->curl, CURLOPT_SOCKOPTFUNCTION, on_sockopt);
+        curl_easy_setopt(h->curl, CURLOPT_SOCKOPTDATA, h);
+        h->pc_hooked = 1;
+    }
+#endif
     /* Set while idle (libcurl refuses it mid-transfer); a failure only
      * costs the resumption. */
     if (m->share != NULL)
@@ -836,6 +1067,10 @@ int imm_multi_perform(imm_multi *m, int *running, char *err, size_t errlen) {
         SET_ERR("curl_multi_perform: %s", curl_multi_strerror(mc));
         return -1;
     }
+#ifdef IMM_PRECONNECT
+    if (m->pc_want > 0 && m->pc_peerlen > 0) /* on_socket learnt the peer */
+        pc_open(m);
+#endif
     return 0;
 }
 

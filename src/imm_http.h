@@ -161,6 +161,18 @@ int imm_multi_count(const imm_multi *m);
 /* Handles attached or parked: the most imm_multi_next_done can return
  * before the next imm_multi_perform. */
 int imm_multi_unreported(const imm_multi *m);
+/* Pre-connected sockets, to save a fan-out's TCP round trip: once h's
+ * transfer (attached to m) is on a new connection, imm_multi_perform opens
+ * n (at most 32) more TCP connections to the same peer address and port,
+ * and m's later transfers that open a connection to exactly that address
+ * take one whose handshake is complete instead of connecting themselves
+ * (TLS and the request are libcurl's as ever). Never when h may go through
+ * a proxy (its proxy option or the environment's), on a reused connection,
+ * or outside Linux. n = 0 (or h NULL) disarms and closes the unused
+ * sockets, as imm_multi_free does. Returns 1 when armed, else 0. */
+int imm_multi_preconnect(imm_multi *m, imm_http *h, int n);
+/* For tests: sockets pre-connected, handed to libcurl, and waiting now. */
+void imm_multi_preconnected(const imm_multi *m, long *opened, long *used, int *idle);
 
 /* The last response's body and raw header block (of the final response,
  * after any 1xx). Owned by the handle. */

@@ -5,9 +5,12 @@
  *   build/bench/delay_proxy --rtt-ms 20 --upstream PORT [--port 0]
  *                           [--max-seconds 900] [--stats F.json]
  *
- * Every byte is delivered RTT/2 after it arrived, in each direction, and a
- * connection's first bytes from the client wait one more RTT (the TCP
- * handshake that a connect() to loopback skips). Bandwidth is not limited.
+ * Every byte is delivered RTT/2 after it arrived, in each direction, but
+ * none from the client before one RTT after the connection was accepted:
+ * bytes from the client go out at max(arrival, accept + RTT) + RTT/2. The
+ * TCP handshake that a connect() to loopback skips starts at connect(), not
+ * at the first write, so a connection opened early (pre-connected) has it
+ * done by the time its first bytes come. Bandwidth is not limited.
  * Listens on 127.0.0.1 only and connects to 127.0.0.1:UPSTREAM only. Stops
  * when its standard input reaches end of file, on SIGTERM/SIGINT, or after
  * --max-seconds. Prints "listening PORT" once it accepts connections.

@@ -4,12 +4,14 @@
     python3 bench/latency/delay_proxy.py --rtt-ms 20 --upstream PORT
             [--port 0] [--port-file F] [--max-seconds 900] [--stats F.json]
 
-Every byte is delivered RTT/2 after it arrived, in each direction, and the
-first bytes a client sends wait one more RTT: on a real network a client
-can only send once the SYN / SYN-ACK round trip is over, but a connect() to
-loopback completes at once. So a TCP connect plus a TLS 1.3 handshake plus a
-request costs 3 RTT, as it does across a network. Bandwidth is not limited:
-only the round trips are modelled.
+Every byte is delivered RTT/2 after it arrived, in each direction, but none
+from the client before one RTT after the connection was accepted: bytes from
+the client go out at max(arrival, accept + RTT) + RTT/2. On a real network a
+client can only send once the SYN / SYN-ACK round trip is over, which starts
+at connect() (a connection opened early has it done when its first bytes
+come), but a connect() to loopback completes at once. So a TCP connect plus
+a TLS 1.3 handshake plus a request costs 3 RTT, as it does across a network.
+Bandwidth is not limited: only the round trips are modelled.
 
 The bytes are not looked at (TLS passes through). Listens on 127.0.0.1 only,
 connects to 127.0.0.1:UPSTREAM only. It stops by itself: when its standard

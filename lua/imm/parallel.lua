@@ -108,7 +108,20 @@ function Blocking.add(be, chain, h, method, url, lines, body, fresh, timeout)
   local id, code, msg = m:add(h, method, url, lines, body, fresh, timeout)
   if not id then return nil, code, msg end
   owners[m][id] = chain
+  if chain.action == "ListDatasets" and be.preconnect == nil then
+    -- while ListDatasets is in flight, the TCP handshakes of the chains'
+    -- connections (all but the one ListDatasets leaves idle); once a listing
+    be.preconnect = m:preconnect(h, min(chain.listing.n - 1, 32))
+  end
   return id
+end
+
+--- Closes the pre-connected sockets no chain took.
+function Blocking.release(be)
+  if be.preconnect then
+    be.preconnect = false
+    be.m:preconnect(nil, 0)
+  end
 end
 
 --- Aborts a transfer.
@@ -191,6 +204,8 @@ end
 
 --- Nothing to do: imm.poll moves the transfers.
 function Async.kick() end
+--- Nothing to release.
+function Async.release() end
 
 -- Any other transport: requests run one at a time inside the chains.
 local Sync = {}
@@ -202,6 +217,8 @@ function Sync.wait(_, _, ms)
 end
 --- Nothing to do.
 function Sync.kick() end
+--- Nothing to release.
+function Sync.release() end
 
 -- The transport of the chains' client: hands each request to the backend
 -- and yields the chain until it is done.
@@ -497,6 +514,7 @@ function Listing:close()
     chain.h, chain.id, chain.co = nil, nil, nil
   end
   self.sleeping = {}
+  self.io:release()
   for i = 1, #self.handles do self.handles[i]:close() end
   self.handles, self.idle = {}, queue()
   self.queue = queue()
