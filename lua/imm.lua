@@ -20,7 +20,11 @@ local pairs, getenv = pairs, os.getenv
 local Client = require "imm.client"
 local errors = require "imm.errors"
 local async = require("imm.lazy")("imm.async")  -- loaded by the first task
-local failed = require("imm.pager").failed  -- the iterator a pager returns for bad input
+local pager = require("imm.lazy")("imm.pager")  -- loaded by the first listing
+-- the iterator a pager returns for bad input
+local function failed(err)
+  return pager.failed(err)
+end
 
 local _M = {
   _VERSION = Client._VERSION,

@@ -40,6 +40,54 @@ describe("start-up", function()
     end
   end)
 
+  it("compiles no schema for require plus new, and only the called action's at its first call", function()
+    local out = run(PRELUDE .. [[
+print("start: " .. loaded() .. " ")
+local _, err = c:list_bindings{ ProjectName = 1 }
+print("err:" .. tostring(err and err.code))
+local built = {}
+for name in pairs(require("imm.operations").actions) do built[#built + 1] = name end
+table.sort(built)
+print("built:" .. table.concat(built, ","))
+print("after: " .. loaded() .. " ")
+]])
+    local start = out:match("start: [^\n]*") or ""
+    for _, m in ipairs{ "imm.api", "imm.schema" } do
+      assert.is_nil(start:find(" " .. m .. " ", 1, true), m .. " loaded: " .. out)
+    end
+    assert.matches("err:InvalidParameter", out, 1, true)
+    -- the two hand-written tables (StopBinding, ResumeBinding) and the one called
+    assert.matches("built:ListBindings,ResumeBinding,StopBinding\n", out, 1, true)
+    assert.is_nil((out:match("after: [^\n]*") or ""):find(" imm.api ", 1, true), out)
+  end)
+
+  it("builds each action's table once, the same one imm.api holds, with the hand-written checks", function()
+    local out = run(PRELUDE .. [[
+local ops = require "imm.operations"
+local early = ops.actions.CreateBinding
+local api = require "imm.api"
+local n, same = 0, 0
+for name, def in pairs(api.actions) do
+  n = n + 1
+  if ops.actions[name] == def then same = same + 1 end
+end
+print("actions:" .. n .. " same:" .. same .. " early:" .. tostring(early == api.actions.CreateBinding))
+-- checks added to a table imm.api built first, and to one built by operations
+print("uri:" .. tostring(api.actions.GetBinding.params.URI.check ~= nil)
+  .. " create:" .. tostring(early.params.URI.check ~= nil)
+  .. " max:" .. tostring(api.actions.ListTasks.params.MaxResults.max))
+print("names:" .. tostring(ops.action_names().ListTasks) .. " " .. tostring(ops.action_names().StopBinding))
+print("models:" .. tostring(ops.models == api.models)
+  .. " shape:" .. ops.describe_shape(api.actions.CreateBatch.params.Actions.type))
+print("statuses:" .. tostring(require("imm.waiter").task_statuses == api.task_statuses))
+]])
+    assert.matches("actions:105 same:105 early:true", out, 1, true)
+    assert.matches("uri:true create:true max:100", out, 1, true)
+    assert.matches("names:true true", out, 1, true)
+    assert.matches("models:true shape:array of CreateBatchRequestActions", out, 1, true)
+    assert.matches("statuses:true", out, 1, true)
+  end)
+
   it("still has every method on the client and the module, loading the code on first use", function()
     local out = run(PRELUDE .. [[
 local actions = require "imm.actions"

@@ -20,20 +20,21 @@
 -- only when the service cannot have acted on it (see `is_idempotent`).
 -- @module imm.operations
 
-local type, pairs, ipairs, next, tostring, format = type, pairs, ipairs, next, tostring, string.format
+local type, pairs, next, tostring, format = type, pairs, next, tostring, string.format
 local getmetatable, rawget = getmetatable, rawget
 local floor, huge, lower, sub, byte, find, match = math.floor, math.huge, string.lower, string.sub, string.byte,
   string.find, string.match
 local gsub = string.gsub
+local setmetatable, rawset, require = setmetatable, rawset, require
 local errors = require "imm.errors"
 local core = require "imm.core"
-local api = require "imm.api"
+local generated = require "imm.actions"
 
 local json_encode, json_decode, number_text = core.json_encode, core.json_decode, core.number_text
 
 local _M = {}
 
-_M.API_VERSION = api.version
+_M.API_VERSION = generated._api_version
 
 ---@class imm.BindingParams
 ---@field ProjectName string required
@@ -130,12 +131,12 @@ end
 -- and `check(v)` (strings: returns what is wrong, or nil). An action has
 -- `idempotent` (see `is_idempotent`), `form` (it sends a form body), and,
 -- when it pages, `items` (the list field) and `page_size` (the parameter).
+--
+-- Each action's table is built from `imm.schema` the first time it is
+-- read (compiling them all was most of `require "imm"`), so `pairs` sees
+-- only those built so far: `action_names` lists them all.
 local actions = {}
-for name, def in pairs(api.actions) do actions[name] = def end
 _M.actions = actions
-
---- The request models, as shapes of `core.json_encode`.
-_M.models = api.models
 
 -- Absent from the official SDK since its 3.0.0; the service still answers them.
 local function binding_key(extra)
@@ -151,25 +152,69 @@ actions.StopBinding = { params = binding_key { Reason = { type = "string" } }, i
   legacy = true, response = { "RequestId" } }
 actions.ResumeBinding = { params = binding_key(), idempotent = false, legacy = true, response = { "RequestId" } }
 
--- A binding is named by all three of ProjectName, DatasetName and URI,
--- which the service requires though the SDK marks only ProjectName. Only
--- CreateBinding checks the whole URI form: the others name a binding that
--- exists, and the service says if not.
-for _, name in ipairs { "CreateBinding", "GetBinding", "DeleteBinding" } do
-  local p = actions[name].params
-  p.DatasetName.required, p.URI.required = true, true
-  p.URI.check = name == "CreateBinding" and oss_uri_problem or oss_scheme_problem
-end
-
--- A page size is a whole number; a paging action takes 0 (the service's
--- default) up to its documented largest page (`max_results` in the API
--- description: 200 or 100). Other limits the service checks.
-for _, def in pairs(actions) do
+-- The hand-written checks, added to each action's table as it is built.
+local BINDING_ACTIONS = { CreateBinding = true, GetBinding = true, DeleteBinding = true }
+local function add_checks(name, def)
+  -- A binding is named by all three of ProjectName, DatasetName and URI,
+  -- which the service requires though the SDK marks only ProjectName. Only
+  -- CreateBinding checks the whole URI form: the others name a binding that
+  -- exists, and the service says if not.
+  if BINDING_ACTIONS[name] then
+    local p = def.params
+    p.DatasetName.required, p.URI.required = true, true
+    p.URI.check = name == "CreateBinding" and oss_uri_problem or oss_scheme_problem
+  end
+  -- A page size is a whole number; a paging action takes 0 (the service's
+  -- default) up to its documented largest page (`max_results` in the API
+  -- description: 200 or 100). Other limits the service checks.
   local m = def.params.MaxResults
   if m and m.type == "number" then
     m.integer, m.min, m.max = true, 0, def.max_results
   end
 end
+
+local schema  -- imm.schema, loaded by the first action read
+local function load_schema()
+  if not schema then
+    schema = require "imm.schema"
+    -- tables built before (by imm.api) get the checks too; each once
+    for name, def in pairs(schema.actions) do add_checks(name, def) end
+    schema.on_build = add_checks
+  end
+  return schema
+end
+
+-- Read once: a table a caller removed (as a spec does, to play an action
+-- outside the description) stays removed.
+local served = {}
+setmetatable(actions, { __index = function(t, name)
+  if served[name] or type(name) ~= "string" then return nil end
+  local def = load_schema().action(name)
+  if def then
+    served[name] = true
+    rawset(t, name, def)
+  end
+  return def
+end })
+
+--- Every action with a table in `actions` (a set of names), built or not.
+-- @treturn table
+function _M.action_names()
+  local set = {}
+  for name in pairs(load_schema().action_names) do set[name] = true end
+  for name in pairs(actions) do set[name] = true end
+  return set
+end
+
+-- `models`: the request models (shapes of `core.json_encode`), every one
+-- built, on first read; `imm.api.models`.
+setmetatable(_M, { __index = function(t, k)
+  if k == "models" then
+    local m = require("imm.api").models
+    rawset(t, k, m)
+    return m
+  end
+end })
 
 -- SimpleQuery documents 100 files a page, or 2000 groups when it asks for
 -- Aggregations.
@@ -295,7 +340,7 @@ function _M.describe_shape(shape)
   if type(shape) == "string" then return shape end
   if shape.array then return "array of " .. _M.describe_shape(shape.array) end
   if shape.map then return "map of " .. _M.describe_shape(shape.map) end
-  for name, m in pairs(api.models) do
+  for name, m in pairs(schema and schema.models or {}) do
     if m == shape then return name end
   end
   return "object"

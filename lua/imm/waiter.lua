@@ -17,13 +17,13 @@ local core = require "imm.core"
 local errors = require "imm.errors"
 local operations = require "imm.operations"
 local callopts = require "imm.callopts"
-local api = require "imm.api"
+local schema = require "imm.schema"  -- only its task statuses: no table is built
 
 local _M = {}
 
 --- What GetTask's `Status` means, from api/task-types.json: "running",
 -- "succeeded" or "failed" (any other status counts as still running).
-_M.task_statuses = api.task_statuses
+_M.task_statuses = schema.task_statuses
 
 local function seconds_ok(v)
   return type(v) == "number" and v == v and v > 0 and v ~= math.huge
