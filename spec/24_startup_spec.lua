@@ -30,12 +30,14 @@ end
 ]]
 
 describe("start-up", function()
-  it("loads no parallel, async, waiter or unused credential provider code for require plus new", function()
+  it("loads no parallel, async, waiter, pager or unused credential provider code for require plus new", function()
     local out = run(PRELUDE .. "print(loaded())")
     assert.matches("imm%.client", out)
-    for _, m in ipairs{ "imm.parallel", "imm.async", "imm.waiter", "imm.stub", "imm.notification",
+    for _, m in ipairs{ "imm.parallel", "imm.async", "imm.waiter", "imm.stub", "imm.notification", "imm.pager",
                         "imm.credentials.ecs_ram_role", "imm.credentials.cli_profile",
-                        "imm.credentials.external", "imm.credentials.oidc_role_arn" } do
+                        "imm.credentials.external", "imm.credentials.oidc_role_arn",
+                        -- explicit keys need only the static provider, not the chain nor base's HTTP and files
+                        "imm.credentials.base", "imm.credentials.env", "imm.credentials.chain" } do
       assert.is_nil(out:find(m .. " ", 1, true) or out:find(m .. "\n", 1, true), m .. " loaded: " .. out)
     end
   end)

@@ -24,7 +24,7 @@ local core = require "imm.core"
 local errors = require "imm.errors"
 local async = require("imm.lazy")("imm.async")  -- only async clients use it
 local proxy = require "imm.proxy"
-local scrub_error = require("imm.credentials.base").scrub_error
+local scrub_error = require("imm.credentials.provider").scrub_error
 local setmetatable, pairs, find = setmetatable, pairs, string.find
 local concat, io_open, sub = table.concat, io.open, string.sub
 
