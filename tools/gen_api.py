@@ -464,9 +464,10 @@ def gen_actions(api, src, tasks):
 
 def gen_loaded_actions(api, src, names, pagers):
     """The actions.lua that loads: the methods of actions_meta.lua, each made
-    by one of three closures from the name tables, since compiling 131
-    functions of the same form was most of its cost."""
-    o = [header(src, api), "", "local pairs = pairs", "", f"local _M = {{ _api_version = {lua_str(api['version'])} }}", ""]
+    on its first read by one of three closures from the name tables, since
+    compiling (and then making) 131 functions of the same form was most of
+    `require "imm"`."""
+    o = [header(src, api), "", "local pairs, rawset, setmetatable = pairs, rawset, setmetatable", "", f"local _M = {{ _api_version = {lua_str(api['version'])} }}", ""]
     o.append("_M._pagers = {")
     for pname in sorted(pagers):
         o.append(f'  {pname} = "{pagers[pname]}",')
@@ -477,24 +478,32 @@ def gen_loaded_actions(api, src, names, pagers):
         o.append(f'  {method} = "{names[method]}",')
     o.append("}")
     o.append("")
-    o.append("for method, action in pairs(_M._actions) do")
-    o.append("  _M[method] = function(self, params, opts)")
-    o.append("    local res, err, meta = _M._invoke(self, action, method, params, opts)")
-    o.append("    return res, err, meta")
-    o.append("  end")
-    o.append("end")
+    o.append("local actions, pagers, all = _M._actions, _M._pagers, {}")
+    o.append("for pager, action in pairs(pagers) do all[\"all_\" .. pager] = action end")
     o.append("")
-    o.append("for pager, action in pairs(_M._pagers) do")
-    o.append("  local all = \"all_\" .. pager")
-    o.append("  _M[pager] = function(self, params, opts)")
-    o.append("    local it, a, b, listing = _M._items(self, action, pager, params, opts)")
-    o.append("    return it, a, b, listing")
+    o.append("setmetatable(_M, { __index = function(t, name)")
+    o.append("  local action, f = actions[name], nil")
+    o.append("  if action then")
+    o.append("    f = function(self, params, opts)")
+    o.append("      local res, err, meta = _M._invoke(self, action, name, params, opts)")
+    o.append("      return res, err, meta")
+    o.append("    end")
+    o.append("  elseif pagers[name] then")
+    o.append("    action = pagers[name]")
+    o.append("    f = function(self, params, opts)")
+    o.append("      local it, a, b, listing = _M._items(self, action, name, params, opts)")
+    o.append("      return it, a, b, listing")
+    o.append("    end")
+    o.append("  elseif all[name] then")
+    o.append("    action = all[name]")
+    o.append("    f = function(self, params, opts)")
+    o.append("      local res, err = _M._all(self, action, name, params, opts)")
+    o.append("      return res, err")
+    o.append("    end")
     o.append("  end")
-    o.append("  _M[all] = function(self, params, opts)")
-    o.append("    local res, err = _M._all(self, action, all, params, opts)")
-    o.append("    return res, err")
-    o.append("  end")
-    o.append("end")
+    o.append("  if f then rawset(t, name, f) end")
+    o.append("  return f")
+    o.append("end })")
     o.append("")
     o.append("return _M")
     return "\n".join(o) + "\n"
