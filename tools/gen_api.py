@@ -464,24 +464,40 @@ def gen_actions(api, src, tasks):
 
 def gen_loaded_actions(api, src, names, pagers):
     """The actions.lua that loads: the methods of actions_meta.lua, each made
-    on its first read by one of three closures from the name tables, since
-    compiling (and then making) 131 functions of the same form was most of
-    `require "imm"`."""
-    o = [header(src, api), "", "local pairs, rawset, setmetatable = pairs, rawset, setmetatable", "", f"local _M = {{ _api_version = {lua_str(api['version'])} }}", ""]
-    o.append("_M._pagers = {")
-    for pname in sorted(pagers):
-        o.append(f'  {pname} = "{pagers[pname]}",')
-    o.append("}")
-    o.append("")
-    o.append("_M._actions = {")
+    on its first read by one of three closures from the name tables. The
+    tables are text, read on first use: compiling them (and 131 functions of
+    the same form) was most of `require "imm"`."""
+    for n in list(names) + list(names.values()) + list(pagers) + list(pagers.values()):
+        if not re.match(r"^[A-Za-z0-9_]+$", n):
+            raise SystemExit(f"gen_api: {n} cannot go in actions.lua's name lines")
+    o = [header(src, api), "",
+         "local rawget, rawset, setmetatable, gmatch = rawget, rawset, setmetatable, string.gmatch", "",
+         f"local _M = {{ _api_version = {lua_str(api['version'])} }}", ""]
+    o.append("local ACTIONS = [[")
     for method in sorted(names):
-        o.append(f'  {method} = "{names[method]}",')
-    o.append("}")
+        o.append(f"{method} {names[method]}")
+    o.append("]]")
     o.append("")
-    o.append("local actions, pagers, all = _M._actions, _M._pagers, {}")
-    o.append("for pager, action in pairs(pagers) do all[\"all_\" .. pager] = action end")
+    o.append("local PAGERS = [[")
+    for pname in sorted(pagers):
+        o.append(f"{pname} {pagers[pname]}")
+    o.append("]]")
+    o.append("")
+    o.append("local actions, pagers, all")
+    o.append("local function read()")
+    o.append("  actions, pagers, all = {}, {}, {}")
+    o.append('  for method, action in gmatch(ACTIONS, "(%S+) (%S+)") do actions[method] = action end')
+    o.append('  for pager, action in gmatch(PAGERS, "(%S+) (%S+)") do')
+    o.append("    pagers[pager] = action")
+    o.append('    all["all_" .. pager] = action')
+    o.append("  end")
+    o.append("  rawset(_M, \"_actions\", actions)")
+    o.append("  rawset(_M, \"_pagers\", pagers)")
+    o.append("end")
     o.append("")
     o.append("setmetatable(_M, { __index = function(t, name)")
+    o.append("  if not actions then read() end")
+    o.append("  if name == \"_actions\" or name == \"_pagers\" then return rawget(t, name) end")
     o.append("  local action, f = actions[name], nil")
     o.append("  if action then")
     o.append("    f = function(self, params, opts)")

@@ -27,8 +27,10 @@ local errors = require "imm.errors"
 local core = require "imm.core"
 local generated = require "imm.actions"
 -- the JSON parameters' shape checks and the did-you-mean hints: loaded by
--- the first JSON parameter or the first hint, as most calls need neither
+-- the first JSON parameter or bad value, and the first hint, as most calls
+-- need neither
 local shapes = require("imm.lazy")("imm.shapes")
+local hints = require("imm.lazy")("imm.hints")
 
 local json_encode, number_text = core.json_encode, core.number_text
 
@@ -268,11 +270,11 @@ end
 
 --- The closest name among `candidates` (a set), or nil when none is close.
 function _M.suggest(name, candidates)
-  return shapes.suggest(name, candidates)
+  return hints.suggest(name, candidates)
 end
 
 local function hint_text(name, candidates)
-  return shapes.hint_text(name, candidates)
+  return hints.hint_text(name, candidates)
 end
 
 --- The first key of `opts` that `known` (a set) lacks, as an

@@ -1,57 +1,20 @@
---- The checks of JSON parameters against their shapes (`imm.api`), and the
--- did-you-mean hints: what `imm.operations` needs only for a JSON parameter,
--- a table sent to an action without a schema, or a bad name. Loaded on
--- that first use, so that a call with neither does not compile it.
+--- The checks of JSON parameters against their shapes (`imm.api`), and
+-- the text of a bad value in a message: what `imm.operations` needs only
+-- for a JSON parameter, a table sent to an action without a schema, or a
+-- bad value. Loaded on that first use, so that a call with neither does
+-- not compile it.
 -- @module imm.shapes
 
 local type, pairs, next, tostring, format = type, pairs, next, tostring, string.format
 local getmetatable, rawget, require = getmetatable, rawget, require
-local floor, huge, lower, sub, byte = math.floor, math.huge, string.lower, string.sub, string.byte
+local floor, huge, sub = math.floor, math.huge, string.sub
 local errors = require "imm.errors"
 local core = require "imm.core"
+local hint_text = require("imm.hints").hint_text
 
 local json_encode, json_decode = core.json_encode, core.json_decode
 
 local _M = {}
-
--- Levenshtein distance, to suggest the parameter a typo meant.
-local function distance(a, b)
-  local la, lb = #a, #b
-  if la == 0 then return lb end
-  if lb == 0 then return la end
-  local prev, cur = {}, {}
-  for j = 0, lb do prev[j] = j end
-  for i = 1, la do
-    cur[0] = i
-    local ca = byte(a, i)
-    for j = 1, lb do
-      local cost = (ca == byte(b, j)) and 0 or 1
-      local v = prev[j] + 1
-      if cur[j - 1] + 1 < v then v = cur[j - 1] + 1 end
-      if prev[j - 1] + cost < v then v = prev[j - 1] + cost end
-      cur[j] = v
-    end
-    prev, cur = cur, prev
-  end
-  return prev[lb]
-end
-
---- The closest name among `candidates` (a set), or nil when none is close.
-function _M.suggest(name, candidates)
-  local lname, best, best_d = lower(name), nil, huge
-  for cand in pairs(candidates) do
-    local d = (lower(cand) == lname) and 0 or distance(lname, lower(cand))
-    if d < best_d or (d == best_d and best and cand < best) then best, best_d = cand, d end
-  end
-  if best and best_d <= 2 + floor(#name / 8) then return best end
-  return nil
-end
-
---- `name`'s hint among `candidates`: ` (did you mean "X"?)`, or "".
-function _M.hint_text(name, candidates)
-  local hint = type(name) == "string" and _M.suggest(name, candidates)
-  return hint and format(" (did you mean %q?)", hint) or ""
-end
 
 --- A value in a message: a string quoted (cut at 40 bytes), a number, or its type.
 function _M.describe(v)
@@ -62,7 +25,7 @@ function _M.describe(v)
   return type(v) == "number" and tostring(v) or type(v)
 end
 
-local describe, hint_text = _M.describe, _M.hint_text
+local describe = _M.describe
 
 local function finite(v)
   return v == v and v > -huge and v < huge
