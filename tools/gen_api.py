@@ -463,15 +463,15 @@ def gen_actions(api, src, tasks):
 
 
 def gen_loaded_actions(api, src, names, pagers):
-    """The actions.lua that loads: the methods of actions_meta.lua, each made
-    on its first read by one of three closures from the name tables. The
-    tables are text, read on first use: compiling them (and 131 functions of
-    the same form) was most of `require "imm"`."""
+    """The actions.lua that loads: the methods of actions_meta.lua, made by
+    one of three closures from the name tables on the first read of a name
+    the module lacks. The tables are text, read then: compiling them (and
+    131 functions of the same form) was most of `require "imm"`."""
     for n in list(names) + list(names.values()) + list(pagers) + list(pagers.values()):
         if not re.match(r"^[A-Za-z0-9_]+$", n):
             raise SystemExit(f"gen_api: {n} cannot go in actions.lua's name lines")
     o = [header(src, api), "",
-         "local rawget, rawset, setmetatable, gmatch = rawget, rawset, setmetatable, string.gmatch", "",
+         "local rawget, setmetatable, gmatch = rawget, setmetatable, string.gmatch", "",
          f"local _M = {{ _api_version = {lua_str(api['version'])} }}", ""]
     o.append("local ACTIONS = [[")
     for method in sorted(names):
@@ -483,42 +483,44 @@ def gen_loaded_actions(api, src, names, pagers):
         o.append(f"{pname} {pagers[pname]}")
     o.append("]]")
     o.append("")
-    o.append("local actions, pagers, all")
-    o.append("local function read()")
-    o.append("  actions, pagers, all = {}, {}, {}")
-    o.append('  for method, action in gmatch(ACTIONS, "(%S+) (%S+)") do actions[method] = action end')
-    o.append('  for pager, action in gmatch(PAGERS, "(%S+) (%S+)") do')
-    o.append("    pagers[pager] = action")
-    o.append('    all["all_" .. pager] = action')
+    o.append("local function method(action, name)")
+    o.append("  return function(self, params, opts)")
+    o.append("    local res, err, meta = _M._invoke(self, action, name, params, opts)")
+    o.append("    return res, err, meta")
     o.append("  end")
-    o.append("  rawset(_M, \"_actions\", actions)")
-    o.append("  rawset(_M, \"_pagers\", pagers)")
     o.append("end")
     o.append("")
-    o.append("setmetatable(_M, { __index = function(t, name)")
-    o.append("  if not actions then read() end")
-    o.append("  if name == \"_actions\" or name == \"_pagers\" then return rawget(t, name) end")
-    o.append("  local action, f = actions[name], nil")
-    o.append("  if action then")
-    o.append("    f = function(self, params, opts)")
-    o.append("      local res, err, meta = _M._invoke(self, action, name, params, opts)")
-    o.append("      return res, err, meta")
-    o.append("    end")
-    o.append("  elseif pagers[name] then")
-    o.append("    action = pagers[name]")
-    o.append("    f = function(self, params, opts)")
-    o.append("      local it, a, b, listing = _M._items(self, action, name, params, opts)")
-    o.append("      return it, a, b, listing")
-    o.append("    end")
-    o.append("  elseif all[name] then")
-    o.append("    action = all[name]")
-    o.append("    f = function(self, params, opts)")
-    o.append("      local res, err = _M._all(self, action, name, params, opts)")
-    o.append("      return res, err")
-    o.append("    end")
+    o.append("local function items(action, name)")
+    o.append("  return function(self, params, opts)")
+    o.append("    local it, a, b, listing = _M._items(self, action, name, params, opts)")
+    o.append("    return it, a, b, listing")
     o.append("  end")
-    o.append("  if f then rawset(t, name, f) end")
-    o.append("  return f")
+    o.append("end")
+    o.append("")
+    o.append("local function all(action, name)")
+    o.append("  return function(self, params, opts)")
+    o.append("    local res, err = _M._all(self, action, name, params, opts)")
+    o.append("    return res, err")
+    o.append("  end")
+    o.append("end")
+    o.append("")
+    # The first read of a name the table lacks makes every method and drops the
+    # metatable: imm.client falls back to this table, so a later miss (a client
+    # field left nil, several per call) costs one lookup, not a call.
+    o.append("setmetatable(_M, { __index = function(t, name)")
+    o.append("  setmetatable(t, nil)")
+    o.append("  local actions, pagers = {}, {}")
+    o.append('  for m, action in gmatch(ACTIONS, "(%S+) (%S+)") do')
+    o.append("    actions[m] = action")
+    o.append("    t[m] = method(action, m)")
+    o.append("  end")
+    o.append('  for pager, action in gmatch(PAGERS, "(%S+) (%S+)") do')
+    o.append("    pagers[pager] = action")
+    o.append("    t[pager] = items(action, pager)")
+    o.append('    t["all_" .. pager] = all(action, "all_" .. pager)')
+    o.append("  end")
+    o.append("  t._actions, t._pagers = actions, pagers")
+    o.append("  return rawget(t, name)")
     o.append("end })")
     o.append("")
     o.append("return _M")
