@@ -967,8 +967,8 @@ function Client:datasets(params, opts)
 end
 
 -- Every other action of the schema, from imm.actions (generated), which
--- makes each method on its first read; the methods above keep their own
--- documentation.
+-- makes them on the first read of a name it lacks (a client's first call);
+-- the methods above keep their own documentation.
 setmetatable(Client, { __index = actions })
 
 --- Releases the connection. The client must not be used afterwards.
