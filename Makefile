@@ -201,21 +201,21 @@ docs:
 	@cd build/docs-src && ldoc -d ../docs . | grep -v "^reading\|^format\|^output" ; \
 	  echo "imm: documentation in build/docs/index.html"
 
-## gen: regenerate lua/imm/api.lua and lua/imm/actions.lua from api/ (tools/gen_api.py)
+## gen: regenerate lua/imm/schema.lua, api.lua and actions.lua from api/ (tools/gen_api.py)
 gen:
 	@python3 tools/gen_api.py
 
 lint:
 	@echo "imm: generated code is up to date (tools/gen_api.py)"
 	@tmp=$$(mktemp -d) && python3 tools/gen_api.py --out $$tmp && \
-	  for f in api.lua actions.lua actions_meta.lua; do \
+	  for f in schema.lua api.lua actions.lua actions_meta.lua; do \
 	    diff -u lua/imm/$$f $$tmp/$$f >/dev/null || { echo "lua/imm/$$f is stale or edited by hand: run make gen" >&2; \
 	      diff -u lua/imm/$$f $$tmp/$$f | head -20 >&2; rm -rf $$tmp; exit 1; }; \
 	  done; rm -rf $$tmp
 	@echo "imm: docs check"
 	@lua5.4 tools/check-docs.lua lua/imm.lua lua/imm/*.lua lua/imm/*/*.lua
 	@$(MAKE) --no-print-directory docs
-	@lua5.4 tools/check-ldoc.lua build/docs lua/imm/actions.lua
+	@lua5.4 tools/check-ldoc.lua build/docs lua/imm/actions_meta.lua
 	@echo "imm: luacheck"
 	@luacheck -q lua spec examples bin/imm tools/sdk-check/imm_send.lua
 	@echo "imm: cppcheck"

@@ -16,25 +16,23 @@
 --   print(b.DatasetName, b.URI, b.State)
 -- end
 
-local pairs, getenv = pairs, os.getenv
+local pairs, getenv, type, rawset, setmetatable, require = pairs, os.getenv, type, rawset, setmetatable, require
+local sub = string.sub
 local Client = require "imm.client"
 local errors = require "imm.errors"
 local async = require("imm.lazy")("imm.async")  -- loaded by the first task
-local failed = require("imm.pager").failed  -- the iterator a pager returns for bad input
+local pager = require("imm.lazy")("imm.pager")  -- loaded by the first listing
+-- the iterator a pager returns for bad input
+local function failed(err)
+  return pager.failed(err)
+end
 
 local _M = {
   _VERSION = Client._VERSION,
   errors = errors,
-  credentials = require "imm.credentials",
 }
--- imm.async, the module itself, on first read of the field
-setmetatable(_M, { __index = function(t, k)
-  if k == "async" then
-    local m = require "imm.async"
-    rawset(t, k, m)
-    return m
-  end
-end })
+-- imm.credentials and imm.async, the modules themselves, are loaded on first
+-- read of the field (the metatable at the end)
 
 --- Starts `fn(...)` as a task for non-blocking calls outside nginx: an
 -- `async = true` client used inside it yields instead of blocking, and
@@ -411,35 +409,40 @@ function _M.datasets(params, opts)
 end
 
 -- Every other action of the schema (imm.actions) as a function of the
--- module on the default client: imm.detect_image_labels{ ... }.
+-- module on the default client, made on its first read:
+-- imm.detect_image_labels{ ... }, and the named item pagers with their all_
+-- twins: imm.tasks{ ... }, imm.all_tasks{ ... }.
 local actions = require "imm.actions"
-for method in pairs(actions._actions) do
-  if _M[method] == nil then
-    _M[method] = function(params, opts)
-      local c, err = default()
-      if not c then return nil, err end
-      return c[method](c, params, opts)
-    end
+setmetatable(_M, { __index = function(t, k)
+  if k == "async" then
+    local m = require "imm.async"
+    rawset(t, k, m)
+    return m
   end
-end
-
--- And the named item pagers with their all_ twins: imm.tasks{ ... }, imm.all_tasks{ ... }.
-for name in pairs(actions._pagers) do
-  if _M[name] == nil then
-    _M[name] = function(params, opts)
+  if k == "credentials" then
+    local m = require "imm.credentials"
+    rawset(t, k, m)
+    return m
+  end
+  if type(k) ~= "string" then return nil end
+  local all = sub(k, 1, 4) == "all_"
+  if not (actions._actions[k] or actions._pagers[k] or (all and actions._pagers[sub(k, 5)])) then return nil end
+  local f
+  if actions._pagers[k] then
+    f = function(params, opts)
       local c, err = default()
       if not c then return failed(err) end
-      return c[name](c, params, opts)
+      return c[k](c, params, opts)
     end
-  end
-  local all = "all_" .. name
-  if _M[all] == nil then
-    _M[all] = function(params, opts)
+  else
+    f = function(params, opts)
       local c, err = default()
       if not c then return nil, err end
-      return c[all](c, params, opts)
+      return c[k](c, params, opts)
     end
   end
-end
+  rawset(t, k, f)
+  return f
+end })
 
 return _M

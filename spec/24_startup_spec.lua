@@ -30,14 +30,93 @@ end
 ]]
 
 describe("start-up", function()
-  it("loads no parallel, async, waiter or unused credential provider code for require plus new", function()
+  it("loads no parallel, async, waiter, pager or unused credential provider code for require plus new", function()
     local out = run(PRELUDE .. "print(loaded())")
     assert.matches("imm%.client", out)
-    for _, m in ipairs{ "imm.parallel", "imm.async", "imm.waiter", "imm.stub", "imm.notification",
+    for _, m in ipairs{ "imm.parallel", "imm.async", "imm.waiter", "imm.stub", "imm.notification", "imm.pager",
                         "imm.credentials.ecs_ram_role", "imm.credentials.cli_profile",
-                        "imm.credentials.external", "imm.credentials.oidc_role_arn" } do
+                        "imm.credentials.external", "imm.credentials.oidc_role_arn",
+                        -- explicit keys need only the static provider, not the chain nor base's HTTP and files
+                        "imm.credentials.base", "imm.credentials.env", "imm.credentials.chain",
+                        -- no proxy option; the call options, the JSON shape checks and the hints on first use
+                        "imm.proxy", "imm.callopts", "imm.shapes" } do
       assert.is_nil(out:find(m .. " ", 1, true) or out:find(m .. "\n", 1, true), m .. " loaded: " .. out)
     end
+  end)
+
+  it("compiles no schema for require plus new, and only the called action's at its first call", function()
+    local out = run(PRELUDE .. [[
+print("start: " .. loaded() .. " ")
+-- a valid call, refused at once (nothing listens on port 9)
+local c0 = assert(imm.new{ region = "cn-hangzhou", endpoint = "http://127.0.0.1:9", max_retries = 0,
+  access_key_id = "AKIDEXAMPLE", access_key_secret = "not-a-secret" })
+local _, err = c0:list_bindings{ ProjectName = "p" }
+print("err:" .. tostring(err and err.code))
+local built = {}
+for name in pairs(require("imm.operations").actions) do built[#built + 1] = name end
+table.sort(built)
+print("built:" .. table.concat(built, ","))
+print("after: " .. loaded() .. " ")
+]])
+    local start = out:match("start: [^\n]*") or ""
+    for _, m in ipairs{ "imm.api", "imm.schema" } do
+      assert.is_nil(start:find(" " .. m .. " ", 1, true), m .. " loaded: " .. out)
+    end
+    assert.matches("err:ConnectionFailed", out, 1, true)
+    -- the two hand-written tables (StopBinding, ResumeBinding) and the one called
+    assert.matches("built:ListBindings,ResumeBinding,StopBinding\n", out, 1, true)
+    local after = out:match("after: [^\n]*") or ""
+    -- a call without options, JSON parameters or a bad name needs neither
+    for _, m in ipairs{ "imm.api", "imm.callopts", "imm.shapes" } do
+      assert.is_nil(after:find(" " .. m .. " ", 1, true), m .. " loaded: " .. out)
+    end
+  end)
+
+  it("loads the call options, the shape checks and the hints when a call needs them", function()
+    local out = run(PRELUDE .. [[
+-- the transport's cap is the longest a call may take, as callopts says (client.lua keeps a copy)
+print("max:" .. tostring(c.transport.options.timeout == require("imm.callopts").MAX_SECONDS))
+local _, err = c:list_bindings({ ProjectName = "p" }, { max_retries = 99 })
+print("opts:" .. tostring(err and err.code) .. " shapes:" .. tostring(package.loaded["imm.shapes"] ~= nil))
+_, err = c:list_bindings{ ProjectNam = "p" }
+print("hint:" .. tostring(err and err.message))
+_, err = c:create_batch{ ProjectName = "p", Input = { OSS = 1 }, Actions = {} }
+print("json:" .. tostring(err and err.message))
+_, err = imm.new{ region = "cn-hangzhou", proxy = true }
+print("proxy:" .. tostring(err and err.code) .. " " .. tostring(package.loaded["imm.proxy"] ~= nil))
+]])
+    assert.matches("max:true", out, 1, true)
+    assert.matches("opts:InvalidParameter shapes:false", out, 1, true)
+    assert.matches('hint:ListBindings: unknown parameter "ProjectNam" (did you mean "ProjectName"?)', out, 1, true)
+    assert.matches("json:CreateBatch: Input.OSS must be an object, got 1", out, 1, true)
+    assert.matches("proxy:InvalidParameter true", out, 1, true)
+  end)
+
+  it("builds each action's table once, the same one imm.api holds, with the hand-written checks", function()
+    local out = run(PRELUDE .. [[
+local ops = require "imm.operations"
+local early = ops.actions.CreateBinding
+local api = require "imm.api"
+local n, same = 0, 0
+for name, def in pairs(api.actions) do
+  n = n + 1
+  if ops.actions[name] == def then same = same + 1 end
+end
+print("actions:" .. n .. " same:" .. same .. " early:" .. tostring(early == api.actions.CreateBinding))
+-- checks added to a table imm.api built first, and to one built by operations
+print("uri:" .. tostring(api.actions.GetBinding.params.URI.check ~= nil)
+  .. " create:" .. tostring(early.params.URI.check ~= nil)
+  .. " max:" .. tostring(api.actions.ListTasks.params.MaxResults.max))
+print("names:" .. tostring(ops.action_names().ListTasks) .. " " .. tostring(ops.action_names().StopBinding))
+print("models:" .. tostring(ops.models == api.models)
+  .. " shape:" .. ops.describe_shape(api.actions.CreateBatch.params.Actions.type))
+print("statuses:" .. tostring(require("imm.waiter").task_statuses == api.task_statuses))
+]])
+    assert.matches("actions:105 same:105 early:true", out, 1, true)
+    assert.matches("uri:true create:true max:100", out, 1, true)
+    assert.matches("names:true true", out, 1, true)
+    assert.matches("models:true shape:array of CreateBatchRequestActions", out, 1, true)
+    assert.matches("statuses:true", out, 1, true)
   end)
 
   it("still has every method on the client and the module, loading the code on first use", function()

@@ -1,8 +1,8 @@
 -- Fails when `make docs` lost part of imm.actions: every method of
--- lua/imm/actions.lua must have an entry on its LDoc page, and the page must
+-- lua/imm/actions_meta.lua must have an entry on its LDoc page, and the page must
 -- keep the module's own introduction (an LDoc that misreads the header
 -- takes the first function's line for it).
---   lua5.4 tools/check-ldoc.lua build/docs lua/imm/actions.lua
+--   lua5.4 tools/check-ldoc.lua build/docs lua/imm/actions_meta.lua
 local dir, src = arg[1], arg[2]
 local function read(path, optional)
   local f = io.open(path, "rb")

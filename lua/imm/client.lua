@@ -17,18 +17,21 @@ local actions = require "imm.actions"
 local endpoint = require "imm.endpoint"
 local signer = require "imm.signer"
 local decode = require "imm.decode"
-local credentials = require "imm.credentials"
-local scrub_error = require("imm.credentials.base").scrub_error
+local scrub_error = require("imm.credentials.provider").scrub_error
 local transport = require "imm.transport"
-local pager = require "imm.pager"
 local lazy = require "imm.lazy"  -- first use loads them: require "imm" stays short
+local credentials = lazy "imm.credentials"  -- explicit keys need only the static provider
+local static = require("imm.credentials.static").new
+local pager = lazy "imm.pager"
 local parallel = lazy "imm.parallel"
 local response = require "imm.response"
 local log = require "imm.log"
 local async = lazy "imm.async"
 local waiter = lazy "imm.waiter"
 local loaded = package.loaded
-local callopts = require "imm.callopts"
+local callopts = lazy "imm.callopts"  -- a call without options does without it
+-- callopts.MAX_SECONDS (spec 24 checks), kept here so that new need not load callopts
+local MAX_CALL_SECONDS = 86400
 
 local VERSION = "0.1.0"
 
@@ -187,7 +190,7 @@ function Client.new(opts)
     end
     self.credentials = opts.credentials
   elseif opts.access_key_id or opts.access_key_secret or opts.security_token then
-    self.credentials, err = credentials.static(opts)
+    self.credentials, err = static(opts)
     if not self.credentials then return nil, err end
   else
     self.credentials = credentials.default()
@@ -274,13 +277,15 @@ function Client.new(opts)
     return nil, errors.invalid("async = true needs the curl transport (inside nginx, "
       .. "calls never block: leave async unset there)")
   end
-  local via
-  via, err = require("imm.proxy").options(opts)
-  if not via then return nil, err end
+  local via = {}  -- no proxy options: the environment's, left to the transport
+  if opts.proxy ~= nil or opts.no_proxy ~= nil then
+    via, err = require("imm.proxy").options(opts)
+    if not via then return nil, err end
+  end
   self.transport, err = transport.open(opts.transport, {
     -- every attempt passes its own cap (Client:call), which a call's
     -- timeout option may raise above the client's, up to this
-    connect_timeout = connect_timeout, timeout = math.max(timeout, callopts.MAX_SECONDS),
+    connect_timeout = connect_timeout, timeout = math.max(timeout, MAX_CALL_SECONDS),
     ca_file = opts.ca_file, insecure = opts.insecure,
     user_agent = ua, max_response_bytes = max_bytes, async = opts.async,
     pool_size = pool_size, proxy = via.proxy, no_proxy = via.no_proxy,
@@ -522,8 +527,12 @@ function Client:call(action, params, opts)
   local query, form = operations.validate(action, params)
   if not query then return nil, form end
   local err, extra
-  opts, extra = callopts.check(opts)
-  if not opts then return nil, extra end
+  if opts == nil then
+    opts = {}  -- what callopts.check(nil) returns
+  else
+    opts, extra = callopts.check(opts)
+    if not opts then return nil, extra end
+  end
   if form and opts.method == "GET" then
     return nil, errors.invalid(format("%s sends a form body, so it cannot be sent with GET", action))
   end
@@ -833,23 +842,6 @@ function Client:delete_binding(params, opts)
   return res, err, meta
 end
 
-local WAIT_OPTIONS = { state = true, timeout = true, interval = true, call = true }
-local STATES = { Ready = true, Running = true, Retrying = true, Stopped = true, Failed = true, Deleted = true }
-local TERMINAL = { Failed = "BindingFailed", Deleted = "BindingDeleted" }
-
-local function wait_settings(opts)
-  local s, err = waiter.settings(opts, WAIT_OPTIONS, { timeout = 300, interval = 5 })
-  if not s then return nil, err end
-  local state = opts and opts.state or "Running"
-  if not STATES[state] then
-    local hint = type(state) == "string" and operations.suggest(state, STATES)
-    return nil, errors.invalid(format("wait option state must be a binding state such as \"Running\", got %s%s",
-      tostring(state), hint and format(" (did you mean %q?)", hint) or ""))
-  end
-  s.state = state
-  return s
-end
-
 --- Polls `get_binding` until the binding is in `opts.state`. Waits between
 -- polls with the transport's sleep (`ngx.sleep` inside nginx), so a worker
 -- is never blocked. A case of the general waiter (`client:wait`).
@@ -868,34 +860,7 @@ end
 ---@return imm.Error|nil err
 function Client:wait_binding(params, opts)
   must_be_client(self, "wait_binding")
-  local s, err = wait_settings(opts)
-  if not s then return nil, err end
-  local last
-  local b
-  b, err = waiter.run(self, s,
-    function() return self:get_binding(params, s.call) end,
-    function(res)
-      local cur = res.Binding
-      if type(cur) ~= "table" then
-        return nil, errors.new("InvalidResponse", "Binding is missing from the GetBinding response",
-          { request_id = res.RequestId, retryable = false, binding = last })
-      end
-      last = cur
-      if cur.State == s.state then return cur end
-      local terminal = TERMINAL[cur.State]
-      if terminal then
-        local reason = cur.Reason and cur.Reason ~= "" and (": " .. tostring(cur.Reason)) or ""
-        return nil, errors.new(terminal, format("binding %s is %s%s (waited for %s)", tostring(cur.URI),
-          tostring(cur.State), reason, s.state), { retryable = false, binding = cur, state = cur.State })
-      end
-    end,
-    function(res, polls)
-      local cur = res.Binding
-      return errors.new("WaitTimeout", format("binding %s is still %s after %gs and %d polls (waited for %s)",
-        tostring(cur.URI), tostring(cur.State), s.timeout, polls, s.state),
-        { retryable = false, binding = cur, state = cur.State })
-    end,
-    function(e) e.binding = last end)
+  local b, err = waiter.wait_binding(self, params, opts)
   return b, err
 end
 
@@ -1001,15 +966,10 @@ function Client:datasets(params, opts)
   return pager.items(self, "ListDatasets", params, opts)
 end
 
--- Every other action of the schema, from imm.actions (generated); the
--- methods above keep their own documentation.
-for method in pairs(actions._actions) do
-  if Client[method] == nil then Client[method] = actions[method] end
-end
-for name in pairs(actions._pagers) do
-  if Client[name] == nil then Client[name] = actions[name] end
-  if Client["all_" .. name] == nil then Client["all_" .. name] = actions["all_" .. name] end
-end
+-- Every other action of the schema, from imm.actions (generated), which
+-- makes them on the first read of a name it lacks (a client's first call);
+-- the methods above keep their own documentation.
+setmetatable(Client, { __index = actions })
 
 --- Releases the connection. The client must not be used afterwards.
 function Client:close()

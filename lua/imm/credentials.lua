@@ -16,8 +16,7 @@
 -- them and builds the default chain.
 -- @module imm.credentials
 
-local type, pairs = type, pairs
-local base = require "imm.credentials.base"
+local type, pairs, require, rawset = type, pairs, require, rawset
 
 local _M = {}
 
@@ -108,7 +107,7 @@ _M.static = require("imm.credentials.static").new
 -- and `ALIBABA_CLOUD_SECURITY_TOKEN`, read at each call. See `imm.credentials.env`.
 -- @usage local p = imm.credentials.env()
 ---@type fun(opts: imm.EnvOptions|nil): imm.CredentialsProvider|nil, imm.Error|nil
-_M.env = require("imm.credentials.env").new
+_M.env = nil  -- loaded on first use (LAZY below)
 
 --- OIDC role ARN (RRSA): STS AssumeRoleWithOIDC. See `imm.credentials.oidc_role_arn`.
 -- @usage local p = imm.credentials.oidc_role_arn()
@@ -150,12 +149,13 @@ _M.ram_role_arn = nil  -- loaded on first use (LAZY below)
 -- the next call walks the chain again. See `imm.credentials.chain`.
 -- @usage local p = imm.credentials.chain{ imm.credentials.env(), imm.credentials.profile() }
 ---@type fun(list: imm.CredentialsProvider[], opts: imm.ChainOptions|nil): imm.CredentialsProvider|nil, imm.Error|nil
-_M.chain = require("imm.credentials.chain").new
+_M.chain = nil  -- loaded on first use (LAZY below)
 
 -- The providers above that are nil: their modules load on first read, so
--- `require "imm"` does not compile them.
-local LAZY = { oidc_role_arn = true, cli_profile = true, profile = true, ecs_ram_role = true,
-               credentials_uri = true, external = true, ram_role_arn = true }
+-- `require "imm"` does not compile them (a client with explicit keys needs
+-- only static).
+local LAZY = { env = true, chain = true, oidc_role_arn = true, cli_profile = true, profile = true,
+               ecs_ram_role = true, credentials_uri = true, external = true, ram_role_arn = true }
 setmetatable(_M, { __index = function(t, k)
   if LAZY[k] then
     local f = require("imm.credentials." .. k).new
@@ -164,12 +164,8 @@ setmetatable(_M, { __index = function(t, k)
   end
 end })
 
--- What default() passes on to each provider.
-local DEFAULT_OPTIONS = {}
-for k, v in pairs(base.COMMON) do DEFAULT_OPTIONS[k] = v end
-for k, v in pairs(base.STS) do DEFAULT_OPTIONS[k] = v end
-DEFAULT_OPTIONS.metadata_endpoint = "string"
-
+local base  -- imm.credentials.base, loaded by the first default()
+local DEFAULT_OPTIONS  -- what default() passes on to each provider
 local shared  -- the process's (in nginx: the worker's) default chain
 
 --- The default chain: environment, OIDC (RRSA), CLI profile, shared
@@ -189,6 +185,13 @@ local shared  -- the process's (in nginx: the worker's) default chain
 ---@return imm.Error|nil err
 function _M.default(opts)
   if opts == nil and shared then return shared end
+  if not base then
+    base = require "imm.credentials.base"
+    DEFAULT_OPTIONS = {}
+    for k, v in pairs(base.COMMON) do DEFAULT_OPTIONS[k] = v end
+    for k, v in pairs(base.STS) do DEFAULT_OPTIONS[k] = v end
+    DEFAULT_OPTIONS.metadata_endpoint = "string"
+  end
   local o, err = base.options("credentials.default", opts, DEFAULT_OPTIONS)
   if not o then return nil, err end
   local common = base.pick(o, base.COMMON)

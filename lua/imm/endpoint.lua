@@ -2,22 +2,14 @@
 -- @module imm.endpoint
 
 local type, tonumber, format = type, tonumber, string.format
-local match, lower, find, ipairs = string.match, string.lower, string.find, ipairs
+local match, lower, setmetatable, rawset = string.match, string.lower, setmetatable, rawset
 local errors = require "imm.errors"
+-- the hint of a failed connection: loaded by the first one that may need it
+local hints = require("imm.lazy")("imm.hints")
 
 local _M = {}
 
 local DEFAULT_PORT = { http = 80, https = 443 }
-
---- IMM's regions (API 2020-09-30), from the service's endpoint list of
--- January 2026, without the ones being closed (ap-southeast-2, ap-south-1).
--- Only the hint for a region that does not resolve reads it: any region
--- that matches [a-z0-9-]+ is still accepted, so a new one works at once.
-_M.REGIONS = {
-  "cn-qingdao", "cn-beijing", "cn-zhangjiakou", "cn-wulanchabu", "cn-hangzhou", "cn-shanghai",
-  "cn-shenzhen", "cn-guangzhou", "cn-chengdu", "cn-hongkong", "ap-southeast-1", "ap-southeast-5",
-  "eu-central-1", "eu-west-1", "us-east-1", "us-west-1",
-}
 
 local function valid_host(h)
   if h == "" or #h > 253 then return false end
@@ -100,42 +92,24 @@ function _M.resolve(opts)
   }
 end
 
-local function known_region(region)
-  for _, r in ipairs(_M.REGIONS) do
-    if r == region then return true end
-  end
-  return false
-end
-
 --- What to do about a failure to reach `ep`, or nil: a TLS handshake that
 -- met a plain HTTP server, or a host of IMM's that does not resolve (an
--- unknown region, or a VPC endpoint used outside a VPC).
+-- unknown region, or a VPC endpoint used outside a VPC). See `imm.hints`.
 -- @tparam table ep from `resolve`
 -- @tparam table err the transport's error
 -- @treturn string|nil the hint
 -- @usage local hint = endpoint.hint(client.endpoint, err)
 function _M.hint(ep, err)
-  local msg = type(err.message) == "string" and lower(err.message) or ""
-  if err.code == "TLSError" and find(msg, "wrong version number", 1, true) then
-    return format("the server at %s answered in plain HTTP, not TLS: if it serves no HTTPS, use "
-      .. "endpoint = \"http://%s\"", ep.authority, ep.authority)
-  end
-  if err.code == "ConnectionFailed" and find(msg, "resolve", 1, true) then
-    local vpc, region = match(ep.host, "^imm(%-?v?p?c?)%.([%w%-]+)%.aliyuncs%.com$")
-    if not region then return nil end
-    local list = table.concat(_M.REGIONS, ", ")
-    if not known_region(region) then
-      return format("%q is not one of IMM's regions: %s", region, list)
-    end
-    if vpc == "-vpc" then
-      return format("%s resolves only inside an Alibaba Cloud VPC of %s; elsewhere leave network unset",
-        ep.host, region)
-    end
-    return format("%s is an IMM region, but its endpoint did not resolve here: check this machine's DNS "
-      .. "(IMM's regions: %s)", region, list)
-  end
-  return nil
+  return hints.endpoint(ep, err)
 end
+
+-- endpoint.REGIONS: imm.hints.REGIONS, on first read
+setmetatable(_M, { __index = function(t, k)
+  if k == "REGIONS" then
+    rawset(t, k, hints.REGIONS)
+    return hints.REGIONS
+  end
+end })
 
 --- Resolves the STS endpoint with the official SDKs' rule:
 -- 1. an explicit `endpoint` ("host[:port]" or "http(s)://host[:port]");

@@ -20,20 +20,23 @@
 -- only when the service cannot have acted on it (see `is_idempotent`).
 -- @module imm.operations
 
-local type, pairs, ipairs, next, tostring, format = type, pairs, ipairs, next, tostring, string.format
-local getmetatable, rawget = getmetatable, rawget
-local floor, huge, lower, sub, byte, find, match = math.floor, math.huge, string.lower, string.sub, string.byte,
-  string.find, string.match
-local gsub = string.gsub
+local type, pairs, next, tostring, format = type, pairs, next, tostring, string.format
+local floor, huge, find, match, gsub, sub = math.floor, math.huge, string.find, string.match, string.gsub, string.sub
+local setmetatable, rawset, require = setmetatable, rawset, require
 local errors = require "imm.errors"
 local core = require "imm.core"
-local api = require "imm.api"
+local generated = require "imm.actions"
+-- the JSON parameters' shape checks and the did-you-mean hints: loaded by
+-- the first JSON parameter or bad value, and the first hint, as most calls
+-- need neither
+local shapes = require("imm.lazy")("imm.shapes")
+local hints = require("imm.lazy")("imm.hints")
 
-local json_encode, json_decode, number_text = core.json_encode, core.json_decode, core.number_text
+local json_encode, number_text = core.json_encode, core.number_text
 
 local _M = {}
 
-_M.API_VERSION = api.version
+_M.API_VERSION = generated._api_version
 
 ---@class imm.BindingParams
 ---@field ProjectName string required
@@ -130,12 +133,12 @@ end
 -- and `check(v)` (strings: returns what is wrong, or nil). An action has
 -- `idempotent` (see `is_idempotent`), `form` (it sends a form body), and,
 -- when it pages, `items` (the list field) and `page_size` (the parameter).
+--
+-- Each action's table is built from `imm.schema` the first time it is
+-- read (compiling them all was most of `require "imm"`), so `pairs` sees
+-- only those built so far: `action_names` lists them all.
 local actions = {}
-for name, def in pairs(api.actions) do actions[name] = def end
 _M.actions = actions
-
---- The request models, as shapes of `core.json_encode`.
-_M.models = api.models
 
 -- Absent from the official SDK since its 3.0.0; the service still answers them.
 local function binding_key(extra)
@@ -151,25 +154,69 @@ actions.StopBinding = { params = binding_key { Reason = { type = "string" } }, i
   legacy = true, response = { "RequestId" } }
 actions.ResumeBinding = { params = binding_key(), idempotent = false, legacy = true, response = { "RequestId" } }
 
--- A binding is named by all three of ProjectName, DatasetName and URI,
--- which the service requires though the SDK marks only ProjectName. Only
--- CreateBinding checks the whole URI form: the others name a binding that
--- exists, and the service says if not.
-for _, name in ipairs { "CreateBinding", "GetBinding", "DeleteBinding" } do
-  local p = actions[name].params
-  p.DatasetName.required, p.URI.required = true, true
-  p.URI.check = name == "CreateBinding" and oss_uri_problem or oss_scheme_problem
-end
-
--- A page size is a whole number; a paging action takes 0 (the service's
--- default) up to its documented largest page (`max_results` in the API
--- description: 200 or 100). Other limits the service checks.
-for _, def in pairs(actions) do
+-- The hand-written checks, added to each action's table as it is built.
+local BINDING_ACTIONS = { CreateBinding = true, GetBinding = true, DeleteBinding = true }
+local function add_checks(name, def)
+  -- A binding is named by all three of ProjectName, DatasetName and URI,
+  -- which the service requires though the SDK marks only ProjectName. Only
+  -- CreateBinding checks the whole URI form: the others name a binding that
+  -- exists, and the service says if not.
+  if BINDING_ACTIONS[name] then
+    local p = def.params
+    p.DatasetName.required, p.URI.required = true, true
+    p.URI.check = name == "CreateBinding" and oss_uri_problem or oss_scheme_problem
+  end
+  -- A page size is a whole number; a paging action takes 0 (the service's
+  -- default) up to its documented largest page (`max_results` in the API
+  -- description: 200 or 100). Other limits the service checks.
   local m = def.params.MaxResults
   if m and m.type == "number" then
     m.integer, m.min, m.max = true, 0, def.max_results
   end
 end
+
+local schema  -- imm.schema, loaded by the first action read
+local function load_schema()
+  if not schema then
+    schema = require "imm.schema"
+    -- tables built before (by imm.api) get the checks too; each once
+    for name, def in pairs(schema.actions) do add_checks(name, def) end
+    schema.on_build = add_checks
+  end
+  return schema
+end
+
+-- Read once: a table a caller removed (as a spec does, to play an action
+-- outside the description) stays removed.
+local served = {}
+setmetatable(actions, { __index = function(t, name)
+  if served[name] or type(name) ~= "string" then return nil end
+  local def = load_schema().action(name)
+  if def then
+    served[name] = true
+    rawset(t, name, def)
+  end
+  return def
+end })
+
+--- Every action with a table in `actions` (a set of names), built or not.
+-- @treturn table
+function _M.action_names()
+  local set = {}
+  for name in pairs(load_schema().action_names) do set[name] = true end
+  for name in pairs(actions) do set[name] = true end
+  return set
+end
+
+-- `models`: the request models (shapes of `core.json_encode`), every one
+-- built, on first read; `imm.api.models`.
+setmetatable(_M, { __index = function(t, k)
+  if k == "models" then
+    local m = require("imm.api").models
+    rawset(t, k, m)
+    return m
+  end
+end })
 
 -- SimpleQuery documents 100 files a page, or 2000 groups when it asks for
 -- Aggregations.
@@ -221,42 +268,13 @@ function _M.is_idempotent(action, override)
   return _M.reads(action)
 end
 
--- Levenshtein distance, to suggest the parameter a typo meant.
-local function distance(a, b)
-  local la, lb = #a, #b
-  if la == 0 then return lb end
-  if lb == 0 then return la end
-  local prev, cur = {}, {}
-  for j = 0, lb do prev[j] = j end
-  for i = 1, la do
-    cur[0] = i
-    local ca = byte(a, i)
-    for j = 1, lb do
-      local cost = (ca == byte(b, j)) and 0 or 1
-      local v = prev[j] + 1
-      if cur[j - 1] + 1 < v then v = cur[j - 1] + 1 end
-      if prev[j - 1] + cost < v then v = prev[j - 1] + cost end
-      cur[j] = v
-    end
-    prev, cur = cur, prev
-  end
-  return prev[lb]
-end
-
 --- The closest name among `candidates` (a set), or nil when none is close.
 function _M.suggest(name, candidates)
-  local lname, best, best_d = lower(name), nil, huge
-  for cand in pairs(candidates) do
-    local d = (lower(cand) == lname) and 0 or distance(lname, lower(cand))
-    if d < best_d or (d == best_d and best and cand < best) then best, best_d = cand, d end
-  end
-  if best and best_d <= 2 + floor(#name / 8) then return best end
-  return nil
+  return hints.suggest(name, candidates)
 end
 
 local function hint_text(name, candidates)
-  local hint = type(name) == "string" and _M.suggest(name, candidates)
-  return hint and format(" (did you mean %q?)", hint) or ""
+  return hints.hint_text(name, candidates)
 end
 
 --- The first key of `opts` that `known` (a set) lacks, as an
@@ -280,11 +298,7 @@ local function finite(v)
 end
 
 local function describe(v)
-  if type(v) == "string" then
-    if #v > 40 then v = sub(v, 1, 40) .. "..." end
-    return format("%q", v)
-  end
-  return type(v) == "number" and tostring(v) or type(v)
+  return shapes.describe(v)
 end
 
 --- A shape in words ("array of string", "CreateMediaConvertTaskRequestTargets").
@@ -295,7 +309,7 @@ function _M.describe_shape(shape)
   if type(shape) == "string" then return shape end
   if shape.array then return "array of " .. _M.describe_shape(shape.array) end
   if shape.map then return "map of " .. _M.describe_shape(shape.map) end
-  for name, m in pairs(api.models) do
+  for name, m in pairs(schema and schema.models or {}) do
     if m == shape then return name end
   end
   return "object"
@@ -309,127 +323,9 @@ local function crlf_error(action, name)
   return nil, errors.invalid(format("%s: %s must not contain CR or LF", action, name))
 end
 
-local MAX_DEPTH = 64
-local NULL = {}  -- JSON null in a decoded text, for the shape check only
-
--- The path of the first table in `v` (itself included) whose metatable has
--- __index or __pairs, or nil. The JSON encoder reads tables raw, as the
--- service will see them; such a table (a read-only wrapper, a proxy) could
--- show the checks other contents than the encoder sends, so it is refused.
--- Walked raw, so nothing the caller wrote runs here.
-local function proxy_path(v, path, depth)
-  if type(v) ~= "table" or depth > MAX_DEPTH then return nil end
-  local mt = getmetatable(v)
-  if type(mt) == "table" and (rawget(mt, "__index") ~= nil or rawget(mt, "__pairs") ~= nil) then
-    return path
-  end
-  local k, x = next(v)
-  while k ~= nil do
-    if type(x) == "table" then
-      local sub_path = type(k) == "number" and format("%s[%s]", path, describe(k)) or (path .. "." .. tostring(k))
-      local p = proxy_path(x, sub_path, depth + 1)
-      if p then return p end
-    end
-    k, x = next(v, k)
-  end
-  return nil
-end
-
-local function proxy_error(action, path)
-  return nil, errors.invalid(format("%s: %s is a table with a metatable (__index or __pairs), which imm "
-    .. "does not follow: it sends tables as they are, so pass a plain copy", action, path))
-end
-
--- What is wrong with `v` as a value of `shape`, or nil. `path` names it in
--- the message (Targets[1].Video). `strict`: a model's unknown field is an
--- error (a table from the caller); otherwise it is kept (a JSON text, the
--- way to send a field newer than the schema).
-local function shape_problem(v, shape, path, strict, depth)
-  if depth > MAX_DEPTH then return path .. " is nested too deeply (or refers to itself)" end
-  if shape == nil or shape == "any" or v == NULL then return nil end
-  local tv = type(v)
-  if shape == "string" or shape == "boolean" then
-    if tv ~= shape then return format("%s must be a %s, got %s", path, shape, describe(v)) end
-    return nil
-  end
-  if shape == "number" then
-    if tv ~= "number" or not finite(v) then
-      return format("%s must be a finite number, got %s", path, describe(v))
-    end
-    return nil
-  end
-  if tv ~= "table" then
-    return format("%s must be %s, got %s", path, shape.array and "an array" or "an object", describe(v))
-  end
-  if shape.array then
-    local n = 0
-    for k in pairs(v) do
-      if type(k) == "string" then return format("%s must be an array, got an object", path) end
-      if type(k) ~= "number" or k < 1 or k ~= floor(k) then
-        return format("%s must be an array (keys 1..n), got the key %s", path, describe(k))
-      end
-      n = n + 1
-    end
-    for i = 1, n do
-      if v[i] == nil then return format("%s must be an array without holes (no [%d])", path, i) end
-      local p = shape_problem(v[i], shape.array, format("%s[%d]", path, i), strict, depth + 1)
-      if p then return p end
-    end
-    return nil
-  end
-  if v[1] ~= nil then return format("%s must be an object, got an array", path) end
-  local fields = shape.fields
-  for k, x in pairs(v) do
-    if type(k) ~= "string" then
-      return format("%s must be an object with string keys, got the key %s", path, describe(k))
-    end
-    local sub_shape
-    if fields then
-      sub_shape = fields[k]
-      if sub_shape == nil and strict then
-        -- name the first unknown key in byte order, so the message is stable
-        for k2 in pairs(v) do
-          if type(k2) == "string" and fields[k2] == nil and k2 < k then k = k2 end
-        end
-        return format("%s has no field %q%s", path, k, hint_text(k, fields))
-      end
-    else
-      sub_shape = shape.map
-    end
-    local p = shape_problem(x, sub_shape, path .. "." .. k, strict, depth + 1)
-    if p then return p end
-  end
-  return nil
-end
-
--- A JSON parameter: a table is checked against the shape and encoded with
--- it, so an empty table is [] or {} as the schema says; a string is taken
--- as the JSON text and sent as it is, once it parses as JSON of that shape.
+-- A JSON parameter: see imm.shapes.
 local function json_value(action, name, shape, v)
-  local t = type(v)
-  if t == "string" then
-    local decoded, derr = json_decode(v, NULL)
-    if decoded == nil then
-      return nil, errors.invalid(format("%s: %s is a string but not JSON text (%s)", action, name,
-        tostring(derr)))
-    end
-    local p = shape_problem(decoded, shape, name, false, 0)
-    if p then return nil, errors.invalid(format("%s: %s (in the JSON text)", action, p)) end
-    return v
-  end
-  if t ~= "table" then
-    return nil, errors.invalid(format("%s: %s must be %s (a table, or its JSON text), got %s", action, name,
-      _M.describe_shape(shape), describe(v)))
-  end
-  local proxy = proxy_path(v, name, 0)
-  if proxy then return proxy_error(action, proxy) end
-  local p = shape_problem(v, shape, name, true, 0)
-  if p then return nil, errors.invalid(format("%s: %s", action, p)) end
-  local s, err = json_encode(v, shape)
-  if not s then
-    return nil, errors.invalid(format("%s: %s cannot be encoded as JSON: %s", action, name, tostring(err)))
-  end
-  return s
+  return shapes.json_value(action, name, shape, v)
 end
 
 local function number_value(action, name, spec, v, max)
@@ -500,8 +396,8 @@ local function generic_value(action, name, v)
   end
   if t == "boolean" then return v and "true" or "false" end
   if t == "table" then
-    local proxy = proxy_path(v, name, 0)
-    if proxy then return proxy_error(action, proxy) end
+    local proxy = shapes.proxy_path(v, name, 0)
+    if proxy then return shapes.proxy_error(action, proxy) end
     if next(v) == nil then
       return nil, errors.invalid(format("%s: %s is an empty table, which could mean [] or {}: "
         .. "leave it out, or pass the JSON text as a string", action, name))

@@ -314,7 +314,7 @@ local function action_def(self, action)
   end
   local def = operations.actions[action]
   if not def and self.strict then
-    local hint = operations.suggest(action, operations.actions)
+    local hint = operations.suggest(action, operations.action_names())
     misuse(format("%s is not an action of the API description%s (strict = false stubs any action)", action,
       hint and format(" (did you mean %q?)", hint) or ""), 4)
   end

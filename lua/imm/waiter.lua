@@ -17,13 +17,13 @@ local core = require "imm.core"
 local errors = require "imm.errors"
 local operations = require "imm.operations"
 local callopts = require "imm.callopts"
-local api = require "imm.api"
+local schema = require "imm.schema"  -- only its task statuses: no table is built
 
 local _M = {}
 
 --- What GetTask's `Status` means, from api/task-types.json: "running",
 -- "succeeded" or "failed" (any other status counts as still running).
-_M.task_statuses = api.task_statuses
+_M.task_statuses = schema.task_statuses
 
 local function seconds_ok(v)
   return type(v) == "number" and v == v and v > 0 and v ~= math.huge
@@ -351,6 +351,58 @@ function _M.create_and_wait(client, action, params, opts)
   res, err = wait_task(client, { ProjectName = params.ProjectName, TaskType = task_type, TaskId = id }, s)
   if not res then err.created = created end
   return res, err
+end
+
+-- Bindings: client:wait_binding ------------------------------------------
+
+local BINDING_OPTIONS = { state = true, timeout = true, interval = true, call = true }
+local STATES = { Ready = true, Running = true, Retrying = true, Stopped = true, Failed = true, Deleted = true }
+local TERMINAL = { Failed = "BindingFailed", Deleted = "BindingDeleted" }
+
+local function binding_settings(opts)
+  local s, err = _M.settings(opts, BINDING_OPTIONS, { timeout = 300, interval = 5 })
+  if not s then return nil, err end
+  local state = opts and opts.state or "Running"
+  if not STATES[state] then
+    local hint = type(state) == "string" and operations.suggest(state, STATES)
+    return nil, errors.invalid(format("wait option state must be a binding state such as \"Running\", got %s%s",
+      tostring(state), hint and format(" (did you mean %q?)", hint) or ""))
+  end
+  s.state = state
+  return s
+end
+
+--- `client:wait_binding` (see there): polls get_binding until the binding is in `opts.state`.
+function _M.wait_binding(client, params, opts)
+  local s, err = binding_settings(opts)
+  if not s then return nil, err end
+  local last
+  local b
+  b, err = _M.run(client, s,
+    function() return client:get_binding(params, s.call) end,
+    function(res)
+      local cur = res.Binding
+      if type(cur) ~= "table" then
+        return nil, errors.new("InvalidResponse", "Binding is missing from the GetBinding response",
+          { request_id = res.RequestId, retryable = false, binding = last })
+      end
+      last = cur
+      if cur.State == s.state then return cur end
+      local terminal = TERMINAL[cur.State]
+      if terminal then
+        local reason = cur.Reason and cur.Reason ~= "" and (": " .. tostring(cur.Reason)) or ""
+        return nil, errors.new(terminal, format("binding %s is %s%s (waited for %s)", tostring(cur.URI),
+          tostring(cur.State), reason, s.state), { retryable = false, binding = cur, state = cur.State })
+      end
+    end,
+    function(res, polls)
+      local cur = res.Binding
+      return errors.new("WaitTimeout", format("binding %s is still %s after %gs and %d polls (waited for %s)",
+        tostring(cur.URI), tostring(cur.State), s.timeout, polls, s.state),
+        { retryable = false, binding = cur, state = cur.State })
+    end,
+    function(e) e.binding = last end)
+  return b, err
 end
 
 return _M

@@ -3,7 +3,7 @@
 
 local type = type
 local errors = require "imm.errors"
-local base = require "imm.credentials.base"
+local base = require "imm.credentials.provider"  -- all it needs of imm.credentials.base
 
 local nonempty = base.nonempty
 

@@ -23,8 +23,8 @@
 local core = require "imm.core"
 local errors = require "imm.errors"
 local async = require("imm.lazy")("imm.async")  -- only async clients use it
-local proxy = require "imm.proxy"
-local scrub_error = require("imm.credentials.base").scrub_error
+local proxy = require("imm.lazy")("imm.proxy")  -- a client without a proxy option does without it
+local scrub_error = require("imm.credentials.provider").scrub_error
 local setmetatable, pairs, find = setmetatable, pairs, string.find
 local concat, io_open, sub = table.concat, io.open, string.sub
 
@@ -125,7 +125,7 @@ function _M.new(opts)
   if not h then return nil, err end
   -- async: idle handles for concurrent tasks sharing this client
   return setmetatable({ handle = h, async = opts.async and true or false, options = o, idle = {},
-    secrets = proxy.secrets(opts.proxy) }, _M)
+    secrets = opts.proxy and proxy.secrets(opts.proxy) or {} }, _M)
 end
 
 -- One handle per concurrent transfer; they go back to the idle list after.
