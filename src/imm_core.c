@@ -445,8 +445,10 @@ static int l_monotonic(lua_State *L) {
 /* --- HTTP handle ------------------------------------------------------- */
 
 typedef struct http_ud {
-    imm_http *h; /* NULL once closed */
-    int shared;  /* blocking requests run on the lua_State's shared multi */
+    imm_http *h;       /* NULL once closed */
+    int shared;        /* blocking requests run on the lua_State's shared multi */
+    unsigned int seq;  /* exchanges started: a reply left in the handle (see
+                        * http_request's keep) is read only while it is the one asked for */
 } http_ud;
 
 typedef struct multi_ud {
@@ -566,6 +568,7 @@ static int l_http(lua_State *L) {
     /* created closed, then opened, so __gc is always safe */
     u = compat_newuserdata(L, sizeof *u);
     u->h = NULL;
+    u->seq = 0;
     lua_getfield(L, 1, "shared");
     u->shared = lua_toboolean(L, -1);
     lua_pop(L, 1);
@@ -694,15 +697,19 @@ static int push_closed(lua_State *L, const char *what) {
 
 static multi_ud *shared_multi(lua_State *L);
 
-/* h:request(method, url, headers_array, body [, fresh [, timeout]]) -> see push_outcome.
+/* h:request(method, url, headers_array, body [, fresh [, timeout [, keep]]]) -> see push_outcome.
  * Blocking: the same start/transfer/finish as the multi path, driven to
- * completion on the lua_State's shared multi (see shared_multi). */
+ * completion on the lua_State's shared multi (see shared_multi).
+ * keep: the reply stays in the handle, and success returns status, seq;
+ * h:body(seq), h:headers(seq) and h:decode(..., seq) read it until the
+ * next exchange. A body that is only decoded then never becomes a Lua
+ * string, and headers nobody reads are never parsed. */
 static int http_request(lua_State *L) {
     http_ud *u = luaL_checkudata(L, 1, HTTP_MT);
     imm_http_request req;
     const char *stack_lines[32];
     long status = 0;
-    int sent = 0;
+    int sent = 0, keep = lua_toboolean(L, 8); /* before read_request pushes its anchor */
     imm_http_status st;
     multi_ud *m;
     char err[320]; /* CURL_ERROR_SIZE (256) plus our prefix */
@@ -712,12 +719,65 @@ static int http_request(lua_State *L) {
         return push_closed(L, "HTTP handle");
     m = u->shared ? shared_multi(L) : NULL; /* may raise (out of memory): nothing is started yet */
     err[0] = '\0';
+    u->seq++;
     /* No Lua runs until perform returns; the buffers stay owned by u->h. */
     if (m != NULL)
         st = imm_http_perform_on(u->h, m->m, &req, &status, &sent, err, sizeof err);
     else
         st = imm_http_perform(u->h, &req, &status, &sent, err, sizeof err);
+    if (keep && st == IMM_HTTP_OK) {
+        lua_pushinteger(L, (lua_Integer)status);
+        lua_pushinteger(L, (lua_Integer)u->seq);
+        return 2;
+    }
     return push_outcome(L, u->h, st, status, sent, err);
+}
+
+/* The handle whose kept reply number seq (argument idx) is still there;
+ * raises otherwise: reading a reply after the next exchange is a bug. */
+static http_ud *check_kept(lua_State *L, int idx) {
+    http_ud *u = luaL_checkudata(L, 1, HTTP_MT);
+    lua_Integer seq = luaL_checkinteger(L, idx);
+    if (u->h == NULL || seq != (lua_Integer)u->seq || imm_http_state(u->h) == IMM_HTTP_ATTACHED)
+        luaL_error(L, "imm.core: the reply is no longer in the handle");
+    return u;
+}
+
+/* h:body(seq) -> the kept reply's body as a string */
+static int http_body(lua_State *L) {
+    return push_bytes(L, imm_http_body(check_kept(L, 2)->h));
+}
+
+/* h:headers(seq) -> the kept reply's header table (lower-case names) */
+static int http_headers(lua_State *L) {
+    push_headers(L, imm_http_header_block(check_kept(L, 2)->h));
+    return 1;
+}
+
+/* h:decode(null, array_mt, big_integers, seq) -> value, is_object | nil, message.
+ * imm.core.json_decode over the kept body, read where libcurl wrote it.
+ * is_object: the text's first byte after white space is '{'. */
+static int http_decode(lua_State *L) {
+    http_ud *u = check_kept(L, 5);
+    lua_Integer seq = lua_tointeger(L, 5);
+    sign_box *b;
+    int n, is_object = 0;
+    lua_settop(L, 4);
+    /* the box owns the body while the decoder runs: Lua code it may run (a
+     * finalizer) could start an exchange on this handle, or close it, and a
+     * memory error raised mid-way must not leak it */
+    b = new_box(L, BOX_ONE);
+    imm_http_swap_body(u->h, &b->u.one);
+    lua_insert(L, 2); /* h, box, null, array_mt, big_integers */
+    n = imm_json_decode_bytes(L, b->u.one.p ? b->u.one.p : "", b->u.one.len, 3, &is_object);
+    if (u->h != NULL && seq == (lua_Integer)u->seq)
+        imm_http_swap_body(u->h, &b->u.one); /* back, for h:body and for reuse */
+    box_gc_now(b);
+    if (n == 1) {
+        lua_pushboolean(L, is_object);
+        n = 2;
+    }
+    return n;
 }
 
 /* h:debug() -> { capath_cleared = bool, pipewait = bool, tls_resumed = bool },
@@ -828,6 +888,7 @@ static int multi_add(lua_State *L) {
     if (u->h == NULL)
         return push_closed(L, "HTTP handle");
     err[0] = '\0';
+    u->seq++;
     st = imm_http_start(u->h, &req, err, sizeof err);
     if (st != IMM_HTTP_OK)
         return push_failure(L, http_code(st), err);
@@ -979,6 +1040,9 @@ static int l_backend(lua_State *L) {
 
 static const luaL_Reg http_methods[] = {
     {"request", http_request},
+    {"body", http_body},
+    {"headers", http_headers},
+    {"decode", http_decode},
     {"result", http_result},
     {"debug", http_debug},
     {"close", http_close},

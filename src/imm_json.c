@@ -18,7 +18,7 @@
  *     over-allocation per table actually built;
  *   - depth is capped (IMM_JSON_MAX_DEPTH) and lua_checkstack is called
  *     per level, so deep nesting is an error, never a stack overflow.
- * The input is a Lua string, so s[len] is always a NUL byte: the scanner
+ * The input is a Lua string or an imm_buf, so s[len] is always a NUL byte: the scanner
  * stops on NUL instead of checking bounds. A NUL anywhere else ends the
  * scan too, and is then an error: the bytes after it are never ignored.
  */
@@ -645,40 +645,42 @@ static int push_error(lua_State *L, const jstate *j) {
     return 2;
 }
 
-int imm_json_decode(lua_State *L) {
+/* The decoder proper. The arguments are at slots b (null), b + 1 (array_mt)
+ * and b + 2 (big_integers), the last ones on the stack; the slots above
+ * become the scratch and the caches. s[len] must be a NUL byte. */
+static int decode_at(lua_State *L, const char *s, size_t len, int b, int *is_object) {
     static const char *const big_modes[] = {"float", "string", NULL};
-    size_t len;
-    const char *s = luaL_checklstring(L, 1, &len);
     jstate j;
     int r, big;
-    lua_settop(L, 4);
-    if (!lua_isnil(L, 3))
-        luaL_checktype(L, 3, LUA_TTABLE);
-    if (!lua_isnil(L, 4))
-        luaL_checktype(L, 4, LUA_TSTRING); /* LuaJIT's checkoption takes a boolean as the default */
-    big = luaL_checkoption(L, 4, "float", big_modes);
-    lua_settop(L, 3);
+    lua_settop(L, b + 2);
+    if (!lua_isnil(L, b + 1))
+        luaL_checktype(L, b + 1, LUA_TTABLE);
+    if (!lua_isnil(L, b + 2))
+        luaL_checktype(L, b + 2, LUA_TSTRING); /* LuaJIT's checkoption takes a boolean as the default */
+    big = luaL_checkoption(L, b + 2, "float", big_modes);
+    lua_settop(L, b + 1);
     memset(&j, 0, sizeof j);
     j.big_strings = big == 1;
     j.L = L;
     j.s = j.p = s;
     j.end = s + len;
-    j.null_idx = 2;
-    j.array_mt_idx = lua_istable(L, 3) ? 3 : 0;
-    j.scratch_idx = 4;
-    j.cache_idx = 5;
-    j.vcache_idx = 5 + KEY_CACHE;
+    j.null_idx = b;
+    j.array_mt_idx = lua_istable(L, b + 1) ? b + 1 : 0;
+    j.scratch_idx = b + 2;
+    j.cache_idx = b + 3;
+    j.vcache_idx = b + 3 + KEY_CACHE;
     if (!lua_checkstack(L, KEY_CACHE + VAL_CACHE + 8)) {
         fail(&j, s, "out of Lua stack", 0);
         return push_error(L, &j);
     }
-    lua_settop(L, 4 + KEY_CACHE + VAL_CACHE); /* scratch and cache slots, all nil */
+    lua_settop(L, b + 2 + KEY_CACHE + VAL_CACHE); /* scratch and cache slots, all nil */
     /* lua-cjson's test for UTF-16/32: a NUL in the first two bytes */
     if (len >= 2 && (s[0] == '\0' || s[1] == '\0')) {
         fail(&j, s, "UTF-16 and UTF-32 are not supported", 0);
         return push_error(L, &j);
     }
     skip_ws(&j);
+    *is_object = *j.p == '{';
     r = parse_document(&j);
     if (r != J_ERR) {
         skip_ws(&j);
@@ -688,10 +690,21 @@ int imm_json_decode(lua_State *L) {
             r = fail(&j, j.p, "expected the end", 1);
     }
     if (r == J_ERR) {
-        lua_settop(L, 4 + KEY_CACHE + VAL_CACHE);
+        lua_settop(L, b + 2 + KEY_CACHE + VAL_CACHE);
         return push_error(L, &j);
     }
     if (r == J_NULL)
         lua_pushvalue(L, j.null_idx);
     return 1;
+}
+
+int imm_json_decode(lua_State *L) {
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    int is_object;
+    return decode_at(L, s, len, 2, &is_object);
+}
+
+int imm_json_decode_bytes(lua_State *L, const char *s, size_t len, int b, int *is_object) {
+    return decode_at(L, s, len, b, is_object);
 }
