@@ -724,7 +724,7 @@ local EDGE_CASES = {
   -- (h:request's keep, h:decode), with no Lua string of the body. The same
   -- bytes must give the same value or the same message as json_decode of
   -- the body as a string, with every decoder's arguments.
-  describe("decoding in place from the HTTP handle", function()
+  describe("the HTTP handle: replies decoded in place, header tables built in C", function()
     local hostile = require "helpers.hostile"
     local srv
     setup(function() srv = hostile.start() end)
@@ -803,6 +803,32 @@ local EDGE_CASES = {
       assert.is_table(headers)
       h:close()
       assert.has_error(function() h:body(seq + 1) end)
+    end)
+
+    it("sends a header table { name = value } as the lines the transport used to build", function()
+      srv.script { { status = 200, body = "{}" } }
+      local h = assert(core.http { timeout = 10 })
+      local map = { ["X-A"] = "one", ["x-b"] = 2.5, ["x-c"] = 7, ["x-d"] = "with: colon" }
+      for i = 1, 40 do map["x-many-" .. i] = "v" .. i end -- more than the 32 lines kept on the C stack
+      assert.equal(200, (h:request("GET", srv.url .. "/", map, "")))
+      local got = srv.log()[1].headers
+      assert.equal("one", got["x-a"])
+      assert.equal("2.5", got["x-b"])
+      assert.equal("7", got["x-c"])
+      assert.equal("with: colon", got["x-d"])
+      for i = 1, 40 do assert.equal("v" .. i, got["x-many-" .. i]) end
+      -- the lines as before, and no headers at all
+      srv.script { { status = 200, body = "{}" } }
+      assert.equal(200, (h:request("GET", srv.url .. "/", { "X-Line: yes" }, "")))
+      assert.equal(200, (h:request("GET", srv.url .. "/", {}, "")))
+      local log = srv.log()
+      assert.equal("yes", log[1].headers["x-line"])
+      assert.is_nil(log[2].headers["x-line"])
+      -- misuse raises, before anything is sent
+      assert.has_error(function() h:request("GET", srv.url .. "/", { ["x-t"] = {} }, "") end)
+      assert.has_error(function() h:request("GET", srv.url .. "/", { ["x-t"] = true }, "") end)
+      assert.equal(2, #srv.log())
+      h:close()
     end)
 
     it("is how the client reads a reply; failures still carry the body and the headers", function()

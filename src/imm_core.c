@@ -629,8 +629,56 @@ static void push_headers(lua_State *L, const imm_buf *block) {
     }
 }
 
+/* A header table { name = value } as "name: value" lines, in one userdata
+ * left on the stack (the pointers are valid while it is there): built here,
+ * the transport's Lua no longer makes a string per line per request. The
+ * table is walked twice, for the size and then the bytes; a finalizer run
+ * by the allocation between may have changed it, which raises. */
+static const char **header_map_lines(lua_State *L, int t, size_t *out_n) {
+    size_t n = 0, bytes = 0, used = 0, i = 0, kl, vl;
+    const char **lines;
+    const char *k, *v;
+    char *p;
+    lua_pushnil(L);
+    while (lua_next(L, t) != 0) {
+        /* a number value is turned into a string on the stack copy only */
+        if (lua_type(L, -2) != LUA_TSTRING ||
+            (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER))
+            luaL_error(L, "imm.core: header names and values must be strings");
+        lua_tolstring(L, -2, &kl);
+        lua_tolstring(L, -1, &vl);
+        lua_pop(L, 1);
+        n++;
+        bytes += kl + vl + 3; /* ": " and the NUL */
+    }
+    if (n > INT_MAX)
+        luaL_error(L, "imm.core: too many header lines");
+    lines = compat_newuserdata(L, n * sizeof *lines + bytes + 1);
+    p = (char *)(lines + n);
+    lua_pushnil(L);
+    while (lua_next(L, t) != 0) {
+        if (lua_type(L, -2) != LUA_TSTRING ||
+            (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER))
+            luaL_error(L, "imm.core: header names and values must be strings");
+        k = lua_tolstring(L, -2, &kl);
+        v = lua_tolstring(L, -1, &vl);
+        if (i == n || kl + vl + 3 > bytes - used)
+            luaL_error(L, "imm.core: the header table changed while it was read");
+        lines[i++] = p + used;
+        memcpy(p + used, k, kl);
+        memcpy(p + used + kl, ": ", 2);
+        memcpy(p + used + kl + 2, v, vl);
+        used += kl + vl + 3;
+        p[used - 1] = '\0';
+        lua_pop(L, 1);
+    }
+    *out_n = i;
+    return lines;
+}
+
 /* Reads (method, url, header_lines, body [, fresh [, timeout]]) at stack
- * slots base..base+5 into req. fresh: use a new connection (for requests
+ * slots base..base+5 into req. header_lines: an array of "name: value"
+ * strings, or a table { name = value } (see header_map_lines). fresh: use a new connection (for requests
  * that must not be sent twice). timeout: seconds this exchange may take at
  * most (nil: the handle's timeout). Leaves an anchor table (and maybe a
  * userdata) on the stack: the header line pointers are valid while they
@@ -648,6 +696,11 @@ static void read_request(lua_State *L, int base, imm_http_request *req,
     if (!lua_isnoneornil(L, base + 5))
         req->timeout_ms = seconds_to_ms(L, luaL_checknumber(L, base + 5), "timeout");
     n = compat_rawlen(L, base + 2);
+    if (n == 0) {
+        /* no lines: a table { name = value }, or no headers at all */
+        req->headers = header_map_lines(L, base + 2, &req->nheaders);
+        return;
+    }
     if (n > INT_MAX)
         luaL_error(L, "imm.core: too many header lines");
     /* The lines are anchored in a table of our own (left on the stack):

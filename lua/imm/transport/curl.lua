@@ -30,7 +30,7 @@ local errors = require "imm.errors"
 local async = require("imm.lazy")("imm.async")  -- only async clients use it
 local proxy = require "imm.proxy"
 local scrub_error = require("imm.credentials.base").scrub_error
-local setmetatable, pairs, find = setmetatable, pairs, string.find
+local setmetatable, find = setmetatable, string.find
 local concat, io_open, sub = table.concat, io.open, string.sub
 
 local _M = { name = "curl" }
@@ -172,11 +172,8 @@ function _M:request(req)
   if self.closed then
     return nil, errors.new("InvalidState", "the client is closed", { retryable = false })
   end
-  local lines, n = {}, 0
-  for k, v in pairs(req.headers) do
-    n = n + 1
-    lines[n] = k .. ": " .. v
-  end
+  -- the C core makes the "name: value" lines from the table itself
+  local lines = req.headers
   -- the attempt's cap; one already spent still ends the attempt at once
   -- (0 would mean "no cap" to the C core)
   local cap = req.timeout
