@@ -40,6 +40,7 @@
 #define HTTP_MT "imm.core.http"
 #define MULTI_MT "imm.core.multi"
 #define BOX_MT "imm.core.signbox"
+#define HMACKEY_MT "imm.core.hmac_key"
 
 /* --- compat: a few macros for 5.1/LuaJIT, not a library ------------------ */
 #if LUA_VERSION_NUM < 502
@@ -169,7 +170,42 @@ static int push_bytes(lua_State *L, const imm_buf *b) {
     return 1;
 }
 
+/* The secret as an HMAC key (see imm_hmac_key), boxed for __gc. */
+typedef struct hmac_key_ud {
+    imm_hmac_key *k; /* NULL once freed */
+} hmac_key_ud;
+
+static int hmac_key_gc(lua_State *L) {
+    hmac_key_ud *u = luaL_checkudata(L, 1, HMACKEY_MT);
+    imm_hmac_key_free(u->k);
+    u->k = NULL;
+    return 0;
+}
+
+/* hmac_key(alg, secret) -> a key for sign_v3 in place of the secret | nil, code, message.
+ * alg as sign_v3's. The secret's bytes are not kept, only the two digest
+ * states derived from it (wiped when collected). */
+static int l_hmac_key(lua_State *L) {
+    imm_hash alg = check_alg(L, 1);
+    size_t len;
+    const char *secret = luaL_checklstring(L, 2, &len);
+    hmac_key_ud *u = compat_newuserdata(L, sizeof *u);
+    u->k = NULL; /* closed first, so __gc is always safe */
+    luaL_getmetatable(L, HMACKEY_MT);
+    lua_setmetatable(L, -2);
+    u->k = imm_hmac_key_new(alg, secret, len);
+    if (u->k == NULL) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "SigningFailed");
+        lua_pushliteral(L, "could not make an HMAC key (out of memory, or no such digest)");
+        return 3;
+    }
+    return 1;
+}
+
 /* sign_v3(alg, method, path, query, headers, payload_hash, key_id, secret [, debug])
+ * secret: a string, or a key from hmac_key(alg, secret), which skips
+ * hashing the key's two padded blocks again.
  *   -> canonical_query, authorization [, canonical_request, string_to_sign]
  *   or nil, code, message */
 static int l_sign_v3(lua_State *L) {
@@ -183,7 +219,14 @@ static int l_sign_v3(lua_State *L) {
     in.path = luaL_checkstring(L, 3);
     in.payload_hash = luaL_checkstring(L, 6);
     in.access_key_id = luaL_checkstring(L, 7);
-    in.secret = luaL_checklstring(L, 8, &in.secret_len);
+    if (lua_type(L, 8) == LUA_TUSERDATA) {
+        hmac_key_ud *k = luaL_checkudata(L, 8, HMACKEY_MT);
+        if (k->k == NULL || imm_hmac_key_alg(k->k) != in.alg)
+            luaL_argerror(L, 8, "an HMAC key of another algorithm");
+        in.key = k->k; /* the userdata stays in its stack slot while in use */
+    } else {
+        in.secret = luaL_checklstring(L, 8, &in.secret_len);
+    }
     debug = lua_toboolean(L, 9);
     in.query = table_to_kv(L, 4, "query", &in.nquery);
     in.headers = table_to_kv(L, 5, "header", &in.nheaders);
@@ -1120,6 +1163,7 @@ static const luaL_Reg core_funcs[] = {
     {"redact", l_redact},
     {"hash_hex", l_hash_hex},
     {"hmac_hex", l_hmac_hex},
+    {"hmac_key", l_hmac_key},
     {"rsa_verify", l_rsa_verify},
     {"nonce", l_nonce},
     {"random", l_random},
@@ -1173,6 +1217,11 @@ __attribute__((visibility("default"))) int luaopen_imm_core(lua_State *L) {
     lua_pop(L, 1);
     if (luaL_newmetatable(L, BOX_MT)) {
         lua_pushcfunction(L, box_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, HMACKEY_MT)) {
+        lua_pushcfunction(L, hmac_key_gc);
         lua_setfield(L, -2, "__gc");
     }
     lua_pop(L, 1);
