@@ -18,9 +18,16 @@ _M.ALGORITHMS = { ["ACS3-HMAC-SHA256"] = "v3", ["ACS3-HMAC-SM3"] = "v3", v2 = "v
 local HASH_OF = { ["ACS3-HMAC-SHA256"] = "sha256", ["ACS3-HMAC-SM3"] = "sm3" }
 local empty_hash = {}  -- algorithm -> hash of the empty body, computed once
 
+-- The last second formatted: calls within one second share it, and
+-- os.date (a C call, outside LuaJIT's traces) runs once per second.
+local last_t, last_stamp
+
 --- UTC timestamp in the form both signatures use.
 function _M.timestamp(t)
-  return date("!%Y-%m-%dT%H:%M:%SZ", t)
+  if t ~= nil and t == last_t then return last_stamp end
+  local s = date("!%Y-%m-%dT%H:%M:%SZ", t)
+  if t ~= nil then last_t, last_stamp = t, s end
+  return s
 end
 
 -- The last secret's HMAC key (`imm.core.hmac_key`): the two padded blocks
