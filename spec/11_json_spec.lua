@@ -701,6 +701,45 @@ local EDGE_CASES = {
     end
   end)
 
+  -- Records of a list repeat their keys in order, so the decoder first
+  -- tries the key read at the same member position of the last object at
+  -- the same depth (src/imm_json.c, object_key). A key that only looks
+  -- like the predicted one must never be taken for it.
+  it("never takes a key for the one predicted at its position", function()
+    seed = 20261208
+    local KEYSETS = {
+      { "ab", "abc", "a", "abd", "bb", "ab ", "\\u0061b", "a\\u0062", "abcdefghijklmnopqrstuvwxyz0123456789ABCD",
+        "abcdefghijklmnopqrstuvwxyz0123456789ABCE", "abcdefghijklmnopqrstuvwxyz0123456789ABCDE", "" },
+      { "ProjectName", "ProjectNamf", "ProjectNam", "ProjectNames", "Phase", "projectName" },
+    }
+    for n = 1, 300 do
+      local keys = pick(KEYSETS)
+      local depth = rnd(10)
+      local recs = {}
+      for r = 1, rnd(6) + 1 do
+        local fields = {}
+        for f = 1, rnd(20) do
+          local k = pick(keys)
+          if rnd(3) > 1 and recs[r - 1] then k = recs[r - 1].keys[f] or k end -- mostly the last record's
+          fields[f] = { k = k, ws = rnd(6) == 1 and " " or "" }
+        end
+        local parts, ks = {}, {}
+        for f, x in ipairs(fields) do
+          ks[f] = x.k
+          parts[f] = format('"%s"%s:%s', x.k, x.ws, rnd(4) == 1 and "null" or tostring(f))
+        end
+        recs[r] = { keys = ks, text = "{" .. concat(parts, ",") .. "}" }
+      end
+      local texts = {}
+      for r, x in ipairs(recs) do texts[r] = x.text end
+      local doc = "[" .. concat(texts, ",") .. "]"
+      for _ = 1, depth do doc = '{"x":[' .. doc .. "]}" end
+      assert_agree(doc, "predicted keys #" .. n)
+      -- cut short right after a predicted key's bytes
+      assert_agree(doc:sub(1, rnd(#doc)), "predicted keys, cut #" .. n)
+    end
+  end)
+
   it("marks empty arrays when asked, so they can be written back as []", function()
     local doc = '{"a":[],"b":{},"c":[{"d":[]},{"e":{}}],"e":[1],"f":[{"g":[]},{"g":[2]}],"h":[[],[[]]]}'
     assert.is_nil(getmetatable(assert(core.json_decode(doc, null)).a))

@@ -68,6 +68,8 @@
 #define VAL_CACHE 64  /* slots for short string values, 1 << VAL_BITS */
 #define VAL_MAX 24    /* longer values are rarely repeated: no cache */
 #define HINT_DEPTH 32 /* depths that keep a size hint */
+#define PRED_DEPTH 8    /* depths that predict their keys */
+#define PRED_MEMBERS 16 /* member positions predicted per depth */
 
 enum { J_OK = 0, J_NULL = 1, J_ERR = -1 };
 
@@ -77,6 +79,14 @@ enum { J_OK = 0, J_NULL = 1, J_ERR = -1 };
 struct jcache {
     const char *k; /* points into the input, alive for the whole call */
     size_t len;
+};
+
+/* The key last read at one member position of an object at one depth:
+ * records of a list repeat their keys in order. */
+struct jpred {
+    const char *k;  /* as in the key cache slot when it was read */
+    uint32_t len;   /* 0: none */
+    uint32_t slot;  /* its key cache slot */
 };
 
 typedef struct jstate {
@@ -99,6 +109,7 @@ typedef struct jstate {
     struct jcache cache[KEY_CACHE], vcache[VAL_CACHE];
     int hint_arr[HINT_DEPTH];
     int hint_obj[HINT_DEPTH];
+    struct jpred pred[PRED_DEPTH][PRED_MEMBERS];
     char kind[IMM_JSON_MAX_DEPTH + 1];  /* '[' or '{' per open level, 1-based */
     int count[IMM_JSON_MAX_DEPTH + 1];  /* members or elements so far */
 } jstate;
@@ -208,9 +219,10 @@ static int same_bytes(const char *a, const char *b, size_t n) {
  * them again. A slot is checked byte for byte, so a collision only costs a
  * miss, never another string. */
 static void push_cached(jstate *j, const char *k, size_t len, int first_idx,
-                        struct jcache *c, unsigned bits) {
+                        struct jcache *c, unsigned bits, unsigned *slot) {
     lua_State *L = j->L;
     unsigned h = slot_of(k, len, bits);
+    *slot = h;
     if (c[h].len == len && same_bytes(c[h].k, k, len)) {
         lua_pushvalue(L, first_idx + (int)h);
         return;
@@ -339,19 +351,34 @@ static NOINLINE int push_escaped(jstate *j, const char *start) {
     return J_OK;
 }
 
+/* A short key without escapes, through the key cache; remembered as the
+ * key of its member position, for object_key's prediction. */
+static void push_key(jstate *j, const char *start, size_t len) {
+    unsigned slot;
+    int d = j->depth, m = j->count[d];
+    push_cached(j, start, len, j->cache_idx, j->cache, KEY_BITS, &slot);
+    if (d < PRED_DEPTH && m < PRED_MEMBERS) {
+        struct jpred *pr = &j->pred[d][m];
+        pr->k = j->cache[slot].k;
+        pr->len = (uint32_t)len;
+        pr->slot = slot;
+    }
+}
+
 static int push_string(jstate *j, int is_key) {
     const char *start = j->p + 1, *q = scan_string(start, j->end);
+    unsigned slot;
     if (*q == '"') {
         size_t len = (size_t)(q - start);
         j->p = q + 1;
         if (len == 0 || len > (is_key ? KEY_MAX : VAL_MAX))
             lua_pushlstring(j->L, start, len);
         else if (is_key)
-            push_cached(j, start, len, j->cache_idx, j->cache, KEY_BITS);
+            push_key(j, start, len);
         else
             /* the same short values repeat across records too: states,
              * phases, names */
-            push_cached(j, start, len, j->vcache_idx, j->vcache, VAL_BITS);
+            push_cached(j, start, len, j->vcache_idx, j->vcache, VAL_BITS, &slot);
         return J_OK;
     }
     if (*q == '\0')
@@ -485,10 +512,27 @@ static int literal(jstate *j, const char *word, size_t len) {
 
 /* An object member's key and the ':' after it; the key is pushed. */
 static int object_key(jstate *j) {
+    int d = j->depth, m = j->count[d];
+    if (d < PRED_DEPTH && m < PRED_MEMBERS) {
+        /* the key at this position in the last object at this depth,
+         * still in its cache slot: if the same bytes and a closing quote
+         * follow, it is that string, with no scan, hash or compare of the
+         * cache (its bytes hold no quote, backslash or NUL) */
+        const struct jpred *pr = &j->pred[d][m];
+        size_t len = pr->len;
+        if (len != 0 && (size_t)(j->end - j->p) > len + 1 && j->p[len + 1] == '"' && *j->p == '"' &&
+            j->cache[pr->slot].k == pr->k && j->cache[pr->slot].len == len &&
+            same_bytes(j->p + 1, pr->k, len)) {
+            lua_pushvalue(j->L, j->cache_idx + (int)pr->slot);
+            j->p += len + 2;
+            goto colon;
+        }
+    }
     if (*j->p != '"')
         return fail(j, j->p, "expected a string key", 1);
     if (push_string(j, 1) != J_OK)
         return J_ERR;
+colon:
     skip_ws(j);
     if (*j->p != ':')
         return fail(j, j->p, "expected ':'", 1);
