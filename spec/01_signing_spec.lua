@@ -204,6 +204,46 @@ describe("signer behaviour", function()
     assert.not_equal(a, signer.sign(with { date = 1 }).headers.authorization)
   end)
 
+  -- issue 24: the secret's two padded HMAC blocks hashed once per secret
+  it("signs with an HMAC key made once per secret exactly as with the secret", function()
+    for _, alg in ipairs { "ACS3-HMAC-SHA256", "ACS3-HMAC-SM3" } do
+      -- empty, short, one block, longer than a block (hashed first), any bytes
+      for _, secret in ipairs { "", "s", string.rep("k", 64), string.rep("k", 65), string.rep("\0\255", 100) } do
+        local key = assert(core.hmac_key(alg, secret))
+        local function sign(s)
+          return { core.sign_v3(alg, "POST", "/", { A = "1" }, { host = "h", ["x-acs-date"] = "d" }, "hash", "id",
+            s, true) }
+        end
+        local want = sign(secret)
+        assert.is_string(want[2])
+        assert.same(want, sign(key))
+        assert.same(want, sign(key)) -- and again: the states are copied, never used up
+      end
+    end
+    -- the signer keeps one key: the same for the same secret, a new one when
+    -- the credentials (or the algorithm) change
+    local k1 = signer.hmac_key("ACS3-HMAC-SHA256", "s1")
+    assert.equal("userdata", type(k1))
+    assert.equal(k1, signer.hmac_key("ACS3-HMAC-SHA256", "s1"))
+    local k2 = signer.hmac_key("ACS3-HMAC-SHA256", "s2")
+    assert.not_equal(k1, k2)
+    assert.not_equal(k2, signer.hmac_key("ACS3-HMAC-SM3", "s2"))
+    assert.equal(signer.sign(with { access_key_secret = "s1" }).headers.authorization,
+      signer.sign(with { access_key_secret = "s1" }).headers.authorization)
+    -- a key of the other algorithm is a programming error
+    assert.has_error(function() core.sign_v3("ACS3-HMAC-SM3", "POST", "/", {}, {}, "h", "id", k1) end)
+  end)
+
+  it("formats each second's timestamp afresh (the last one is kept for the same second)", function()
+    assert.equal("1970-01-01T00:00:00Z", signer.timestamp(0))
+    assert.equal("1970-01-01T00:00:01Z", signer.timestamp(1))
+    assert.equal("1970-01-01T00:00:01Z", signer.timestamp(1))
+    assert.equal("1970-01-01T00:00:00Z", signer.timestamp(0))
+    assert.equal("2024-01-02T03:04:05Z", signer.sign(with { date = 1704164645 }).headers["x-acs-date"])
+    assert.equal("1970-01-01T00:00:00Z", signer.sign(with { date = 0 }).headers["x-acs-date"])
+    assert.matches("^%d%d%d%d%-%d%d%-%d%dT%d%d:%d%d:%d%dZ$", signer.timestamp())
+  end)
+
   it("refuses a CR or LF in a signed header value", function()
     local r, code, msg = signer.sign(with { security_token = "STSVALUE\r\nX-Evil: 1" })
     assert.is_nil(r)

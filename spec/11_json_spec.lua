@@ -226,40 +226,40 @@ describe("imm.core.json_decode", function()
     assert.equal('The OSS bucket does not exist \228\184\173"x"', v.Bindings[3].Reason)
   end)
 
+local EDGE_CASES = {
+    -- structure and whitespace
+    "{}", "[]", "[[]]", "[{}]", '{"a":{}}', '{"a":[]}', " \t\r\n{ \t\r\n\"a\" \t\r\n: \t\r\n[ 1 , 2 ] \t\r\n} \t\r\n",
+    '{"a":{"b":{"c":[1,[2,[3,{"d":4}]]]}}}', '[1,"a",true,false,null,{},[]]',
+    -- top-level scalars
+    "1", '"x"', "true", "false", "null", " null ",
+    -- numbers
+    "0", "-0", "-0.0", "0.0", "1", "-1", "123456789", "123456789012345", "1234567890123456",
+    "9007199254740993", "18446744073709551616", "123456789012345678901234567890", "0.1", "1.5e3", "1E+2",
+    "1e-2", "1.0E-2", "-1.5e+300", "1e400", "-1e400", "1e-400", "4.9e-324", "2.2250738585072014e-308",
+    "1.7976931348623157e308", "1.7976931348623157e309", "0.000001e-310", "[1e5,-2E-5,0e0,0E+0]",
+    "1.", "2.", "-.5", "0.e1", "1.e5",
+    "01", "-01", "00", "-", "+1", ".5", "1e", "1e+", "0x10", "-0x1", "0x", "1ee5", "1.2.3", "1e5.5",
+    "Infinity", "-Infinity", "NaN", "nan", "inf", "-inf", "[Infinity]", "[NaN]", "123abc", "- 1", "--1",
+    -- strings and escapes
+    '""', '"abc"', '"\\"\\\\\\/\\b\\f\\n\\r\\t"', '"\\u0041\\u00e9\\u4e2d\\uFFFF"', '"\\ud83d\\ude00"',
+    '"\\uD83D\\uDE00x"', '"\\u0000"', '"a\\u0000b"', '"\255\254"', '"\1\31"', '"a\nb"', '"a\127"',
+    '"\\ud800"', '"\\udc00"', '"\\ud800\\u0041"', '"\\ud800x"', '"\\ud800\\"', '"\\ud800\\ud800"',
+    '"\\x"', "\"\\'\"", '"\\U0041"', '"\\u12"', '"\\u12G4"', '"\\uZZZZ"', '"abc', '"\\', '"\\"',
+    '"abcdefghijklmnopqrstuvwxyz"', '"abcdefg\\"hijklmnop"', '"abcdefghijklmno\\\\"',
+    -- literals
+    "tru", "truex", "nul", "nullx", "fals", "True", "NULL",
+    -- syntax errors and trailing garbage
+    "", " ", "{} x", "{}  ", "[] []", "1 2", "[1,]", "[,1]", "[1 2]", "{,}", '{"a":1,}', '{"a" 1}',
+    "{1:2}", "{a:1}", '{"a":}', '{"a"}', "[", "]", "{", "}", "[1", '{"a":1', '{"a"', "[1}", '{"a":1]',
+    "\0", "[1]\0", "[1]\0x", "\0[1]", '"a\0b"', "\12" .. "1", "1\12", "\11" .. "1",
+    "\239\187\191{}", "/**/1", "[1]//",
+    -- nulls and duplicate keys
+    '{"a":null}', '{"a":null,"b":1}', '[null]', '[null,null,1,null]', '{"a":[null,{"b":null}]}',
+    '{"a":1,"a":2}', '{"a":1,"a":null}', '{"a":null,"a":1}', '{"a":{"x":1},"a":{"y":2}}',
+    '{"":1}', '{"\\u0061":1,"a":2}',
+  }
   it("agrees with cjson on edge cases, valid and invalid", function()
-    local cases = {
-      -- structure and whitespace
-      "{}", "[]", "[[]]", "[{}]", '{"a":{}}', '{"a":[]}', " \t\r\n{ \t\r\n\"a\" \t\r\n: \t\r\n[ 1 , 2 ] \t\r\n} \t\r\n",
-      '{"a":{"b":{"c":[1,[2,[3,{"d":4}]]]}}}', '[1,"a",true,false,null,{},[]]',
-      -- top-level scalars
-      "1", '"x"', "true", "false", "null", " null ",
-      -- numbers
-      "0", "-0", "-0.0", "0.0", "1", "-1", "123456789", "123456789012345", "1234567890123456",
-      "9007199254740993", "18446744073709551616", "123456789012345678901234567890", "0.1", "1.5e3", "1E+2",
-      "1e-2", "1.0E-2", "-1.5e+300", "1e400", "-1e400", "1e-400", "4.9e-324", "2.2250738585072014e-308",
-      "1.7976931348623157e308", "1.7976931348623157e309", "0.000001e-310", "[1e5,-2E-5,0e0,0E+0]",
-      "1.", "2.", "-.5", "0.e1", "1.e5",
-      "01", "-01", "00", "-", "+1", ".5", "1e", "1e+", "0x10", "-0x1", "0x", "1ee5", "1.2.3", "1e5.5",
-      "Infinity", "-Infinity", "NaN", "nan", "inf", "-inf", "[Infinity]", "[NaN]", "123abc", "- 1", "--1",
-      -- strings and escapes
-      '""', '"abc"', '"\\"\\\\\\/\\b\\f\\n\\r\\t"', '"\\u0041\\u00e9\\u4e2d\\uFFFF"', '"\\ud83d\\ude00"',
-      '"\\uD83D\\uDE00x"', '"\\u0000"', '"a\\u0000b"', '"\255\254"', '"\1\31"', '"a\nb"', '"a\127"',
-      '"\\ud800"', '"\\udc00"', '"\\ud800\\u0041"', '"\\ud800x"', '"\\ud800\\"', '"\\ud800\\ud800"',
-      '"\\x"', "\"\\'\"", '"\\U0041"', '"\\u12"', '"\\u12G4"', '"\\uZZZZ"', '"abc', '"\\', '"\\"',
-      '"abcdefghijklmnopqrstuvwxyz"', '"abcdefg\\"hijklmnop"', '"abcdefghijklmno\\\\"',
-      -- literals
-      "tru", "truex", "nul", "nullx", "fals", "True", "NULL",
-      -- syntax errors and trailing garbage
-      "", " ", "{} x", "{}  ", "[] []", "1 2", "[1,]", "[,1]", "[1 2]", "{,}", '{"a":1,}', '{"a" 1}',
-      "{1:2}", "{a:1}", '{"a":}', '{"a"}', "[", "]", "{", "}", "[1", '{"a":1', '{"a"', "[1}", '{"a":1]',
-      "\0", "[1]\0", "[1]\0x", "\0[1]", '"a\0b"', "\12" .. "1", "1\12", "\11" .. "1",
-      "\239\187\191{}", "/**/1", "[1]//",
-      -- nulls and duplicate keys
-      '{"a":null}', '{"a":null,"b":1}', '[null]', '[null,null,1,null]', '{"a":[null,{"b":null}]}',
-      '{"a":1,"a":2}', '{"a":1,"a":null}', '{"a":null,"a":1}', '{"a":{"x":1},"a":{"y":2}}',
-      '{"":1}', '{"\\u0061":1,"a":2}',
-    }
-    for _, c in ipairs(cases) do assert_agree(c) end
+    for _, c in ipairs(EDGE_CASES) do assert_agree(c) end
   end)
 
   -- issue 20: numbers from responses, on every runtime
@@ -701,6 +701,45 @@ describe("imm.core.json_decode", function()
     end
   end)
 
+  -- Records of a list repeat their keys in order, so the decoder first
+  -- tries the key read at the same member position of the last object at
+  -- the same depth (src/imm_json.c, object_key). A key that only looks
+  -- like the predicted one must never be taken for it.
+  it("never takes a key for the one predicted at its position", function()
+    seed = 20261208
+    local KEYSETS = {
+      { "ab", "abc", "a", "abd", "bb", "ab ", "\\u0061b", "a\\u0062", "abcdefghijklmnopqrstuvwxyz0123456789ABCD",
+        "abcdefghijklmnopqrstuvwxyz0123456789ABCE", "abcdefghijklmnopqrstuvwxyz0123456789ABCDE", "" },
+      { "ProjectName", "ProjectNamf", "ProjectNam", "ProjectNames", "Phase", "projectName" },
+    }
+    for n = 1, 300 do
+      local keys = pick(KEYSETS)
+      local depth = rnd(10)
+      local recs = {}
+      for r = 1, rnd(6) + 1 do
+        local fields = {}
+        for f = 1, rnd(20) do
+          local k = pick(keys)
+          if rnd(3) > 1 and recs[r - 1] then k = recs[r - 1].keys[f] or k end -- mostly the last record's
+          fields[f] = { k = k, ws = rnd(6) == 1 and " " or "" }
+        end
+        local parts, ks = {}, {}
+        for f, x in ipairs(fields) do
+          ks[f] = x.k
+          parts[f] = format('"%s"%s:%s', x.k, x.ws, rnd(4) == 1 and "null" or tostring(f))
+        end
+        recs[r] = { keys = ks, text = "{" .. concat(parts, ",") .. "}" }
+      end
+      local texts = {}
+      for r, x in ipairs(recs) do texts[r] = x.text end
+      local doc = "[" .. concat(texts, ",") .. "]"
+      for _ = 1, depth do doc = '{"x":[' .. doc .. "]}" end
+      assert_agree(doc, "predicted keys #" .. n)
+      -- cut short right after a predicted key's bytes
+      assert_agree(doc:sub(1, rnd(#doc)), "predicted keys, cut #" .. n)
+    end
+  end)
+
   it("marks empty arrays when asked, so they can be written back as []", function()
     local doc = '{"a":[],"b":{},"c":[{"d":[]},{"e":{}}],"e":[1],"f":[{"g":[]},{"g":[2]}],"h":[[],[[]]]}'
     assert.is_nil(getmetatable(assert(core.json_decode(doc, null)).a))
@@ -718,5 +757,181 @@ describe("imm.core.json_decode", function()
     assert.equal('{"a":{},"b":{}}', core.json_encode(assert(decode.keep_arrays('{"a":[],"b":{}}')), nil))
     assert.is_nil(decode.shape(assert(decode.keep_arrays('{"a":{"b":[1]}}'))))
     assert.has_error(function() core.json_decode("[]", null, "not a table") end)
+  end)
+
+  -- Issue 24: the client's replies are decoded where libcurl wrote them
+  -- (h:request's keep, h:decode), with no Lua string of the body. The same
+  -- bytes must give the same value or the same message as json_decode of
+  -- the body as a string, with every decoder's arguments.
+  describe("the HTTP handle: replies decoded in place, header tables built in C", function()
+    local hostile = require "helpers.hostile"
+    local srv
+    setup(function() srv = hostile.start() end)
+    teardown(function() if srv then srv.stop() end end)
+
+    -- hostile.py sends a body's code points as bytes (latin-1): each byte
+    -- of s as the code point of the same number
+    local function as_code_points(s)
+      return (s:gsub("[\128-\255]", function(c)
+        local b = byte(c)
+        return char(0xC0 + (b - b % 64) / 64, 0x80 + b % 64)
+      end))
+    end
+
+    local ARGS = { { null }, { null, decode.empty_array }, { null, nil, "string" },
+      { null, decode.empty_array, "string" } }
+
+    it("gives what json_decode gives for the body as a string, byte for byte the same body", function()
+      seed = 20261207
+      local docs = {}
+      for _, c in ipairs(EDGE_CASES) do docs[#docs + 1] = c end
+      for n = 1, 150 do
+        local v = random_value(0)
+        local text = cjson.encode(to_lua(v))
+        docs[#docs + 1] = text
+        docs[#docs + 1] = concat(hand_encode(v, {}))
+        docs[#docs + 1] = mutate(text)
+        if n % 50 == 0 then docs[#docs + 1] = "" end
+      end
+      -- NUL bytes inside, at the end, and a body of a NUL only; a body of
+      -- 3 MB, valid and cut short
+      local big = '{"Bindings":[' .. string.rep('{"URI":"oss://b/x","State":"Ready","N":123},', 40000)
+        .. '{}],"NextToken":"t"}'
+      for _, d in ipairs { '{"a":"b\0c"}', '{"a":1}\0', "\0", '{"a"\0:1}', "[1,\0]", big,
+        big:sub(1, #big - 3) } do
+        docs[#docs + 1] = d
+      end
+      local steps = {}
+      for i, d in ipairs(docs) do steps[i] = { status = 200, body = as_code_points(d) } end
+      srv.script(steps)
+      local h = assert(core.http { timeout = 10 })
+      local objects, failures = 0, 0
+      for i, d in ipairs(docs) do
+        local status, seq = h:request("GET", srv.url .. "/", {}, "", false, nil, true)
+        assert.equal(200, status)
+        assert.is_number(seq)
+        assert(h:body(seq) == d, "the body as sent, #" .. i)
+        for _, a in ipairs(ARGS) do
+          local v, object = h:decode(a[1], a[2], a[3], seq)
+          local w, werr = core.json_decode(d, a[1], a[2], a[3])
+          if w == nil then
+            assert.is_nil(v)
+            assert.equal(werr, object)
+            failures = failures + 1
+          else
+            local ok, where = same(w, v)
+            assert(ok, format("#%d: %s\n  document: %q", i, tostring(where), d:sub(1, 200)))
+            assert.equal(find(d, "^%s*{") ~= nil, object)
+            if object then objects = objects + 1 end
+          end
+        end
+        -- decoding leaves the body in the handle for h:body and decodes again
+        assert(h:body(seq) == d)
+      end
+      assert.is_true(objects > 150 and failures > 400, objects .. " objects, " .. failures .. " failures")
+      -- a later exchange replaces the reply: reading the old one is refused
+      local status, seq = h:request("GET", srv.url .. "/", {}, "", false, nil, true)
+      assert.equal(200, status)
+      assert.has_error(function() h:body(seq - 1) end)
+      assert.has_error(function() h:decode(null, nil, nil, seq - 1) end)
+      assert.has_error(function() h:headers(seq - 1) end)
+      -- without keep, the reply comes as before
+      local st2, body, headers = h:request("GET", srv.url .. "/", {}, "")
+      assert.equal(200, st2)
+      assert.equal(docs[#docs], body)
+      assert.is_table(headers)
+      h:close()
+      assert.has_error(function() h:body(seq + 1) end)
+    end)
+
+    it("sends a header table { name = value } as the lines the transport used to build", function()
+      srv.script { { status = 200, body = "{}" } }
+      local h = assert(core.http { timeout = 10 })
+      local map = { ["X-A"] = "one", ["x-b"] = 2.5, ["x-c"] = 7, ["x-d"] = "with: colon" }
+      for i = 1, 40 do map["x-many-" .. i] = "v" .. i end -- more than the 32 lines kept on the C stack
+      assert.equal(200, (h:request("GET", srv.url .. "/", map, "")))
+      local got = srv.log()[1].headers
+      assert.equal("one", got["x-a"])
+      assert.equal("2.5", got["x-b"])
+      assert.equal("7", got["x-c"])
+      assert.equal("with: colon", got["x-d"])
+      for i = 1, 40 do assert.equal("v" .. i, got["x-many-" .. i]) end
+      -- the lines as before, and no headers at all
+      srv.script { { status = 200, body = "{}" } }
+      assert.equal(200, (h:request("GET", srv.url .. "/", { "X-Line: yes" }, "")))
+      assert.equal(200, (h:request("GET", srv.url .. "/", {}, "")))
+      local log = srv.log()
+      assert.equal("yes", log[1].headers["x-line"])
+      assert.is_nil(log[2].headers["x-line"])
+      -- misuse raises, before anything is sent
+      assert.has_error(function() h:request("GET", srv.url .. "/", { ["x-t"] = {} }, "") end)
+      assert.has_error(function() h:request("GET", srv.url .. "/", { ["x-t"] = true }, "") end)
+      assert.equal(2, #srv.log())
+      h:close()
+    end)
+
+    it("is how the client reads a reply; failures still carry the body and the headers", function()
+      local imm = require "imm"
+      local c = assert(imm.new { endpoint = srv.url, access_key_id = "id", access_key_secret = "secret",
+        max_retries = 0 })
+      -- the transport's replies, as the client saw them
+      local replies = {}
+      local request = c.transport.request
+      c.transport.request = function(t, req)
+        local res, err = request(t, req)
+        replies[#replies + 1] = res
+        return res, err
+      end
+      local page = '{"RequestId":"r-1","Bindings":[{"URI":"oss://b/1","State":"Ready"},{"URI":"\\u00e9"}],'
+        .. '"NextToken":"n"}'
+      srv.script {
+        { status = 200, headers = { ["x-acs-request-id"] = "hdr-1" }, body = page },
+        { status = 200, headers = { ["x-acs-request-id"] = "hdr-2" }, body = page },
+        { status = 200, headers = { ["x-acs-request-id"] = "hdr-3" }, body = "[]" },
+        { status = 200, headers = { ["x-acs-request-id"] = "hdr-4" }, body = '{"a":1}\0' },
+        { status = 200, headers = { ["x-acs-request-id"] = "hdr-5" }, body = "" },
+        { status = 400, headers = { ["x-acs-request-id"] = "hdr-6" },
+          body = '{"RequestId":"r-6","Code":"InvalidArgument","Message":"bad \\"x\\" here"}' },
+        { status = 503, headers = { ["x-acs-request-id"] = "hdr-7" }, body = "<html>gateway busy, secret</html>" },
+        { status = 200, headers = { ["x-acs-request-id"] = "hdr-8" }, body = '{"Bindings":[1]}' },
+      }
+      local res = assert(c:list_bindings { ProjectName = "p" })
+      assert.is_true(same(decode.imm(page), res))
+      -- no string of the body was made, nor the header table
+      assert.is_nil(rawget(replies[1], "body"))
+      assert.is_nil(rawget(replies[1], "headers"))
+      -- meta's headers are read before a hook sends again on the same handle
+      local again
+      c.on_response = function(info)
+        if info.request_id == "r-1" and not again then
+          again = true
+          assert(c:list_bindings { ProjectName = "p" } == nil) -- "[]": not an object
+        end
+      end
+      local res2, _, meta = c:list_bindings({ ProjectName = "p" }, { meta = true })
+      assert.is_true(same(decode.imm(page), res2))
+      assert.is_true(again)
+      assert.equal("hdr-2", meta.headers["x-acs-request-id"])
+      c.on_response = nil
+      local _, err = c:list_bindings { ProjectName = "p" }
+      assert.equal("InvalidResponse", err.code)
+      assert.truthy(err.message:find("NUL", 1, true), err.message)
+      assert.equal("hdr-4", err.request_id)
+      _, err = c:list_bindings { ProjectName = "p" }
+      assert.equal("InvalidResponse", err.code)
+      assert.equal("hdr-5", err.request_id)
+      _, err = c:list_bindings { ProjectName = "p" }
+      assert.equal("InvalidArgument", err.code)
+      assert.equal('bad "x" here', err.message)
+      _, err = c:list_bindings { ProjectName = "p" }
+      assert.equal(503, err.status)
+      -- the body's length, read from the handle
+      assert.truthy(tostring(err):find("33 bytes)", 1, true), tostring(err))
+      assert.falsy(tostring(err):find("secret", 1, true))
+      _, err = c:list_bindings { ProjectName = "p" }
+      assert.equal("InvalidResponse", err.code)
+      assert.truthy(err.message:find("Bindings[1]", 1, true), err.message)
+      c:close()
+    end)
   end)
 end)

@@ -40,6 +40,7 @@
 #define HTTP_MT "imm.core.http"
 #define MULTI_MT "imm.core.multi"
 #define BOX_MT "imm.core.signbox"
+#define HMACKEY_MT "imm.core.hmac_key"
 
 /* --- compat: a few macros for 5.1/LuaJIT, not a library ------------------ */
 #if LUA_VERSION_NUM < 502
@@ -169,7 +170,42 @@ static int push_bytes(lua_State *L, const imm_buf *b) {
     return 1;
 }
 
+/* The secret as an HMAC key (see imm_hmac_key), boxed for __gc. */
+typedef struct hmac_key_ud {
+    imm_hmac_key *k; /* NULL once freed */
+} hmac_key_ud;
+
+static int hmac_key_gc(lua_State *L) {
+    hmac_key_ud *u = luaL_checkudata(L, 1, HMACKEY_MT);
+    imm_hmac_key_free(u->k);
+    u->k = NULL;
+    return 0;
+}
+
+/* hmac_key(alg, secret) -> a key for sign_v3 in place of the secret | nil, code, message.
+ * alg as sign_v3's. The secret's bytes are not kept, only the two digest
+ * states derived from it (wiped when collected). */
+static int l_hmac_key(lua_State *L) {
+    imm_hash alg = check_alg(L, 1);
+    size_t len;
+    const char *secret = luaL_checklstring(L, 2, &len);
+    hmac_key_ud *u = compat_newuserdata(L, sizeof *u);
+    u->k = NULL; /* closed first, so __gc is always safe */
+    luaL_getmetatable(L, HMACKEY_MT);
+    lua_setmetatable(L, -2);
+    u->k = imm_hmac_key_new(alg, secret, len);
+    if (u->k == NULL) {
+        lua_pushnil(L);
+        lua_pushliteral(L, "SigningFailed");
+        lua_pushliteral(L, "could not make an HMAC key (out of memory, or no such digest)");
+        return 3;
+    }
+    return 1;
+}
+
 /* sign_v3(alg, method, path, query, headers, payload_hash, key_id, secret [, debug])
+ * secret: a string, or a key from hmac_key(alg, secret), which skips
+ * hashing the key's two padded blocks again.
  *   -> canonical_query, authorization [, canonical_request, string_to_sign]
  *   or nil, code, message */
 static int l_sign_v3(lua_State *L) {
@@ -183,7 +219,14 @@ static int l_sign_v3(lua_State *L) {
     in.path = luaL_checkstring(L, 3);
     in.payload_hash = luaL_checkstring(L, 6);
     in.access_key_id = luaL_checkstring(L, 7);
-    in.secret = luaL_checklstring(L, 8, &in.secret_len);
+    if (lua_type(L, 8) == LUA_TUSERDATA) {
+        hmac_key_ud *k = luaL_checkudata(L, 8, HMACKEY_MT);
+        if (k->k == NULL || imm_hmac_key_alg(k->k) != in.alg)
+            luaL_argerror(L, 8, "an HMAC key of another algorithm");
+        in.key = k->k; /* the userdata stays in its stack slot while in use */
+    } else {
+        in.secret = luaL_checklstring(L, 8, &in.secret_len);
+    }
     debug = lua_toboolean(L, 9);
     in.query = table_to_kv(L, 4, "query", &in.nquery);
     in.headers = table_to_kv(L, 5, "header", &in.nheaders);
@@ -445,8 +488,10 @@ static int l_monotonic(lua_State *L) {
 /* --- HTTP handle ------------------------------------------------------- */
 
 typedef struct http_ud {
-    imm_http *h; /* NULL once closed */
-    int shared;  /* blocking requests run on the lua_State's shared multi */
+    imm_http *h;       /* NULL once closed */
+    int shared;        /* blocking requests run on the lua_State's shared multi */
+    unsigned int seq;  /* exchanges started: a reply left in the handle (see
+                        * http_request's keep) is read only while it is the one asked for */
 } http_ud;
 
 typedef struct multi_ud {
@@ -566,6 +611,7 @@ static int l_http(lua_State *L) {
     /* created closed, then opened, so __gc is always safe */
     u = compat_newuserdata(L, sizeof *u);
     u->h = NULL;
+    u->seq = 0;
     lua_getfield(L, 1, "shared");
     u->shared = lua_toboolean(L, -1);
     lua_pop(L, 1);
@@ -626,8 +672,56 @@ static void push_headers(lua_State *L, const imm_buf *block) {
     }
 }
 
+/* A header table { name = value } as "name: value" lines, in one userdata
+ * left on the stack (the pointers are valid while it is there): built here,
+ * the transport's Lua no longer makes a string per line per request. The
+ * table is walked twice, for the size and then the bytes; a finalizer run
+ * by the allocation between may have changed it, which raises. */
+static const char **header_map_lines(lua_State *L, int t, size_t *out_n) {
+    size_t n = 0, bytes = 0, used = 0, i = 0, kl, vl;
+    const char **lines;
+    const char *k, *v;
+    char *p;
+    lua_pushnil(L);
+    while (lua_next(L, t) != 0) {
+        /* a number value is turned into a string on the stack copy only */
+        if (lua_type(L, -2) != LUA_TSTRING ||
+            (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER))
+            luaL_error(L, "imm.core: header names and values must be strings");
+        lua_tolstring(L, -2, &kl);
+        lua_tolstring(L, -1, &vl);
+        lua_pop(L, 1);
+        n++;
+        bytes += kl + vl + 3; /* ": " and the NUL */
+    }
+    if (n > INT_MAX)
+        luaL_error(L, "imm.core: too many header lines");
+    lines = compat_newuserdata(L, n * sizeof *lines + bytes + 1);
+    p = (char *)(lines + n);
+    lua_pushnil(L);
+    while (lua_next(L, t) != 0) {
+        if (lua_type(L, -2) != LUA_TSTRING ||
+            (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER))
+            luaL_error(L, "imm.core: header names and values must be strings");
+        k = lua_tolstring(L, -2, &kl);
+        v = lua_tolstring(L, -1, &vl);
+        if (i == n || kl + vl + 3 > bytes - used)
+            luaL_error(L, "imm.core: the header table changed while it was read");
+        lines[i++] = p + used;
+        memcpy(p + used, k, kl);
+        memcpy(p + used + kl, ": ", 2);
+        memcpy(p + used + kl + 2, v, vl);
+        used += kl + vl + 3;
+        p[used - 1] = '\0';
+        lua_pop(L, 1);
+    }
+    *out_n = i;
+    return lines;
+}
+
 /* Reads (method, url, header_lines, body [, fresh [, timeout]]) at stack
- * slots base..base+5 into req. fresh: use a new connection (for requests
+ * slots base..base+5 into req. header_lines: an array of "name: value"
+ * strings, or a table { name = value } (see header_map_lines). fresh: use a new connection (for requests
  * that must not be sent twice). timeout: seconds this exchange may take at
  * most (nil: the handle's timeout). Leaves an anchor table (and maybe a
  * userdata) on the stack: the header line pointers are valid while they
@@ -645,6 +739,11 @@ static void read_request(lua_State *L, int base, imm_http_request *req,
     if (!lua_isnoneornil(L, base + 5))
         req->timeout_ms = seconds_to_ms(L, luaL_checknumber(L, base + 5), "timeout");
     n = compat_rawlen(L, base + 2);
+    if (n == 0) {
+        /* no lines: a table { name = value }, or no headers at all */
+        req->headers = header_map_lines(L, base + 2, &req->nheaders);
+        return;
+    }
     if (n > INT_MAX)
         luaL_error(L, "imm.core: too many header lines");
     /* The lines are anchored in a table of our own (left on the stack):
@@ -694,15 +793,19 @@ static int push_closed(lua_State *L, const char *what) {
 
 static multi_ud *shared_multi(lua_State *L);
 
-/* h:request(method, url, headers_array, body [, fresh [, timeout]]) -> see push_outcome.
+/* h:request(method, url, headers_array, body [, fresh [, timeout [, keep]]]) -> see push_outcome.
  * Blocking: the same start/transfer/finish as the multi path, driven to
- * completion on the lua_State's shared multi (see shared_multi). */
+ * completion on the lua_State's shared multi (see shared_multi).
+ * keep: the reply stays in the handle, and success returns status, seq;
+ * h:body(seq), h:headers(seq) and h:decode(..., seq) read it until the
+ * next exchange. A body that is only decoded then never becomes a Lua
+ * string, and headers nobody reads are never parsed. */
 static int http_request(lua_State *L) {
     http_ud *u = luaL_checkudata(L, 1, HTTP_MT);
     imm_http_request req;
     const char *stack_lines[32];
     long status = 0;
-    int sent = 0;
+    int sent = 0, keep = lua_toboolean(L, 8); /* before read_request pushes its anchor */
     imm_http_status st;
     multi_ud *m;
     char err[320]; /* CURL_ERROR_SIZE (256) plus our prefix */
@@ -712,12 +815,65 @@ static int http_request(lua_State *L) {
         return push_closed(L, "HTTP handle");
     m = u->shared ? shared_multi(L) : NULL; /* may raise (out of memory): nothing is started yet */
     err[0] = '\0';
+    u->seq++;
     /* No Lua runs until perform returns; the buffers stay owned by u->h. */
     if (m != NULL)
         st = imm_http_perform_on(u->h, m->m, &req, &status, &sent, err, sizeof err);
     else
         st = imm_http_perform(u->h, &req, &status, &sent, err, sizeof err);
+    if (keep && st == IMM_HTTP_OK) {
+        lua_pushinteger(L, (lua_Integer)status);
+        lua_pushinteger(L, (lua_Integer)u->seq);
+        return 2;
+    }
     return push_outcome(L, u->h, st, status, sent, err);
+}
+
+/* The handle whose kept reply number seq (argument idx) is still there;
+ * raises otherwise: reading a reply after the next exchange is a bug. */
+static http_ud *check_kept(lua_State *L, int idx) {
+    http_ud *u = luaL_checkudata(L, 1, HTTP_MT);
+    lua_Integer seq = luaL_checkinteger(L, idx);
+    if (u->h == NULL || seq != (lua_Integer)u->seq || imm_http_state(u->h) == IMM_HTTP_ATTACHED)
+        luaL_error(L, "imm.core: the reply is no longer in the handle");
+    return u;
+}
+
+/* h:body(seq) -> the kept reply's body as a string */
+static int http_body(lua_State *L) {
+    return push_bytes(L, imm_http_body(check_kept(L, 2)->h));
+}
+
+/* h:headers(seq) -> the kept reply's header table (lower-case names) */
+static int http_headers(lua_State *L) {
+    push_headers(L, imm_http_header_block(check_kept(L, 2)->h));
+    return 1;
+}
+
+/* h:decode(null, array_mt, big_integers, seq) -> value, is_object | nil, message.
+ * imm.core.json_decode over the kept body, read where libcurl wrote it.
+ * is_object: the text's first byte after white space is '{'. */
+static int http_decode(lua_State *L) {
+    http_ud *u = check_kept(L, 5);
+    lua_Integer seq = lua_tointeger(L, 5);
+    sign_box *b;
+    int n, is_object = 0;
+    lua_settop(L, 4);
+    /* the box owns the body while the decoder runs: Lua code it may run (a
+     * finalizer) could start an exchange on this handle, or close it, and a
+     * memory error raised mid-way must not leak it */
+    b = new_box(L, BOX_ONE);
+    imm_http_swap_body(u->h, &b->u.one);
+    lua_insert(L, 2); /* h, box, null, array_mt, big_integers */
+    n = imm_json_decode_bytes(L, b->u.one.p ? b->u.one.p : "", b->u.one.len, 3, &is_object);
+    if (u->h != NULL && seq == (lua_Integer)u->seq)
+        imm_http_swap_body(u->h, &b->u.one); /* back, for h:body and for reuse */
+    box_gc_now(b);
+    if (n == 1) {
+        lua_pushboolean(L, is_object);
+        n = 2;
+    }
+    return n;
 }
 
 /* h:debug() -> { capath_cleared = bool, pipewait = bool, tls_resumed = bool },
@@ -828,6 +984,7 @@ static int multi_add(lua_State *L) {
     if (u->h == NULL)
         return push_closed(L, "HTTP handle");
     err[0] = '\0';
+    u->seq++;
     st = imm_http_start(u->h, &req, err, sizeof err);
     if (st != IMM_HTTP_OK)
         return push_failure(L, http_code(st), err);
@@ -1004,6 +1161,9 @@ static int l_backend(lua_State *L) {
 
 static const luaL_Reg http_methods[] = {
     {"request", http_request},
+    {"body", http_body},
+    {"headers", http_headers},
+    {"decode", http_decode},
     {"result", http_result},
     {"debug", http_debug},
     {"close", http_close},
@@ -1030,6 +1190,7 @@ static const luaL_Reg core_funcs[] = {
     {"redact", l_redact},
     {"hash_hex", l_hash_hex},
     {"hmac_hex", l_hmac_hex},
+    {"hmac_key", l_hmac_key},
     {"rsa_verify", l_rsa_verify},
     {"nonce", l_nonce},
     {"random", l_random},
@@ -1083,6 +1244,11 @@ __attribute__((visibility("default"))) int luaopen_imm_core(lua_State *L) {
     lua_pop(L, 1);
     if (luaL_newmetatable(L, BOX_MT)) {
         lua_pushcfunction(L, box_gc);
+        lua_setfield(L, -2, "__gc");
+    }
+    lua_pop(L, 1);
+    if (luaL_newmetatable(L, HMACKEY_MT)) {
+        lua_pushcfunction(L, hmac_key_gc);
         lua_setfield(L, -2, "__gc");
     }
     lua_pop(L, 1);

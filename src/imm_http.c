@@ -1158,6 +1158,12 @@ const imm_buf *imm_http_body(const imm_http *h) {
     return &h->body;
 }
 
+void imm_http_swap_body(imm_http *h, imm_buf *b) {
+    imm_buf t = h->body;
+    h->body = *b;
+    *b = t;
+}
+
 const imm_buf *imm_http_header_block(const imm_http *h) {
     return &h->headers;
 }

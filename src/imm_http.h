@@ -178,6 +178,11 @@ void imm_multi_preconnected(const imm_multi *m, long *opened, long *used, int *i
  * after any 1xx). Owned by the handle. */
 const imm_buf *imm_http_body(const imm_http *h);
 const imm_buf *imm_http_header_block(const imm_http *h);
+/* Swaps the handle's body buffer with *b: the binding decodes a body in
+ * place from a buffer it owns meanwhile, so that a request started by Lua
+ * code run during the decoding (a finalizer) cannot free it under the
+ * decoder, then gives it back for reuse. */
+void imm_http_swap_body(imm_http *h, imm_buf *b);
 
 /* Walks a raw header block: each call yields the next "name: value" field
  * (name and value trimmed, the status line skipped) and returns 1, or 0 at

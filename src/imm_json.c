@@ -12,13 +12,16 @@
  *     short string values, which repeat too (states, names), are kept in
  *     two small caches of stack slots and pushed with lua_pushvalue, which
  *     skips hashing and interning them again;
+ *   - records repeat their keys in order: an object's key is first tried
+ *     as the key at the same position in the last object at its depth,
+ *     byte for byte, with no scan or hash;
  *   - the string scan tests 16 bytes a step with SSE2 where it is there;
  *   - tables are pre-sized from the size of the last table closed at the
  *     same depth, a good guess for arrays of records, and at most one
  *     over-allocation per table actually built;
  *   - depth is capped (IMM_JSON_MAX_DEPTH) and lua_checkstack is called
  *     per level, so deep nesting is an error, never a stack overflow.
- * The input is a Lua string, so s[len] is always a NUL byte: the scanner
+ * The input is a Lua string or an imm_buf, so s[len] is always a NUL byte: the scanner
  * stops on NUL instead of checking bounds. A NUL anywhere else ends the
  * scan too, and is then an error: the bytes after it are never ignored.
  */
@@ -68,6 +71,8 @@
 #define VAL_CACHE 64  /* slots for short string values, 1 << VAL_BITS */
 #define VAL_MAX 24    /* longer values are rarely repeated: no cache */
 #define HINT_DEPTH 32 /* depths that keep a size hint */
+#define PRED_DEPTH 8    /* depths that predict their keys */
+#define PRED_MEMBERS 16 /* member positions predicted per depth */
 
 enum { J_OK = 0, J_NULL = 1, J_ERR = -1 };
 
@@ -77,6 +82,14 @@ enum { J_OK = 0, J_NULL = 1, J_ERR = -1 };
 struct jcache {
     const char *k; /* points into the input, alive for the whole call */
     size_t len;
+};
+
+/* The key last read at one member position of an object at one depth:
+ * records of a list repeat their keys in order. */
+struct jpred {
+    const char *k;  /* as in the key cache slot when it was read */
+    uint32_t len;   /* 0: none */
+    uint32_t slot;  /* its key cache slot */
 };
 
 typedef struct jstate {
@@ -99,6 +112,7 @@ typedef struct jstate {
     struct jcache cache[KEY_CACHE], vcache[VAL_CACHE];
     int hint_arr[HINT_DEPTH];
     int hint_obj[HINT_DEPTH];
+    struct jpred pred[PRED_DEPTH][PRED_MEMBERS];
     char kind[IMM_JSON_MAX_DEPTH + 1];  /* '[' or '{' per open level, 1-based */
     int count[IMM_JSON_MAX_DEPTH + 1];  /* members or elements so far */
 } jstate;
@@ -208,9 +222,10 @@ static int same_bytes(const char *a, const char *b, size_t n) {
  * them again. A slot is checked byte for byte, so a collision only costs a
  * miss, never another string. */
 static void push_cached(jstate *j, const char *k, size_t len, int first_idx,
-                        struct jcache *c, unsigned bits) {
+                        struct jcache *c, unsigned bits, unsigned *slot) {
     lua_State *L = j->L;
     unsigned h = slot_of(k, len, bits);
+    *slot = h;
     if (c[h].len == len && same_bytes(c[h].k, k, len)) {
         lua_pushvalue(L, first_idx + (int)h);
         return;
@@ -339,19 +354,34 @@ static NOINLINE int push_escaped(jstate *j, const char *start) {
     return J_OK;
 }
 
+/* A short key without escapes, through the key cache; remembered as the
+ * key of its member position, for object_key's prediction. */
+static void push_key(jstate *j, const char *start, size_t len) {
+    unsigned slot;
+    int d = j->depth, m = j->count[d];
+    push_cached(j, start, len, j->cache_idx, j->cache, KEY_BITS, &slot);
+    if (d < PRED_DEPTH && m < PRED_MEMBERS) {
+        struct jpred *pr = &j->pred[d][m];
+        pr->k = j->cache[slot].k;
+        pr->len = (uint32_t)len;
+        pr->slot = slot;
+    }
+}
+
 static int push_string(jstate *j, int is_key) {
     const char *start = j->p + 1, *q = scan_string(start, j->end);
+    unsigned slot;
     if (*q == '"') {
         size_t len = (size_t)(q - start);
         j->p = q + 1;
         if (len == 0 || len > (is_key ? KEY_MAX : VAL_MAX))
             lua_pushlstring(j->L, start, len);
         else if (is_key)
-            push_cached(j, start, len, j->cache_idx, j->cache, KEY_BITS);
+            push_key(j, start, len);
         else
             /* the same short values repeat across records too: states,
              * phases, names */
-            push_cached(j, start, len, j->vcache_idx, j->vcache, VAL_BITS);
+            push_cached(j, start, len, j->vcache_idx, j->vcache, VAL_BITS, &slot);
         return J_OK;
     }
     if (*q == '\0')
@@ -485,10 +515,27 @@ static int literal(jstate *j, const char *word, size_t len) {
 
 /* An object member's key and the ':' after it; the key is pushed. */
 static int object_key(jstate *j) {
+    int d = j->depth, m = j->count[d];
+    if (d < PRED_DEPTH && m < PRED_MEMBERS) {
+        /* the key at this position in the last object at this depth,
+         * still in its cache slot: if the same bytes and a closing quote
+         * follow, it is that string, with no scan, hash or compare of the
+         * cache (its bytes hold no quote, backslash or NUL) */
+        const struct jpred *pr = &j->pred[d][m];
+        size_t len = pr->len;
+        if (len != 0 && (size_t)(j->end - j->p) > len + 1 && j->p[len + 1] == '"' && *j->p == '"' &&
+            j->cache[pr->slot].k == pr->k && j->cache[pr->slot].len == len &&
+            same_bytes(j->p + 1, pr->k, len)) {
+            lua_pushvalue(j->L, j->cache_idx + (int)pr->slot);
+            j->p += len + 2;
+            goto colon;
+        }
+    }
     if (*j->p != '"')
         return fail(j, j->p, "expected a string key", 1);
     if (push_string(j, 1) != J_OK)
         return J_ERR;
+colon:
     skip_ws(j);
     if (*j->p != ':')
         return fail(j, j->p, "expected ':'", 1);
@@ -645,40 +692,42 @@ static int push_error(lua_State *L, const jstate *j) {
     return 2;
 }
 
-int imm_json_decode(lua_State *L) {
+/* The decoder proper. The arguments are at slots b (null), b + 1 (array_mt)
+ * and b + 2 (big_integers), the last ones on the stack; the slots above
+ * become the scratch and the caches. s[len] must be a NUL byte. */
+static int decode_at(lua_State *L, const char *s, size_t len, int b, int *is_object) {
     static const char *const big_modes[] = {"float", "string", NULL};
-    size_t len;
-    const char *s = luaL_checklstring(L, 1, &len);
     jstate j;
     int r, big;
-    lua_settop(L, 4);
-    if (!lua_isnil(L, 3))
-        luaL_checktype(L, 3, LUA_TTABLE);
-    if (!lua_isnil(L, 4))
-        luaL_checktype(L, 4, LUA_TSTRING); /* LuaJIT's checkoption takes a boolean as the default */
-    big = luaL_checkoption(L, 4, "float", big_modes);
-    lua_settop(L, 3);
+    lua_settop(L, b + 2);
+    if (!lua_isnil(L, b + 1))
+        luaL_checktype(L, b + 1, LUA_TTABLE);
+    if (!lua_isnil(L, b + 2))
+        luaL_checktype(L, b + 2, LUA_TSTRING); /* LuaJIT's checkoption takes a boolean as the default */
+    big = luaL_checkoption(L, b + 2, "float", big_modes);
+    lua_settop(L, b + 1);
     memset(&j, 0, sizeof j);
     j.big_strings = big == 1;
     j.L = L;
     j.s = j.p = s;
     j.end = s + len;
-    j.null_idx = 2;
-    j.array_mt_idx = lua_istable(L, 3) ? 3 : 0;
-    j.scratch_idx = 4;
-    j.cache_idx = 5;
-    j.vcache_idx = 5 + KEY_CACHE;
+    j.null_idx = b;
+    j.array_mt_idx = lua_istable(L, b + 1) ? b + 1 : 0;
+    j.scratch_idx = b + 2;
+    j.cache_idx = b + 3;
+    j.vcache_idx = b + 3 + KEY_CACHE;
     if (!lua_checkstack(L, KEY_CACHE + VAL_CACHE + 8)) {
         fail(&j, s, "out of Lua stack", 0);
         return push_error(L, &j);
     }
-    lua_settop(L, 4 + KEY_CACHE + VAL_CACHE); /* scratch and cache slots, all nil */
+    lua_settop(L, b + 2 + KEY_CACHE + VAL_CACHE); /* scratch and cache slots, all nil */
     /* lua-cjson's test for UTF-16/32: a NUL in the first two bytes */
     if (len >= 2 && (s[0] == '\0' || s[1] == '\0')) {
         fail(&j, s, "UTF-16 and UTF-32 are not supported", 0);
         return push_error(L, &j);
     }
     skip_ws(&j);
+    *is_object = *j.p == '{';
     r = parse_document(&j);
     if (r != J_ERR) {
         skip_ws(&j);
@@ -688,10 +737,21 @@ int imm_json_decode(lua_State *L) {
             r = fail(&j, j.p, "expected the end", 1);
     }
     if (r == J_ERR) {
-        lua_settop(L, 4 + KEY_CACHE + VAL_CACHE);
+        lua_settop(L, b + 2 + KEY_CACHE + VAL_CACHE);
         return push_error(L, &j);
     }
     if (r == J_NULL)
         lua_pushvalue(L, j.null_idx);
     return 1;
+}
+
+int imm_json_decode(lua_State *L) {
+    size_t len;
+    const char *s = luaL_checklstring(L, 1, &len);
+    int is_object;
+    return decode_at(L, s, len, 2, &is_object);
+}
+
+int imm_json_decode_bytes(lua_State *L, const char *s, size_t len, int b, int *is_object) {
+    return decode_at(L, s, len, b, is_object);
 }

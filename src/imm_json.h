@@ -54,4 +54,15 @@
  */
 int imm_json_decode(lua_State *L);
 
+/*
+ * The same decoder over bytes the caller owns (the HTTP handle's body, with
+ * no Lua string of it made): `s[len]` must be a NUL byte, and the bytes must
+ * stay where they are until it returns; the caller keeps whatever owns them
+ * reachable from the stack. The arguments of imm_json_decode, from `null`
+ * on, are at stack slots b, b + 1 and b + 2, the last on the stack. Pushes
+ * what imm_json_decode returns and returns the count; sets *is_object to 1
+ * when the document's first byte after white space is '{'.
+ */
+int imm_json_decode_bytes(lua_State *L, const char *s, size_t len, int b, int *is_object);
+
 #endif

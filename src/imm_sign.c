@@ -161,6 +161,79 @@ fail:
     return IMM_ECRYPTO;
 }
 
+struct imm_hmac_key {
+    imm_hash alg;
+    EVP_MD_CTX *inner, *outer; /* after the ipad and the opad block */
+    EVP_MD_CTX *work;          /* a copy of one of them per use */
+};
+
+void imm_hmac_key_free(imm_hmac_key *k) {
+    if (k == NULL)
+        return;
+    /* the digests' freectx wipe their states */
+    EVP_MD_CTX_free(k->inner);
+    EVP_MD_CTX_free(k->outer);
+    EVP_MD_CTX_free(k->work);
+    free(k);
+}
+
+imm_hmac_key *imm_hmac_key_new(imm_hash alg, const void *key, size_t keylen) {
+    const EVP_MD *md = md_get(alg);
+    unsigned char k0[HMAC_BLOCK_MAX], pad[HMAC_BLOCK_MAX];
+    unsigned int klen = 0;
+    imm_hmac_key *k;
+    int block, i, ok;
+    if (md == NULL || (block = EVP_MD_get_block_size(md)) <= 0 || block > HMAC_BLOCK_MAX)
+        goto fail0;
+    k = calloc(1, sizeof *k);
+    if (k == NULL)
+        goto fail0;
+    k->alg = alg;
+    k->inner = EVP_MD_CTX_new();
+    k->outer = EVP_MD_CTX_new();
+    k->work = EVP_MD_CTX_new();
+    memset(k0, 0, sizeof k0);
+    ok = k->inner != NULL && k->outer != NULL && k->work != NULL;
+    if (ok && keylen > (size_t)block)
+        /* a key longer than a block is hashed first */
+        ok = EVP_DigestInit_ex(k->work, md, NULL) && EVP_DigestUpdate(k->work, key, keylen) &&
+             EVP_DigestFinal_ex(k->work, k0, &klen);
+    else if (ok && keylen > 0)
+        memcpy(k0, key, keylen);
+    for (i = 0; i < block; i++)
+        pad[i] = (unsigned char)(k0[i] ^ 0x36);
+    ok = ok && EVP_DigestInit_ex(k->inner, md, NULL) && EVP_DigestUpdate(k->inner, pad, (size_t)block);
+    for (i = 0; i < block; i++)
+        pad[i] = (unsigned char)(k0[i] ^ 0x5c);
+    ok = ok && EVP_DigestInit_ex(k->outer, md, NULL) && EVP_DigestUpdate(k->outer, pad, (size_t)block);
+    OPENSSL_cleanse(k0, sizeof k0);
+    OPENSSL_cleanse(pad, sizeof pad);
+    if (ok)
+        return k;
+    imm_hmac_key_free(k);
+fail0:
+    ERR_clear_error();
+    return NULL;
+}
+
+imm_hash imm_hmac_key_alg(const imm_hmac_key *k) {
+    return k->alg;
+}
+
+int imm_hmac_keyed(imm_hmac_key *k, const void *data, size_t n, unsigned char *out,
+                   unsigned int *outlen) {
+    unsigned char inner[EVP_MAX_MD_SIZE];
+    unsigned int ilen = 0;
+    int ok = EVP_MD_CTX_copy_ex(k->work, k->inner) && EVP_DigestUpdate(k->work, data, n) &&
+             EVP_DigestFinal_ex(k->work, inner, &ilen) && EVP_MD_CTX_copy_ex(k->work, k->outer) &&
+             EVP_DigestUpdate(k->work, inner, ilen) && EVP_DigestFinal_ex(k->work, out, outlen);
+    OPENSSL_cleanse(inner, sizeof inner);
+    if (ok)
+        return IMM_OK;
+    ERR_clear_error();
+    return IMM_ECRYPTO;
+}
+
 /* No passphrase, ever: OpenSSL's default callback would prompt on the
  * terminal for an encrypted PEM block. */
 static int no_passphrase(char *buf, int size, int rwflag, void *u) {
@@ -615,8 +688,13 @@ int imm_sign_v3(const imm_v3_input *in, imm_v3_output *out, char *err, size_t er
         goto nomem;
 
     /* signature and Authorization */
-    rc = imm_hmac(in->alg, in->secret, in->secret_len, out->string_to_sign.p,
-                  out->string_to_sign.len, md, &mdlen);
+    if (in->key != NULL)
+        rc = in->key->alg == in->alg ? imm_hmac_keyed(in->key, out->string_to_sign.p,
+                                                      out->string_to_sign.len, md, &mdlen)
+                                     : IMM_ECRYPTO;
+    else
+        rc = imm_hmac(in->alg, in->secret, in->secret_len, out->string_to_sign.p,
+                      out->string_to_sign.len, md, &mdlen);
     if (rc != IMM_OK) {
         SET_ERR("HMAC with %s failed", algname);
         goto done;

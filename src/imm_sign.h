@@ -75,6 +75,19 @@ void imm_hex(const unsigned char *data, size_t n, char *out);
 int imm_hmac(imm_hash alg, const void *key, size_t keylen,
              const void *data, size_t n, unsigned char *out, unsigned int *outlen);
 
+/* An HMAC key with its two padded-key blocks already hashed (the inner
+ * and outer digest states), so a client that signs every request with the
+ * same secret hashes them once, not twice per request. Owns OpenSSL
+ * contexts; free with imm_hmac_key_free (the states are wiped). */
+typedef struct imm_hmac_key imm_hmac_key;
+/* NULL when memory or the digest is missing. The key bytes are not kept. */
+imm_hmac_key *imm_hmac_key_new(imm_hash alg, const void *key, size_t keylen);
+void imm_hmac_key_free(imm_hmac_key *k);
+imm_hash imm_hmac_key_alg(const imm_hmac_key *k);
+/* The same result as imm_hmac with the key's algorithm and bytes. */
+int imm_hmac_keyed(imm_hmac_key *k, const void *data, size_t n, unsigned char *out,
+                   unsigned int *outlen);
+
 /* Verifies an RSA (PKCS#1 v1.5) signature sig[0..siglen) over
  * data[0..n), hashed with alg, against the public key of pem[0..pemlen): a
  * PEM certificate or a PEM public key (the first one in the text). Sets
@@ -112,6 +125,8 @@ typedef struct imm_v3_input {
     const char *access_key_id;
     const char *secret;           /* access key secret; read, never copied out */
     size_t secret_len;
+    imm_hmac_key *key;            /* or, when not NULL, the secret as an HMAC key
+                                     (of the same algorithm as alg) */
 } imm_v3_input;
 
 typedef struct imm_v3_output {

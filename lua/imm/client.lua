@@ -400,8 +400,9 @@ function Client:_attempt(action, query, creds, def, method, fresh, form, timeout
       url = shown_url(url, creds), headers = shown_headers(headers) })
   end
   local t0 = core.monotonic()
+  -- lazy_body: the curl transport leaves body and headers in C until read
   local res, err = self.transport:request { method = method, url = url, headers = headers, body = signed.body,
-    fresh = fresh, timeout = timeout }
+    fresh = fresh, timeout = timeout, lazy_body = true }
   local elapsed = core.monotonic() - t0
   local v, perr
   if not res then
@@ -588,13 +589,15 @@ function Client:call(action, params, opts)
       extra, attempt)
     if self.limiter then self.limiter:feedback(err) end
     if res then
+      -- read before the hook, which may send on the same handle
+      local raw_headers = opts.meta and raw and raw.headers
       if self.on_response then
         self:_hook("on_response", { action = action, attempt = attempt, status = raw and raw.status,
           request_id = res.RequestId, elapsed = elapsed, retry = false })
       end
       if opts.meta then
         return res, nil, { action = action, request_id = res.RequestId, status = raw and raw.status,
-          attempts = attempt, elapsed = core.monotonic() - t0, headers = raw and raw.headers or {} }
+          attempts = attempt, elapsed = core.monotonic() - t0, headers = raw_headers or {} }
       end
       return res
     end

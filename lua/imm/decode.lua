@@ -151,6 +151,16 @@ local as_text = {
   [_M.keep_arrays] = function(body) return json_decode(body, null, empty_array, "string") end,
 }
 
+-- The C decoders' arguments after the text, by decoder: a transport that
+-- keeps the body in C (`decode_body` of the curl transport's replies)
+-- decodes it there with them, and no Lua string of the body is made.
+_M.in_place = {
+  [_M.imm] = { null = null },
+  [_M.keep_arrays] = { null = null, arrays = empty_array },
+  [as_text[_M.imm]] = { null = null, big = "string" },
+  [as_text[_M.keep_arrays]] = { null = null, arrays = empty_array, big = "string" },
+}
+
 --- Looks a decoder up by name, or accepts a function.
 -- @param d nil, "imm", "cjson" or a function
 -- @tparam[opt] string big_integers nil or "float" (the nearest float), or

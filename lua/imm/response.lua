@@ -8,6 +8,7 @@ local type, tostring, tonumber, next, format = type, tostring, tonumber, next, s
 local match, lower, find = string.match, string.lower, string.find
 local core = require "imm.core"
 local errors = require "imm.errors"
+local in_place = require("imm.decode").in_place
 
 local _M = {}
 
@@ -49,6 +50,12 @@ _M.bad_element = core.bad_element or function(list, n)
   return nil
 end
 
+-- Read only on failure: a transport may parse its headers when first read.
+local function request_id_of(res)
+  local headers = res.headers
+  return headers and headers["x-acs-request-id"]
+end
+
 local function invalid(message, status, request_id)
   return nil, errors.new("InvalidResponse", message, { status = status, request_id = request_id, retryable = false })
 end
@@ -60,9 +67,9 @@ end
 -- @return the response table, or nil, err (with `retry_after` and
 --   `server_time` when the reply said so)
 function _M.parse(res, decode, def)
-  local status, body, headers = res.status, res.body, res.headers or {}
-  local request_id = headers["x-acs-request-id"]
+  local status = res.status
   if status < 200 or status > 299 then
+    local body, headers = res.body, res.headers or {}
     local err = errors.from_service(status, headers, (decode(body)), body)
     if status == 429 then
       -- Too Many Requests is throttling whatever the body says (a proxy's
@@ -77,26 +84,36 @@ function _M.parse(res, decode, def)
     err.server_time = _M.http_date(headers.date)
     return nil, err
   end
-  local v, derr = decode(body)
+  local v, derr, object
+  local args = res.decode_body and in_place[decode]
+  if args then
+    -- the body decoded where the transport keeps it, never made a string
+    v, object = res:decode_body(args.null, args.arrays, args.big)
+    if v == nil then derr = object end
+  else
+    local body = res.body
+    v, derr = decode(body)
+    object = type(body) == "string" and find(body, "^%s*{") ~= nil
+  end
   if v == nil then
     return nil, errors.new("InvalidResponse", "response is not valid JSON: " .. tostring(derr),
-      { status = status, request_id = request_id, retryable = false })
+      { status = status, request_id = request_id_of(res), retryable = false })
   end
   -- `[]` decodes to the same empty table as `{}`: only the text tells them apart
-  if type(v) ~= "table" or is_array(v) or type(body) ~= "string" or not find(body, "^%s*{") then
-    return invalid("response is not a JSON object", status, request_id)
+  if type(v) ~= "table" or is_array(v) or not object then
+    return invalid("response is not a JSON object", status, request_id_of(res))
   end
   if def and def.items then
     local items = v[def.items]
     if items == nil then
       v[def.items] = {}
     elseif type(items) ~= "table" or (next(items) ~= nil and not is_array(items)) then
-      return invalid(format("%s in the response is not an array", def.items), status, v.RequestId or request_id)
+      return invalid(format("%s in the response is not an array", def.items), status, v.RequestId or request_id_of(res))
     else
       local i = _M.bad_element(items)
       if i then
         return invalid(format("%s[%d] in the response is a %s, not an object", def.items, i,
-          type(items[i]) == "userdata" and "null" or type(items[i])), status, v.RequestId or request_id)
+          type(items[i]) == "userdata" and "null" or type(items[i])), status, v.RequestId or request_id_of(res))
       end
     end
     local token = v.NextToken
@@ -104,7 +121,7 @@ function _M.parse(res, decode, def)
       v.NextToken = nil
     elseif token ~= nil and type(token) ~= "string" then
       return invalid("NextToken in the response is a " .. type(token) .. ", not a string", status,
-        v.RequestId or request_id)
+        v.RequestId or request_id_of(res))
     end
   end
   return v

@@ -18,9 +18,38 @@ _M.ALGORITHMS = { ["ACS3-HMAC-SHA256"] = "v3", ["ACS3-HMAC-SM3"] = "v3", v2 = "v
 local HASH_OF = { ["ACS3-HMAC-SHA256"] = "sha256", ["ACS3-HMAC-SM3"] = "sm3" }
 local empty_hash = {}  -- algorithm -> hash of the empty body, computed once
 
+-- The last second formatted: calls within one second share it, and
+-- os.date (a C call, outside LuaJIT's traces) runs once per second.
+local last_t, last_stamp
+
 --- UTC timestamp in the form both signatures use.
 function _M.timestamp(t)
-  return date("!%Y-%m-%dT%H:%M:%SZ", t)
+  if t ~= nil and t == last_t then return last_stamp end
+  local s = date("!%Y-%m-%dT%H:%M:%SZ", t)
+  if t ~= nil then last_t, last_stamp = t, s end
+  return s
+end
+
+-- The last secret's HMAC key (`imm.core.hmac_key`): the two padded blocks
+-- of the key are hashed when it is made, not twice per request. One entry:
+-- other credentials (a refresh, another client) replace it.
+local key_alg, key_secret, key_obj
+
+--- The secret as `imm.core.sign_v3` takes it fastest: the cached HMAC key
+-- of the last secret and algorithm, made anew when either changes (or the
+-- secret itself when no key can be made).
+-- @tparam string algorithm "ACS3-HMAC-SHA256" or "ACS3-HMAC-SM3"
+-- @tparam string secret
+-- @return a key userdata, or the secret
+-- @usage local key = signer.hmac_key("ACS3-HMAC-SHA256", creds.access_key_secret)
+function _M.hmac_key(algorithm, secret)
+  if secret ~= key_secret or algorithm ~= key_alg then
+    if type(secret) ~= "string" or not core.hmac_key then return secret end
+    local k = core.hmac_key(algorithm, secret)
+    if not k then return secret end
+    key_alg, key_secret, key_obj = algorithm, secret, k
+  end
+  return key_obj
 end
 
 --- Hex hash of a body for `x-acs-content-sha256` (SHA-256 or SM3).
@@ -130,7 +159,7 @@ function _M.sign(r)
     for k, v in pairs(r.headers) do h[k] = v end
   end
   local q, auth, creq, sts = core.sign_v3(algorithm, r.method, r.path or "/", r.query, h,
-    payload, r.access_key_id, r.access_key_secret, r.debug)
+    payload, r.access_key_id, _M.hmac_key(algorithm, r.access_key_secret), r.debug)
   if not q then return nil, auth, creq end
   h.authorization = auth
   return { query = q, headers = h, body = body, canonical_request = creq, string_to_sign = sts }

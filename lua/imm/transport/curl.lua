@@ -16,6 +16,11 @@
 --     `err.sent == false` says no byte of the request reached a connection
 --     (DNS, connect or TLS failed), so the service cannot have seen it and
 --     even a mutation may be sent again. Any other value means "maybe seen".
+--     With `lazy_body = true` (the client's calls; a transport may ignore
+--     it) the reply's `body` and `headers` are read from the handle when
+--     first indexed, which must be before the transport's next request, and
+--     `reply:decode_body(null, array_mt, big_integers)` decodes the body
+--     where libcurl wrote it (see `imm.core`'s `h:decode`).
 --   `t:sleep(seconds)` waits between retries
 --   `t:close()` releases the connection; safe to call twice
 -- @module imm.transport.curl
@@ -25,7 +30,7 @@ local errors = require "imm.errors"
 local async = require("imm.lazy")("imm.async")  -- only async clients use it
 local proxy = require("imm.lazy")("imm.proxy")  -- a client without a proxy option does without it
 local scrub_error = require("imm.credentials.provider").scrub_error
-local setmetatable, pairs, find = setmetatable, pairs, string.find
+local setmetatable, find = setmetatable, string.find
 local concat, io_open, sub = table.concat, io.open, string.sub
 
 local _M = { name = "curl" }
@@ -94,6 +99,25 @@ local function proxy_options(opts)
   return p, np
 end
 
+-- A reply left in the handle (h:request's keep): body and headers are made
+-- Lua values only when read, and a body that is only decoded never is.
+local function decode_body(r, null, arrays, big)
+  return r.handle:decode(null, arrays, big, r.seq)
+end
+
+local Reply = {
+  __index = function(r, k)
+    if k == "body" or k == "headers" then
+      local h = rawget(r, "handle")
+      local v = h[k](h, rawget(r, "seq"))  -- h:body(seq) or h:headers(seq)
+      r[k] = v
+      return v
+    elseif k == "decode_body" then
+      return decode_body
+    end
+  end,
+}
+
 local function open_handle(o)
   local h, code, msg = core.http(o)
   if not h then return nil, errors.new(code, msg, { retryable = false }) end
@@ -148,11 +172,8 @@ function _M:request(req)
   if self.closed then
     return nil, errors.new("InvalidState", "the client is closed", { retryable = false })
   end
-  local lines, n = {}, 0
-  for k, v in pairs(req.headers) do
-    n = n + 1
-    lines[n] = k .. ": " .. v
-  end
+  -- the C core makes the "name: value" lines from the table itself
+  local lines = req.headers
   -- the attempt's cap; one already spent still ends the attempt at once
   -- (0 would mean "no cap" to the C core)
   local cap = req.timeout
@@ -163,6 +184,14 @@ function _M:request(req)
     if not h then return nil, err end
     status, body, headers, st, sent = async.transfer(h, req.method, req.url, lines, req.body, req.fresh, cap)
     if self.closed then h:close() else self.idle[#self.idle + 1] = h end
+  elseif req.lazy_body then
+    local h = self.handle
+    status, body, headers, st, sent = h:request(req.method, req.url, lines, req.body, req.fresh, cap, true)
+    if status and status ~= 407 then
+      return setmetatable({ status = status, handle = h, seq = body }, Reply)
+    elseif status then
+      headers = h:headers(body)
+    end
   else
     status, body, headers, st, sent = self.handle:request(req.method, req.url, lines, req.body, req.fresh, cap)
   end
