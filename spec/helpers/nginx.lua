@@ -41,6 +41,9 @@ user root root;
 daemon on;
 master_process on;
 worker_processes WORKERS;
+# a graceful stop (SIGQUIT) waits for clients' idle keep-alive connections,
+# such as a shared multi's: bounded, so stop() never outlasts its 5 s wait
+worker_shutdown_timeout 1s;
 pid DIR/nginx.pid;
 error_log DIR/error.log info;
 events { worker_connections 256; }
