@@ -838,27 +838,25 @@ describe("pre-connected sockets", function()
     finally(srv.stop)
     local base = fds()
     local m = core.multi()
-    local function run(hs)
-      -- fresh: new connections, whatever libcurl's scheduling would reuse
-      for _, h in ipairs(hs) do assert(m:add(h, "GET", srv.url .. "/_imm/health", {}, "", true)) end
-      local left = #hs
+    -- moves m's transfers until `left` of them have ended
+    local function finish(left)
       while left > 0 do
         local running, done = m:perform()
         assert(running, done)
         left = left - #(done or {})
         if left > 0 then m:wait(100) end
       end
+    end
+    local function run(hs)
+      -- fresh: new connections, whatever libcurl's scheduling would reuse
+      for _, h in ipairs(hs) do assert(m:add(h, "GET", srv.url .. "/_imm/health", {}, "", true)) end
+      finish(#hs)
       for _, h in ipairs(hs) do assert.equal(200, (h:result())) end
     end
     local h0 = core.http { timeout = 5 }
     assert(m:add(h0, "GET", srv.url .. "/_imm/health", {}, ""))
     assert.is_true(m:preconnect(h0, 3))
-    local running, done
-    repeat
-      running, done = m:perform()
-      assert(running, done)
-      if not done then m:wait(100) end
-    until done
+    finish(1)
     assert.equal(200, (h0:result()))
     assert.same({ 3, 0, 3 }, { m:preconnected() })
     -- two new connections take two of them; one stays unused
@@ -872,11 +870,7 @@ describe("pre-connected sockets", function()
     -- armed again, on a new connection (fresh), and closed with the multi unused
     assert(m:add(h0, "GET", srv.url .. "/_imm/health", {}, "", true))
     assert.is_true(m:preconnect(h0, 3))
-    repeat
-      running, done = m:perform()
-      assert(running, done)
-      if not done then m:wait(100) end
-    until done
+    finish(1)
     assert.equal(200, (h0:result()))
     assert.same({ 6, 2, 3 }, { m:preconnected() })
     m:close()

@@ -110,8 +110,9 @@ function Blocking.add(be, chain, h, method, url, lines, body, fresh, timeout)
   owners[m][id] = chain
   if chain.action == "ListDatasets" and be.preconnect == nil then
     -- while ListDatasets is in flight, the TCP handshakes of the chains'
-    -- connections (all but the one ListDatasets leaves idle); once a listing
-    be.preconnect = m:preconnect(h, min(chain.listing.n - 1, 32))
+    -- connections (all but the one ListDatasets leaves idle; the C side
+    -- opens at most 32); once a listing
+    be.preconnect = m:preconnect(h, chain.listing.n - 1)
   end
   return id
 end
