@@ -31,8 +31,8 @@ BUILD      ?= build/$(LUA_NAME)
 # with it, and spec/02 checks the rockspec against both
 VERSION    := $(shell sed -n 's/^local VERSION = "\(.*\)"$$/\1/p' lua/imm/client.lua)
 RUNTIMES   ?= lua5.1 lua5.2 lua5.3 lua5.4 luajit
-SRCS        = src/imm_buf.c src/imm_sign.c src/imm_http.c src/imm_json.c src/imm_jsonenc.c src/imm_luaenc.c src/imm_core.c
-HDRS        = src/imm_buf.h src/imm_sign.h src/imm_http.h src/imm_json.h src/imm_jsonenc.h src/imm_luaenc.h src/imm_preload.h include/imm.h
+SRCS        = src/imm_buf.c src/imm_sign.c src/imm_castore.c src/imm_http.c src/imm_json.c src/imm_jsonenc.c src/imm_luaenc.c src/imm_core.c
+HDRS        = src/imm_buf.h src/imm_sign.h src/imm_castore.h src/imm_http.h src/imm_json.h src/imm_jsonenc.h src/imm_luaenc.h src/imm_preload.h include/imm.h
 OBJS        = $(patsubst src/%.c,$(BUILD)/obj/%.o,$(SRCS))
 MODULE      = $(BUILD)/imm/core.so
 # libimm.a, for C hosts (include/imm.h): the module's objects, plus the Lua
@@ -239,15 +239,18 @@ valgrind:
 
 ## fuzz: each libFuzzer target for FUZZ_SECONDS (default 60) from the seed corpus
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS = fuzz_sign fuzz_headers fuzz_response fuzz_json fuzz_json_encode fuzz_core
+FUZZ_TARGETS = fuzz_sign fuzz_headers fuzz_response fuzz_json fuzz_json_encode fuzz_core fuzz_castore
 FUZZ_FLAGS   = -g -O1 -std=c99 -D_POSIX_C_SOURCE=200809L -fsanitize=fuzzer,address,undefined \
                -fno-sanitize-recover=all -Isrc
 build/fuzz/fuzz_sign: fuzz/fuzz_sign.c src/imm_sign.c src/imm_buf.c $(HDRS)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_FLAGS) -o $@ $(filter %.c,$^) -lcrypto -lpthread
-build/fuzz/fuzz_headers: fuzz/fuzz_headers.c src/imm_http.c src/imm_buf.c $(HDRS)
+build/fuzz/fuzz_headers: fuzz/fuzz_headers.c src/imm_http.c src/imm_castore.c src/imm_buf.c $(HDRS)
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_FLAGS) -o $@ $(filter %.c,$^) $(DEP_LIBS)
+build/fuzz/fuzz_castore: fuzz/fuzz_castore.c src/imm_castore.c src/imm_castore.h
+	@mkdir -p $(dir $@)
+	clang $(FUZZ_FLAGS) -o $@ $(filter %.c,$^) -lssl -lcrypto -lpthread
 build/fuzz/fuzz_response: fuzz/fuzz_response.c src/imm_json.c src/imm_json.h
 	@mkdir -p $(dir $@)
 	clang $(FUZZ_FLAGS) -I/usr/include/lua5.4 -o $@ $(filter %.c,$^) -llua5.4

@@ -62,6 +62,27 @@ describe("imm.core", function()
     assert.equal("a9993e364706816aba3e25717850c26c9cd0d89d", core.hash_hex("sha1", "abc"))
   end)
 
+  it("digests a file read in blocks, as the same bytes in a string", function()
+    local path = os.tmpname()
+    finally(function() os.remove(path) end)
+    -- over several of the reader's 16 KB blocks, with a partial one at the end
+    local text = {}
+    for i = 1, 12000 do text[i] = string.char(i % 256, (i * 7) % 256) .. tostring(i) end
+    text = table.concat(text)
+    local f = assert(io.open(path, "wb"))
+    f:write(text)
+    f:close()
+    assert.is_true(#text > 3 * 16384)
+    assert.equal(core.hash_hex("sha256", text), core.hash_file("sha256", path))
+    assert.equal(core.hash_hex("sm3", text), core.hash_file("sm3", path))
+    local empty = assert(io.open(path, "wb"))
+    empty:close()
+    assert.equal(core.hash_hex("sha256", ""), core.hash_file("sha256", path))
+    local digest, code = core.hash_file("sha256", path .. ".missing")
+    assert.is_nil(digest)
+    assert.equal("InvalidParameter", code)
+  end)
+
   it("computes HMACs (RFC 4231 case 2)", function()
     assert.equal("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
       core.hmac_hex("sha256", "Jefe", "what do ya want for nothing?"))

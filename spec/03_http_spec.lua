@@ -167,6 +167,132 @@ describe("HTTPS", function()
     end)
   end
 
+  -- The CA file is parsed certificate by certificate, as handshakes name
+  -- them (src/imm_castore.c); h:debug() counts what the file holds and what
+  -- was parsed. These bundles are made here, next to the system's.
+  describe("a CA file read lazily", function()
+    local core = require "imm.core"
+    local dir, certs
+    setup(function()
+      dir = fixture.tmpdir()
+      certs = fixture.certs()
+    end)
+    teardown(function() fixture.sh("rm -rf " .. dir) end)
+
+    local function bundle(name, ...)
+      local path = dir .. "/" .. name
+      local f = assert(io.open(path, "wb"))
+      for _, part in ipairs { ... } do f:write(part, "\n") end
+      f:close()
+      return path
+    end
+    local function get(file)
+      local h = assert(core.http { ca_file = file, timeout = 10, shared = true })
+      local status, code = h:request("GET", srv.url .. "/", {}, nil, true)
+      local dbg = h:debug()
+      h:close()
+      return status, code, dbg
+    end
+    local system = fixture.read("/etc/ssl/certs/ca-certificates.crt") or ""
+    local function count(pem) return select(2, pem:gsub("%-%-%-%-%-BEGIN CERTIFICATE%-%-%-%-%-", "")) end
+
+    it("parses only the certificates a handshake names", function()
+      local ca = fixture.read(certs .. "/ca.crt")
+      -- the test CA after the system's, as a user's bundle would have it
+      local file = bundle("system-and-test.crt", system, ca)
+      local h = assert(core.http { ca_file = file, timeout = 10, shared = true })
+      -- nothing is read before a handshake needs it
+      assert.equal("unread", h:debug().ca_read)
+      h:close()
+      local status, code, dbg = get(file)
+      assert.is_number(status, tostring(code))
+      assert.equal("indexed", dbg.ca_read)
+      assert.equal(count(system) + 1, dbg.ca_certs)
+      assert.equal(1, dbg.ca_parsed, "parsed more than the one certificate the chain names")
+      -- without the test CA the same server is refused
+      local only_system = bundle("system-only.crt", system, fixture.read(certs .. "/other-ca.crt"))
+      status, code = get(only_system)
+      assert.is_nil(status)
+      assert.equal("TLSError", code)
+    end)
+
+    it("finds the issuer among certificates that share its name", function()
+      -- an impostor with the test CA's name and another key, first in the file
+      local ok = fixture.sh("cd " .. dir .. " && openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256"
+        .. " -nodes -days 1 -subj '/O=imm tests/CN=imm-local test CA' -keyout impostor.key"
+        .. " -out impostor.crt >/dev/null 2>&1")
+      assert.is_true(ok, "openssl could not make the impostor")
+      local impostor = fixture.read(dir .. "/impostor.crt")
+      local status, code, dbg = get(bundle("impostor-first.crt", impostor, fixture.read(certs .. "/ca.crt")))
+      assert.is_number(status, tostring(code))
+      assert.equal(2, dbg.ca_parsed, "both certificates of that name are candidates")
+      status, code = get(bundle("impostor-only.crt", impostor))
+      assert.is_nil(status)
+      assert.equal("TLSError", code)
+    end)
+
+    it("reads a file with other blocks whole, and leaves a path with a colon to libcurl", function()
+      local ca = fixture.read(certs .. "/ca.crt")
+      -- a TRUSTED CERTIFICATE block is OpenSSL's own format: its PEM reader has the file
+      assert.is_true(fixture.sh("openssl x509 -in " .. certs .. "/other-ca.crt -trustout -addtrust serverAuth"
+        .. " -out " .. dir .. "/trusted.pem"))
+      local mixed = bundle("mixed.crt", fixture.read(dir .. "/trusted.pem"), ca)
+      local status, code, dbg = get(mixed)
+      assert.is_number(status, tostring(code))
+      assert.equal("whole", dbg.ca_read)
+      -- the server's CA as a TRUSTED CERTIFICATE (for serverAuth) alone is trusted
+      assert.is_true(fixture.sh("openssl x509 -in " .. certs .. "/ca.crt -trustout -addtrust serverAuth"
+        .. " -out " .. dir .. "/trusted-ca.pem"))
+      status, code, dbg = get(bundle("trusted-ca.crt", fixture.read(dir .. "/trusted-ca.pem")))
+      assert.is_number(status, tostring(code))
+      assert.equal("whole", dbg.ca_read)
+      -- and one trusted for clientAuth only is not
+      assert.is_true(fixture.sh("openssl x509 -in " .. certs .. "/ca.crt -trustout -addtrust clientAuth"
+        .. " -out " .. dir .. "/client-only.pem"))
+      status, code = get(bundle("client-only.crt", fixture.read(dir .. "/client-only.pem")))
+      assert.is_nil(status)
+      assert.equal("TLSError", code)
+      assert.is_true(fixture.sh("mkdir -p '" .. dir .. "/a:b'"))
+      local colon = dir .. "/a:b/ca.crt"
+      local f = assert(io.open(colon, "wb"))
+      f:write(ca)
+      f:close()
+      status, code, dbg = get(colon)
+      assert.is_number(status, tostring(code))
+      assert.is_nil(dbg.ca_read)
+      -- not PEM at all: refused, and again on the next connection
+      local garbage = bundle("garbage.crt", "not a certificate")
+      for _ = 1, 2 do
+        status, code, dbg = get(garbage)
+        assert.is_nil(status)
+        assert.equal("TLSError", code)
+        assert.equal("failed", dbg.ca_read)
+      end
+    end)
+
+    it("reads the system bundle the same way when no ca_file is given", function()
+      if system == "" then return end
+      local status, code, dbg = get(nil)
+      -- the test server's CA is not in the system bundle
+      assert.is_nil(status)
+      assert.equal("TLSError", code)
+      assert.equal("indexed", dbg.ca_read)
+      assert.equal(count(system), dbg.ca_certs)
+    end)
+
+    it("keeps a store alive for its handles after the cache let it go", function()
+      local ca = fixture.read(certs .. "/ca.crt")
+      local first = assert(core.http { ca_file = bundle("keep-0.crt", ca), timeout = 10, shared = true })
+      finally(function() first:close() end)
+      -- more files than the cache keeps (8): the first one's store is evicted
+      for i = 1, 10 do assert.is_number((get(bundle("keep-" .. i .. ".crt", ca)))) end
+      local status = first:request("GET", srv.url .. "/", {}, nil, true, nil, nil)
+      assert.is_number(status)
+      -- a handle made now reads the first file again
+      assert.is_number((get(dir .. "/keep-0.crt")))
+    end)
+  end)
+
   it("reuses the TLS connection across calls", function()
     local c = srv.client {}
     local before = srv.stats().connections

@@ -338,6 +338,26 @@ static int l_hash_hex(lua_State *L) {
     return 1;
 }
 
+/* hash_file(alg, path) -> lower-case hex digest of the file | nil, code, msg.
+ * Read in blocks: a CA bundle's digest without a Lua string of it. */
+static int l_hash_file(lua_State *L) {
+    imm_hash alg = check_hash(L, 1);
+    const char *path = luaL_checkstring(L, 2);
+    unsigned char md[IMM_MAX_DIGEST];
+    unsigned int mdlen = 0;
+    char hex[2 * IMM_MAX_DIGEST + 1];
+    int rc = imm_digest_file(alg, path, md, &mdlen);
+    if (rc != IMM_OK) {
+        lua_pushnil(L);
+        lua_pushstring(L, rc == IMM_EINVAL ? "InvalidParameter" : "SigningFailed");
+        lua_pushstring(L, rc == IMM_EINVAL ? "the file cannot be read" : "digest unavailable in this OpenSSL");
+        return 3;
+    }
+    imm_hex(md, mdlen, hex);
+    lua_pushstring(L, hex);
+    return 1;
+}
+
 /* rsa_verify(pem, data, sig [, alg = "sha1"]) -> true | false
  *   | nil, "InvalidCertificate", msg. The PEM and the signature are a remote
  * sender's input, so they never raise; arguments of the wrong type do. */
@@ -876,14 +896,25 @@ static int http_decode(lua_State *L) {
     return n;
 }
 
-/* h:debug() -> { capath_cleared = bool, pipewait = bool, tls_resumed = bool },
- * for the specs. */
+/* h:debug() -> { capath_cleared = bool, pipewait = bool, tls_resumed = bool,
+ * ca_read = mode, ca_certs = n, ca_parsed = n }, for the specs; the ca_
+ * fields are there when imm_castore reads the CA file (imm_castore.h). */
 static int http_debug(lua_State *L) {
     http_ud *u = luaL_checkudata(L, 1, HTTP_MT);
     int capath = 0, pipewait = 0;
+    size_t certs = 0, parsed = 0;
+    const char *mode = NULL;
     if (u->h != NULL)
         imm_http_debug(u->h, &capath, &pipewait);
-    lua_createtable(L, 0, 3);
+    lua_createtable(L, 0, 6);
+    if (u->h != NULL && (mode = imm_http_ca_counts(u->h, &certs, &parsed)) != NULL) {
+        lua_pushstring(L, mode);
+        lua_setfield(L, -2, "ca_read");
+        lua_pushinteger(L, (lua_Integer)certs);
+        lua_setfield(L, -2, "ca_certs");
+        lua_pushinteger(L, (lua_Integer)parsed);
+        lua_setfield(L, -2, "ca_parsed");
+    }
     lua_pushboolean(L, capath);
     lua_setfield(L, -2, "capath_cleared");
     lua_pushboolean(L, pipewait);
@@ -929,9 +960,9 @@ static int l_multi(lua_State *L) {
 }
 
 /* The lua_State's shared multi: every blocking request goes through it, so
- * all clients of a state share one connection cache and one parsed CA store
- * (libcurl keeps both in the multi): a new client pays neither the handshake
- * nor the CA parse again. Held in the registry; made on first use, and again
+ * all clients of a state share one connection cache and the TLS sessions
+ * (libcurl keeps both in the multi): a new client pays no handshake again
+ * (nor a CA file read, which imm_castore keeps for the process). Held in the registry; made on first use, and again
  * if someone closed it. NULL when libcurl cannot make one (then each handle
  * uses its own). */
 static const char shared_key = 'm';
@@ -1189,6 +1220,7 @@ static const luaL_Reg core_funcs[] = {
     {"percent_encode", l_percent_encode},
     {"redact", l_redact},
     {"hash_hex", l_hash_hex},
+    {"hash_file", l_hash_file},
     {"hmac_hex", l_hmac_hex},
     {"hmac_key", l_hmac_key},
     {"rsa_verify", l_rsa_verify},

@@ -1,6 +1,7 @@
 /* imm_http.c - HTTP over reused libcurl easy handles, always through the
  * multi interface; see imm_http.h. */
 #include "imm_http.h"
+#include "imm_castore.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -58,7 +59,9 @@ struct imm_http {
     imm_multi *parked;          /* done during another handle's blocking call, not yet reported */
     imm_http *parked_next;
     char origin[IMM_ORIGIN_MAX]; /* "scheme://host:port" of the current exchange */
-    int capath_cleared;         /* CURLOPT_CAPATH unset because a CA file is in use */
+    int capath_cleared;         /* the default CURLOPT_CAPATH dropped: a CA file is in use */
+    imm_castore *castore;       /* the CA file, read lazily by our SSL_CTX callback; NULL:
+                                 * libcurl reads it (insecure, or a file imm_castore leaves) */
     int pipewait;               /* the last transfer waited to multiplex on an h2 connection */
     int sends;                  /* requests this exchange has put on a connection */
     int resend_refused;         /* libcurl's re-send of the request was stopped (on_prereq) */
@@ -203,6 +206,13 @@ static int on_prereq(void *ud, char *primary_ip, char *local_ip, int primary_por
 }
 #endif
 
+/* CURLOPT_SSL_CTX_FUNCTION: the connection's CA store reads h->castore. */
+static CURLcode on_ssl_ctx(CURL *c, void *ssl_ctx, void *clientp) {
+    int r = imm_castore_attach(clientp, ssl_ctx);
+    (void)c;
+    return r > 0 ? CURLE_OK : r < 0 ? CURLE_SSL_CACERT_BADFILE : CURLE_OUT_OF_MEMORY;
+}
+
 imm_http *imm_http_new(const imm_http_options *opt, char *err, size_t errlen) {
     imm_http *h;
     CURL *c;
@@ -268,7 +278,9 @@ imm_http *imm_http_new(const imm_http_options *opt, char *err, size_t errlen) {
          * libcurl keeps the parsed CA store for the next connection only when
          * no CApath is set: otherwise every handshake parses the whole bundle
          * again (17-21 ms for the system bundle). A CA file holds every CA
-         * we trust, so the CApath is dropped whenever one is in use. */
+         * we trust, so the default CApath is dropped whenever one is in use
+         * (where imm_castore reads the file, the CApath is then set to the
+         * file itself, below). */
         const char *cainfo = opt->ca_file;
 #if LIBCURL_VERSION_NUM >= 0x075400 /* CURLINFO_CAINFO: 7.84 */
         char *deflt = NULL;
@@ -278,6 +290,39 @@ imm_http *imm_http_new(const imm_http_options *opt, char *err, size_t errlen) {
         if (cainfo != NULL && cainfo[0] != '\0' && !opt->insecure) {
             OPT(CURLOPT_CAPATH, (char *)NULL);
             h->capath_cleared = 1;
+            /* Our SSL_CTX callback gives each connection a store that parses
+             * only the certificates a handshake names (imm_castore.h), so
+             * libcurl is given no CA file to parse. The CA file's path
+             * becomes the CApath instead: libcurl keys connections and TLS
+             * sessions by it, so nothing verified against one file is
+             * reused for another (transport/curl.lua spells a rewritten
+             * file's path anew); and as a directory it names nothing, a
+             * regular file having no <hash>.0 under it. */
+            h->castore = imm_castore_get(cainfo);
+            if (h->castore != NULL &&
+                (curl_easy_setopt(c, CURLOPT_SSL_CTX_FUNCTION, on_ssl_ctx) != CURLE_OK ||
+                 curl_easy_setopt(c, CURLOPT_SSL_CTX_DATA, (void *)h->castore) != CURLE_OK)) {
+                curl_easy_setopt(c, CURLOPT_SSL_CTX_FUNCTION, NULL); /* a TLS backend without it */
+                imm_castore_release(h->castore);
+                h->castore = NULL;
+            }
+            if (h->castore != NULL) {
+                /* copied by libcurl before deflt (libcurl's own string) goes */
+                char *path = strdup(cainfo);
+                if (path == NULL) {
+                    SET_ERR("out of memory");
+                    imm_http_free(h);
+                    return NULL;
+                }
+                if (curl_easy_setopt(c, CURLOPT_CAINFO, (char *)NULL) != CURLE_OK ||
+                    curl_easy_setopt(c, CURLOPT_CAPATH, path) != CURLE_OK) {
+                    free(path);
+                    SET_ERR("curl_easy_setopt(CURLOPT_CAPATH) failed");
+                    imm_http_free(h);
+                    return NULL;
+                }
+                free(path);
+            }
         }
     }
     OPT(CURLOPT_SSL_VERIFYPEER, opt->insecure ? 0L : 1L);
@@ -326,6 +371,8 @@ void imm_http_free(imm_http *h) {
     curl_slist_free_all(h->req_headers);
     imm_buf_free(&h->body);
     imm_buf_free(&h->headers);
+    /* after the easy handle: its connections' SSL_CTXs hold references of their own */
+    imm_castore_release(h->castore);
     free(h);
 }
 
@@ -675,6 +722,13 @@ imm_http_phase imm_http_state(const imm_http *h) {
 void imm_http_debug(const imm_http *h, int *capath_cleared, int *pipewait) {
     *capath_cleared = h->capath_cleared;
     *pipewait = h->pipewait;
+}
+
+const char *imm_http_ca_counts(const imm_http *h, size_t *certs, size_t *parsed) {
+    if (h->castore == NULL)
+        return NULL;
+    imm_castore_counts(h->castore, certs, parsed);
+    return imm_castore_mode(h->castore);
 }
 
 int imm_http_tls_resumed(const imm_http *h) {
@@ -1071,6 +1125,8 @@ int imm_multi_perform(imm_multi *m, int *running, char *err, size_t errlen) {
     if (m->pc_want > 0 && m->pc_peerlen > 0) /* on_socket learnt the peer */
         pc_open(m);
 #endif
+    /* a CA file a new connection asked for is read now, its ClientHello sent */
+    imm_castore_prepare();
     return 0;
 }
 

@@ -12,9 +12,10 @@
  * host's frame loop drives (imm_multi_perform / imm_multi_wait).
  *
  * Why reused handles: libcurl keeps the TLS session in the easy handle and
- * the connections and the parsed CA store in the multi handle, so keep-alive
- * and session resumption carry over between calls for free, and between
- * handles that share a multi.
+ * the connections in the multi handle, so keep-alive and session resumption
+ * carry over between calls for free, and between handles that share a multi.
+ * The CA file is read once per process, and its certificates parsed only as
+ * handshakes name them (imm_castore.h).
  *
  * Ownership: imm_http_new() returns a handle that the caller releases with
  * imm_http_free() (safe on NULL; it detaches the handle from its multi). The
@@ -99,8 +100,8 @@ imm_http_status imm_http_perform(imm_http *h, const imm_http_request *req,
                                  long *status, int *sent, char *err, size_t errlen);
 
 /* imm_http_perform on a given multi instead of the handle's private one, so
- * blocking calls of many handles share its connection cache and parsed CA
- * store. Transfers of other handles on m that end meanwhile are kept for
+ * blocking calls of many handles share its connection cache and TLS
+ * sessions. Transfers of other handles on m that end meanwhile are kept for
  * imm_multi_next_done, which reports them first. */
 imm_http_status imm_http_perform_on(imm_http *h, imm_multi *m, const imm_http_request *req,
                                     long *status, int *sent, char *err, size_t errlen);
@@ -125,6 +126,10 @@ long imm_http_id(const imm_http *h);
 /* For tests: was CURLOPT_CAPATH unset (a CA file is in use), and did the
  * last transfer wait to multiplex (CURLOPT_PIPEWAIT, an HTTP/2 origin)? */
 void imm_http_debug(const imm_http *h, int *capath_cleared, int *pipewait);
+/* The handle's lazily read CA file (imm_castore.h): how it was read
+ * (imm_castore_mode), how many certificates the index holds and how many
+ * handshakes have parsed. NULL when libcurl reads the file. */
+const char *imm_http_ca_counts(const imm_http *h, size_t *certs, size_t *parsed);
 /* For tests: did the last exchange's TLS connection resume a session
  * (OpenSSL's SSL_session_reused)? The handles of one multi share their TLS
  * sessions while attached to it. */

@@ -111,6 +111,37 @@ int imm_digest(imm_hash alg, const void *data, size_t n,
     return IMM_OK;
 }
 
+int imm_digest_file(imm_hash alg, const char *path, unsigned char *out, unsigned int *outlen) {
+    const EVP_MD *md = md_get(alg);
+    unsigned char block[16384];
+    EVP_MD_CTX *ctx;
+    FILE *f;
+    size_t got;
+    int ok;
+    if (md == NULL)
+        return IMM_ECRYPTO;
+    f = fopen(path, "rb");
+    if (f == NULL)
+        return IMM_EINVAL;
+    ctx = EVP_MD_CTX_new();
+    ok = ctx != NULL && EVP_DigestInit_ex(ctx, md, NULL);
+    while (ok && (got = fread(block, 1, sizeof block, f)) > 0)
+        ok = EVP_DigestUpdate(ctx, block, got);
+    if (ok && ferror(f)) {
+        fclose(f);
+        EVP_MD_CTX_free(ctx);
+        return IMM_EINVAL;
+    }
+    fclose(f);
+    ok = ok && EVP_DigestFinal_ex(ctx, out, outlen);
+    EVP_MD_CTX_free(ctx);
+    if (!ok) {
+        ERR_clear_error();
+        return IMM_ECRYPTO;
+    }
+    return IMM_OK;
+}
+
 /* HMAC (RFC 2104) over the digest fetched once. OpenSSL 3's one-shot
  * HMAC() fetches the HMAC method and the digest by name on every call,
  * which cost a quarter of a request's signing; the two passes here reuse

@@ -68,6 +68,10 @@ int imm_redact(imm_buf *out, const char *s, size_t n, const char *secret, size_t
 int imm_digest(imm_hash alg, const void *data, size_t n,
                unsigned char *out, unsigned int *outlen);
 
+/* digest of the file at path, read in blocks (no copy of it is held), as
+ * imm_digest. IMM_EINVAL when it cannot be read. */
+int imm_digest_file(imm_hash alg, const char *path, unsigned char *out, unsigned int *outlen);
+
 /* Lower-case hex of data[0..n) into out (2n+1 bytes, NUL-terminated). */
 void imm_hex(const unsigned char *data, size_t n, char *out);
 

@@ -91,7 +91,7 @@ end
 
 -- Blocking: the transfers go on the multi the blocking clients share
 -- (imm.core's, one per lua_State, so they use the same connections and
--- parsed CA store), driven from the iterator.
+-- TLS sessions), driven from the iterator.
 local Blocking = {}
 Blocking.__index = Blocking
 

@@ -31,19 +31,20 @@ local async = require("imm.lazy")("imm.async")  -- only async clients use it
 local proxy = require("imm.lazy")("imm.proxy")  -- a client without a proxy option does without it
 local scrub_error = require("imm.credentials.provider").scrub_error
 local setmetatable, find = setmetatable, string.find
-local concat, io_open, sub = table.concat, io.open, string.sub
+local concat, sub = table.concat, string.sub
 
 local _M = { name = "curl" }
 _M.__index = _M
 
--- libcurl keys its parsed CA store (kept in the multi handle, which every
--- client of a lua_State shares) and its idle connections by the CA file's
+-- The C core keeps the CA file it has read (src/imm_castore.c, for the
+-- process) and libcurl its idle connections and TLS sessions (in the multi
+-- handle, which every client of a lua_State shares), both by the CA file's
 -- path as a string, so a file whose contents were replaced would stay
 -- trusted as first read, by every later client of the state. Each content of
 -- a path gets its own spelling of the path: the same content, the same
--- spelling, so clients still share the parsed store and the connections; new
--- content, a spelling libcurl has not seen, so it reads the file again and
--- reuses no connection verified against another store.
+-- spelling, so clients still share the read file and the connections; new
+-- content, a spelling not seen before, so the file is read again and no
+-- connection verified against another content is reused.
 -- [path] = { n = spellings handed out, [sha-256 of the content] = spelling }
 local ca_spellings = {}
 
@@ -67,12 +68,8 @@ end
 
 -- The spelling of path that stands for its content as it is now.
 local function ca_key(path)
-  local f = io_open(path, "rb")
-  -- unreadable: libcurl reports it (TLSError) when it connects
-  if not f then return path end
-  local pem = f:read("*a")
-  f:close()
-  local digest = pem and core.hash_hex("sha256", pem)
+  -- read in C, in blocks; unreadable: the handshake reports it (TLSError)
+  local digest = core.hash_file("sha256", path)
   if not digest then return path end
   local seen = ca_spellings[path]
   if not seen then
@@ -139,9 +136,9 @@ function _M.new(opts)
     insecure = opts.insecure,
     user_agent = opts.user_agent,
     max_response_bytes = opts.max_response_bytes,
-    -- every client's blocking calls share one connection cache and parsed
-    -- CA store per lua_State (imm.core's shared multi): a new client pays
-    -- neither the handshake nor the CA parse again
+    -- every client's blocking calls share one connection cache per
+    -- lua_State (imm.core's shared multi), and the CA file read once per
+    -- process: a new client pays neither the handshake nor the read again
     shared = true,
   }
   o.proxy, o.no_proxy = proxy_options(opts)
