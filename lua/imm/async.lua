@@ -259,6 +259,23 @@ function _M.start(handle, method, url, lines, body, fresh, on_done, timeout)
   return id
 end
 
+--- For imm's own schedulers (`imm.parallel`): once `handle`'s transfer on
+-- the shared multi is on a new connection, opens `n` more TCP connections to
+-- the same peer for the transfers that follow (`multi:preconnect` of
+-- `imm.core`; Linux, never through a proxy). `preconnect(nil, 0)` closes the
+-- ones no transfer took.
+-- @return true when armed
+function _M.preconnect(handle, n)
+  if not multi then return false end
+  return multi:preconnect(handle, n)
+end
+
+--- The shared multi's pre-connect counters: opened, used, idle (tests).
+function _M.preconnected()
+  if not multi then return 0, 0, 0 end
+  return multi:preconnected()
+end
+
 --- Aborts a transfer made with `start` (its `on_done` is not called).
 function _M.abort(handle, id)
   if inflight[id] then

@@ -175,11 +175,16 @@ Async.__index = Async
 
 --- Adds a request to the tasks' multi; returns its id, or nil, code, message.
 function Async.add(be, chain, h, method, url, lines, body, fresh, timeout)
-  return async.start(h, method, url, lines, body, fresh, function()
+  local id, code, msg = async.start(h, method, url, lines, body, fresh, function()
     chain.ready = true
     push(chain.listing.runnable, chain)
     if be.task then async.wake(be.task) end
   end, timeout)
+  if id and chain.action == "ListDatasets" and be.preconnect == nil then
+    -- the chains' TCP handshakes while ListDatasets is in flight, as Blocking.add
+    be.preconnect = async.preconnect(h, chain.listing.n - 1)
+  end
+  return id, code, msg
 end
 
 --- Aborts a transfer.
@@ -205,8 +210,13 @@ end
 
 --- Nothing to do: imm.poll moves the transfers.
 function Async.kick() end
---- Nothing to release.
-function Async.release() end
+--- Closes the pre-connected sockets no chain took.
+function Async.release(be)
+  if be.preconnect then
+    be.preconnect = false
+    async.preconnect(nil, 0)
+  end
+end
 
 -- Any other transport: requests run one at a time inside the chains.
 local Sync = {}
