@@ -215,7 +215,7 @@ end
 -- @param handle an `imm.core.http` handle, idle
 -- @tparam string method
 -- @tparam string url
--- @tparam table lines header lines, `"Name: value"`
+-- @tparam table lines header lines (`"Name: value"`), or a `{ name = value }` table
 -- @tparam string body
 -- @tparam boolean fresh send on a new connection
 -- @tparam[opt] number timeout seconds this transfer may take at most

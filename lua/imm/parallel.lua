@@ -249,12 +249,8 @@ function ChainTransport:request(req)
     if not h then return nil, errors.new(code, msg, { retryable = false }) end
     L.handles[#L.handles + 1] = h
   end
-  local lines, n = {}, 0
-  for k, v in pairs(req.headers) do
-    n = n + 1
-    lines[n] = k .. ": " .. v
-  end
-  local id, code, msg = L.io:add(chain, h, req.method, req.url, lines, req.body, req.fresh, req.timeout)
+  -- the C core makes the "name: value" lines from the table itself
+  local id, code, msg = L.io:add(chain, h, req.method, req.url, req.headers, req.body, req.fresh, req.timeout)
   if not id then
     push(L.idle, h)
     return nil, errors.new(code, msg, { retryable = false, sent = false })
