@@ -33,44 +33,48 @@ function M.run(opts)
   local port = free_port()
   local lua_path = table.concat({ "lua/?.lua", "lua/?/init.lua", "spec/?.lua", "spec/openresty/?.lua",
     "examples/openresty/?.lua" }, ";" .. repo .. "/")
+  -- One pass over the template: the values put in (paths from mktemp, the
+  -- caller's http and locations text) are never scanned for placeholders
+  -- again, so a temporary directory named /tmp/tmp.xyzDIRabc stays as it is.
+  local values = {
+    MODULES = MODULES,
+    ENV = opts.env or "",
+    TRUST = opts.trusted and ("lua_ssl_trusted_certificate " .. opts.trusted .. "; lua_ssl_verify_depth 3;") or "",
+    HTTP = opts.http or "",
+    LOCATIONS = opts.locations or "",
+    LUAPATH = repo .. "/" .. lua_path,
+    WORKERS = tostring(opts.workers or 1),
+    REUSEPORT = (opts.workers or 1) > 1 and "reuseport" or "",
+    DIR = dir, REPO = repo, PORT = tostring(port),
+  }
   local conf = ([[
-load_module MODULES/ndk_http_module.so;
-load_module MODULES/ngx_http_lua_module.so;
-ENV
+load_module @MODULES@/ndk_http_module.so;
+load_module @MODULES@/ngx_http_lua_module.so;
+@ENV@
 user root root;
 daemon on;
 master_process on;
-worker_processes WORKERS;
+worker_processes @WORKERS@;
 # a graceful stop (SIGQUIT) waits for clients' idle keep-alive connections,
 # such as a shared multi's: bounded, so stop() never outlasts its 5 s wait
 worker_shutdown_timeout 1s;
-pid DIR/nginx.pid;
-error_log DIR/error.log info;
+pid @DIR@/nginx.pid;
+error_log @DIR@/error.log info;
 events { worker_connections 256; }
 http {
   access_log off;
-  client_body_temp_path DIR/tmp; proxy_temp_path DIR/tmp; fastcgi_temp_path DIR/tmp;
-  uwsgi_temp_path DIR/tmp; scgi_temp_path DIR/tmp;
-  lua_package_path "LUAPATH;;";
-  lua_package_cpath "REPO/build/luajit/?.so;;";
-  TRUST
-  HTTP
+  client_body_temp_path @DIR@/tmp; proxy_temp_path @DIR@/tmp; fastcgi_temp_path @DIR@/tmp;
+  uwsgi_temp_path @DIR@/tmp; scgi_temp_path @DIR@/tmp;
+  lua_package_path "@LUAPATH@;;";
+  lua_package_cpath "@REPO@/build/luajit/?.so;;";
+  @TRUST@
+  @HTTP@
   server {
-    listen 127.0.0.1:PORT REUSEPORT;
-    LOCATIONS
+    listen 127.0.0.1:@PORT@ @REUSEPORT@;
+    @LOCATIONS@
   }
 }
-]]):gsub("MODULES", MODULES)
-    :gsub("ENV", function() return opts.env or "" end)
-    :gsub("TRUST", function()
-      return opts.trusted and ("lua_ssl_trusted_certificate " .. opts.trusted .. "; lua_ssl_verify_depth 3;") or ""
-    end)
-    :gsub("HTTP", function() return opts.http or "" end)
-    :gsub("LOCATIONS", function() return opts.locations or "" end)
-    :gsub("LUAPATH", function() return repo .. "/" .. lua_path end)
-    :gsub("WORKERS", tostring(opts.workers or 1))
-    :gsub("REUSEPORT", (opts.workers or 1) > 1 and "reuseport" or "")
-    :gsub("DIR", dir):gsub("REPO", repo):gsub("PORT", tostring(port))
+]]):gsub("@(%u+)@", function(name) return assert(values[name], name) end)
   sh("mkdir -p " .. dir .. "/tmp " .. dir .. "/logs")
   local f = assert(io.open(dir .. "/nginx.conf", "w"))
   f:write(conf)
