@@ -833,32 +833,12 @@ describe("pre-connected sockets", function()
       end)
   end
 
-  it("an async client's fan-out takes them too, on the tasks' multi", function()
-    local async = require "imm.async"
-    local srv = fixture.start {}
-    finally(srv.stop)
-    local d = data(6, 25)
-    srv.data(d)
-    srv.fault { mode = "slow", delay = 0.03, count = -1 }
-    local was = { async.preconnected() }
-    local c = srv.client { async = true }
-    local task = imm.spawn(function()
-      return drain(c:bindings({ ProjectName = "immtest" }, { concurrency = 5, page_size = 10 }))
-    end)
-    while imm.poll(10) > 0 do end
-    local ok, got, err = task:result()
-    assert.is_true(ok, tostring(got))
-    assert.is_nil(err)
-    check_listing(d.Bindings, got)
-    local now = { async.preconnected() }
-    assert.equal(4, now[1] - was[1], "concurrency - 1 opened while ListDatasets was in flight")
-    assert.is_true(now[2] - was[2] >= 1, "no chain took a pre-connected socket")
-    assert.equal(0, now[3], "the unused ones are closed when the listing ends")
-  end)
-
   it("leaves no descriptor behind: unused sockets closed on preconnect(nil, 0) and with the multi", function()
     local srv = fixture.start {}
     finally(srv.stop)
+    -- what earlier specs left for the collector is closed before counting
+    collectgarbage()
+    collectgarbage()
     local base = fds()
     local m = core.multi()
     -- moves m's transfers until `left` of them have ended
@@ -900,6 +880,29 @@ describe("pre-connected sockets", function()
     h0:close()
     for _, h in ipairs(hs) do h:close() end
     assert.equal(base, fds())
+  end)
+
+  it("an async client's fan-out takes them too, on the tasks' multi", function()
+    local async = require "imm.async"
+    local srv = fixture.start {}
+    finally(srv.stop)
+    local d = data(6, 25)
+    srv.data(d)
+    srv.fault { mode = "slow", delay = 0.03, count = -1 }
+    local was = { async.preconnected() }
+    local c = srv.client { async = true }
+    local task = imm.spawn(function()
+      return drain(c:bindings({ ProjectName = "immtest" }, { concurrency = 5, page_size = 10 }))
+    end)
+    while imm.poll(10) > 0 do end
+    local ok, got, err = task:result()
+    assert.is_true(ok, tostring(got))
+    assert.is_nil(err)
+    check_listing(d.Bindings, got)
+    local now = { async.preconnected() }
+    assert.equal(4, now[1] - was[1], "concurrency - 1 opened while ListDatasets was in flight")
+    assert.is_true(now[2] - was[2] >= 1, "no chain took a pre-connected socket")
+    assert.equal(0, now[3], "the unused ones are closed when the listing ends")
   end)
 
   it("never with a proxy: the fan-out connects through it as before", function()
