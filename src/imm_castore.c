@@ -257,14 +257,22 @@ static int split_pem(imm_castore *s, const char *text, size_t len) {
     return rc;
 }
 
-static void store_free(imm_castore *s) {
+/* Lets go of the index: the certificates, their DER and what was parsed. */
+static void drop_index(imm_castore *s) {
     size_t i;
-    if (s == NULL)
-        return;
     for (i = 0; i < s->n; i++)
         X509_free(s->e[i].x);
     free(s->e);
     free(s->der);
+    s->e = NULL;
+    s->der = NULL;
+    s->n = 0;
+}
+
+static void store_free(imm_castore *s) {
+    if (s == NULL)
+        return;
+    drop_index(s);
     X509_STORE_free(s->full);
     free(s->path);
     pthread_mutex_destroy(&s->lock);
@@ -356,14 +364,7 @@ static void load_text(imm_castore *s, const char *text, size_t len) {
         hash_subjects(s);
         s->state = CA_INDEXED;
     } else {
-        size_t i;
-        for (i = 0; i < s->n; i++)
-            X509_free(s->e[i].x);
-        free(s->e);
-        free(s->der);
-        s->e = NULL;
-        s->der = NULL;
-        s->n = 0;
+        drop_index(s);
         s->state = CA_FAILED;
         if (r == 0) { /* not out of memory: a file for OpenSSL's reader */
             BIO *b = BIO_new_mem_buf(text, len > 0x7fffffff ? 0x7fffffff : (int)len);
@@ -418,13 +419,10 @@ imm_castore *imm_castore_parse(const char *key, const char *text, size_t len) {
 }
 
 imm_castore *imm_castore_get(const char *path) {
-    imm_castore *s, **pp, *evicted = NULL, *made;
+    imm_castore *s, **pp, *evicted, *made;
     int count = 0;
     if (path == NULL || path[0] == '\0' || strchr(path, ':') != NULL)
         return NULL; /* the path doubles as libcurl's CApath, where ':' separates directories */
-    made = store_new(path); /* before the lock; dropped if the cache has one */
-    if (made == NULL)
-        return NULL;
     pthread_mutex_lock(&cache_lock);
     evicted = expire(path);
     for (s = cache; s != NULL; s = s->next) {
@@ -432,9 +430,15 @@ imm_castore *imm_castore_get(const char *path) {
             s->refs++;
             pthread_mutex_unlock(&cache_lock);
             store_free(evicted);
-            store_free(made);
             return s;
         }
+    }
+    /* a miss: nothing is read here (the first handshake does that) */
+    made = store_new(path);
+    if (made == NULL) {
+        pthread_mutex_unlock(&cache_lock);
+        store_free(evicted);
+        return NULL;
     }
     made->refs++; /* the cache's, beside the caller's */
     made->loaded_at = now_s();
@@ -498,14 +502,15 @@ const char *imm_castore_mode(imm_castore *s) {
     return names[st];
 }
 
-int imm_castore_counts(imm_castore *s, size_t *certs, size_t *parsed) {
-    int indexed;
+void imm_castore_counts(imm_castore *s, size_t *certs, size_t *parsed) {
     pthread_mutex_lock(&s->lock);
-    indexed = s->state == CA_INDEXED;
     *certs = s->n;
     *parsed = s->parsed;
     pthread_mutex_unlock(&s->lock);
-    return indexed;
+}
+
+const char *imm_castore_path(const imm_castore *s) {
+    return s->path;
 }
 
 /* --- the lookup OpenSSL calls ------------------------------------------ */

@@ -69,9 +69,12 @@ void imm_castore_prepare(void);
  * file) or "failed" (no usable certificate). */
 const char *imm_castore_mode(imm_castore *s);
 
-/* For the specs: how many certificates the file holds, and how many a
- * handshake has parsed so far; returns 0 (counts 0) until the file is read
- * and indexed, and when OpenSSL's own reader has it. */
-int imm_castore_counts(imm_castore *s, size_t *certs, size_t *parsed);
+/* For the specs: how many certificates the index holds, and how many a
+ * handshake has parsed so far (both 0 until the file is read and indexed,
+ * and when OpenSSL's own reader has it). */
+void imm_castore_counts(imm_castore *s, size_t *certs, size_t *parsed);
+
+/* The path s was made for (imm_castore_get's), valid while s is held. */
+const char *imm_castore_path(const imm_castore *s);
 
 #endif

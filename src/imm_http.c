@@ -307,21 +307,10 @@ imm_http *imm_http_new(const imm_http_options *opt, char *err, size_t errlen) {
                 h->castore = NULL;
             }
             if (h->castore != NULL) {
-                /* copied by libcurl before deflt (libcurl's own string) goes */
-                char *path = strdup(cainfo);
-                if (path == NULL) {
-                    SET_ERR("out of memory");
-                    imm_http_free(h);
-                    return NULL;
-                }
-                if (curl_easy_setopt(c, CURLOPT_CAINFO, (char *)NULL) != CURLE_OK ||
-                    curl_easy_setopt(c, CURLOPT_CAPATH, path) != CURLE_OK) {
-                    free(path);
-                    SET_ERR("curl_easy_setopt(CURLOPT_CAPATH) failed");
-                    imm_http_free(h);
-                    return NULL;
-                }
-                free(path);
+                /* the store's own copy of the path: deflt is libcurl's
+                 * string, which unsetting CAINFO frees */
+                OPT(CURLOPT_CAINFO, (char *)NULL);
+                OPT(CURLOPT_CAPATH, imm_castore_path(h->castore));
             }
         }
     }
