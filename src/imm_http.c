@@ -107,6 +107,7 @@ struct imm_multi {
     int pc_want;
     struct sockaddr_storage pc_peer;
     socklen_t pc_peerlen;       /* 0: no peer known */
+    curl_socket_t pc_wfd;       /* the watched transfer's socket, once its peer is known */
     curl_socket_t pc_fd[IMM_PRECONNECT_MAX];
     int pc_n;
 #endif
@@ -806,6 +807,22 @@ static void pc_learn(imm_multi *m, curl_socket_t fd) {
     }
     m->pc_peer = peer;
     m->pc_peerlen = len;
+    m->pc_wfd = fd;
+}
+
+/* Whether the watched socket has sent its first bytes (the ClientHello, or
+ * the request over plain HTTP). The connections are opened only then, so
+ * their socket() and connect() calls never hold up that first flight: on
+ * loopback libcurl learns the peer one perform before it writes. An older
+ * kernel without tcpi_bytes_sent (4.19) opens them at once, as before. */
+static int pc_sent(curl_socket_t fd) {
+    struct tcp_info ti;
+    socklen_t tlen = sizeof ti;
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &tlen) != 0)
+        return 0;
+    if (tlen < offsetof(struct tcp_info, tcpi_bytes_sent) + sizeof ti.tcpi_bytes_sent)
+        return 1;
+    return ti.tcpi_bytes_sent > 0;
 }
 
 /* Opens the wanted connections, non-blocking. Only a connect() left in
@@ -1111,7 +1128,7 @@ int imm_multi_perform(imm_multi *m, int *running, char *err, size_t errlen) {
         return -1;
     }
 #ifdef IMM_PRECONNECT
-    if (m->pc_want > 0 && m->pc_peerlen > 0) /* on_socket learnt the peer */
+    if (m->pc_want > 0 && m->pc_peerlen > 0 && pc_sent(m->pc_wfd)) /* on_socket learnt the peer */
         pc_open(m);
 #endif
     /* a CA file a new connection asked for is read now, its ClientHello sent */
