@@ -34,11 +34,13 @@ local co_create, co_resume, co_yield, co_status = coroutine.create, coroutine.re
   coroutine.yield, coroutine.status
 local core = require "imm.core"
 local errors = require "imm.errors"
-local async = require "imm.async"
+-- imm.async only for an async client (the Async backend loads it): a
+-- blocking listing need not compile it
+local async
+local loaded = package.loaded
 local pager = require "imm.pager"
 local transport = require "imm.transport"
 
-local WAIT = async.WAIT
 local fetch, settings, failed, repeated_token = pager.fetch, pager.settings, pager.failed, pager.repeated_token
 
 local _M = {}
@@ -448,7 +450,9 @@ end
 local function run(L, chain)
   L.current = chain
   local ok, what, a, b, c, d = co_resume(chain.co, L, chain)
-  while ok and what == WAIT and co_status(chain.co) == "suspended" do
+  -- (no chain can yield WAIT before imm.async is loaded)
+  local am = ok and loaded["imm.async"]
+  while am and ok and what == am.WAIT and co_status(chain.co) == "suspended" do
     -- a credentials provider waiting inside an imm task: pass it up
     ok, what, a, b, c, d = co_resume(chain.co, co_yield(what, a))
   end
@@ -596,7 +600,10 @@ end
 local function backend(client)
   local t = client.transport
   if type(t) == "table" and t.name == "curl" and type(t.options) == "table" then
-    if t.async then return setmetatable({}, Async), t.options end
+    if t.async then
+      async = async or require "imm.async"
+      return setmetatable({}, Async), t.options
+    end
     return setmetatable({}, Blocking), t.options
   end
   return setmetatable({}, Sync)
