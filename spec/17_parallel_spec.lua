@@ -439,8 +439,18 @@ describe("parallel listing", function()
   it("retries a chain by the client's rules without holding up the others", function()
     -- two of ds-05's requests are throttled; its retries wait on timers
     srv.fault { mode = "throttle", retry_after_ms = 300, count = 2, match = { DatasetName = "ds-05" } }
-    local c = srv.client {}
-    local t0 = core.monotonic()
+    -- when each retry was decided, and when it was sent: the wait between is the hint
+    local decided, resent, others = {}, {}, 0
+    local c = srv.client {
+      on_response = function(info) if info.retry then decided[#decided + 1] = core.monotonic() end end,
+      on_request = function(info)
+        if info.attempt > 1 then
+          resent[#resent + 1] = core.monotonic()
+        elseif #decided > #resent then
+          others = others + 1  -- another dataset's request while ds-05 waits
+        end
+      end,
+    }
     local got, err = drain(c:bindings({ ProjectName = "immtest" }, { concurrency = 4, page_size = 10 }))
     assert.is_nil(err)
     check_listing(d.Bindings, got)
@@ -449,7 +459,13 @@ describe("parallel listing", function()
       if rec.fault == "throttle" then throttled = throttled + 1 end
     end
     assert.equal(2, throttled)
-    assert.is_true(core.monotonic() - t0 >= 0.6, "the retries did not wait")
+    assert.equal(2, #decided)
+    assert.equal(2, #resent)
+    for i = 1, 2 do
+      local waited = resent[i] - decided[i]
+      assert.is_true(waited >= 0.3, string.format("retry %d was sent after %.3f s, not the 0.3 s asked for", i, waited))
+    end
+    assert.is_true(others > 0, "the other datasets waited for ds-05's retries")
   end)
 
   it("cancels the requests in flight when the loop is left (explicit close, or collection)", function()
