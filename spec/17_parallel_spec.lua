@@ -129,6 +129,26 @@ describe("parallel listing", function()
     assert.equal(DATASETS * 4, taken)
   end)
 
+  it("decodes a reply only when the caller wants its page, so its chain's next request goes first", function()
+    -- every reply takes as long, so several come in at once
+    srv.fault { mode = "slow", delay = 0.03, count = -1 }
+    local decoded = 0
+    local c = srv.client { on_response = function(info)
+      if info.action == "ListBindings" then decoded = decoded + 1 end
+    end }
+    local taken, ahead = 0, 0
+    for b, err in c:bindings({ ProjectName = "immtest" }, { concurrency = 5, page_size = 10 }) do
+      assert.is_nil(err)
+      if tonumber(b.URI:match("(%d+)$")) % 10 == 1 then  -- the first item of a page
+        taken = taken + 1
+        if decoded > taken then ahead = ahead + 1 end
+      end
+    end
+    assert.equal(DATASETS * 4, taken)
+    assert.equal(DATASETS * 4, decoded)
+    assert.equal(0, ahead, "pages were decoded before the caller wanted them")
+  end)
+
   -- each request of the log carries the header; the hooks saw each attempt
   local function check_hooks(seen, log, retried)
     assert.equal(#log, seen.requests)

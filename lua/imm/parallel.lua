@@ -480,11 +480,15 @@ local function start_fetches(L)
   end
 end
 
--- Resumes the chains whose transfers ended or whose retry timers fell due.
--- Returns the ms until the next timer (huge when none).
+-- Resumes the chains whose transfers ended, until one has a page for the
+-- caller, and those whose retry timers fell due. Returns the ms until the
+-- next timer (huge when none).
+-- One page at a time: each reply is decoded only when the caller wants a
+-- page, so the page is handed over, its slot freed and its chain's next
+-- request sent before the next reply is decoded, not after all of them.
 local function run_ready(L)
-  local q = L.runnable
-  while not empty(q) and not L.err and not L.closed do
+  local q, pages = L.runnable, L.queue
+  while not empty(q) and empty(pages) and not L.err and not L.closed do
     local chain = pop(q)
     if chain.ready and not chain.done then
       chain.ready = false
