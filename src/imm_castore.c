@@ -55,6 +55,10 @@ struct imm_castore {
 
 static pthread_mutex_t cache_lock = PTHREAD_MUTEX_INITIALIZER;
 static imm_castore *cache;       /* newest first */
+/* Set (under cache_lock) when a store is wanted, so that
+ * imm_castore_prepare, which runs after every multi perform, takes the
+ * process-wide lock only when there is something to read. */
+static int wanted_any;
 
 static time_t now_s(void) {
     struct timespec ts;
@@ -473,9 +477,13 @@ void imm_castore_release(imm_castore *s) {
 }
 
 void imm_castore_prepare(void) {
+    if (!__atomic_load_n(&wanted_any, __ATOMIC_ACQUIRE))
+        return;
     for (;;) {
         imm_castore *s, *todo = NULL;
         pthread_mutex_lock(&cache_lock);
+        /* cleared before the walk: a store wanted after it sets it again */
+        __atomic_store_n(&wanted_any, 0, __ATOMIC_RELEASE);
         for (s = cache; s != NULL && todo == NULL; s = s->next) {
             if (s->wanted) {
                 s->wanted = 0;
@@ -633,6 +641,7 @@ int imm_castore_attach(imm_castore *s, void *ssl_ctx) {
     /* read once the ClientHello is out (imm_castore_prepare), not before */
     pthread_mutex_lock(&cache_lock);
     s->wanted = 1;
+    __atomic_store_n(&wanted_any, 1, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&cache_lock);
     /* what libcurl sets on the store it fills itself */
     X509_STORE_set_flags(store, X509_V_FLAG_TRUSTED_FIRST | X509_V_FLAG_PARTIAL_CHAIN);
