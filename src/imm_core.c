@@ -320,22 +320,30 @@ static int l_redact(lua_State *L) {
     return 1;
 }
 
+/* A digest as lower-case hex, or nil, code, msg: hash_hex's and hash_file's answer. */
+static int push_digest(lua_State *L, const unsigned char *md, unsigned int mdlen, const char *code,
+                       const char *msg) {
+    char hex[2 * IMM_MAX_DIGEST + 1];
+    if (code != NULL) {
+        lua_pushnil(L);
+        lua_pushstring(L, code);
+        lua_pushstring(L, msg);
+        return 3;
+    }
+    imm_hex(md, mdlen, hex);
+    lua_pushstring(L, hex);
+    return 1;
+}
+
 static int l_hash_hex(lua_State *L) {
     imm_hash alg = check_hash(L, 1);
     size_t n;
     const char *s = luaL_checklstring(L, 2, &n);
     unsigned char md[IMM_MAX_DIGEST];
     unsigned int mdlen = 0;
-    char hex[2 * IMM_MAX_DIGEST + 1];
-    if (imm_digest(alg, s, n, md, &mdlen) != IMM_OK) {
-        lua_pushnil(L);
-        lua_pushstring(L, "SigningFailed");
-        lua_pushstring(L, "digest unavailable in this OpenSSL");
-        return 3;
-    }
-    imm_hex(md, mdlen, hex);
-    lua_pushstring(L, hex);
-    return 1;
+    if (imm_digest(alg, s, n, md, &mdlen) != IMM_OK)
+        return push_digest(L, NULL, 0, "SigningFailed", "digest unavailable in this OpenSSL");
+    return push_digest(L, md, mdlen, NULL, NULL);
 }
 
 /* hash_file(alg, path) -> lower-case hex digest of the file | nil, code, msg.
@@ -345,17 +353,12 @@ static int l_hash_file(lua_State *L) {
     const char *path = luaL_checkstring(L, 2);
     unsigned char md[IMM_MAX_DIGEST];
     unsigned int mdlen = 0;
-    char hex[2 * IMM_MAX_DIGEST + 1];
     int rc = imm_digest_file(alg, path, md, &mdlen);
-    if (rc != IMM_OK) {
-        lua_pushnil(L);
-        lua_pushstring(L, rc == IMM_EINVAL ? "InvalidParameter" : "SigningFailed");
-        lua_pushstring(L, rc == IMM_EINVAL ? "the file cannot be read" : "digest unavailable in this OpenSSL");
-        return 3;
-    }
-    imm_hex(md, mdlen, hex);
-    lua_pushstring(L, hex);
-    return 1;
+    if (rc == IMM_EINVAL)
+        return push_digest(L, NULL, 0, "InvalidParameter", "the file cannot be read");
+    if (rc != IMM_OK)
+        return push_digest(L, NULL, 0, "SigningFailed", "digest unavailable in this OpenSSL");
+    return push_digest(L, md, mdlen, NULL, NULL);
 }
 
 /* rsa_verify(pem, data, sig [, alg = "sha1"]) -> true | false
