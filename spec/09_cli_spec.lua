@@ -288,6 +288,35 @@ describe("imm command line", function()
       assert.is_table(cjson.decode(out))
     end)
 
+    it("prints integers past what this Lua holds exactly as the service sent them", function()
+      -- Exact is 2^53 + 1 (a double holds 2^53); Huge and Low are past int64
+      srv.fault { mode = "odd_values", big_phase = 1 }
+      local out = ok_run { "list-bindings", "--project", "immtest", "--max-results", "2" }
+      assert.matches('"Exact":9007199254740993,', out, 1, true)
+      assert.matches('"Huge":12345678901234567890,', out, 1, true)
+      assert.matches('"Low":-9223372036854775809,', out, 1, true)
+      assert.matches('"Phase":12345678901234567890,', out, 1, true)
+      assert.matches('"Big":1e999', out, 1, true)  -- with the infinity the same text
+      assert.is_table(cjson.decode(out))
+      -- one binding a line (--all), and the lines and table columns
+      srv.reset()
+      srv.fault { mode = "odd_values", big_phase = 1 }
+      local lines = split_lines(ok_run { "list-bindings", "--project", "immtest", "--all", "--max-results", "50" })
+      assert.equal(205, #lines)
+      assert.matches('"Exact":9007199254740993,', lines[1], 1, true)
+      assert.matches('"Huge":12345678901234567890,', lines[1], 1, true)
+      for i = 2, #lines do assert.is_nil(lines[i]:find("Exact", 1, true)) end
+      srv.reset()
+      srv.fault { mode = "odd_values", big_phase = 1 }
+      local tsv = split_lines(ok_run { "list-bindings", "--project", "immtest", "--output", "lines",
+        "--max-results", "2" })
+      assert.equal("12345678901234567890", (tsv[1]:match("^[^\t]*\t[^\t]*\t[^\t]*\t[^\t]*\t([^\t]*)$")))
+      srv.reset()
+      srv.fault { mode = "odd_values", big_phase = 1 }
+      local tab = ok_run { "list-bindings", "--project", "immtest", "--output", "table", "--max-results", "2" }
+      assert.matches(" 12345678901234567890 ", tab, 1, true)
+    end)
+
     it("gives a coded error and where to resume when a page cannot be printed", function()
       -- page 3 holds a binding nested deeper than the JSON writer goes (128)
       srv.fault { mode = "slow", delay = 0, count = 2 }

@@ -296,7 +296,13 @@ class ImmHandler(BaseHTTPRequestHandler):
                     if rule and rule.mode == "odd_values" and reply.status == 200:
                         depth = int(rule.option("depth", 0))
                         deep = b'"Deep":' + b"[" * depth + b"]" * depth + b"," if depth > 0 else b""
-                        reply.body = reply.body.replace(b'"URI":', b'"Odd":"\xff\xfe","Big":1e400,' + deep + b'"URI":', 1)
+                        # integers past 2^53 (Exact: 2^53 + 1) and past int64 (Huge, Low)
+                        ints = b'"Exact":9007199254740993,"Huge":12345678901234567890,"Low":-9223372036854775809,'
+                        reply.body = reply.body.replace(b'"URI":', b'"Odd":"\xff\xfe","Big":1e400,' + ints + deep
+                                                        + b'"URI":', 1)
+                        if rule.option("big_phase", 0):  # a column of the CLI's table and lines output
+                            reply.body = re.sub(rb'"Phase":"[^"]*"', b'"Phase":12345678901234567890', reply.body,
+                                                count=1)
             except ApiError as err:
                 reply = error_reply(err, request_id, req.host)
         server.log.update(record, fault=rule.mode if rule else None)
