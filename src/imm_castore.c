@@ -317,37 +317,28 @@ static void hash_subjects(imm_castore *s) {
 static char *read_file(const char *path, size_t *lenp) {
     FILE *f = fopen(path, "rb");
     char *text = NULL;
-    size_t len = 0, cap = 0;
-    int ok;
+    size_t len = 0, cap = 0, got;
+    int ok = 1;
     if (f == NULL)
         return NULL;
-    for (;;) {
-        size_t got;
+    do {
         if (len == cap) {
             char *nt;
             size_t ncap = cap ? cap * 2 : 256 * 1024;
             if (ncap > CASTORE_MAX_FILE + 1)
                 ncap = CASTORE_MAX_FILE + 1;
-            if (ncap == cap) { /* too large */
-                free(text);
-                fclose(f);
-                return NULL;
-            }
-            nt = realloc(text, ncap);
-            if (nt == NULL) {
-                free(text);
-                fclose(f);
-                return NULL;
+            /* ncap == cap: too large */
+            if (ncap == cap || (nt = realloc(text, ncap)) == NULL) {
+                ok = 0;
+                break;
             }
             text = nt;
             cap = ncap;
         }
         got = fread(text + len, 1, cap - len, f);
         len += got;
-        if (got == 0)
-            break;
-    }
-    ok = !ferror(f);
+    } while (got > 0);
+    ok = ok && !ferror(f);
     fclose(f);
     if (!ok) {
         free(text);
@@ -523,6 +514,13 @@ const char *imm_castore_path(const imm_castore *s) {
 
 /* --- the lookup OpenSSL calls ------------------------------------------ */
 
+/* Adds x to the handshake's store; the first one added is also found
+ * (with a reference of its own), as by_subject returns it. */
+static void offer(X509_STORE *store, X509 *x, X509 **found) {
+    if (X509_STORE_add_cert(store, x) && *found == NULL && X509_up_ref(x))
+        *found = x;
+}
+
 /* Adds every certificate of the file whose subject is name to the
  * lookup's store (as OpenSSL's directory lookup adds every <hash>.N) and
  * returns one of them in ret, with the references OpenSSL's
@@ -555,8 +553,7 @@ static int by_subject(X509_LOOKUP *lu, X509_LOOKUP_TYPE type, const X509_NAME *n
             }
             if (X509_NAME_cmp(X509_get_subject_name(e->x), name) != 0)
                 continue; /* the same hash, another name */
-            if (X509_STORE_add_cert(store, e->x) && found == NULL && X509_up_ref(e->x))
-                found = e->x;
+            offer(store, e->x, &found);
         }
     } else if (s->state == CA_FULL && X509_STORE_lock(s->full)) {
         STACK_OF(X509_OBJECT) *objs = X509_STORE_get0_objects(s->full);
@@ -565,8 +562,7 @@ static int by_subject(X509_LOOKUP *lu, X509_LOOKUP_TYPE type, const X509_NAME *n
             X509 *x = X509_OBJECT_get0_X509(sk_X509_OBJECT_value(objs, j));
             if (x == NULL || X509_NAME_cmp(X509_get_subject_name(x), name) != 0)
                 continue;
-            if (X509_STORE_add_cert(store, x) && found == NULL && X509_up_ref(x))
-                found = x;
+            offer(store, x, &found);
         }
         X509_STORE_unlock(s->full);
     }

@@ -117,7 +117,7 @@ int imm_digest_file(imm_hash alg, const char *path, unsigned char *out, unsigned
     EVP_MD_CTX *ctx;
     FILE *f;
     size_t got;
-    int ok;
+    int ok, rc = IMM_OK;
     if (md == NULL)
         return IMM_ECRYPTO;
     f = fopen(path, "rb");
@@ -127,19 +127,15 @@ int imm_digest_file(imm_hash alg, const char *path, unsigned char *out, unsigned
     ok = ctx != NULL && EVP_DigestInit_ex(ctx, md, NULL);
     while (ok && (got = fread(block, 1, sizeof block, f)) > 0)
         ok = EVP_DigestUpdate(ctx, block, got);
-    if (ok && ferror(f)) {
-        fclose(f);
-        EVP_MD_CTX_free(ctx);
-        return IMM_EINVAL;
-    }
+    if (ok && ferror(f))
+        rc = IMM_EINVAL;
+    else if (!ok || !EVP_DigestFinal_ex(ctx, out, outlen))
+        rc = IMM_ECRYPTO;
     fclose(f);
-    ok = ok && EVP_DigestFinal_ex(ctx, out, outlen);
     EVP_MD_CTX_free(ctx);
-    if (!ok) {
+    if (rc == IMM_ECRYPTO)
         ERR_clear_error();
-        return IMM_ECRYPTO;
-    }
-    return IMM_OK;
+    return rc;
 }
 
 /* HMAC (RFC 2104) over the digest fetched once. OpenSSL 3's one-shot
